@@ -1,0 +1,84 @@
+//! The command line: argument parsing, one file per command, and the one place that maps
+//! outcomes to exit codes (0 ok, 1 failed or invalid, 2 usage or I/O error; `diff`
+//! follows `terraform plan -detailed-exitcode`: 0 no change, 2 changes, 1 error).
+
+mod diff;
+mod schema;
+mod validate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// haconn: resets failed HA cluster nodes through their BMC, PDU or ESXi host.
+#[derive(Debug, Parser)]
+#[command(name = "haconn", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check cluster spec files and report every problem with its path and line.
+    Validate(validate::Args),
+    /// Print the JSON Schema of the cluster spec.
+    Schema,
+    /// Compare two spec files: a unified diff of the normalized specs, then the plan.
+    Diff(diff::Args),
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// Invalid input or a failed operation.
+    Failed,
+    /// Usage or I/O error.
+    Trouble,
+    /// `diff` only: there are changes.
+    Changes,
+}
+
+impl Outcome {
+    pub fn code(self) -> u8 {
+        match self {
+            Outcome::Ok => 0,
+            Outcome::Failed => 1,
+            Outcome::Trouble | Outcome::Changes => 2,
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let outcome = match cli.command {
+        Command::Validate(a) => validate::run(&a),
+        Command::Schema => schema::run(),
+        Command::Diff(a) => diff::run(&a),
+    };
+    ExitCode::from(outcome.code())
+}
+
+/// Reads a spec file (`-` is standard input).
+pub(crate) fn read_input(path: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    if path == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .take(crate::spec::yaml::MAX_FILE_BYTES as u64 + 1)
+            .read_to_end(&mut buf)?;
+        return Ok(buf);
+    }
+    let f = std::fs::File::open(path)?;
+    let mut buf = Vec::new();
+    f.take(crate::spec::yaml::MAX_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut buf)?;
+    Ok(buf)
+}

@@ -1,0 +1,8 @@
+//! `haconn schema`: the JSON Schema of the cluster spec.
+
+use super::Outcome;
+
+pub fn run() -> Outcome {
+    println!("{}", crate::spec::schema_text());
+    Outcome::Ok
+}

@@ -1,0 +1,491 @@
+//! The plan: what changes between a live spec and a desired one, and what a reload may do
+//! with each change (SPEC §6). Pure: specs and facts in, a plan out.
+//!
+//! Objects are compared by identity (management servers and physical servers by name,
+//! PDUs by address, global settings by key), so reordering a file is not a change. A
+//! physical server that disappears under one name and appears under another with the
+//! same BMC address is a rename. Each object is one unit: a reload applies all of an
+//! object's changes or none of them.
+
+pub mod summary;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::{self, Write as _};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::spec::model::{Fingerprinted, PhysicalServer, SECRET_FINGERPRINT, Spec};
+
+/// What the daemon knows about the running cluster that decides whether a change may go in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LiveFacts {
+    /// Systems (physical server names or guest VM names) whose HA monitor is active.
+    #[serde(default)]
+    pub monitors_active: BTreeSet<String>,
+    /// Systems being reset right now.
+    #[serde(default)]
+    pub resetting: BTreeSet<String>,
+    /// The active management server (default: the first by name).
+    pub active: Option<String>,
+}
+
+impl LiveFacts {
+    fn touches(set: &BTreeSet<String>, server: &PhysicalServer) -> bool {
+        set.contains(server.name.as_str())
+            || server
+                .esxi
+                .iter()
+                .flat_map(|e| &e.guests)
+                .any(|g| set.contains(g.as_str()))
+    }
+
+    pub fn monitor_active_on(&self, server: &PhysicalServer) -> bool {
+        Self::touches(&self.monitors_active, server)
+    }
+
+    pub fn resetting(&self, server: &PhysicalServer) -> bool {
+        Self::touches(&self.resetting, server)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ObjectKind {
+    Global,
+    ManagementServer,
+    PhysicalServer,
+    Pdu,
+}
+
+impl ObjectKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            ObjectKind::Global => "global",
+            ObjectKind::ManagementServer => "management server",
+            ObjectKind::PhysicalServer => "physical server",
+            ObjectKind::Pdu => "pdu",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Add,
+    Delete,
+    Change,
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Operation::Add => "Add",
+            Operation::Delete => "Delete",
+            Operation::Change => "Change",
+        })
+    }
+}
+
+/// What a reload may do with a change (SPEC §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Class {
+    /// Applied at runtime, no HA monitor stop needed.
+    Runtime,
+    /// Applied at runtime only while no HA monitor on that server is active.
+    RuntimeIfNoMonitor,
+    /// Needs a restart of haconn; a reload reports it and applies nothing of it.
+    NeedsRestart,
+}
+
+impl fmt::Display for Class {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Class::Runtime => "runtime",
+            Class::RuntimeIfNoMonitor => "runtime if no HA monitor is active",
+            Class::NeedsRestart => "needs restart",
+        })
+    }
+}
+
+/// Why an object change was not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    NeedsRestart,
+    MonitorActive,
+    ResetInProgress,
+    Failed(String),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::NeedsRestart => f.write_str("needs restart"),
+            Refusal::MonitorActive => f.write_str("HA monitor active"),
+            Refusal::ResetInProgress => f.write_str("reset in progress"),
+            Refusal::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
+}
+
+/// One changed field of an object. Secret values are never held here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldChange {
+    pub path: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+    pub secret: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub kind: ObjectKind,
+    /// The object's identity in the desired spec (the live one for a delete).
+    pub name: String,
+    pub op: Operation,
+    pub renamed_from: Option<String>,
+    pub class: Class,
+    pub fields: Vec<FieldChange>,
+    /// What a reload would answer for this object given the facts.
+    pub predicted: Result<(), Refusal>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    pub fn count(&self, op: Operation) -> usize {
+        self.changes.iter().filter(|c| c.op == op).count()
+    }
+}
+
+/// Plans `desired` against `live`.
+pub fn plan(live: &Spec, desired: &Spec, facts: &LiveFacts) -> Plan {
+    let view = Fingerprinted::default();
+    let mut changes = Vec::new();
+
+    // Global settings: every one needs a restart.
+    let (lg, dg) = (live.globals_value(&view), desired.globals_value(&view));
+    let keys: BTreeSet<&String> = object_keys(&lg).chain(object_keys(&dg)).collect();
+    for key in keys {
+        let (old, new) = (lg.get(key), dg.get(key));
+        if old == new {
+            continue;
+        }
+        let mut fields = Vec::new();
+        diff_values(key, old, new, &mut fields);
+        changes.push(Change {
+            kind: ObjectKind::Global,
+            name: key.clone(),
+            op: op_of(old, new),
+            renamed_from: None,
+            class: Class::NeedsRestart,
+            fields,
+            predicted: Err(Refusal::NeedsRestart),
+        });
+    }
+
+    // Management servers: PDU settings at runtime, the rest needs a restart.
+    let lm: BTreeMap<_, _> = live
+        .management_servers
+        .iter()
+        .map(|(n, m)| (n.to_string(), m.to_value(&view)))
+        .collect();
+    let dm: BTreeMap<_, _> = desired
+        .management_servers
+        .iter()
+        .map(|(n, m)| (n.to_string(), m.to_value(&view)))
+        .collect();
+    for (name, op, fields) in keyed_changes(&lm, &dm) {
+        let class = if op == Operation::Change && fields.iter().all(|f| under(&f.path, "ipdu")) {
+            Class::Runtime
+        } else {
+            Class::NeedsRestart
+        };
+        let predicted = match class {
+            Class::NeedsRestart => Err(Refusal::NeedsRestart),
+            _ => Ok(()),
+        };
+        changes.push(Change {
+            kind: ObjectKind::ManagementServer,
+            name,
+            op,
+            renamed_from: None,
+            class,
+            fields,
+            predicted,
+        });
+    }
+
+    // Physical servers, with renames.
+    changes.extend(server_changes(live, desired, facts, &view));
+
+    // PDUs: all at runtime, unless a server they feed is being reset.
+    let lp: BTreeMap<_, _> = live
+        .pdus
+        .iter()
+        .map(|(a, p)| (a.to_string(), p.to_value()))
+        .collect();
+    let dp: BTreeMap<_, _> = desired
+        .pdus
+        .iter()
+        .map(|(a, p)| (a.to_string(), p.to_value()))
+        .collect();
+    for (name, op, fields) in keyed_changes(&lp, &dp) {
+        let feeds_resetting = [live, desired].iter().any(|spec| {
+            spec.servers.values().any(|s| {
+                facts.resetting(s) && s.outlets().iter().any(|o| o.pdu.to_string() == name)
+            })
+        });
+        changes.push(Change {
+            kind: ObjectKind::Pdu,
+            name,
+            op,
+            renamed_from: None,
+            class: Class::Runtime,
+            fields,
+            predicted: if feeds_resetting {
+                Err(Refusal::ResetInProgress)
+            } else {
+                Ok(())
+            },
+        });
+    }
+    Plan { changes }
+}
+
+fn server_changes(live: &Spec, desired: &Spec, facts: &LiveFacts, view: &Fingerprinted) -> Vec<Change> {
+    let value = |s: &PhysicalServer| {
+        let mut v = s.to_value(view);
+        if let Value::Object(o) = &mut v {
+            o.remove("name");
+        }
+        v
+    };
+    let deleted: Vec<&PhysicalServer> = live
+        .servers
+        .values()
+        .filter(|s| !desired.servers.contains_key(&s.name))
+        .collect();
+    let added: Vec<&PhysicalServer> = desired
+        .servers
+        .values()
+        .filter(|s| !live.servers.contains_key(&s.name))
+        .collect();
+    // A rename keeps the BMC: pair each deleted server with the added one on its BMC address.
+    let mut renames: BTreeMap<String, &PhysicalServer> = BTreeMap::new();
+    for d in &deleted {
+        if let Some(a) = added.iter().find(|a| a.bmc.address == d.bmc.address) {
+            renames.insert(a.name.to_string(), d);
+        }
+    }
+    let renamed_old: BTreeSet<String> = renames.values().map(|d| d.name.to_string()).collect();
+
+    let mut out = Vec::new();
+    let names: BTreeSet<String> = live
+        .servers
+        .keys()
+        .chain(desired.servers.keys())
+        .map(|n| n.to_string())
+        .collect();
+    for name in names {
+        if renamed_old.contains(&name) {
+            continue;
+        }
+        let new = desired.servers.values().find(|s| s.name.as_str() == name);
+        let old = match renames.get(&name) {
+            Some(d) => Some(*d),
+            None => live.servers.values().find(|s| s.name.as_str() == name),
+        };
+        let (op, mut fields) = match (old, new) {
+            (None, Some(_)) => (Operation::Add, vec![]),
+            (Some(_), None) => (Operation::Delete, vec![]),
+            (Some(o), Some(n)) => {
+                let (ov, nv) = (value(o), value(n));
+                let mut fields = Vec::new();
+                diff_values("", Some(&ov), Some(&nv), &mut fields);
+                (Operation::Change, fields)
+            }
+            (None, None) => continue,
+        };
+        let renamed_from = renames.get(&name).map(|d| d.name.to_string());
+        if let Some(from) = &renamed_from {
+            fields.insert(
+                0,
+                FieldChange {
+                    path: "name".into(),
+                    old: Some(from.clone()),
+                    new: Some(name.clone()),
+                    secret: false,
+                },
+            );
+        }
+        if op == Operation::Change && fields.is_empty() {
+            continue;
+        }
+        let class = match op {
+            Operation::Add => Class::Runtime,
+            Operation::Change if fields.iter().all(|f| under(&f.path, "ipdu")) => Class::Runtime,
+            _ => Class::RuntimeIfNoMonitor,
+        };
+        let predicted = match old {
+            Some(o) if facts.resetting(o) => Err(Refusal::ResetInProgress),
+            Some(o) if class == Class::RuntimeIfNoMonitor && facts.monitor_active_on(o) => {
+                Err(Refusal::MonitorActive)
+            }
+            _ => Ok(()),
+        };
+        out.push(Change {
+            kind: ObjectKind::PhysicalServer,
+            name,
+            op,
+            renamed_from,
+            class,
+            fields,
+            predicted,
+        });
+    }
+    out
+}
+
+fn object_keys(v: &Value) -> impl Iterator<Item = &String> {
+    v.as_object().into_iter().flat_map(|o| o.keys())
+}
+
+fn op_of(old: Option<&Value>, new: Option<&Value>) -> Operation {
+    match (old, new) {
+        (None, Some(_)) => Operation::Add,
+        (Some(_), None) => Operation::Delete,
+        _ => Operation::Change,
+    }
+}
+
+fn under(path: &str, prefix: &str) -> bool {
+    path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('.'))
+}
+
+/// Add / delete / change of objects keyed by identity, with their changed fields.
+fn keyed_changes(
+    live: &BTreeMap<String, Value>,
+    desired: &BTreeMap<String, Value>,
+) -> Vec<(String, Operation, Vec<FieldChange>)> {
+    let names: BTreeSet<&String> = live.keys().chain(desired.keys()).collect();
+    let mut out = Vec::new();
+    for name in names {
+        let (old, new) = (live.get(name), desired.get(name));
+        if old == new {
+            continue;
+        }
+        let op = op_of(old, new);
+        let mut fields = Vec::new();
+        if op == Operation::Change {
+            diff_values("", old, new, &mut fields);
+        }
+        out.push((name.clone(), op, fields));
+    }
+    out
+}
+
+/// Collects the leaves that differ between two values. Lists are compared whole.
+fn diff_values(path: &str, old: Option<&Value>, new: Option<&Value>, out: &mut Vec<FieldChange>) {
+    if old == new {
+        return;
+    }
+    if let (Some(Value::Object(o)), Some(Value::Object(n))) = (old, new) {
+        let keys: BTreeSet<&String> = o.keys().chain(n.keys()).collect();
+        for k in keys {
+            let p = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            diff_values(&p, o.get(k), n.get(k), out);
+        }
+        return;
+    }
+    let secret = [old, new]
+        .iter()
+        .flatten()
+        .any(|v| v.as_str().is_some_and(|s| s.starts_with(SECRET_FINGERPRINT)));
+    out.push(FieldChange {
+        path: path.to_string(),
+        old: if secret { None } else { old.map(show) },
+        new: if secret { None } else { new.map(show) },
+        secret,
+    });
+}
+
+/// A value on one line: plain for scalars, compact JSON for the rest.
+fn show(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl Plan {
+    /// The plan in `terraform plan` style: one line per object, its fields below.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        if self.changes.is_empty() {
+            s.push_str("No changes. The live configuration matches the spec.\n");
+            return s;
+        }
+        for c in &self.changes {
+            let sign = match c.op {
+                Operation::Add => '+',
+                Operation::Delete => '-',
+                Operation::Change => '~',
+            };
+            let _ = write!(s, "  {sign} {} {}", c.kind.label(), c.name);
+            if let Some(from) = &c.renamed_from {
+                let _ = write!(s, " (renamed from {from})");
+            }
+            let _ = write!(s, "  [{}]", c.class);
+            if let Err(r) = &c.predicted {
+                let _ = write!(s, "  => Error ({r})");
+            }
+            s.push('\n');
+            for f in &c.fields {
+                if f.secret {
+                    let _ = writeln!(s, "      ~ {}: (secret changed, value hidden)", f.path);
+                    continue;
+                }
+                match (&f.old, &f.new) {
+                    (None, Some(n)) => {
+                        let _ = writeln!(s, "      + {}: {n}", f.path);
+                    }
+                    (Some(o), None) => {
+                        let _ = writeln!(s, "      - {}: {o}", f.path);
+                    }
+                    (Some(o), Some(n)) => {
+                        let _ = writeln!(s, "      ~ {}: {o} -> {n}", f.path);
+                    }
+                    (None, None) => {}
+                }
+            }
+        }
+        let by_class = |k: Class| self.changes.iter().filter(|c| c.class == k).count();
+        let refused = self.changes.iter().filter(|c| c.predicted.is_err()).count();
+        let _ = writeln!(
+            s,
+            "\nPlan: {} to add, {} to change, {} to delete ({} runtime, {} runtime if no HA monitor is active, {} needs restart; {} would be refused now).",
+            self.count(Operation::Add),
+            self.count(Operation::Change),
+            self.count(Operation::Delete),
+            by_class(Class::Runtime),
+            by_class(Class::RuntimeIfNoMonitor),
+            by_class(Class::NeedsRestart),
+            refused,
+        );
+        s
+    }
+}

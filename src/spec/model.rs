@@ -1,0 +1,452 @@
+//! `Spec`: a cluster spec known to be good.
+//!
+//! Only `validate` builds these. Fields use types that cannot hold a value outside its
+//! SPEC §5 range, collections are keyed by identity (name or address) so that reordering
+//! in the file is not a change, and code past validation never re-checks.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::pdu_model::PduModel;
+use super::secret::Secret;
+
+pub use super::raw::{Mode, Scale};
+
+/// A system, VM or management server name: 1–31 ASCII letters and digits.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Name(String);
+
+impl Name {
+    pub fn parse(s: &str) -> Result<Name, String> {
+        if s.is_empty() || s.len() > 31 {
+            return Err(format!(
+                "name must be 1–31 characters (`{s}` has {})",
+                s.chars().count()
+            ));
+        }
+        if !s.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(format!("name `{s}` may hold letters and digits only"));
+        }
+        Ok(Name(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A bounded whole number of seconds or milliseconds, checked at construction.
+macro_rules! bounded {
+    ($(#[$doc:meta])* $name:ident, $unit:ident, $lo:expr, $hi:expr, $allow_zero:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(u32);
+
+        impl $name {
+            pub const MIN: u32 = $lo;
+            pub const MAX: u32 = $hi;
+
+            pub fn new(v: u64) -> Option<Self> {
+                let ok = ($allow_zero && v == 0) || ((Self::MIN as u64)..=(Self::MAX as u64)).contains(&v);
+                ok.then_some($name(v as u32))
+            }
+
+            pub fn get(self) -> u32 {
+                self.0
+            }
+
+            pub fn duration(self) -> Duration {
+                Duration::$unit(u64::from(self.0))
+            }
+        }
+    };
+}
+
+bounded!(
+    /// How long to wait for the BMC's hard-reset acknowledgement before cutting PDU outlets: 5–60 s.
+    IpduTimeout, from_secs, 5, 60, false
+);
+bounded!(
+    /// How long outlets stay off after a PDU forced reset: 0 (stay off) or 5–60 s.
+    RecoveryTime, from_secs, 5, 60, true
+);
+bounded!(
+    /// Hard-reset issue time after a soft reset (hispeed): 1000–5000 ms.
+    Hispeed, from_millis, 1000, 5000, false
+);
+
+/// A UDP port of the reset path or mlan: 5001–65535.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServicePort(u16);
+
+impl ServicePort {
+    pub fn new(v: u64) -> Option<Self> {
+        (5001..=65535).contains(&v).then(|| ServicePort(v as u16))
+    }
+
+    pub fn get(self) -> u16 {
+        self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    None,
+    Hmac(Secret),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResetPath {
+    pub address: IpAddr,
+    pub prefix_len: u8,
+    pub port: ServicePort,
+    pub broadcast: Option<IpAddr>,
+    pub auth: Auth,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bmc {
+    pub address: IpAddr,
+    pub port: u16,
+    pub username: String,
+    pub password: Secret,
+    pub kg: Option<Secret>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub address: IpAddr,
+    pub port: ServicePort,
+}
+
+/// One outlet of one PDU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OutletLink {
+    pub pdu: IpAddr,
+    pub outlet: u16,
+}
+
+impl fmt::Display for OutletLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.pdu, self.outlet)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagementIpdu {
+    pub enabled: bool,
+    pub timeout: Option<IpduTimeout>,
+    pub outlets: Vec<OutletLink>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagementServer {
+    pub name: Name,
+    pub bmc: Bmc,
+    pub mlan: Endpoint,
+    pub ipdu: Option<ManagementIpdu>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerIpdu {
+    pub enabled: bool,
+    pub timeout: Option<IpduTimeout>,
+    pub recovery_time: Option<RecoveryTime>,
+    pub outlets: Vec<OutletLink>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Esxi {
+    pub address: IpAddr,
+    pub port: u16,
+    pub username: String,
+    pub password: Secret,
+    pub enabled: bool,
+    pub host_key: Option<String>,
+    pub trust_on_first_use: bool,
+    /// HA guests by VM name, sorted.
+    pub guests: Vec<Name>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhysicalServer {
+    pub name: Name,
+    pub bmc: Bmc,
+    pub cluster: bool,
+    pub ipdu: Option<ServerIpdu>,
+    pub esxi: Option<Esxi>,
+}
+
+impl PhysicalServer {
+    /// HA monitor systems on this server: its guests when it is a vserver, else itself.
+    pub fn systems(&self) -> usize {
+        self.esxi.as_ref().map_or(1, |e| e.guests.len())
+    }
+
+    pub fn outlets(&self) -> &[OutletLink] {
+        self.ipdu.as_ref().map_or(&[], |i| &i.outlets)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pdu {
+    pub address: IpAddr,
+    pub port: u16,
+    pub model: PduModel,
+}
+
+/// A validated cluster spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    pub mode: Mode,
+    pub scale: Scale,
+    pub reset_path: ResetPath,
+    /// `None` is hispeed off: the hard reset follows the soft reset after 5000 ms.
+    pub hispeed: Option<Hispeed>,
+    pub community: Option<Secret>,
+    pub management_servers: BTreeMap<Name, ManagementServer>,
+    pub pdus: BTreeMap<IpAddr, Pdu>,
+    pub servers: BTreeMap<Name, PhysicalServer>,
+}
+
+/// The hard-reset issue time when hispeed is off.
+pub const HISPEED_OFF: Duration = Duration::from_millis(5000);
+
+impl Spec {
+    /// When to follow a soft reset with a hard reset on a physical server.
+    pub fn hard_reset_after(&self) -> Duration {
+        self.hispeed.map_or(HISPEED_OFF, Hispeed::duration)
+    }
+
+    pub fn systems(&self) -> usize {
+        self.servers.values().map(PhysicalServer::systems).sum()
+    }
+}
+
+// Normalized renderings. The plan compares these values field by field and `diff` prints
+// them as YAML, so they hold everything that matters and secrets only in masked form;
+// secrets are compared separately, by value, through `SecretView`.
+
+/// How a secret appears in a comparison: masked for printing, plus a private equality key.
+pub trait SecretView {
+    fn secret(&self, s: &Secret) -> Value;
+}
+
+/// Masks every inline secret: for printing.
+pub struct Masked;
+
+impl SecretView for Masked {
+    fn secret(&self, s: &Secret) -> Value {
+        s.masked()
+    }
+}
+
+/// Prefix of a fingerprinted inline secret in a comparison value.
+pub const SECRET_FINGERPRINT: &str = "\u{0}secret:";
+
+/// Replaces every inline secret by a keyed hash, so two specs compared through the same
+/// `Fingerprinted` see a changed secret without the value being in the comparison. The key
+/// is random per instance: the hash means nothing outside one comparison.
+#[derive(Default)]
+pub struct Fingerprinted {
+    state: std::collections::hash_map::RandomState,
+}
+
+impl SecretView for Fingerprinted {
+    fn secret(&self, s: &Secret) -> Value {
+        use std::hash::BuildHasher;
+        if s.is_inline() {
+            Value::String(format!("{SECRET_FINGERPRINT}{:016x}", self.state.hash_one(s)))
+        } else {
+            s.masked()
+        }
+    }
+}
+
+impl Bmc {
+    pub fn to_value(&self, v: &dyn SecretView) -> Value {
+        let mut m = json!({
+            "address": self.address.to_string(),
+            "port": self.port,
+            "username": self.username,
+            "password": v.secret(&self.password),
+        });
+        if let Some(kg) = &self.kg {
+            m["kg"] = v.secret(kg);
+        }
+        m
+    }
+}
+
+fn outlets_value(outlets: &[OutletLink]) -> Value {
+    Value::Array(
+        outlets
+            .iter()
+            .map(|o| json!({"pdu": o.pdu.to_string(), "outlet": o.outlet}))
+            .collect(),
+    )
+}
+
+impl ManagementServer {
+    pub fn to_value(&self, v: &dyn SecretView) -> Value {
+        let mut m = json!({
+            "name": self.name.as_str(),
+            "bmc": self.bmc.to_value(v),
+            "mlan": {"address": self.mlan.address.to_string(), "port": self.mlan.port.get()},
+        });
+        if let Some(i) = &self.ipdu {
+            let mut ipdu = json!({"enabled": i.enabled});
+            if let Some(t) = i.timeout {
+                ipdu["timeout"] = t.get().into();
+            }
+            ipdu["outlets"] = outlets_value(&i.outlets);
+            m["ipdu"] = ipdu;
+        }
+        m
+    }
+}
+
+impl PhysicalServer {
+    pub fn to_value(&self, v: &dyn SecretView) -> Value {
+        let mut m = json!({
+            "name": self.name.as_str(),
+            "bmc": self.bmc.to_value(v),
+            "cluster": self.cluster,
+        });
+        if let Some(i) = &self.ipdu {
+            let mut ipdu = json!({"enabled": i.enabled});
+            if let Some(t) = i.timeout {
+                ipdu["timeout"] = t.get().into();
+            }
+            if let Some(r) = i.recovery_time {
+                ipdu["recoveryTime"] = r.get().into();
+            }
+            ipdu["outlets"] = outlets_value(&i.outlets);
+            m["ipdu"] = ipdu;
+        }
+        if let Some(e) = &self.esxi {
+            let mut esxi = json!({
+                "address": e.address.to_string(),
+                "port": e.port,
+                "username": e.username,
+                "password": v.secret(&e.password),
+                "enabled": e.enabled,
+            });
+            if let Some(k) = &e.host_key {
+                esxi["hostKey"] = k.as_str().into();
+            }
+            if e.trust_on_first_use {
+                esxi["trustOnFirstUse"] = true.into();
+            }
+            esxi["guests"] = e.guests.iter().map(|g| g.as_str()).collect();
+            m["esxi"] = esxi;
+        }
+        m
+    }
+}
+
+impl Pdu {
+    pub fn to_value(&self) -> Value {
+        let mut m = json!({
+            "address": self.address.to_string(),
+            "port": self.port,
+            "model": self.model.name,
+        });
+        if !self.model.builtin {
+            m["modelDefinition"] = model_value(&self.model);
+        }
+        m
+    }
+}
+
+fn model_value(model: &PduModel) -> Value {
+    let col = |c: &super::pdu_model::OidValues| json!({"oid": c.oid, "on": c.on, "off": c.off});
+    let mut m = json!({
+        "outlets": model.outlets,
+        "firstIndex": model.first_index,
+        "control": col(&model.control),
+        "status": col(&model.status),
+    });
+    if let Some(f) = &model.firmware_oid {
+        m["firmwareOid"] = f.as_str().into();
+    }
+    if let Some(c) = &model.outlet_count_oid {
+        m["outletCountOid"] = c.as_str().into();
+    }
+    m
+}
+
+impl Spec {
+    /// The global settings (everything that is not a server or a PDU), by top-level key.
+    pub fn globals_value(&self, v: &dyn SecretView) -> Value {
+        let rp = &self.reset_path;
+        let mut reset_path = json!({
+            "address": format!("{}/{}", rp.address, rp.prefix_len),
+            "port": rp.port.get(),
+        });
+        if let Some(b) = rp.broadcast {
+            reset_path["broadcast"] = b.to_string().into();
+        }
+        reset_path["auth"] = match &rp.auth {
+            Auth::None => "none".into(),
+            Auth::Hmac(k) => json!({"key": v.secret(k)}),
+        };
+        let mut m = json!({
+            "mode": match self.mode { Mode::Pair => "pair", Mode::Single => "single" },
+            "scale": match self.scale { Scale::Standard => "standard", Scale::Large => "large" },
+            "resetPath": reset_path,
+            "hispeed": match self.hispeed { Some(h) => h.get().into(), None => Value::from("off") },
+        });
+        if let Some(c) = &self.community {
+            m["snmp"] = json!({"community": v.secret(c)});
+        }
+        m
+    }
+
+    /// The whole spec in normalized form (sorted by identity, defaults filled in).
+    pub fn to_value(&self, v: &dyn SecretView) -> Value {
+        let mut m = json!({"apiVersion": "haconn/v1"});
+        if let Value::Object(g) = self.globals_value(v) {
+            for (k, val) in g {
+                m[k] = val;
+            }
+        }
+        m["managementServers"] = self
+            .management_servers
+            .values()
+            .map(|s| s.to_value(v))
+            .collect();
+        let mut models = BTreeMap::new();
+        let mut pdus = Vec::new();
+        for p in self.pdus.values() {
+            let mut pv = p.to_value();
+            if let Value::Object(o) = &mut pv {
+                o.remove("modelDefinition");
+            }
+            pdus.push(pv);
+            if !p.model.builtin {
+                let mut def = json!({"name": p.model.name});
+                if let (Value::Object(d), Value::Object(rest)) = (&mut def, model_value(&p.model)) {
+                    d.extend(rest);
+                }
+                models.insert(p.model.name.clone(), def);
+            }
+        }
+        m["pdus"] = pdus.into();
+        if !models.is_empty() {
+            m["pduModels"] = models.into_values().collect();
+        }
+        m["servers"] = self.servers.values().map(|s| s.to_value(v)).collect();
+        m
+    }
+}

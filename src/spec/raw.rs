@@ -1,0 +1,356 @@
+//! `RawSpec`: the cluster spec exactly as written in YAML.
+//!
+//! These types mirror the file one to one and carry the JSON Schema (schemars): key names,
+//! types, and every single-field constraint (ranges, lengths, patterns), so an editor
+//! with the schema flags most mistakes while typing. Numbers are kept wide here so a
+//! wrong value reaches the semantic validator and gets its own message; everything
+//! cross-field lives in `validate`. Nothing outside `spec` should use these types.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Pattern for SNMP communities: letters and digits.
+pub const COMMUNITY_PATTERN: &str = "^[A-Za-z0-9]*$";
+/// Pattern for HMAC keys: printable ASCII.
+pub const KEY_PATTERN: &str = "^[ -~]*$";
+/// Pattern for numeric OIDs.
+pub const OID_PATTERN: &str = r"^[0-9]+(\.[0-9]+)+$";
+/// Pattern for names (systems, VMs, management servers): 1–31 letters and digits.
+pub const NAME_PATTERN: &str = "^[A-Za-z0-9]{1,31}$";
+/// Printable ASCII without `" $ ' \ # ;` and space (accounts and passwords, SPEC §5).
+pub const CREDENTIAL_PATTERN: &str = r"^[!%&(-:<-\[\]-~]*$";
+
+/// A haconn cluster spec (`apiVersion: haconn/v1`).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(title = "haconn cluster spec")]
+pub struct RawSpec {
+    /// Version of this format; always `haconn/v1`.
+    pub api_version: ApiVersion,
+    /// `pair` (two management servers, the default) or `single` (one; labs only, reported as not redundant).
+    pub mode: Option<Mode>,
+    /// `standard` enforces the seed product's limits (32 servers, 256 systems, 132 PDUs);
+    /// `large` allows 1024 servers, 8192 systems and 4096 PDUs.
+    pub scale: Option<Scale>,
+    /// The reset path: where HA monitors send reset requests and reset-path checks.
+    pub reset_path: RawResetPath,
+    /// Hard-reset issue time in milliseconds (1000–5000) after a soft reset (NMI) of a
+    /// physical server, or `off` (then 5000 ms).
+    pub hispeed: Option<RawHispeed>,
+    /// SNMP v2c settings for the PDUs; required when any PDU is declared.
+    pub snmp: Option<RawSnmp>,
+    /// The management servers running haconn: two, or one with `mode: single`.
+    pub management_servers: Vec<RawManagementServer>,
+    /// Switched PDUs whose outlets feed servers (at most 132 at `scale: standard`).
+    #[serde(default)]
+    pub pdus: Vec<RawPdu>,
+    /// PDU models beyond the built-in ones (IBM_PDU, APC_RPDU, RARITAN_PDU2, EATON_EPDU, APC_MASTERSWITCH).
+    #[serde(default)]
+    pub pdu_models: Vec<RawPduModel>,
+    /// Managed physical servers (at most 32 at `scale: standard`).
+    #[serde(default)]
+    pub servers: Vec<RawServer>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum ApiVersion {
+    #[serde(rename = "haconn/v1")]
+    V1,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Pair,
+    Single,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Scale {
+    Standard,
+    Large,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawResetPath {
+    /// Virtual IP of the reset path with its mask: `192.168.10.100/24` or `192.168.10.100/255.255.255.0`.
+    pub address: String,
+    /// UDP port of the reset path (5001–65535).
+    #[schemars(range(min = 5001, max = 65535))]
+    pub port: u64,
+    /// Broadcast address for attention notifications; default: derived from `address`.
+    pub broadcast: Option<String>,
+    /// Datagram authentication: `{key: <secret>}` (HMAC-SHA256) or `none` (labs only).
+    pub auth: RawAuth,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawAuth {
+    None(NoneWord),
+    Key(RawAuthKey),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum NoneWord {
+    #[serde(rename = "none")]
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawAuthKey {
+    /// Shared HMAC key (16–256 printable characters).
+    pub key: RawHmacKey,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawHispeed {
+    Millis(#[schemars(range(min = 1000, max = 5000))] u64),
+    Off(OffWord),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum OffWord {
+    #[serde(rename = "off")]
+    Off,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawSnmp {
+    /// SNMP v2c community of the PDUs (1–30 letters and digits).
+    pub community: RawCommunity,
+}
+
+/// Where a secret comes from, when not written inline.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum RawSecretRef {
+    /// Read from this environment variable where it is used.
+    Env(#[schemars(regex(pattern = "^[A-Za-z_][A-Za-z0-9_]*$"))] String),
+    /// Read from this file (one trailing newline dropped) where it is used.
+    File(#[schemars(length(min = 1))] String),
+}
+
+/// Declares a secret type: inline text with the kind's own rule in the schema, or a reference.
+macro_rules! secret_type {
+    ($(#[$doc:meta])* $name:ident, $min:literal, $max:literal, $pattern:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+        #[serde(untagged)]
+        pub enum $name {
+            Inline(#[schemars(length(min = $min, max = $max), regex(pattern = $pattern))] String),
+            Reference(RawSecretRef),
+        }
+
+        impl $name {
+            pub fn into_parts(self) -> Result<String, RawSecretRef> {
+                match self {
+                    $name::Inline(s) => Ok(s),
+                    $name::Reference(r) => Err(r),
+                }
+            }
+        }
+    };
+}
+
+secret_type!(
+    /// A BMC password (8–20 characters): inline, `{env: NAME}` or `{file: /path}`.
+    RawBmcPassword, 8, 20, CREDENTIAL_PATTERN
+);
+secret_type!(
+    /// An ESXi password (1–38 characters): inline, `{env: NAME}` or `{file: /path}`.
+    RawEsxiPassword, 1, 38, CREDENTIAL_PATTERN
+);
+secret_type!(
+    /// A BMC key Kg (1–20 characters): inline, `{env: NAME}` or `{file: /path}`.
+    RawKg, 1, 20, CREDENTIAL_PATTERN
+);
+secret_type!(
+    /// An SNMP community (1–30 letters and digits): inline, `{env: NAME}` or `{file: /path}`.
+    RawCommunity, 1, 30, COMMUNITY_PATTERN
+);
+secret_type!(
+    /// A reset-path HMAC key (16–256 printable characters): inline, `{env: NAME}` or `{file: /path}`.
+    RawHmacKey, 16, 256, KEY_PATTERN
+);
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawBmc {
+    /// IP address of the BMC (iLO / RMC / any IPMI 2.0 BMC).
+    pub address: String,
+    /// RMCP+ UDP port; default 623.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u64>,
+    /// BMC account (1–16 printable characters, none of `" $ ' \ # ;` or space).
+    #[schemars(length(min = 1, max = 16), regex(pattern = CREDENTIAL_PATTERN))]
+    pub username: String,
+    /// BMC password (8–20 characters, same character rule).
+    pub password: RawBmcPassword,
+    /// Optional BMC key (Kg) for RMCP+ sessions.
+    pub kg: Option<RawKg>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawEndpoint {
+    /// IP address on the management LAN between the two management servers.
+    pub address: String,
+    /// UDP port (5001–65535), different from the reset-path port.
+    #[schemars(range(min = 5001, max = 65535))]
+    pub port: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawManagementServer {
+    /// Host name of the management server (1–31 letters and digits).
+    #[schemars(regex(pattern = NAME_PATTERN))]
+    pub name: String,
+    /// The management server's own BMC (used when its peer fences it).
+    pub bmc: RawBmc,
+    /// Its end of the management LAN.
+    pub mlan: RawEndpoint,
+    /// PDU forced reset of this management server.
+    pub ipdu: Option<RawManagementIpdu>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawManagementIpdu {
+    /// Whether PDU forced reset is on; default true when this block is present.
+    pub enabled: Option<bool>,
+    /// Seconds to wait for the BMC's hard-reset acknowledgement before cutting outlets (5–60); required when enabled.
+    #[schemars(range(min = 5, max = 60))]
+    pub timeout: Option<u64>,
+    /// Outlets feeding this management server (at most 2).
+    #[serde(default)]
+    #[schemars(length(max = 2))]
+    pub outlets: Vec<RawOutlet>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawServer {
+    /// System name (HA monitor "partition name"): 1–31 letters and digits, unique.
+    #[schemars(regex(pattern = NAME_PATTERN))]
+    pub name: String,
+    /// The server's BMC.
+    pub bmc: RawBmc,
+    /// Monitor-pair arbitration: of two crossing resets in a mutual pair only the first runs.
+    pub cluster: Option<bool>,
+    /// PDU forced reset when the BMC fails.
+    pub ipdu: Option<RawServerIpdu>,
+    /// Present when the server runs VMware ESXi whose guests run HA monitors (a vserver).
+    pub esxi: Option<RawEsxi>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawServerIpdu {
+    /// Whether PDU forced reset is on; default true when this block is present.
+    pub enabled: Option<bool>,
+    /// Seconds to wait for the BMC's hard-reset acknowledgement before cutting outlets (5–60); required when enabled.
+    #[schemars(range(min = 5, max = 60))]
+    pub timeout: Option<u64>,
+    /// Seconds before outlets are switched back on (0 = leave off, else 5–60); required when enabled.
+    #[schemars(range(max = 60))]
+    pub recovery_time: Option<u64>,
+    /// Outlets feeding this server (at most 4).
+    #[serde(default)]
+    #[schemars(length(max = 4))]
+    pub outlets: Vec<RawOutlet>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawOutlet {
+    /// Address of a PDU declared under `pdus`.
+    pub pdu: String,
+    /// Outlet number on that PDU (1 .. the model's outlet count).
+    #[schemars(range(min = 1))]
+    pub outlet: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawEsxi {
+    /// Management address of the ESXi host.
+    pub address: String,
+    /// SSH port; default 22.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u64>,
+    /// ESXi account (1–39 characters, same character rule as BMC accounts).
+    #[schemars(length(min = 1, max = 39), regex(pattern = CREDENTIAL_PATTERN))]
+    pub username: String,
+    /// ESXi password (1–38 characters).
+    pub password: RawEsxiPassword,
+    /// Whether haconn manages this host's guests; default true.
+    pub enabled: Option<bool>,
+    /// Pinned SSH host key fingerprint, `SHA256:<base64>`.
+    #[schemars(regex(pattern = "^SHA256:[A-Za-z0-9+/]{43}=?$"))]
+    pub host_key: Option<String>,
+    /// Accept and record an unknown host key on first connection (instead of refusing).
+    pub trust_on_first_use: Option<bool>,
+    /// VM names of the guests that run an HA monitor (at most 16; 1–31 letters and digits).
+    #[schemars(length(max = 16))]
+    pub guests: Vec<GuestName>,
+}
+
+/// A VM name (1–31 letters and digits).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(transparent)]
+pub struct GuestName(#[schemars(regex(pattern = NAME_PATTERN))] pub String);
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawPdu {
+    /// IP address of the PDU.
+    pub address: String,
+    /// SNMP UDP port; default 161.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u64>,
+    /// Model: a built-in one or a name from `pduModels`.
+    pub model: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawPduModel {
+    /// Model name used by `pdus[].model` (letters, digits, `_`; must not be a built-in name).
+    #[schemars(regex(pattern = "^[A-Za-z][A-Za-z0-9_]{0,31}$"))]
+    pub name: String,
+    /// Number of outlets (1–96).
+    #[schemars(range(min = 1, max = 96))]
+    pub outlets: u64,
+    /// Index in the OID of outlet 1 (1 for most, 0 for Eaton-style tables); default 1.
+    #[schemars(range(max = 1))]
+    pub first_index: Option<u64>,
+    /// The writable outlet-control column and its values.
+    pub control: RawOidValues,
+    /// The outlet-state column; default: the control column and values.
+    pub status: Option<RawOidValues>,
+    /// OID of the firmware version string.
+    #[schemars(regex(pattern = OID_PATTERN))]
+    pub firmware_oid: Option<String>,
+    /// OID of the outlet count.
+    #[schemars(regex(pattern = OID_PATTERN))]
+    pub outlet_count_oid: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawOidValues {
+    /// Column OID without the outlet index (`1.3.6.1.4.1...`).
+    #[schemars(regex(pattern = OID_PATTERN))]
+    pub oid: String,
+    /// Integer value meaning "on".
+    pub on: i64,
+    /// Integer value meaning "off".
+    pub off: i64,
+}

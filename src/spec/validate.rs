@@ -1,0 +1,981 @@
+//! Semantic validation: `RawSpec` → `Spec`, collecting every problem with its path.
+//!
+//! Pure: reads no files and no environment (secret references are resolved elsewhere,
+//! on request). Single-field rules here mirror the JSON Schema in `raw`; the cross-field
+//! rules (uniqueness, references, counts) exist only here.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::diag::Diagnostic;
+use super::model::*;
+use super::path::Path;
+use super::pdu_model::{OidValues, PduModel, builtin_model, builtin_models};
+use super::raw::*;
+use super::secret::{Secret, SecretRule, credential_char};
+
+/// Count limits, per `scale`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub servers: usize,
+    pub systems: usize,
+    pub pdus: usize,
+}
+
+impl Limits {
+    pub fn of(scale: Scale) -> Limits {
+        match scale {
+            Scale::Standard => Limits {
+                servers: 32,
+                systems: 256,
+                pdus: 132,
+            },
+            Scale::Large => Limits {
+                servers: 1024,
+                systems: 8192,
+                pdus: 4096,
+            },
+        }
+    }
+}
+
+pub const MAX_GUESTS_PER_HOST: usize = 16;
+pub const MAX_OUTLETS_PER_MSERVER: usize = 2;
+pub const MAX_OUTLETS_PER_SERVER: usize = 4;
+
+struct V<'a> {
+    diags: Vec<Diagnostic>,
+    check_reference: &'a dyn Fn(&Secret) -> Result<(), String>,
+}
+
+impl V<'_> {
+    fn err(&mut self, code: &'static str, path: Path, msg: impl Into<String>) {
+        self.diags.push(Diagnostic::error(code, path, msg));
+    }
+
+    fn warn(&mut self, code: &'static str, path: Path, msg: impl Into<String>) {
+        self.diags.push(Diagnostic::warning(code, path, msg));
+    }
+
+    fn name(&mut self, path: Path, s: &str) -> Option<Name> {
+        Name::parse(s).map_err(|e| self.err("name", path, e)).ok()
+    }
+
+    fn ip(&mut self, path: Path, s: &str) -> Option<IpAddr> {
+        s.parse()
+            .map_err(|_| self.err("address", path, format!("`{s}` is not an IP address")))
+            .ok()
+    }
+
+    fn port(&mut self, path: Path, v: Option<u64>, default: u16) -> Option<u16> {
+        match v {
+            None => Some(default),
+            Some(p) if (1..=65535).contains(&p) => Some(p as u16),
+            Some(p) => {
+                self.err("range", path, format!("port must be 1–65535 (got {p})"));
+                None
+            }
+        }
+    }
+
+    fn service_port(&mut self, path: Path, v: u64) -> Option<ServicePort> {
+        let p = ServicePort::new(v);
+        if p.is_none() {
+            self.err("range", path, format!("port must be 5001–65535 (got {v})"));
+        }
+        p
+    }
+
+    fn account(&mut self, path: Path, s: &str, max: usize, what: &str) -> Option<String> {
+        let len = s.chars().count();
+        if len == 0 || len > max {
+            self.err(
+                "credential",
+                path,
+                format!("{what} must be 1–{max} characters (this one has {len})"),
+            );
+            return None;
+        }
+        if !s.chars().all(credential_char) {
+            self.err(
+                "credential",
+                path,
+                format!("{what} may hold printable ASCII except \" $ ' \\ # ; and space"),
+            );
+            return None;
+        }
+        Some(s.to_string())
+    }
+
+    fn secret(&mut self, path: Path, raw: Result<String, RawSecretRef>, rule: SecretRule) -> Option<Secret> {
+        match raw {
+            Ok(inline) => match rule.check(&inline) {
+                Ok(()) => {
+                    self.warn(
+                        "inline-secret",
+                        path,
+                        "secret written inline in the spec; prefer `{env: NAME}` or `{file: /path}` in a git-managed spec",
+                    );
+                    Some(Secret::inline(inline, rule))
+                }
+                Err(reason) => {
+                    self.err("credential", path, reason);
+                    None
+                }
+            },
+            Err(r) => {
+                match &r {
+                    RawSecretRef::Env(n) if !valid_env_name(n) => {
+                        self.err("secret", path.key("env"), format!("`{n}` is not an environment variable name"));
+                        return None;
+                    }
+                    RawSecretRef::File(f) if f.is_empty() => {
+                        self.err("secret", path.key("file"), "secret file path is empty");
+                        return None;
+                    }
+                    _ => {}
+                }
+                let secret = Secret::reference(r, rule);
+                if let Err(e) = (self.check_reference)(&secret) {
+                    self.err("secret", path, e);
+                    return None;
+                }
+                Some(secret)
+            }
+        }
+    }
+
+    fn bmc(&mut self, path: &Path, raw: &RawBmc) -> Option<Bmc> {
+        let address = self.ip(path.key("address"), &raw.address);
+        let port = self.port(path.key("port"), raw.port, 623);
+        let username = self.account(path.key("username"), &raw.username, 16, "a BMC account");
+        let password = self.secret(
+            path.key("password"),
+            raw.password.clone().into_parts(),
+            SecretRule::BmcPassword,
+        );
+        let kg = match &raw.kg {
+            None => Some(None),
+            Some(k) => self
+                .secret(path.key("kg"), k.clone().into_parts(), SecretRule::Kg)
+                .map(Some),
+        };
+        Some(Bmc {
+            address: address?,
+            port: port?,
+            username: username?,
+            password: password?,
+            kg: kg?,
+        })
+    }
+}
+
+fn valid_env_name(n: &str) -> bool {
+    let mut cs = n.chars();
+    cs.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn valid_oid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() >= 2
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 10 && p.bytes().all(|b| b.is_ascii_digit()))
+        && parts.iter().all(|p| p.parse::<u32>().is_ok())
+}
+
+/// Parses `a.b.c.d/len` or `a.b.c.d/m.m.m.m` (contiguous mask).
+fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
+    let Some((addr, mask)) = s.split_once('/') else {
+        return Err(format!(
+            "`{s}` needs a mask: write it as address/prefix, e.g. 192.168.10.100/24"
+        ));
+    };
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("`{addr}` is not an IP address"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    if let Ok(len) = mask.parse::<u8>() {
+        if len == 0 || len > max {
+            return Err(format!("prefix length must be 1–{max} (got {len})"));
+        }
+        return Ok((ip, len));
+    }
+    match (ip, mask.parse::<Ipv4Addr>()) {
+        (IpAddr::V4(_), Ok(m)) => {
+            let bits = u32::from(m);
+            let len = bits.leading_ones();
+            if bits.count_ones() != len || len == 0 {
+                return Err(format!("`{mask}` is not a contiguous netmask"));
+            }
+            Ok((ip, len as u8))
+        }
+        _ => Err(format!("`{mask}` is neither a prefix length nor a netmask")),
+    }
+}
+
+/// The broadcast address of an IPv4 network.
+pub fn derived_broadcast(ip: IpAddr, prefix_len: u8) -> Option<IpAddr> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let host_bits = 32 - u32::from(prefix_len);
+            let mask = if host_bits >= 32 { 0 } else { u32::MAX << host_bits };
+            Some(IpAddr::V4(Ipv4Addr::from(u32::from(v4) | !mask)))
+        }
+        IpAddr::V6(_) => None,
+    }
+}
+
+/// Validates a raw spec. Returns the spec when there is no error, and every diagnostic
+/// (warnings included) either way. `check_reference` is called on every secret given by
+/// reference: a no-op keeps validation pure, `Secret::resolve` checks that it resolves.
+pub fn validate(
+    raw: &RawSpec,
+    check_reference: &dyn Fn(&Secret) -> Result<(), String>,
+) -> (Option<Spec>, Vec<Diagnostic>) {
+    let mut v = V {
+        diags: Vec::new(),
+        check_reference,
+    };
+    let spec = build(&mut v, raw);
+    let ok = !v.diags.iter().any(|d| d.severity == super::diag::Severity::Error);
+    (spec.filter(|_| ok), v.diags)
+}
+
+fn build(v: &mut V, raw: &RawSpec) -> Option<Spec> {
+    let root = Path::root();
+    let mode = raw.mode.unwrap_or(Mode::Pair);
+    let scale = raw.scale.unwrap_or(Scale::Standard);
+    let limits = Limits::of(scale);
+
+    let reset_path = reset_path(v, &root.key("resetPath"), &raw.reset_path);
+    let reset_port = reset_path.as_ref().map(|r| r.port);
+
+    let hispeed = match &raw.hispeed {
+        None | Some(RawHispeed::Off(_)) => Some(None),
+        Some(RawHispeed::Millis(ms)) => match Hispeed::new(*ms) {
+            Some(h) => Some(Some(h)),
+            None => {
+                v.err(
+                    "range",
+                    root.key("hispeed"),
+                    format!("hispeed must be 1000–5000 ms or `off` (got {ms})"),
+                );
+                None
+            }
+        },
+    };
+
+    let community = match &raw.snmp {
+        None => {
+            if !raw.pdus.is_empty() {
+                v.err(
+                    "required",
+                    root.key("snmp"),
+                    "PDUs are declared, so `snmp.community` is required",
+                );
+            }
+            Some(None)
+        }
+        Some(s) => v
+            .secret(
+                root.key("snmp").key("community"),
+                s.community.clone().into_parts(),
+                SecretRule::Community,
+            )
+            .map(Some),
+    };
+
+    // PDU models and PDUs.
+    let models = pdu_models(v, &root.key("pduModels"), &raw.pdu_models);
+    let mut pdus = BTreeMap::new();
+    let mut used_models = std::collections::BTreeSet::new();
+    let mut pdu_paths: HashMap<IpAddr, Path> = HashMap::new();
+    if raw.pdus.len() > limits.pdus {
+        v.err(
+            "limit",
+            root.key("pdus"),
+            format!(
+                "{} PDUs declared; at most {} at scale {}",
+                raw.pdus.len(),
+                limits.pdus,
+                scale_name(scale)
+            ),
+        );
+    }
+    for (i, p) in raw.pdus.iter().enumerate() {
+        let path = root.key("pdus").index(i);
+        let address = v.ip(path.key("address"), &p.address);
+        let port = v.port(path.key("port"), p.port, 161);
+        let model = models.get(&p.model).cloned().or_else(|| builtin_model(&p.model));
+        if model.is_none() {
+            let mut known: Vec<String> = builtin_models().into_iter().map(|m| m.name).collect();
+            known.extend(models.keys().cloned());
+            v.err(
+                "reference",
+                path.key("model"),
+                format!("unknown PDU model `{}` (known: {})", p.model, known.join(", ")),
+            );
+        }
+        used_models.insert(p.model.clone());
+        if let Some(address) = address {
+            if let Some(first) = pdu_paths.get(&address) {
+                v.err(
+                    "unique",
+                    path.key("address"),
+                    format!("PDU {address} is already declared at {first}"),
+                );
+                continue;
+            }
+            pdu_paths.insert(address, path.clone());
+        }
+        if let (Some(address), Some(port), Some(model)) = (address, port, model) {
+            pdus.insert(address, Pdu { address, port, model });
+        }
+    }
+    for (i, m) in raw.pdu_models.iter().enumerate() {
+        if !used_models.contains(&m.name) {
+            v.warn(
+                "unused",
+                root.key("pduModels").index(i),
+                format!("PDU model `{}` is not used by any PDU", m.name),
+            );
+        }
+    }
+
+    // Every outlet belongs to at most one server; remember who took it first.
+    let mut outlet_owner: HashMap<OutletLink, Path> = HashMap::new();
+    let mut bmc_owner: HashMap<IpAddr, Path> = HashMap::new();
+
+    // Management servers.
+    let ms_path = root.key("managementServers");
+    let wanted = match mode {
+        Mode::Pair => 2,
+        Mode::Single => 1,
+    };
+    if raw.management_servers.len() != wanted {
+        let msg = match mode {
+            Mode::Pair => format!(
+                "exactly 2 management servers are required (found {}); for a one-server lab set `mode: single`",
+                raw.management_servers.len()
+            ),
+            Mode::Single => format!(
+                "`mode: single` takes exactly 1 management server (found {})",
+                raw.management_servers.len()
+            ),
+        };
+        v.err("limit", ms_path.clone(), msg);
+    }
+    if mode == Mode::Single {
+        v.warn(
+            "single",
+            root.key("mode"),
+            "single management server: no standby, the reset service is not redundant",
+        );
+    }
+    let mut management_servers = BTreeMap::new();
+    let mut mlan_addresses: HashMap<IpAddr, Path> = HashMap::new();
+    for (i, m) in raw.management_servers.iter().enumerate() {
+        let path = ms_path.index(i);
+        let name = v.name(path.key("name"), &m.name);
+        let bmc = v.bmc(&path.key("bmc"), &m.bmc);
+        claim_bmc(v, &mut bmc_owner, &path, &m.bmc);
+        let mlan_addr = v.ip(path.key("mlan").key("address"), &m.mlan.address);
+        let mlan_port = v.service_port(path.key("mlan").key("port"), m.mlan.port);
+        if let (Some(mp), Some(rp)) = (mlan_port, reset_port) {
+            if mp == rp {
+                v.err(
+                    "conflict",
+                    path.key("mlan").key("port"),
+                    format!("mlan port {} must differ from the reset-path port", mp.get()),
+                );
+            }
+        }
+        if let Some(a) = mlan_addr {
+            if let Some(first) = mlan_addresses.insert(a, path.key("mlan").key("address")) {
+                v.err(
+                    "unique",
+                    path.key("mlan").key("address"),
+                    format!("mlan address {a} is already used at {first}"),
+                );
+            }
+        }
+        let ipdu = match &m.ipdu {
+            None => Some(None),
+            Some(ip) => {
+                let ipath = path.key("ipdu");
+                let enabled = ip.enabled.unwrap_or(true);
+                let timeout = ipdu_timeout(v, &ipath, ip.timeout, enabled);
+                let outlets = outlets(
+                    v,
+                    &ipath,
+                    &ip.outlets,
+                    MAX_OUTLETS_PER_MSERVER,
+                    enabled,
+                    &pdus,
+                    &pdu_paths,
+                    &mut outlet_owner,
+                );
+                match (timeout, outlets) {
+                    (Some(timeout), Some(outlets)) => Some(Some(ManagementIpdu {
+                        enabled,
+                        timeout,
+                        outlets,
+                    })),
+                    _ => None,
+                }
+            }
+        };
+        if let (Some(name), Some(bmc), Some(a), Some(p), Some(ipdu)) =
+            (name, bmc, mlan_addr, mlan_port, ipdu)
+        {
+            if management_servers.contains_key(&name) {
+                v.err(
+                    "unique",
+                    path.key("name"),
+                    format!("management server `{name}` is declared twice"),
+                );
+                continue;
+            }
+            management_servers.insert(
+                name.clone(),
+                ManagementServer {
+                    name,
+                    bmc,
+                    mlan: Endpoint { address: a, port: p },
+                    ipdu,
+                },
+            );
+        }
+    }
+
+    // Physical servers.
+    let sv_path = root.key("servers");
+    if raw.servers.len() > limits.servers {
+        v.err(
+            "limit",
+            sv_path.clone(),
+            format!(
+                "{} servers declared; at most {} at scale {}",
+                raw.servers.len(),
+                limits.servers,
+                scale_name(scale)
+            ),
+        );
+    }
+    let mut servers = BTreeMap::new();
+    let mut system_names: HashMap<String, Path> = HashMap::new();
+    let mut systems = 0usize;
+    for (i, s) in raw.servers.iter().enumerate() {
+        let path = sv_path.index(i);
+        let name = v.name(path.key("name"), &s.name);
+        if let Some(n) = &name {
+            claim_system(v, &mut system_names, n.as_str(), path.key("name"));
+        }
+        let bmc = v.bmc(&path.key("bmc"), &s.bmc);
+        claim_bmc(v, &mut bmc_owner, &path, &s.bmc);
+        let ipdu = match &s.ipdu {
+            None => Some(None),
+            Some(ip) => {
+                let ipath = path.key("ipdu");
+                let enabled = ip.enabled.unwrap_or(true);
+                let timeout = ipdu_timeout(v, &ipath, ip.timeout, enabled);
+                let recovery_time = match ip.recovery_time {
+                    None if enabled => {
+                        v.err(
+                            "required",
+                            ipath.key("recoveryTime"),
+                            "PDU forced reset is on, so `recoveryTime` is required (0 = leave outlets off, or 5–60 s)",
+                        );
+                        None
+                    }
+                    None => Some(None),
+                    Some(r) => match RecoveryTime::new(r) {
+                        Some(r) => Some(Some(r)),
+                        None => {
+                            v.err(
+                                "range",
+                                ipath.key("recoveryTime"),
+                                format!("recoveryTime must be 0 or 5–60 seconds (got {r})"),
+                            );
+                            None
+                        }
+                    },
+                };
+                let outlets = outlets(
+                    v,
+                    &ipath,
+                    &ip.outlets,
+                    MAX_OUTLETS_PER_SERVER,
+                    enabled,
+                    &pdus,
+                    &pdu_paths,
+                    &mut outlet_owner,
+                );
+                match (timeout, recovery_time, outlets) {
+                    (Some(timeout), Some(recovery_time), Some(outlets)) => Some(Some(ServerIpdu {
+                        enabled,
+                        timeout,
+                        recovery_time,
+                        outlets,
+                    })),
+                    _ => None,
+                }
+            }
+        };
+        let esxi = match &s.esxi {
+            None => {
+                systems += 1;
+                Some(None)
+            }
+            Some(e) => {
+                systems += e.guests.len();
+                esxi(v, &path.key("esxi"), e, &mut system_names).map(Some)
+            }
+        };
+        if let (Some(name), Some(bmc), Some(ipdu), Some(esxi)) = (name, bmc, ipdu, esxi) {
+            if servers.contains_key(&name) {
+                continue; // reported by claim_system
+            }
+            servers.insert(
+                name.clone(),
+                PhysicalServer {
+                    name,
+                    bmc,
+                    cluster: s.cluster.unwrap_or(false),
+                    ipdu,
+                    esxi,
+                },
+            );
+        }
+    }
+    if systems > limits.systems {
+        v.err(
+            "limit",
+            sv_path,
+            format!(
+                "{systems} HA monitor systems (physical servers and guests) declared; at most {} at scale {}",
+                limits.systems,
+                scale_name(scale)
+            ),
+        );
+    }
+
+    Some(Spec {
+        mode,
+        scale,
+        reset_path: reset_path?,
+        hispeed: hispeed?,
+        community: community?,
+        management_servers,
+        pdus,
+        servers,
+    })
+}
+
+fn scale_name(s: Scale) -> &'static str {
+    match s {
+        Scale::Standard => "standard (set `scale: large` to raise the limits)",
+        Scale::Large => "large",
+    }
+}
+
+fn reset_path(v: &mut V, path: &Path, raw: &RawResetPath) -> Option<ResetPath> {
+    let cidr = parse_cidr(&raw.address)
+        .map_err(|e| v.err("address", path.key("address"), e))
+        .ok();
+    let port = v.service_port(path.key("port"), raw.port);
+    let broadcast = match &raw.broadcast {
+        None => {
+            if let Some((IpAddr::V6(_), _)) = cidr {
+                v.err(
+                    "required",
+                    path.key("broadcast"),
+                    "an IPv6 reset path has no broadcast: set `broadcast` to a multicast group",
+                );
+                None
+            } else {
+                Some(None)
+            }
+        }
+        Some(b) => {
+            let addr = v.ip(path.key("broadcast"), b);
+            match (addr, cidr) {
+                (Some(a), Some((ip, _))) if a.is_ipv4() != ip.is_ipv4() => {
+                    v.err(
+                        "address",
+                        path.key("broadcast"),
+                        "broadcast and reset-path address must be of the same IP family",
+                    );
+                    None
+                }
+                (Some(a), _) => Some(Some(a)),
+                (None, _) => None,
+            }
+        }
+    };
+    let auth = match &raw.auth {
+        RawAuth::None(_) => {
+            v.warn(
+                "auth",
+                path.key("auth"),
+                "`auth: none`: anyone on the reset-path network can reset servers; for labs only",
+            );
+            Some(Auth::None)
+        }
+        RawAuth::Key(k) => v
+            .secret(
+                path.key("auth").key("key"),
+                k.key.clone().into_parts(),
+                SecretRule::HmacKey,
+            )
+            .map(Auth::Hmac),
+    };
+    let (address, prefix_len) = cidr?;
+    Some(ResetPath {
+        address,
+        prefix_len,
+        port: port?,
+        broadcast: broadcast?,
+        auth: auth?,
+    })
+}
+
+fn ipdu_timeout(v: &mut V, ipath: &Path, raw: Option<u64>, enabled: bool) -> Option<Option<IpduTimeout>> {
+    match raw {
+        None if enabled => {
+            v.err(
+                "required",
+                ipath.key("timeout"),
+                "PDU forced reset is on, so `timeout` (5–60 s) is required",
+            );
+            None
+        }
+        None => Some(None),
+        Some(t) => match IpduTimeout::new(t) {
+            Some(t) => Some(Some(t)),
+            None => {
+                v.err(
+                    "range",
+                    ipath.key("timeout"),
+                    format!("timeout must be 5–60 seconds (got {t})"),
+                );
+                None
+            }
+        },
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn outlets(
+    v: &mut V,
+    ipath: &Path,
+    raw: &[RawOutlet],
+    max: usize,
+    enabled: bool,
+    pdus: &BTreeMap<IpAddr, Pdu>,
+    pdu_paths: &HashMap<IpAddr, Path>,
+    owner: &mut HashMap<OutletLink, Path>,
+) -> Option<Vec<OutletLink>> {
+    let opath = ipath.key("outlets");
+    let mut ok = true;
+    if raw.len() > max {
+        v.err(
+            "limit",
+            opath.clone(),
+            format!("{} outlet links; at most {max} here", raw.len()),
+        );
+        ok = false;
+    }
+    if enabled && raw.is_empty() {
+        v.err(
+            "required",
+            opath.clone(),
+            "PDU forced reset is on but no outlets are linked",
+        );
+        ok = false;
+    }
+    let mut links = Vec::new();
+    for (j, o) in raw.iter().enumerate() {
+        let lpath = opath.index(j);
+        let Some(pdu) = v.ip(lpath.key("pdu"), &o.pdu) else {
+            ok = false;
+            continue;
+        };
+        let Some(declared) = pdus.get(&pdu) else {
+            if !pdu_paths.contains_key(&pdu) {
+                v.err(
+                    "reference",
+                    lpath.key("pdu"),
+                    format!("PDU {pdu} is not declared under `pdus`"),
+                );
+            }
+            ok = false;
+            continue;
+        };
+        let count = u64::from(declared.model.outlets);
+        if o.outlet == 0 || o.outlet > count {
+            v.err(
+                "range",
+                lpath.key("outlet"),
+                format!(
+                    "outlet must be 1–{count} on PDU model {} (got {})",
+                    declared.model.name, o.outlet
+                ),
+            );
+            ok = false;
+            continue;
+        }
+        let link = OutletLink {
+            pdu,
+            outlet: o.outlet as u16,
+        };
+        if let Some(first) = owner.get(&link) {
+            v.err(
+                "unique",
+                lpath.clone(),
+                format!("outlet {link} already feeds {first}"),
+            );
+            ok = false;
+            continue;
+        }
+        owner.insert(link, owner_name(ipath));
+        links.push(link);
+    }
+    links.sort();
+    ok.then_some(links)
+}
+
+/// The owner of an `…ipdu` path: the server or management server it belongs to.
+fn owner_name(ipath: &Path) -> Path {
+    let mut p = ipath.clone();
+    p.pop();
+    p
+}
+
+fn claim_bmc(v: &mut V, owners: &mut HashMap<IpAddr, Path>, owner: &Path, bmc: &RawBmc) {
+    let Ok(address) = bmc.address.parse::<IpAddr>() else {
+        return; // reported by V::bmc
+    };
+    if let Some(first) = owners.get(&address) {
+        v.err(
+            "unique",
+            owner.key("bmc").key("address"),
+            format!("BMC address {address} is already used by {first}"),
+        );
+    } else {
+        owners.insert(address, owner.clone());
+    }
+}
+
+fn claim_system(v: &mut V, names: &mut HashMap<String, Path>, name: &str, here: Path) {
+    if let Some(first) = names.get(name) {
+        v.err(
+            "unique",
+            here,
+            format!("system name `{name}` is already used at {first}"),
+        );
+    } else {
+        names.insert(name.to_string(), here);
+    }
+}
+
+fn esxi(v: &mut V, path: &Path, e: &RawEsxi, names: &mut HashMap<String, Path>) -> Option<Esxi> {
+    let address = v.ip(path.key("address"), &e.address);
+    let port = v.port(path.key("port"), e.port, 22);
+    let username = v.account(path.key("username"), &e.username, 39, "an ESXi account");
+    let password = v.secret(
+        path.key("password"),
+        e.password.clone().into_parts(),
+        SecretRule::EsxiPassword,
+    );
+    let mut ok = true;
+    if let Some(k) = &e.host_key {
+        if !valid_fingerprint(k) {
+            v.err(
+                "format",
+                path.key("hostKey"),
+                "host key must be an OpenSSH SHA-256 fingerprint, `SHA256:` and 43 base64 characters",
+            );
+            ok = false;
+        }
+    }
+    if e.guests.len() > MAX_GUESTS_PER_HOST {
+        v.err(
+            "limit",
+            path.key("guests"),
+            format!(
+                "{} HA guests; at most {MAX_GUESTS_PER_HOST} per ESXi host",
+                e.guests.len()
+            ),
+        );
+        ok = false;
+    }
+    let mut guests = Vec::new();
+    for (i, g) in e.guests.iter().enumerate() {
+        let gpath = path.key("guests").index(i);
+        match v.name(gpath.clone(), &g.0) {
+            Some(n) => {
+                claim_system(v, names, n.as_str(), gpath);
+                guests.push(n);
+            }
+            None => ok = false,
+        }
+    }
+    guests.sort();
+    guests.dedup();
+    if !ok {
+        return None;
+    }
+    Some(Esxi {
+        address: address?,
+        port: port?,
+        username: username?,
+        password: password?,
+        enabled: e.enabled.unwrap_or(true),
+        host_key: e.host_key.clone(),
+        trust_on_first_use: e.trust_on_first_use.unwrap_or(false),
+        guests,
+    })
+}
+
+fn valid_fingerprint(k: &str) -> bool {
+    k.strip_prefix("SHA256:").is_some_and(|b| {
+        let b = b.strip_suffix('=').unwrap_or(b);
+        b.len() == 43
+            && b
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+    })
+}
+
+fn pdu_models(v: &mut V, path: &Path, raw: &[RawPduModel]) -> BTreeMap<String, PduModel> {
+    let mut out = BTreeMap::new();
+    for (i, m) in raw.iter().enumerate() {
+        let mpath = path.index(i);
+        let mut ok = true;
+        let name_ok = m.name.len() <= 32
+            && m.name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && m.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !name_ok {
+            v.err(
+                "name",
+                mpath.key("name"),
+                "model name must start with a letter and hold letters, digits and `_` (at most 32)",
+            );
+            ok = false;
+        } else if builtin_model(&m.name).is_some() {
+            v.err(
+                "unique",
+                mpath.key("name"),
+                format!("`{}` is a built-in model; choose another name", m.name),
+            );
+            ok = false;
+        } else if out.contains_key(&m.name) {
+            v.err(
+                "unique",
+                mpath.key("name"),
+                format!("PDU model `{}` is declared twice", m.name),
+            );
+            ok = false;
+        }
+        if !(1..=96).contains(&m.outlets) {
+            v.err(
+                "range",
+                mpath.key("outlets"),
+                format!("outlets must be 1–96 (got {})", m.outlets),
+            );
+            ok = false;
+        }
+        let first_index = m.first_index.unwrap_or(1);
+        if first_index > 1 {
+            v.err(
+                "range",
+                mpath.key("firstIndex"),
+                format!("firstIndex must be 0 or 1 (got {first_index})"),
+            );
+            ok = false;
+        }
+        let mut col = |v: &mut V, p: Path, c: &RawOidValues| {
+            if !valid_oid(&c.oid) {
+                v.err("format", p.key("oid"), format!("`{}` is not a numeric OID", c.oid));
+                ok = false;
+            }
+            if c.on == c.off {
+                v.err("conflict", p, "`on` and `off` must be different values");
+                ok = false;
+            }
+            OidValues {
+                oid: c.oid.clone(),
+                on: c.on,
+                off: c.off,
+            }
+        };
+        let control = col(v, mpath.key("control"), &m.control);
+        let status = match &m.status {
+            Some(s) => col(v, mpath.key("status"), s),
+            None => control.clone(),
+        };
+        for (key, oid) in [
+            ("firmwareOid", &m.firmware_oid),
+            ("outletCountOid", &m.outlet_count_oid),
+        ] {
+            if let Some(o) = oid {
+                if !valid_oid(o) {
+                    v.err("format", mpath.key(key), format!("`{o}` is not a numeric OID"));
+                    ok = false;
+                }
+            }
+        }
+        if ok {
+            out.insert(
+                m.name.clone(),
+                PduModel {
+                    name: m.name.clone(),
+                    outlets: m.outlets as u16,
+                    first_index: first_index as u32,
+                    control,
+                    status,
+                    firmware_oid: m.firmware_oid.clone(),
+                    outlet_count_oid: m.outlet_count_oid.clone(),
+                    firmware_variants: vec![],
+                    builtin: false,
+                },
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_forms() {
+        assert_eq!(
+            parse_cidr("192.168.10.100/24").unwrap(),
+            ("192.168.10.100".parse().unwrap(), 24)
+        );
+        assert_eq!(parse_cidr("10.0.0.1/255.255.0.0").unwrap().1, 16);
+        assert!(parse_cidr("10.0.0.1/255.0.255.0").is_err());
+        assert!(parse_cidr("10.0.0.1").is_err());
+        assert!(parse_cidr("10.0.0.1/33").is_err());
+        assert_eq!(
+            derived_broadcast("192.168.10.100".parse().unwrap(), 24),
+            Some("192.168.10.255".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn oids_and_fingerprints() {
+        assert!(valid_oid("1.3.6.1.4.1.2.6.223.8.2.2.1.11"));
+        assert!(!valid_oid("1.3..6"));
+        assert!(!valid_oid("iso.3.6"));
+        assert!(valid_fingerprint(
+            "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"
+        ));
+        assert!(!valid_fingerprint("MD5:aa"));
+    }
+}
