@@ -96,7 +96,10 @@ pub fn run(args: &Args) -> Outcome {
             "valid": outcome == Outcome::Ok,
             "files": files_json,
         });
-        println!("{}", serde_json::to_string_pretty(&doc).expect("json serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("json serializes")
+        );
     }
     outcome
 }

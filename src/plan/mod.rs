@@ -259,7 +259,12 @@ pub fn plan(live: &Spec, desired: &Spec, facts: &LiveFacts) -> Plan {
     Plan { changes }
 }
 
-fn server_changes(live: &Spec, desired: &Spec, facts: &LiveFacts, view: &Fingerprinted) -> Vec<Change> {
+fn server_changes(
+    live: &Spec,
+    desired: &Spec,
+    facts: &LiveFacts,
+    view: &Fingerprinted,
+) -> Vec<Change> {
     let value = |s: &PhysicalServer| {
         let mut v = s.to_value(view);
         if let Value::Object(o) = &mut v {
@@ -411,10 +416,10 @@ fn diff_values(path: &str, old: Option<&Value>, new: Option<&Value>, out: &mut V
         }
         return;
     }
-    let secret = [old, new]
-        .iter()
-        .flatten()
-        .any(|v| v.as_str().is_some_and(|s| s.starts_with(SECRET_FINGERPRINT)));
+    let secret = [old, new].iter().flatten().any(|v| {
+        v.as_str()
+            .is_some_and(|s| s.starts_with(SECRET_FINGERPRINT))
+    });
     out.push(FieldChange {
         path: path.to_string(),
         old: if secret { None } else { old.map(show) },

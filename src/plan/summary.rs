@@ -107,23 +107,34 @@ impl ReloadOutcome {
             (Subject::Ipdu, "iPDU", "<IP Address>"),
         ];
         for (subject, title, _) in sections {
-            let rows: Vec<&ObjectResult> =
-                self.results.iter().filter(|r| r.subject == subject).collect();
+            let rows: Vec<&ObjectResult> = self
+                .results
+                .iter()
+                .filter(|r| r.subject == subject)
+                .collect();
             let ok = rows.iter().filter(|r| r.result.is_ok()).count();
-            let result = if ok == rows.len() { "Success" } else { "Failed" };
-            let _ = writeln!(
-                s,
-                "    {title:<21}: {ok:>7} / {:<6} : {result}",
-                rows.len()
-            );
+            let result = if ok == rows.len() {
+                "Success"
+            } else {
+                "Failed"
+            };
+            let _ = writeln!(s, "    {title:<21}: {ok:>7} / {:<6} : {result}", rows.len());
         }
         for (subject, title, header) in sections {
-            let rows: Vec<&ObjectResult> =
-                self.results.iter().filter(|r| r.subject == subject).collect();
+            let rows: Vec<&ObjectResult> = self
+                .results
+                .iter()
+                .filter(|r| r.subject == subject)
+                .collect();
             if rows.is_empty() {
                 continue;
             }
-            let width = rows.iter().map(|r| r.name.len() + 1).max().unwrap_or(0).max(22);
+            let width = rows
+                .iter()
+                .map(|r| r.name.len() + 1)
+                .max()
+                .unwrap_or(0)
+                .max(22);
             let _ = writeln!(s, "\n  - {title} Configuration Change:");
             let _ = writeln!(s, "    {header:<width$}: {:<13}: <Result>", "<Operation>");
             for r in rows {
@@ -131,7 +142,12 @@ impl ReloadOutcome {
                     Ok(()) => "Success".to_string(),
                     Err(why) => format!("Error ({why})"),
                 };
-                let _ = writeln!(s, "    {:<width$}: {:<13}: {result}", r.name, r.op.to_string());
+                let _ = writeln!(
+                    s,
+                    "    {:<width$}: {:<13}: {result}",
+                    r.name,
+                    r.op.to_string()
+                );
             }
         }
         s.push_str("\n    HA Connector Service Configuration Update Status\n");
@@ -175,7 +191,9 @@ mod tests {
         assert!(text.starts_with("-- HA monitor connector reload : failed. --\n"));
         assert!(text.contains("    Management Server    :       0 / 0      : Success\n"));
         assert!(text.contains("    Physical Server      :       1 / 2      : Failed\n"));
-        assert!(text.contains("    ha8kn0003             : Delete       : Error (HA monitor active)\n"));
+        assert!(
+            text.contains("    ha8kn0003             : Delete       : Error (HA monitor active)\n")
+        );
         assert!(text.contains("    mserver01                         : No Change\n"));
     }
 }

@@ -54,9 +54,7 @@ impl Checked {
 
 /// The JSON Schema of the spec (as committed in `schema/haconn.schema.json`).
 pub fn schema() -> serde_json::Value {
-    let mut s = serde_json::to_value(schemars::schema_for!(RawSpec)).expect("schema serializes");
-    s["$id"] = "https://haconn.dev/schema/haconn.schema.json".into();
-    s
+    serde_json::to_value(schemars::schema_for!(RawSpec)).expect("schema serializes")
 }
 
 static VALIDATOR: LazyLock<jsonschema::Validator> =
@@ -105,8 +103,11 @@ pub fn check_document(doc: &yaml::Document, opts: CheckOptions) -> Checked {
         Ok(raw) => {
             let resolve = |s: &Secret| s.resolve().map(drop).map_err(|e| e.to_string());
             let none = |_: &Secret| Ok(());
-            let check: &dyn Fn(&Secret) -> Result<(), String> =
-                if opts.resolve_secrets { &resolve } else { &none };
+            let check: &dyn Fn(&Secret) -> Result<(), String> = if opts.resolve_secrets {
+                &resolve
+            } else {
+                &none
+            };
             let (spec, mut diags) = validate::validate(&raw, check);
             // Keep schema findings the semantic rules did not already explain.
             for d in schema_diags {
@@ -130,6 +131,22 @@ pub fn check_document(doc: &yaml::Document, opts: CheckOptions) -> Checked {
         spec: if failed { None } else { spec },
         diagnostics,
     }
+}
+
+/// The JSON Schema's verdict alone on a loaded document (for the agreement tests).
+pub fn schema_errors(value: &serde_json::Value) -> Vec<Diagnostic> {
+    schema_diagnostics(value)
+}
+
+/// The serde + semantic verdict alone, without the JSON Schema: `Err` when serde refuses
+/// the document, else the semantic errors.
+pub fn semantic_errors(value: &serde_json::Value) -> Result<Vec<Diagnostic>, String> {
+    let raw: RawSpec = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+    let (_, diags) = validate::validate(&raw, &|_| Ok(()));
+    Ok(diags
+        .into_iter()
+        .filter(|d| d.severity == Severity::Error)
+        .collect())
 }
 
 fn related(a: &Path, b: &Path) -> bool {
@@ -215,7 +232,10 @@ fn push_schema_error(e: &jsonschema::ValidationError<'_>, out: &mut Vec<Diagnost
             let wrong_kind = |b: &Vec<jsonschema::ValidationError<'static>>| {
                 b.iter().all(|x| {
                     x.instance_path() == e.instance_path()
-                        && matches!(x.kind(), K::Type { .. } | K::Enum { .. } | K::Constant { .. })
+                        && matches!(
+                            x.kind(),
+                            K::Type { .. } | K::Enum { .. } | K::Constant { .. }
+                        )
                 })
             };
             let fitting: Vec<_> = context.iter().filter(|b| !wrong_kind(b)).collect();

@@ -266,7 +266,10 @@ impl SecretView for Fingerprinted {
     fn secret(&self, s: &Secret) -> Value {
         use std::hash::BuildHasher;
         if s.is_inline() {
-            Value::String(format!("{SECRET_FINGERPRINT}{:016x}", self.state.hash_one(s)))
+            Value::String(format!(
+                "{SECRET_FINGERPRINT}{:016x}",
+                self.state.hash_one(s)
+            ))
         } else {
             s.masked()
         }

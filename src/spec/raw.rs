@@ -259,7 +259,8 @@ pub struct RawServerIpdu {
     #[schemars(range(min = 5, max = 60))]
     pub timeout: Option<u64>,
     /// Seconds before outlets are switched back on (0 = leave off, else 5–60); required when enabled.
-    #[schemars(range(max = 60))]
+    #[serde(default)]
+    #[schemars(schema_with = "recovery_time_schema")]
     pub recovery_time: Option<u64>,
     /// Outlets feeding this server (at most 4).
     #[serde(default)]
@@ -353,4 +354,15 @@ pub struct RawOidValues {
     pub on: i64,
     /// Integer value meaning "off".
     pub off: i64,
+}
+
+/// `recoveryTime`: 0 (leave outlets off) or 5–60 seconds.
+fn recovery_time_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "Seconds before outlets are switched back on: 0 = leave them off, else 5–60; required when enabled.",
+        "anyOf": [
+            {"type": "integer", "const": 0},
+            {"type": "integer", "minimum": 5, "maximum": 60}
+        ]
+    })
 }

@@ -27,7 +27,9 @@ impl SecretRule {
         };
         let len = value.chars().count();
         if len < min || len > max {
-            return Err(format!("{what} must be {min}–{max} characters (this one has {len})"));
+            return Err(format!(
+                "{what} must be {min}–{max} characters (this one has {len})"
+            ));
         }
         let ok = match self {
             SecretRule::Community => value.chars().all(|c| c.is_ascii_alphanumeric()),

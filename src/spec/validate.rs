@@ -107,7 +107,12 @@ impl V<'_> {
         Some(s.to_string())
     }
 
-    fn secret(&mut self, path: Path, raw: Result<String, RawSecretRef>, rule: SecretRule) -> Option<Secret> {
+    fn secret(
+        &mut self,
+        path: Path,
+        raw: Result<String, RawSecretRef>,
+        rule: SecretRule,
+    ) -> Option<Secret> {
         match raw {
             Ok(inline) => match rule.check(&inline) {
                 Ok(()) => {
@@ -126,7 +131,11 @@ impl V<'_> {
             Err(r) => {
                 match &r {
                     RawSecretRef::Env(n) if !valid_env_name(n) => {
-                        self.err("secret", path.key("env"), format!("`{n}` is not an environment variable name"));
+                        self.err(
+                            "secret",
+                            path.key("env"),
+                            format!("`{n}` is not an environment variable name"),
+                        );
                         return None;
                     }
                     RawSecretRef::File(f) if f.is_empty() => {
@@ -172,7 +181,8 @@ impl V<'_> {
 
 fn valid_env_name(n: &str) -> bool {
     let mut cs = n.chars();
-    cs.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    cs.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -220,7 +230,11 @@ pub fn derived_broadcast(ip: IpAddr, prefix_len: u8) -> Option<IpAddr> {
     match ip {
         IpAddr::V4(v4) => {
             let host_bits = 32 - u32::from(prefix_len);
-            let mask = if host_bits >= 32 { 0 } else { u32::MAX << host_bits };
+            let mask = if host_bits >= 32 {
+                0
+            } else {
+                u32::MAX << host_bits
+            };
             Some(IpAddr::V4(Ipv4Addr::from(u32::from(v4) | !mask)))
         }
         IpAddr::V6(_) => None,
@@ -239,7 +253,10 @@ pub fn validate(
         check_reference,
     };
     let spec = build(&mut v, raw);
-    let ok = !v.diags.iter().any(|d| d.severity == super::diag::Severity::Error);
+    let ok = !v
+        .diags
+        .iter()
+        .any(|d| d.severity == super::diag::Severity::Error);
     (spec.filter(|_| ok), v.diags)
 }
 
@@ -308,14 +325,21 @@ fn build(v: &mut V, raw: &RawSpec) -> Option<Spec> {
         let path = root.key("pdus").index(i);
         let address = v.ip(path.key("address"), &p.address);
         let port = v.port(path.key("port"), p.port, 161);
-        let model = models.get(&p.model).cloned().or_else(|| builtin_model(&p.model));
+        let model = models
+            .get(&p.model)
+            .cloned()
+            .or_else(|| builtin_model(&p.model));
         if model.is_none() {
             let mut known: Vec<String> = builtin_models().into_iter().map(|m| m.name).collect();
             known.extend(models.keys().cloned());
             v.err(
                 "reference",
                 path.key("model"),
-                format!("unknown PDU model `{}` (known: {})", p.model, known.join(", ")),
+                format!(
+                    "unknown PDU model `{}` (known: {})",
+                    p.model,
+                    known.join(", ")
+                ),
             );
         }
         used_models.insert(p.model.clone());
@@ -331,7 +355,14 @@ fn build(v: &mut V, raw: &RawSpec) -> Option<Spec> {
             pdu_paths.insert(address, path.clone());
         }
         if let (Some(address), Some(port), Some(model)) = (address, port, model) {
-            pdus.insert(address, Pdu { address, port, model });
+            pdus.insert(
+                address,
+                Pdu {
+                    address,
+                    port,
+                    model,
+                },
+            );
         }
     }
     for (i, m) in raw.pdu_models.iter().enumerate() {
@@ -388,7 +419,10 @@ fn build(v: &mut V, raw: &RawSpec) -> Option<Spec> {
                 v.err(
                     "conflict",
                     path.key("mlan").key("port"),
-                    format!("mlan port {} must differ from the reset-path port", mp.get()),
+                    format!(
+                        "mlan port {} must differ from the reset-path port",
+                        mp.get()
+                    ),
                 );
             }
         }
@@ -443,7 +477,10 @@ fn build(v: &mut V, raw: &RawSpec) -> Option<Spec> {
                 ManagementServer {
                     name,
                     bmc,
-                    mlan: Endpoint { address: a, port: p },
+                    mlan: Endpoint {
+                        address: a,
+                        port: p,
+                    },
                     ipdu,
                 },
             );
@@ -642,7 +679,12 @@ fn reset_path(v: &mut V, path: &Path, raw: &RawResetPath) -> Option<ResetPath> {
     })
 }
 
-fn ipdu_timeout(v: &mut V, ipath: &Path, raw: Option<u64>, enabled: bool) -> Option<Option<IpduTimeout>> {
+fn ipdu_timeout(
+    v: &mut V,
+    ipath: &Path,
+    raw: Option<u64>,
+    enabled: bool,
+) -> Option<Option<IpduTimeout>> {
     match raw {
         None if enabled => {
             v.err(
@@ -844,8 +886,7 @@ fn valid_fingerprint(k: &str) -> bool {
     k.strip_prefix("SHA256:").is_some_and(|b| {
         let b = b.strip_suffix('=').unwrap_or(b);
         b.len() == 43
-            && b
-                .chars()
+            && b.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
     })
 }
@@ -856,8 +897,13 @@ fn pdu_models(v: &mut V, path: &Path, raw: &[RawPduModel]) -> BTreeMap<String, P
         let mpath = path.index(i);
         let mut ok = true;
         let name_ok = m.name.len() <= 32
-            && m.name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-            && m.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            && m.name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic())
+            && m.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !name_ok {
             v.err(
                 "name",
@@ -899,7 +945,11 @@ fn pdu_models(v: &mut V, path: &Path, raw: &[RawPduModel]) -> BTreeMap<String, P
         }
         let mut col = |v: &mut V, p: Path, c: &RawOidValues| {
             if !valid_oid(&c.oid) {
-                v.err("format", p.key("oid"), format!("`{}` is not a numeric OID", c.oid));
+                v.err(
+                    "format",
+                    p.key("oid"),
+                    format!("`{}` is not a numeric OID", c.oid),
+                );
                 ok = false;
             }
             if c.on == c.off {
@@ -923,7 +973,11 @@ fn pdu_models(v: &mut V, path: &Path, raw: &[RawPduModel]) -> BTreeMap<String, P
         ] {
             if let Some(o) = oid {
                 if !valid_oid(o) {
-                    v.err("format", mpath.key(key), format!("`{o}` is not a numeric OID"));
+                    v.err(
+                        "format",
+                        mpath.key(key),
+                        format!("`{o}` is not a numeric OID"),
+                    );
                     ok = false;
                 }
             }

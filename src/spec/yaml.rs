@@ -117,8 +117,14 @@ pub fn load_bytes(bytes: &[u8]) -> Result<Document, LoadError> {
 fn line_col_of_byte(bytes: &[u8], offset: usize) -> (usize, usize) {
     let before = &bytes[..offset];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
     (line, column)
 }
 
@@ -208,9 +214,7 @@ impl<'a> Builder<'a> {
         if self.nodes > MAX_NODES {
             return Err(LoadError::at(
                 pos,
-                format!(
-                    "document expands to more than {MAX_NODES} nodes (alias bomb?); refused"
-                ),
+                format!("document expands to more than {MAX_NODES} nodes (alias bomb?); refused"),
             ));
         }
         Ok(())
@@ -450,7 +454,10 @@ fn parse_int(s: &str) -> Option<Number> {
 fn looks_like_float(s: &str) -> bool {
     let body = s.trim_start_matches(['-', '+']);
     !body.is_empty()
-        && body.chars().next().is_some_and(|c| c.is_ascii_digit() || c == '.')
+        && body
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit() || c == '.')
         && body
             .chars()
             .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+'))
@@ -505,7 +512,11 @@ mod tests {
 
     #[test]
     fn merge_keys_multiple_documents_and_deep_nesting_are_refused() {
-        assert!(err("a: &x {k: 1}\nb:\n  <<: *x\n").message.contains("merge keys"));
+        assert!(
+            err("a: &x {k: 1}\nb:\n  <<: *x\n")
+                .message
+                .contains("merge keys")
+        );
         assert!(err("a: 1\n---\nb: 2\n").message.contains("exactly one"));
         let deep = "[".repeat(100) + &"]".repeat(100);
         assert!(err(&deep).message.contains("nesting"));
