@@ -6,13 +6,23 @@
 //!   known-good `Spec`, normalized rendering with secrets masked. Pure.
 //! - [`plan`]: the diff of a live spec against a desired one, each change classified by
 //!   what a reload may do with it (SPEC §6), and the reload summary text. Pure.
-//! - [`cli`]: one file per command; maps outcomes to exit codes. The only I/O edge here.
+//! - [`pipeline`]: the reset pipeline's own thread and runtime; owns the live-spec
+//!   snapshot and the monitor/reset facts a reload must respect.
+//! - [`daemon`]: start-up, the supervisor (a closed set of commands, one at a time), the
+//!   control socket and its protocol, the state dir.
+//! - [`watch`]: following the spec file through every way it gets replaced.
+//! - [`log`]: SPEC §7 log files with timestamps and numbered generations.
+//! - [`cli`]: one file per command; maps outcomes to exit codes.
 //!
 //! See ARCHITECTURE.md for the invariants that hold these apart.
 
 pub mod cli;
+pub mod daemon;
+pub mod log;
+pub mod pipeline;
 pub mod plan;
 pub mod spec;
+pub mod watch;
 
 /// Bytes fed to the spec loader, for the fuzz target: must never panic.
 pub fn fuzz_spec_loader(data: &[u8]) {

@@ -3,17 +3,22 @@
 use super::{Outcome, read_input};
 use crate::plan::{LiveFacts, plan};
 use crate::spec::model::Spec;
-use crate::spec::render::normalized_yaml;
+use crate::spec::render::unified_diff;
 use crate::spec::{CheckOptions, check_bytes};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The live (old) spec.
-    #[arg(value_name = "OLD")]
-    pub old: String,
-    /// The desired (new) spec.
-    #[arg(value_name = "NEW")]
-    pub new: String,
+    /// OLD and NEW spec files; with none, `--spec` is compared with the daemon's live state.
+    #[arg(value_name = "OLD NEW", num_args = 0..=2)]
+    pub files: Vec<String>,
+    /// With no files: the spec to compare with the live state.
+    #[arg(long, default_value = "/etc/haconn/cluster.yaml")]
+    pub spec: String,
+    /// With no files, when the daemon is down: where its last applied spec is.
+    #[arg(long, default_value = "/var/lib/haconn")]
+    pub state_dir: std::path::PathBuf,
+    #[command(flatten)]
+    pub socket: super::SocketArg,
     /// Facts about the running cluster (YAML: monitorsActive, resetting, active) to predict refusals.
     #[arg(long, value_name = "FILE")]
     pub facts: Option<String>,
@@ -50,18 +55,18 @@ pub(crate) fn load_facts(file: &str) -> Result<LiveFacts, Outcome> {
     })
 }
 
-/// A unified diff of two normalized specs (empty when they render the same).
-pub(crate) fn unified(old: &Spec, new: &Spec, old_name: &str, new_name: &str) -> String {
-    let (a, b) = (normalized_yaml(old), normalized_yaml(new));
-    similar::TextDiff::from_lines(&a, &b)
-        .unified_diff()
-        .context_radius(3)
-        .header(old_name, new_name)
-        .to_string()
-}
-
 pub fn run(args: &Args) -> Outcome {
-    let (old, new) = match (load(&args.old), load(&args.new)) {
+    let (old_name, new_name) = match args.files.as_slice() {
+        [] => return live(args),
+        [old, new] => (old, new),
+        _ => {
+            eprintln!(
+                "haconn diff: give two files (OLD NEW), or none to compare --spec with the daemon"
+            );
+            return Outcome::Trouble;
+        }
+    };
+    let (old, new) = match (load(old_name), load(new_name)) {
         (Ok(o), Ok(n)) => (o, n),
         (Err(e), _) | (_, Err(e)) => return e,
     };
@@ -72,12 +77,69 @@ pub fn run(args: &Args) -> Outcome {
             Err(e) => return e,
         },
     };
-    print!("{}", unified(&old, &new, &args.old, &args.new));
+    print!("{}", unified_diff(&old, &new, old_name, new_name));
     let p = plan(&old, &new, &facts);
     print!("{}", p.render());
     if p.is_empty() {
         Outcome::Ok
     } else {
         Outcome::Changes
+    }
+}
+
+/// `haconn diff` with no files: the spec file against the daemon's live state, or against
+/// the last applied spec in the state dir when the daemon is down.
+fn live(args: &Args) -> Outcome {
+    let new = match load(&args.spec) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    let text = match std::fs::read_to_string(&args.spec) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: error[io]: cannot read: {e}", args.spec);
+            return Outcome::Failed;
+        }
+    };
+    let req = serde_json::json!({"op": "plan", "spec": text});
+    match crate::daemon::client::request(&args.socket.control_socket, req) {
+        Ok(reply) => {
+            if reply["valid"] == false {
+                for d in reply["diagnostics"].as_array().into_iter().flatten() {
+                    eprintln!("{}", super::render_remote_diagnostic(&args.spec, d));
+                }
+                return Outcome::Failed;
+            }
+            print!("{}", reply["diff"].as_str().unwrap_or(""));
+            print!("{}", reply["plan"].as_str().unwrap_or(""));
+            if reply["changes"].as_u64() == Some(0) {
+                Outcome::Ok
+            } else {
+                Outcome::Changes
+            }
+        }
+        Err(crate::daemon::client::ClientError::Unreachable { source, .. }) => {
+            let state = args.state_dir.join("applied.yaml");
+            eprintln!(
+                "haconn diff: the daemon is not reachable ({source}); comparing with the last applied spec {}",
+                state.display()
+            );
+            let old = match load(&state.display().to_string()) {
+                Ok(s) => s,
+                Err(e) => return e,
+            };
+            print!("{}", unified_diff(&old, &new, "last-applied", &args.spec));
+            let p = plan(&old, &new, &LiveFacts::default());
+            print!("{}", p.render());
+            if p.is_empty() {
+                Outcome::Ok
+            } else {
+                Outcome::Changes
+            }
+        }
+        Err(e) => {
+            eprintln!("haconn diff: {e}");
+            Outcome::Failed
+        }
     }
 }

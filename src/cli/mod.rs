@@ -2,8 +2,11 @@
 //! outcomes to exit codes (0 ok, 1 failed or invalid, 2 usage or I/O error; `diff`
 //! follows `terraform plan -detailed-exitcode`: 0 no change, 2 changes, 1 error).
 
+mod apply;
+mod daemon;
 mod diff;
 mod schema;
+mod show;
 mod validate;
 
 use std::process::ExitCode;
@@ -24,8 +27,23 @@ pub enum Command {
     Validate(validate::Args),
     /// Print the JSON Schema of the cluster spec.
     Schema,
-    /// Compare two spec files: a unified diff of the normalized specs, then the plan.
+    /// Compare specs: two files, or a file with the daemon's live state; a unified diff of
+    /// the normalized specs, then the plan.
     Diff(diff::Args),
+    /// Run the haconn service.
+    Daemon(daemon::Args),
+    /// Send a spec to the daemon as a reload and print the summary.
+    Apply(apply::Args),
+    /// Show what the daemon knows.
+    Show(show::Args),
+}
+
+/// The control socket option, shared by the commands that talk to the daemon.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SocketArg {
+    /// The daemon's control socket.
+    #[arg(long, default_value = "/run/haconn/haconn.sock", value_name = "PATH")]
+    pub control_socket: std::path::PathBuf,
 }
 
 /// How a command ended.
@@ -62,6 +80,9 @@ pub fn main() -> ExitCode {
         Command::Validate(a) => validate::run(&a),
         Command::Schema => schema::run(),
         Command::Diff(a) => diff::run(&a),
+        Command::Daemon(a) => daemon::run_daemon(&a),
+        Command::Apply(a) => apply::run(&a),
+        Command::Show(a) => show::run(&a),
     };
     ExitCode::from(outcome.code())
 }
@@ -81,4 +102,21 @@ pub(crate) fn read_input(path: &str) -> std::io::Result<Vec<u8>> {
     f.take(crate::spec::yaml::MAX_FILE_BYTES as u64 + 1)
         .read_to_end(&mut buf)?;
     Ok(buf)
+}
+
+/// A diagnostic received as JSON from the daemon, in the local one-line form.
+pub(crate) fn render_remote_diagnostic(file: &str, d: &serde_json::Value) -> String {
+    let mut s = file.to_string();
+    if let (Some(l), Some(c)) = (d["line"].as_u64(), d["column"].as_u64()) {
+        s.push_str(&format!(":{l}:{c}"));
+    }
+    let path = d["path"].as_str().unwrap_or("");
+    format!(
+        "{s}: {}[{}]: {}{}{}",
+        d["severity"].as_str().unwrap_or("error"),
+        d["code"].as_str().unwrap_or("?"),
+        path,
+        if path.is_empty() { "" } else { ": " },
+        d["message"].as_str().unwrap_or("")
+    )
 }

@@ -7,6 +7,7 @@
 //! same BMC address is a rename. Each object is one unit: a reload applies all of an
 //! object's changes or none of them.
 
+pub mod merge;
 pub mod summary;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -113,6 +114,8 @@ pub enum Refusal {
     NeedsRestart,
     MonitorActive,
     ResetInProgress,
+    /// Applying it next to the changes that were refused would break the spec's rules.
+    Conflict(String),
     Failed(String),
 }
 
@@ -122,6 +125,7 @@ impl fmt::Display for Refusal {
             Refusal::NeedsRestart => f.write_str("needs restart"),
             Refusal::MonitorActive => f.write_str("HA monitor active"),
             Refusal::ResetInProgress => f.write_str("reset in progress"),
+            Refusal::Conflict(why) => write!(f, "conflict: {why}"),
             Refusal::Failed(why) => write!(f, "failed: {why}"),
         }
     }
@@ -237,9 +241,11 @@ pub fn plan(live: &Spec, desired: &Spec, facts: &LiveFacts) -> Plan {
         .map(|(a, p)| (a.to_string(), p.to_value()))
         .collect();
     for (name, op, fields) in keyed_changes(&lp, &dp) {
+        // Only a physical reset may cut outlets; a guest's reset never touches its host's PDUs.
         let feeds_resetting = [live, desired].iter().any(|spec| {
             spec.servers.values().any(|s| {
-                facts.resetting(s) && s.outlets().iter().any(|o| o.pdu.to_string() == name)
+                facts.resetting.contains(s.name.as_str())
+                    && s.outlets().iter().any(|o| o.pdu.to_string() == name)
             })
         });
         changes.push(Change {
@@ -256,7 +262,13 @@ pub fn plan(live: &Spec, desired: &Spec, facts: &LiveFacts) -> Plan {
             },
         });
     }
-    Plan { changes }
+    // A change that is fine alone may not be next to refused ones: the merge decides.
+    let mut plan = Plan { changes };
+    let merged = merge::merge(live, desired, &plan, |c| c.predicted.clone());
+    for (c, r) in plan.changes.iter_mut().zip(merged.results) {
+        c.predicted = r;
+    }
+    plan
 }
 
 fn server_changes(
@@ -416,15 +428,24 @@ fn diff_values(path: &str, old: Option<&Value>, new: Option<&Value>, out: &mut V
         }
         return;
     }
-    let secret = [old, new].iter().flatten().any(|v| {
-        v.as_str()
+    let is_secret = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
             .is_some_and(|s| s.starts_with(SECRET_FINGERPRINT))
-    });
+    };
+    let (old_secret, new_secret) = (is_secret(old), is_secret(new));
+    // An inline value is never shown; a reference ({env:}, {file:}) is not secret.
+    let shown = |v: Option<&Value>, secret: bool| {
+        if secret {
+            Some("(inline secret)".to_string())
+        } else {
+            v.map(show)
+        }
+    };
     out.push(FieldChange {
         path: path.to_string(),
-        old: if secret { None } else { old.map(show) },
-        new: if secret { None } else { new.map(show) },
-        secret,
+        old: shown(old, old_secret),
+        new: shown(new, new_secret),
+        secret: old_secret && new_secret,
     });
 }
 

@@ -2,7 +2,9 @@
 
 use std::fmt::Write as _;
 
+use super::merge::merge;
 use super::{Change, ObjectKind, Operation, Plan, Refusal};
+use crate::spec::model::Spec;
 
 /// The three subjects of a summary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,9 +35,13 @@ pub struct ObjectResult {
 
 impl ObjectResult {
     pub fn of(change: &Change, result: Result<(), Refusal>) -> Self {
+        let name = match &change.renamed_from {
+            Some(from) => format!("{} (was {from})", change.name),
+            None => change.name.clone(),
+        };
         ObjectResult {
             subject: Subject::of(change.kind),
-            name: change.name.clone(),
+            name,
             op: change.op,
             result,
         }
@@ -43,12 +49,12 @@ impl ObjectResult {
 }
 
 /// Whether each management server took the new configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpdateStatus {
     Change,
     NoChange,
-    /// The standby could not be updated (unreachable, copy failed): the reload fails.
-    Error,
+    /// The server could not be updated (unreachable, copy failed): the reload fails.
+    Error(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,28 +70,34 @@ impl ReloadOutcome {
             && self
                 .update_status
                 .iter()
-                .all(|(_, s)| *s != UpdateStatus::Error)
+                .all(|(_, s)| !matches!(s, UpdateStatus::Error(_)))
     }
 
-    /// The outcome a reload would have if every runtime-safe change went in: the plan's
-    /// predictions, and every management server updated when anything applied.
-    pub fn predicted(plan: &Plan, management_servers: &[String]) -> Self {
-        let results: Vec<ObjectResult> = plan
-            .changes
-            .iter()
-            .map(|c| ObjectResult::of(c, c.predicted.clone()))
-            .collect();
-        let any = results.iter().any(|r| r.result.is_ok());
-        let status = if any {
-            UpdateStatus::Change
-        } else {
+    /// The outcome a reload of `desired` over `live` would have, from the plan's
+    /// predictions and the merge (which refuses changes that depend on refused ones).
+    /// Every management server is shown as updated when anything applies.
+    pub fn predicted(plan: &Plan, live: &Spec, desired: &Spec) -> Self {
+        let merged = merge(live, desired, plan, |c| c.predicted.clone());
+        let status = if merged.spec == *live {
             UpdateStatus::NoChange
+        } else {
+            UpdateStatus::Change
         };
         ReloadOutcome {
-            results,
-            update_status: management_servers
+            results: plan
+                .changes
                 .iter()
-                .map(|m| (m.clone(), status))
+                .zip(merged.results)
+                .map(|(c, r)| ObjectResult::of(c, r))
+                .collect(),
+            // Every management server running now or after a restart.
+            update_status: live
+                .management_servers
+                .keys()
+                .chain(desired.management_servers.keys())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .map(|m| (m.to_string(), status.clone()))
                 .collect(),
         }
     }
@@ -102,7 +114,11 @@ impl ReloadOutcome {
         s.push_str("  - Summary\n");
         let _ = writeln!(s, "    {:<21}: <Success/Total> : <Result>", "<Subject>");
         let sections = [
-            (Subject::ManagementServer, "Management Server", "<Name>"),
+            (
+                Subject::ManagementServer,
+                "Management Server",
+                "<Name/Setting>",
+            ),
             (Subject::PhysicalServer, "Physical Server", "<SystemName>"),
             (Subject::Ipdu, "iPDU", "<IP Address>"),
         ];
@@ -154,9 +170,9 @@ impl ReloadOutcome {
         let _ = writeln!(s, "    {:<34}: <Result>", "<Management Server System Name>");
         for (name, status) in &self.update_status {
             let text = match status {
-                UpdateStatus::Change => "Change",
-                UpdateStatus::NoChange => "No Change",
-                UpdateStatus::Error => "Error",
+                UpdateStatus::Change => "Change".to_string(),
+                UpdateStatus::NoChange => "No Change".to_string(),
+                UpdateStatus::Error(why) => format!("Error ({why})"),
             };
             let _ = writeln!(s, "    {name:<34}: {text}");
         }

@@ -251,6 +251,15 @@ impl SecretView for Masked {
     }
 }
 
+/// Keeps inline secrets as they are: the lossless form for the daemon's state file only.
+pub(crate) struct Revealed;
+
+impl SecretView for Revealed {
+    fn secret(&self, s: &Secret) -> Value {
+        s.spec_value()
+    }
+}
+
 /// Prefix of a fingerprinted inline secret in a comparison value.
 pub const SECRET_FINGERPRINT: &str = "\u{0}secret:";
 

@@ -3,13 +3,31 @@
 
 use serde_json::Value;
 
-use super::model::{Masked, Spec};
+use super::model::{Masked, Revealed, Spec};
 
 /// The canonical YAML text of a spec, inline secrets masked.
 pub fn normalized_yaml(spec: &Spec) -> String {
     let mut out = String::new();
     emit(&spec.to_value(&Masked), 0, &mut out, Ctx::Top);
     out
+}
+
+/// The spec as a complete, loadable YAML document, inline secrets included: only for the
+/// daemon's state file, which is written with mode 0600.
+pub fn state_yaml(spec: &Spec) -> String {
+    let mut out = String::from("# Written by haconn: the last applied spec. Do not edit.\n");
+    emit(&spec.to_value(&Revealed), 0, &mut out, Ctx::Top);
+    out
+}
+
+/// A unified diff of two specs' normalized forms (empty when they render the same).
+pub fn unified_diff(old: &Spec, new: &Spec, old_name: &str, new_name: &str) -> String {
+    let (a, b) = (normalized_yaml(old), normalized_yaml(new));
+    similar::TextDiff::from_lines(&a, &b)
+        .unified_diff()
+        .context_radius(3)
+        .header(old_name, new_name)
+        .to_string()
 }
 
 #[derive(Clone, Copy, PartialEq)]

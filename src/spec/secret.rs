@@ -107,6 +107,15 @@ impl Secret {
         }
     }
 
+    /// The lossless spec form: the inline value itself, or the reference. Only for the
+    /// daemon's state file (mode 0600); never for anything shown to a person.
+    pub(crate) fn spec_value(&self) -> serde_json::Value {
+        match &self.source {
+            Source::Inline(v) => serde_json::Value::String(v.clone()),
+            _ => self.masked(),
+        }
+    }
+
     /// Reads the value: inline as is, else from the environment or the file, checked against its rule.
     pub fn resolve(&self) -> Result<String, SecretError> {
         let (value, source_name) = match &self.source {

@@ -1,0 +1,85 @@
+//! `haconn daemon`: run the service.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::Outcome;
+use crate::daemon::{DaemonOptions, run};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The cluster spec to follow.
+    #[arg(long, default_value = "/etc/haconn/cluster.yaml")]
+    pub spec: PathBuf,
+    /// Where the last applied spec is kept.
+    #[arg(long, default_value = "/var/lib/haconn")]
+    pub state_dir: PathBuf,
+    /// Where the event log is written.
+    #[arg(long, default_value = "/var/log/haconn")]
+    pub log_dir: PathBuf,
+    #[command(flatten)]
+    pub socket: super::SocketArg,
+    /// Group allowed to use the control socket (mode 0660 instead of 0600), by GID.
+    #[arg(long, value_name = "GID")]
+    pub socket_group: Option<u32>,
+    /// Which management server of the spec this is (default: the host name).
+    #[arg(long, value_name = "NAME")]
+    pub mserver: Option<String>,
+    /// Do not follow the spec file (reload with SIGHUP or `haconn apply` only).
+    #[arg(long)]
+    pub no_watch: bool,
+    /// Quiet time after a change of the spec file before it is read, in milliseconds.
+    #[arg(long, default_value_t = 200, value_name = "MS")]
+    pub debounce_ms: u64,
+    /// Interval of the fallback poll of the spec file, in milliseconds.
+    #[arg(long, default_value_t = 2000, value_name = "MS")]
+    pub poll_ms: u64,
+    /// Size at which the event log is rotated, in bytes.
+    #[arg(long, default_value_t = 10 * 1024 * 1024)]
+    pub log_max_bytes: u64,
+    /// Old event logs kept (event.log.1 ...).
+    #[arg(long, default_value_t = 5)]
+    pub log_generations: u32,
+    /// Accept `simulate` requests on the control socket (tests and labs only).
+    #[arg(long, hide = true)]
+    pub test_hooks: bool,
+}
+
+pub fn run_daemon(args: &Args) -> Outcome {
+    init_tracing();
+    let opts = DaemonOptions {
+        spec: args.spec.clone(),
+        state_dir: args.state_dir.clone(),
+        log_dir: args.log_dir.clone(),
+        control_socket: args.socket.control_socket.clone(),
+        socket_group: args.socket_group,
+        mserver: args.mserver.clone(),
+        watch: !args.no_watch,
+        debounce: Duration::from_millis(args.debounce_ms),
+        poll: Duration::from_millis(args.poll_ms.max(100)),
+        log_max_bytes: args.log_max_bytes,
+        log_generations: args.log_generations,
+        test_hooks: args.test_hooks,
+    };
+    match run(opts) {
+        Ok(()) => Outcome::Ok,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("haconn daemon: {e:#}");
+            Outcome::Failed
+        }
+    }
+}
+
+/// One line per event on stderr (journald adds its own timestamps under systemd).
+fn init_tracing() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HACONN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
+}

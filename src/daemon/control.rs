@@ -1,0 +1,231 @@
+//! The control socket: a Unix socket (mode 0600, or 0660 with a group) speaking the
+//! JSON-lines protocol of [`super::protocol`]. Each connection has its own task, bounded
+//! line length and an idle timeout, so a client that sends garbage, a huge line, or half a
+//! request and then silence gets an error or a hang-up and never holds anyone else up.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+use super::protocol::{self, MAX_LINE, Request};
+use super::supervisor::{Command, Origin, ReloadReply, Shared};
+use crate::spec::render::normalized_yaml;
+
+/// How long a connection may stay silent in the middle of or between requests.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Options of the control socket.
+#[derive(Debug, Clone)]
+pub struct ControlOptions {
+    pub test_hooks: bool,
+}
+
+/// Binds the socket: refuses if another daemon answers on it, replaces a stale one,
+/// creates the parent directory (0700) when missing, sets the mode.
+pub fn bind(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() && !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("another haconn daemon is listening on {}", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    let mode = if let Some(gid) = group {
+        std::os::unix::fs::chown(path, None, Some(gid))?;
+        0o660
+    } else {
+        0o600
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
+/// Accepts connections until the task is aborted.
+pub async fn serve(
+    listener: UnixListener,
+    shared: Arc<Shared>,
+    commands: mpsc::Sender<Command>,
+    opts: ControlOptions,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(connection(
+                    stream,
+                    shared.clone(),
+                    commands.clone(),
+                    opts.clone(),
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "control socket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn connection(
+    stream: UnixStream,
+    shared: Arc<Shared>,
+    commands: mpsc::Sender<Command>,
+    opts: ControlOptions,
+) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = tokio::time::timeout(
+            IDLE_TIMEOUT,
+            (&mut reader)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut line),
+        )
+        .await;
+        let response = match read {
+            Err(_) => {
+                if !line.is_empty() {
+                    let _ = send(
+                        &mut write,
+                        &protocol::error("timeout", "incomplete request; closing"),
+                    )
+                    .await;
+                }
+                return;
+            }
+            Ok(Err(_)) | Ok(Ok(0)) => return,
+            Ok(Ok(_)) if line.len() > MAX_LINE => {
+                let _ = send(
+                    &mut write,
+                    &protocol::error("too-long", "request line too long; closing"),
+                )
+                .await;
+                return;
+            }
+            Ok(Ok(_)) if line.last() != Some(&b'\n') => {
+                // End of stream in the middle of a request.
+                let _ = send(
+                    &mut write,
+                    &protocol::error("bad-request", "incomplete request"),
+                )
+                .await;
+                return;
+            }
+            Ok(Ok(_)) => match protocol::parse(&line) {
+                Ok(req) => handle(req, &shared, &commands, &opts).await,
+                Err(e) => e,
+            },
+        };
+        if send(&mut write, &response).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, v: &Value) -> std::io::Result<()> {
+    let mut bytes = serde_json::to_vec(v).expect("json serializes");
+    bytes.push(b'\n');
+    write.write_all(&bytes).await
+}
+
+async fn handle(
+    req: Request,
+    shared: &Shared,
+    commands: &mpsc::Sender<Command>,
+    opts: &ControlOptions,
+) -> Value {
+    match req {
+        Request::Status { .. } => {
+            let live = shared.pipeline.live();
+            protocol::ok(json!({
+                "status": shared.status(),
+                "live": {
+                    "managementServers": live.management_servers.len(),
+                    "servers": live.servers.len(),
+                    "systems": live.systems(),
+                    "pdus": live.pdus.len(),
+                },
+            }))
+        }
+        Request::Get { .. } => {
+            let facts = match shared.pipeline.facts().await {
+                Ok(f) => f,
+                Err(e) => return protocol::error("pipeline", &e.to_string()),
+            };
+            protocol::ok(json!({
+                "spec": normalized_yaml(&shared.pipeline.live()),
+                "facts": {
+                    "monitorsActive": facts.monitors_active,
+                    "resetting": facts.resetting,
+                },
+            }))
+        }
+        Request::Plan { spec, .. } => reload(commands, spec, true).await,
+        Request::Apply { spec, dry_run, .. } => reload(commands, spec, dry_run).await,
+        Request::Simulate { simulation, .. } => {
+            if !opts.test_hooks {
+                return protocol::error("forbidden", "simulation needs the daemon's --test-hooks");
+            }
+            match shared.pipeline.simulate(simulation).await {
+                Ok(()) => protocol::ok(json!({})),
+                Err(e) => protocol::error("pipeline", &e.to_string()),
+            }
+        }
+    }
+}
+
+async fn reload(commands: &mpsc::Sender<Command>, spec: String, dry_run: bool) -> Value {
+    let (reply, rx) = oneshot::channel();
+    let cmd = Command::Reload {
+        spec: spec.into_bytes(),
+        origin: Origin::Apply,
+        dry_run,
+        reply: Some(reply),
+    };
+    if commands.send(cmd).await.is_err() {
+        return protocol::error("stopping", "the daemon is stopping");
+    }
+    match rx.await {
+        Err(_) => protocol::error("stopping", "the daemon is stopping"),
+        Ok(ReloadReply::Invalid(diags)) => protocol::ok(json!({
+            "valid": false,
+            "diagnostics": diags.iter().map(|d| d.to_json()).collect::<Vec<_>>(),
+        })),
+        Ok(ReloadReply::Planned {
+            diff,
+            plan,
+            summary,
+            changes,
+        }) => protocol::ok(json!({
+            "valid": true, "dryRun": true, "diff": diff, "plan": plan, "summary": summary, "changes": changes,
+        })),
+        Ok(ReloadReply::Applied {
+            plan,
+            summary,
+            completed,
+            changes,
+        }) => protocol::ok(json!({
+            "valid": true, "dryRun": false, "plan": plan, "summary": summary,
+            "completed": completed, "changes": changes,
+        })),
+        Ok(ReloadReply::Failed(why)) => protocol::error("failed", &why),
+    }
+}

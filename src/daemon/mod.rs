@@ -1,0 +1,290 @@
+//! The daemon: start-up, the main runtime's tasks, and shutdown.
+//!
+//! Threads: the main tokio runtime (supervisor, control socket, file watcher, signals)
+//! and the pipeline thread with its own runtime (see [`crate::pipeline`]). They share
+//! only channels and the live-spec `ArcSwap`; no lock is held across an await.
+
+pub mod client;
+pub mod control;
+pub mod protocol;
+pub mod state;
+pub mod supervisor;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::sync::mpsc;
+
+use crate::log::LogFile;
+use crate::pipeline::Pipeline;
+use crate::spec::model::Spec;
+use crate::spec::{CheckOptions, check_bytes};
+use crate::watch::{self, WatchConfig};
+use state::StateDir;
+use supervisor::{Command, Shared, Status};
+
+/// Everything `haconn daemon` is told on its command line.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub spec: PathBuf,
+    pub state_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub control_socket: PathBuf,
+    pub socket_group: Option<u32>,
+    pub mserver: Option<String>,
+    pub watch: bool,
+    pub debounce: Duration,
+    pub poll: Duration,
+    pub log_max_bytes: u64,
+    pub log_generations: u32,
+    pub test_hooks: bool,
+}
+
+/// Where the daemon's first live configuration came from.
+struct Start {
+    spec: Spec,
+    file_bytes: Option<Vec<u8>>,
+    from_state: Option<String>,
+}
+
+fn start_spec(opts: &DaemonOptions, state: &StateDir, events: &LogFile) -> anyhow::Result<Start> {
+    let check = CheckOptions {
+        resolve_secrets: true,
+        ..CheckOptions::default()
+    };
+    let file_problem = match std::fs::read(&opts.spec) {
+        Ok(bytes) => {
+            let checked = check_bytes(&bytes, check);
+            match checked.spec {
+                Some(spec) => {
+                    return Ok(Start {
+                        spec,
+                        file_bytes: Some(bytes),
+                        from_state: None,
+                    });
+                }
+                None => {
+                    let file = opts.spec.display().to_string();
+                    let lines: Vec<String> = checked
+                        .diagnostics
+                        .iter()
+                        .map(|d| d.render(&file))
+                        .collect();
+                    format!("the spec file is invalid:\n{}", lines.join("\n"))
+                }
+            }
+        }
+        Err(e) => format!("the spec file {} cannot be read: {e}", opts.spec.display()),
+    };
+    let saved = state
+        .load()
+        .with_context(|| format!("reading {}", state.applied_path().display()))?;
+    let Some(bytes) = saved else {
+        bail!(
+            "{file_problem}\nand there is no last applied spec in {}; refusing to start",
+            opts.state_dir.display()
+        );
+    };
+    let checked = check_bytes(&bytes, check);
+    let Some(spec) = checked.spec else {
+        bail!(
+            "{file_problem}\nand the last applied spec {} is not valid either; refusing to start",
+            state.applied_path().display()
+        );
+    };
+    let msg = format!(
+        "STARTING FROM THE LAST APPLIED SPEC ({}) because {file_problem}",
+        state.applied_path().display()
+    );
+    tracing::error!("{msg}");
+    let _ = events.write(&msg);
+    Ok(Start {
+        spec,
+        file_bytes: std::fs::read(&opts.spec).ok(),
+        from_state: Some(file_problem),
+    })
+}
+
+/// Which management server this daemon is: `--mserver`, else the host name, else the only one.
+fn local_name(opts: &DaemonOptions, spec: &Spec) -> anyhow::Result<String> {
+    let names: Vec<&str> = spec.management_servers.keys().map(|n| n.as_str()).collect();
+    let wanted = opts.mserver.clone().or_else(hostname);
+    if let Some(w) = &wanted {
+        if names.contains(&w.as_str()) {
+            return Ok(w.clone());
+        }
+    }
+    if let [only] = names.as_slice() {
+        return Ok(only.to_string());
+    }
+    bail!(
+        "this host ({}) is not one of the management servers in the spec ({}); pass --mserver NAME",
+        wanted.unwrap_or_else(|| "unknown".into()),
+        names.join(", ")
+    )
+}
+
+fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its whole length and gethostname NUL-terminates within it.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0)?;
+    let name = std::str::from_utf8(&buf[..end]).ok()?;
+    Some(name.split('.').next()?.to_string())
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
+    let events = LogFile::open(
+        &opts.log_dir,
+        "event.log",
+        opts.log_max_bytes,
+        opts.log_generations,
+    )
+    .with_context(|| format!("opening the event log in {}", opts.log_dir.display()))?;
+    let state = StateDir::open(&opts.state_dir)
+        .with_context(|| format!("opening the state dir {}", opts.state_dir.display()))?;
+    let start = start_spec(&opts, &state, &events)?;
+    let local = local_name(&opts, &start.spec)?;
+    if start.from_state.is_none() {
+        state
+            .save(&start.spec)
+            .with_context(|| format!("saving the applied spec in {}", opts.state_dir.display()))?;
+    }
+    let (pipeline, pipeline_thread) =
+        Pipeline::start(start.spec).context("starting the pipeline thread")?;
+    let status = Status {
+        spec_file: opts.spec.display().to_string(),
+        local_management_server: local.clone(),
+        started_from: if start.from_state.is_some() {
+            "state dir"
+        } else {
+            "spec file"
+        }
+        .into(),
+        degraded: start.from_state.clone(),
+        watching: opts.watch,
+        ..Status::default()
+    };
+    let shared = Arc::new(Shared {
+        pipeline,
+        status: Mutex::new(status),
+        events,
+        state,
+        spec_path: opts.spec.clone(),
+        local,
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("haconn-main")
+        .enable_all()
+        .build()
+        .context("starting the main runtime")?;
+    let result = runtime.block_on(main_loop(opts, shared, start.file_bytes));
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    pipeline_thread.join();
+    result
+}
+
+async fn main_loop(
+    opts: DaemonOptions,
+    shared: Arc<Shared>,
+    file_bytes: Option<Vec<u8>>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listener = control::bind(&opts.control_socket, opts.socket_group).with_context(|| {
+        format!(
+            "binding the control socket {}",
+            opts.control_socket.display()
+        )
+    })?;
+    let (tx, rx) = mpsc::channel::<Command>(64);
+    let control = tokio::spawn(control::serve(
+        listener,
+        shared.clone(),
+        tx.clone(),
+        control::ControlOptions {
+            test_hooks: opts.test_hooks,
+        },
+    ));
+    let (file_tx, mut file_rx) = mpsc::channel(4);
+    let _watcher = opts.watch.then(|| {
+        watch::spawn(
+            WatchConfig {
+                path: opts.spec.clone(),
+                debounce: opts.debounce,
+                poll: opts.poll,
+            },
+            file_bytes,
+            file_tx,
+        )
+    });
+    let forward = {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = file_rx.recv().await {
+                if tx.send(Command::File(ev)).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let signals = {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading the spec file");
+                        if tx.send(Command::ReloadFromFile).await.is_err() { return; }
+                    }
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                }
+            }
+            tracing::info!("stopping");
+            let _ = tx.send(Command::Stop).await;
+        })
+    };
+    let watchdog = tokio::spawn(watchdog(shared.clone()));
+    drop(tx);
+    let _ = shared.events.write("haconn daemon started");
+    tracing::info!(socket = %opts.control_socket.display(), "haconn daemon ready");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+
+    supervisor::run(shared.clone(), rx).await;
+
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    control.abort();
+    signals.abort();
+    forward.abort();
+    watchdog.abort();
+    let _ = std::fs::remove_file(&opts.control_socket);
+    let _ = shared.events.write("haconn daemon stopped");
+    Ok(())
+}
+
+/// Feeds systemd's watchdog while the pipeline thread answers promptly.
+async fn watchdog(shared: Arc<Shared>) {
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(interval / 2);
+    loop {
+        tick.tick().await;
+        match tokio::time::timeout(interval / 4, shared.pipeline.ping()).await {
+            Ok(Ok(_)) => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+            _ => tracing::error!("the pipeline thread did not answer; not feeding the watchdog"),
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The control-socket protocol, version 1: one JSON object per line each way.
+//!
+//! Request: `{"v": 1, "op": "...", ...}`; response: `{"v": 1, "ok": true, ...}` or
+//! `{"v": 1, "ok": false, "error": {"code": "...", "message": "..."}}`. Operations and
+//! their fields are documented in README.md ("Control socket").
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::pipeline::Simulation;
+
+pub const VERSION: u64 = 1;
+/// Longest request line accepted (a spec is at most 8 MiB; JSON escaping adds some).
+pub const MAX_LINE: usize = 24 * 1024 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase", deny_unknown_fields)]
+pub enum Request {
+    /// Daemon status: start source, last reload, counts.
+    Status { v: u64 },
+    /// The live spec (secrets masked) and the live facts.
+    Get { v: u64 },
+    /// The plan and predicted summary for a spec text, touching nothing.
+    Plan { v: u64, spec: String },
+    /// Apply a spec text as a reload; `dryRun` is `plan`.
+    Apply {
+        v: u64,
+        spec: String,
+        #[serde(default, rename = "dryRun")]
+        dry_run: bool,
+    },
+    /// Set a monitor or reset state in the pipeline (only with `--test-hooks`).
+    Simulate { v: u64, simulation: Simulation },
+}
+
+/// Parses one request line; `Err` is the error response to send.
+pub fn parse(line: &[u8]) -> Result<Request, Value> {
+    let value: Value = serde_json::from_slice(line)
+        .map_err(|e| error("bad-request", &format!("not a JSON object: {e}")))?;
+    match value.get("v").and_then(Value::as_u64) {
+        Some(VERSION) => {}
+        Some(v) => {
+            return Err(error(
+                "version",
+                &format!("protocol version {v} is not supported; this daemon speaks {VERSION}"),
+            ));
+        }
+        None => return Err(error("bad-request", "missing protocol version `v`")),
+    }
+    serde_json::from_value(value).map_err(|e| error("bad-request", &e.to_string()))
+}
+
+pub fn error(code: &str, message: &str) -> Value {
+    json!({"v": VERSION, "ok": false, "error": {"code": code, "message": message}})
+}
+
+pub fn ok(mut fields: Value) -> Value {
+    fields["v"] = VERSION.into();
+    fields["ok"] = true.into();
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_refuses() {
+        assert!(matches!(
+            parse(br#"{"v":1,"op":"status"}"#),
+            Ok(Request::Status { .. })
+        ));
+        assert!(matches!(
+            parse(br#"{"v":1,"op":"apply","spec":"x","dryRun":true}"#),
+            Ok(Request::Apply { dry_run: true, .. })
+        ));
+        assert_eq!(
+            parse(br#"{"v":2,"op":"status"}"#).unwrap_err()["error"]["code"],
+            "version"
+        );
+        assert_eq!(
+            parse(b"garbage").unwrap_err()["error"]["code"],
+            "bad-request"
+        );
+        assert_eq!(
+            parse(br#"{"v":1,"op":"explode"}"#).unwrap_err()["error"]["code"],
+            "bad-request"
+        );
+        assert_eq!(
+            parse(br#"{"op":"status"}"#).unwrap_err()["error"]["code"],
+            "bad-request"
+        );
+    }
+}

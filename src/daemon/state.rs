@@ -1,0 +1,71 @@
+//! The state directory: the last applied spec, saved so a restart can fall back to it.
+//!
+//! Saves are atomic (write a temp file, fsync, rename over, fsync the directory), so after
+//! a crash at any point the directory holds either the previous complete spec or the new
+//! one. Temp files a crash left behind are removed when the directory is opened.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::spec::model::Spec;
+use crate::spec::render::state_yaml;
+
+const APPLIED: &str = "applied.yaml";
+const TEMP_PREFIX: &str = ".applied.yaml.tmp";
+
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+impl StateDir {
+    /// Opens (creating with mode 0700) the directory and removes stale temp files.
+    pub fn open(dir: &Path) -> io::Result<StateDir> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(StateDir {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn applied_path(&self) -> PathBuf {
+        self.dir.join(APPLIED)
+    }
+
+    /// The last applied spec's text, if one was saved.
+    pub fn load(&self) -> io::Result<Option<Vec<u8>>> {
+        match fs::read(self.applied_path()) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Saves `spec` as the last applied one, atomically, mode 0600 (it may hold inline secrets).
+    pub fn save(&self, spec: &Spec) -> io::Result<()> {
+        let tmp = self
+            .dir
+            .join(format!("{TEMP_PREFIX}.{}", std::process::id()));
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(state_yaml(spec).as_bytes())?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, self.applied_path())?;
+        File::open(&self.dir)?.sync_all()
+    }
+}

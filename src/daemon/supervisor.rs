@@ -1,0 +1,344 @@
+//! The supervisor: one task on the main runtime that takes a closed set of commands and
+//! runs them one at a time, so reloads are serialized by construction (a reload that
+//! arrives during another waits in the queue). Status queries do not come here: they read
+//! shared snapshots directly and never wait behind a reload.
+
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::log::LogFile;
+use crate::pipeline::Pipeline;
+use crate::plan::merge::{guards, merge};
+use crate::plan::summary::{ObjectResult, ReloadOutcome, UpdateStatus};
+use crate::plan::{Plan, plan};
+use crate::spec::diag::Diagnostic;
+use crate::spec::model::Spec;
+use crate::spec::{CheckOptions, check_bytes};
+use crate::watch::FileEvent;
+
+use super::state::StateDir;
+
+/// Where a reload came from; shown in logs and status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Origin {
+    /// `haconn apply` over the control socket.
+    Apply,
+    /// The file watcher saw the spec change.
+    Watch,
+    /// SIGHUP.
+    Signal,
+}
+
+/// Commands the supervisor runs, one at a time.
+#[derive(Debug)]
+pub enum Command {
+    Reload {
+        spec: Vec<u8>,
+        origin: Origin,
+        dry_run: bool,
+        reply: Option<oneshot::Sender<ReloadReply>>,
+    },
+    /// Re-read the spec file and reload it (SIGHUP).
+    ReloadFromFile,
+    File(FileEvent),
+    Stop,
+}
+
+/// The answer to a reload request.
+#[derive(Debug, Clone)]
+pub enum ReloadReply {
+    Invalid(Vec<Diagnostic>),
+    /// Dry run: what would happen.
+    Planned {
+        diff: String,
+        plan: String,
+        summary: String,
+        changes: usize,
+    },
+    Applied {
+        plan: String,
+        summary: String,
+        completed: bool,
+        changes: usize,
+    },
+    Failed(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastReload {
+    pub at: String,
+    pub origin: Origin,
+    pub success: bool,
+    pub changes: usize,
+}
+
+/// What `status` shows; updated by the supervisor, read by anyone.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub spec_file: String,
+    pub local_management_server: String,
+    /// `spec file` or `state dir`.
+    pub started_from: String,
+    /// Set when haconn runs on a fallback (the spec file was invalid at start).
+    pub degraded: Option<String>,
+    pub watching: bool,
+    pub reloads: u64,
+    pub last_reload: Option<LastReload>,
+    /// The last spec content the file watcher or SIGHUP saw that was refused, and why.
+    pub last_invalid: Option<String>,
+}
+
+/// State shared by the supervisor and the control socket.
+#[derive(Debug)]
+pub struct Shared {
+    pub pipeline: Pipeline,
+    pub status: Mutex<Status>,
+    pub events: LogFile,
+    pub state: StateDir,
+    pub spec_path: std::path::PathBuf,
+    pub local: String,
+}
+
+impl Shared {
+    pub fn status(&self) -> Status {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Status)) {
+        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    fn event(&self, text: &str) {
+        if let Err(e) = self.events.write(text) {
+            tracing::error!(error = %e, "cannot write the event log");
+        }
+    }
+}
+
+/// Runs commands until `Stop` or until every sender is gone.
+pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Command>) {
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            Command::Stop => break,
+            Command::Reload {
+                spec,
+                origin,
+                dry_run,
+                reply,
+            } => {
+                let r = reload(&shared, &spec, origin, dry_run).await;
+                if let Some(reply) = reply {
+                    let _ = reply.send(r);
+                }
+            }
+            Command::ReloadFromFile => match tokio::fs::read(&shared.spec_path).await {
+                Ok(bytes) => {
+                    reload(&shared, &bytes, Origin::Signal, false).await;
+                }
+                Err(e) => {
+                    let msg = format!(
+                        "reload requested but the spec file {} cannot be read: {e}; live configuration kept",
+                        shared.spec_path.display()
+                    );
+                    tracing::error!("{msg}");
+                    shared.event(&msg);
+                }
+            },
+            Command::File(FileEvent::Changed(bytes)) => {
+                reload(&shared, &bytes, Origin::Watch, false).await;
+            }
+            Command::File(FileEvent::Unreadable(why)) => {
+                let msg = format!(
+                    "spec file {} cannot be read ({why}); live configuration kept until it is back",
+                    shared.spec_path.display()
+                );
+                tracing::warn!("{msg}");
+                shared.event(&msg);
+            }
+        }
+    }
+}
+
+/// Validates, plans and (unless a dry run) applies a spec text.
+pub async fn reload(shared: &Shared, text: &[u8], origin: Origin, dry_run: bool) -> ReloadReply {
+    let opts = CheckOptions {
+        resolve_secrets: true,
+        ..CheckOptions::default()
+    };
+    let checked = check_bytes(text, opts);
+    let Some(desired) = checked.spec else {
+        let errors: Vec<String> = checked
+            .diagnostics
+            .iter()
+            .map(|d| d.render(&shared.spec_path.display().to_string()))
+            .collect();
+        let msg = format!(
+            "reload ({origin:?}) refused: the spec is invalid; nothing changed\n{}",
+            errors.join("\n")
+        );
+        tracing::error!("{msg}");
+        if !dry_run {
+            shared.event(&msg);
+            shared.update(|s| s.last_invalid = Some(msg.clone()));
+        }
+        return ReloadReply::Invalid(checked.diagnostics);
+    };
+    let facts = match shared.pipeline.facts().await {
+        Ok(f) => f,
+        Err(e) => return ReloadReply::Failed(e.to_string()),
+    };
+    let live = shared.pipeline.live();
+    let p = plan(&live, &desired, &facts);
+    if dry_run {
+        return ReloadReply::Planned {
+            diff: crate::spec::render::unified_diff(&live, &desired, "live", "desired"),
+            plan: p.render(),
+            summary: predicted(&p, &live, &desired, &shared.local).render(),
+            changes: p.changes.len(),
+        };
+    }
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Reloading,
+        sd_notify::NotifyState::monotonic_usec_now()
+            .unwrap_or(sd_notify::NotifyState::MonotonicUsec(0)),
+    ]);
+    let (p, outcome) = apply(shared, &live, &desired, p).await;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let completed = outcome.completed();
+    let summary = outcome.render();
+    shared.event(&format!("reload ({origin:?}):\n{}{summary}", p.render()));
+    tracing::info!(
+        ?origin,
+        completed,
+        changes = p.changes.len(),
+        "reload finished"
+    );
+    shared.update(|s| {
+        s.reloads += 1;
+        s.last_reload = Some(LastReload {
+            at: chrono::Local::now().to_rfc3339(),
+            origin,
+            success: completed,
+            changes: p.changes.len(),
+        });
+    });
+    ReloadReply::Applied {
+        plan: p.render(),
+        summary,
+        completed,
+        changes: p.changes.len(),
+    }
+}
+
+/// Applies a plan: merge, commit through the pipeline (re-planning if the facts moved
+/// under us), persist. Returns the plan finally applied and the outcome.
+async fn apply(
+    shared: &Shared,
+    live: &Arc<Spec>,
+    desired: &Spec,
+    mut p: Plan,
+) -> (Plan, ReloadOutcome) {
+    // A commit is refused only when a reset or monitor started between planning and
+    // committing; a few rounds settle it, after which the remaining changes are refused.
+    for _ in 0..3 {
+        let merged = merge(live, desired, &p, |c| c.predicted.clone());
+        let g = guards(live, desired, &p, &merged.results);
+        let changed = merged.spec != **live;
+        let committed = if changed {
+            match shared
+                .pipeline
+                .commit(Arc::new(merged.spec.clone()), g)
+                .await
+            {
+                Ok(reply) if reply.violated.is_empty() => Ok(()),
+                Ok(_) => Err(true),
+                Err(e) => {
+                    tracing::error!(error = %e, "reload could not reach the pipeline");
+                    Err(false)
+                }
+            }
+        } else {
+            Ok(())
+        };
+        match committed {
+            Ok(()) => {
+                if changed {
+                    if let Err(e) = shared.state.save(&merged.spec) {
+                        tracing::error!(error = %e, "cannot save the applied spec in the state dir");
+                        shared.event(&format!("cannot save the applied spec: {e}"));
+                    }
+                }
+                let results = p
+                    .changes
+                    .iter()
+                    .zip(merged.results)
+                    .map(|(c, r)| ObjectResult::of(c, r))
+                    .collect();
+                return (p, outcome(results, changed, &merged.spec, &shared.local));
+            }
+            Err(true) => {
+                let Ok(facts) = shared.pipeline.facts().await else {
+                    break;
+                };
+                p = plan(live, desired, &facts);
+            }
+            Err(false) => break,
+        }
+    }
+    let results = p
+        .changes
+        .iter()
+        .map(|c| {
+            ObjectResult::of(
+                c,
+                Err(crate::plan::Refusal::Failed(
+                    "the pipeline did not take the change".into(),
+                )),
+            )
+        })
+        .collect();
+    (p, outcome(results, false, live, &shared.local))
+}
+
+fn outcome(results: Vec<ObjectResult>, changed: bool, spec: &Spec, local: &str) -> ReloadOutcome {
+    ReloadOutcome {
+        results,
+        update_status: update_status(spec, local, changed),
+    }
+}
+
+/// This management server took the change or had none. Its peer is not updated by a
+/// reload (management-server duplication is not built yet), which SPEC §6 counts as a
+/// failed reload: the operator must update the standby's spec too.
+fn update_status(spec: &Spec, local: &str, changed: bool) -> Vec<(String, UpdateStatus)> {
+    spec.management_servers
+        .keys()
+        .map(|name| {
+            let status = match (name.as_str() == local, changed) {
+                (_, false) => UpdateStatus::NoChange,
+                (true, true) => UpdateStatus::Change,
+                (false, true) => UpdateStatus::Error("standby not updated".into()),
+            };
+            (name.to_string(), status)
+        })
+        .collect()
+}
+
+/// What a reload would report, for a dry run.
+fn predicted(p: &Plan, live: &Spec, desired: &Spec, local: &str) -> ReloadOutcome {
+    let mut o = ReloadOutcome::predicted(p, live, desired);
+    let changed = o
+        .update_status
+        .iter()
+        .any(|(_, s)| *s == UpdateStatus::Change);
+    o.update_status = update_status(desired, local, changed);
+    o
+}
