@@ -54,7 +54,7 @@ fn everything_accepted_gives_the_desired_spec() {
     let live = spec(&server("a", 11, "{pdu: 192.168.30.1, outlet: 1}"), PDU1);
     let desired = spec(
         &(server("a", 11, "{pdu: 192.168.30.2, outlet: 1}") + &server("b", 12, "")),
-        &format!("{PDU2}"),
+        PDU2,
     );
     let p = plan(&live, &desired, &LiveFacts::default());
     let m = merge(&live, &desired, &p, |c| c.predicted.clone());

@@ -42,7 +42,12 @@ pub enum Command {
 #[derive(Debug, Clone, clap::Args)]
 pub struct SocketArg {
     /// The daemon's control socket.
-    #[arg(long, default_value = "/run/haconn/haconn.sock", value_name = "PATH")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "/run/haconn/haconn.sock",
+        value_name = "PATH"
+    )]
     pub control_socket: std::path::PathBuf,
 }
 

@@ -206,7 +206,7 @@ impl State {
 
     fn holds(&self, g: &Guard) -> bool {
         g.systems.iter().all(|s| {
-            !self.resetting.contains(s) && !(g.needs_no_monitor && self.monitors_active.contains(s))
+            !(self.resetting.contains(s) || g.needs_no_monitor && self.monitors_active.contains(s))
         })
     }
 }

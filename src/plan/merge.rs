@@ -79,12 +79,9 @@ fn build(live: &Spec, desired: &Spec, plan: &Plan, results: &[Result<(), Refusal
                     .management_servers
                     .values()
                     .find(|m| m.name.as_str() == c.name);
-                match (key, new) {
-                    (Some(k), Some(n)) => {
-                        spec.management_servers.insert(k, n.clone());
-                    }
-                    // Adds and deletes of management servers need a restart.
-                    _ => {}
+                // Adds and deletes of management servers need a restart: only changes get here.
+                if let (Some(k), Some(n)) = (key, new) {
+                    spec.management_servers.insert(k, n.clone());
                 }
             }
             ObjectKind::PhysicalServer => {

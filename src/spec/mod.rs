@@ -57,8 +57,60 @@ pub fn schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(RawSpec)).expect("schema serializes")
 }
 
+static SCHEMA: LazyLock<serde_json::Value> = LazyLock::new(schema);
 static VALIDATOR: LazyLock<jsonschema::Validator> =
-    LazyLock::new(|| jsonschema::validator_for(&schema()).expect("our own schema compiles"));
+    LazyLock::new(|| jsonschema::validator_for(&SCHEMA).expect("our own schema compiles"));
+
+/// Whether a path holds a secret (or a reference to one): messages there never quote the value.
+fn is_secret_path(path: &Path) -> bool {
+    let segs = path.segments();
+    segs.iter().enumerate().any(|(i, s)| match s {
+        Seg::Key(k) if k == "password" || k == "kg" || k == "community" => true,
+        Seg::Key(k) if k == "key" => i > 0 && segs[i - 1] == Seg::Key("auth".into()),
+        _ => false,
+    })
+}
+
+const SECRET_FORMS: &str =
+    "write the secret as a quoted string, `{env: NAME}` or `{file: /path}` (value not shown)";
+
+/// The schema's description of the field at `path`, following `$ref`s.
+fn describe(path: &Path) -> Option<String> {
+    let root = &*SCHEMA;
+    let resolve = |mut node: &'static serde_json::Value| {
+        while let Some(r) = node.get("$ref").and_then(|r| r.as_str()) {
+            node = root.pointer(r.strip_prefix('#')?)?;
+        }
+        Some(node)
+    };
+    let mut node = resolve(root)?;
+    let mut description = None;
+    for seg in path.segments() {
+        let next = match seg {
+            Seg::Key(k) => node.get("properties")?.get(k)?,
+            Seg::Index(_) => node.get("items")?,
+        };
+        description = next.get("description").and_then(|d| d.as_str());
+        node = resolve(next)?;
+        // An optional field is `anyOf: [field, null]`: look through it.
+        if let Some(first) = node.get("anyOf").and_then(|a| a.get(0)) {
+            if node
+                .get("anyOf")
+                .and_then(|a| a.as_array())
+                .is_some_and(|a| a.len() == 2)
+            {
+                if let Some(inner) = resolve(first) {
+                    if inner.get("properties").is_some() || inner.get("items").is_some() {
+                        node = inner;
+                    }
+                }
+            }
+        }
+    }
+    description
+        .or_else(|| node.get("description").and_then(|d| d.as_str()))
+        .map(|d| d.split_whitespace().collect::<Vec<_>>().join(" "))
+}
 
 /// Checks a document given as bytes (a file's content).
 pub fn check_bytes(bytes: &[u8], opts: CheckOptions) -> Checked {
@@ -91,14 +143,15 @@ pub fn check_document(doc: &yaml::Document, opts: CheckOptions) -> Checked {
     };
     let (spec, mut diagnostics) = match serde_path_to_error::deserialize::<_, RawSpec>(value) {
         // The schema and serde disagree: still an error, never a pass.
-        Err(e) if schema_diags.is_empty() => (
-            None,
-            vec![Diagnostic::error(
-                "type",
-                serde_path(e.path()),
-                e.inner().to_string(),
-            )],
-        ),
+        Err(e) if schema_diags.is_empty() => {
+            let path = serde_path(e.path());
+            let message = if is_secret_path(&path) {
+                SECRET_FORMS.to_string()
+            } else {
+                e.inner().to_string()
+            };
+            (None, vec![Diagnostic::error("type", path, message)])
+        }
         Err(_) => (None, schema_diags),
         Ok(raw) => {
             let resolve = |s: &Secret| s.resolve().map(drop).map_err(|e| e.to_string());
@@ -213,6 +266,27 @@ fn location_path(loc: &jsonschema::paths::Location) -> Path {
 fn push_schema_error(e: &jsonschema::ValidationError<'_>, out: &mut Vec<Diagnostic>) {
     use jsonschema::error::ValidationErrorKind as K;
     let path = location_path(e.instance_path());
+    if is_secret_path(&path)
+        && !matches!(
+            e.kind(),
+            K::AdditionalProperties { .. } | K::Required { .. }
+        )
+    {
+        let hint = if e.instance().is_number() {
+            " (YAML read a number here)"
+        } else {
+            ""
+        };
+        let what = describe(&path).unwrap_or_default();
+        out.push(Diagnostic::error(
+            "credential",
+            path,
+            format!("{SECRET_FORMS}{hint}. {what}")
+                .trim_end_matches(". ")
+                .to_string(),
+        ));
+        return;
+    }
     match e.kind() {
         K::AdditionalProperties { unexpected } => {
             for key in unexpected {
@@ -244,10 +318,13 @@ fn push_schema_error(e: &jsonschema::ValidationError<'_>, out: &mut Vec<Diagnost
                     push_schema_error(x, out);
                 }
             } else {
+                let expected = describe(&path)
+                    .map(|d| format!("; expected: {d}"))
+                    .unwrap_or_default();
                 out.push(Diagnostic::error(
                     "schema",
                     path,
-                    format!("{} is not an accepted value here", e.instance()),
+                    format!("{} is not an accepted value here{expected}", e.instance()),
                 ));
             }
         }

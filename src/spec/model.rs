@@ -91,7 +91,7 @@ pub struct ServicePort(u16);
 
 impl ServicePort {
     pub fn new(v: u64) -> Option<Self> {
-        (5001..=65535).contains(&v).then(|| ServicePort(v as u16))
+        (5001..=65535).contains(&v).then_some(ServicePort(v as u16))
     }
 
     pub fn get(self) -> u16 {

@@ -21,6 +21,8 @@ pub const MAX_FILE_BYTES: usize = 8 * 1024 * 1024;
 pub const MAX_DEPTH: usize = 64;
 /// Most nodes a document may expand to once aliases are resolved.
 pub const MAX_NODES: usize = 1_000_000;
+/// Most bytes of scalar text a document may expand to once aliases are resolved.
+pub const MAX_EXPANDED_BYTES: usize = 4 * MAX_FILE_BYTES;
 
 /// A position in the source, 1-based line and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -180,9 +182,16 @@ enum Frame {
 
 struct Builder<'a> {
     parser: Parser<'a, saphyr_parser::StrInput<'a>>,
-    anchors: HashMap<usize, (Rc<Node>, usize)>,
+    anchors: HashMap<usize, (Rc<Node>, Size)>,
     stack: Vec<Frame>,
+    expanded: Size,
+}
+
+/// How much a subtree weighs once expanded: nodes and bytes of scalar text.
+#[derive(Debug, Clone, Copy, Default)]
+struct Size {
     nodes: usize,
+    bytes: usize,
 }
 
 impl<'a> Builder<'a> {
@@ -191,7 +200,7 @@ impl<'a> Builder<'a> {
             parser: Parser::new_from_str(text),
             anchors: HashMap::new(),
             stack: Vec::new(),
-            nodes: 0,
+            expanded: Size::default(),
         }
     }
 
@@ -209,12 +218,15 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn count(&mut self, n: usize, pos: Pos) -> Result<(), LoadError> {
-        self.nodes += n;
-        if self.nodes > MAX_NODES {
+    fn count(&mut self, add: Size, pos: Pos) -> Result<(), LoadError> {
+        self.expanded.nodes += add.nodes;
+        self.expanded.bytes += add.bytes;
+        if self.expanded.nodes > MAX_NODES || self.expanded.bytes > MAX_EXPANDED_BYTES {
             return Err(LoadError::at(
                 pos,
-                format!("document expands to more than {MAX_NODES} nodes (alias bomb?); refused"),
+                format!(
+                    "document expands to more than {MAX_NODES} nodes or {MAX_EXPANDED_BYTES} bytes (alias bomb?); refused"
+                ),
             ));
         }
         Ok(())
@@ -247,7 +259,13 @@ impl<'a> Builder<'a> {
                     Some((node, 0))
                 }
                 Event::Scalar(value, style, anchor, tag) => {
-                    self.count(1, pos)?;
+                    self.count(
+                        Size {
+                            nodes: 1,
+                            bytes: value.len(),
+                        },
+                        pos,
+                    )?;
                     let tag = tag.map(|t| format!("{}{}", t.handle, t.suffix));
                     let node = Rc::new(Node::Scalar {
                         value: value.into_owned(),
@@ -304,7 +322,7 @@ impl<'a> Builder<'a> {
     }
 
     fn open(&mut self, pos: Pos) -> Result<(), LoadError> {
-        self.count(1, pos)?;
+        self.count(Size { nodes: 1, bytes: 0 }, pos)?;
         if self.stack.len() >= MAX_DEPTH {
             return Err(LoadError::at(
                 pos,
@@ -354,15 +372,26 @@ impl<'a> Builder<'a> {
     }
 }
 
-fn subtree_size(node: &Node) -> usize {
+fn subtree_size(node: &Node) -> Size {
+    let children = |nodes: &mut dyn Iterator<Item = &Rc<Node>>| {
+        nodes.fold(Size { nodes: 1, bytes: 0 }, |acc, n| {
+            let s = subtree_size(n);
+            Size {
+                nodes: acc.nodes + s.nodes,
+                bytes: acc.bytes + s.bytes,
+            }
+        })
+    };
     match node {
-        Node::Scalar { .. } => 1,
-        Node::Seq { items, .. } => 1 + items.iter().map(|n| subtree_size(n)).sum::<usize>(),
+        Node::Scalar { value, .. } => Size {
+            nodes: 1,
+            bytes: value.len(),
+        },
+        Node::Seq { items, .. } => children(&mut items.iter()),
         Node::Map { entries, .. } => {
-            1 + entries
-                .iter()
-                .map(|(_, _, n)| subtree_size(n))
-                .sum::<usize>()
+            let mut s = children(&mut entries.iter().map(|(_, _, n)| n));
+            s.bytes += entries.iter().map(|(k, _, _)| k.len()).sum::<usize>();
+            s
         }
     }
 }
@@ -502,6 +531,16 @@ mod tests {
         let e = err(&text);
         assert!(e.message.contains("alias bomb"), "{e}");
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn alias_bomb_of_long_strings_is_refused() {
+        let text = format!(
+            "a: &a {}\nb: [{}]\n",
+            "x".repeat(1 << 20),
+            vec!["*a"; 1000].join(", ")
+        );
+        assert!(err(&text).message.contains("alias bomb"));
     }
 
     #[test]
