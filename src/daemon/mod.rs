@@ -254,7 +254,7 @@ async fn main_loop(
             let _ = tx.send(Command::Stop).await;
         })
     };
-    let watchdog = tokio::spawn(watchdog(shared.clone()));
+    let watchdog = tokio::spawn(watchdog(tx.clone()));
     drop(tx);
     let _ = shared.events.write("haconn daemon started");
     tracing::info!(socket = %opts.control_socket.display(), "haconn daemon ready");
@@ -272,19 +272,25 @@ async fn main_loop(
     Ok(())
 }
 
-/// Feeds systemd's watchdog while the pipeline thread answers promptly.
-async fn watchdog(shared: Arc<Shared>) {
+/// Feeds systemd's watchdog while the supervisor and the pipeline thread both answer.
+async fn watchdog(commands: mpsc::Sender<Command>) {
     let Some(interval) = sd_notify::watchdog_enabled() else {
         return;
     };
     let mut tick = tokio::time::interval(interval / 2);
     loop {
         tick.tick().await;
-        match tokio::time::timeout(interval / 4, shared.pipeline.ping()).await {
-            Ok(Ok(_)) => {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        if commands.send(Command::Heartbeat(reply)).await.is_err() {
+            return;
+        }
+        match tokio::time::timeout(interval / 4, rx).await {
+            Ok(Ok(())) => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             }
-            _ => tracing::error!("the pipeline thread did not answer; not feeding the watchdog"),
+            _ => tracing::error!(
+                "the supervisor or the pipeline thread did not answer; not feeding the watchdog"
+            ),
         }
     }
 }

@@ -44,6 +44,8 @@ pub enum Command {
     /// Re-read the spec file and reload it (SIGHUP).
     ReloadFromFile,
     File(FileEvent),
+    /// Liveness: answered once the pipeline thread has answered too (feeds systemd's watchdog).
+    Heartbeat(oneshot::Sender<()>),
     Stop,
 }
 
@@ -128,6 +130,11 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Command>) {
     while let Some(cmd) = rx.recv().await {
         match cmd {
             Command::Stop => break,
+            Command::Heartbeat(reply) => {
+                if shared.pipeline.ping().await.is_ok() {
+                    let _ = reply.send(());
+                }
+            }
             Command::Reload {
                 spec,
                 origin,
