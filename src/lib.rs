@@ -16,11 +16,13 @@
 //!
 //! See ARCHITECTURE.md for the invariants that hold these apart.
 
+pub mod backend;
 pub mod cli;
 pub mod daemon;
 pub mod log;
 pub mod pipeline;
 pub mod plan;
+pub mod resetpath;
 pub mod spec;
 pub mod watch;
 

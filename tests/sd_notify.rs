@@ -37,7 +37,14 @@ fn ready_reloading_watchdog_stopping() {
         .unwrap();
     let sock = dir.path().join("sock");
     let mut child = Command::new(env!("CARGO_BIN_EXE_haconn"))
-        .args(["daemon", "--debounce-ms", "50", "--spec"])
+        .args([
+            "daemon",
+            "--debounce-ms",
+            "50",
+            "--reset-path-bind",
+            "127.0.0.1:0",
+        ])
+        .args(["--fence-kdump-bind", "off", "--spec"])
         .arg(&spec)
         .arg("--state-dir")
         .arg(dir.path().join("state"))

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use haconn::daemon::state::StateDir;
 use haconn::daemon::supervisor::{self, Command, Origin, ReloadReply, Shared, Status};
 use haconn::log::LogFile;
-use haconn::pipeline::Pipeline;
+use haconn::pipeline::{Pipeline, PipelineConfig};
 use haconn::spec::{CheckOptions, check_bytes};
 use tokio::sync::{mpsc, oneshot};
 
@@ -39,7 +39,7 @@ fn reload_storm_does_not_delay_the_pipeline() {
     let spec = check_bytes(a.as_bytes(), CheckOptions::default())
         .spec
         .expect("valid spec");
-    let (pipeline, thread) = Pipeline::start(spec).unwrap();
+    let (pipeline, thread) = Pipeline::start(spec, PipelineConfig::detached()).unwrap();
     let shared = Arc::new(Shared {
         pipeline: pipeline.clone(),
         status: Mutex::new(Status::default()),

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::Outcome;
-use crate::daemon::{DaemonOptions, run};
+use crate::daemon::{DaemonOptions, FenceKdumpBind, run};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -43,10 +43,31 @@ pub struct Args {
     /// Accept `simulate` requests on the control socket (tests and labs only).
     #[arg(long, hide = true)]
     pub test_hooks: bool,
+    /// Listen for the reset path here instead of the spec's resetPath address and port.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub reset_path_bind: Option<std::net::SocketAddr>,
+    /// Where fence_kdump_send messages arrive: ADDR:PORT, or `off` (default: the reset-path
+    /// address, port 7410).
+    #[arg(long, value_name = "ADDR:PORT|off")]
+    pub fence_kdump_bind: Option<String>,
+    /// Drive simulated BMCs, PDUs and ESXi hosts instead of real ones (labs only).
+    #[arg(long, hide = true)]
+    pub simulate_hardware: bool,
 }
 
 pub fn run_daemon(args: &Args) -> Outcome {
     init_tracing();
+    let fence_kdump_bind = match args.fence_kdump_bind.as_deref() {
+        None => FenceKdumpBind::Default,
+        Some("off") => FenceKdumpBind::Off,
+        Some(a) => match a.parse() {
+            Ok(addr) => FenceKdumpBind::At(addr),
+            Err(_) => {
+                eprintln!("haconn daemon: --fence-kdump-bind takes ADDR:PORT or off, not `{a}`");
+                return Outcome::Trouble;
+            }
+        },
+    };
     let opts = DaemonOptions {
         spec: args.spec.clone(),
         state_dir: args.state_dir.clone(),
@@ -60,6 +81,9 @@ pub fn run_daemon(args: &Args) -> Outcome {
         log_max_bytes: args.log_max_bytes,
         log_generations: args.log_generations,
         test_hooks: args.test_hooks,
+        reset_path_bind: args.reset_path_bind,
+        fence_kdump_bind,
+        simulate_hardware: args.simulate_hardware,
     };
     match run(opts) {
         Ok(()) => Outcome::Ok,

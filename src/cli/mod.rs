@@ -5,7 +5,10 @@
 mod apply;
 mod daemon;
 mod diff;
+mod lab;
+mod node;
 mod schema;
+mod server;
 mod show;
 mod validate;
 
@@ -36,6 +39,12 @@ pub enum Command {
     Apply(apply::Args),
     /// Show what the daemon knows.
     Show(show::Args),
+    /// Node-side tools: what HA monitors and dump agents send over the reset path.
+    Node(node::Args),
+    /// Operator actions on a managed server (test soft reset).
+    Server(server::Args),
+    /// A self-contained demo on loopback: daemon, simulated hardware and HA monitors.
+    Lab(lab::Args),
 }
 
 /// The control socket option, shared by the commands that talk to the daemon.
@@ -88,6 +97,9 @@ pub fn main() -> ExitCode {
         Command::Daemon(a) => daemon::run_daemon(&a),
         Command::Apply(a) => apply::run(&a),
         Command::Show(a) => show::run(&a),
+        Command::Node(a) => node::run(&a),
+        Command::Server(a) => server::run(&a),
+        Command::Lab(a) => lab::run(&a),
     };
     ExitCode::from(outcome.code())
 }

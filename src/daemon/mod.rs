@@ -17,8 +17,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::sync::mpsc;
 
-use crate::log::LogFile;
-use crate::pipeline::Pipeline;
+use crate::backend::Backends;
+use crate::log::{LogFile, LogSink};
+use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::spec::model::Spec;
 use crate::spec::{CheckOptions, check_bytes};
 use crate::watch::{self, WatchConfig};
@@ -40,7 +41,25 @@ pub struct DaemonOptions {
     pub log_max_bytes: u64,
     pub log_generations: u32,
     pub test_hooks: bool,
+    /// Where the reset path listens; default: the spec's `resetPath` address and port.
+    pub reset_path_bind: Option<std::net::SocketAddr>,
+    /// Where fence_kdump_send messages are received; `None` turns that listener off.
+    pub fence_kdump_bind: FenceKdumpBind,
+    /// Use the in-process hardware simulator instead of real backends (labs only).
+    pub simulate_hardware: bool,
 }
+
+/// The fence_kdump listener: on the reset-path address at the usual port, at an explicit
+/// address, or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FenceKdumpBind {
+    Default,
+    At(std::net::SocketAddr),
+    Off,
+}
+
+/// The port `fence_kdump_send` sends to by default.
+pub const FENCE_KDUMP_PORT: u16 = 7410;
 
 /// Where the daemon's first live configuration came from.
 struct Start {
@@ -138,6 +157,78 @@ fn hostname() -> Option<String> {
     Some(name.split('.').next()?.to_string())
 }
 
+/// Binds the reset-path and fence_kdump sockets and opens the pipeline's logs.
+fn pipeline_config(
+    opts: &DaemonOptions,
+    spec: &Spec,
+    init: &LogFile,
+) -> anyhow::Result<PipelineConfig> {
+    let reset_addr = opts.reset_path_bind.unwrap_or(std::net::SocketAddr::new(
+        spec.reset_path.address,
+        spec.reset_path.port.get(),
+    ));
+    let reset_path = std::net::UdpSocket::bind(reset_addr).with_context(|| {
+        format!("binding the reset path on {reset_addr} (is the virtual IP on this host?)")
+    })?;
+    let _ = init.write(&format!(
+        "reset path listening on {}",
+        reset_path.local_addr()?
+    ));
+    let kdump_addr = match opts.fence_kdump_bind {
+        FenceKdumpBind::Off => None,
+        FenceKdumpBind::At(a) => Some(a),
+        FenceKdumpBind::Default => {
+            Some(std::net::SocketAddr::new(reset_addr.ip(), FENCE_KDUMP_PORT))
+        }
+    };
+    let fence_kdump = match kdump_addr {
+        None => None,
+        Some(a) => {
+            let s = std::net::UdpSocket::bind(a).with_context(|| {
+                format!(
+                    "binding the fence_kdump listener on {a} (--fence-kdump-bind off to disable)"
+                )
+            })?;
+            let _ = init.write(&format!("fence_kdump listener on {}", s.local_addr()?));
+            Some(s)
+        }
+    };
+    let backends = if opts.simulate_hardware {
+        let _ = init.write("SIMULATED HARDWARE: no real BMC, PDU or ESXi is touched");
+        let sim = std::sync::Arc::new(crate::backend::sim::Sim::default());
+        Backends {
+            bmc: sim.clone(),
+            pdu: sim.clone(),
+            hypervisor: sim,
+        }
+    } else {
+        let none = std::sync::Arc::new(crate::backend::Unavailable);
+        Backends {
+            bmc: none.clone(),
+            pdu: none.clone(),
+            hypervisor: none,
+        }
+    };
+    let sink = |name: &str| -> anyhow::Result<LogSink> {
+        let f = LogFile::open(
+            &opts.log_dir,
+            name,
+            opts.log_max_bytes,
+            opts.log_generations,
+        )
+        .with_context(|| format!("opening {name} in {}", opts.log_dir.display()))?;
+        Ok(LogSink::spawn(f)?)
+    };
+    Ok(PipelineConfig {
+        backends,
+        reset_path: Some(reset_path),
+        fence_kdump,
+        reset_log: sink("reset.log")?,
+        error_log: sink("error.log")?,
+        monitor_expiry: Duration::from_secs(60),
+    })
+}
+
 /// Runs the daemon until SIGTERM/SIGINT.
 pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     let events = LogFile::open(
@@ -156,8 +247,16 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
             .save(&start.spec)
             .with_context(|| format!("saving the applied spec in {}", opts.state_dir.display()))?;
     }
+    let init = LogFile::open(
+        &opts.log_dir,
+        "init.log",
+        opts.log_max_bytes,
+        opts.log_generations,
+    )
+    .with_context(|| format!("opening the init log in {}", opts.log_dir.display()))?;
+    let config = pipeline_config(&opts, &start.spec, &init)?;
     let (pipeline, pipeline_thread) =
-        Pipeline::start(start.spec).context("starting the pipeline thread")?;
+        Pipeline::start(start.spec, config).context("starting the pipeline thread")?;
     let status = Status {
         spec_file: opts.spec.display().to_string(),
         local_management_server: local.clone(),

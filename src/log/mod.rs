@@ -45,7 +45,12 @@ impl LogFile {
 
     /// Appends `text`, each of its lines prefixed with the current timestamp.
     pub fn write(&self, text: &str) -> io::Result<()> {
-        let ts = timestamp(chrono::Local::now());
+        self.write_at(chrono::Local::now(), text)
+    }
+
+    /// Appends `text`, each of its lines prefixed with the timestamp `at`.
+    pub fn write_at(&self, at: chrono::DateTime<chrono::Local>, text: &str) -> io::Result<()> {
+        let ts = timestamp(at);
         let mut buf = String::with_capacity(text.len() + 32);
         for line in text.lines() {
             buf.push_str(&ts);
@@ -90,6 +95,42 @@ impl LogFile {
             fs::rename(self.generation(n), self.generation(n + 1)).or_else(ignore_missing)?;
         }
         fs::rename(&self.path, self.generation(1)).or_else(ignore_missing)
+    }
+}
+
+/// A handle that queues lines for a log file written by its own thread, so writers on the
+/// pipeline thread never wait for the disk. Cloning shares the queue.
+#[derive(Debug, Clone)]
+pub struct LogSink {
+    tx: std::sync::mpsc::Sender<(chrono::DateTime<chrono::Local>, String)>,
+}
+
+impl LogSink {
+    /// Starts the writer thread of `file`.
+    pub fn spawn(file: LogFile) -> io::Result<LogSink> {
+        let (tx, rx) = std::sync::mpsc::channel::<(chrono::DateTime<chrono::Local>, String)>();
+        std::thread::Builder::new()
+            .name("haconn-log".into())
+            .spawn(move || {
+                for (at, line) in rx {
+                    if let Err(e) = file.write_at(at, &line) {
+                        tracing::error!(error = %e, path = %file.path().display(), "cannot write log");
+                    }
+                }
+            })?;
+        Ok(LogSink { tx })
+    }
+
+    /// A sink that drops everything (tests and tools without logs).
+    pub fn discard() -> LogSink {
+        let (tx, rx) = std::sync::mpsc::channel();
+        drop(rx);
+        LogSink { tx }
+    }
+
+    /// Queues `text`, stamped now.
+    pub fn line(&self, text: String) {
+        let _ = self.tx.send((chrono::Local::now(), text));
     }
 }
 

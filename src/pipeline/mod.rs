@@ -2,28 +2,44 @@
 //! runtime, so reloads, file watching, status queries and control-socket traffic on the
 //! main runtime can never take its turn.
 //!
-//! It owns the facts a reload must respect (which systems have an active HA monitor,
-//! which are being reset) and the live configuration snapshot (`ArcSwap<Spec>`), which
-//! it alone stores into: a reload sends a [`PipelineMsg::Commit`] holding the merged
-//! spec and the conditions each accepted change relied on; the pipeline checks them
-//! against its state at that instant and swaps the snapshot only if they all still
-//! hold. Checking and swapping are a few set lookups and one pointer store; the old
-//! snapshot is handed back so its memory is freed off this thread.
+//! It owns everything a reset needs and everything a reload must respect: the live
+//! configuration snapshot (`ArcSwap<Spec>`, which it alone stores into), the HA monitors
+//! registered by reset-path checks, and the resets in flight. It reads the reset-path
+//! socket itself, so a reset request goes from the socket to the backend without leaving
+//! this thread. Each reset runs as its own task ([`reset::run`]), so a slow BMC delays
+//! only its own reset. Log lines go to writer threads ([`crate::log::LogSink`]).
 //!
-//! Resets themselves arrive with the reset path; until then, monitor and reset states
-//! can be driven through [`Simulation`] (the daemon's `--test-hooks`).
+//! A reload sends a [`PipelineMsg::Commit`] with the merged spec and the guards each
+//! accepted change relied on; they are checked against the state at that instant and the
+//! snapshot is swapped only if they all hold. The replaced snapshot is handed back so its
+//! memory is freed off this thread.
 
-use std::collections::BTreeSet;
+pub mod reset;
+pub mod resetlog;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use serde::Serialize;
+use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::backend::Backends;
+use crate::log::LogSink;
 use crate::plan::LiveFacts;
 use crate::plan::merge::Guard;
-use crate::spec::model::Spec;
+use crate::resetpath::codec::{
+    self, AttentionState, DecodeError, Envelope, Key, MAX_DATAGRAM, Message, ReplayGuard,
+    ResetResult,
+};
+use crate::spec::model::{Auth, Spec};
+use reset::{Outcome, Step, Target, Timing};
+use resetlog::{Dir, Kind, Peer};
 
 /// The pipeline's answer to a commit.
 #[derive(Debug)]
@@ -34,7 +50,7 @@ pub struct CommitReply {
     pub replaced: Option<Arc<Spec>>,
 }
 
-/// Monitor and reset states to set by hand until the reset path drives them.
+/// Monitor and reset states to set by hand (tests of reload refusals).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", tag = "event")]
 pub enum Simulation {
@@ -44,7 +60,34 @@ pub enum Simulation {
     ResetFinished { system: String },
 }
 
-/// Messages the pipeline thread accepts.
+/// A registered HA monitor, as `show hamonitor` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitorView {
+    pub system: String,
+    pub subsystem: u32,
+    pub ip: IpAddr,
+    pub port: u16,
+    pub pair: Option<u32>,
+    /// `normal`, `reset`, `dump`, `reboot`, `poff` or `error`.
+    pub state: String,
+    pub last_check_ms_ago: u64,
+}
+
+/// Counters of the reset path (checks are counted, not logged).
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counters {
+    pub checks: AtomicU64,
+    pub resets: AtomicU64,
+    pub stopped: AtomicU64,
+    pub malformed: AtomicU64,
+    pub rejected_auth: AtomicU64,
+    pub replayed: AtomicU64,
+    pub send_errors: AtomicU64,
+}
+
+/// Messages the pipeline thread accepts from the rest of the daemon.
 #[derive(Debug)]
 pub enum PipelineMsg {
     Facts(oneshot::Sender<LiveFacts>),
@@ -59,6 +102,46 @@ pub enum PipelineMsg {
         reply: oneshot::Sender<Duration>,
     },
     Simulate(Simulation),
+    Monitors(oneshot::Sender<Vec<MonitorView>>),
+    /// An operator's test reset of a registered system (`haconn server reset`).
+    TestReset {
+        system: String,
+        subsystem: u32,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// What the pipeline thread needs besides the spec.
+#[derive(Debug)]
+pub struct PipelineConfig {
+    pub backends: Backends,
+    /// The bound reset-path socket; `None` runs without a reset path (tests of reloads).
+    pub reset_path: Option<std::net::UdpSocket>,
+    /// A bound socket for fence_kdump_send notifications.
+    pub fence_kdump: Option<std::net::UdpSocket>,
+    pub reset_log: LogSink,
+    pub error_log: LogSink,
+    /// A monitor that has not checked for this long no longer counts as active.
+    pub monitor_expiry: Duration,
+}
+
+impl PipelineConfig {
+    /// No sockets, simulated hardware, no logs: for tests of the reload machinery.
+    pub fn detached() -> Self {
+        let sim = Arc::new(crate::backend::sim::Sim::default());
+        PipelineConfig {
+            backends: Backends {
+                bmc: sim.clone(),
+                pdu: sim.clone(),
+                hypervisor: sim,
+            },
+            reset_path: None,
+            fence_kdump: None,
+            reset_log: LogSink::discard(),
+            error_log: LogSink::discard(),
+            monitor_expiry: Duration::from_secs(60),
+        }
+    }
 }
 
 /// The main runtime's handle on the pipeline thread.
@@ -66,6 +149,7 @@ pub enum PipelineMsg {
 pub struct Pipeline {
     tx: mpsc::Sender<PipelineMsg>,
     live: Arc<ArcSwap<Spec>>,
+    counters: Arc<Counters>,
 }
 
 /// Why the pipeline could not answer.
@@ -87,26 +171,38 @@ impl PipelineThread {
 
 impl Pipeline {
     /// Starts the pipeline thread with `spec` as the live configuration.
-    pub fn start(spec: Spec) -> std::io::Result<(Pipeline, PipelineThread)> {
+    pub fn start(
+        spec: Spec,
+        config: PipelineConfig,
+    ) -> std::io::Result<(Pipeline, PipelineThread)> {
         let live = Arc::new(ArcSwap::from_pointee(spec));
+        let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel(1024);
-        let state = State {
-            live: live.clone(),
-            monitors_active: BTreeSet::new(),
-            resetting: BTreeSet::new(),
-        };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        let live2 = live.clone();
+        let counters2 = counters.clone();
         let handle = thread::Builder::new()
             .name("haconn-pipeline".into())
-            .spawn(move || runtime.block_on(state.run(rx)))?;
-        Ok((Pipeline { tx, live }, PipelineThread { handle }))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match State::new(live2, counters2, config) {
+                        Ok((state, sockets)) => state.run(rx, sockets).await,
+                        Err(e) => tracing::error!(error = %e, "the pipeline could not start"),
+                    }
+                })
+            })?;
+        Ok((Pipeline { tx, live, counters }, PipelineThread { handle }))
     }
 
     /// The live configuration snapshot (lock-free read).
     pub fn live(&self) -> Arc<Spec> {
         self.live.load_full()
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     async fn ask<T>(
@@ -147,38 +243,188 @@ impl Pipeline {
             .await
             .map_err(|_| PipelineGone)
     }
+
+    pub async fn monitors(&self) -> Result<Vec<MonitorView>, PipelineGone> {
+        self.ask(PipelineMsg::Monitors).await
+    }
+
+    pub async fn test_reset(
+        &self,
+        system: String,
+        subsystem: u32,
+    ) -> Result<Result<(), String>, PipelineGone> {
+        self.ask(|reply| PipelineMsg::TestReset {
+            system,
+            subsystem,
+            reply,
+        })
+        .await
+    }
+}
+
+/// Who asked for a reset; `None` fields are a test command's `----`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Requester {
+    addr: Option<SocketAddr>,
+    req: Option<u32>,
+}
+
+impl Requester {
+    fn peer(&self) -> Peer {
+        Peer {
+            ip: self.addr.map(|a| a.ip()),
+            port: self.addr.map(|a| a.port()),
+            req: self.req,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Monitor {
+    subsystem: u32,
+    addr: SocketAddr,
+    pair: Option<u32>,
+    last_seen: Instant,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    kind: Kind,
+    subsystem: u32,
+    requesters: Vec<Requester>,
+    stopped: Option<oneshot::Sender<()>>,
+}
+
+/// Reports from reset tasks, handled on the pipeline thread in order.
+#[derive(Debug)]
+enum Internal {
+    Step { system: String, step: Step },
+    Done { system: String, outcome: Outcome },
+}
+
+struct Sockets {
+    reset_path: Option<UdpSocket>,
+    fence_kdump: Option<UdpSocket>,
 }
 
 struct State {
     live: Arc<ArcSwap<Spec>>,
-    monitors_active: BTreeSet<String>,
-    resetting: BTreeSet<String>,
+    counters: Arc<Counters>,
+    backends: Backends,
+    reset_log: LogSink,
+    error_log: LogSink,
+    monitor_expiry: Duration,
+    /// The reset-path key, resolved once: changing it needs a restart.
+    key: Key,
+    /// Sends replies and notifications (a plain non-blocking socket: a UDP send never waits).
+    send: Option<std::net::UdpSocket>,
+    monitors: HashMap<String, Monitor>,
+    resets: HashMap<String, InFlight>,
+    /// Systems reset and not yet back (their monitor has not checked since).
+    reset_done: HashMap<String, AttentionState>,
+    simulated_monitors: BTreeSet<String>,
+    simulated_resets: BTreeSet<String>,
+    replay: ReplayGuard,
+    /// Refusals already logged, so a flood is logged once per sender and reason.
+    logged_refusals: HashSet<(IpAddr, String)>,
+    internal: mpsc::UnboundedSender<Internal>,
+    internal_rx: Option<mpsc::UnboundedReceiver<Internal>>,
 }
 
 impl State {
-    async fn run(mut self, mut rx: mpsc::Receiver<PipelineMsg>) {
-        while let Some(msg) = rx.recv().await {
-            self.handle(msg);
+    fn new(
+        live: Arc<ArcSwap<Spec>>,
+        counters: Arc<Counters>,
+        config: PipelineConfig,
+    ) -> std::io::Result<(State, Sockets)> {
+        let to_tokio = |s: Option<std::net::UdpSocket>| -> std::io::Result<Option<UdpSocket>> {
+            s.map(|s| {
+                s.set_nonblocking(true)?;
+                UdpSocket::from_std(s)
+            })
+            .transpose()
+        };
+        let send = config
+            .reset_path
+            .as_ref()
+            .map(|s| s.try_clone())
+            .transpose()?;
+        let reset_path = to_tokio(config.reset_path)?;
+        let fence_kdump = to_tokio(config.fence_kdump)?;
+        // Replies leave from the reset-path socket itself, so monitors see them come from
+        // the address and port they sent to.
+        if let Some(s) = &send {
+            s.set_broadcast(true)?;
+            s.set_nonblocking(true)?;
+        }
+        let (internal, internal_rx) = mpsc::unbounded_channel();
+        let key = reset_key(&live.load());
+        Ok((
+            State {
+                key,
+                live,
+                counters,
+                backends: config.backends,
+                reset_log: config.reset_log,
+                error_log: config.error_log,
+                monitor_expiry: config.monitor_expiry,
+                send,
+                monitors: HashMap::new(),
+                resets: HashMap::new(),
+                reset_done: HashMap::new(),
+                simulated_monitors: BTreeSet::new(),
+                simulated_resets: BTreeSet::new(),
+                replay: ReplayGuard::default(),
+                logged_refusals: HashSet::new(),
+                internal,
+                internal_rx: Some(internal_rx),
+            },
+            Sockets {
+                reset_path,
+                fence_kdump,
+            },
+        ))
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<PipelineMsg>, sockets: Sockets) {
+        let mut internal = self.internal_rx.take().expect("taken once");
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        let mut kbuf = vec![0u8; 512];
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(m) => self.handle(m),
+                    None => return,
+                },
+                Some(ev) = internal.recv() => self.internal(ev),
+                r = recv(sockets.reset_path.as_ref(), &mut buf) => {
+                    if let Ok((n, from)) = r {
+                        self.datagram(&buf[..n], from);
+                    }
+                }
+                r = recv(sockets.fence_kdump.as_ref(), &mut kbuf) => {
+                    if let Ok((n, from)) = r {
+                        self.fence_kdump(&kbuf[..n], from);
+                    }
+                }
+            }
         }
     }
 
     fn handle(&mut self, msg: PipelineMsg) {
         match msg {
             PipelineMsg::Facts(reply) => {
-                let _ = reply.send(LiveFacts {
-                    monitors_active: self.monitors_active.clone(),
-                    resetting: self.resetting.clone(),
-                    active: None,
-                });
+                let _ = reply.send(self.facts());
             }
             PipelineMsg::Commit {
                 spec,
                 guards,
                 reply,
             } => {
+                let facts = self.facts();
                 let violated: Vec<usize> = guards
                     .iter()
-                    .filter(|g| !self.holds(g))
+                    .filter(|g| !holds(g, &facts))
                     .map(|g| g.change)
                     .collect();
                 let replaced = violated.is_empty().then(|| self.live.swap(spec));
@@ -189,24 +435,723 @@ impl State {
             }
             PipelineMsg::Simulate(s) => match s {
                 Simulation::MonitorUp { system } => {
-                    self.monitors_active.insert(system);
+                    self.simulated_monitors.insert(system);
                 }
                 Simulation::MonitorDown { system } => {
-                    self.monitors_active.remove(&system);
+                    self.simulated_monitors.remove(&system);
                 }
                 Simulation::ResetStarted { system } => {
-                    self.resetting.insert(system);
+                    self.simulated_resets.insert(system);
                 }
                 Simulation::ResetFinished { system } => {
-                    self.resetting.remove(&system);
+                    self.simulated_resets.remove(&system);
+                }
+            },
+            PipelineMsg::Monitors(reply) => {
+                let _ = reply.send(self.monitor_views());
+            }
+            PipelineMsg::TestReset {
+                system,
+                subsystem,
+                reply,
+            } => {
+                let requester = Requester {
+                    addr: None,
+                    req: None,
+                };
+                let r = self.start_reset(&system, subsystem, requester);
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// Monitors that checked recently, and resets in flight (plus simulated ones).
+    fn facts(&self) -> LiveFacts {
+        let now = Instant::now();
+        let mut monitors_active: BTreeSet<String> = self
+            .monitors
+            .iter()
+            .filter(|(_, m)| now.duration_since(m.last_seen) <= self.monitor_expiry)
+            .map(|(s, _)| s.clone())
+            .collect();
+        monitors_active.extend(self.simulated_monitors.iter().cloned());
+        let mut resetting: BTreeSet<String> = self.resets.keys().cloned().collect();
+        resetting.extend(self.simulated_resets.iter().cloned());
+        LiveFacts {
+            monitors_active,
+            resetting,
+            active: None,
+        }
+    }
+
+    fn monitor_views(&self) -> Vec<MonitorView> {
+        let now = Instant::now();
+        let mut v: Vec<MonitorView> = self
+            .monitors
+            .iter()
+            .map(|(system, m)| {
+                let state = if self.resets.contains_key(system) {
+                    "reset"
+                } else {
+                    match self.reset_done.get(system) {
+                        Some(AttentionState::Dump) => "dump",
+                        Some(AttentionState::Reboot) => "reboot",
+                        Some(AttentionState::Poff) => "poff",
+                        None if now.duration_since(m.last_seen) > self.monitor_expiry => "----",
+                        None => "normal",
+                    }
+                };
+                MonitorView {
+                    system: system.clone(),
+                    subsystem: m.subsystem,
+                    ip: m.addr.ip(),
+                    port: m.addr.port(),
+                    pair: m.pair,
+                    state: state.into(),
+                    last_check_ms_ago: now.duration_since(m.last_seen).as_millis() as u64,
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.system.cmp(&b.system));
+        v
+    }
+
+    /// Logs a refused datagram once per sender and reason; always counted.
+    fn refuse(&mut self, from: SocketAddr, reason: String) {
+        if self.logged_refusals.len() < 10_000
+            && self.logged_refusals.insert((from.ip(), reason.clone()))
+        {
+            self.error_log.line(format!(
+                "reset path: refused datagrams from {from}: {reason} (logged once)"
+            ));
+        }
+    }
+
+    fn datagram(&mut self, bytes: &[u8], from: SocketAddr) {
+        let env = match codec::decode(bytes, &self.key) {
+            Ok(env) => env,
+            Err(e) => {
+                let counter = match e {
+                    DecodeError::BadTag
+                    | DecodeError::Unsigned
+                    | DecodeError::UnexpectedSignature => &self.counters.rejected_auth,
+                    _ => &self.counters.malformed,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                self.refuse(from, e.to_string());
+                return;
+            }
+        };
+        if let Err(e) = self.replay.check(from.ip(), &env, codec::now_ms()) {
+            self.counters.replayed.fetch_add(1, Ordering::Relaxed);
+            self.refuse(from, e.to_string());
+            return;
+        }
+        match env.msg {
+            Message::Check {
+                system,
+                subsystem,
+                port,
+                pair,
+            } => self.check(from, system, subsystem, port, pair),
+            Message::Reset {
+                req,
+                system,
+                subsystem,
+                port,
+                target_system,
+                target_subsystem,
+            } => self.reset_request(
+                from,
+                req,
+                system,
+                subsystem,
+                port,
+                target_system,
+                target_subsystem,
+            ),
+            Message::Stopped { system, subsystem } => {
+                self.stopped(&system, Some(from));
+                self.reply(from, Message::StoppedAck { system, subsystem });
+            }
+            // Replies and notifications are for HA monitors, not for us.
+            _ => {
+                self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                self.refuse(from, "unexpected message type".into());
+            }
+        }
+    }
+
+    fn reply(&self, to: SocketAddr, msg: Message) {
+        let Some(sock) = &self.send else { return };
+        let bytes = codec::encode(&Envelope::new(msg), &self.key);
+        if sock.send_to(&bytes, to).is_err() {
+            self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn check(
+        &mut self,
+        from: SocketAddr,
+        system: String,
+        subsystem: u32,
+        port: u16,
+        pair: Option<u32>,
+    ) {
+        self.counters.checks.fetch_add(1, Ordering::Relaxed);
+        let spec = self.live.load_full();
+        let (resettable, via, reason) = match find_system(&spec, &system) {
+            None => (false, "none", Some(format!("unknown system {system}"))),
+            Some(Found::Guest { host, .. }) if !host.enabled => (
+                false,
+                "none",
+                Some("ESXi management is disabled for this host".into()),
+            ),
+            Some(Found::Guest { .. }) => (true, "esxi", None),
+            Some(Found::Physical(_)) => (true, "bmc", None),
+        };
+        if resettable {
+            // A monitor that checks again is back: it may ask for resets again.
+            if !self.resets.contains_key(&system) {
+                self.reset_done.remove(&system);
+            }
+            self.monitors.insert(
+                system.clone(),
+                Monitor {
+                    subsystem,
+                    addr: SocketAddr::new(from.ip(), port),
+                    pair,
+                    last_seen: Instant::now(),
+                },
+            );
+        }
+        let (redundant, reason) = match (spec.mode, reason) {
+            (_, Some(r)) => (false, Some(r)),
+            (crate::spec::model::Mode::Single, None) => (
+                false,
+                Some("single management server: not redundant".into()),
+            ),
+            (crate::spec::model::Mode::Pair, None) => (
+                false,
+                Some("standby management server not synchronized".into()),
+            ),
+        };
+        self.reply(
+            SocketAddr::new(from.ip(), port),
+            Message::CheckReply {
+                system,
+                subsystem,
+                resettable,
+                via: via.into(),
+                redundant,
+                reason,
+            },
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn reset_request(
+        &mut self,
+        from: SocketAddr,
+        req: u32,
+        system: String,
+        subsystem: u32,
+        port: u16,
+        target_system: String,
+        target_subsystem: u32,
+    ) {
+        self.counters.resets.fetch_add(1, Ordering::Relaxed);
+        let reply_to = SocketAddr::new(from.ip(), port);
+        let requester = Requester {
+            addr: Some(reply_to),
+            req: Some(req),
+        };
+        let spec = self.live.load_full();
+        let kind = match find_system(&spec, &target_system) {
+            Some(Found::Guest { .. }) => Kind::V,
+            _ => Kind::P,
+        };
+        self.reset_log.line(resetlog::rm_reset(
+            &target_system,
+            target_subsystem,
+            Dir::Recv,
+            requester.peer(),
+            kind,
+            None,
+        ));
+        let verdict = self.admit(&spec, &system, subsystem, &target_system, target_subsystem);
+        let answer = |result, reason: Option<String>| Message::ResetReply {
+            req,
+            target_system: target_system.clone(),
+            target_subsystem,
+            result,
+            reason,
+        };
+        match verdict {
+            Err((result, reason)) => {
+                let word = result_word(result);
+                self.reset_log.line(resetlog::rm_reset(
+                    &target_system,
+                    target_subsystem,
+                    Dir::Send,
+                    requester.peer(),
+                    kind,
+                    Some(word),
+                ));
+                self.reply(reply_to, answer(result, Some(reason)));
+            }
+            Ok(()) => match self.start_reset(&target_system, target_subsystem, requester) {
+                Ok(()) => self.reply(reply_to, answer(ResetResult::Accepted, None)),
+                Err(reason) => {
+                    self.reset_log.line(resetlog::rm_reset(
+                        &target_system,
+                        target_subsystem,
+                        Dir::Send,
+                        Peer {
+                            ip: Some(reply_to.ip()),
+                            port: Some(reply_to.port()),
+                            req: Some(req),
+                        },
+                        kind,
+                        Some("ERROR"),
+                    ));
+                    self.reply(reply_to, answer(ResetResult::Error, Some(reason)));
                 }
             },
         }
     }
 
-    fn holds(&self, g: &Guard) -> bool {
-        g.systems.iter().all(|s| {
-            !(self.resetting.contains(s) || g.needs_no_monitor && self.monitors_active.contains(s))
-        })
+    /// SPEC §2 steps 1–2: whether a requester may have a target reset.
+    fn admit(
+        &self,
+        spec: &Spec,
+        system: &str,
+        subsystem: u32,
+        target: &str,
+        target_subsystem: u32,
+    ) -> Result<(), (ResetResult, String)> {
+        let error = |why: String| Err((ResetResult::Error, why));
+        if find_system(spec, system).is_none() {
+            return error(format!("unknown requester {system}"));
+        }
+        if let Some(m) = self.monitors.get(system) {
+            if m.subsystem != subsystem {
+                return error(format!(
+                    "requester {system} is registered as subsystem {}, not {subsystem}",
+                    m.subsystem
+                ));
+            }
+        }
+        if find_system(spec, target).is_none() {
+            return error(format!("unknown target {target}"));
+        }
+        if let Some(m) = self.monitors.get(target) {
+            if m.subsystem != target_subsystem {
+                return error(format!(
+                    "target {target} is registered as subsystem {}, not {target_subsystem}",
+                    m.subsystem
+                ));
+            }
+        }
+        if system == target {
+            return error("a system cannot ask for its own reset".into());
+        }
+        if self.resets.contains_key(system) {
+            // Never both of a pair: the one being reset may not reset anyone.
+            let pair_won = self.cluster_pair(spec, system, target);
+            let why = if pair_won {
+                format!("{system} is being reset: its monitor pair partner's reset won")
+            } else {
+                format!("{system} is being reset")
+            };
+            return Err((ResetResult::Fail, why));
+        }
+        if self.reset_done.contains_key(system) {
+            return error(format!("{system} was reset and has not come back"));
+        }
+        Ok(())
     }
+
+    /// Whether `a` and `b` are a monitor pair (same pair#) on a server with `cluster` on.
+    fn cluster_pair(&self, spec: &Spec, a: &str, b: &str) -> bool {
+        let cluster = |s: &str| match find_system(spec, s) {
+            Some(Found::Physical(p)) => p.cluster,
+            Some(Found::Guest { server, .. }) => server.cluster,
+            None => false,
+        };
+        let pair = |s: &str| self.monitors.get(s).and_then(|m| m.pair);
+        cluster(b) && pair(a).is_some() && pair(a) == pair(b)
+    }
+
+    /// Starts (or joins) the reset of `system`.
+    fn start_reset(
+        &mut self,
+        system: &str,
+        subsystem: u32,
+        requester: Requester,
+    ) -> Result<(), String> {
+        if let Some(inflight) = self.resets.get_mut(system) {
+            inflight.requesters.push(requester);
+            return Ok(());
+        }
+        let spec = self.live.load_full();
+        let (target, timing, kind) = match find_system(&spec, system) {
+            None => return Err(format!("unknown system {system}")),
+            Some(Found::Guest { host, .. }) if !host.enabled => {
+                return Err("ESXi management is disabled for this host".into());
+            }
+            Some(Found::Guest { host, vm, .. }) => (
+                Target::Guest {
+                    host: host.clone(),
+                    vm: vm.to_string(),
+                },
+                Timing {
+                    hard_reset_after: reset::GUEST_HARD_RESET_AFTER,
+                    hard_reset_timeout: reset::DEFAULT_HARD_RESET_TIMEOUT,
+                    recovery: None,
+                },
+                Kind::V,
+            ),
+            Some(Found::Physical(server)) => {
+                let ipdu = server.ipdu.as_ref().filter(|i| i.enabled);
+                let pdus = ipdu
+                    .map(|i| {
+                        i.outlets
+                            .iter()
+                            .filter_map(|l| spec.pdus.get(&l.pdu).map(|p| (*l, p.clone())))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (
+                    Target::Physical {
+                        server: Box::new(server.clone()),
+                        pdus,
+                    },
+                    Timing {
+                        hard_reset_after: spec.hard_reset_after(),
+                        hard_reset_timeout: ipdu
+                            .and_then(|i| i.timeout)
+                            .map_or(reset::DEFAULT_HARD_RESET_TIMEOUT, |t| t.duration()),
+                        recovery: ipdu
+                            .and_then(|i| i.recovery_time)
+                            .filter(|r| r.get() > 0)
+                            .map(|r| r.duration()),
+                    },
+                    Kind::P,
+                )
+            }
+        };
+        let (stopped_tx, stopped_rx) = oneshot::channel();
+        self.resets.insert(
+            system.to_string(),
+            InFlight {
+                kind,
+                subsystem,
+                requesters: vec![requester],
+                stopped: Some(stopped_tx),
+            },
+        );
+        let (steps_tx, mut steps_rx) = mpsc::unbounded_channel();
+        let internal = self.internal.clone();
+        let backends = self.backends.clone();
+        let name = system.to_string();
+        tokio::spawn(async move {
+            let run = reset::run(target, timing, backends, stopped_rx, steps_tx);
+            tokio::pin!(run);
+            // Forward steps as they happen, then the outcome; the recovery of outlets may
+            // report steps after the outcome, so keep forwarding until the channel closes.
+            let outcome = loop {
+                tokio::select! {
+                    biased;
+                    Some(step) = steps_rx.recv() => {
+                        let _ = internal.send(Internal::Step { system: name.clone(), step });
+                    }
+                    outcome = &mut run => break outcome,
+                }
+            };
+            while let Ok(step) = steps_rx.try_recv() {
+                let _ = internal.send(Internal::Step {
+                    system: name.clone(),
+                    step,
+                });
+            }
+            let _ = internal.send(Internal::Done {
+                system: name.clone(),
+                outcome,
+            });
+            while let Some(step) = steps_rx.recv().await {
+                let _ = internal.send(Internal::Step {
+                    system: name.clone(),
+                    step,
+                });
+            }
+        });
+        Ok(())
+    }
+
+    /// The node's dump agent says it stopped: the soft reset worked.
+    fn stopped(&mut self, system: &str, from: Option<SocketAddr>) {
+        self.counters.stopped.fetch_add(1, Ordering::Relaxed);
+        let Some(inflight) = self.resets.get_mut(system) else {
+            self.error_log.line(format!(
+                "stopped notification for {system} with no reset in progress; ignored"
+            ));
+            return;
+        };
+        if let Some(tx) = inflight.stopped.take() {
+            let _ = tx.send(());
+            let peer = Peer {
+                ip: from.map(|a| a.ip()),
+                port: from.map(|a| a.port()),
+                req: None,
+            };
+            self.reset_log.line(resetlog::soft_reset(
+                system,
+                inflight.subsystem,
+                Dir::Recv,
+                peer,
+                inflight.kind,
+            ));
+        }
+    }
+
+    /// A fence_kdump_send message: the sender's address names the system (its registered monitor).
+    fn fence_kdump(&mut self, bytes: &[u8], from: SocketAddr) {
+        if !crate::resetpath::fence_kdump::is_message(bytes) {
+            self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+            self.refuse(from, "not a fence_kdump message".into());
+            return;
+        }
+        let system = self
+            .monitors
+            .iter()
+            .find(|(s, m)| m.addr.ip() == from.ip() && self.resets.contains_key(*s))
+            .or_else(|| self.monitors.iter().find(|(_, m)| m.addr.ip() == from.ip()))
+            .map(|(s, _)| s.clone());
+        match system {
+            Some(s) => self.stopped(&s, Some(from)),
+            None => self.refuse(
+                from,
+                "fence_kdump message from an address no HA monitor registered".into(),
+            ),
+        }
+    }
+
+    fn internal(&mut self, ev: Internal) {
+        match ev {
+            Internal::Step { system, step } => self.step(&system, step),
+            Internal::Done { system, outcome } => self.done(&system, outcome),
+        }
+    }
+
+    fn step(&mut self, system: &str, step: Step) {
+        let (kind, subsystem, first) = match self.resets.get(system) {
+            Some(f) => (f.kind, Some(f.subsystem), f.requesters.first().cloned()),
+            None => (Kind::P, None, None),
+        };
+        let peer = first.as_ref().map(Requester::peer).unwrap_or_default();
+        let target = subsystem.unwrap_or(0);
+        let on = matches!(step, Step::OutletOn { .. });
+        match step {
+            Step::SoftSent => {
+                self.reset_log
+                    .line(resetlog::soft_reset(system, target, Dir::Send, peer, kind))
+            }
+            Step::SoftFailed(e) => self
+                .error_log
+                .line(format!("soft reset of {system} failed: {e}")),
+            Step::HardSent => {
+                self.reset_log
+                    .line(resetlog::hard_reset(system, target, Dir::Send, peer, kind))
+            }
+            Step::HardAcked => {
+                self.reset_log
+                    .line(resetlog::hard_reset(system, target, Dir::Recv, peer, kind))
+            }
+            Step::HardFailed(e) => self
+                .error_log
+                .line(format!("hard reset of {system} failed: {e}")),
+            Step::OutletOff { link, result } | Step::OutletOn { link, result } => match &result {
+                Ok(()) => self.reset_log.line(resetlog::ipdusd(
+                    system,
+                    subsystem,
+                    Dir::Send,
+                    peer,
+                    link.pdu,
+                    link.outlet,
+                    on,
+                )),
+                Err(e) => self.error_log.line(format!(
+                    "PDU {} outlet {} {} for {system} failed: {e}",
+                    link.pdu,
+                    link.outlet,
+                    if on { "ON" } else { "OFF" }
+                )),
+            },
+            Step::PowerOff | Step::Stopped => {}
+        }
+    }
+
+    fn done(&mut self, system: &str, outcome: Outcome) {
+        let Some(inflight) = self.resets.remove(system) else {
+            return;
+        };
+        let (result, attention) = match &outcome {
+            Outcome::PowerOff => (ResetResult::Poff, Some(AttentionState::Poff)),
+            Outcome::Dumped => (ResetResult::Dump, Some(AttentionState::Dump)),
+            Outcome::Rebooted => (ResetResult::Dump, Some(AttentionState::Reboot)),
+            Outcome::Failed(why) => {
+                self.error_log
+                    .line(format!("reset of {system} failed: {why}"));
+                (ResetResult::Fail, None)
+            }
+        };
+        let reason = match &outcome {
+            Outcome::Failed(why) => Some(why.clone()),
+            _ => None,
+        };
+        for r in &inflight.requesters {
+            self.reset_log.line(resetlog::rm_reset(
+                system,
+                inflight.subsystem,
+                Dir::Send,
+                r.peer(),
+                inflight.kind,
+                Some(result_word(result)),
+            ));
+            if let (Some(addr), Some(req)) = (r.addr, r.req) {
+                self.reply(
+                    addr,
+                    Message::ResetReply {
+                        req,
+                        target_system: system.to_string(),
+                        target_subsystem: inflight.subsystem,
+                        result,
+                        reason: reason.clone(),
+                    },
+                );
+            }
+        }
+        if let Some(state) = attention {
+            self.reset_done.insert(system.to_string(), state);
+            self.attention(system, &inflight, state);
+        }
+    }
+
+    /// Tells the cluster: broadcast on the reset-path subnet (to every registered monitor
+    /// port), and unicast to each requester and registered monitor.
+    fn attention(&self, system: &str, inflight: &InFlight, state: AttentionState) {
+        let spec = self.live.load();
+        let mut to: BTreeSet<(SocketAddr, Option<u32>)> = BTreeSet::new();
+        for r in &inflight.requesters {
+            if let Some(a) = r.addr {
+                to.insert((a, r.req));
+            }
+        }
+        let broadcast = spec.reset_path.broadcast.or_else(|| {
+            crate::spec::validate::derived_broadcast(
+                spec.reset_path.address,
+                spec.reset_path.prefix_len,
+            )
+        });
+        for (s, m) in &self.monitors {
+            if s != system {
+                to.insert((m.addr, None));
+                if let Some(b) = broadcast {
+                    to.insert((SocketAddr::new(b, m.addr.port()), None));
+                }
+            }
+        }
+        let word = match state {
+            AttentionState::Dump => "DUMP",
+            AttentionState::Reboot => "REBOOT",
+            AttentionState::Poff => "POFF",
+        };
+        for (addr, req) in to {
+            self.reply(
+                addr,
+                Message::Attention {
+                    system: system.to_string(),
+                    subsystem: inflight.subsystem,
+                    state,
+                    req,
+                },
+            );
+            let peer = Peer {
+                ip: Some(addr.ip()),
+                port: Some(addr.port()),
+                req,
+            };
+            self.reset_log.line(resetlog::attention(
+                system,
+                inflight.subsystem,
+                Dir::Send,
+                peer,
+                inflight.kind,
+                word,
+            ));
+        }
+    }
+}
+
+fn holds(g: &Guard, facts: &LiveFacts) -> bool {
+    g.systems.iter().all(|s| {
+        !(facts.resetting.contains(s) || g.needs_no_monitor && facts.monitors_active.contains(s))
+    })
+}
+
+fn result_word(r: ResetResult) -> &'static str {
+    match r {
+        ResetResult::Accepted => "ACCEPTED",
+        ResetResult::Dump => "DUMP",
+        ResetResult::Poff => "POFF",
+        ResetResult::Fail => "FAIL",
+        ResetResult::Error => "ERROR",
+    }
+}
+
+/// The reset-path key of a spec. The daemon resolved every secret when it loaded the
+/// spec; should the reference have gone since, the key is empty and every datagram fails
+/// authentication (never accepted unsigned).
+pub fn reset_key(spec: &Spec) -> Key {
+    match &spec.reset_path.auth {
+        Auth::None => Key::None,
+        Auth::Hmac(secret) => Key::Hmac(secret.resolve().unwrap_or_default().into_bytes()),
+    }
+}
+
+async fn recv(sock: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    match sock {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+enum Found<'a> {
+    Physical(&'a crate::spec::model::PhysicalServer),
+    Guest {
+        server: &'a crate::spec::model::PhysicalServer,
+        host: &'a crate::spec::model::Esxi,
+        vm: &'a str,
+    },
+}
+
+/// A system of the spec by name: a physical server without ESXi, or a guest.
+fn find_system<'a>(spec: &'a Spec, name: &str) -> Option<Found<'a>> {
+    for s in spec.servers.values() {
+        match &s.esxi {
+            None if s.name.as_str() == name => return Some(Found::Physical(s)),
+            Some(e) => {
+                if let Some(g) = e.guests.iter().find(|g| g.as_str() == name) {
+                    return Some(Found::Guest {
+                        server: s,
+                        host: e,
+                        vm: g.as_str(),
+                    });
+                }
+            }
+            None => {}
+        }
+    }
+    None
 }

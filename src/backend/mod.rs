@@ -1,0 +1,130 @@
+//! Hardware behind traits: the pipeline sees only [`Bmc`], [`Pdu`] and [`Hypervisor`].
+//!
+//! Each has one real implementation (IPMI, SNMP, SSH: their own issues) and one in-process
+//! simulator ([`sim`]) for unit tests and `haconn lab`. Every call is bounded by the caller
+//! (the pipeline wraps each in a timeout), and an error in one device never affects another.
+
+pub mod sim;
+
+use std::net::IpAddr;
+
+use async_trait::async_trait;
+
+use crate::spec::model::{Bmc as BmcSpec, Esxi, Pdu as PduSpec};
+
+/// A node's power as a BMC or hypervisor reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerState {
+    On,
+    Off,
+}
+
+/// Why a device did not do what it was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    #[error("{device} unreachable: {reason}")]
+    Unreachable { device: String, reason: String },
+    #[error("{device} refused: {reason}")]
+    Refused { device: String, reason: String },
+}
+
+impl BackendError {
+    pub fn unreachable(device: impl std::fmt::Display, reason: impl Into<String>) -> Self {
+        BackendError::Unreachable {
+            device: device.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn refused(device: impl std::fmt::Display, reason: impl Into<String>) -> Self {
+        BackendError::Refused {
+            device: device.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+pub type BackendResult<T> = Result<T, BackendError>;
+
+/// A server's BMC (IPMI over LAN).
+#[async_trait]
+pub trait Bmc: Send + Sync + std::fmt::Debug {
+    async fn power_state(&self, bmc: &BmcSpec) -> BackendResult<PowerState>;
+    /// Pulse the diagnostic interrupt (NMI) so the node can dump.
+    async fn nmi(&self, bmc: &BmcSpec) -> BackendResult<()>;
+    /// Hard reset; `Ok` is the BMC's acknowledgement.
+    async fn hard_reset(&self, bmc: &BmcSpec) -> BackendResult<()>;
+}
+
+/// A switched PDU (SNMP).
+#[async_trait]
+pub trait Pdu: Send + Sync + std::fmt::Debug {
+    /// Switches one outlet and returns once the PDU reports the new state.
+    async fn set_outlet(&self, pdu: &PduSpec, outlet: u16, on: bool) -> BackendResult<()>;
+}
+
+/// An ESXi host and its guests (SSH).
+#[async_trait]
+pub trait Hypervisor: Send + Sync + std::fmt::Debug {
+    async fn vm_power_state(&self, host: &Esxi, vm: &str) -> BackendResult<PowerState>;
+    async fn vm_nmi(&self, host: &Esxi, vm: &str) -> BackendResult<()>;
+    async fn vm_reset(&self, host: &Esxi, vm: &str) -> BackendResult<()>;
+}
+
+/// The three backends the pipeline uses.
+#[derive(Debug, Clone)]
+pub struct Backends {
+    pub bmc: std::sync::Arc<dyn Bmc>,
+    pub pdu: std::sync::Arc<dyn Pdu>,
+    pub hypervisor: std::sync::Arc<dyn Hypervisor>,
+}
+
+/// Identifies a device in messages: its address.
+pub fn device(kind: &str, addr: IpAddr) -> String {
+    format!("{kind} {addr}")
+}
+
+/// The backend used where the real one is not built yet: every call fails with a clear
+/// reason, so the pipeline reports FAIL rather than a reset that did not happen.
+#[derive(Debug, Default)]
+pub struct Unavailable;
+
+fn not_built(what: &str) -> BackendError {
+    BackendError::unreachable(
+        what,
+        "this backend is not available in this build of haconn",
+    )
+}
+
+#[async_trait]
+impl Bmc for Unavailable {
+    async fn power_state(&self, _: &BmcSpec) -> BackendResult<PowerState> {
+        Err(not_built("IPMI"))
+    }
+    async fn nmi(&self, _: &BmcSpec) -> BackendResult<()> {
+        Err(not_built("IPMI"))
+    }
+    async fn hard_reset(&self, _: &BmcSpec) -> BackendResult<()> {
+        Err(not_built("IPMI"))
+    }
+}
+
+#[async_trait]
+impl Pdu for Unavailable {
+    async fn set_outlet(&self, _: &PduSpec, _: u16, _: bool) -> BackendResult<()> {
+        Err(not_built("SNMP"))
+    }
+}
+
+#[async_trait]
+impl Hypervisor for Unavailable {
+    async fn vm_power_state(&self, _: &Esxi, _: &str) -> BackendResult<PowerState> {
+        Err(not_built("ESXi"))
+    }
+    async fn vm_nmi(&self, _: &Esxi, _: &str) -> BackendResult<()> {
+        Err(not_built("ESXi"))
+    }
+    async fn vm_reset(&self, _: &Esxi, _: &str) -> BackendResult<()> {
+        Err(not_built("ESXi"))
+    }
+}

@@ -1,0 +1,217 @@
+//! One reset, SPEC §2 steps 3–7: power check → soft reset (NMI) → wait for the node's
+//! "stopped" → hard reset → wait for the acknowledgement → PDU cut → outlets back on.
+//!
+//! The sequence is an async function over the backend traits and tokio time, so it runs
+//! the same against simulators with a paused clock as against real hardware. It reports
+//! each step through a channel (the pipeline turns steps into reset-log lines and
+//! attention notifications) and returns how the reset ended. It never reports a reset that
+//! did not happen: `Dump` needs a stopped notification, `Reboot` an acknowledgement from
+//! the BMC/hypervisor or from every PDU outlet.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::backend::{BackendError, Backends, PowerState};
+use crate::spec::model::{Esxi, OutletLink, Pdu, PhysicalServer};
+
+/// How long one power query or NMI may take before it counts as failed.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+/// Hard-reset acknowledgement wait when the server sets no iPDU timeout.
+pub const DEFAULT_HARD_RESET_TIMEOUT: Duration = Duration::from_secs(10);
+/// Hard-reset issue time for VMware guests (hispeed applies to physical servers only).
+pub const GUEST_HARD_RESET_AFTER: Duration = Duration::from_millis(5000);
+
+/// What is being reset.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Physical {
+        server: Box<PhysicalServer>,
+        /// The PDUs of its outlet links (only when PDU forced reset is on).
+        pdus: Vec<(OutletLink, Pdu)>,
+    },
+    Guest {
+        host: Esxi,
+        vm: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// Soft → hard: hispeed for physical servers, 5000 ms for guests.
+    pub hard_reset_after: Duration,
+    /// How long to wait for the hard reset's acknowledgement.
+    pub hard_reset_timeout: Duration,
+    /// Outlets back on after this long; `None` leaves them off.
+    pub recovery: Option<Duration>,
+}
+
+/// A step of a reset, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    PowerOff,
+    SoftSent,
+    SoftFailed(String),
+    Stopped,
+    HardSent,
+    HardAcked,
+    HardFailed(String),
+    OutletOff {
+        link: OutletLink,
+        result: Result<(), String>,
+    },
+    OutletOn {
+        link: OutletLink,
+        result: Result<(), String>,
+    },
+}
+
+/// How a reset ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Already powered off.
+    PowerOff,
+    /// The node reported it stopped and is dumping.
+    Dumped,
+    /// Hard reset acknowledged, or every feeding outlet cut.
+    Rebooted,
+    Failed(String),
+}
+
+/// Runs one reset. `stopped` fires when the node's dump agent reports it stopped.
+pub async fn run(
+    target: Target,
+    timing: Timing,
+    backends: Backends,
+    mut stopped: oneshot::Receiver<()>,
+    steps: mpsc::UnboundedSender<Step>,
+) -> Outcome {
+    let step = |s: Step| {
+        let _ = steps.send(s);
+    };
+    if power(&target, &backends).await == Some(PowerState::Off) {
+        step(Step::PowerOff);
+        return Outcome::PowerOff;
+    }
+
+    match bounded(OPERATION_TIMEOUT, soft(&target, &backends)).await {
+        Ok(()) => {
+            step(Step::SoftSent);
+            tokio::select! {
+                biased;
+                r = &mut stopped => if r.is_ok() {
+                    step(Step::Stopped);
+                    return Outcome::Dumped;
+                },
+                _ = tokio::time::sleep(timing.hard_reset_after) => {}
+            }
+        }
+        // The node cannot dump without the NMI: go straight to the hard reset.
+        Err(e) => step(Step::SoftFailed(e)),
+    }
+
+    step(Step::HardSent);
+    let hard_error = match bounded(timing.hard_reset_timeout, hard(&target, &backends)).await {
+        Ok(()) => {
+            step(Step::HardAcked);
+            return Outcome::Rebooted;
+        }
+        Err(e) => {
+            step(Step::HardFailed(e.clone()));
+            e
+        }
+    };
+
+    let Target::Physical { pdus, .. } = &target else {
+        return Outcome::Failed(format!("hard reset failed: {hard_error}"));
+    };
+    if pdus.is_empty() {
+        return Outcome::Failed(format!(
+            "hard reset failed ({hard_error}) and PDU forced reset is off"
+        ));
+    }
+    // Every feeding outlet on every PDU, all at once.
+    let cuts = pdus.iter().map(|(link, pdu)| {
+        let backends = backends.clone();
+        async move {
+            let r = bounded(timing.hard_reset_timeout, async {
+                backends.pdu.set_outlet(pdu, link.outlet, false).await
+            })
+            .await;
+            (*link, r)
+        }
+    });
+    let results = futures_util::future::join_all(cuts).await;
+    let mut all_cut = true;
+    for (link, r) in &results {
+        all_cut &= r.is_ok();
+        step(Step::OutletOff {
+            link: *link,
+            result: r.clone(),
+        });
+    }
+    if let Some(after) = timing.recovery {
+        // Switch back on what was cut, whatever the outcome, so a server is not left dark
+        // by a half-done cut; this runs on after the reply.
+        let cut: Vec<(OutletLink, Pdu)> = pdus
+            .iter()
+            .filter(|(l, _)| results.iter().any(|(rl, r)| rl == l && r.is_ok()))
+            .cloned()
+            .collect();
+        let steps = steps.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            for (link, pdu) in cut {
+                let r = bounded(timing.hard_reset_timeout, async {
+                    backends.pdu.set_outlet(&pdu, link.outlet, true).await
+                })
+                .await;
+                let _ = steps.send(Step::OutletOn { link, result: r });
+            }
+        });
+    }
+    if all_cut {
+        Outcome::Rebooted
+    } else {
+        Outcome::Failed(format!(
+            "hard reset failed ({hard_error}) and not every PDU outlet could be cut"
+        ))
+    }
+}
+
+async fn bounded<T>(
+    limit: Duration,
+    f: impl std::future::Future<Output = Result<T, BackendError>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", limit.as_millis())),
+    }
+}
+
+async fn power(target: &Target, b: &Backends) -> Option<PowerState> {
+    let r = match target {
+        Target::Physical { server, .. } => {
+            bounded(OPERATION_TIMEOUT, b.bmc.power_state(&server.bmc)).await
+        }
+        Target::Guest { host, vm } => {
+            bounded(OPERATION_TIMEOUT, b.hypervisor.vm_power_state(host, vm)).await
+        }
+    };
+    r.ok()
+}
+
+async fn soft(target: &Target, b: &Backends) -> Result<(), BackendError> {
+    match target {
+        Target::Physical { server, .. } => b.bmc.nmi(&server.bmc).await,
+        Target::Guest { host, vm } => b.hypervisor.vm_nmi(host, vm).await,
+    }
+}
+
+async fn hard(target: &Target, b: &Backends) -> Result<(), BackendError> {
+    match target {
+        Target::Physical { server, .. } => b.bmc.hard_reset(&server.bmc).await,
+        Target::Guest { host, vm } => b.hypervisor.vm_reset(host, vm).await,
+    }
+}

@@ -1,0 +1,336 @@
+//! Reset-path datagrams, version 1: framing, authentication, and the messages.
+//!
+//! A datagram is `HCN1` (4 bytes), an auth byte (0 = none, 1 = HMAC-SHA256), a JSON
+//! payload, and — with HMAC — the 32-byte tag of everything before it. The payload
+//! carries a millisecond timestamp and a random nonce, which the receiver's
+//! [`ReplayGuard`] checks. PROTOCOL.md documents every message and field.
+//!
+//! Decoding never panics and never allocates more than the datagram's bounded length.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+pub const MAGIC: &[u8; 4] = b"HCN1";
+/// Largest datagram sent or accepted.
+pub const MAX_DATAGRAM: usize = 1400;
+const TAG_LEN: usize = 32;
+const AUTH_NONE: u8 = 0;
+const AUTH_HMAC: u8 = 1;
+/// How far a datagram's timestamp may be from the receiver's clock.
+pub const REPLAY_WINDOW_MS: u64 = 30_000;
+
+/// What a reset request came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ResetResult {
+    /// Accepted; the final reply follows.
+    Accepted,
+    /// Reset done (the node dumped or was hard reset).
+    Dump,
+    /// The target is powered off.
+    Poff,
+    /// The reset failed, or the requester is being reset, or its pair won.
+    Fail,
+    /// Bad requester data, unknown target, or the requester was already reset.
+    Error,
+}
+
+/// States announced to HA monitors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum AttentionState {
+    Dump,
+    Reboot,
+    Poff,
+}
+
+/// Every message of protocol v1.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Message {
+    /// HA monitor → haconn: can you reset me now? Registers the monitor.
+    Check {
+        system: String,
+        subsystem: u32,
+        /// Where the monitor listens for replies and attention notifications.
+        port: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pair: Option<u32>,
+    },
+    /// haconn → HA monitor.
+    CheckReply {
+        system: String,
+        subsystem: u32,
+        resettable: bool,
+        /// `bmc`, `pdu`, `esxi`, or `none`.
+        via: String,
+        /// Both management servers up and synchronized.
+        redundant: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// HA monitor → haconn: reset `target`.
+    Reset {
+        /// The requester's request number, echoed in replies and the reset log.
+        req: u32,
+        system: String,
+        subsystem: u32,
+        port: u16,
+        target_system: String,
+        target_subsystem: u32,
+    },
+    /// haconn → requester.
+    ResetReply {
+        req: u32,
+        target_system: String,
+        target_subsystem: u32,
+        result: ResetResult,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Dump agent on a node → haconn: the system stopped and its dump started.
+    Stopped { system: String, subsystem: u32 },
+    /// haconn → dump agent.
+    StoppedAck { system: String, subsystem: u32 },
+    /// haconn → HA monitors of the cluster: what happened to `system`.
+    Attention {
+        system: String,
+        subsystem: u32,
+        state: AttentionState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u32>,
+    },
+}
+
+/// A message with its freshness fields. (Unknown fields are refused inside `msg`; serde
+/// cannot refuse them beside a flattened field, and the tag covers the whole payload.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Protocol version inside the payload too, so a v2 receiver can tell.
+    pub v: u32,
+    /// Sender's clock, milliseconds since the Unix epoch.
+    pub ts: u64,
+    /// Random per datagram; with `ts`, what the replay guard remembers.
+    pub nonce: u64,
+    #[serde(flatten)]
+    pub msg: Message,
+}
+
+impl Envelope {
+    pub fn new(msg: Message) -> Self {
+        Envelope {
+            v: 1,
+            ts: now_ms(),
+            nonce: rand::random(),
+            msg,
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How datagrams are authenticated on a reset path.
+#[derive(Clone)]
+pub enum Key {
+    None,
+    Hmac(Vec<u8>),
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Key::None => "Key::None",
+            Key::Hmac(_) => "Key::Hmac(********)",
+        })
+    }
+}
+
+/// Why a datagram was dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not a haconn datagram")]
+    Magic,
+    #[error("datagram longer than {MAX_DATAGRAM} bytes")]
+    TooLong,
+    #[error("unsigned datagram on an authenticated reset path")]
+    Unsigned,
+    #[error("signed datagram on a reset path without a key")]
+    UnexpectedSignature,
+    #[error("unknown authentication mode {0}")]
+    AuthMode(u8),
+    #[error("bad authentication tag (wrong key?)")]
+    BadTag,
+    #[error("malformed payload: {0}")]
+    Payload(String),
+    #[error("unsupported protocol version {0}")]
+    Version(u32),
+}
+
+fn mac(key: &[u8]) -> Hmac<Sha256> {
+    <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length")
+}
+
+/// Frames and (with a key) signs an envelope.
+pub fn encode(env: &Envelope, key: &Key) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(MAGIC);
+    out.push(match key {
+        Key::None => AUTH_NONE,
+        Key::Hmac(_) => AUTH_HMAC,
+    });
+    serde_json::to_writer(&mut out, env).expect("envelopes serialize");
+    if let Key::Hmac(k) = key {
+        let mut m = mac(k);
+        m.update(&out);
+        out.extend_from_slice(&m.finalize().into_bytes());
+    }
+    out
+}
+
+/// Checks framing and authentication, then parses. Does not check freshness: see [`ReplayGuard`].
+pub fn decode(bytes: &[u8], key: &Key) -> Result<Envelope, DecodeError> {
+    if bytes.len() > MAX_DATAGRAM {
+        return Err(DecodeError::TooLong);
+    }
+    let rest = bytes.strip_prefix(MAGIC).ok_or(DecodeError::Magic)?;
+    let (&mode, rest) = rest.split_first().ok_or(DecodeError::Magic)?;
+    let payload = match (mode, key) {
+        (AUTH_NONE, Key::None) => rest,
+        (AUTH_NONE, Key::Hmac(_)) => return Err(DecodeError::Unsigned),
+        (AUTH_HMAC, Key::None) => return Err(DecodeError::UnexpectedSignature),
+        (AUTH_HMAC, Key::Hmac(k)) => {
+            if rest.len() < TAG_LEN {
+                return Err(DecodeError::BadTag);
+            }
+            let (payload, tag) = rest.split_at(rest.len() - TAG_LEN);
+            let mut m = mac(k);
+            m.update(&bytes[..bytes.len() - TAG_LEN]);
+            m.verify_slice(tag).map_err(|_| DecodeError::BadTag)?;
+            payload
+        }
+        (other, _) => return Err(DecodeError::AuthMode(other)),
+    };
+    let env: Envelope =
+        serde_json::from_slice(payload).map_err(|e| DecodeError::Payload(e.to_string()))?;
+    if env.v != 1 {
+        return Err(DecodeError::Version(env.v));
+    }
+    Ok(env)
+}
+
+/// Why a fresh-looking datagram was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    #[error("timestamp outside the replay window")]
+    Stale,
+    #[error("nonce already seen (replayed datagram)")]
+    Replayed,
+}
+
+/// Remembers the nonces of the last window per sender address; bounded memory.
+#[derive(Debug, Default)]
+pub struct ReplayGuard {
+    seen: HashMap<IpAddr, VecDeque<(u64, u64)>>,
+}
+
+/// Most nonces remembered per sender; older ones fall out (a sender that fast is refused
+/// by the timestamp window long before it matters).
+const MAX_REMEMBERED: usize = 4096;
+
+impl ReplayGuard {
+    /// Accepts `env` from `from` at receiver time `now_ms` once.
+    pub fn check(&mut self, from: IpAddr, env: &Envelope, now_ms: u64) -> Result<(), ReplayError> {
+        if env.ts.abs_diff(now_ms) > REPLAY_WINDOW_MS {
+            return Err(ReplayError::Stale);
+        }
+        let q = self.seen.entry(from).or_default();
+        while q
+            .front()
+            .is_some_and(|&(ts, _)| ts.abs_diff(now_ms) > REPLAY_WINDOW_MS)
+        {
+            q.pop_front();
+        }
+        if q.iter()
+            .any(|&(ts, nonce)| nonce == env.nonce && ts == env.ts)
+        {
+            return Err(ReplayError::Replayed);
+        }
+        if q.len() >= MAX_REMEMBERED {
+            q.pop_front();
+        }
+        q.push_back((env.ts, env.nonce));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_msg() -> Envelope {
+        Envelope::new(Message::Check {
+            system: "node01".into(),
+            subsystem: 1,
+            port: 20001,
+            pair: Some(7),
+        })
+    }
+
+    #[test]
+    fn round_trips_signed_and_unsigned() {
+        let env = check_msg();
+        let key = Key::Hmac(b"0123456789abcdef".to_vec());
+        assert_eq!(decode(&encode(&env, &key), &key).unwrap(), env);
+        assert_eq!(decode(&encode(&env, &Key::None), &Key::None).unwrap(), env);
+    }
+
+    #[test]
+    fn refuses_wrong_key_tampering_and_mismatched_modes() {
+        let env = check_msg();
+        let key = Key::Hmac(b"0123456789abcdef".to_vec());
+        let other = Key::Hmac(b"fedcba9876543210".to_vec());
+        let bytes = encode(&env, &key);
+        assert_eq!(decode(&bytes, &other), Err(DecodeError::BadTag));
+        let mut tampered = bytes.clone();
+        tampered[10] ^= 1;
+        assert_eq!(decode(&tampered, &key), Err(DecodeError::BadTag));
+        assert_eq!(
+            decode(&encode(&env, &Key::None), &key),
+            Err(DecodeError::Unsigned)
+        );
+        assert_eq!(
+            decode(&bytes, &Key::None),
+            Err(DecodeError::UnexpectedSignature)
+        );
+        assert_eq!(decode(b"GET / HTTP/1.0", &key), Err(DecodeError::Magic));
+        assert_eq!(
+            decode(&vec![0u8; MAX_DATAGRAM + 1], &key),
+            Err(DecodeError::TooLong)
+        );
+        assert!(matches!(
+            decode(b"HCN1\x00{\"v\":1}", &Key::None),
+            Err(DecodeError::Payload(_))
+        ));
+    }
+
+    #[test]
+    fn replay_guard_refuses_repeats_and_stale() {
+        let mut g = ReplayGuard::default();
+        let env = check_msg();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(g.check(ip, &env, env.ts), Ok(()));
+        assert_eq!(g.check(ip, &env, env.ts + 5), Err(ReplayError::Replayed));
+        assert_eq!(
+            g.check(ip, &check_msg(), env.ts + REPLAY_WINDOW_MS * 3),
+            Err(ReplayError::Stale)
+        );
+    }
+}
