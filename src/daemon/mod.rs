@@ -157,6 +157,19 @@ fn hostname() -> Option<String> {
     Some(name.split('.').next()?.to_string())
 }
 
+/// Binds a UDP socket with IP_FREEBIND (IPV6_FREEBIND), so a standby can listen on the
+/// reset path's virtual IP before it holds the address.
+fn bind_udp(addr: std::net::SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    match addr {
+        std::net::SocketAddr::V4(_) => sock.set_freebind_v4(true)?,
+        std::net::SocketAddr::V6(_) => sock.set_freebind_v6(true)?,
+    }
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
+}
+
 /// Binds the reset-path and fence_kdump sockets and opens the pipeline's logs.
 fn pipeline_config(
     opts: &DaemonOptions,
@@ -167,9 +180,8 @@ fn pipeline_config(
         spec.reset_path.address,
         spec.reset_path.port.get(),
     ));
-    let reset_path = std::net::UdpSocket::bind(reset_addr).with_context(|| {
-        format!("binding the reset path on {reset_addr} (is the virtual IP on this host?)")
-    })?;
+    let reset_path =
+        bind_udp(reset_addr).with_context(|| format!("binding the reset path on {reset_addr}"))?;
     let _ = init.write(&format!(
         "reset path listening on {}",
         reset_path.local_addr()?
@@ -184,7 +196,7 @@ fn pipeline_config(
     let fence_kdump = match kdump_addr {
         None => None,
         Some(a) => {
-            let s = std::net::UdpSocket::bind(a).with_context(|| {
+            let s = bind_udp(a).with_context(|| {
                 format!(
                     "binding the fence_kdump listener on {a} (--fence-kdump-bind off to disable)"
                 )
