@@ -8,7 +8,8 @@
 //! is for people, machines differ.
 //!
 //! Run: `cargo bench --bench spec` (release). `HACONN_BENCH_ITERS=<n>` changes the
-//! number of measured iterations (default 30, after 3 warm-ups).
+//! number of measured iterations (default 30, after 3 warm-ups). Under `cargo test` it
+//! only checks that the generated specs validate and plan (see [`run_mode`]).
 
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use haconn::plan::summary::ReloadOutcome;
 use haconn::plan::{self, LiveFacts};
+use haconn::spec::model::Spec;
 use haconn::spec::raw::RawSpec;
 use haconn::spec::{self, CheckOptions};
 
@@ -245,22 +247,21 @@ fn row(label: &str, s: &Stats) {
     );
 }
 
-fn main() {
-    // Arguments from `cargo bench` (`--bench`, filters) are ignored: there is one benchmark.
-    let iters = std::env::var("HACONN_BENCH_ITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(DEFAULT_ITERS);
+/// The two specs, validated, and what the planner is given besides.
+struct Fixture {
+    live_text: String,
+    desired_text: String,
+    live: Spec,
+    desired: Spec,
+    facts: LiveFacts,
+}
 
+fn fixture() -> Fixture {
     let live_cluster = racks(0, SERVERS, 0);
-    let desired_cluster = desired(&live_cluster);
     let live_text = yaml(&live_cluster);
-    let desired_text = yaml(&desired_cluster);
-
-    let opts = CheckOptions::default();
+    let desired_text = yaml(&desired(&live_cluster));
     let load = |text: &str, what: &str| {
-        let checked = spec::check_bytes(text.as_bytes(), opts);
+        let checked = spec::check_bytes(text.as_bytes(), CheckOptions::default());
         match checked.spec {
             Some(s) => s,
             None => {
@@ -273,12 +274,137 @@ fn main() {
     };
     let live = load(&live_text, "live");
     let desired = load(&desired_text, "desired");
-    let links: usize = live.servers.values().map(|s| s.outlets().len()).sum();
     let mut facts = LiveFacts::default();
     for s in live.servers.values().step_by(3) {
         facts.monitors_active.insert(s.name.as_str().to_string());
     }
     facts.resetting.insert("node0121".into());
+    Fixture {
+        live_text,
+        desired_text,
+        live,
+        desired,
+        facts,
+    }
+}
+
+/// Name of the one test this binary offers to test runners.
+const SMOKE_TEST: &str = "spec_smoke";
+
+/// What the command line asks for. `cargo bench` passes `--bench`; `cargo test` runs
+/// this binary without it (and with libtest's arguments, such as a name filter), and
+/// then it only checks, once and quickly, that the fixture validates and plans. Speaking
+/// libtest's `--list` lets cargo-nextest run it too.
+enum Run {
+    Bench,
+    List { ignored: bool },
+    Smoke { selected: bool },
+}
+
+fn run_mode() -> Run {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |f: &str| args.iter().any(|a| a == f);
+    if flag("--bench") {
+        return Run::Bench;
+    }
+    if flag("--list") {
+        return Run::List {
+            ignored: flag("--ignored"),
+        };
+    }
+    // libtest options that take a value; the first other bare word is a name filter.
+    let with_value = [
+        "--color",
+        "--format",
+        "--logfile",
+        "--skip",
+        "--test-threads",
+        "-Z",
+    ];
+    let mut filter = None;
+    let mut skipped = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if with_value.contains(&a.as_str()) {
+            let value = it.next();
+            if a == "--skip" {
+                skipped.extend(value);
+            }
+        } else if !a.starts_with('-') && filter.is_none() {
+            filter = Some(a.as_str());
+        }
+    }
+    let matches = |pattern: &str| {
+        if flag("--exact") {
+            SMOKE_TEST == pattern
+        } else {
+            SMOKE_TEST.contains(pattern)
+        }
+    };
+    let selected =
+        filter.is_none_or(matches) && !skipped.iter().any(|s| matches(s)) && !flag("--ignored");
+    Run::Smoke { selected }
+}
+
+fn smoke(selected: bool) {
+    let started = Instant::now();
+    println!("\nrunning {}", if selected { "1 test" } else { "0 tests" });
+    if selected {
+        let f = fixture();
+        let p = plan::plan(&f.live, &f.desired, &f.facts);
+        for op in [
+            plan::Operation::Add,
+            plan::Operation::Change,
+            plan::Operation::Delete,
+        ] {
+            assert!(
+                p.count(op) > 0,
+                "the desired spec has no {op} against the live one"
+            );
+        }
+        assert!(!p.render().is_empty());
+        assert!(
+            !ReloadOutcome::predicted(&p, &f.live, &f.desired)
+                .render()
+                .is_empty()
+        );
+        println!("test {SMOKE_TEST} ... ok");
+    }
+    println!(
+        "\ntest result: ok. {} passed; 0 failed; 0 ignored; 0 measured; {} filtered out; finished in {:.2}s\n",
+        usize::from(selected),
+        usize::from(!selected),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn main() {
+    match run_mode() {
+        Run::Bench => bench(),
+        Run::List { ignored } => {
+            if !ignored {
+                println!("{SMOKE_TEST}: test");
+            }
+        }
+        Run::Smoke { selected } => smoke(selected),
+    }
+}
+
+fn bench() {
+    let iters = std::env::var("HACONN_BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(DEFAULT_ITERS);
+    let Fixture {
+        live_text,
+        desired_text,
+        live,
+        desired,
+        facts,
+    } = fixture();
+    let opts = CheckOptions::default();
+    let links: usize = live.servers.values().map(|s| s.outlets().len()).sum();
 
     let p = plan::plan(&live, &desired, &facts);
     println!("haconn spec benchmark ({WARMUPS} warm-ups, {iters} measured iterations)");

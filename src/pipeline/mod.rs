@@ -731,26 +731,20 @@ impl State {
         target_subsystem: u32,
     ) -> Result<(), (ResetResult, String)> {
         let error = |why: String| Err((ResetResult::Error, why));
-        if find_system(spec, system).is_none() {
-            return error(format!("unknown requester {system}"));
-        }
-        if let Some(m) = self.monitors.get(system) {
-            if m.subsystem != subsystem {
-                return error(format!(
-                    "requester {system} is registered as subsystem {}, not {subsystem}",
-                    m.subsystem
-                ));
+        for (role, name, number) in [
+            ("requester", system, subsystem),
+            ("target", target, target_subsystem),
+        ] {
+            if find_system(spec, name).is_none() {
+                return error(format!("unknown {role} {name}"));
             }
-        }
-        if find_system(spec, target).is_none() {
-            return error(format!("unknown target {target}"));
-        }
-        if let Some(m) = self.monitors.get(target) {
-            if m.subsystem != target_subsystem {
-                return error(format!(
-                    "target {target} is registered as subsystem {}, not {target_subsystem}",
-                    m.subsystem
-                ));
+            if let Some(m) = self.monitors.get(name) {
+                if m.subsystem != number {
+                    return error(format!(
+                        "{role} {name} is registered as subsystem {}, not {number}",
+                        m.subsystem
+                    ));
+                }
             }
         }
         if system == target {
