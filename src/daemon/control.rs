@@ -37,7 +37,17 @@ pub fn bind(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
                 .create(dir)?;
         }
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket; not replacing it",
+                    path.display()
+                ),
+            ));
+        }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AddrInUse,
@@ -189,6 +199,85 @@ async fn handle(
                 Err(e) => protocol::error("pipeline", &e.to_string()),
             }
         }
+        Request::Hamonitor { name, .. } => hamonitor(shared, name.as_deref()).await,
+        Request::ServerReset {
+            system, subsystem, ..
+        } => server_reset(shared, system, subsystem).await,
+    }
+}
+
+/// Every system of the live spec (a physical server, or a guest of an ESXi host) joined
+/// with the monitor registered for it; monitors of systems a reload removed come last.
+async fn hamonitor(shared: &Shared, name: Option<&str>) -> Value {
+    let monitors = match shared.pipeline.monitors().await {
+        Ok(m) => m,
+        Err(e) => return protocol::error("pipeline", &e.to_string()),
+    };
+    let live = shared.pipeline.live();
+    let mut systems: Vec<(String, Option<String>, char)> = Vec::new();
+    for server in live.servers.values() {
+        match &server.esxi {
+            None => systems.push((server.name.to_string(), Some(server.name.to_string()), 'P')),
+            Some(esxi) => systems.extend(
+                esxi.guests
+                    .iter()
+                    .map(|g| (g.to_string(), Some(server.name.to_string()), 'V')),
+            ),
+        }
+    }
+    for m in &monitors {
+        if !systems.iter().any(|(s, _, _)| *s == m.system) {
+            systems.push((m.system.clone(), None, '-'));
+        }
+    }
+    let rows: Vec<Value> = systems
+        .into_iter()
+        .filter(|(system, server, _)| {
+            name.is_none_or(|n| system == n || server.as_deref() == Some(n))
+        })
+        .map(|(system, server, kind)| {
+            let m = monitors.iter().find(|m| m.system == system);
+            json!({
+                "system": system,
+                "server": server,
+                "kind": kind.to_string(),
+                "subsystem": m.map(|m| m.subsystem),
+                "state": m.map_or("----", |m| m.state.as_str()),
+                "ip": m.map(|m| m.ip.to_string()),
+                "port": m.map(|m| m.port),
+                "pair": m.and_then(|m| m.pair),
+                "lastCheckMsAgo": m.map(|m| m.last_check_ms_ago),
+            })
+        })
+        .collect();
+    protocol::ok(json!({ "monitors": rows }))
+}
+
+/// A test reset through the pipeline. A system whose monitor registered another subsystem
+/// number is refused here, so a typo cannot reset it under a wrong number.
+async fn server_reset(shared: &Shared, system: String, subsystem: u32) -> Value {
+    match shared.pipeline.monitors().await {
+        Ok(monitors) => {
+            if let Some(m) = monitors.iter().find(|m| m.system == system) {
+                if m.subsystem != subsystem {
+                    return protocol::error(
+                        "refused",
+                        &format!(
+                            "{system} is registered as subsystem {}, not {subsystem}",
+                            m.subsystem
+                        ),
+                    );
+                }
+            }
+        }
+        Err(e) => return protocol::error("pipeline", &e.to_string()),
+    }
+    match shared.pipeline.test_reset(system.clone(), subsystem).await {
+        Ok(Ok(())) => protocol::ok(json!({
+            "accepted": true, "system": system, "subsystem": subsystem,
+        })),
+        Ok(Err(why)) => protocol::error("refused", &why),
+        Err(e) => protocol::error("pipeline", &e.to_string()),
     }
 }
 

@@ -31,6 +31,19 @@ pub enum Request {
     },
     /// Set a monitor or reset state in the pipeline (only with `--test-hooks`).
     Simulate { v: u64, simulation: Simulation },
+    /// Every HA monitor system of the live spec with what the reset path knows of it;
+    /// `name` keeps one system (or the guests of one ESXi host).
+    Hamonitor {
+        v: u64,
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// An operator's test reset of a system (`haconn server reset`).
+    ServerReset {
+        v: u64,
+        system: String,
+        subsystem: u32,
+    },
 }
 
 /// Parses one request line; `Err` is the error response to send.
@@ -74,6 +87,22 @@ mod tests {
             parse(br#"{"v":1,"op":"apply","spec":"x","dryRun":true}"#),
             Ok(Request::Apply { dry_run: true, .. })
         ));
+        assert!(matches!(
+            parse(br#"{"v":1,"op":"hamonitor","name":"node01"}"#),
+            Ok(Request::Hamonitor { name: Some(n), .. }) if n == "node01"
+        ));
+        assert!(matches!(
+            parse(br#"{"v":1,"op":"hamonitor"}"#),
+            Ok(Request::Hamonitor { name: None, .. })
+        ));
+        assert!(matches!(
+            parse(br#"{"v":1,"op":"serverReset","system":"node02","subsystem":2}"#),
+            Ok(Request::ServerReset { subsystem: 2, .. })
+        ));
+        assert_eq!(
+            parse(br#"{"v":1,"op":"serverReset","system":"node02"}"#).unwrap_err()["error"]["code"],
+            "bad-request"
+        );
         assert_eq!(
             parse(br#"{"v":2,"op":"status"}"#).unwrap_err()["error"]["code"],
             "version"

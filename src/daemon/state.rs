@@ -18,15 +18,39 @@ const TEMP_PREFIX: &str = ".applied.yaml.tmp";
 #[derive(Debug, Clone)]
 pub struct StateDir {
     dir: PathBuf,
+    /// Held open for the life of the process: its flock says the dir is in use.
+    _lock: std::sync::Arc<File>,
 }
 
 impl StateDir {
-    /// Opens (creating with mode 0700) the directory and removes stale temp files.
+    /// Opens (creating with mode 0700) the directory, takes its lock (so a second daemon
+    /// cannot touch a running one's state), and removes stale temp files.
     pub fn open(dir: &Path) -> io::Result<StateDir> {
+        use std::os::fd::AsRawFd;
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(dir.join("lock"))?;
+        // SAFETY: flock on a file descriptor we own for the duration of the call.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "another haconn daemon is using the state dir {}",
+                        dir.display()
+                    ),
+                ));
+            }
+            return Err(e);
+        }
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
             if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
@@ -35,6 +59,7 @@ impl StateDir {
         }
         Ok(StateDir {
             dir: dir.to_path_buf(),
+            _lock: std::sync::Arc::new(lock),
         })
     }
 

@@ -194,10 +194,21 @@ pub async fn reload(shared: &Shared, text: &[u8], origin: Origin, dry_run: bool)
         tracing::error!("{msg}");
         if !dry_run {
             shared.event(&msg);
-            shared.update(|s| s.last_invalid = Some(msg.clone()));
+            if origin != Origin::Apply {
+                shared.update(|s| s.last_invalid = Some(msg.clone()));
+            }
         }
         return ReloadReply::Invalid(checked.diagnostics);
     };
+    if !dry_run && origin != Origin::Apply {
+        // The spec file is valid again: no longer running on a fallback.
+        shared.update(|s| {
+            if s.degraded.take().is_some() {
+                s.started_from = "spec file (after a fallback start)".into();
+            }
+            s.last_invalid = None;
+        });
+    }
     let facts = match shared.pipeline.facts().await {
         Ok(f) => f,
         Err(e) => return ReloadReply::Failed(e.to_string()),

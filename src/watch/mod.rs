@@ -93,11 +93,18 @@ async fn follow(
     loop {
         tokio::select! {
             _ = wake.notified() => {
-                // Let a burst of events settle before reading.
+                // Let a burst of events settle before reading, but never wait longer than
+                // ten debounce periods: a busy directory must not starve the spec.
+                let give_up = tokio::time::Instant::now() + cfg.debounce * 10;
                 loop {
                     tokio::select! {
-                        _ = wake.notified() => continue,
+                        _ = wake.notified() => {
+                            if tokio::time::Instant::now() >= give_up {
+                                break;
+                            }
+                        }
                         _ = tokio::time::sleep(cfg.debounce) => break,
+                        _ = tokio::time::sleep_until(give_up) => break,
                     }
                 }
             }

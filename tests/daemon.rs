@@ -1,0 +1,726 @@
+//! The daemon end to end: the real `haconn daemon` binary on loopback only, driven through
+//! its spec file, its control socket, `haconn apply/diff/show` and signals.
+//!
+//! Every spec is a variant of `examples/lab-single.yaml` (see `daemon_support`); most vary
+//! the BMC ports of labnode01/labnode02, a change a reload may apply at runtime while no HA
+//! monitor is active, so each reload's plan line `bmc.port: OLD -> NEW` says which one it was.
+
+mod daemon_support;
+
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use daemon_support::{
+    BASE_PORTS, Daemon, Entry, Prng, bmc_port, code_of, haconn, lab, pair, parse_log, try_request,
+};
+use haconn::spec::{CheckOptions, check_bytes};
+
+const NODE1_ROW: &str = "    labnode01             : Change       : ";
+const NODE2_ROW: &str = "    labnode02             : Change       : ";
+
+fn port_change(from: u16, to: u16) -> String {
+    format!("~ bmc.port: {from} -> {to}")
+}
+
+/// Waits for the watcher's reload that moves labnode01's BMC port `from` → `to`, checks
+/// it completed, and that the live settings show the new port.
+fn expect_watch_reload(d: &Daemon, skip: usize, from: u16, to: u16) -> Entry {
+    let change = port_change(from, to);
+    let e = d.wait_for_log(skip, &format!("reload (Watch) {change}"), |e| {
+        e.is_reload("Watch") && e.has(&change)
+    });
+    assert!(e.completed(), "reload not completed:\n{}", e.text());
+    assert!(
+        e.has(&format!("{NODE1_ROW}Success")),
+        "no success row:\n{}",
+        e.text()
+    );
+    assert_eq!(bmc_port(&d.settings(), "labnode01"), to);
+    e
+}
+
+/// Writes `text` to `path` through a temporary file in the same directory and a rename.
+fn replace_by_rename(path: &std::path::Path, text: &str) {
+    let tmp = path.with_file_name(".cluster.yaml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[test]
+fn the_watcher_follows_every_way_the_file_is_replaced() {
+    let d = Daemon::new(&lab(16231, 16232)).start();
+    let spec = d.spec.clone();
+    assert_eq!(bmc_port(&d.settings(), "labnode01"), 16231);
+
+    // In place (truncate and write).
+    let n = d.entries().len();
+    std::fs::write(&spec, lab(17001, 16232)).unwrap();
+    expect_watch_reload(&d, n, 16231, 17001);
+
+    // Temporary file and rename, as ansible and editors do.
+    let n = d.entries().len();
+    replace_by_rename(&spec, &lab(17002, 16232));
+    expect_watch_reload(&d, n, 17001, 17002);
+
+    // Delete: reported, live configuration kept; re-create with new content: applied.
+    let n = d.entries().len();
+    std::fs::remove_file(&spec).unwrap();
+    d.wait_for_log(n, "spec file cannot be read", |e| {
+        e.first().contains("cannot be read") && e.first().contains("live configuration kept")
+    });
+    assert_eq!(bmc_port(&d.settings(), "labnode01"), 17002);
+    let n = d.entries().len();
+    std::fs::write(&spec, lab(17003, 16232)).unwrap();
+    expect_watch_reload(&d, n, 17002, 17003);
+
+    // Half written: an invalid prefix is refused and changes nothing; the whole file applies.
+    let full = lab(17004, 16232);
+    let cut = full
+        .find("servers:\n  - name: labnode01")
+        .expect("servers section");
+    let half = &full[..cut + "servers:\n  - name: labn".len()];
+    assert!(
+        check_bytes(half.as_bytes(), CheckOptions::default())
+            .spec
+            .is_none(),
+        "the prefix must be invalid"
+    );
+    let n = d.entries().len();
+    std::fs::write(&spec, half).unwrap();
+    let refused = d.wait_for_log(n, "refusal of the half-written file", |e| {
+        e.is_refusal("Watch")
+    });
+    assert!(
+        refused.first().contains("nothing changed"),
+        "{}",
+        refused.text()
+    );
+    let settings = d.settings();
+    assert_eq!(bmc_port(&settings, "labnode01"), 17003);
+    assert_eq!(bmc_port(&settings, "labnode02"), 16232);
+    let status = d.status();
+    assert!(
+        status["status"]["lastInvalid"]
+            .as_str()
+            .is_some_and(|s| s.contains("refused")),
+        "status does not show the refused spec: {status}"
+    );
+    let n = d.entries().len();
+    std::fs::write(&spec, &full).unwrap();
+    expect_watch_reload(&d, n, 17003, 17004);
+    // The refusal did not count as a reload; the four applied ones did.
+    assert_eq!(d.status()["status"]["reloads"], 4);
+}
+
+/// Kubernetes mounts a ConfigMap as `cluster.yaml -> ..data/cluster.yaml`, `..data ->
+/// ..VERSION`, and updates it by renaming a new `..data` link over the old one.
+#[test]
+fn the_watcher_follows_a_kubernetes_style_symlink_swap() {
+    use std::os::unix::fs::symlink;
+    let d = Daemon::new(&lab(16231, 16232)).spec_at("conf/cluster.yaml");
+    d.write("conf/..v1/cluster.yaml", &lab(16231, 16232));
+    symlink("..v1", d.path("conf/..data")).unwrap();
+    symlink("..data/cluster.yaml", d.path("conf/cluster.yaml")).unwrap();
+    let d = d.start();
+    assert_eq!(bmc_port(&d.settings(), "labnode01"), 16231);
+
+    let swap = |version: &str, port: u16| {
+        d.write(&format!("conf/{version}/cluster.yaml"), &lab(port, 16232));
+        let tmp = d.path("conf/..data_tmp");
+        symlink(version, &tmp).unwrap();
+        std::fs::rename(&tmp, d.path("conf/..data")).unwrap();
+    };
+    let n = d.entries().len();
+    swap("..v2", 17011);
+    expect_watch_reload(&d, n, 16231, 17011);
+    // The old version goes away after the swap; that must not disturb anything.
+    std::fs::remove_dir_all(d.path("conf/..v1")).unwrap();
+
+    let n = d.entries().len();
+    swap("..v3", 17012);
+    expect_watch_reload(&d, n, 17011, 17012);
+    assert!(
+        !d.entries().iter().any(|e| e.is_refusal("Watch")),
+        "a symlink swap was seen half done:\n{}",
+        d.diagnostics()
+    );
+}
+
+#[test]
+fn apply_prints_the_summary_and_a_dry_run_changes_nothing() {
+    let d = Daemon::new(&lab(16231, 16232)).start();
+    let new = d.write("new.yaml", &lab(17021, 16232));
+    let new_arg = new.display().to_string();
+    let state_arg = d.state_dir().display().to_string();
+    let diff = || d.haconn(&["diff", "--spec", &new_arg, "--state-dir", &state_arg]);
+
+    let before = diff();
+    before
+        .code(2)
+        .stdout_has(&port_change(16231, 17021))
+        .stdout_has("physical server labnode01");
+    let applied_before = std::fs::read(d.applied()).unwrap();
+    let log_before = d.entries().len();
+
+    let dry = d.haconn(&["apply", "--spec", &new_arg, "--dry-run"]);
+    dry.code(0)
+        .stdout_has(&port_change(16231, 17021))
+        .stdout_has("-- HA monitor connector reload : completed. --")
+        .stdout_has(&format!("{NODE1_ROW}Success"));
+
+    let after = diff();
+    after.code(2);
+    assert_eq!(
+        before.stdout, after.stdout,
+        "the dry run changed the live diff"
+    );
+    assert_eq!(
+        applied_before,
+        std::fs::read(d.applied()).unwrap(),
+        "the dry run changed the state dir"
+    );
+    assert_eq!(bmc_port(&d.settings(), "labnode01"), 16231);
+    assert_eq!(
+        d.entries().len(),
+        log_before,
+        "the dry run wrote to the event log"
+    );
+    assert_eq!(d.status()["status"]["reloads"], 0);
+
+    // The real thing.
+    let run = d.apply(&new);
+    run.code(0)
+        .stdout_has(&port_change(16231, 17021))
+        .stdout_has("-- HA monitor connector reload : completed. --")
+        .stdout_has("    Physical Server      :       1 / 1      : Success")
+        .stdout_has(&format!("{NODE1_ROW}Success"))
+        .stdout_has("    labms01                           : Change");
+    assert_eq!(bmc_port(&d.settings(), "labnode01"), 17021);
+    let saved = std::fs::read_to_string(d.applied()).unwrap();
+    assert_eq!(bmc_port(&saved, "labnode01"), 17021);
+    diff().code(0).stdout_has("No changes.");
+    let block = d.wait_for_log(log_before, "reload (Apply)", |e| e.is_reload("Apply"));
+    assert!(block.completed(), "{}", block.text());
+
+    // Applying it again changes nothing and still completes.
+    d.apply(&new)
+        .code(0)
+        .stdout_has("-- HA monitor connector reload : completed. --")
+        .stdout_has("    labms01                           : No Change");
+
+    // An invalid spec never reaches the daemon; a missing daemon is exit 2.
+    let bad = d.write("bad.yaml", "apiVersion: haconn/v1\nservers: 3\n");
+    d.apply(&bad).code(1);
+    haconn(&[
+        "apply",
+        "--spec",
+        &new_arg,
+        "--control-socket",
+        &d.path("nobody-here").display().to_string(),
+    ])
+    .code(2);
+    assert_eq!(d.status()["status"]["reloads"], 2);
+}
+
+#[test]
+fn refusals_follow_the_monitor_and_reset_states() {
+    let d = Daemon::new(&lab(16231, 16232)).start();
+    let simulate = |event: &str, system: &str| {
+        let reply = d.request(&format!(
+            r#"{{"v":1,"op":"simulate","simulation":{{"event":"{event}","system":"{system}"}}}}"#
+        ));
+        assert_eq!(code_of(&reply), "ok", "{reply}");
+    };
+
+    // HA monitor active on labnode01: its BMC change is refused, labnode02's applies.
+    simulate("monitorUp", "labnode01");
+    let both = d.write("both.yaml", &lab(17031, 17032));
+    d.apply(&both)
+        .code(1)
+        .stdout_has("-- HA monitor connector reload : failed. --")
+        .stdout_has(&format!("{NODE1_ROW}Error (HA monitor active)"))
+        .stdout_has(&format!("{NODE2_ROW}Success"))
+        .stdout_has("    Physical Server      :       1 / 2      : Failed");
+    let settings = d.settings();
+    assert_eq!(bmc_port(&settings, "labnode01"), 16231, "{settings}");
+    assert_eq!(bmc_port(&settings, "labnode02"), 17032, "{settings}");
+    let saved = std::fs::read_to_string(d.applied()).unwrap();
+    assert_eq!(bmc_port(&saved, "labnode01"), 16231);
+    assert_eq!(bmc_port(&saved, "labnode02"), 17032);
+    let block = d.wait_for_log(0, "the failed reload", |e| e.is_reload("Apply"));
+    assert!(block.failed(), "{}", block.text());
+    assert!(block.has("Error (HA monitor active)"), "{}", block.text());
+
+    // A reset in progress on labnode02 refuses any change to it.
+    simulate("monitorDown", "labnode01");
+    simulate("resetStarted", "labnode02");
+    let next = d.write("next.yaml", &lab(17031, 17033));
+    d.apply(&next)
+        .code(1)
+        .stdout_has("-- HA monitor connector reload : failed. --")
+        .stdout_has(&format!("{NODE1_ROW}Success"))
+        .stdout_has(&format!("{NODE2_ROW}Error (reset in progress)"));
+    let settings = d.settings();
+    assert_eq!(bmc_port(&settings, "labnode01"), 17031, "{settings}");
+    assert_eq!(bmc_port(&settings, "labnode02"), 17032, "{settings}");
+
+    // Once the reset is over, the same apply goes through.
+    simulate("resetFinished", "labnode02");
+    d.apply(&next)
+        .code(0)
+        .stdout_has("-- HA monitor connector reload : completed. --")
+        .stdout_has(&format!("{NODE2_ROW}Success"));
+    assert_eq!(bmc_port(&d.settings(), "labnode02"), 17033);
+
+    // A global setting needs a restart: refused, while the rest of the reload applies.
+    let restart = d.write(
+        "restart.yaml",
+        &lab(17034, 17033).replace("hispeed: 1000", "hispeed: 1500"),
+    );
+    d.apply(&restart)
+        .code(1)
+        .stdout_has("-- HA monitor connector reload : failed. --")
+        .stdout_has("    hispeed               : Change       : Error (needs restart)")
+        .stdout_has(&format!("{NODE1_ROW}Success"));
+    let settings = d.settings();
+    assert!(settings.contains("\nhispeed: 1000\n"), "{settings}");
+    assert_eq!(bmc_port(&settings, "labnode01"), 17034);
+}
+
+#[test]
+fn concurrent_applies_are_serialized() {
+    const N: u16 = 6;
+    let d = Daemon::new(&lab(16231, 16232)).start();
+    let variants: Vec<std::path::PathBuf> = (1..=N)
+        .map(|i| d.write(&format!("v{i}.yaml"), &lab(17040 + i, 17050 + i)))
+        .collect();
+    let runs: Vec<_> = std::thread::scope(|s| {
+        let d = &d;
+        let handles: Vec<_> = variants
+            .iter()
+            .map(|v| s.spawn(move || d.apply(v)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, run) in (1..=N).zip(&runs) {
+        run.code(0)
+            .stdout_has("~ bmc.port: ")
+            .stdout_has(&format!(" -> {}", 17040 + i))
+            .stdout_has("-- HA monitor connector reload : completed. --")
+            .stdout_has("    <Management Server System Name>   : <Result>")
+            .stdout_has("    labms01                           : Change");
+        assert_eq!(
+            run.stdout
+                .matches("-- HA monitor connector reload :")
+                .count(),
+            1,
+            "{run}"
+        );
+    }
+
+    let blocks: Vec<Entry> = d
+        .entries()
+        .into_iter()
+        .filter(|e| e.first().starts_with("reload ("))
+        .collect();
+    assert_eq!(blocks.len(), N as usize, "{}", d.diagnostics());
+    // One after the other: each reload starts from the state the previous one left.
+    let mut live = BASE_PORTS.0;
+    let mut seen = Vec::new();
+    for b in &blocks {
+        assert!(b.is_reload("Apply") && b.completed(), "{}", b.text());
+        assert_eq!(
+            b.lines
+                .iter()
+                .filter(|l| l.starts_with("-- HA monitor connector reload"))
+                .count(),
+            1,
+            "interleaved:\n{}",
+            b.text()
+        );
+        let change = b
+            .lines
+            .iter()
+            .find_map(|l| l.trim().strip_prefix("~ bmc.port: "))
+            .and_then(|l| l.split_once(" -> "))
+            .map(|(a, b)| (a.parse::<u16>().unwrap(), b.parse::<u16>().unwrap()));
+        let (from, to) = change.unwrap_or_else(|| panic!("no port change in\n{}", b.text()));
+        assert_eq!(
+            from, live,
+            "a reload did not start from the previous one's result"
+        );
+        assert!((17041..=17040 + N).contains(&to));
+        seen.push(to);
+        live = to;
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (17041..=17040 + N).collect::<Vec<_>>());
+    let settings = d.settings();
+    assert_eq!(bmc_port(&settings, "labnode01"), live);
+    assert_eq!(bmc_port(&settings, "labnode02"), live + 10);
+    assert_eq!(d.status()["status"]["reloads"], N as u64);
+}
+
+#[test]
+fn a_crash_at_any_moment_leaves_a_complete_state_file() {
+    const ROUNDS: u64 = 12;
+    let mut d = Daemon::new(&lab(16231, 16232));
+    let allowed: Vec<u16> = std::iter::once(BASE_PORTS.0)
+        .chain((0..ROUNDS as u16).map(|r| 17100 + r))
+        .collect();
+    for round in 0..ROUNDS {
+        let mut rng = Prng::new(round);
+        let delay = Duration::from_millis(rng.below(31));
+        let new_port = 17100 + round as u16;
+        let text = lab(new_port, 16232);
+        d.spawn();
+        // Every fourth round dies while starting; the others during a reload.
+        if round % 4 == 3 {
+            std::thread::sleep(delay);
+            d.kill9();
+        } else {
+            d.wait_ready();
+            let leftovers: Vec<String> = std::fs::read_dir(d.state_dir())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".applied.yaml.tmp"))
+                .collect();
+            assert!(
+                leftovers.is_empty(),
+                "round {round}: {leftovers:?} left behind"
+            );
+            let line = serde_json::json!({"v": 1, "op": "apply", "spec": text}).to_string();
+            let socket = d.socket();
+            let apply = std::thread::spawn(move || try_request(&socket, &line));
+            std::thread::sleep(delay);
+            d.kill9();
+            // A reload reported as done was saved before the answer.
+            if let Some(reply) = apply.join().unwrap() {
+                assert_eq!(reply["completed"], true, "round {round}: {reply}");
+                let saved = std::fs::read_to_string(d.applied()).unwrap();
+                assert_eq!(bmc_port(&saved, "labnode01"), new_port, "round {round}");
+            }
+        }
+        let bytes = std::fs::read(d.applied())
+            .unwrap_or_else(|e| panic!("round {round} (delay {delay:?}): no applied.yaml: {e}"));
+        let checked = check_bytes(&bytes, CheckOptions::default());
+        assert!(
+            checked.spec.is_some(),
+            "round {round} (delay {delay:?}): applied.yaml is not a valid spec: {:?}\n{}",
+            checked.diagnostics,
+            String::from_utf8_lossy(&bytes)
+        );
+        let port = bmc_port(&String::from_utf8_lossy(&bytes), "labnode01");
+        assert!(allowed.contains(&port), "round {round}: port {port}");
+    }
+    d.spawn();
+    d.wait_ready();
+    let entries = std::fs::read_dir(d.state_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name != "lock")
+        .collect::<Vec<_>>();
+    assert_eq!(entries, vec!["applied.yaml".to_string()]);
+    haconn(&["validate", &d.applied().display().to_string()]).code(0);
+    assert_eq!(d.status()["status"]["startedFrom"], "spec file");
+    assert_eq!(d.stop().and_then(|s| s.code()), Some(0));
+}
+
+#[test]
+fn bad_input_on_the_control_socket_harms_nobody() {
+    let d = Daemon::new(&lab(16231, 16232)).without_test_hooks().start();
+
+    // Garbage: an error, and the same connection still serves.
+    let mut c = d.connect();
+    c.send("this is not json");
+    assert_eq!(code_of(&c.recv().unwrap()), "bad-request");
+    c.send(r#"{"v":1,"op":"explode"}"#);
+    assert_eq!(code_of(&c.recv().unwrap()), "bad-request");
+    c.send(r#"{"v":1,"op":"status"}"#);
+    assert_eq!(code_of(&c.recv().unwrap()), "ok");
+
+    // Half a request, then silence: nobody else waits for it.
+    let mut silent = d.connect();
+    silent.send_raw(br#"{"v":1,"op":"sta"#).unwrap();
+    let t = Instant::now();
+    let reply = d.request(r#"{"v":1,"op":"status"}"#);
+    assert_eq!(code_of(&reply), "ok");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+
+    // A line over the 24 MiB cap: `too-long`, or the daemon hangs up.
+    let mut big = d.connect();
+    let writer = {
+        let mut stream = big.0.get_ref().try_clone().unwrap();
+        std::thread::spawn(move || {
+            let chunk = vec![b'x'; 1 << 20];
+            for _ in 0..25 {
+                if stream.write_all(&chunk).is_err() {
+                    return;
+                }
+            }
+            let _ = stream.write_all(b"\n");
+        })
+    };
+    match big.recv() {
+        None => {}
+        Some(reply) => assert_eq!(code_of(&reply), "too-long", "{reply}"),
+    }
+    writer.join().unwrap();
+    assert!(
+        big.recv().is_none(),
+        "still connected after an over-long line"
+    );
+
+    // Another protocol version; a test hook on a daemon without them.
+    let reply = d.request(r#"{"v":2,"op":"status"}"#);
+    assert_eq!(code_of(&reply), "version", "{reply}");
+    let reply = d.request(
+        r#"{"v":1,"op":"simulate","simulation":{"event":"monitorUp","system":"labnode01"}}"#,
+    );
+    assert_eq!(code_of(&reply), "forbidden", "{reply}");
+
+    d.haconn(&["show", "status"])
+        .code(0)
+        .stdout_has("management server : labms01");
+
+    // The silent client is told off after the idle timeout (10 s) and disconnected.
+    silent.set_read_timeout(Duration::from_secs(20));
+    let reply = silent.recv().expect("a reply before the hang-up");
+    assert_eq!(code_of(&reply), "timeout", "{reply}");
+    assert!(silent.recv().is_none());
+    assert_eq!(code_of(&d.request(r#"{"v":1,"op":"get"}"#)), "ok");
+}
+
+#[test]
+fn an_invalid_spec_at_start_falls_back_to_the_state_dir() {
+    let broken = "apiVersion: haconn/v1\nmode: single\nservers: [\n";
+    let d = Daemon::new(broken);
+    d.write("state/applied.yaml", &lab(17061, 16232));
+    let d = d.start();
+    let status = d.status();
+    let s = &status["status"];
+    assert_eq!(s["startedFrom"], "state dir", "{status}");
+    assert!(
+        s["degraded"]
+            .as_str()
+            .is_some_and(|m| m.contains("invalid")),
+        "{status}"
+    );
+    d.haconn(&["show", "status"]).code(0).stdout_has("DEGRADED");
+    assert_eq!(bmc_port(&d.settings(), "labnode01"), 17061);
+    d.wait_for_log(0, "the fallback", |e| {
+        e.first().starts_with("STARTING FROM THE LAST APPLIED SPEC")
+    });
+    // The state file is not overwritten by a fallback start.
+    assert_eq!(
+        std::fs::read_to_string(d.applied()).unwrap(),
+        lab(17061, 16232)
+    );
+
+    // Fixing the file reloads it.
+    let n = d.entries().len();
+    std::fs::write(&d.spec, lab(17062, 16232)).unwrap();
+    expect_watch_reload(&d, n, 17061, 17062);
+}
+
+#[test]
+fn the_daemon_refuses_to_start_with_nothing_valid() {
+    let run_daemon = |d: &Daemon| {
+        haconn(&[
+            "daemon",
+            "--spec",
+            &d.spec.display().to_string(),
+            "--state-dir",
+            &d.state_dir().display().to_string(),
+            "--log-dir",
+            &d.path("log").display().to_string(),
+            "--control-socket",
+            &d.socket_arg(),
+        ])
+    };
+    // No state file at all.
+    let d = Daemon::new("apiVersion: haconn/v1\nservers: 3\n");
+    let spec = d.spec.display().to_string();
+    run_daemon(&d)
+        .code(1)
+        .stderr_has("the spec file is invalid")
+        .stderr_has(&spec)
+        .stderr_has("no last applied spec in")
+        .stderr_has(&d.state_dir().display().to_string());
+    assert!(!d.socket().exists());
+
+    // A state file that is broken too.
+    d.write("state/applied.yaml", "apiVersion: haconn/v1\nmode: [\n");
+    run_daemon(&d)
+        .code(1)
+        .stderr_has(&spec)
+        .stderr_has(&d.applied().display().to_string())
+        .stderr_has("not valid either");
+
+    // A spec file that does not exist.
+    std::fs::remove_file(&d.spec).unwrap();
+    run_daemon(&d)
+        .code(1)
+        .stderr_has("cannot be read")
+        .stderr_has(&spec);
+}
+
+#[test]
+fn sighup_reloads_and_sigterm_stops_cleanly() {
+    let mut d = Daemon::new(&lab(16231, 16232)).arg("--no-watch").start();
+    assert_eq!(d.status()["status"]["watching"], false);
+    let n = d.entries().len();
+    std::fs::write(&d.spec, lab(17071, 16232)).unwrap();
+    // Not watching: several poll intervals pass without a reload.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        d.entries()
+            .iter()
+            .skip(n)
+            .all(|e| !e.first().starts_with("reload")),
+        "{}",
+        d.diagnostics()
+    );
+    assert_eq!(bmc_port(&d.settings(), "labnode01"), 16231);
+
+    d.signal(libc::SIGHUP);
+    let change = port_change(16231, 17071);
+    let block = d.wait_for_log(n, "reload (Signal)", |e| {
+        e.is_reload("Signal") && e.has(&change)
+    });
+    assert!(block.completed(), "{}", block.text());
+    assert_eq!(bmc_port(&d.settings(), "labnode01"), 17071);
+    assert_eq!(d.status()["status"]["lastReload"]["origin"], "signal");
+
+    d.signal(libc::SIGTERM);
+    let status = d
+        .wait_exit(Duration::from_secs(5))
+        .expect("exit within 5 s of SIGTERM");
+    assert_eq!(status.code(), Some(0), "{}", d.diagnostics());
+    assert!(!d.socket().exists(), "the socket file was left behind");
+    let log = std::fs::read_to_string(d.event_log()).unwrap();
+    let last = parse_log(&log).pop().unwrap();
+    assert_eq!(last.first(), "haconn daemon stopped");
+}
+
+#[test]
+fn a_pair_reports_the_standby_as_not_updated() {
+    let d = Daemon::new(&pair(16231, 16232))
+        .arg("--mserver")
+        .arg("labms01")
+        .start();
+    let changed = d.write("changed.yaml", &pair(17081, 16232));
+    let run = d.apply(&changed);
+    run.code(1)
+        .stdout_has("-- HA monitor connector reload : failed. --")
+        .stdout_has(&format!("{NODE1_ROW}Success"))
+        .stdout_has("    labms01                           : Change")
+        .stdout_has("    labms02                           : Error (standby not updated)");
+    // Applied here all the same.
+    assert_eq!(bmc_port(&d.settings(), "labnode01"), 17081);
+    let block = d.wait_for_log(0, "the pair reload", |e| {
+        e.is_reload("Apply") && e.has("labms02")
+    });
+    assert!(block.failed() && block.has("Error (standby not updated)"));
+
+    d.apply(&changed)
+        .code(0)
+        .stdout_has("-- HA monitor connector reload : completed. --")
+        .stdout_has("    labms01                           : No Change")
+        .stdout_has("    labms02                           : No Change");
+}
+
+// Daemon bugs found while writing these tests, fixed since; each test keeps them fixed.
+
+#[test]
+fn a_refused_second_daemon_leaves_the_running_ones_state_alone() {
+    let d = Daemon::new(&lab(16231, 16232)).start();
+    let new = d.write("new.yaml", &lab(17091, 16232));
+    d.apply(&new).code(0);
+    let saved = std::fs::read(d.applied()).unwrap();
+    haconn(&[
+        "daemon",
+        "--spec",
+        &d.spec.display().to_string(),
+        "--state-dir",
+        &d.state_dir().display().to_string(),
+        "--log-dir",
+        &d.path("log2").display().to_string(),
+        "--control-socket",
+        &d.socket_arg(),
+    ])
+    .code(1)
+    .stderr_has("another haconn daemon is using the state dir");
+    assert_eq!(bmc_port(&d.settings(), "labnode01"), 17091);
+    assert_eq!(
+        String::from_utf8_lossy(&std::fs::read(d.applied()).unwrap()),
+        String::from_utf8_lossy(&saved),
+        "the refused daemon overwrote the running daemon's last applied spec"
+    );
+}
+
+#[test]
+fn a_file_at_the_socket_path_is_not_deleted() {
+    let mut d = Daemon::new(&lab(16231, 16232));
+    d.write("sock", "not a socket; someone's data\n");
+    d.spawn();
+    let status = d.wait_exit(Duration::from_secs(5));
+    let left = std::fs::read_to_string(d.socket());
+    d.stop();
+    assert!(
+        left.as_deref().is_ok_and(|t| t.starts_with("not a socket")),
+        "the file at the socket path was replaced: {left:?}"
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(1));
+}
+
+#[test]
+fn a_busy_spec_directory_does_not_starve_the_watcher() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let d = Daemon::new(&lab(16231, 16232)).start();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let busy = d.path("busy.txt");
+        let stop = &stop;
+        s.spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                std::fs::write(&busy, i.to_string()).unwrap();
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        });
+        let n = d.entries().len();
+        std::fs::write(&d.spec, lab(17095, 16232)).unwrap();
+        let change = port_change(16231, 17095);
+        let seen = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            d.wait_for_log(n, "reload (Watch) while the directory is busy", |e| {
+                e.is_reload("Watch") && e.has(&change)
+            })
+        }));
+        stop.store(true, Ordering::Relaxed);
+        if let Err(p) = seen {
+            std::panic::resume_unwind(p);
+        }
+    });
+}
+
+#[test]
+fn fixing_the_spec_file_ends_the_degraded_state() {
+    let d = Daemon::new("apiVersion: haconn/v1\nmode: single\nservers: [\n");
+    d.write("state/applied.yaml", &lab(17061, 16232));
+    let d = d.start();
+    assert!(d.status()["status"]["degraded"].is_string());
+    let n = d.entries().len();
+    std::fs::write(&d.spec, lab(17062, 16232)).unwrap();
+    expect_watch_reload(&d, n, 17061, 17062);
+    let status = d.status();
+    assert!(
+        status["status"]["degraded"].is_null(),
+        "still degraded after the spec file was applied: {status}"
+    );
+}
