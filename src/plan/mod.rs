@@ -16,7 +16,7 @@ use std::fmt::{self, Write as _};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::spec::model::{Fingerprinted, PhysicalServer, SECRET_FINGERPRINT, Spec};
+use crate::spec::model::{Fingerprinted, Name, PhysicalServer, SECRET_FINGERPRINT, Spec};
 
 /// What the daemon knows about the running cluster that decides whether a change may go in.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -304,24 +304,31 @@ fn server_changes(
     let renamed_old: BTreeSet<String> = renames.values().map(|d| d.name.to_string()).collect();
 
     let mut out = Vec::new();
-    let names: BTreeSet<String> = live
-        .servers
-        .keys()
-        .chain(desired.servers.keys())
-        .map(|n| n.to_string())
-        .collect();
+    let names: BTreeSet<&Name> = live.servers.keys().chain(desired.servers.keys()).collect();
     for name in names {
-        if renamed_old.contains(&name) {
+        let name = name.as_str();
+        if renamed_old.contains(name) {
             continue;
         }
-        let new = desired.servers.values().find(|s| s.name.as_str() == name);
-        let old = match renames.get(&name) {
+        let new = desired
+            .servers
+            .values()
+            .find(|s| s.name.as_str() == name)
+            .filter(|_| true);
+        let new = new.and_then(|s| desired.servers.get(&s.name));
+        let old = match renames.get(name) {
             Some(d) => Some(*d),
-            None => live.servers.values().find(|s| s.name.as_str() == name),
+            None => live
+                .servers
+                .iter()
+                .find(|(n, _)| n.as_str() == name)
+                .map(|(_, s)| s),
         };
         let (op, mut fields) = match (old, new) {
             (None, Some(_)) => (Operation::Add, vec![]),
             (Some(_), None) => (Operation::Delete, vec![]),
+            // Most servers are unchanged: skip the field diff for them.
+            (Some(o), Some(n)) if o == n => continue,
             (Some(o), Some(n)) => {
                 let (ov, nv) = (value(o), value(n));
                 let mut fields = Vec::new();
@@ -330,6 +337,7 @@ fn server_changes(
             }
             (None, None) => continue,
         };
+        let name = name.to_string();
         let renamed_from = renames.get(&name).map(|d| d.name.to_string());
         if let Some(from) = &renamed_from {
             fields.insert(

@@ -2,7 +2,6 @@
 
 use std::fmt::Write as _;
 
-use super::merge::merge;
 use super::{Change, ObjectKind, Operation, Plan, Refusal};
 use crate::spec::model::Spec;
 
@@ -77,18 +76,18 @@ impl ReloadOutcome {
     /// predictions and the merge (which refuses changes that depend on refused ones).
     /// Every management server is shown as updated when anything applies.
     pub fn predicted(plan: &Plan, live: &Spec, desired: &Spec) -> Self {
-        let merged = merge(live, desired, plan, |c| c.predicted.clone());
-        let status = if merged.spec == *live {
-            UpdateStatus::NoChange
-        } else {
+        // The plan's predictions already come from the merge; an accepted change always
+        // changes the live spec.
+        let status = if plan.changes.iter().any(|c| c.predicted.is_ok()) {
             UpdateStatus::Change
+        } else {
+            UpdateStatus::NoChange
         };
         ReloadOutcome {
             results: plan
                 .changes
                 .iter()
-                .zip(merged.results)
-                .map(|(c, r)| ObjectResult::of(c, r))
+                .map(|c| ObjectResult::of(c, c.predicted.clone()))
                 .collect(),
             // Every management server running now or after a restart.
             update_status: live

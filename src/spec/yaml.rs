@@ -57,33 +57,47 @@ impl LoadError {
     }
 }
 
-/// Where each path of the document was written: the key (for mapping entries) and the value.
-#[derive(Debug, Default, Clone)]
+/// Where each path of the document was written: the node tree with positions, kept so a
+/// diagnostic's path is turned into a line only when one is reported.
+#[derive(Debug, Clone)]
 pub struct PathIndex {
-    entries: HashMap<String, (Option<Pos>, Pos)>,
+    root: Rc<Node>,
 }
 
 impl PathIndex {
     /// Position of the value at `path`, or of its nearest written ancestor.
     pub fn value_pos(&self, path: &Path) -> Option<Pos> {
-        self.lookup(path, |(_, v)| *v)
+        self.walk(path).map(|(_, node)| node.pos())
     }
 
     /// Position of the key of `path` when it is a mapping entry, else of its value.
     pub fn key_pos(&self, path: &Path) -> Option<Pos> {
-        self.lookup(path, |(k, v)| k.unwrap_or(*v))
+        self.walk(path)
+            .map(|(key, node)| key.unwrap_or_else(|| node.pos()))
     }
 
-    fn lookup(&self, path: &Path, pick: impl Fn(&(Option<Pos>, Pos)) -> Pos) -> Option<Pos> {
-        let mut p = path.clone();
-        loop {
-            if let Some(e) = self.entries.get(&p.to_string()) {
-                return Some(pick(e));
-            }
-            if !p.pop() {
-                return None;
+    /// The deepest node along `path`, with the position of its key when it is a mapping entry.
+    fn walk(&self, path: &Path) -> Option<(Option<Pos>, &Node)> {
+        let mut node: &Node = &self.root;
+        let mut key = None;
+        for seg in path.segments() {
+            let next = match (seg, node) {
+                (Seg::Key(k), Node::Map { entries, .. }) => entries
+                    .iter()
+                    .find(|(name, _, _)| name == k)
+                    .map(|(_, kpos, n)| (Some(*kpos), &**n)),
+                (Seg::Index(i), Node::Seq { items, .. }) => items.get(*i).map(|n| (None, &**n)),
+                _ => None,
+            };
+            match next {
+                Some((k, n)) => {
+                    key = k;
+                    node = n;
+                }
+                None => break,
             }
         }
+        Some((key, node))
     }
 }
 
@@ -134,10 +148,11 @@ fn line_col_of_byte(bytes: &[u8], offset: usize) -> (usize, usize) {
 pub fn load_str(text: &str) -> Result<Document, LoadError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let tree = Builder::new(text).build()?;
-    let mut index = PathIndex::default();
-    let mut path = Path::root();
-    let value = to_json(&tree, &mut path, None, &mut index);
-    Ok(Document { value, index })
+    let value = to_json(&tree);
+    Ok(Document {
+        value,
+        index: PathIndex { root: tree },
+    })
 }
 
 #[derive(Debug)]
@@ -396,33 +411,16 @@ fn subtree_size(node: &Node) -> Size {
     }
 }
 
-fn to_json(node: &Node, path: &mut Path, key_pos: Option<Pos>, index: &mut PathIndex) -> Value {
-    index
-        .entries
-        .insert(path.to_string(), (key_pos, node.pos()));
+fn to_json(node: &Node) -> Value {
     match node {
         Node::Scalar {
             value, plain, tag, ..
         } => scalar(value, *plain, tag.as_deref()),
-        Node::Seq { items, .. } => Value::Array(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| {
-                    path.push(Seg::Index(i));
-                    let v = to_json(item, path, None, index);
-                    path.pop();
-                    v
-                })
-                .collect(),
-        ),
+        Node::Seq { items, .. } => Value::Array(items.iter().map(|n| to_json(n)).collect()),
         Node::Map { entries, .. } => {
             let mut map = Map::with_capacity(entries.len());
-            for (key, kpos, item) in entries {
-                path.push(Seg::Key(key.clone()));
-                let v = to_json(item, path, Some(*kpos), index);
-                path.pop();
-                map.insert(key.clone(), v);
+            for (key, _, item) in entries {
+                map.insert(key.clone(), to_json(item));
             }
             Value::Object(map)
         }
