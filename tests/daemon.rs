@@ -724,3 +724,31 @@ fn fixing_the_spec_file_ends_the_degraded_state() {
         "still degraded after the spec file was applied: {status}"
     );
 }
+
+#[test]
+fn live_diff_falls_back_to_the_last_applied_spec_when_the_daemon_is_down() {
+    let mut d = Daemon::new(&lab(16231, 16232)).start();
+    let applied = d.write("applied-by-apply.yaml", &lab(17101, 16232));
+    d.apply(&applied).code(0);
+    assert_eq!(d.stop().and_then(|s| s.code()), Some(0));
+    let state_dir = d.state_dir().display().to_string();
+    let socket = d.socket_arg();
+    let diff = |file: &std::path::Path| {
+        haconn(&[
+            "diff",
+            "--spec",
+            &file.display().to_string(),
+            "--control-socket",
+            &socket,
+            "--state-dir",
+            &state_dir,
+        ])
+    };
+    // The spec file still says 16231; the last applied spec says 17101.
+    diff(&d.spec)
+        .code(2)
+        .stderr_has("the daemon is not reachable")
+        .stderr_has("comparing with the last applied spec")
+        .stdout_has("bmc.port: 17101 -> 16231");
+    diff(&applied).code(0).stdout_has("No changes.");
+}
