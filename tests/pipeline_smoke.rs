@@ -1,14 +1,14 @@
 //! The reset path end to end in one process: real UDP on 127.0.0.1, simulated hardware.
 
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
 use haconn::backend::Backends;
-use haconn::backend::sim::{Behavior, DeviceId, Sim};
+use haconn::backend::sim::{DeviceId, Sim, SimEvent};
 use haconn::log::LogSink;
 use haconn::pipeline::{Pipeline, PipelineConfig};
-use haconn::resetpath::codec::{self, Envelope, Key, Message, ResetResult};
+use haconn::resetpath::codec::{self, AttentionState, Envelope, Key, Message, ResetResult};
 use haconn::spec::{CheckOptions, check_bytes};
 
 const SPEC: &str = r#"
@@ -29,7 +29,7 @@ fn key() -> Key {
     Key::Hmac(b"0123456789abcdef0123".to_vec())
 }
 
-fn send(sock: &UdpSocket, to: std::net::SocketAddr, msg: Message) {
+fn send(sock: &UdpSocket, to: SocketAddr, msg: Message) {
     sock.send_to(&codec::encode(&Envelope::new(msg), &key()), to)
         .unwrap();
 }
@@ -40,8 +40,20 @@ fn recv(sock: &UdpSocket) -> Message {
     codec::decode(&buf[..n], &key()).unwrap().msg
 }
 
-#[test]
-fn check_then_reset_with_dump_timeout_and_hard_reset() {
+fn port(sock: &UdpSocket) -> u16 {
+    sock.local_addr().unwrap().port()
+}
+
+struct Lab {
+    sim: Arc<Sim>,
+    addr: SocketAddr,
+    m1: UdpSocket,
+    m2: UdpSocket,
+    _pipeline: Pipeline,
+}
+
+/// A pipeline on 127.0.0.1 with simulated hardware and two registered monitors of one pair.
+fn lab() -> Lab {
     let spec = check_bytes(SPEC.as_bytes(), CheckOptions::default())
         .spec
         .unwrap();
@@ -63,59 +75,81 @@ fn check_then_reset_with_dump_timeout_and_hard_reset() {
     let (pipeline, _thread) = Pipeline::start(spec, config).unwrap();
     let m1 = UdpSocket::bind("127.0.0.1:0").unwrap();
     let m2 = UdpSocket::bind("127.0.0.1:0").unwrap();
-    for m in [&m1, &m2] {
+    for (m, system, subsystem) in [(&m1, "node01", 1), (&m2, "node02", 2)] {
         m.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let check = Message::Check {
+            system: system.into(),
+            subsystem,
+            port: port(m),
+            pair: Some(1),
+        };
+        send(m, addr, check);
+        assert!(matches!(
+            recv(m),
+            Message::CheckReply {
+                resettable: true,
+                ..
+            }
+        ));
     }
-    send(
-        &m1,
+    Lab {
+        sim,
         addr,
-        Message::Check {
-            system: "node01".into(),
-            subsystem: 1,
-            port: m1.local_addr().unwrap().port(),
-            pair: Some(1),
-        },
-    );
-    assert!(matches!(
-        recv(&m1),
-        Message::CheckReply {
-            resettable: true,
-            ..
-        }
-    ));
-    send(
-        &m2,
-        addr,
-        Message::Check {
-            system: "node02".into(),
-            subsystem: 2,
-            port: m2.local_addr().unwrap().port(),
-            pair: Some(1),
-        },
-    );
-    assert!(matches!(
-        recv(&m2),
-        Message::CheckReply {
-            resettable: true,
-            ..
-        }
-    ));
+        m1,
+        m2,
+        _pipeline: pipeline,
+    }
+}
 
+fn reset(
+    from: &UdpSocket,
+    req: u32,
+    system: &str,
+    subsystem: u32,
+    target: &str,
+    target_subsystem: u32,
+) -> Message {
+    Message::Reset {
+        req,
+        system: system.into(),
+        subsystem,
+        port: port(from),
+        target_system: target.into(),
+        target_subsystem,
+    }
+}
+
+fn count(sim: &Sim, f: impl Fn(&SimEvent) -> bool) -> usize {
+    sim.calls().iter().filter(|(_, e)| f(e)).count()
+}
+
+/// Reads `sock` until the final reply to `req`, returning it and the attentions seen.
+fn until_final(sock: &UdpSocket, req: u32) -> (ResetResult, Vec<AttentionState>) {
+    let mut attentions = Vec::new();
+    loop {
+        match recv(sock) {
+            Message::ResetReply { req: r, result, .. }
+                if r == req && result != ResetResult::Accepted =>
+            {
+                return (result, attentions);
+            }
+            Message::ResetReply {
+                result: ResetResult::Accepted,
+                ..
+            } => {}
+            Message::Attention { state, .. } => attentions.push(state),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn check_then_reset_with_dump_timeout_and_hard_reset() {
+    let l = lab();
     // node01 asks for node02's reset; node02's dump agent never answers: hard reset after 1000 ms.
-    send(
-        &m1,
-        addr,
-        Message::Reset {
-            req: 7,
-            system: "node01".into(),
-            subsystem: 1,
-            port: m1.local_addr().unwrap().port(),
-            target_system: "node02".into(),
-            target_subsystem: 2,
-        },
-    );
+    send(&l.m1, l.addr, reset(&l.m1, 7, "node01", 1, "node02", 2));
     assert!(matches!(
-        recv(&m1),
+        recv(&l.m1),
         Message::ResetReply {
             req: 7,
             result: ResetResult::Accepted,
@@ -123,21 +157,10 @@ fn check_then_reset_with_dump_timeout_and_hard_reset() {
         }
     ));
     // The crossing request from node02 is refused: it is being reset.
-    send(
-        &m2,
-        addr,
-        Message::Reset {
-            req: 9,
-            system: "node02".into(),
-            subsystem: 2,
-            port: m2.local_addr().unwrap().port(),
-            target_system: "node01".into(),
-            target_subsystem: 1,
-        },
-    );
+    send(&l.m2, l.addr, reset(&l.m2, 9, "node02", 2, "node01", 1));
     assert!(
         matches!(
-            recv(&m2),
+            recv(&l.m2),
             Message::ResetReply {
                 req: 9,
                 result: ResetResult::Fail,
@@ -146,31 +169,90 @@ fn check_then_reset_with_dump_timeout_and_hard_reset() {
         ),
         "crossing reset refused"
     );
-    let mut got_final = false;
-    let mut got_attention = false;
-    for _ in 0..4 {
-        match recv(&m1) {
-            Message::ResetReply {
-                req: 7,
-                result: ResetResult::Dump,
-                ..
-            } => got_final = true,
-            Message::Attention {
-                system,
-                state: codec::AttentionState::Reboot,
-                ..
-            } if system == "node02" => got_attention = true,
+    let (result, attentions) = until_final(&l.m1, 7);
+    assert_eq!(result, ResetResult::Dump);
+    let attentions = if attentions.is_empty() {
+        match recv(&l.m1) {
+            Message::Attention { state, .. } => vec![state],
             other => panic!("unexpected {other:?}"),
         }
-        if got_final && got_attention {
-            break;
+    } else {
+        attentions
+    };
+    assert_eq!(attentions, vec![AttentionState::Reboot]);
+    let node02 = DeviceId::Bmc("127.0.0.12".parse().unwrap());
+    let node01 = DeviceId::Bmc("127.0.0.11".parse().unwrap());
+    assert_eq!(count(&l.sim, |e| *e == SimEvent::Nmi(node02.clone())), 1);
+    assert_eq!(
+        count(&l.sim, |e| *e == SimEvent::HardReset(node02.clone())),
+        1
+    );
+    assert_eq!(
+        count(&l.sim, |e| *e == SimEvent::Nmi(node01.clone())),
+        0,
+        "node01 never touched"
+    );
+}
+
+#[test]
+fn a_retransmitted_request_gets_the_same_answer_and_no_second_reset() {
+    let l = lab();
+    send(&l.m1, l.addr, reset(&l.m1, 7, "node01", 1, "node02", 2));
+    assert!(matches!(
+        recv(&l.m1),
+        Message::ResetReply {
+            req: 7,
+            result: ResetResult::Accepted,
+            ..
+        }
+    ));
+    // While it runs, and after it ended, the same request number is answered, not run again.
+    send(&l.m1, l.addr, reset(&l.m1, 7, "node01", 1, "node02", 2));
+    assert!(matches!(
+        recv(&l.m1),
+        Message::ResetReply {
+            req: 7,
+            result: ResetResult::Accepted,
+            ..
+        }
+    ));
+    assert_eq!(until_final(&l.m1, 7).0, ResetResult::Dump);
+    send(&l.m1, l.addr, reset(&l.m1, 7, "node01", 1, "node02", 2));
+    assert_eq!(until_final(&l.m1, 7).0, ResetResult::Dump);
+    assert_eq!(
+        count(&l.sim, |e| matches!(e, SimEvent::Nmi(_))),
+        1,
+        "one reset only"
+    );
+}
+
+#[test]
+fn a_stop_notification_just_before_the_request_counts() {
+    let l = lab();
+    // node02 panicked on its own; its dump agent reported before node01 asked for the reset.
+    send(
+        &l.m2,
+        l.addr,
+        Message::Stopped {
+            system: "node02".into(),
+            subsystem: 2,
+        },
+    );
+    assert!(matches!(recv(&l.m2), Message::StoppedAck { .. }));
+    send(&l.m1, l.addr, reset(&l.m1, 3, "node01", 1, "node02", 2));
+    let (result, attentions) = until_final(&l.m1, 3);
+    assert_eq!(result, ResetResult::Dump);
+    assert_eq!(
+        count(&l.sim, |e| matches!(e, SimEvent::HardReset(_))),
+        0,
+        "no hard reset: it had stopped"
+    );
+    // The requester hears the DUMP attention (before or after its final reply).
+    let mut seen = attentions;
+    if seen.is_empty() {
+        if let Message::Attention { state, .. } = recv(&l.m1) {
+            seen.push(state);
         }
     }
-    assert!(got_final && got_attention);
-    let calls: Vec<_> = sim.calls().into_iter().map(|(_, e)| e).collect();
-    let node02 = DeviceId::Bmc("127.0.0.12".parse().unwrap());
-    assert!(calls.contains(&haconn::backend::sim::SimEvent::Nmi(node02.clone())));
-    assert!(calls.contains(&haconn::backend::sim::SimEvent::HardReset(node02)));
-    assert!(!calls.iter().any(|e| matches!(e, haconn::backend::sim::SimEvent::Nmi(DeviceId::Bmc(a)) if a.to_string() == "127.0.0.11")), "node01 never touched");
-    let _ = (pipeline, Behavior::Works);
+    assert_eq!(seen, vec![AttentionState::Dump]);
 }

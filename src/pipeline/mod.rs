@@ -265,6 +265,8 @@ impl Pipeline {
 /// Who asked for a reset; `None` fields are a test command's `----`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Requester {
+    /// The requesting system; `None` for a test command.
+    system: Option<String>,
     addr: Option<SocketAddr>,
     req: Option<u32>,
 }
@@ -293,6 +295,17 @@ struct InFlight {
     subsystem: u32,
     requesters: Vec<Requester>,
     stopped: Option<oneshot::Sender<()>>,
+}
+
+/// How long a request number and an early stop notification are remembered.
+const REMEMBER: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+struct Remembered {
+    at: Instant,
+    target: String,
+    /// The final answer once there is one.
+    reply: Option<(ResetResult, Option<String>)>,
 }
 
 /// Reports from reset tasks, handled on the pipeline thread in order.
@@ -325,6 +338,11 @@ struct State {
     simulated_monitors: BTreeSet<String>,
     simulated_resets: BTreeSet<String>,
     replay: ReplayGuard,
+    /// Recent requests by (requester, req#): a retransmitted request gets the same answer
+    /// instead of a second reset.
+    requests: HashMap<(String, u32), Remembered>,
+    /// Stop notifications that arrived before any reset of their system.
+    early_stops: HashMap<String, (Instant, Option<SocketAddr>)>,
     /// Refusals already logged, so a flood is logged once per sender and reason.
     logged_refusals: HashSet<(IpAddr, String)>,
     internal: mpsc::UnboundedSender<Internal>,
@@ -375,6 +393,8 @@ impl State {
                 simulated_monitors: BTreeSet::new(),
                 simulated_resets: BTreeSet::new(),
                 replay: ReplayGuard::default(),
+                requests: HashMap::new(),
+                early_stops: HashMap::new(),
                 logged_refusals: HashSet::new(),
                 internal,
                 internal_rx: Some(internal_rx),
@@ -456,6 +476,7 @@ impl State {
                 reply,
             } => {
                 let requester = Requester {
+                    system: None,
                     addr: None,
                     req: None,
                 };
@@ -548,6 +569,10 @@ impl State {
             return;
         }
         match env.msg {
+            Message::Check { port: 0, .. } | Message::Reset { port: 0, .. } => {
+                self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                self.refuse(from, "reply port 0".into());
+            }
             Message::Check {
                 system,
                 subsystem,
@@ -663,6 +688,7 @@ impl State {
         self.counters.resets.fetch_add(1, Ordering::Relaxed);
         let reply_to = SocketAddr::new(from.ip(), port);
         let requester = Requester {
+            system: Some(system.clone()),
             addr: Some(reply_to),
             req: Some(req),
         };
@@ -679,7 +705,6 @@ impl State {
             kind,
             None,
         ));
-        let verdict = self.admit(&spec, &system, subsystem, &target_system, target_subsystem);
         let answer = |result, reason: Option<String>| Message::ResetReply {
             req,
             target_system: target_system.clone(),
@@ -687,6 +712,29 @@ impl State {
             result,
             reason,
         };
+        let now = Instant::now();
+        self.requests
+            .retain(|_, r| now.duration_since(r.at) <= REMEMBER);
+        let key = (system.clone(), req);
+        if let Some(r) = self
+            .requests
+            .get(&key)
+            .filter(|r| r.target == target_system)
+        {
+            // A retransmission: the same answer, never a second reset.
+            let (result, reason) = r.reply.clone().unwrap_or((ResetResult::Accepted, None));
+            self.reply(reply_to, answer(result, reason));
+            return;
+        }
+        let verdict = self.admit(&spec, &system, subsystem, &target_system, target_subsystem);
+        self.requests.insert(
+            key,
+            Remembered {
+                at: now,
+                target: target_system.clone(),
+                reply: verdict.clone().err().map(|(r, why)| (r, Some(why))),
+            },
+        );
         match verdict {
             Err((result, reason)) => {
                 let word = result_word(result);
@@ -715,6 +763,9 @@ impl State {
                         kind,
                         Some("ERROR"),
                     ));
+                    if let Some(r) = self.requests.get_mut(&(system.clone(), req)) {
+                        r.reply = Some((ResetResult::Error, Some(reason.clone())));
+                    }
                     self.reply(reply_to, answer(ResetResult::Error, Some(reason)));
                 }
             },
@@ -845,6 +896,11 @@ impl State {
                 stopped: Some(stopped_tx),
             },
         );
+        if let Some((at, from)) = self.early_stops.remove(system) {
+            if at.elapsed() <= REMEMBER {
+                self.stopped(system, from);
+            }
+        }
         let (steps_tx, mut steps_rx) = mpsc::unbounded_channel();
         let internal = self.internal.clone();
         let backends = self.backends.clone();
@@ -887,8 +943,13 @@ impl State {
     fn stopped(&mut self, system: &str, from: Option<SocketAddr>) {
         self.counters.stopped.fetch_add(1, Ordering::Relaxed);
         let Some(inflight) = self.resets.get_mut(system) else {
+            // The node stopped on its own (a panic): if a reset is asked for soon, the
+            // soft reset has already done its work.
+            self.early_stops
+                .insert(system.to_string(), (Instant::now(), from));
             self.error_log.line(format!(
-                "stopped notification for {system} with no reset in progress; ignored"
+                "stopped notification for {system} before any reset; remembered for {} s",
+                REMEMBER.as_secs()
             ));
             return;
         };
@@ -1005,6 +1066,11 @@ impl State {
             _ => None,
         };
         for r in &inflight.requesters {
+            if let (Some(sys), Some(req)) = (&r.system, r.req) {
+                if let Some(m) = self.requests.get_mut(&(sys.clone(), req)) {
+                    m.reply = Some((result, reason.clone()));
+                }
+            }
             self.reset_log.line(resetlog::rm_reset(
                 system,
                 inflight.subsystem,
@@ -1036,10 +1102,11 @@ impl State {
     /// port), and unicast to each requester and registered monitor.
     fn attention(&self, system: &str, inflight: &InFlight, state: AttentionState) {
         let spec = self.live.load();
-        let mut to: BTreeSet<(SocketAddr, Option<u32>)> = BTreeSet::new();
+        // One notification per address; a requester's carries its request number.
+        let mut to: std::collections::BTreeMap<SocketAddr, Option<u32>> = Default::default();
         for r in &inflight.requesters {
             if let Some(a) = r.addr {
-                to.insert((a, r.req));
+                to.insert(a, r.req);
             }
         }
         let broadcast = spec.reset_path.broadcast.or_else(|| {
@@ -1050,9 +1117,9 @@ impl State {
         });
         for (s, m) in &self.monitors {
             if s != system {
-                to.insert((m.addr, None));
+                to.entry(m.addr).or_insert(None);
                 if let Some(b) = broadcast {
-                    to.insert((SocketAddr::new(b, m.addr.port()), None));
+                    to.entry(SocketAddr::new(b, m.addr.port())).or_insert(None);
                 }
             }
         }

@@ -1,0 +1,766 @@
+//! The reset path end to end: the real `haconn daemon --simulate-hardware` and the real
+//! `haconn node` tools (and ClusterLabs' `fence_kdump_send`), over UDP on 127.0.0.1.
+//!
+//! Every daemon has its own temporary directory and ephemeral ports; every address is in
+//! 127.0.0.0/8 and the only broadcast address is 127.255.255.255.
+
+mod resetpath_support;
+
+use std::net::UdpSocket;
+use std::path::Path;
+use std::time::Duration;
+
+use haconn::resetpath::codec::{self, Envelope, Key, MAX_DATAGRAM, Message};
+use haconn::resetpath::fence_kdump::{self, ByteOrder};
+use resetpath_support::{Bg, KEY, Lab, Stream, free_port, free_ports, haconn, log_time_us};
+
+/// How long a whole `node reset` may take here (the soft→hard window is 1–5 s).
+const RESET_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn key() -> Key {
+    Key::Hmac(KEY.as_bytes().to_vec())
+}
+
+/// A raw UDP socket on 127.0.0.1 for hand-made datagrams; reads time out (bounded).
+fn raw() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s
+}
+
+fn check_msg(system: &str, subsystem: u32, port: u16) -> Message {
+    Message::Check {
+        system: system.into(),
+        subsystem,
+        port,
+        pair: None,
+    }
+}
+
+/// The next reset-path message on `sock`, verified with the lab key.
+fn recv_msg(sock: &UdpSocket) -> Message {
+    let mut buf = [0u8; 2048];
+    let (n, _) = sock.recv_from(&mut buf).expect("a reply within 10 s");
+    codec::decode(&buf[..n], &key()).expect("a valid reply").msg
+}
+
+/// Three monitors on 127.0.0.1: labnode01 (requester) and labnode02 (target) paired,
+/// labnode03 an onlooker. Returns their ports.
+fn three_monitors(lab: &Lab) -> [u16; 3] {
+    let ports = free_ports();
+    lab.register("labnode01", 1, ports[0], Some(1));
+    lab.register("labnode02", 2, ports[1], Some(1));
+    lab.register("labnode03", 3, ports[2], None);
+    ports
+}
+
+/// `haconn node listen` on `bind:port` for one attention, started and ready.
+fn listener(lab: &Lab, bind: &str, port: u16) -> Bg {
+    let mut bg = Bg::spawn(vec![
+        "node".into(),
+        "listen".into(),
+        "--port".into(),
+        port.to_string(),
+        "--bind".into(),
+        bind.into(),
+        "--key-file".into(),
+        lab.key_file(),
+        "--count".into(),
+        "1".into(),
+        "--timeout".into(),
+        "30".into(),
+    ]);
+    bg.wait_line(Stream::Err, "listening on");
+    bg
+}
+
+/// `haconn node reset` of labnode02 by labnode01 (request `req`), in the background,
+/// once its ACCEPTED reply is in.
+fn reset_node02(lab: &Lab, port: u16, req: u32) -> Bg {
+    let mut bg = Bg::spawn(lab.node_args(
+        "reset",
+        &[
+            "--system",
+            "labnode01",
+            "--subsystem",
+            "1",
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--target-system",
+            "labnode02",
+            "--target",
+            "2",
+            "--req",
+            &req.to_string(),
+        ],
+    ));
+    bg.wait_line(Stream::Out, "result=ACCEPTED");
+    bg
+}
+
+/// Waits (bounded) for each of these reset-log lines, compared exactly without timestamps
+/// (the log is written by its own thread, maybe after the replies went out).
+fn assert_reset_log(lab: &Lab, lines: &[String]) {
+    for line in lines {
+        lab.wait_log("reset.log", line, |l| {
+            l.split_once("] ").is_some_and(|(_, body)| body == line)
+        });
+    }
+}
+
+#[test]
+fn check_registers_the_monitor_and_answers_resettable() {
+    let lab = Lab::start(1000);
+    let port = free_port();
+    let run = lab.register("labnode01", 1, port, Some(4));
+    assert_eq!(
+        run.lines_with(
+            "CHECK-REPLY",
+            &[
+                "system=labnode01",
+                "subsystem=1",
+                "resettable=yes",
+                "via=bmc",
+                "redundant=no",
+            ],
+        )
+        .len(),
+        1,
+        "{run}"
+    );
+    // Registered with the address, port and pair the check carried.
+    let monitors = lab.monitors();
+    let rows = monitors["monitors"].as_array().expect("monitors array");
+    let row = rows
+        .iter()
+        .find(|r| r["system"] == "labnode01")
+        .unwrap_or_else(|| panic!("labnode01 not registered: {monitors:#}"));
+    assert_eq!(row["ip"], "127.0.0.1", "{monitors:#}");
+    assert_eq!(row["port"], port, "{monitors:#}");
+    assert_eq!(row["pair"], 4, "{monitors:#}");
+    assert_eq!(row["subsystem"], 1, "{monitors:#}");
+
+    // An ephemeral port works too, and --json prints the reply as JSON.
+    let run = lab.node(
+        "check",
+        &["--system", "labnode02", "--subsystem", "2", "--json"],
+    );
+    run.code(0);
+    let reply: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("JSON");
+    assert_eq!(reply["type"], "check-reply", "{run}");
+    assert_eq!(reply["resettable"], true, "{run}");
+
+    // Unknown systems are not resettable: exit 1, with the reason.
+    lab.node("check", &["--system", "nosuch", "--subsystem", "9"])
+        .code(1)
+        .stdout_has("resettable=no")
+        .stdout_has("reason=\"unknown system nosuch\"");
+}
+
+#[test]
+fn reset_without_dump_agent_hard_resets_after_hispeed_and_notifies_reboot() {
+    let lab = Lab::start(1000);
+    let [p1, _, p3] = three_monitors(&lab);
+    // The onlooker hears it both ways: unicast, and broadcast on 127.255.255.255.
+    let unicast = listener(&lab, "127.0.0.1", p3);
+    let broadcast = listener(&lab, "127.255.255.255", p3);
+
+    let run = reset_node02(&lab, p1, 7).finish(RESET_TIMEOUT);
+    run.code(0);
+    for (result, n) in [("result=ACCEPTED", 1), ("result=DUMP", 1)] {
+        assert_eq!(
+            run.lines_with(
+                "RESET-REPLY",
+                &["req=7", "target-system=labnode02", "target=2", result]
+            )
+            .len(),
+            n,
+            "{run}"
+        );
+    }
+    assert!(
+        !run.lines_with("ATTENTION", &["system=labnode02", "state=REBOOT"])
+            .is_empty(),
+        "{run}"
+    );
+    for bg in [unicast, broadcast] {
+        let l = bg.finish(RESET_TIMEOUT);
+        l.code(0);
+        assert_eq!(
+            l.lines_with(
+                "ATTENTION",
+                &[
+                    "system=labnode02",
+                    "subsystem=2",
+                    "state=REBOOT",
+                    "req=----"
+                ]
+            )
+            .len(),
+            1,
+            "{l}"
+        );
+    }
+
+    // SPEC §7 lines, exactly.
+    assert_reset_log(
+        &lab,
+        &[
+            format!("RM-RESET  labnode02 2 RECV 127.0.0.1 {p1} 7 P"),
+            format!("SOFTRESET labnode02 2 SEND 127.0.0.1 {p1} 7 P"),
+            format!("HARDRESET labnode02 2 SEND 127.0.0.1 {p1} 7 P"),
+            format!("HARDRESET labnode02 2 RECV 127.0.0.1 {p1} 7 P"),
+            format!("RM-RESET  labnode02 2 SEND 127.0.0.1 {p1} 7 P DUMP"),
+            format!("ATTENTION labnode02 2 SEND 127.0.0.1 {p1} 7 P REBOOT"),
+            format!("ATTENTION labnode02 2 SEND 127.0.0.1 {p3} ---- P REBOOT"),
+            format!("ATTENTION labnode02 2 SEND 127.255.255.255 {p3} ---- P REBOOT"),
+        ],
+    );
+    // The hard reset waited hispeed (1000 ms) for a stop notification, and not much more.
+    let text = lab.log("reset.log");
+    let at = |prefix: &str| {
+        log_time_us(
+            text.lines()
+                .find(|l| l.contains(prefix))
+                .unwrap_or_else(|| panic!("no {prefix}")),
+        )
+    };
+    let gap = at("] HARDRESET labnode02 2 SEND") - at("] SOFTRESET labnode02 2 SEND");
+    assert!(
+        (1_000_000..3_000_000).contains(&gap),
+        "soft→hard took {gap} µs\n{text}"
+    );
+    // Nothing was refused along the way.
+    assert_eq!(lab.log("error.log"), "", "{}", lab.diagnostics());
+}
+
+#[test]
+fn stopped_during_the_soft_reset_window_gives_dump() {
+    // A wide window (hispeed 5000 ms), so a loaded machine cannot make the test flaky.
+    let lab = Lab::start(5000);
+    let [p1, _, p3] = three_monitors(&lab);
+    let onlooker = listener(&lab, "127.0.0.1", p3);
+    let reset = reset_node02(&lab, p1, 11);
+    lab.wait_log("reset.log", "SOFTRESET SEND", |l| {
+        l.contains("] SOFTRESET labnode02 2 SEND")
+    });
+
+    let stopped = lab.node("stopped", &["--system", "labnode02", "--subsystem", "2"]);
+    stopped
+        .code(0)
+        .stdout_has("STOPPED-ACK system=labnode02 subsystem=2");
+
+    let run = reset.finish(RESET_TIMEOUT);
+    run.code(0);
+    assert_eq!(
+        run.lines_with("RESET-REPLY", &["req=11", "result=DUMP"])
+            .len(),
+        1,
+        "{run}"
+    );
+    assert!(
+        !run.lines_with("ATTENTION", &["system=labnode02", "state=DUMP"])
+            .is_empty(),
+        "{run}"
+    );
+    let l = onlooker.finish(RESET_TIMEOUT);
+    l.code(0);
+    assert_eq!(
+        l.lines_with("ATTENTION", &["system=labnode02", "state=DUMP"])
+            .len(),
+        1,
+        "{l}"
+    );
+
+    assert_reset_log(
+        &lab,
+        &[
+            format!("RM-RESET  labnode02 2 RECV 127.0.0.1 {p1} 11 P"),
+            format!("SOFTRESET labnode02 2 SEND 127.0.0.1 {p1} 11 P"),
+            format!("RM-RESET  labnode02 2 SEND 127.0.0.1 {p1} 11 P DUMP"),
+            format!("ATTENTION labnode02 2 SEND 127.0.0.1 {p3} ---- P DUMP"),
+            format!("ATTENTION labnode02 2 SEND 127.255.255.255 {p3} ---- P DUMP"),
+        ],
+    );
+    let bodies = lab.log_bodies("reset.log");
+    assert!(
+        bodies
+            .iter()
+            .any(|l| l.starts_with("SOFTRESET labnode02 2 RECV 127.0.0.1 ")
+                && l.ends_with(" ---- P")),
+        "no SOFTRESET RECV from the stopped sender\n{}",
+        lab.diagnostics()
+    );
+    assert!(
+        !bodies.iter().any(|l| l.starts_with("HARDRESET")),
+        "a hard reset despite the stop notification\n{}",
+        lab.diagnostics()
+    );
+}
+
+#[test]
+fn failed_requests_get_error_and_exit_1() {
+    let lab = Lab::start(1000);
+    let p1 = free_port();
+    lab.register("labnode01", 1, p1, None);
+    let run = lab.node(
+        "reset",
+        &[
+            "--system",
+            "labnode01",
+            "--subsystem",
+            "1",
+            "--port",
+            &p1.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--target-system",
+            "nosuch",
+            "--target",
+            "9",
+            "--req",
+            "3",
+        ],
+    );
+    run.code(1)
+        .stdout_has("RESET-REPLY req=3 target-system=nosuch target=9 result=ERROR")
+        .stdout_has("reason=\"unknown target nosuch\"");
+    assert!(
+        run.lines_with("RESET-REPLY", &["result=ACCEPTED"])
+            .is_empty()
+    );
+    assert_reset_log(
+        &lab,
+        &[
+            format!("RM-RESET  nosuch 9 RECV 127.0.0.1 {p1} 3 P"),
+            format!("RM-RESET  nosuch 9 SEND 127.0.0.1 {p1} 3 P ERROR"),
+        ],
+    );
+}
+
+/// Lines of error.log that mention `needle`.
+fn error_lines(lab: &Lab, needle: &str) -> Vec<String> {
+    lab.log("error.log")
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A valid check from a socket of its own, answered: the pipeline has handled every
+/// datagram queued before it (one socket, one thread, in order).
+fn barrier(lab: &Lab) {
+    let s = raw();
+    let port = s.local_addr().unwrap().port();
+    s.send_to(
+        &codec::encode(&Envelope::new(check_msg("labnode03", 3, port)), &key()),
+        lab.reset_path,
+    )
+    .unwrap();
+    assert!(
+        matches!(recv_msg(&s), Message::CheckReply { .. }),
+        "the daemon still answers"
+    );
+}
+
+/// Waits until every error-log line queued so far is written: sends garbage from
+/// 127.0.0.`n` (refusals are logged once per sender address and reason, so each `n` gives
+/// one new line) and waits for its line; the log writer keeps order.
+fn flush_error_log(lab: &Lab, n: u8) {
+    let s = UdpSocket::bind(("127.0.0.".to_string() + &n.to_string(), 0)).expect("bind");
+    s.send_to(b"flush", lab.reset_path).unwrap();
+    let from = format!("from 127.0.0.{n}:");
+    lab.wait_log("error.log", &from, |l| l.contains(&from));
+}
+
+/// Waits until error.log has a line with `needle`, then asserts there is exactly one.
+fn logged_once(lab: &Lab, needle: &str) {
+    lab.wait_log("error.log", needle, |l| l.contains(needle));
+    let lines = error_lines(lab, needle);
+    assert_eq!(
+        lines.len(),
+        1,
+        "{needle:?} logged {} times\n{}",
+        lines.len(),
+        lab.diagnostics()
+    );
+    assert!(lines[0].contains("(logged once)"), "{}", lines[0]);
+}
+
+#[test]
+fn wrong_key_gets_no_reply_and_is_logged_once() {
+    let lab = Lab::start(1000);
+    let wrong = lab.write_key("wrong.key", "not-the-cluster-key-at-all");
+    let run = haconn(&[
+        "node",
+        "check",
+        "--connector",
+        &lab.reset_path.to_string(),
+        "--key-file",
+        &wrong,
+        "--system",
+        "labnode01",
+        "--subsystem",
+        "1",
+        "--wait",
+        "2",
+    ]);
+    run.code(2).stderr_has("no check reply from");
+    assert!(run.stdout.is_empty(), "{run}");
+
+    // Many more, by hand: still no reply, still one log line.
+    let s = raw();
+    let bad = Key::Hmac(b"not-the-cluster-key-at-all".to_vec());
+    for _ in 0..200 {
+        let msg = check_msg("labnode01", 1, s.local_addr().unwrap().port());
+        s.send_to(&codec::encode(&Envelope::new(msg), &bad), lab.reset_path)
+            .unwrap();
+    }
+    // Unsigned datagrams on an authenticated path are refused the same way.
+    haconn(&[
+        "node",
+        "check",
+        "--connector",
+        &lab.reset_path.to_string(),
+        "--system",
+        "labnode01",
+        "--subsystem",
+        "1",
+        "--wait",
+        "1",
+    ])
+    .code(2);
+    barrier(&lab);
+    s.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 2048];
+    assert!(
+        s.recv_from(&mut buf).is_err(),
+        "a reply to a wrongly signed check"
+    );
+    flush_error_log(&lab, 21);
+    logged_once(&lab, "bad authentication tag (wrong key?)");
+    logged_once(&lab, "unsigned datagram on an authenticated reset path");
+    assert!(lab.log("error.log").contains("127.0.0.1"));
+}
+
+#[test]
+fn replayed_datagram_is_refused_and_logged_once() {
+    let lab = Lab::start(1000);
+    let s = raw();
+    let port = s.local_addr().unwrap().port();
+    let first = codec::encode(&Envelope::new(check_msg("labnode01", 1, port)), &key());
+    s.send_to(&first, lab.reset_path).unwrap();
+    s.send_to(&first, lab.reset_path).unwrap();
+    s.send_to(&first, lab.reset_path).unwrap();
+    let fresh = codec::encode(&Envelope::new(check_msg("labnode02", 2, port)), &key());
+    s.send_to(&fresh, lab.reset_path).unwrap();
+    // Handled in order: one reply to the first copy, then the fresh check's.
+    let systems: Vec<String> = (0..2)
+        .map(|_| match recv_msg(&s) {
+            Message::CheckReply { system, .. } => system,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(systems, ["labnode01", "labnode02"]);
+    logged_once(&lab, "nonce already seen (replayed datagram)");
+
+    // Later replays, of another datagram too, add no line.
+    s.send_to(&first, lab.reset_path).unwrap();
+    s.send_to(&fresh, lab.reset_path).unwrap();
+    barrier(&lab);
+    s.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 2048];
+    assert!(s.recv_from(&mut buf).is_err(), "a reply to a replay");
+    flush_error_log(&lab, 22);
+    logged_once(&lab, "nonce already seen (replayed datagram)");
+
+    // A datagram from outside the 30 s window is stale, whatever its nonce.
+    let mut old = Envelope::new(check_msg("labnode01", 1, port));
+    old.ts -= 31_000;
+    s.send_to(&codec::encode(&old, &key()), lab.reset_path)
+        .unwrap();
+    logged_once(&lab, "timestamp outside the replay window");
+}
+
+#[test]
+fn malformed_datagrams_are_ignored_and_the_daemon_still_answers() {
+    let lab = Lab::start(1000);
+    let s = raw();
+    let port = s.local_addr().unwrap().port();
+    let valid = codec::encode(&Envelope::new(check_msg("labnode01", 1, port)), &key());
+    let signed = |payload: &[u8]| {
+        use hmac::{KeyInit, Mac};
+        let mut out = b"HCN1\x01".to_vec();
+        out.extend_from_slice(payload);
+        let mut m = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(KEY.as_bytes()).unwrap();
+        m.update(&out);
+        out.extend_from_slice(&m.finalize().into_bytes());
+        out
+    };
+    let now = codec::now_ms();
+    let mut oversize = b"HCN1\x01".to_vec();
+    oversize.resize(MAX_DATAGRAM + 200, b'x');
+    let datagrams: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        b"garbage".to_vec(),
+        b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+        vec![0xff; 64],
+        b"HCN1".to_vec(),
+        b"HCN1\x07{}".to_vec(),
+        b"HCN1\x01short".to_vec(),
+        valid[..valid.len() / 2].to_vec(),
+        valid[..valid.len() - 1].to_vec(),
+        oversize,
+        signed(b"not json"),
+        signed(format!(r#"{{"v":1,"ts":{now},"nonce":1,"type":"nope"}}"#).as_bytes()),
+        signed(format!(r#"{{"v":2,"ts":{now},"nonce":2,"type":"stopped","system":"labnode01","subsystem":1}}"#).as_bytes()),
+        signed(
+            format!(r#"{{"v":1,"ts":{now},"nonce":3,"type":"stopped","system":"labnode01","subsystem":1,"extra":true}}"#)
+                .as_bytes(),
+        ),
+        // A message only haconn sends.
+        codec::encode(
+            &Envelope::new(Message::StoppedAck {
+                system: "labnode01".into(),
+                subsystem: 1,
+            }),
+            &key(),
+        ),
+    ];
+    for d in &datagrams {
+        s.send_to(d, lab.reset_path).unwrap();
+    }
+    // The fence_kdump port takes only its 8-byte message.
+    for d in [
+        &b"garbage"[..],
+        &[0x40, 0x2a, 0x30, 0x1b, 0x02, 0, 0, 0],
+        &[0x40, 0x2a, 0x30],
+    ] {
+        s.send_to(d, lab.fence_kdump).unwrap();
+    }
+    s.send_to(&valid, lab.reset_path).unwrap();
+    match recv_msg(&s) {
+        Message::CheckReply {
+            system, resettable, ..
+        } => assert!(system == "labnode01" && resettable),
+        other => panic!("unexpected {other:?}"),
+    }
+    lab.node("check", &["--system", "labnode02", "--subsystem", "2"])
+        .code(0);
+    for reason in [
+        "not a haconn datagram",
+        "unknown authentication mode 7",
+        "datagram longer than 1400 bytes",
+        "bad authentication tag (wrong key?)",
+        "malformed payload",
+        "unsupported protocol version 2",
+        "unexpected message type",
+        "not a fence_kdump message",
+    ] {
+        lab.wait_log("error.log", reason, |l| l.contains(reason));
+    }
+    // One line per reason, however many datagrams gave it.
+    flush_error_log(&lab, 23);
+    let text = lab.log("error.log");
+    let lines: Vec<&str> = text.lines().collect();
+    let mut bodies: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split_once("] ").map_or(*l, |(_, b)| b))
+        .collect();
+    bodies.sort();
+    let n = bodies.len();
+    bodies.dedup();
+    assert_eq!(bodies.len(), n, "a refusal logged twice:\n{text}");
+}
+
+/// Runs a reset of labnode02 and, during its soft-reset window, sends `notify` from
+/// 127.0.0.1 to the fence_kdump listener; checks the reset ended as a dump.
+fn fence_kdump_gives_dump(notify: impl FnOnce(&Lab)) {
+    let lab = Lab::start(5000);
+    let [p1, _, p3] = three_monitors(&lab);
+    let onlooker = listener(&lab, "127.0.0.1", p3);
+    let reset = reset_node02(&lab, p1, 21);
+    lab.wait_log("reset.log", "SOFTRESET SEND", |l| {
+        l.contains("] SOFTRESET labnode02 2 SEND")
+    });
+    notify(&lab);
+    let run = reset.finish(RESET_TIMEOUT);
+    run.code(0);
+    assert_eq!(
+        run.lines_with("RESET-REPLY", &["req=21", "result=DUMP"])
+            .len(),
+        1,
+        "{run}"
+    );
+    let l = onlooker.finish(RESET_TIMEOUT);
+    l.code(0);
+    assert_eq!(
+        l.lines_with("ATTENTION", &["system=labnode02", "state=DUMP"])
+            .len(),
+        1,
+        "{l}"
+    );
+    // The last line of the reset: every line before it is written too.
+    assert_reset_log(
+        &lab,
+        &[format!(
+            "ATTENTION labnode02 2 SEND 127.255.255.255 {p3} ---- P DUMP"
+        )],
+    );
+    let bodies = lab.log_bodies("reset.log");
+    assert!(
+        bodies
+            .iter()
+            .any(|l| l.starts_with("SOFTRESET labnode02 2 RECV 127.0.0.1 ")
+                && l.ends_with(" ---- P")),
+        "no SOFTRESET RECV from the fence_kdump sender\n{}",
+        lab.diagnostics()
+    );
+    assert!(
+        !bodies.iter().any(|l| l.starts_with("HARDRESET")),
+        "{}",
+        lab.diagnostics()
+    );
+    assert_eq!(lab.log("error.log"), "", "{}", lab.diagnostics());
+}
+
+/// Where Debian and RHEL-like systems install `fence_kdump_send`.
+fn fence_kdump_send() -> Option<&'static Path> {
+    [
+        "/usr/libexec/fence-agents/fence_kdump_send",
+        "/usr/libexec/fence_kdump_send",
+        "/usr/sbin/fence_kdump_send",
+    ]
+    .into_iter()
+    .map(Path::new)
+    .find(|p| p.exists())
+}
+
+#[test]
+fn real_fence_kdump_send_is_a_stopped_notification() {
+    let Some(bin) = fence_kdump_send() else {
+        // scripts/test installs fence-agents; CI must not pass without the real peer.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "fence_kdump_send is not installed (Debian package fence-agents)"
+        );
+        eprintln!("SKIPPED: fence_kdump_send is not installed (apt-get install fence-agents)");
+        return;
+    };
+    fence_kdump_gives_dump(|lab| {
+        let out = std::process::Command::new(bin)
+            .args([
+                "-p",
+                &lab.fence_kdump.port().to_string(),
+                "-f",
+                "ipv4",
+                "-c",
+                "1",
+                "127.0.0.1",
+            ])
+            .output()
+            .expect("run fence_kdump_send");
+        assert!(out.status.success(), "fence_kdump_send failed: {out:?}");
+    });
+}
+
+#[test]
+fn fence_kdump_message_from_a_big_endian_node_is_accepted() {
+    fence_kdump_gives_dump(|lab| {
+        raw()
+            .send_to(&fence_kdump::encode(ByteOrder::Big), lab.fence_kdump)
+            .unwrap();
+    });
+}
+
+/// Runs contrib/kdump/kdump_pre with a node.conf holding `settings` (written in the lab).
+fn kdump_pre(lab: &Lab, settings: &str) -> resetpath_support::Run {
+    let conf = lab.path("node.conf");
+    std::fs::write(&conf, settings).expect("write node.conf");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/kdump/kdump_pre");
+    let out = std::process::Command::new("sh")
+        .arg(script)
+        .env("HACONN_NODE_CONF", &conf)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run kdump_pre");
+    resetpath_support::Run {
+        args: vec![script.into()],
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn kdump_pre_hook_sends_stopped_with_haconn() {
+    fence_kdump_gives_dump(|lab| {
+        let settings = format!(
+            "HACONN_CONNECTOR={}\nHACONN_SYSTEM=labnode02\nHACONN_SUBSYSTEM=2\n\
+             HACONN_KEY_FILE={}\nHACONN_WAIT=5\nHACONN_BIN={}\n\
+             HACONN_FENCE_KDUMP_SEND=/nonexistent/fence_kdump_send\n",
+            lab.reset_path,
+            lab.key_file(),
+            env!("CARGO_BIN_EXE_haconn"),
+        );
+        kdump_pre(lab, &settings)
+            .code(0)
+            .stdout_has("STOPPED-ACK system=labnode02 subsystem=2");
+    });
+}
+
+#[test]
+fn kdump_pre_hook_never_fails_the_dump() {
+    let lab = Lab::start(1000);
+    // No configuration, an incomplete one, nothing answering: exit 0 each time, and say why.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/kdump/kdump_pre");
+    let out = std::process::Command::new("sh")
+        .arg(script)
+        .env("HACONN_NODE_CONF", lab.path("missing.conf"))
+        .output()
+        .expect("run kdump_pre");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+    kdump_pre(&lab, "HACONN_SYSTEM=labnode02\n")
+        .code(0)
+        .stderr_has("must set HACONN_CONNECTOR");
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    kdump_pre(
+        &lab,
+        &format!(
+            "HACONN_CONNECTOR={}\nHACONN_SYSTEM=labnode02\nHACONN_SUBSYSTEM=2\n\
+             HACONN_WAIT=1\nHACONN_BIN={}\nHACONN_FENCE_KDUMP_SEND=/nonexistent/x\n",
+            silent.local_addr().unwrap(),
+            env!("CARGO_BIN_EXE_haconn"),
+        ),
+    )
+    .code(0)
+    .stderr_has("no acknowledgement")
+    .stderr_has("neither haconn nor fence_kdump_send");
+}
+
+#[test]
+fn kdump_pre_hook_falls_back_to_fence_kdump_send() {
+    let Some(bin) = fence_kdump_send() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "fence_kdump_send is not installed (Debian package fence-agents)"
+        );
+        eprintln!("SKIPPED: fence_kdump_send is not installed (apt-get install fence-agents)");
+        return;
+    };
+    fence_kdump_gives_dump(|lab| {
+        let settings = format!(
+            "HACONN_CONNECTOR={}\nHACONN_SYSTEM=labnode02\nHACONN_SUBSYSTEM=2\n\
+             HACONN_BIN=/nonexistent/haconn\nHACONN_FENCE_KDUMP_SEND={}\n\
+             HACONN_FENCE_KDUMP_PORT={}\nHACONN_FENCE_KDUMP_COUNT=1\n",
+            lab.reset_path,
+            bin.display(),
+            lab.fence_kdump.port(),
+        );
+        kdump_pre(lab, &settings).code(0);
+    });
+}
