@@ -13,12 +13,15 @@
 //! - [`watch`]: following the spec file through every way it gets replaced.
 //! - [`log`]: SPEC §7 log files with timestamps and numbered generations.
 //! - [`cli`]: one file per command; maps outcomes to exit codes.
+//! - [`lab`]: `haconn lab`: a real pipeline on simulated hardware with HA monitors and
+//!   dump agents played over loopback UDP; scenarios, timeline, expected outcomes.
 //!
 //! See ARCHITECTURE.md for the invariants that hold these apart.
 
 pub mod backend;
 pub mod cli;
 pub mod daemon;
+pub mod lab;
 pub mod log;
 pub mod pipeline;
 pub mod plan;

@@ -22,14 +22,22 @@ pub enum What {
     Status,
     /// The live spec (secrets masked).
     Settings,
+    /// HA monitors per system: subsystem#, state, address, port and pair# as the reset
+    /// path registered them.
+    Hamonitor {
+        /// Only this system, or the guests of this ESXi host.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+    },
 }
 
 pub fn run(args: &Args) -> Outcome {
-    let op = match args.what {
-        What::Status => "status",
-        What::Settings => "get",
+    let req = match &args.what {
+        What::Status => json!({"op": "status"}),
+        What::Settings => json!({"op": "get"}),
+        What::Hamonitor { name } => json!({"op": "hamonitor", "name": name}),
     };
-    let reply = match request(&args.socket.control_socket, json!({"op": op})) {
+    let reply = match request(&args.socket.control_socket, req) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("haconn show: {e}");
@@ -46,7 +54,8 @@ pub fn run(args: &Args) -> Outcome {
         );
         return Outcome::Ok;
     }
-    match args.what {
+    match &args.what {
+        What::Hamonitor { name } => return print_monitors(&reply, name.as_deref()),
         What::Settings => print!("{}", reply["spec"].as_str().unwrap_or("")),
         What::Status => {
             let s = &reply["status"];
@@ -90,6 +99,58 @@ pub fn run(args: &Args) -> Outcome {
                 println!("last refused spec :\n{i}");
             }
         }
+    }
+    Outcome::Ok
+}
+
+/// The SPEC §8 table: one row per system; `----` where the reset path knows nothing.
+fn print_monitors(reply: &serde_json::Value, name: Option<&str>) -> Outcome {
+    let rows = reply["monitors"].as_array().map_or(&[][..], Vec::as_slice);
+    if rows.is_empty() {
+        if let Some(n) = name {
+            eprintln!("haconn show hamonitor: no HA monitor system or ESXi host named {n}");
+            return Outcome::Failed;
+        }
+    }
+    let dash = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "----".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    const COLUMNS: [(&str, &str, bool); 8] = [
+        ("<SystemName>", "system", false),
+        ("<Server>", "server", false),
+        ("<P/V>", "kind", false),
+        ("<Subsystem#>", "subsystem", true),
+        ("<State>", "state", false),
+        ("<IP Address>", "ip", false),
+        ("<Port>", "port", true),
+        ("<Pair#>", "pair", true),
+    ];
+    let table: Vec<Vec<String>> =
+        std::iter::once(COLUMNS.iter().map(|c| c.0.to_string()).collect())
+            .chain(
+                rows.iter()
+                    .map(|r| COLUMNS.iter().map(|c| dash(&r[c.1])).collect()),
+            )
+            .collect();
+    let widths: Vec<usize> = (0..COLUMNS.len())
+        .map(|i| table.iter().map(|row| row[i].len()).max().unwrap_or(0))
+        .collect();
+    for row in &table {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .zip(COLUMNS)
+            .map(|((cell, &w), (_, _, right))| {
+                if right {
+                    format!("{cell:>w$}")
+                } else {
+                    format!("{cell:<w$}")
+                }
+            })
+            .collect();
+        println!("    {}", cells.join("  ").trim_end());
     }
     Outcome::Ok
 }

@@ -128,6 +128,16 @@ impl LogSink {
         LogSink { tx }
     }
 
+    /// A sink whose stamped lines arrive on a channel instead of a file (`haconn lab`
+    /// shows them as they happen).
+    pub fn channel() -> (
+        LogSink,
+        std::sync::mpsc::Receiver<(chrono::DateTime<chrono::Local>, String)>,
+    ) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        (LogSink { tx }, rx)
+    }
+
     /// Queues `text`, stamped now.
     pub fn line(&self, text: String) {
         let _ = self.tx.send((chrono::Local::now(), text));

@@ -1,0 +1,852 @@
+//! `haconn lab`: the reset path end to end in one process, on loopback, nothing installed.
+//!
+//! A scenario ([`cast`]) builds a loopback-only spec in memory (random HMAC key, an
+//! ephemeral reset-path port), starts a real [`Pipeline`] on simulated hardware, and plays
+//! the world around it over real UDP on 127.0.0.1: HA monitors that check in and ask for a
+//! reset with protocol-v1 datagrams, dump agents that answer an NMI with "stopped". It
+//! injects the failure, prints a timeline with times relative to the first reset request
+//! ([`timeline`]), the reset-log lines, and whether the expected outcome happened.
+//!
+//! The lab's own side runs on a small runtime of its own; the pipeline keeps its thread
+//! and runtime as in the daemon. Every wait is bounded by the scenario's deadline.
+
+pub mod cast;
+mod timeline;
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use async_trait::async_trait;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::backend::sim::{Behavior, DeviceId, Sim, SimEvent};
+use crate::backend::{BackendResult, Backends, Bmc, PowerState};
+use crate::log::LogSink;
+use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::resetpath::codec::{self, AttentionState, Envelope, Key, Message, ResetResult};
+use crate::spec::model::Bmc as BmcSpec;
+use crate::spec::{CheckOptions, check_bytes};
+pub use cast::{Cast, Scenario, Timings};
+use timeline::{Actor, Event, Reorder, What};
+
+/// How long a dump agent takes to report "stopped" after the NMI lands.
+pub const DUMP_AGENT_DELAY: Duration = Duration::from_millis(300);
+/// Simulated answer times: a BMC, a PDU, an ESXi host.
+const BMC_DELAY: Duration = Duration::from_millis(20);
+const PDU_DELAY: Duration = Duration::from_millis(30);
+const ESXI_DELAY: Duration = Duration::from_millis(15);
+/// How long the lab keeps listening once the expected outcome is complete, to catch
+/// anything that should not happen.
+const GRACE: Duration = Duration::from_millis(300);
+
+/// What `haconn lab` was asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub scenario: Scenario,
+    pub timings: Timings,
+    /// Print the scenario's spec (secrets masked) before running it.
+    pub show_spec: bool,
+}
+
+/// How a scenario ended.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub scenario: Scenario,
+    pub passed: bool,
+    /// From the first reset request to the last expected event.
+    pub elapsed: Duration,
+}
+
+/// The lab's BMCs: the simulator's, except that a BMC named in `dies_after_nmi` stops
+/// answering once it has taken the NMI (set on the simulator in the same call, so the
+/// hard reset that follows always finds it dead).
+#[derive(Debug)]
+struct LabBmc {
+    sim: Arc<Sim>,
+    dies_after_nmi: Option<std::net::IpAddr>,
+}
+
+#[async_trait]
+impl Bmc for LabBmc {
+    async fn power_state(&self, bmc: &BmcSpec) -> BackendResult<PowerState> {
+        self.sim.power_state(bmc).await
+    }
+
+    async fn nmi(&self, bmc: &BmcSpec) -> BackendResult<()> {
+        let r = self.sim.nmi(bmc).await;
+        if self.dies_after_nmi == Some(bmc.address) {
+            self.sim
+                .set(DeviceId::Bmc(bmc.address), |d| d.behavior = Behavior::Hangs);
+        }
+        r
+    }
+
+    async fn hard_reset(&self, bmc: &BmcSpec) -> BackendResult<()> {
+        self.sim.hard_reset(bmc).await
+    }
+}
+
+fn random_text(n: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    (0..n)
+        .map(|_| ALPHABET[rand::random::<u32>() as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+/// Runs one scenario, printing as it goes.
+pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Report> {
+    let cast = Cast::of(opts.scenario);
+    let t = opts.timings;
+    let reset_path = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .context("binding the lab's reset path on 127.0.0.1")?;
+    let connector = reset_path.local_addr()?;
+    let key = random_text(32);
+    let text = cast.spec_text(connector.port(), &key, &random_text(16), t);
+    let checked = check_bytes(text.as_bytes(), CheckOptions::default());
+    let spec = checked.spec.ok_or_else(|| {
+        anyhow!(
+            "the lab's own spec is invalid (a bug): {}",
+            checked
+                .diagnostics
+                .iter()
+                .map(|d| d.render("lab"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })?;
+
+    writeln!(out, "haconn lab: scenario {}", cast.scenario.name())?;
+    writeln!(out, "  {}", cast.story)?;
+    writeln!(
+        out,
+        "  reset path {connector}, HMAC-SHA256 with a random key held in memory; everything on 127.0.0.0/8"
+    )?;
+    writeln!(
+        out,
+        "  hispeed {} ms{}; simulated hardware (BMC answers in {} ms)",
+        t.hispeed_ms,
+        if cast.outlets.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", iPDU timeout {} s, recovery {} s",
+                t.timeout_s, t.recovery_s
+            )
+        },
+        BMC_DELAY.as_millis()
+    )?;
+    if cast.scenario == Scenario::Guest {
+        writeln!(
+            out,
+            "  (hispeed applies to physical servers; a guest gets its hard reset after {} ms)",
+            crate::pipeline::reset::GUEST_HARD_RESET_AFTER.as_millis()
+        )?;
+    }
+    if opts.show_spec {
+        writeln!(out, "\nspec (secrets masked)")?;
+        for l in crate::spec::render::normalized_yaml(&spec).lines() {
+            writeln!(out, "  {l}")?;
+        }
+    }
+
+    let sim = Arc::new(Sim::default());
+    for n in &cast.nodes {
+        let delay = match n.device {
+            DeviceId::Vm(..) => ESXI_DELAY,
+            _ => BMC_DELAY,
+        };
+        sim.set(n.device.clone(), |d| d.delay = delay);
+    }
+    for (pdu, _) in &cast.outlets {
+        sim.set(DeviceId::Pdu(*pdu), |d| d.delay = PDU_DELAY);
+    }
+    let hardware = sim.subscribe();
+    let (tx, rx) = mpsc::unbounded_channel::<Event>();
+    let (reset_log, reset_rx) = LogSink::channel();
+    let (error_log, error_rx) = LogSink::channel();
+    let t_chrono = chrono::Local::now();
+    let t_instant = Instant::now();
+    let at = move |ts: chrono::DateTime<chrono::Local>| {
+        t_instant + (ts - t_chrono).to_std().unwrap_or_default()
+    };
+    for (log_rx, is_reset) in [(reset_rx, true), (error_rx, false)] {
+        let tx = tx.clone();
+        std::thread::Builder::new()
+            .name("haconn-lab-log".into())
+            .spawn(move || {
+                for (ts, line) in log_rx {
+                    let what = if is_reset {
+                        What::ResetLog(ts, line)
+                    } else {
+                        What::ErrorLog(ts, line)
+                    };
+                    let _ = tx.send(Event { at: at(ts), what });
+                }
+            })?;
+    }
+    let backends = Backends {
+        bmc: Arc::new(LabBmc {
+            sim: sim.clone(),
+            dies_after_nmi: cast.dies_after_nmi,
+        }),
+        pdu: sim.clone(),
+        hypervisor: sim.clone(),
+    };
+    let (pipeline, thread) = Pipeline::start(
+        spec,
+        PipelineConfig {
+            backends,
+            reset_path: Some(reset_path),
+            fence_kdump: None,
+            reset_log,
+            error_log,
+            monitor_expiry: Duration::from_secs(60),
+        },
+    )
+    .context("starting the pipeline thread")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("haconn-lab")
+        .enable_all()
+        .build()
+        .context("starting the lab's runtime")?;
+    let world = World {
+        cast: &cast,
+        key: Key::Hmac(key.into_bytes()),
+        connector,
+        timings: t,
+    };
+    let played = runtime.block_on(world.play(hardware, tx, rx, out));
+    drop(pipeline);
+    thread.join();
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let seen = played?;
+
+    writeln!(out, "\nreset log")?;
+    for (ts, line) in &seen.reset_log {
+        writeln!(out, "  {} {line}", crate::log::timestamp(*ts))?;
+    }
+    if !seen.error_log.is_empty() {
+        writeln!(out, "\nerror log")?;
+        for (ts, line) in &seen.error_log {
+            writeln!(out, "  {} {line}", crate::log::timestamp(*ts))?;
+        }
+    }
+    let checks = verdict(&cast, t, &seen, &sim);
+    writeln!(out, "\noutcome")?;
+    for (ok, what) in &checks {
+        writeln!(out, "  {}  {what}", if *ok { "ok    " } else { "FAILED" })?;
+    }
+    let passed = checks.iter().all(|(ok, _)| *ok);
+    let elapsed = seen.done.unwrap_or(seen.end) - seen.t0;
+    writeln!(
+        out,
+        "lab {}: {} ({:.1} s from the reset request)",
+        cast.scenario.name(),
+        if passed {
+            "PASSED, the expected outcome happened"
+        } else {
+            "FAILED"
+        },
+        elapsed.as_secs_f64()
+    )?;
+    out.flush()?;
+    Ok(Report {
+        scenario: cast.scenario,
+        passed,
+        elapsed,
+    })
+}
+
+/// The world around the pipeline: monitors, dump agents, and what they saw.
+struct World<'a> {
+    cast: &'a Cast,
+    key: Key,
+    connector: SocketAddr,
+    timings: Timings,
+}
+
+/// Everything the lab saw after the check-in, in time order.
+#[derive(Debug)]
+struct Seen {
+    t0: Instant,
+    /// When the expected outcome was complete.
+    done: Option<Instant>,
+    end: Instant,
+    events: Vec<Event>,
+    reset_log: Vec<(chrono::DateTime<chrono::Local>, String)>,
+    error_log: Vec<(chrono::DateTime<chrono::Local>, String)>,
+}
+
+impl Seen {
+    /// The final replies (not ACCEPTED) to request `req`.
+    fn finals(&self, req: u32) -> Vec<ResetResult> {
+        self.replies(req)
+            .into_iter()
+            .filter(|r| *r != ResetResult::Accepted)
+            .collect()
+    }
+
+    fn replies(&self, req: u32) -> Vec<ResetResult> {
+        self.events
+            .iter()
+            .filter_map(|e| match &e.what {
+                What::Got {
+                    msg: Message::ResetReply { req: r, result, .. },
+                    ..
+                } if *r == req => Some(*result),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Which monitors were told what about `system`.
+    fn attentions(&self, system: &str) -> Vec<(usize, AttentionState)> {
+        self.events
+            .iter()
+            .filter_map(|e| match &e.what {
+                What::Got {
+                    to: Actor::Monitor(i),
+                    msg:
+                        Message::Attention {
+                            system: s, state, ..
+                        },
+                } if s == system => Some((*i, *state)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn hardware(&self) -> Vec<(Instant, &SimEvent)> {
+        self.events
+            .iter()
+            .filter_map(|e| match &e.what {
+                What::Hardware(h) => Some((e.at, h)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn reset_lines(&self, prefix: &str, suffix: &str) -> Vec<Instant> {
+        self.events
+            .iter()
+            .filter_map(|e| match &e.what {
+                What::ResetLog(_, l) if l.starts_with(prefix) && l.ends_with(suffix) => Some(e.at),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl World<'_> {
+    async fn send(&self, sock: &UdpSocket, msg: &Message) -> anyhow::Result<()> {
+        let bytes = codec::encode(&Envelope::new(msg.clone()), &self.key);
+        sock.send_to(&bytes, self.connector)
+            .await
+            .with_context(|| format!("sending to the reset path {}", self.connector))?;
+        Ok(())
+    }
+
+    async fn play(
+        &self,
+        mut hardware: tokio::sync::broadcast::Receiver<SimEvent>,
+        tx: mpsc::UnboundedSender<Event>,
+        mut rx: mpsc::UnboundedReceiver<Event>,
+        out: &mut dyn Write,
+    ) -> anyhow::Result<Seen> {
+        let cast = self.cast;
+        let mut monitors = Vec::new();
+        let mut agents = Vec::new();
+        let mut tasks = Vec::new();
+        for i in 0..cast.nodes.len() {
+            for (list, actor) in [
+                (&mut monitors, Actor::Monitor(i)),
+                (&mut agents, Actor::Agent(i)),
+            ] {
+                let sock = Arc::new(
+                    UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+                        .await
+                        .context("binding a lab socket on 127.0.0.1")?,
+                );
+                tasks.push(tokio::spawn(listen(
+                    sock.clone(),
+                    actor,
+                    self.key.clone(),
+                    tx.clone(),
+                )));
+                list.push(sock);
+            }
+        }
+        // The hardware's calls go to the timeline; an NMI wakes the node's dump agent.
+        {
+            let tx = tx.clone();
+            let agents = agents.clone();
+            let nodes = cast.nodes.clone();
+            let key = self.key.clone();
+            let connector = self.connector;
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let ev = match hardware.recv().await {
+                        Ok(ev) => ev,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(_) => return,
+                    };
+                    if let SimEvent::Nmi(d) = &ev {
+                        if let Some(i) = nodes.iter().position(|n| &n.device == d && n.dump_agent) {
+                            let (sock, tx, key) = (agents[i].clone(), tx.clone(), key.clone());
+                            let msg = Message::Stopped {
+                                system: nodes[i].system.clone(),
+                                subsystem: nodes[i].subsystem,
+                            };
+                            tokio::spawn(async move {
+                                tokio::time::sleep(DUMP_AGENT_DELAY).await;
+                                let bytes = codec::encode(&Envelope::new(msg.clone()), &key);
+                                let at = Instant::now();
+                                if sock.send_to(&bytes, connector).await.is_ok() {
+                                    let _ = tx.send(Event {
+                                        at,
+                                        what: What::Sent {
+                                            from: Actor::Agent(i),
+                                            msg,
+                                        },
+                                    });
+                                }
+                            });
+                        }
+                    }
+                    let _ = tx.send(Event {
+                        at: Instant::now(),
+                        what: What::Hardware(ev),
+                    });
+                }
+            }));
+        }
+
+        let result = self.run_scenario(&monitors, &tx, &mut rx, out).await;
+        for t in tasks {
+            t.abort();
+        }
+        result
+    }
+
+    async fn run_scenario(
+        &self,
+        monitors: &[Arc<UdpSocket>],
+        tx: &mpsc::UnboundedSender<Event>,
+        rx: &mut mpsc::UnboundedReceiver<Event>,
+        out: &mut dyn Write,
+    ) -> anyhow::Result<Seen> {
+        let cast = self.cast;
+        // Check-in: every monitor registers and must hear it can be reset.
+        writeln!(out, "\nHA monitors check in")?;
+        for (i, n) in cast.nodes.iter().enumerate() {
+            let port = monitors[i].local_addr()?.port();
+            self.send(
+                &monitors[i],
+                &Message::Check {
+                    system: n.system.clone(),
+                    subsystem: n.subsystem,
+                    port,
+                    pair: n.pair,
+                },
+            )
+            .await?;
+        }
+        let mut early = Reorder::default();
+        let mut replied = vec![None; cast.nodes.len()];
+        let check_deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while replied.iter().any(Option::is_none) {
+            let ev = match tokio::time::timeout_at(check_deadline, rx.recv()).await {
+                Ok(Some(ev)) => ev,
+                _ => break,
+            };
+            match &ev.what {
+                What::Got {
+                    to: Actor::Monitor(i),
+                    msg:
+                        Message::CheckReply {
+                            resettable, via, ..
+                        },
+                } => replied[*i] = Some((*resettable, via.clone())),
+                _ => early.push(ev),
+            }
+        }
+        for (i, n) in cast.nodes.iter().enumerate() {
+            let answer = match &replied[i] {
+                Some((true, via)) => format!("resettable via {via}"),
+                Some((false, _)) => "NOT resettable".into(),
+                None => "no answer".into(),
+            };
+            writeln!(
+                out,
+                "  {:<6}  subsystem {}  pair {:<4}  127.0.0.1:{:<5}  {answer}",
+                n.system,
+                n.subsystem,
+                n.pair.map_or("----".into(), |p| p.to_string()),
+                monitors[i].local_addr()?.port()
+            )?;
+        }
+        if replied.iter().any(|r| !matches!(r, Some((true, _)))) {
+            anyhow::bail!("not every HA monitor could check in over the reset path");
+        }
+
+        writeln!(out, "\ntimeline (t = 0 at the first reset request)")?;
+        let t0 = Instant::now();
+        for r in &cast.requests {
+            let (requester, target) = (&cast.nodes[r.requester], &cast.nodes[r.target]);
+            let msg = Message::Reset {
+                req: r.req,
+                system: requester.system.clone(),
+                subsystem: requester.subsystem,
+                port: monitors[r.requester].local_addr()?.port(),
+                target_system: target.system.clone(),
+                target_subsystem: target.subsystem,
+            };
+            // Stamped before it leaves: the answer may be heard before `send` returns.
+            let at = Instant::now();
+            self.send(&monitors[r.requester], &msg).await?;
+            let _ = tx.send(Event {
+                at,
+                what: What::Sent {
+                    from: Actor::Monitor(r.requester),
+                    msg,
+                },
+            });
+        }
+
+        let t = self.timings;
+        let deadline = t0
+            + Duration::from_millis(u64::from(t.hispeed_ms))
+            + crate::pipeline::reset::GUEST_HARD_RESET_AFTER
+            + 2 * crate::pipeline::reset::OPERATION_TIMEOUT
+            + Duration::from_secs(u64::from(t.timeout_s + t.recovery_s) + 5);
+        let mut seen = Seen {
+            t0,
+            done: None,
+            end: t0,
+            events: Vec::new(),
+            reset_log: Vec::new(),
+            error_log: Vec::new(),
+        };
+        let mut buffer = early;
+        loop {
+            let now = Instant::now();
+            if seen.done.is_some_and(|d| now >= d + GRACE) || now >= deadline {
+                break;
+            }
+            if let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(5), rx.recv()).await {
+                buffer.push(ev);
+            }
+            while let Some(ev) = buffer.pop(Some(Instant::now())) {
+                self.show(&mut seen, ev, out)?;
+            }
+        }
+        while let Some(ev) = buffer.pop(None) {
+            self.show(&mut seen, ev, out)?;
+        }
+        seen.end = Instant::now();
+        if seen.done.is_none() {
+            writeln!(
+                out,
+                "  (stopped waiting after {:.1} s: the expected outcome did not complete)",
+                (seen.end - t0).as_secs_f64()
+            )?;
+        }
+        Ok(seen)
+    }
+
+    /// Prints an event on the timeline and records it.
+    fn show(&self, seen: &mut Seen, ev: Event, out: &mut dyn Write) -> anyhow::Result<()> {
+        match &ev.what {
+            What::ResetLog(ts, l) => seen.reset_log.push((*ts, l.clone())),
+            What::ErrorLog(ts, l) => seen.error_log.push((*ts, l.clone())),
+            _ => {}
+        }
+        if let Some((who, what)) = timeline::describe(&ev.what, self.cast, self.timings.hispeed_ms)
+        {
+            writeln!(
+                out,
+                "  {}  {who:<34}  {what}",
+                timeline::stamp(ev.at, seen.t0)
+            )?;
+        }
+        seen.events.push(ev);
+        if seen.done.is_none() && complete(self.cast, seen) {
+            seen.done = Some(Instant::now());
+        }
+        Ok(())
+    }
+}
+
+/// Listens on one lab socket: every valid datagram becomes an event.
+async fn listen(sock: Arc<UdpSocket>, actor: Actor, key: Key, tx: mpsc::UnboundedSender<Event>) {
+    let mut buf = vec![0u8; codec::MAX_DATAGRAM + 1];
+    loop {
+        let Ok((n, _)) = sock.recv_from(&mut buf).await else {
+            return;
+        };
+        let at = Instant::now();
+        if let Ok(env) = codec::decode(&buf[..n], &key) {
+            let _ = tx.send(Event {
+                at,
+                what: What::Got {
+                    to: actor,
+                    msg: env.msg,
+                },
+            });
+        }
+    }
+}
+
+/// Whether everything the scenario waits for has been seen: a final reply to every
+/// request, the attention at every other monitor for each reset done, and (PDU cut) the
+/// outlets back on.
+fn complete(cast: &Cast, seen: &Seen) -> bool {
+    for r in &cast.requests {
+        let finals = seen.finals(r.req);
+        let Some(result) = finals.first() else {
+            return false;
+        };
+        if matches!(result, ResetResult::Dump | ResetResult::Poff) {
+            let target = &cast.nodes[r.target].system;
+            let told = seen.attentions(target);
+            let others = (0..cast.nodes.len()).filter(|&i| i != r.target);
+            if !others
+                .into_iter()
+                .all(|i| told.iter().any(|(m, _)| *m == i))
+            {
+                return false;
+            }
+        }
+    }
+    seen.reset_lines("IPDUSD", " ON").len() >= cast.outlets.len()
+}
+
+/// The scenario's expected outcome, check by check.
+fn verdict(cast: &Cast, t: Timings, seen: &Seen, sim: &Sim) -> Vec<(bool, String)> {
+    let mut checks: Vec<(bool, String)> = Vec::new();
+    let hw = seen.hardware();
+    let nmis = |d: &DeviceId| {
+        hw.iter()
+            .filter(|(_, e)| matches!(e, SimEvent::Nmi(x) if x == d))
+            .map(|(at, _)| *at)
+            .collect::<Vec<_>>()
+    };
+    let hard = |d: &DeviceId| {
+        hw.iter()
+            .filter(|(_, e)| matches!(e, SimEvent::HardReset(x) if x == d))
+            .map(|(at, _)| *at)
+            .collect::<Vec<_>>()
+    };
+    let mut check = |ok: bool, what: String| checks.push((ok, what));
+    let told_all = |target: usize, state: AttentionState| {
+        let told = seen.attentions(&cast.nodes[target].system);
+        (0..cast.nodes.len())
+            .filter(|&i| i != target)
+            .all(|i| told.contains(&(i, state)))
+            && told.iter().all(|(i, s)| *i != target && *s == state)
+    };
+    let others = |target: usize| {
+        cast.nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != target)
+            .map(|(_, n)| n.system.as_str())
+            .collect::<Vec<_>>()
+            .join(" and ")
+    };
+    let hispeed = Duration::from_millis(u64::from(t.hispeed_ms));
+
+    if cast.scenario == Scenario::Pair {
+        let accepted: Vec<_> = cast
+            .requests
+            .iter()
+            .filter(|r| seen.replies(r.req).contains(&ResetResult::Accepted))
+            .collect();
+        let failed: Vec<_> = cast
+            .requests
+            .iter()
+            .filter(|r| seen.finals(r.req) == [ResetResult::Fail])
+            .collect();
+        check(
+            accepted.len() == 1 && failed.len() == 1,
+            "exactly one of the crossing requests ran; the other got FAIL".into(),
+        );
+        let nmi_count = hw
+            .iter()
+            .filter(|(_, e)| matches!(e, SimEvent::Nmi(_)))
+            .count();
+        check(
+            nmi_count == 1,
+            format!("exactly one node was sent an NMI (saw {nmi_count})"),
+        );
+        if let [winner] = accepted.as_slice() {
+            let w = &cast.nodes[winner.requester].system;
+            let target = winner.target;
+            check(
+                seen.finals(winner.req) == [ResetResult::Dump],
+                format!("{w} got DUMP for req {}", winner.req),
+            );
+            check(
+                told_all(target, AttentionState::Dump),
+                format!(
+                    "{} were told ATTENTION {} DUMP",
+                    others(target),
+                    cast.nodes[target].system
+                ),
+            );
+            check(
+                nmis(&cast.nodes[winner.requester].device).is_empty(),
+                format!("{w}, the winner, was never touched"),
+            );
+        }
+        return checks;
+    }
+
+    let r = cast.requests[0];
+    let (requester, target) = (&cast.nodes[r.requester], &cast.nodes[r.target]);
+    check(
+        seen.finals(r.req) == [ResetResult::Dump],
+        format!(
+            "{} got DUMP (reset done) for req {}",
+            requester.system, r.req
+        ),
+    );
+    let nmi = nmis(&target.device);
+    check(
+        nmi.len() == 1,
+        format!("{} got one NMI", target.device_label()),
+    );
+    let untouched = cast
+        .nodes
+        .iter()
+        .filter(|n| n.system != target.system)
+        .all(|n| nmis(&n.device).is_empty() && hard(&n.device).is_empty());
+    check(untouched, "no other node was touched".into());
+    let hard_at = hard(&target.device);
+    match cast.scenario {
+        Scenario::Dump => {
+            check(
+                hard_at.is_empty(),
+                "the dump agent's STOPPED ended the reset: no hard reset".into(),
+            );
+            check(
+                told_all(r.target, AttentionState::Dump),
+                format!(
+                    "{} were told ATTENTION {} DUMP",
+                    others(r.target),
+                    target.system
+                ),
+            );
+        }
+        Scenario::Hang | Scenario::Guest => {
+            let after = if cast.scenario == Scenario::Guest {
+                crate::pipeline::reset::GUEST_HARD_RESET_AFTER
+            } else {
+                hispeed
+            };
+            check(
+                matches!((nmi.first(), hard_at.as_slice()), (Some(n), [h]) if *h >= *n + after),
+                format!(
+                    "one hard reset, {} ms or more after the NMI",
+                    after.as_millis()
+                ),
+            );
+            check(
+                seen.reset_lines("HARDRESET", " P").len()
+                    + seen.reset_lines("HARDRESET", " V").len()
+                    == 2,
+                "the hard reset was sent and acknowledged (reset log)".into(),
+            );
+            check(
+                told_all(r.target, AttentionState::Reboot),
+                format!(
+                    "{} were told ATTENTION {} REBOOT",
+                    others(r.target),
+                    target.system
+                ),
+            );
+            if cast.scenario == Scenario::Guest {
+                let host_bmc = hw.iter().any(|(_, e)| {
+                    matches!(
+                        e,
+                        SimEvent::Nmi(DeviceId::Bmc(_)) | SimEvent::HardReset(DeviceId::Bmc(_))
+                    )
+                });
+                check(
+                    !host_bmc,
+                    "the ESXi host itself was not reset (its BMC untouched)".into(),
+                );
+            }
+        }
+        Scenario::BmcDead => {
+            let timeout = Duration::from_secs(u64::from(t.timeout_s));
+            let recovery = Duration::from_secs(u64::from(t.recovery_s));
+            check(
+                hard_at.len() == 1 && seen.reset_lines("HARDRESET", " P").len() == 1,
+                "the hard reset was sent and never acknowledged".into(),
+            );
+            let off = seen.reset_lines("IPDUSD", " OFF");
+            let on = seen.reset_lines("IPDUSD", " ON");
+            check(
+                off.len() == cast.outlets.len()
+                    && hard_at
+                        .first()
+                        .is_some_and(|h| off.iter().all(|o| *o >= *h + timeout)),
+                format!(
+                    "every feeding outlet ({}) was cut, {} s or more after the hard reset",
+                    cast.outlets.len(),
+                    t.timeout_s
+                ),
+            );
+            check(
+                told_all(r.target, AttentionState::Reboot),
+                format!(
+                    "{} were told ATTENTION {} REBOOT",
+                    others(r.target),
+                    target.system
+                ),
+            );
+            let last_off = off.iter().max();
+            check(
+                on.len() == cast.outlets.len()
+                    && last_off.is_some_and(|o| on.iter().all(|x| *x >= *o + recovery))
+                    && cast.outlets.iter().all(|(p, o)| sim.outlet_on(*p, *o)),
+                format!(
+                    "the outlets were back on after the {} s recovery time",
+                    t.recovery_s
+                ),
+            );
+        }
+        Scenario::Pair => unreachable!("handled above"),
+    }
+    checks
+}
+
+/// Runs `scenarios` one after the other; exit status: 0 when each passed.
+pub fn run_all(
+    scenarios: &[Scenario],
+    timings: Timings,
+    show_spec: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<Vec<Report>> {
+    let mut reports = Vec::new();
+    for (i, s) in scenarios.iter().enumerate() {
+        if i > 0 {
+            writeln!(out, "\n{}\n", "=".repeat(78))?;
+        }
+        reports.push(run(
+            &Options {
+                scenario: *s,
+                timings,
+                show_spec,
+            },
+            out,
+        )?);
+    }
+    Ok(reports)
+}

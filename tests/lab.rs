@@ -1,0 +1,440 @@
+//! `haconn lab` end to end: the real binary acts out each scenario on loopback with the
+//! shortest timings, and must exit 0 with the timeline and reset-log lines that prove the
+//! expected outcome. Then the operator commands next to it (`show hamonitor`, `server
+//! reset`) against a real daemon on simulated hardware, with an HA monitor played here.
+//!
+//! Everything stays on 127.0.0.0/8; every wait is bounded.
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use haconn::resetpath::codec::{self, AttentionState, Envelope, Key, Message};
+
+struct Run {
+    args: Vec<String>,
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "$ haconn {}", self.args.join(" "))?;
+        writeln!(f, "exit: {:?}", self.code)?;
+        writeln!(f, "--- stdout\n{}", self.stdout)?;
+        write!(f, "--- stderr\n{}", self.stderr)
+    }
+}
+
+impl Run {
+    #[track_caller]
+    fn code(&self, code: i32) -> &Run {
+        assert_eq!(self.code, Some(code), "unexpected exit code\n{self}");
+        self
+    }
+
+    #[track_caller]
+    fn has(&self, needle: &str) -> &Run {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}\n{self}"
+        );
+        self
+    }
+
+    #[track_caller]
+    fn lacks(&self, needle: &str) -> &Run {
+        assert!(
+            !self.stdout.contains(needle),
+            "stdout has {needle:?}\n{self}"
+        );
+        self
+    }
+
+    /// Reset-log lines (as the lab prints them) starting with `head` and ending with `tail`.
+    fn log_lines(&self, head: &str, tail: &str) -> usize {
+        self.stdout
+            .lines()
+            .filter(|l| l.starts_with("  [20"))
+            .filter_map(|l| l.split_once("] "))
+            .filter(|(_, rest)| rest.starts_with(head) && rest.ends_with(tail))
+            .count()
+    }
+
+    #[track_caller]
+    fn log_count(&self, head: &str, tail: &str, n: usize) -> &Run {
+        assert_eq!(
+            self.log_lines(head, tail),
+            n,
+            "expected {n} reset-log line(s) `{head} ... {tail}`\n{self}"
+        );
+        self
+    }
+
+    #[track_caller]
+    fn log_at_least(&self, head: &str, tail: &str, n: usize) -> &Run {
+        assert!(
+            self.log_lines(head, tail) >= n,
+            "expected {n} or more reset-log lines `{head} ... {tail}`\n{self}"
+        );
+        self
+    }
+
+    /// Every IPv4 address printed is a loopback one.
+    #[track_caller]
+    fn loopback_only(&self) -> &Run {
+        for word in self
+            .stdout
+            .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        {
+            if let Ok(a) = word.parse::<std::net::Ipv4Addr>() {
+                assert!(a.is_loopback(), "non-loopback address {a}\n{self}");
+            }
+        }
+        self
+    }
+}
+
+fn haconn(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_haconn"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run haconn");
+    Run {
+        args: args.iter().map(|a| a.to_string()).collect(),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn lab(scenario: &str) -> Run {
+    let run = haconn(&[
+        "lab",
+        "--scenario",
+        scenario,
+        "--hispeed",
+        "1000",
+        "--timeout",
+        "5",
+    ]);
+    run.code(0)
+        .has(&format!("lab {scenario}: PASSED"))
+        .lacks("FAILED")
+        .loopback_only();
+    run
+}
+
+#[test]
+fn dump_the_agent_stops_the_node_and_no_hard_reset_follows() {
+    lab("dump")
+        .has("node01 HA monitor → haconn")
+        .has("RESET node02 (subsystem 2), req 1")
+        .has("req 1: ACCEPTED")
+        .has("NMI (soft reset")
+        .has("node02 dump agent → haconn")
+        .has("STOPPED: system stopped, dump started")
+        .has("req 1: DUMP (reset done)")
+        .has("haconn → node03 HA monitor          ATTENTION node02 DUMP")
+        .lacks("HARD RESET")
+        .log_count("RM-RESET  node02 2 RECV 127.0.0.1 ", " 1 P", 1)
+        .log_count("SOFTRESET node02 2 SEND 127.0.0.1 ", " 1 P", 1)
+        .log_count("SOFTRESET node02 2 RECV 127.0.0.1 ", " ---- P", 1)
+        .log_count("RM-RESET  node02 2 SEND 127.0.0.1 ", " 1 P DUMP", 1)
+        .log_count("HARDRESET", "", 0)
+        .log_at_least("ATTENTION node02 2 SEND 127.0.0.1 ", " P DUMP", 2);
+}
+
+#[test]
+fn hang_hard_reset_after_hispeed() {
+    lab("hang")
+        .has("HARD RESET (no stopped notification within 1000 ms)")
+        .has("hard reset acknowledged")
+        .has("ATTENTION node02 REBOOT")
+        .lacks("dump agent → haconn")
+        .log_count("HARDRESET node02 2 SEND 127.0.0.1 ", " 1 P", 1)
+        .log_count("HARDRESET node02 2 RECV 127.0.0.1 ", " 1 P", 1)
+        .log_count("RM-RESET  node02 2 SEND 127.0.0.1 ", " 1 P DUMP", 1)
+        .log_at_least("ATTENTION node02 2 SEND 127.0.0.1 ", " P REBOOT", 2);
+}
+
+#[test]
+fn bmc_dead_pdu_cut_after_the_timeout_then_outlets_back_on() {
+    lab("bmc-dead")
+        .has("HARD RESET (no stopped notification within 1000 ms)")
+        .has("hard reset of node02 failed: no answer within 5000 ms")
+        .has("haconn → PDU 127.0.2.1              outlet 5 OFF")
+        .has("PDU 127.0.2.2                       outlet 5 is ON (acknowledged)")
+        .lacks("hard reset acknowledged")
+        .log_count("HARDRESET node02 2 RECV", "", 0)
+        .log_count("IPDUSD    node02 2 SEND 127.0.0.1 ", " 127.0.2.1 5 OFF", 1)
+        .log_count("IPDUSD    node02 2 SEND 127.0.0.1 ", " 127.0.2.2 5 OFF", 1)
+        .log_count("IPDUSD    node02 ", " 127.0.2.1 5 ON", 1)
+        .log_count("IPDUSD    node02 ", " 127.0.2.2 5 ON", 1)
+        .log_count("RM-RESET  node02 2 SEND 127.0.0.1 ", " 1 P DUMP", 1)
+        .has("the outlets were back on after the 5 s recovery time");
+}
+
+#[test]
+fn pair_exactly_one_of_two_crossing_resets_runs() {
+    let run = lab("pair");
+    run.has("exactly one of the crossing requests ran; the other got FAIL")
+        .has("its monitor pair partner's reset won")
+        .log_count("RM-RESET  ", " P FAIL", 1)
+        .log_count("RM-RESET  ", " P DUMP", 1);
+    assert_eq!(
+        run.log_lines("SOFTRESET ", " P"),
+        2,
+        "one NMI sent, one stopped received\n{run}"
+    );
+}
+
+#[test]
+fn guest_nmi_and_reset_through_esxi() {
+    lab("guest")
+        .has("resettable via esxi")
+        .has("haconn → ESXi 127.0.3.1 (VM vm02)   NMI")
+        .has("HARD RESET (no stopped notification within 5000 ms)")
+        .has("ATTENTION vm02 REBOOT")
+        .log_count("SOFTRESET vm02 2 SEND 127.0.0.1 ", " 1 V", 1)
+        .log_count("HARDRESET vm02 2 RECV 127.0.0.1 ", " 1 V", 1)
+        .log_count("RM-RESET  vm02 2 SEND 127.0.0.1 ", " 1 V DUMP", 1)
+        .log_at_least("ATTENTION vm02 2 SEND 127.0.0.1 ", " V REBOOT", 2);
+}
+
+#[test]
+fn lab_refuses_timings_outside_the_spec_ranges() {
+    haconn(&["lab", "--hispeed", "999"]).code(2);
+    haconn(&["lab", "--timeout", "61"]).code(2);
+    haconn(&["lab", "--scenario", "meltdown"]).code(2);
+}
+
+/// A daemon on simulated hardware, stopped (SIGTERM, then SIGKILL) when dropped.
+struct Daemon {
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Daemon {
+    fn start() -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("haconn-lab-")
+            .tempdir()
+            .unwrap();
+        let spec = dir.path().join("cluster.yaml");
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab-single.yaml"),
+        )
+        .unwrap();
+        assert!(text.contains("broadcast: 127.255.255.255") && text.contains("auth: none"));
+        std::fs::write(&spec, text).unwrap();
+        let p = |s: &str| dir.path().join(s).display().to_string();
+        let child = Command::new(env!("CARGO_BIN_EXE_haconn"))
+            .args(["daemon", "--spec", &p("cluster.yaml")])
+            .args(["--state-dir", &p("state"), "--log-dir", &p("log")])
+            .args(["--control-socket", &p("sock"), "--no-watch"])
+            .args([
+                "--reset-path-bind",
+                "127.0.0.1:0",
+                "--fence-kdump-bind",
+                "off",
+            ])
+            .arg("--simulate-hardware")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn haconn daemon");
+        let mut d = Daemon { dir, child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(d.socket()).is_err() {
+            assert!(
+                d.child.try_wait().unwrap().is_none(),
+                "the daemon exited early"
+            );
+            assert!(Instant::now() < deadline, "the daemon did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        d
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("sock")
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join("log").join(name)).unwrap_or_default()
+    }
+
+    /// The reset path's address, from the init log.
+    fn reset_path(&self) -> std::net::SocketAddr {
+        let init = self.log("init.log");
+        let at = init
+            .lines()
+            .find_map(|l| l.split("reset path listening on ").nth(1))
+            .expect("the init log names the reset-path address");
+        at.trim().parse().unwrap()
+    }
+
+    fn haconn(&self, args: &[&str]) -> Run {
+        let socket = self.socket().display().to_string();
+        let mut a = args.to_vec();
+        a.extend(["--control-socket", &socket]);
+        haconn(&a)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn recv(sock: &UdpSocket) -> Option<Message> {
+    let mut buf = [0u8; 2048];
+    let (n, _) = sock.recv_from(&mut buf).ok()?;
+    codec::decode(&buf[..n], &Key::None).ok().map(|e| e.msg)
+}
+
+#[test]
+fn show_hamonitor_and_server_reset_against_a_daemon() {
+    let d = Daemon::start();
+    let monitor = UdpSocket::bind("127.0.0.1:0").unwrap();
+    monitor
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let port = monitor.local_addr().unwrap().port();
+    let check = Message::Check {
+        system: "labnode01".into(),
+        subsystem: 1,
+        port,
+        pair: Some(4),
+    };
+    monitor
+        .send_to(
+            &codec::encode(&Envelope::new(check), &Key::None),
+            d.reset_path(),
+        )
+        .unwrap();
+    assert!(matches!(
+        recv(&monitor),
+        Some(Message::CheckReply {
+            resettable: true,
+            ..
+        })
+    ));
+
+    let table = d.haconn(&["show", "hamonitor"]);
+    table.code(0).has("<SystemName>").has("<Pair#>");
+    let row = |name: &str| {
+        table
+            .stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name}\n{table}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        row("labnode01"),
+        [
+            "labnode01",
+            "labnode01",
+            "P",
+            "1",
+            "normal",
+            "127.0.0.1",
+            &port.to_string(),
+            "4"
+        ]
+    );
+    assert_eq!(
+        row("labnode02"),
+        [
+            "labnode02",
+            "labnode02",
+            "P",
+            "----",
+            "----",
+            "----",
+            "----",
+            "----"
+        ]
+    );
+
+    let json = d.haconn(&["show", "hamonitor", "--name", "labnode01", "--json"]);
+    json.code(0);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let rows = v["monitors"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{json}");
+    assert_eq!(rows[0]["subsystem"], 1);
+    assert_eq!(rows[0]["state"], "normal");
+    assert_eq!(rows[0]["port"], port);
+    d.haconn(&["show", "hamonitor", "--name", "nosuch"]).code(1);
+
+    // Refused: a wrong subsystem number for a registered system, an unknown system.
+    let wrong = d.haconn(&["server", "reset", "labnode01", "--address", "9"]);
+    wrong.code(1);
+    assert!(
+        wrong.stderr.contains("registered as subsystem 1"),
+        "{wrong}"
+    );
+    d.haconn(&["server", "reset", "nosuch", "--address", "1"])
+        .code(1);
+
+    // Accepted: labnode02 is reset (simulated BMC, no dump agent: hard reset after 1000 ms)
+    // and the registered monitor hears about it.
+    d.haconn(&["server", "reset", "labnode02", "--address", "2"])
+        .code(0)
+        .has("accepted");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut told = false;
+    while !told && Instant::now() < deadline {
+        told = matches!(
+            recv(&monitor),
+            Some(Message::Attention { system, state: AttentionState::Reboot, .. }) if system == "labnode02"
+        );
+    }
+    assert!(told, "no ATTENTION labnode02 REBOOT at the monitor");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !d
+        .log("reset.log")
+        .contains("RM-RESET  labnode02 2 SEND ---- ---- ---- P DUMP")
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = d.log("reset.log");
+    assert!(
+        log.contains("SOFTRESET labnode02 2 SEND ---- ---- ---- P"),
+        "{log}"
+    );
+    assert!(
+        log.contains("RM-RESET  labnode02 2 SEND ---- ---- ---- P DUMP"),
+        "{log}"
+    );
+
+    // Unreachable daemon: exit 2.
+    let gone = d.dir.path().join("nosock").display().to_string();
+    haconn(&[
+        "server",
+        "reset",
+        "labnode02",
+        "--address",
+        "2",
+        "--control-socket",
+        &gone,
+    ])
+    .code(2);
+    haconn(&["show", "hamonitor", "--control-socket", &gone]).code(2);
+}
