@@ -81,6 +81,16 @@ pub fn run(args: &Args) -> Outcome {
                 l["servers"], l["systems"], l["pdus"]
             );
             println!("reloads           : {}", s["reloads"]);
+            let c = &reply["resetPath"];
+            println!(
+                "reset path        : {} checks, {} resets, {} stopped; refused: {} malformed, {} auth, {} replayed",
+                c["checks"],
+                c["resets"],
+                c["stopped"],
+                c["malformed"],
+                c["rejectedAuth"],
+                c["replayed"]
+            );
             match s["lastReload"].as_object() {
                 Some(r) => println!(
                     "last reload       : {} ({}, {} changes) at {}",

@@ -167,6 +167,7 @@ async fn handle(
             let live = shared.pipeline.live();
             protocol::ok(json!({
                 "status": shared.status(),
+                "resetPath": shared.pipeline.counters(),
                 "live": {
                     "managementServers": live.management_servers.len(),
                     "servers": live.servers.len(),

@@ -297,6 +297,75 @@ struct InFlight {
     stopped: Option<oneshot::Sender<()>>,
 }
 
+/// One attention notification to many destinations, sent off the pipeline thread.
+struct Fanout {
+    system: String,
+    subsystem: u32,
+    kind: Kind,
+    state: AttentionState,
+    to: Vec<(SocketAddr, Option<u32>)>,
+}
+
+/// Sends attention fan-outs from their own thread: telling thousands of monitors must not
+/// hold up the next reset request.
+fn spawn_notifier(
+    sock: std::net::UdpSocket,
+    key: Key,
+    reset_log: LogSink,
+    counters: Arc<Counters>,
+) -> std::io::Result<std::sync::mpsc::Sender<Fanout>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Fanout>();
+    thread::Builder::new()
+        .name("haconn-notify".into())
+        .spawn(move || {
+            for f in rx {
+                let word = match f.state {
+                    AttentionState::Dump => "DUMP",
+                    AttentionState::Reboot => "REBOOT",
+                    AttentionState::Poff => "POFF",
+                };
+                for (addr, req) in f.to {
+                    let msg = Message::Attention {
+                        system: f.system.clone(),
+                        subsystem: f.subsystem,
+                        state: f.state,
+                        req,
+                    };
+                    let bytes = codec::encode(&Envelope::new(msg), &key);
+                    // The socket is shared with the pipeline's non-blocking reads: when
+                    // the send buffer is full, wait a little here (this is our own thread).
+                    let mut sent = sock.send_to(&bytes, addr);
+                    for _ in 0..50 {
+                        match &sent {
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                                thread::sleep(Duration::from_millis(1));
+                                sent = sock.send_to(&bytes, addr);
+                            }
+                            _ => break,
+                        }
+                    }
+                    if sent.is_err() {
+                        counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let peer = Peer {
+                        ip: Some(addr.ip()),
+                        port: Some(addr.port()),
+                        req,
+                    };
+                    reset_log.line(resetlog::attention(
+                        &f.system,
+                        f.subsystem,
+                        Dir::Send,
+                        peer,
+                        f.kind,
+                        word,
+                    ));
+                }
+            }
+        })?;
+    Ok(tx)
+}
+
 /// How long a request number and an early stop notification are remembered.
 const REMEMBER: Duration = Duration::from_secs(60);
 
@@ -329,8 +398,10 @@ struct State {
     monitor_expiry: Duration,
     /// The reset-path key, resolved once: changing it needs a restart.
     key: Key,
-    /// Sends replies and notifications (a plain non-blocking socket: a UDP send never waits).
+    /// Sends replies (a plain non-blocking socket: a UDP send never waits).
     send: Option<std::net::UdpSocket>,
+    /// Queues attention fan-outs for the notifier thread.
+    notify: Option<std::sync::mpsc::Sender<Fanout>>,
     monitors: HashMap<String, Monitor>,
     resets: HashMap<String, InFlight>,
     /// Systems reset and not yet back (their monitor has not checked since).
@@ -341,6 +412,10 @@ struct State {
     /// Recent requests by (requester, req#): a retransmitted request gets the same answer
     /// instead of a second reset.
     requests: HashMap<(String, u32), Remembered>,
+    /// The context of recently ended resets, for the outlet-recovery lines that follow them.
+    finished: HashMap<String, (Instant, Kind, u32, Peer)>,
+    /// Systems whose last reset failed (`error` in `show hamonitor`) until they check again.
+    failed: HashSet<String>,
     /// Stop notifications that arrived before any reset of their system.
     early_stops: HashMap<String, (Instant, Option<SocketAddr>)>,
     /// Refusals already logged, so a flood is logged once per sender and reason.
@@ -377,9 +452,19 @@ impl State {
         }
         let (internal, internal_rx) = mpsc::unbounded_channel();
         let key = reset_key(&live.load());
+        let notify = match &send {
+            Some(s) => Some(spawn_notifier(
+                s.try_clone()?,
+                key.clone(),
+                config.reset_log.clone(),
+                counters.clone(),
+            )?),
+            None => None,
+        };
         Ok((
             State {
                 key,
+                notify,
                 live,
                 counters,
                 backends: config.backends,
@@ -394,6 +479,8 @@ impl State {
                 simulated_resets: BTreeSet::new(),
                 replay: ReplayGuard::default(),
                 requests: HashMap::new(),
+                finished: HashMap::new(),
+                failed: HashSet::new(),
                 early_stops: HashMap::new(),
                 logged_refusals: HashSet::new(),
                 internal,
@@ -441,10 +528,9 @@ impl State {
                 guards,
                 reply,
             } => {
-                let facts = self.facts();
                 let violated: Vec<usize> = guards
                     .iter()
-                    .filter(|g| !holds(g, &facts))
+                    .filter(|g| !self.holds(g))
                     .map(|g| g.change)
                     .collect();
                 let replaced = violated.is_empty().then(|| self.live.swap(spec));
@@ -480,7 +566,8 @@ impl State {
                     addr: None,
                     req: None,
                 };
-                let r = self.start_reset(&system, subsystem, requester);
+                // SPEC §8: a test soft reset; never escalates to a hard reset or PDU cut.
+                let r = self.start_reset(&system, subsystem, requester, true);
                 let _ = reply.send(r);
             }
         }
@@ -515,6 +602,7 @@ impl State {
                     "reset"
                 } else {
                     match self.reset_done.get(system) {
+                        None if self.failed.contains(system) => "error",
                         Some(AttentionState::Dump) => "dump",
                         Some(AttentionState::Reboot) => "reboot",
                         Some(AttentionState::Poff) => "poff",
@@ -639,6 +727,7 @@ impl State {
             // A monitor that checks again is back: it may ask for resets again.
             if !self.resets.contains_key(&system) {
                 self.reset_done.remove(&system);
+                self.failed.remove(&system);
             }
             self.monitors.insert(
                 system.clone(),
@@ -748,7 +837,7 @@ impl State {
                 ));
                 self.reply(reply_to, answer(result, Some(reason)));
             }
-            Ok(()) => match self.start_reset(&target_system, target_subsystem, requester) {
+            Ok(()) => match self.start_reset(&target_system, target_subsystem, requester, false) {
                 Ok(()) => self.reply(reply_to, answer(ResetResult::Accepted, None)),
                 Err(reason) => {
                     self.reset_log.line(resetlog::rm_reset(
@@ -834,6 +923,7 @@ impl State {
         system: &str,
         subsystem: u32,
         requester: Requester,
+        soft_only: bool,
     ) -> Result<(), String> {
         if let Some(inflight) = self.resets.get_mut(system) {
             inflight.requesters.push(requester);
@@ -906,8 +996,19 @@ impl State {
         let backends = self.backends.clone();
         let name = system.to_string();
         tokio::spawn(async move {
-            let run = reset::run(target, timing, backends, stopped_rx, steps_tx);
-            tokio::pin!(run);
+            let run: std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>> =
+                if soft_only {
+                    Box::pin(reset::soft_test(
+                        target,
+                        timing.hard_reset_after,
+                        backends,
+                        stopped_rx,
+                        steps_tx,
+                    ))
+                } else {
+                    Box::pin(reset::run(target, timing, backends, stopped_rx, steps_tx))
+                };
+            let mut run = run;
             // Forward steps as they happen, then the outcome; the recovery of outlets may
             // report steps after the outcome, so keep forwarding until the channel closes.
             let outcome = loop {
@@ -1000,11 +1101,21 @@ impl State {
     }
 
     fn step(&mut self, system: &str, step: Step) {
-        let (kind, subsystem, first) = match self.resets.get(system) {
-            Some(f) => (f.kind, Some(f.subsystem), f.requesters.first().cloned()),
-            None => (Kind::P, None, None),
+        // Outlet recovery reports after the reset ended: its context is remembered.
+        let (kind, subsystem, peer) = match self.resets.get(system) {
+            Some(f) => (
+                f.kind,
+                Some(f.subsystem),
+                f.requesters
+                    .first()
+                    .map(Requester::peer)
+                    .unwrap_or_default(),
+            ),
+            None => match self.finished.get(system) {
+                Some(&(_, kind, subsystem, peer)) => (kind, Some(subsystem), peer),
+                None => (Kind::P, None, Peer::default()),
+            },
         };
-        let peer = first.as_ref().map(Requester::peer).unwrap_or_default();
         let target = subsystem.unwrap_or(0);
         let on = matches!(step, Step::OutletOn { .. });
         match step {
@@ -1051,6 +1162,18 @@ impl State {
         let Some(inflight) = self.resets.remove(system) else {
             return;
         };
+        let now = Instant::now();
+        self.finished
+            .retain(|_, (at, ..)| now.duration_since(*at) < Duration::from_secs(300));
+        let first = inflight
+            .requesters
+            .first()
+            .map(Requester::peer)
+            .unwrap_or_default();
+        self.finished.insert(
+            system.to_string(),
+            (now, inflight.kind, inflight.subsystem, first),
+        );
         let (result, attention) = match &outcome {
             Outcome::PowerOff => (ResetResult::Poff, Some(AttentionState::Poff)),
             Outcome::Dumped => (ResetResult::Dump, Some(AttentionState::Dump)),
@@ -1058,6 +1181,7 @@ impl State {
             Outcome::Failed(why) => {
                 self.error_log
                     .line(format!("reset of {system} failed: {why}"));
+                self.failed.insert(system.to_string());
                 (ResetResult::Fail, None)
             }
         };
@@ -1123,42 +1247,31 @@ impl State {
                 }
             }
         }
-        let word = match state {
-            AttentionState::Dump => "DUMP",
-            AttentionState::Reboot => "REBOOT",
-            AttentionState::Poff => "POFF",
-        };
-        for (addr, req) in to {
-            self.reply(
-                addr,
-                Message::Attention {
-                    system: system.to_string(),
-                    subsystem: inflight.subsystem,
-                    state,
-                    req,
-                },
-            );
-            let peer = Peer {
-                ip: Some(addr.ip()),
-                port: Some(addr.port()),
-                req,
-            };
-            self.reset_log.line(resetlog::attention(
-                system,
-                inflight.subsystem,
-                Dir::Send,
-                peer,
-                inflight.kind,
-                word,
-            ));
+        if let Some(n) = &self.notify {
+            let _ = n.send(Fanout {
+                system: system.to_string(),
+                subsystem: inflight.subsystem,
+                kind: inflight.kind,
+                state,
+                to: to.into_iter().collect(),
+            });
         }
     }
-}
 
-fn holds(g: &Guard, facts: &LiveFacts) -> bool {
-    g.systems.iter().all(|s| {
-        !(facts.resetting.contains(s) || g.needs_no_monitor && facts.monitors_active.contains(s))
-    })
+    /// Whether a guard of a reload still holds: none of its systems is being reset, and,
+    /// where the change needs it, none has an active HA monitor.
+    fn holds(&self, g: &Guard) -> bool {
+        let now = Instant::now();
+        g.systems.iter().all(|s| {
+            let resetting = self.resets.contains_key(s) || self.simulated_resets.contains(s);
+            let monitor = self
+                .monitors
+                .get(s)
+                .is_some_and(|m| now.duration_since(m.last_seen) <= self.monitor_expiry)
+                || self.simulated_monitors.contains(s);
+            !(resetting || g.needs_no_monitor && monitor)
+        })
+    }
 }
 
 fn result_word(r: ResetResult) -> &'static str {

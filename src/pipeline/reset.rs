@@ -89,9 +89,23 @@ pub async fn run(
     let step = |s: Step| {
         let _ = steps.send(s);
     };
-    if power(&target, &backends).await == Some(PowerState::Off) {
-        step(Step::PowerOff);
-        return Outcome::PowerOff;
+    match power(&target, &backends).await {
+        Ok(PowerState::Off) => {
+            step(Step::PowerOff);
+            return Outcome::PowerOff;
+        }
+        Ok(PowerState::On) => {}
+        // SPEC §2.6: a BMC that cannot be reached at all goes straight to the PDU cut.
+        Err(Unreachable(e)) => {
+            if let Target::Physical { pdus, .. } = &target {
+                if !pdus.is_empty() {
+                    step(Step::HardFailed(format!("BMC unreachable: {e}")));
+                    return cut(pdus, &timing, &backends, &steps, &e).await;
+                }
+            }
+        }
+        // It answered, only not with a power state: carry on with the reset.
+        Err(_) => {}
     }
 
     match bounded(OPERATION_TIMEOUT, soft(&target, &backends)).await {
@@ -130,7 +144,20 @@ pub async fn run(
             "hard reset failed ({hard_error}) and PDU forced reset is off"
         ));
     }
-    // Every feeding outlet on every PDU, all at once.
+    cut(pdus, &timing, &backends, &steps, &hard_error).await
+}
+
+/// Cuts every feeding outlet on every PDU at once; schedules their recovery.
+async fn cut(
+    pdus: &[(OutletLink, Pdu)],
+    timing: &Timing,
+    backends: &Backends,
+    steps: &mpsc::UnboundedSender<Step>,
+    why: &str,
+) -> Outcome {
+    let step = |s: Step| {
+        let _ = steps.send(s);
+    };
     let cuts = pdus.iter().map(|(link, pdu)| {
         let backends = backends.clone();
         async move {
@@ -152,21 +179,29 @@ pub async fn run(
     }
     if let Some(after) = timing.recovery {
         // Switch back on what was cut, whatever the outcome, so a server is not left dark
-        // by a half-done cut; this runs on after the reply.
+        // by a half-done cut; this runs on after the reply, all outlets at once.
         let cut: Vec<(OutletLink, Pdu)> = pdus
             .iter()
             .filter(|(l, _)| results.iter().any(|(rl, r)| rl == l && r.is_ok()))
             .cloned()
             .collect();
         let steps = steps.clone();
+        let backends = backends.clone();
+        let limit = timing.hard_reset_timeout;
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
-            for (link, pdu) in cut {
-                let r = bounded(timing.hard_reset_timeout, async {
-                    backends.pdu.set_outlet(&pdu, link.outlet, true).await
-                })
-                .await;
-                let _ = steps.send(Step::OutletOn { link, result: r });
+            let ons = cut.iter().map(|(link, pdu)| {
+                let backends = backends.clone();
+                async move {
+                    let r = bounded(limit, async {
+                        backends.pdu.set_outlet(pdu, link.outlet, true).await
+                    })
+                    .await;
+                    (*link, r)
+                }
+            });
+            for (link, result) in futures_util::future::join_all(ons).await {
+                let _ = steps.send(Step::OutletOn { link, result });
             }
         });
     }
@@ -174,9 +209,44 @@ pub async fn run(
         Outcome::Rebooted
     } else {
         Outcome::Failed(format!(
-            "hard reset failed ({hard_error}) and not every PDU outlet could be cut"
+            "hard reset failed ({why}) and not every PDU outlet could be cut"
         ))
     }
+}
+
+/// An operator's test soft reset (SPEC §8): NMI and wait for the stopped notification,
+/// never a hard reset or a PDU cut.
+pub async fn soft_test(
+    target: Target,
+    wait: Duration,
+    backends: Backends,
+    mut stopped: oneshot::Receiver<()>,
+    steps: mpsc::UnboundedSender<Step>,
+) -> Outcome {
+    let step = |s: Step| {
+        let _ = steps.send(s);
+    };
+    if let Ok(PowerState::Off) = power(&target, &backends).await {
+        step(Step::PowerOff);
+        return Outcome::PowerOff;
+    }
+    if let Err(e) = bounded(OPERATION_TIMEOUT, soft(&target, &backends)).await {
+        step(Step::SoftFailed(e.clone()));
+        return Outcome::Failed(format!("test soft reset: NMI failed: {e}"));
+    }
+    step(Step::SoftSent);
+    tokio::select! {
+        biased;
+        r = &mut stopped => if r.is_ok() {
+            step(Step::Stopped);
+            return Outcome::Dumped;
+        },
+        _ = tokio::time::sleep(wait) => {}
+    }
+    Outcome::Failed(format!(
+        "test soft reset: no stopped notification within {} ms",
+        wait.as_millis()
+    ))
 }
 
 async fn bounded<T>(
@@ -190,16 +260,30 @@ async fn bounded<T>(
     }
 }
 
-async fn power(target: &Target, b: &Backends) -> Option<PowerState> {
-    let r = match target {
-        Target::Physical { server, .. } => {
-            bounded(OPERATION_TIMEOUT, b.bmc.power_state(&server.bmc)).await
-        }
-        Target::Guest { host, vm } => {
-            bounded(OPERATION_TIMEOUT, b.hypervisor.vm_power_state(host, vm)).await
+/// Why the power state is unknown: the device could not be reached (or did not answer in
+/// time), or it answered with a refusal.
+enum PowerError {
+    Unreachable(String),
+    Refused,
+}
+use PowerError::Unreachable;
+
+async fn power(target: &Target, b: &Backends) -> Result<PowerState, PowerError> {
+    let query = async {
+        match target {
+            Target::Physical { server, .. } => b.bmc.power_state(&server.bmc).await,
+            Target::Guest { host, vm } => b.hypervisor.vm_power_state(host, vm).await,
         }
     };
-    r.ok()
+    match tokio::time::timeout(OPERATION_TIMEOUT, query).await {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(e @ BackendError::Unreachable { .. })) => Err(Unreachable(e.to_string())),
+        Ok(Err(BackendError::Refused { .. })) => Err(PowerError::Refused),
+        Err(_) => Err(Unreachable(format!(
+            "no answer within {} ms",
+            OPERATION_TIMEOUT.as_millis()
+        ))),
+    }
 }
 
 async fn soft(target: &Target, b: &Backends) -> Result<(), BackendError> {

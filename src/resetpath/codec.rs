@@ -7,7 +7,7 @@
 //!
 //! Decoding never panics and never allocates more than the datagram's bounded length.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -233,17 +233,26 @@ pub enum ReplayError {
     Stale,
     #[error("nonce already seen (replayed datagram)")]
     Replayed,
+    #[error("more datagrams from one address within the replay window than can be remembered")]
+    Overloaded,
 }
 
-/// Remembers the nonces of the last window per sender address; bounded memory.
+/// Remembers every (timestamp, nonce) of the last window per sender address, so a
+/// captured datagram is never accepted twice. Memory is bounded: a sender past the bound
+/// is refused until its old entries age out (it fails closed, never forgets early).
 #[derive(Debug, Default)]
 pub struct ReplayGuard {
-    seen: HashMap<IpAddr, VecDeque<(u64, u64)>>,
+    seen: HashMap<IpAddr, Seen>,
 }
 
-/// Most nonces remembered per sender; older ones fall out (a sender that fast is refused
-/// by the timestamp window long before it matters).
-const MAX_REMEMBERED: usize = 4096;
+#[derive(Debug, Default)]
+struct Seen {
+    order: VecDeque<(u64, u64)>,
+    set: HashSet<(u64, u64)>,
+}
+
+/// Most datagrams remembered per sender address within one window (about 2000 a second).
+pub const MAX_REMEMBERED: usize = 65_536;
 
 impl ReplayGuard {
     /// Accepts `env` from `from` at receiver time `now_ms` once.
@@ -251,22 +260,24 @@ impl ReplayGuard {
         if env.ts.abs_diff(now_ms) > REPLAY_WINDOW_MS {
             return Err(ReplayError::Stale);
         }
-        let q = self.seen.entry(from).or_default();
-        while q
-            .front()
-            .is_some_and(|&(ts, _)| ts.abs_diff(now_ms) > REPLAY_WINDOW_MS)
-        {
-            q.pop_front();
+        let seen = self.seen.entry(from).or_default();
+        // Entries arrive roughly in time order; anything older than the window can go.
+        while let Some(&(ts, nonce)) = seen.order.front() {
+            if ts.abs_diff(now_ms) <= REPLAY_WINDOW_MS {
+                break;
+            }
+            seen.order.pop_front();
+            seen.set.remove(&(ts, nonce));
         }
-        if q.iter()
-            .any(|&(ts, nonce)| nonce == env.nonce && ts == env.ts)
-        {
+        let id = (env.ts, env.nonce);
+        if seen.set.contains(&id) {
             return Err(ReplayError::Replayed);
         }
-        if q.len() >= MAX_REMEMBERED {
-            q.pop_front();
+        if seen.order.len() >= MAX_REMEMBERED {
+            return Err(ReplayError::Overloaded);
         }
-        q.push_back((env.ts, env.nonce));
+        seen.order.push_back(id);
+        seen.set.insert(id);
         Ok(())
     }
 }
@@ -332,5 +343,24 @@ mod tests {
             g.check(ip, &check_msg(), env.ts + REPLAY_WINDOW_MS * 3),
             Err(ReplayError::Stale)
         );
+    }
+
+    #[test]
+    fn replay_guard_never_forgets_within_the_window() {
+        let mut g = ReplayGuard::default();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let first = check_msg();
+        g.check(ip, &first, first.ts).unwrap();
+        let mut refused = false;
+        for _ in 0..MAX_REMEMBERED + 10 {
+            let mut e = check_msg();
+            e.ts = first.ts;
+            if g.check(ip, &e, first.ts) == Err(ReplayError::Overloaded) {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "a flood is refused, not remembered forever");
+        assert_eq!(g.check(ip, &first, first.ts), Err(ReplayError::Replayed));
     }
 }
