@@ -219,7 +219,8 @@ fn reset_without_dump_agent_hard_resets_after_hispeed_and_notifies_reboot() {
             format!("ATTENTION labnode02 2 SEND 127.255.255.255 {p3} ---- P REBOOT"),
         ],
     );
-    // The hard reset waited hispeed (1000 ms) for a stop notification, and not much more.
+    // The hard reset waited hispeed (1000 ms, counted from the NMI request, so a little less
+    // from the acknowledgement the SOFTRESET line records) for a stop, and not much more.
     let text = lab.log("reset.log");
     let at = |prefix: &str| {
         log_time_us(
@@ -230,7 +231,7 @@ fn reset_without_dump_agent_hard_resets_after_hispeed_and_notifies_reboot() {
     };
     let gap = at("] HARDRESET labnode02 2 SEND") - at("] SOFTRESET labnode02 2 SEND");
     assert!(
-        (1_000_000..3_000_000).contains(&gap),
+        (900_000..3_000_000).contains(&gap),
         "soft→hard took {gap} µs\n{text}"
     );
     // Nothing was refused along the way.

@@ -368,6 +368,9 @@ fn spawn_notifier(
 
 /// How long a request number and an early stop notification are remembered.
 const REMEMBER: Duration = Duration::from_secs(60);
+/// How long a stop notification with no reset yet stays valid (cleared sooner when the
+/// system's monitor checks again).
+const EARLY_STOP: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 struct Remembered {
@@ -728,6 +731,8 @@ impl State {
             if !self.resets.contains_key(&system) {
                 self.reset_done.remove(&system);
                 self.failed.remove(&system);
+                // A stop it reported before coming back is stale now.
+                self.early_stops.remove(&system);
             }
             self.monitors.insert(
                 system.clone(),
@@ -816,6 +821,45 @@ impl State {
             return;
         }
         let verdict = self.admit(&spec, &system, subsystem, &target_system, target_subsystem);
+        if let (Ok(()), Some(state)) = (&verdict, self.reset_done.get(&target_system)) {
+            // Already reset and not back (it may be dumping): answer from that reset rather
+            // than interrupt it with another NMI or hard reset.
+            let result = match state {
+                AttentionState::Poff => ResetResult::Poff,
+                AttentionState::Dump | AttentionState::Reboot => ResetResult::Dump,
+            };
+            let reason = Some(format!("{target_system} was already reset"));
+            self.requests.insert(
+                (system.clone(), req),
+                Remembered {
+                    at: now,
+                    target: target_system.clone(),
+                    reply: Some((result, reason.clone())),
+                },
+            );
+            self.reset_log.line(resetlog::rm_reset(
+                &target_system,
+                target_subsystem,
+                Dir::Send,
+                requester.peer(),
+                kind,
+                Some(result_word(result)),
+            ));
+            let state = *state;
+            self.reply(reply_to, answer(ResetResult::Accepted, None));
+            self.reply(reply_to, answer(result, reason));
+            // The requester hears the state as it would from the reset itself.
+            if let Some(n) = &self.notify {
+                let _ = n.send(Fanout {
+                    system: target_system.clone(),
+                    subsystem: target_subsystem,
+                    kind,
+                    state,
+                    to: vec![(reply_to, Some(req))],
+                });
+            }
+            return;
+        }
         self.requests.insert(
             key,
             Remembered {
@@ -903,6 +947,13 @@ impl State {
         if self.reset_done.contains_key(system) {
             return error(format!("{system} was reset and has not come back"));
         }
+        if self.failed.contains(system) {
+            // Its own reset failed: it may be half-stopped; it asks again once its monitor checks.
+            return Err((
+                ResetResult::Fail,
+                format!("{system}'s own reset failed; waiting for its monitor to check again"),
+            ));
+        }
         Ok(())
     }
 
@@ -987,7 +1038,7 @@ impl State {
             },
         );
         if let Some((at, from)) = self.early_stops.remove(system) {
-            if at.elapsed() <= REMEMBER {
+            if at.elapsed() <= EARLY_STOP {
                 self.stopped(system, from);
             }
         }
@@ -1050,7 +1101,7 @@ impl State {
                 .insert(system.to_string(), (Instant::now(), from));
             self.error_log.line(format!(
                 "stopped notification for {system} before any reset; remembered for {} s",
-                REMEMBER.as_secs()
+                EARLY_STOP.as_secs()
             ));
             return;
         };

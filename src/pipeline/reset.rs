@@ -108,20 +108,45 @@ pub async fn run(
         Err(_) => {}
     }
 
-    match bounded(OPERATION_TIMEOUT, soft(&target, &backends)).await {
-        Ok(()) => {
-            step(Step::SoftSent);
-            tokio::select! {
-                biased;
-                r = &mut stopped => if r.is_ok() {
+    // The hard-reset issue time runs from the soft-reset request, not its acknowledgement.
+    let deadline = tokio::time::Instant::now() + timing.hard_reset_after;
+    let nmi = bounded(OPERATION_TIMEOUT, soft(&target, &backends));
+    tokio::pin!(nmi);
+    let mut acked = false;
+    let mut notifier = true;
+    loop {
+        tokio::select! {
+            biased;
+            // A stop counts once the NMI was acknowledged (one that came earlier waits).
+            r = &mut stopped, if notifier && acked => match r {
+                Ok(()) => {
                     step(Step::Stopped);
                     return Outcome::Dumped;
-                },
-                _ = tokio::time::sleep(timing.hard_reset_after) => {}
+                }
+                // No one can report a stop any more: wait the window out all the same.
+                Err(_) => notifier = false,
+            },
+            r = &mut nmi, if !acked => match r {
+                Ok(()) => {
+                    acked = true;
+                    step(Step::SoftSent);
+                }
+                // The node cannot dump without the NMI: go straight to the hard reset.
+                Err(e) => {
+                    step(Step::SoftFailed(e));
+                    break;
+                }
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                if !acked {
+                    step(Step::SoftFailed(format!(
+                        "NMI not acknowledged within {} ms",
+                        timing.hard_reset_after.as_millis()
+                    )));
+                }
+                break;
             }
         }
-        // The node cannot dump without the NMI: go straight to the hard reset.
-        Err(e) => step(Step::SoftFailed(e)),
     }
 
     step(Step::HardSent);
