@@ -9,7 +9,6 @@
 
 #![allow(dead_code)] // not every test uses every helper
 
-use std::fmt;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -60,45 +59,11 @@ fn loopback_only(text: &str) {
     assert!(text.contains("broadcast: 127.255.255.255"));
 }
 
-/// The outcome of one command.
-pub struct Run {
-    pub args: Vec<String>,
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl fmt::Display for Run {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "$ haconn {}", self.args.join(" "))?;
-        writeln!(f, "exit: {:?}", self.code)?;
-        writeln!(f, "--- stdout\n{}", self.stdout)?;
-        write!(f, "--- stderr\n{}", self.stderr)
-    }
-}
+#[path = "common/run.rs"]
+mod run;
+pub use run::{Run, haconn};
 
 impl Run {
-    pub fn code(&self, code: i32) -> &Run {
-        assert_eq!(self.code, Some(code), "unexpected exit code\n{self}");
-        self
-    }
-
-    pub fn stdout_has(&self, needle: &str) -> &Run {
-        assert!(
-            self.stdout.contains(needle),
-            "stdout lacks {needle:?}\n{self}"
-        );
-        self
-    }
-
-    pub fn stderr_has(&self, needle: &str) -> &Run {
-        assert!(
-            self.stderr.contains(needle),
-            "stderr lacks {needle:?}\n{self}"
-        );
-        self
-    }
-
     /// Stdout lines that start with `kind` and hold every `key=value` given.
     pub fn lines_with(&self, kind: &str, fields: &[&str]) -> Vec<String> {
         matching(self.stdout.lines(), kind, fields)
@@ -113,22 +78,6 @@ fn matching<'a>(lines: impl Iterator<Item = &'a str>, kind: &str, fields: &[&str
         })
         .map(str::to_string)
         .collect()
-}
-
-/// Runs `haconn` to completion.
-pub fn haconn<S: AsRef<str>>(args: &[S]) -> Run {
-    let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
-    let out = Command::new(env!("CARGO_BIN_EXE_haconn"))
-        .args(&args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run haconn");
-    Run {
-        args,
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 /// A port free on 127.0.0.1 and 127.255.255.255 a moment ago, for a monitor to register

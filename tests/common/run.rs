@@ -1,0 +1,62 @@
+//! Running the real `haconn` binary and asserting on what it did; shared by the end-to-end
+//! test modules (included with `#[path]`).
+
+use std::fmt;
+use std::process::{Command, Stdio};
+
+/// The outcome of one `haconn` command.
+pub struct Run {
+    pub args: Vec<String>,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl fmt::Display for Run {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "$ haconn {}", self.args.join(" "))?;
+        writeln!(f, "exit: {:?}", self.code)?;
+        writeln!(f, "--- stdout\n{}", self.stdout)?;
+        write!(f, "--- stderr\n{}", self.stderr)
+    }
+}
+
+impl Run {
+    /// Asserts the exit code, showing the whole run when it differs.
+    pub fn code(&self, code: i32) -> &Run {
+        assert_eq!(self.code, Some(code), "unexpected exit code\n{self}");
+        self
+    }
+
+    pub fn stdout_has(&self, needle: &str) -> &Run {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}\n{self}"
+        );
+        self
+    }
+
+    pub fn stderr_has(&self, needle: &str) -> &Run {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}\n{self}"
+        );
+        self
+    }
+}
+
+/// Runs `haconn` with these arguments.
+pub fn haconn<S: AsRef<str>>(args: &[S]) -> Run {
+    let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_haconn"))
+        .args(&args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run haconn");
+    Run {
+        args,
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
