@@ -1124,9 +1124,9 @@ impl State {
 
     /// A fence_kdump_send message: the sender's address names the system (its registered monitor).
     fn fence_kdump(&mut self, bytes: &[u8], from: SocketAddr) {
-        if !crate::resetpath::fence_kdump::is_message(bytes) {
+        if let Err(e) = crate::resetpath::fence_kdump::decode(bytes) {
             self.counters.malformed.fetch_add(1, Ordering::Relaxed);
-            self.refuse(from, "not a fence_kdump message".into());
+            self.refuse(from, format!("not a fence_kdump message: {e}"));
             return;
         }
         let system = self
