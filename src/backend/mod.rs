@@ -4,7 +4,10 @@
 //! simulator ([`sim`]) for unit tests and `haconn lab`. Every call is bounded by the caller
 //! (the pipeline wraps each in a timeout), and an error in one device never affects another.
 
+pub mod esxi;
+pub mod ipmi;
 pub mod sim;
+pub mod snmp;
 
 use std::net::IpAddr;
 
@@ -54,6 +57,30 @@ pub trait Bmc: Send + Sync + std::fmt::Debug {
     async fn nmi(&self, bmc: &BmcSpec) -> BackendResult<()>;
     /// Hard reset; `Ok` is the BMC's acknowledgement.
     async fn hard_reset(&self, bmc: &BmcSpec) -> BackendResult<()>;
+    /// Power down (for tests and PDU recovery checks, never part of a reset).
+    async fn power_off(&self, bmc: &BmcSpec) -> BackendResult<()>;
+    /// Power up (for tests and PDU recovery checks).
+    async fn power_on(&self, bmc: &BmcSpec) -> BackendResult<()>;
+    /// Closes whatever the backend keeps open (sessions); called once at shutdown.
+    async fn shutdown(&self) {}
+}
+
+/// A PDU outlet's state as the PDU reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutletState {
+    On,
+    Off,
+    /// Switching (IBM "cycling", Eaton "pending"): read again.
+    Changing,
+}
+
+/// What a PDU says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PduInfo {
+    /// `None` where the model defines no firmware OID.
+    pub firmware: Option<String>,
+    /// `None` where the model defines no outlet-count OID.
+    pub outlets: Option<u32>,
 }
 
 /// A switched PDU (SNMP).
@@ -61,6 +88,10 @@ pub trait Bmc: Send + Sync + std::fmt::Debug {
 pub trait Pdu: Send + Sync + std::fmt::Debug {
     /// Switches one outlet and returns once the PDU reports the new state.
     async fn set_outlet(&self, pdu: &PduSpec, outlet: u16, on: bool) -> BackendResult<()>;
+    async fn outlet_state(&self, pdu: &PduSpec, outlet: u16) -> BackendResult<OutletState>;
+    /// Firmware version and outlet count (the PDU watch's link check).
+    async fn info(&self, pdu: &PduSpec) -> BackendResult<PduInfo>;
+    async fn shutdown(&self) {}
 }
 
 /// An ESXi host and its guests (SSH).
@@ -69,6 +100,7 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
     async fn vm_power_state(&self, host: &Esxi, vm: &str) -> BackendResult<PowerState>;
     async fn vm_nmi(&self, host: &Esxi, vm: &str) -> BackendResult<()>;
     async fn vm_reset(&self, host: &Esxi, vm: &str) -> BackendResult<()>;
+    async fn shutdown(&self) {}
 }
 
 /// The three backends the pipeline uses.
@@ -107,11 +139,23 @@ impl Bmc for Unavailable {
     async fn hard_reset(&self, _: &BmcSpec) -> BackendResult<()> {
         Err(not_built("IPMI"))
     }
+    async fn power_off(&self, _: &BmcSpec) -> BackendResult<()> {
+        Err(not_built("IPMI"))
+    }
+    async fn power_on(&self, _: &BmcSpec) -> BackendResult<()> {
+        Err(not_built("IPMI"))
+    }
 }
 
 #[async_trait]
 impl Pdu for Unavailable {
     async fn set_outlet(&self, _: &PduSpec, _: u16, _: bool) -> BackendResult<()> {
+        Err(not_built("SNMP"))
+    }
+    async fn outlet_state(&self, _: &PduSpec, _: u16) -> BackendResult<OutletState> {
+        Err(not_built("SNMP"))
+    }
+    async fn info(&self, _: &PduSpec) -> BackendResult<PduInfo> {
         Err(not_built("SNMP"))
     }
 }

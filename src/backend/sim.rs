@@ -12,7 +12,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use super::{BackendError, BackendResult, Bmc, Hypervisor, Pdu, PowerState, device};
+use super::{
+    BackendError, BackendResult, Bmc, Hypervisor, OutletState, Pdu, PduInfo, PowerState, device,
+};
 use crate::spec::model::{Bmc as BmcSpec, Esxi, Pdu as PduSpec};
 
 /// How a simulated device answers a kind of request.
@@ -58,6 +60,9 @@ pub enum SimEvent {
     PowerQuery(DeviceId),
     Nmi(DeviceId),
     HardReset(DeviceId),
+    Power { id: DeviceId, on: bool },
+    OutletQuery { pdu: IpAddr, outlet: u16 },
+    PduInfo(IpAddr),
     Outlet { pdu: IpAddr, outlet: u16, on: bool },
 }
 
@@ -151,6 +156,13 @@ impl Sim {
     fn set_power(&self, id: DeviceId, power: PowerState) {
         self.set(id, |d| d.power = power);
     }
+
+    async fn switch(&self, id: DeviceId, on: bool) -> BackendResult<()> {
+        let ev = SimEvent::Power { id: id.clone(), on };
+        self.act(&id, ev, "power switch").await?;
+        self.set_power(id, if on { PowerState::On } else { PowerState::Off });
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -177,6 +189,14 @@ impl Bmc for Sim {
         self.set_power(id, PowerState::On);
         Ok(())
     }
+
+    async fn power_off(&self, bmc: &BmcSpec) -> BackendResult<()> {
+        self.switch(DeviceId::Bmc(bmc.address), false).await
+    }
+
+    async fn power_on(&self, bmc: &BmcSpec) -> BackendResult<()> {
+        self.switch(DeviceId::Bmc(bmc.address), true).await
+    }
 }
 
 #[async_trait]
@@ -194,6 +214,30 @@ impl Pdu for Sim {
             .unwrap_or_else(|p| p.into_inner())
             .insert((pdu.address, outlet), on);
         Ok(())
+    }
+
+    async fn outlet_state(&self, pdu: &PduSpec, outlet: u16) -> BackendResult<OutletState> {
+        let id = DeviceId::Pdu(pdu.address);
+        let ev = SimEvent::OutletQuery {
+            pdu: pdu.address,
+            outlet,
+        };
+        self.act(&id, ev, "outlet status").await?;
+        Ok(if self.outlet_on(pdu.address, outlet) {
+            OutletState::On
+        } else {
+            OutletState::Off
+        })
+    }
+
+    async fn info(&self, pdu: &PduSpec) -> BackendResult<PduInfo> {
+        let id = DeviceId::Pdu(pdu.address);
+        self.act(&id, SimEvent::PduInfo(pdu.address), "firmware query")
+            .await?;
+        Ok(PduInfo {
+            firmware: Some("sim".into()),
+            outlets: Some(u32::from(pdu.model.outlets)),
+        })
     }
 }
 
