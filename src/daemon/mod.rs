@@ -214,11 +214,13 @@ fn pipeline_config(
             hypervisor: sim,
         }
     } else {
-        let none = std::sync::Arc::new(crate::backend::Unavailable);
+        use crate::backend::{esxi::EsxiHosts, ipmi::IpmiBmc, snmp::SnmpPdu};
         Backends {
-            bmc: none.clone(),
-            pdu: none.clone(),
-            hypervisor: none,
+            bmc: std::sync::Arc::new(IpmiBmc::new()),
+            pdu: std::sync::Arc::new(SnmpPdu::new(spec.community.clone())),
+            hypervisor: std::sync::Arc::new(EsxiHosts::new(Some(
+                opts.state_dir.join("esxi_known_hosts"),
+            ))),
         }
     };
     let sink = |name: &str| -> anyhow::Result<LogSink> {
