@@ -171,6 +171,17 @@ impl Bmc for Lab {
         self.play(d, Op::Hard, |_| Answer::Done, self.sim.hard_reset(bmc))
             .await
     }
+    // A reset never switches power itself: these answer with a refusal the properties would see.
+    async fn power_off(&self, bmc: &BmcSpec) -> BackendResult<()> {
+        Err(not_in_a_reset("power off", bmc.address))
+    }
+    async fn power_on(&self, bmc: &BmcSpec) -> BackendResult<()> {
+        Err(not_in_a_reset("power on", bmc.address))
+    }
+}
+
+fn not_in_a_reset(what: &str, addr: std::net::IpAddr) -> haconn::backend::BackendError {
+    haconn::backend::BackendError::refused(addr, format!("{what} is not part of a reset"))
 }
 
 #[async_trait]
@@ -184,6 +195,16 @@ impl Pdu for Lab {
             self.sim.set_outlet(pdu, outlet, on),
         )
         .await
+    }
+    async fn outlet_state(
+        &self,
+        pdu: &PduSpec,
+        _: u16,
+    ) -> BackendResult<haconn::backend::OutletState> {
+        Err(not_in_a_reset("outlet status", pdu.address))
+    }
+    async fn info(&self, pdu: &PduSpec) -> BackendResult<haconn::backend::PduInfo> {
+        Err(not_in_a_reset("PDU info", pdu.address))
     }
 }
 
