@@ -322,6 +322,7 @@ impl Bench {
                 reset_log: LogSink::discard(),
                 error_log: LogSink::discard(),
                 monitor_expiry: Duration::from_secs(60),
+                watch: None,
             },
         )
         .expect("start the pipeline");

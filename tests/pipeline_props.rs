@@ -410,6 +410,7 @@ impl Driver {
             reset_log: LogSink::discard(),
             error_log: LogSink::discard(),
             monitor_expiry: Duration::from_secs(60),
+            watch: None,
         };
         let (pipeline, thread) = Pipeline::start((*variants[0]).clone(), config).unwrap();
         let mut net = Net::new(addr);

@@ -71,6 +71,7 @@ fn lab() -> Lab {
         reset_log: LogSink::discard(),
         error_log: LogSink::discard(),
         monitor_expiry: Duration::from_secs(60),
+        watch: None,
     };
     let (pipeline, _thread) = Pipeline::start(spec, config).unwrap();
     let m1 = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -893,6 +893,7 @@ servers:
             reset_log: LogSink::discard(),
             error_log: LogSink::discard(),
             monitor_expiry: secs(60),
+            watch: None,
         };
         let (pipeline, thread) = Pipeline::start(spec, config).unwrap();
         let mut net = Net::new(addr);

@@ -53,6 +53,10 @@ pub struct Args {
     /// Drive simulated BMCs, PDUs and ESXi hosts instead of real ones (labs only).
     #[arg(long, hide = true)]
     pub simulate_hardware: bool,
+    /// Poll every BMC, PDU and ESXi guest this often for power state and link (SPEC §3);
+    /// 0 turns the hardware watch off.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub hardware_poll_ms: u64,
 }
 
 pub fn run_daemon(args: &Args) -> Outcome {
@@ -84,6 +88,8 @@ pub fn run_daemon(args: &Args) -> Outcome {
         reset_path_bind: args.reset_path_bind,
         fence_kdump_bind,
         simulate_hardware: args.simulate_hardware,
+        hardware_poll: (args.hardware_poll_ms > 0)
+            .then(|| Duration::from_millis(args.hardware_poll_ms.max(100))),
     };
     match run(opts) {
         Ok(()) => Outcome::Ok,

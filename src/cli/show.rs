@@ -11,14 +11,24 @@ pub struct Args {
     pub what: What,
     #[command(flatten)]
     pub socket: SocketArg,
-    /// Print the daemon's JSON answer as is.
-    #[arg(long, global = true)]
+    /// `text` (tables) or `json` (the daemon's answer as is, for scripts).
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Same as `--output json`.
+    #[arg(long, global = true, hide = true)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
 }
 
 #[derive(Debug, clap::Subcommand)]
 pub enum What {
-    /// The daemon: where it started from, the last reload, what it manages.
+    /// The daemon and the hardware: management servers (role, state, BMC, PDU), servers
+    /// (power, BMC, PDU, VMware) as the watch last found them, the last reload.
     Status,
     /// The live spec (secrets masked).
     Settings,
@@ -47,7 +57,7 @@ pub fn run(args: &Args) -> Outcome {
             };
         }
     };
-    if args.json {
+    if args.json || args.output == Output::Json {
         println!(
             "{}",
             serde_json::to_string_pretty(&reply).expect("json serializes")
@@ -108,9 +118,99 @@ pub fn run(args: &Args) -> Outcome {
             if let Some(i) = s["lastInvalid"].as_str() {
                 println!("last refused spec :\n{i}");
             }
+            print_hardware(&reply["hardware"]);
         }
     }
     Outcome::Ok
+}
+
+fn cell(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "----".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Prints aligned columns under a header, indented; `right` marks numeric columns.
+fn print_table(header: &[&str], right: &[bool], rows: Vec<Vec<String>>) {
+    let table: Vec<Vec<String>> = std::iter::once(header.iter().map(|h| h.to_string()).collect())
+        .chain(rows)
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| table.iter().map(|row| row[i].len()).max().unwrap_or(0))
+        .collect();
+    for row in &table {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .zip(right)
+            .map(|((c, &w), &r)| if r { format!("{c:>w$}") } else { format!("{c:<w$}") })
+            .collect();
+        println!("    {}", cells.join("  ").trim_end());
+    }
+}
+
+/// The SPEC §8 status tables, then every NG link's reason.
+fn print_hardware(h: &serde_json::Value) {
+    let rows = |k: &str| h[k].as_array().cloned().unwrap_or_default();
+    let link = |v: &serde_json::Value| cell(&v["link"]);
+    let mut reasons = Vec::new();
+    let mut note = |who: String, what: &str, v: &serde_json::Value| {
+        if let Some(r) = v["reason"].as_str() {
+            reasons.push(format!("{who} {what}: {r}"));
+        }
+    };
+    match h["interval_ms"].as_u64() {
+        Some(ms) => println!(
+            "hardware watch    : every {ms} ms, last poll {} ms ago",
+            cell(&h["lastPollAgoMs"])
+        ),
+        None => println!("hardware watch    : off"),
+    }
+    println!("management servers:");
+    let ms: Vec<Vec<String>> = rows("mservers")
+        .iter()
+        .map(|m| {
+            let name = cell(&m["name"]);
+            note(name.clone(), "BMC", &m["bmc"]);
+            note(name.clone(), "PDU", &m["pdu"]);
+            vec![name, cell(&m["role"]), cell(&m["state"]), link(&m["bmc"]), link(&m["pdu"])]
+        })
+        .collect();
+    print_table(
+        &["<Name>", "<Role>", "<State>", "<BMC>", "<PDU>"],
+        &[false; 5],
+        ms,
+    );
+    println!("servers:");
+    let servers: Vec<Vec<String>> = rows("servers")
+        .iter()
+        .map(|s| {
+            let name = cell(&s["name"]);
+            note(name.clone(), "BMC", &s["bmc"]);
+            note(name.clone(), "PDU", &s["pdu"]);
+            note(name.clone(), "VMware", &s["vmware"]);
+            vec![
+                name,
+                cell(&s["power"]),
+                link(&s["bmc"]),
+                link(&s["pdu"]),
+                link(&s["vmware"]),
+            ]
+        })
+        .collect();
+    print_table(
+        &["<Name>", "<Power>", "<BMC>", "<PDU>", "<VMware>"],
+        &[false; 5],
+        servers,
+    );
+    if !reasons.is_empty() {
+        println!("links not OK:");
+        for r in reasons {
+            println!("    {r}");
+        }
+    }
 }
 
 /// The SPEC §8 table: one row per system; `----` where the reset path knows nothing.

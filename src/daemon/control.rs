@@ -165,7 +165,12 @@ async fn handle(
     match req {
         Request::Status { .. } => {
             let live = shared.pipeline.live();
+            let hardware = match shared.pipeline.health().await {
+                Ok(h) => h,
+                Err(e) => return protocol::error("pipeline", &e.to_string()),
+            };
             protocol::ok(json!({
+                "hardware": hardware,
                 "status": shared.status(),
                 "resetPath": shared.pipeline.counters(),
                 "live": {

@@ -47,6 +47,8 @@ pub struct DaemonOptions {
     pub fence_kdump_bind: FenceKdumpBind,
     /// Use the in-process hardware simulator instead of real backends (labs only).
     pub simulate_hardware: bool,
+    /// How often the hardware watch polls every device; `None` turns it off.
+    pub hardware_poll: Option<Duration>,
 }
 
 /// The fence_kdump listener: on the reset-path address at the usual port, at an explicit
@@ -240,6 +242,7 @@ fn pipeline_config(
         reset_log: sink("reset.log")?,
         error_log: sink("error.log")?,
         monitor_expiry: Duration::from_secs(60),
+        watch: opts.hardware_poll,
     })
 }
 

@@ -213,6 +213,7 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Report> {
             reset_log,
             error_log,
             monitor_expiry: Duration::from_secs(60),
+            watch: None,
         },
     )
     .context("starting the pipeline thread")?;

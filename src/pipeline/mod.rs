@@ -16,6 +16,7 @@
 
 pub mod reset;
 pub mod resetlog;
+pub mod watch;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -103,6 +104,8 @@ pub enum PipelineMsg {
     },
     Simulate(Simulation),
     Monitors(oneshot::Sender<Vec<MonitorView>>),
+    /// What the watch knows, as `show status` prints it.
+    Health(oneshot::Sender<serde_json::Value>),
     /// An operator's test reset of a registered system (`haconn server reset`).
     TestReset {
         system: String,
@@ -123,6 +126,8 @@ pub struct PipelineConfig {
     pub error_log: LogSink,
     /// A monitor that has not checked for this long no longer counts as active.
     pub monitor_expiry: Duration,
+    /// How often every BMC, PDU and ESXi guest is polled; `None` watches nothing.
+    pub watch: Option<Duration>,
 }
 
 impl PipelineConfig {
@@ -140,6 +145,7 @@ impl PipelineConfig {
             reset_log: LogSink::discard(),
             error_log: LogSink::discard(),
             monitor_expiry: Duration::from_secs(60),
+            watch: None,
         }
     }
 }
@@ -246,6 +252,11 @@ impl Pipeline {
 
     pub async fn monitors(&self) -> Result<Vec<MonitorView>, PipelineGone> {
         self.ask(PipelineMsg::Monitors).await
+    }
+
+    /// The watch's view of every device (`show status`).
+    pub async fn health(&self) -> Result<serde_json::Value, PipelineGone> {
+        self.ask(PipelineMsg::Health).await
     }
 
     pub async fn test_reset(
@@ -383,8 +394,18 @@ struct Remembered {
 /// Reports from reset tasks, handled on the pipeline thread in order.
 #[derive(Debug)]
 enum Internal {
-    Step { system: String, step: Step },
-    Done { system: String, outcome: Outcome },
+    Step {
+        system: String,
+        step: Step,
+    },
+    Done {
+        system: String,
+        outcome: Outcome,
+    },
+    Polled {
+        probe: watch::Probe,
+        answer: Option<watch::Answer>,
+    },
 }
 
 struct Sockets {
@@ -425,6 +446,8 @@ struct State {
     logged_refusals: HashSet<(IpAddr, String)>,
     internal: mpsc::UnboundedSender<Internal>,
     internal_rx: Option<mpsc::UnboundedReceiver<Internal>>,
+    watch_interval: Option<Duration>,
+    health: watch::Health,
 }
 
 impl State {
@@ -488,6 +511,8 @@ impl State {
                 logged_refusals: HashSet::new(),
                 internal,
                 internal_rx: Some(internal_rx),
+                watch_interval: config.watch,
+                health: watch::Health::default(),
             },
             Sockets {
                 reset_path,
@@ -500,12 +525,25 @@ impl State {
         let mut internal = self.internal_rx.take().expect("taken once");
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         let mut kbuf = vec![0u8; 512];
+        let mut tick = self.watch_interval.map(|i| {
+            let mut t = tokio::time::interval(i);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
         loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(m) => self.handle(m),
-                    None => return,
+                    None => break,
                 },
+                _ = async {
+                    match &mut tick {
+                        Some(t) => {
+                            t.tick().await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                } => self.watch_tick(),
                 Some(ev) = internal.recv() => self.internal(ev),
                 r = recv(sockets.reset_path.as_ref(), &mut buf) => {
                     if let Ok((n, from)) = r {
@@ -518,6 +556,66 @@ impl State {
                     }
                 }
             }
+        }
+        // The daemon is stopping: close what the backends keep open (IPMI sessions, SSH
+        // connections), bounded so a dead device cannot hold the exit up.
+        let b = &self.backends;
+        let close = async {
+            futures_util::future::join3(b.bmc.shutdown(), b.pdu.shutdown(), b.hypervisor.shutdown())
+                .await
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(3), close).await;
+    }
+
+    /// Starts a poll of every device that has none in flight.
+    fn watch_tick(&mut self) {
+        let spec = self.live.load_full();
+        for probe in self.health.due(&spec) {
+            let spec = spec.clone();
+            let backends = self.backends.clone();
+            let internal = self.internal.clone();
+            tokio::spawn(async move {
+                let answer = watch::poll(&spec, &probe, &backends).await;
+                let _ = internal.send(Internal::Polled { probe, answer });
+            });
+        }
+    }
+
+    /// A poll came back; a pon→poff transition of a system whose HA monitor is registered
+    /// is told to the cluster at once (SPEC §3).
+    fn polled(&mut self, probe: watch::Probe, answer: Option<watch::Answer>) {
+        let spec = self.live.load_full();
+        let Some(answer) = answer else {
+            self.health.forget(&probe);
+            return;
+        };
+        let Some(loss) = self.health.record(&spec, probe, answer) else {
+            return;
+        };
+        let now = Instant::now();
+        for (system, guest) in loss.systems {
+            let Some(m) = self.monitors.get(&system) else {
+                continue;
+            };
+            if now.duration_since(m.last_seen) > self.monitor_expiry
+                || self.resets.contains_key(&system)
+                || self.reset_done.contains_key(&system)
+            {
+                continue;
+            }
+            self.error_log.line(format!(
+                "{}: {system} lost power; POFF attention sent",
+                loss.what
+            ));
+            let inflight = InFlight {
+                kind: if guest { Kind::V } else { Kind::P },
+                subsystem: m.subsystem,
+                requesters: Vec::new(),
+                stopped: None,
+            };
+            self.reset_done
+                .insert(system.clone(), AttentionState::Poff);
+            self.attention(&system, &inflight, AttentionState::Poff);
         }
     }
 
@@ -558,6 +656,10 @@ impl State {
             },
             PipelineMsg::Monitors(reply) => {
                 let _ = reply.send(self.monitor_views());
+            }
+            PipelineMsg::Health(reply) => {
+                let spec = self.live.load();
+                let _ = reply.send(self.health.view(&spec, self.watch_interval));
             }
             PipelineMsg::TestReset {
                 system,
@@ -716,17 +818,36 @@ impl State {
     ) {
         self.counters.checks.fetch_add(1, Ordering::Relaxed);
         let spec = self.live.load_full();
-        let (resettable, via, reason) = match find_system(&spec, &system) {
-            None => (false, "none", Some(format!("unknown system {system}"))),
+        let (known, verdict) = match find_system(&spec, &system) {
+            None => (
+                false,
+                watch::Verdict {
+                    resettable: false,
+                    via: "none",
+                    problem: Some(format!("unknown system {system}")),
+                },
+            ),
             Some(Found::Guest { host, .. }) if !host.enabled => (
                 false,
-                "none",
-                Some("ESXi management is disabled for this host".into()),
+                watch::Verdict {
+                    resettable: false,
+                    via: "none",
+                    problem: Some("ESXi management is disabled for this host".into()),
+                },
             ),
-            Some(Found::Guest { .. }) => (true, "esxi", None),
-            Some(Found::Physical(_)) => (true, "bmc", None),
+            Some(Found::Guest { server, vm, .. }) => {
+                (true, self.health.resettable(&spec, server, Some(vm)))
+            }
+            Some(Found::Physical(server)) => (true, self.health.resettable(&spec, server, None)),
         };
-        if resettable {
+        let watch::Verdict {
+            resettable,
+            via,
+            problem: reason,
+        } = verdict;
+        // A known system's monitor registers even while its BMC is down: it must still
+        // hear attention notifications, and it may ask for a reset through the PDU.
+        if known {
             // A monitor that checks again is back: it may ask for resets again.
             if !self.resets.contains_key(&system) {
                 self.reset_done.remove(&system);
@@ -745,6 +866,10 @@ impl State {
             );
         }
         let (redundant, reason) = match (spec.mode, reason) {
+            (_, Some(r)) if !known => (false, Some(r)),
+            (crate::spec::model::Mode::Single, Some(r)) => {
+                (false, Some(format!("{r}; single management server: not redundant")))
+            }
             (_, Some(r)) => (false, Some(r)),
             (crate::spec::model::Mode::Single, None) => (
                 false,
@@ -1148,6 +1273,7 @@ impl State {
         match ev {
             Internal::Step { system, step } => self.step(&system, step),
             Internal::Done { system, outcome } => self.done(&system, outcome),
+            Internal::Polled { probe, answer } => self.polled(probe, answer),
         }
     }
 

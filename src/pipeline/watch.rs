@@ -1,0 +1,733 @@
+//! Watching (SPEC §3): every BMC, PDU and ESXi guest of the live spec is polled on an
+//! interval, and what they answer feeds the check replies, `haconn show status` and the
+//! POFF attention that a pon→poff transition sends.
+//!
+//! A poll is a task of its own per device, at most one in flight per device, each under
+//! the pipeline's operation timeout: a BMC that hangs delays only its own next poll. The
+//! results come back to the pipeline thread as messages and land in [`Health`], which
+//! only that thread touches, so reading it for a check reply costs a map lookup.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::backend::{BackendError, Backends, OutletState, PduInfo, PowerState};
+use crate::spec::model::{OutletLink, PhysicalServer, Spec};
+
+use super::reset::OPERATION_TIMEOUT;
+
+/// The default poll interval (the old product needed up to 20 s to notice a power-off).
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One thing polled.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Probe {
+    /// A physical server's BMC, by server name.
+    ServerBmc(String),
+    /// A management server's BMC, by name.
+    MserverBmc(String),
+    Pdu(IpAddr),
+    /// A guest on the ESXi host of a server: (server, VM).
+    Guest(String, String),
+}
+
+/// What a poll found.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Power(Result<PowerState, BackendError>),
+    Pdu {
+        info: Result<PduInfo, BackendError>,
+        outlets: Vec<(u16, Result<OutletState, BackendError>)>,
+    },
+}
+
+/// A device's link as the last poll found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    /// Not polled yet.
+    Unknown,
+    Ok,
+    Ng(String),
+}
+
+impl Link {
+    fn of<T>(r: &Result<T, BackendError>) -> Link {
+        match r {
+            Ok(_) => Link::Ok,
+            Err(e) => Link::Ng(e.to_string()),
+        }
+    }
+
+    /// The SPEC §8 column: OK / NG / `----` (not polled yet).
+    pub fn word(&self) -> &'static str {
+        match self {
+            Link::Unknown => "----",
+            Link::Ok => "OK",
+            Link::Ng(_) => "NG",
+        }
+    }
+
+    fn value(&self) -> Value {
+        match self {
+            Link::Ng(reason) => json!({"link": "NG", "reason": reason}),
+            other => json!({"link": other.word()}),
+        }
+    }
+
+    pub fn is_ng(&self) -> bool {
+        matches!(self, Link::Ng(_))
+    }
+}
+
+/// The last answer of one power-polled device, with the address it came from (a reload
+/// may move a server to another BMC; an answer from the old one means nothing).
+#[derive(Debug, Clone)]
+struct Powered {
+    from: (IpAddr, u16),
+    result: Result<PowerState, BackendError>,
+    at: Instant,
+}
+
+impl Powered {
+    fn link(&self) -> Link {
+        Link::of(&self.result)
+    }
+
+    fn power(&self) -> Option<PowerState> {
+        self.result.as_ref().ok().copied()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PduSeen {
+    link: Link,
+    firmware: Option<String>,
+    outlet_count: Option<u32>,
+    outlets: BTreeMap<u16, Result<OutletState, String>>,
+    at: Instant,
+}
+
+/// A pon→poff transition the pipeline must tell the cluster about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PowerLoss {
+    /// The HA-monitor systems that lost power (a server, or every guest of an ESXi host).
+    pub systems: Vec<(String, bool)>,
+    pub what: String,
+}
+
+/// Everything the watch knows, owned by the pipeline thread.
+#[derive(Debug, Default)]
+pub struct Health {
+    power: HashMap<Probe, Powered>,
+    pdus: HashMap<IpAddr, PduSeen>,
+    in_flight: HashSet<Probe>,
+    rounds: u64,
+}
+
+impl Health {
+    /// Probes to start now: every device of the spec with no poll in flight. Forgets what
+    /// the spec no longer holds.
+    pub fn due(&mut self, spec: &Spec) -> Vec<Probe> {
+        let all = probes(spec);
+        let keep: HashSet<&Probe> = all.iter().collect();
+        self.power.retain(|p, _| keep.contains(p));
+        self.pdus.retain(|a, _| spec.pdus.contains_key(a));
+        self.rounds += 1;
+        all.into_iter()
+            .filter(|p| self.in_flight.insert(p.clone()))
+            .collect()
+    }
+
+    /// A poll whose device left the spec while it ran.
+    pub fn forget(&mut self, probe: &Probe) {
+        self.in_flight.remove(probe);
+    }
+
+    /// Takes a poll's answer; returns the power loss it shows, if any.
+    pub fn record(&mut self, spec: &Spec, probe: Probe, answer: Answer) -> Option<PowerLoss> {
+        self.in_flight.remove(&probe);
+        let now = Instant::now();
+        match (answer, &probe) {
+            (Answer::Pdu { info, outlets }, Probe::Pdu(addr)) => {
+                if !spec.pdus.contains_key(addr) {
+                    return None;
+                }
+                let (firmware, outlet_count) = match &info {
+                    Ok(i) => (i.firmware.clone(), i.outlets),
+                    Err(_) => (None, None),
+                };
+                // The link is NG when the PDU did not answer at all; an outlet it refuses
+                // to report shows on that outlet only.
+                let link = match (&info, outlets.iter().find(|(_, r)| r.is_ok())) {
+                    (Ok(_), _) | (_, Some(_)) => Link::Ok,
+                    (Err(e), None) => Link::Ng(e.to_string()),
+                };
+                self.pdus.insert(
+                    *addr,
+                    PduSeen {
+                        link,
+                        firmware,
+                        outlet_count,
+                        outlets: outlets
+                            .into_iter()
+                            .map(|(o, r)| (o, r.map_err(|e| e.to_string())))
+                            .collect(),
+                        at: now,
+                    },
+                );
+                None
+            }
+            (Answer::Power(r), _) => {
+                let from = probe_address(spec, &probe)?;
+                let before = self
+                    .power
+                    .get(&probe)
+                    .filter(|p| p.from == from)
+                    .and_then(Powered::power);
+                let power = r.as_ref().ok().copied();
+                self.power.insert(
+                    probe.clone(),
+                    Powered {
+                        from,
+                        result: r,
+                        at: now,
+                    },
+                );
+                if before == Some(PowerState::On) && power == Some(PowerState::Off) {
+                    power_loss(spec, &probe)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
+
+    fn powered(&self, spec: &Spec, probe: &Probe) -> Option<&Powered> {
+        let from = probe_address(spec, probe)?;
+        self.power.get(probe).filter(|p| p.from == from)
+    }
+
+    /// A server's BMC link (`Unknown` until polled).
+    pub fn bmc(&self, spec: &Spec, server: &str) -> Link {
+        self.powered(spec, &Probe::ServerBmc(server.into()))
+            .map_or(Link::Unknown, Powered::link)
+    }
+
+    pub fn pdu_link(&self, addr: IpAddr) -> Link {
+        self.pdus.get(&addr).map_or(Link::Unknown, |p| p.link.clone())
+    }
+
+    /// The ESXi link of a server: OK when the host answered for any guest (even to say it
+    /// does not know the VM), NG when it could not be reached for any of them.
+    pub fn esxi(&self, spec: &Spec, server: &PhysicalServer) -> Link {
+        let Some(e) = &server.esxi else {
+            return Link::Unknown;
+        };
+        let mut link = Link::Unknown;
+        for g in &e.guests {
+            let probe = Probe::Guest(server.name.to_string(), g.to_string());
+            match self.powered(spec, &probe).map(|p| &p.result) {
+                Some(Ok(_)) | Some(Err(BackendError::Refused { .. })) => return Link::Ok,
+                Some(Err(e)) => link = Link::Ng(e.to_string()),
+                None => {}
+            }
+        }
+        link
+    }
+
+    /// The PDU side of a server with PDU forced reset on: OK when every feeding PDU
+    /// answers, NG (with the first reason) otherwise; `None` when PDU forced reset is off.
+    pub fn server_pdus(&self, server: &PhysicalServer) -> Option<Link> {
+        let ipdu = server.ipdu.as_ref().filter(|i| i.enabled)?;
+        Some(self.links_of(&ipdu.outlets))
+    }
+
+    fn links_of(&self, outlets: &[OutletLink]) -> Link {
+        let mut all = Link::Ok;
+        for o in outlets {
+            match self.pdu_link(o.pdu) {
+                Link::Ng(r) => return Link::Ng(format!("PDU {}: {r}", o.pdu)),
+                Link::Unknown => all = Link::Unknown,
+                Link::Ok => {}
+            }
+        }
+        all
+    }
+
+    /// Whether a check can call a system resettable, through what, and what is degraded.
+    pub fn resettable(&self, spec: &Spec, server: &PhysicalServer, vm: Option<&str>) -> Verdict {
+        if let Some(vm) = vm {
+            let p = self.powered(spec, &Probe::Guest(server.name.to_string(), vm.into()));
+            return match p.map(|p| &p.result) {
+                Some(Err(e)) => Verdict {
+                    resettable: false,
+                    via: "none",
+                    problem: Some(format!("ESXi: {e}")),
+                },
+                _ => Verdict {
+                    resettable: true,
+                    via: "esxi",
+                    problem: None,
+                },
+            };
+        }
+        let pdus = self.server_pdus(server);
+        match self.bmc(spec, server.name.as_str()) {
+            Link::Ng(bmc) => match pdus {
+                Some(Link::Ng(pdu)) => Verdict {
+                    resettable: false,
+                    via: "none",
+                    problem: Some(format!("BMC: {bmc}; {pdu}")),
+                },
+                Some(_) => Verdict {
+                    resettable: true,
+                    via: "pdu",
+                    problem: Some(format!("BMC: {bmc}; resettable through PDU")),
+                },
+                None => Verdict {
+                    resettable: false,
+                    via: "none",
+                    problem: Some(format!("BMC: {bmc}")),
+                },
+            },
+            _ => Verdict {
+                resettable: true,
+                via: "bmc",
+                problem: match pdus {
+                    Some(Link::Ng(pdu)) => Some(pdu),
+                    _ => None,
+                },
+            },
+        }
+    }
+
+    /// The `show status` view (SPEC §8): mservers role/state/BMC/PDU; servers
+    /// power/BMC/PDU/VMware; PDUs with firmware and outlets. `--` where not configured.
+    pub fn view(&self, spec: &Spec, interval: Option<Duration>) -> Value {
+        let not_set = || json!({"link": "--"});
+        let mservers: Vec<Value> = spec
+            .management_servers
+            .values()
+            .map(|m| {
+                let bmc = self
+                    .powered(spec, &Probe::MserverBmc(m.name.to_string()))
+                    .map_or(Link::Unknown, Powered::link);
+                let pdu = match m.ipdu.as_ref().filter(|i| i.enabled) {
+                    Some(i) => self.links_of(&i.outlets).value(),
+                    None => not_set(),
+                };
+                json!({
+                    "name": m.name.as_str(),
+                    // Duplication is not built: the one running server is the active one.
+                    "role": if spec.mode == crate::spec::model::Mode::Single { "active" } else { "active (no standby)" },
+                    "state": "running",
+                    "bmc": bmc.value(),
+                    "pdu": pdu,
+                })
+            })
+            .collect();
+        let servers: Vec<Value> = spec
+            .servers
+            .values()
+            .map(|s| {
+                let bmc = self.powered(spec, &Probe::ServerBmc(s.name.to_string()));
+                let power = match bmc.and_then(Powered::power) {
+                    Some(PowerState::On) => "pon",
+                    Some(PowerState::Off) => "poff",
+                    None => "----",
+                };
+                let mut v = json!({
+                    "name": s.name.as_str(),
+                    "power": power,
+                    "bmc": bmc.map_or(Link::Unknown, Powered::link).value(),
+                    "pdu": self.server_pdus(s).map_or_else(not_set, |l| l.value()),
+                    "vmware": match &s.esxi {
+                        Some(e) if e.enabled => self.esxi(spec, s).value(),
+                        Some(_) => json!({"link": "--", "reason": "ESXi management disabled"}),
+                        None => not_set(),
+                    },
+                });
+                if let Some(e) = &s.esxi {
+                    v["guests"] = e
+                        .guests
+                        .iter()
+                        .map(|g| {
+                            let p = self
+                                .powered(spec, &Probe::Guest(s.name.to_string(), g.to_string()));
+                            let mut gv = json!({
+                                "name": g.as_str(),
+                                "power": match p.and_then(Powered::power) {
+                                    Some(PowerState::On) => "pon",
+                                    Some(PowerState::Off) => "poff",
+                                    None => "----",
+                                },
+                            });
+                            if let Some(Err(e)) = p.map(|p| &p.result) {
+                                gv["reason"] = e.to_string().into();
+                            }
+                            gv
+                        })
+                        .collect();
+                }
+                v
+            })
+            .collect();
+        let pdus: Vec<Value> = spec
+            .pdus
+            .values()
+            .map(|p| {
+                let seen = self.pdus.get(&p.address);
+                let mut v = json!({
+                    "address": p.address.to_string(),
+                    "model": p.model.name,
+                    "firmware": seen.and_then(|s| s.firmware.clone()),
+                    "outletCount": seen.and_then(|s| s.outlet_count),
+                });
+                if let Value::Object(l) = self.pdu_link(p.address).value() {
+                    if let Value::Object(o) = &mut v {
+                        o.extend(l);
+                    }
+                }
+                v["outlets"] = fed_outlets(spec, p.address)
+                    .into_iter()
+                    .map(|(outlet, fed, kind, enabled)| {
+                        let state = match seen.and_then(|s| s.outlets.get(&outlet)) {
+                            Some(Ok(OutletState::On)) => "on",
+                            Some(Ok(OutletState::Off)) => "off",
+                            Some(Ok(OutletState::Changing)) => "changing",
+                            Some(Err(_)) => "NG",
+                            None => "----",
+                        };
+                        json!({
+                            "outlet": outlet,
+                            "server": fed,
+                            "kind": kind,
+                            "control": if enabled { "Enable" } else { "Disable" },
+                            "state": state,
+                        })
+                    })
+                    .collect();
+                v
+            })
+            .collect();
+        json!({
+            "interval_ms": interval.map(|i| i.as_millis() as u64),
+            "rounds": self.rounds,
+            "lastPollAgoMs": self.power.values().map(|p| p.at).chain(self.pdus.values().map(|p| p.at)).max().map(|t| t.elapsed().as_millis() as u64),
+            "mservers": mservers,
+            "servers": servers,
+            "pdus": pdus,
+        })
+    }
+}
+
+/// What a check reply says about a system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub resettable: bool,
+    pub via: &'static str,
+    pub problem: Option<String>,
+}
+
+/// Every outlet of a PDU that feeds something: (outlet, server, `P`/`M`, PDU forced reset on).
+pub fn fed_outlets(spec: &Spec, pdu: IpAddr) -> Vec<(u16, String, &'static str, bool)> {
+    let mut v = Vec::new();
+    for s in spec.servers.values() {
+        if let Some(i) = &s.ipdu {
+            for o in i.outlets.iter().filter(|o| o.pdu == pdu) {
+                v.push((o.outlet, s.name.to_string(), "P", i.enabled));
+            }
+        }
+    }
+    for m in spec.management_servers.values() {
+        if let Some(i) = &m.ipdu {
+            for o in i.outlets.iter().filter(|o| o.pdu == pdu) {
+                v.push((o.outlet, m.name.to_string(), "M", i.enabled));
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+/// Every probe of a spec: each BMC, each PDU, each guest of an enabled ESXi host.
+pub fn probes(spec: &Spec) -> Vec<Probe> {
+    let mut v = Vec::new();
+    for m in spec.management_servers.values() {
+        v.push(Probe::MserverBmc(m.name.to_string()));
+    }
+    for s in spec.servers.values() {
+        v.push(Probe::ServerBmc(s.name.to_string()));
+        if let Some(e) = s.esxi.as_ref().filter(|e| e.enabled) {
+            for g in &e.guests {
+                v.push(Probe::Guest(s.name.to_string(), g.to_string()));
+            }
+        }
+    }
+    for p in spec.pdus.keys() {
+        v.push(Probe::Pdu(*p));
+    }
+    v
+}
+
+fn probe_address(spec: &Spec, probe: &Probe) -> Option<(IpAddr, u16)> {
+    match probe {
+        Probe::ServerBmc(s) => spec
+            .servers
+            .values()
+            .find(|x| x.name.as_str() == s)
+            .map(|x| (x.bmc.address, x.bmc.port)),
+        Probe::MserverBmc(m) => spec
+            .management_servers
+            .values()
+            .find(|x| x.name.as_str() == m)
+            .map(|x| (x.bmc.address, x.bmc.port)),
+        Probe::Guest(s, _) => spec
+            .servers
+            .values()
+            .find(|x| x.name.as_str() == s)
+            .and_then(|x| x.esxi.as_ref())
+            .map(|e| (e.address, e.port)),
+        Probe::Pdu(a) => spec.pdus.get(a).map(|p| (p.address, p.port)),
+    }
+}
+
+/// The systems a power loss takes down: the server itself, or every guest of its host.
+fn power_loss(spec: &Spec, probe: &Probe) -> Option<PowerLoss> {
+    match probe {
+        Probe::ServerBmc(s) => {
+            let server = spec.servers.values().find(|x| x.name.as_str() == s)?;
+            let systems = match &server.esxi {
+                None => vec![(s.clone(), false)],
+                Some(e) => e.guests.iter().map(|g| (g.to_string(), true)).collect(),
+            };
+            Some(PowerLoss {
+                systems,
+                what: format!("BMC of {s} reports power off"),
+            })
+        }
+        Probe::Guest(s, vm) => Some(PowerLoss {
+            systems: vec![(vm.clone(), true)],
+            what: format!("ESXi host of {s} reports {vm} powered off"),
+        }),
+        _ => None,
+    }
+}
+
+/// One call under the pipeline's operation timeout; a timeout counts as unreachable.
+async fn within<T>(
+    device: String,
+    f: impl std::future::Future<Output = Result<T, BackendError>>,
+) -> Result<T, BackendError> {
+    match tokio::time::timeout(OPERATION_TIMEOUT, f).await {
+        Ok(r) => r,
+        Err(_) => Err(BackendError::unreachable(
+            device,
+            format!("no answer within {} ms", OPERATION_TIMEOUT.as_millis()),
+        )),
+    }
+}
+
+/// Runs one probe against the hardware; `None` when the spec no longer holds its device.
+pub async fn poll(spec: &Spec, probe: &Probe, b: &Backends) -> Option<Answer> {
+    use crate::backend::device;
+    Some(match probe {
+        Probe::ServerBmc(s) => {
+            let bmc = &spec.servers.values().find(|x| x.name.as_str() == s)?.bmc;
+            Answer::Power(within(device("BMC", bmc.address), b.bmc.power_state(bmc)).await)
+        }
+        Probe::MserverBmc(m) => {
+            let bmc = &spec
+                .management_servers
+                .values()
+                .find(|x| x.name.as_str() == m)?
+                .bmc;
+            Answer::Power(within(device("BMC", bmc.address), b.bmc.power_state(bmc)).await)
+        }
+        Probe::Guest(s, vm) => {
+            let host = spec
+                .servers
+                .values()
+                .find(|x| x.name.as_str() == s)?
+                .esxi
+                .as_ref()?;
+            Answer::Power(
+                within(
+                    device("ESXi", host.address),
+                    b.hypervisor.vm_power_state(host, vm),
+                )
+                .await,
+            )
+        }
+        Probe::Pdu(addr) => {
+            let pdu = spec.pdus.get(addr)?;
+            let outlets: std::collections::BTreeSet<u16> = fed_outlets(spec, *addr)
+                .into_iter()
+                .map(|(o, ..)| o)
+                .collect();
+            let info = within(device("PDU", *addr), b.pdu.info(pdu));
+            let states = futures_util::future::join_all(outlets.iter().map(|o| async move {
+                (
+                    *o,
+                    within(device("PDU", *addr), b.pdu.outlet_state(pdu, *o)).await,
+                )
+            }));
+            let (info, outlets) = futures_util::future::join(info, states).await;
+            Answer::Pdu { info, outlets }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{CheckOptions, check_bytes};
+
+    const SPEC: &str = "apiVersion: haconn/v1
+mode: single
+resetPath: {address: 127.0.0.1/8, port: 15001, broadcast: 127.255.255.255, auth: none}
+snmp: {community: lab}
+pdus:
+  - {address: 127.0.0.31, model: IBM_PDU}
+managementServers:
+  - name: ms1
+    bmc: {address: 127.0.0.2, username: admin, password: passw0rd}
+    mlan: {address: 127.0.0.1, port: 15002}
+servers:
+  - name: node1
+    bmc: {address: 127.0.0.11, username: admin, password: passw0rd}
+    ipdu: {timeout: 10, recoveryTime: 0, outlets: [{pdu: 127.0.0.31, outlet: 3}]}
+  - name: node2
+    bmc: {address: 127.0.0.12, username: admin, password: passw0rd}
+";
+
+    fn spec(text: &str) -> Spec {
+        let c = check_bytes(text.as_bytes(), CheckOptions::default());
+        c.spec.unwrap_or_else(|| panic!("{:?}", c.diagnostics))
+    }
+
+    fn bmc(s: &str) -> Probe {
+        Probe::ServerBmc(s.into())
+    }
+
+    fn on() -> Answer {
+        Answer::Power(Ok(PowerState::On))
+    }
+
+    fn off() -> Answer {
+        Answer::Power(Ok(PowerState::Off))
+    }
+
+    fn dead(what: &str) -> BackendError {
+        BackendError::unreachable(what, "no answer within 2000 ms")
+    }
+
+    #[test]
+    fn only_a_pon_to_poff_transition_is_a_power_loss() {
+        let spec = spec(SPEC);
+        let mut h = Health::default();
+        // Off from the first poll: nothing was lost while we watched.
+        assert_eq!(h.record(&spec, bmc("node2"), off()), None);
+        assert_eq!(h.record(&spec, bmc("node1"), on()), None);
+        assert_eq!(h.record(&spec, bmc("node1"), on()), None);
+        let loss = h.record(&spec, bmc("node1"), off()).expect("a loss");
+        assert_eq!(loss.systems, vec![("node1".to_string(), false)]);
+        // Off again is not a second loss; an unanswered poll in between is not "on".
+        assert_eq!(h.record(&spec, bmc("node1"), off()), None);
+        assert_eq!(
+            h.record(&spec, bmc("node1"), Answer::Power(Err(dead("BMC")))),
+            None
+        );
+        assert_eq!(h.record(&spec, bmc("node1"), off()), None);
+    }
+
+    #[test]
+    fn an_answer_from_a_bmc_the_spec_moved_away_from_is_not_compared() {
+        let mut h = Health::default();
+        let before = spec(SPEC);
+        assert_eq!(h.record(&before, bmc("node1"), on()), None);
+        let moved = spec(&SPEC.replace("127.0.0.11", "127.0.0.21"));
+        assert_eq!(h.record(&moved, bmc("node1"), off()), None);
+        assert_eq!(h.bmc(&moved, "node1"), Link::Ok);
+        // Asked about the old address, it knows nothing.
+        assert_eq!(h.bmc(&before, "node1"), Link::Unknown);
+    }
+
+    #[test]
+    fn a_dead_bmc_is_resettable_through_a_live_pdu_only() {
+        let spec = spec(SPEC);
+        let node1 = &spec.servers.values().find(|s| s.name.as_str() == "node1").unwrap();
+        let node2 = &spec.servers.values().find(|s| s.name.as_str() == "node2").unwrap();
+        let mut h = Health::default();
+        // Not polled yet: resettable (the first poll is a second away).
+        assert!(h.resettable(&spec, node1, None).resettable);
+        h.record(&spec, bmc("node1"), Answer::Power(Err(dead("BMC 127.0.0.11"))));
+        h.record(&spec, bmc("node2"), Answer::Power(Err(dead("BMC 127.0.0.12"))));
+        let pdu_ok = Answer::Pdu {
+            info: Ok(PduInfo::default()),
+            outlets: vec![(3, Ok(OutletState::On))],
+        };
+        h.record(&spec, Probe::Pdu("127.0.0.31".parse().unwrap()), pdu_ok);
+        let v = h.resettable(&spec, node1, None);
+        assert_eq!((v.resettable, v.via), (true, "pdu"), "{v:?}");
+        assert!(v.problem.unwrap().contains("resettable through PDU"));
+        // node2 has no PDU forced reset: its dead BMC leaves nothing.
+        let v = h.resettable(&spec, node2, None);
+        assert_eq!((v.resettable, v.via), (false, "none"), "{v:?}");
+        assert!(v.problem.unwrap().contains("127.0.0.12"));
+        // The PDU dies too: node1 is not resettable either.
+        let pdu_dead = Answer::Pdu {
+            info: Err(dead("PDU 127.0.0.31")),
+            outlets: vec![(3, Err(dead("PDU 127.0.0.31")))],
+        };
+        h.record(&spec, Probe::Pdu("127.0.0.31".parse().unwrap()), pdu_dead);
+        let v = h.resettable(&spec, node1, None);
+        assert_eq!((v.resettable, v.via), (false, "none"), "{v:?}");
+        // The BMC answers again: resettable through it, the PDU's trouble still reported.
+        h.record(&spec, bmc("node1"), on());
+        let v = h.resettable(&spec, node1, None);
+        assert_eq!((v.resettable, v.via), (true, "bmc"), "{v:?}");
+        assert!(v.problem.unwrap().contains("PDU 127.0.0.31"));
+    }
+
+    #[test]
+    fn one_poll_per_device_in_flight_and_removed_devices_are_forgotten() {
+        let full = spec(SPEC);
+        let mut h = Health::default();
+        let first = h.due(&full);
+        assert_eq!(first.len(), 4, "{first:?}"); // ms1, node1, node2, the PDU
+        assert!(h.due(&full).is_empty(), "nothing is due while every poll is in flight");
+        h.record(&full, bmc("node2"), on());
+        assert_eq!(h.due(&full), vec![bmc("node2")]);
+        let smaller = spec(&SPEC.replace(
+            "  - name: node2\n    bmc: {address: 127.0.0.12, username: admin, password: passw0rd}\n",
+            "",
+        ));
+        h.due(&smaller);
+        assert_eq!(h.view(&smaller, None)["servers"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_status_view_has_the_spec_columns() {
+        let spec = spec(SPEC);
+        let mut h = Health::default();
+        h.record(&spec, bmc("node1"), off());
+        h.record(&spec, bmc("node2"), Answer::Power(Err(dead("BMC 127.0.0.12"))));
+        let v = h.view(&spec, Some(DEFAULT_INTERVAL));
+        let servers = v["servers"].as_array().unwrap();
+        assert_eq!(servers[0]["power"], "poff");
+        assert_eq!(servers[0]["bmc"]["link"], "OK");
+        assert_eq!(servers[0]["pdu"]["link"], "----", "enabled, not polled yet");
+        assert_eq!(servers[0]["vmware"]["link"], "--");
+        assert_eq!(servers[1]["power"], "----");
+        assert_eq!(servers[1]["bmc"]["link"], "NG");
+        assert_eq!(servers[1]["pdu"]["link"], "--");
+        assert!(servers[1]["bmc"]["reason"].as_str().unwrap().contains("2000 ms"));
+        assert_eq!(v["mservers"][0]["bmc"]["link"], "----");
+        assert_eq!(v["pdus"][0]["outlets"][0]["server"], "node1");
+        assert_eq!(v["pdus"][0]["outlets"][0]["kind"], "P");
+    }
+}
