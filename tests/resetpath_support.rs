@@ -113,15 +113,21 @@ impl Lab {
     /// Starts a daemon with `hispeed` ms between soft and hard reset; waits until both
     /// sockets are bound.
     pub fn start(hispeed: u32) -> Lab {
+        Lab::start_with(hispeed, |s| s)
+    }
+
+    /// Starts a daemon on the lab spec as `edit` changes it.
+    pub fn start_with(hispeed: u32, edit: impl FnOnce(String) -> String) -> Lab {
         let dir = tempfile::Builder::new()
             .prefix("haconn-resetpath-")
             .tempdir()
             .expect("temporary directory");
         let key = dir.path().join("reset-path.key");
         std::fs::write(&key, format!("{KEY}\n")).expect("write the key");
-        let spec = SPEC
-            .replace("KEYFILE", &key.display().to_string())
-            .replace("HISPEED", &hispeed.to_string());
+        let spec = edit(
+            SPEC.replace("KEYFILE", &key.display().to_string())
+                .replace("HISPEED", &hispeed.to_string()),
+        );
         loopback_only(&spec);
         let spec_path = dir.path().join("cluster.yaml");
         std::fs::write(&spec_path, spec).expect("write the spec");

@@ -8,6 +8,7 @@ mod diff;
 mod lab;
 mod node;
 mod schema;
+mod mserver;
 mod server;
 mod show;
 mod validate;
@@ -41,8 +42,13 @@ pub enum Command {
     Show(show::Args),
     /// Node-side tools: what HA monitors and dump agents send over the reset path.
     Node(node::Args),
-    /// Operator actions on a managed server (test soft reset).
+    /// Operator actions on a managed server: test soft reset, PDU-cut test, PDU power
+    /// restore.
     Server(server::Args),
+    /// Actions on the active management server (PDU-cut test).
+    Act(mserver::Args),
+    /// Actions on the standby management server (PDU-cut test).
+    Sby(mserver::Args),
     /// A self-contained demo on loopback: daemon, simulated hardware and HA monitors.
     Lab(lab::Args),
 }
@@ -99,6 +105,8 @@ pub fn main() -> ExitCode {
         Command::Show(a) => show::run(&a),
         Command::Node(a) => node::run(&a),
         Command::Server(a) => server::run(&a),
+        Command::Act(a) => mserver::run(&a, "active"),
+        Command::Sby(a) => mserver::run(&a, "standby"),
         Command::Lab(a) => lab::run(&a),
     };
     ExitCode::from(outcome.code())

@@ -4,11 +4,18 @@
 //! monitor's request (soft reset, then hard reset, then PDU cut as configured), logged
 //! with `----` for the requester. Exit 0 when the pipeline accepted it, 1 when it was
 //! refused, 2 when the daemon could not be reached.
+//!
+//! `ipdusd` is the PDU-cut test (SPEC §8) and `acrecovery` switches a server's outlets back
+//! on; both print each outlet switch as it happens and exit 0 only when every switch was
+//! confirmed by its PDU.
+
+use std::net::IpAddr;
 
 use serde_json::json;
 
 use super::{Outcome, SocketArg};
-use crate::daemon::client::{ClientError, request};
+use crate::daemon::client::{ClientError, request, request_with_progress};
+use crate::pipeline::pdutest::Mode;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -29,11 +36,87 @@ pub enum Action {
         #[arg(long, value_name = "N")]
         address: u32,
     },
+    /// PDU-cut test: switch the server's outlets off and on again (`same`: all at once;
+    /// `serial`: one at a time). Refused while its HA monitor is active, unless --force.
+    Ipdusd {
+        /// The server (as named in the spec).
+        name: String,
+        #[arg(long, value_enum)]
+        mode: ModeArg,
+        /// Only the outlets on this PDU.
+        #[arg(long, value_name = "IP")]
+        addr: Option<IpAddr>,
+        /// Seconds each outlet stays off (5–60).
+        #[arg(long, value_name = "S", default_value_t = 5)]
+        offtime: u64,
+        /// Seconds between outlets in serial mode (5–60).
+        #[arg(long, value_name = "S", default_value_t = 5)]
+        wtime: u64,
+        /// Run even though the server's HA monitor is active (it will go down).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Restore PDU power: switch every outlet of the server on (after a PDU forced reset
+    /// with `recoveryTime: 0`, or a test that failed half way).
+    Acrecovery {
+        name: String,
+        /// Only the outlets on this PDU.
+        #[arg(long, value_name = "IP")]
+        addr: Option<IpAddr>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ModeArg {
+    Same,
+    Serial,
 }
 
 pub fn run(args: &Args) -> Outcome {
     match &args.action {
         Action::Reset { name, address } => reset(args, name, *address),
+        Action::Ipdusd {
+            name,
+            mode,
+            addr,
+            offtime,
+            wtime,
+            force,
+        } => {
+            let mode = match mode {
+                ModeArg::Same => Mode::Same,
+                ModeArg::Serial => Mode::Serial,
+            };
+            let req = json!({
+                "op": "serverIpdu", "server": name, "pdu": addr, "mode": mode,
+                "offTime": offtime, "waitTime": wtime, "force": force,
+            });
+            pdu_job(args, "ipdusd", req)
+        }
+        Action::Acrecovery { name, addr } => {
+            let req = json!({"op": "serverIpdu", "server": name, "pdu": addr});
+            pdu_job(args, "acrecovery", req)
+        }
+    }
+}
+
+fn pdu_job(args: &Args, what: &str, req: serde_json::Value) -> Outcome {
+    let progress = |line: &str| {
+        println!("[{}] {line}", chrono::Local::now().format("%H:%M:%S"));
+    };
+    match request_with_progress(&args.socket.control_socket, req, progress) {
+        Ok(reply) => {
+            println!("{}", reply["summary"].as_str().unwrap_or("done"));
+            Outcome::Ok
+        }
+        Err(ClientError::Refused { code, message }) => {
+            eprintln!("haconn server {what}: {message} ({code})");
+            Outcome::Failed
+        }
+        Err(e) => {
+            eprintln!("haconn server {what}: {e}");
+            Outcome::Trouble
+        }
     }
 }
 

@@ -39,6 +39,17 @@ pub enum What {
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
     },
+    /// PDUs as the watch last found them: model, firmware, link, and per outlet the
+    /// server it feeds (P server, M management server), Enable/Disable (PDU forced reset
+    /// on or off for it) and its state.
+    Ipdu {
+        /// Only this PDU.
+        #[arg(long, value_name = "IP")]
+        addr: Option<std::net::IpAddr>,
+    },
+    /// PDU settings of every management server and server: PDU forced reset on/off,
+    /// timeout, recovery time, outlets.
+    IpduSetting,
 }
 
 pub fn run(args: &Args) -> Outcome {
@@ -46,6 +57,8 @@ pub fn run(args: &Args) -> Outcome {
         What::Status => json!({"op": "status"}),
         What::Settings => json!({"op": "get"}),
         What::Hamonitor { name } => json!({"op": "hamonitor", "name": name}),
+        What::Ipdu { .. } => json!({"op": "status"}),
+        What::IpduSetting => json!({"op": "ipduSetting"}),
     };
     let reply = match request(&args.socket.control_socket, req) {
         Ok(r) => r,
@@ -57,6 +70,18 @@ pub fn run(args: &Args) -> Outcome {
             };
         }
     };
+    let mut reply = reply;
+    if let What::Ipdu { addr } = &args.what {
+        let mut pdus = reply["hardware"]["pdus"].as_array().cloned().unwrap_or_default();
+        if let Some(a) = addr {
+            pdus.retain(|p| p["address"] == a.to_string());
+            if pdus.is_empty() {
+                eprintln!("haconn show ipdu: no PDU {a} in the live spec");
+                return Outcome::Failed;
+            }
+        }
+        reply = json!({"v": reply["v"], "ok": true, "pdus": pdus});
+    }
     if args.json || args.output == Output::Json {
         println!(
             "{}",
@@ -66,6 +91,8 @@ pub fn run(args: &Args) -> Outcome {
     }
     match &args.what {
         What::Hamonitor { name } => return print_monitors(&reply, name.as_deref()),
+        What::Ipdu { .. } => print_pdus(&reply["pdus"]),
+        What::IpduSetting => print_ipdu_settings(&reply["settings"]),
         What::Settings => print!("{}", reply["spec"].as_str().unwrap_or("")),
         What::Status => {
             let s = &reply["status"];
@@ -149,6 +176,81 @@ fn print_table(header: &[&str], right: &[bool], rows: Vec<Vec<String>>) {
             .collect();
         println!("    {}", cells.join("  ").trim_end());
     }
+}
+
+fn print_pdus(pdus: &serde_json::Value) {
+    for p in pdus.as_array().map_or(&[][..], Vec::as_slice) {
+        println!(
+            "PDU {}  model {}  firmware {}  outlets {}  link {}{}",
+            cell(&p["address"]),
+            cell(&p["model"]),
+            cell(&p["firmware"]),
+            cell(&p["outletCount"]),
+            cell(&p["link"]),
+            p["reason"]
+                .as_str()
+                .map_or(String::new(), |r| format!(" ({r})"))
+        );
+        let rows: Vec<Vec<String>> = p["outlets"]
+            .as_array()
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .map(|o| {
+                vec![
+                    cell(&o["outlet"]),
+                    cell(&o["control"]),
+                    format!("{} {}", cell(&o["server"]), cell(&o["kind"])),
+                    cell(&o["state"]),
+                ]
+            })
+            .collect();
+        if rows.is_empty() {
+            println!("    (no outlet of this PDU feeds a server in the spec)");
+        } else {
+            print_table(
+                &["<Outlet>", "<Control>", "<Server>", "<State>"],
+                &[true, false, false, false],
+                rows,
+            );
+        }
+    }
+}
+
+fn print_ipdu_settings(rows: &serde_json::Value) {
+    let rows: Vec<Vec<String>> = rows
+        .as_array()
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .map(|r| {
+            let outlets: Vec<String> = r["outlets"]
+                .as_array()
+                .map_or(&[][..], Vec::as_slice)
+                .iter()
+                .map(|o| format!("{}#{}", cell(&o["pdu"]), cell(&o["outlet"])))
+                .collect();
+            vec![
+                cell(&r["name"]),
+                cell(&r["kind"]),
+                match r["ipdusd"].as_bool() {
+                    Some(true) => "on".into(),
+                    Some(false) => "off".into(),
+                    None => "--".into(),
+                },
+                cell(&r["timeout"]),
+                cell(&r["recoveryTime"]),
+                if outlets.is_empty() {
+                    "--".into()
+                } else {
+                    outlets.join(",")
+                },
+            ]
+        })
+        .collect();
+    print_table(
+        &["<Name>", "<P/M>", "<ipdusd>", "<Timeout>", "<RecoveryTime>", "<Outlets>"],
+        &[false, false, false, true, true, false],
+        rows,
+    );
 }
 
 /// The SPEC §8 status tables, then every NG link's reason.

@@ -25,7 +25,17 @@ pub enum ClientError {
 
 /// Sends one request and returns the `ok` response. A reload may wait behind others, so
 /// the read timeout is generous.
-pub fn request(socket: &Path, mut req: Value) -> Result<Value, ClientError> {
+pub fn request(socket: &Path, req: Value) -> Result<Value, ClientError> {
+    request_with_progress(socket, req, |_| {})
+}
+
+/// Sends one request; `progress` sees each progress line the daemon sends before the
+/// response (a PDU test in serial mode takes minutes).
+pub fn request_with_progress(
+    socket: &Path,
+    mut req: Value,
+    mut progress: impl FnMut(&str),
+) -> Result<Value, ClientError> {
     req["v"] = super::protocol::VERSION.into();
     let stream = UnixStream::connect(socket).map_err(|source| ClientError::Unreachable {
         path: socket.display().to_string(),
@@ -36,10 +46,19 @@ pub fn request(socket: &Path, mut req: Value) -> Result<Value, ClientError> {
     let mut line = serde_json::to_vec(&req).expect("json serializes");
     line.push(b'\n');
     (&stream).write_all(&line)?;
-    let mut reply = String::new();
-    BufReader::new(&stream).read_line(&mut reply)?;
-    let v: Value =
-        serde_json::from_str(&reply).map_err(|e| ClientError::BadReply(e.to_string()))?;
+    let mut reader = BufReader::new(&stream);
+    let v = loop {
+        let mut reply = String::new();
+        if reader.read_line(&mut reply)? == 0 {
+            return Err(ClientError::BadReply("connection closed before the answer".into()));
+        }
+        let v: Value =
+            serde_json::from_str(&reply).map_err(|e| ClientError::BadReply(e.to_string()))?;
+        match v.get("progress").and_then(Value::as_str) {
+            Some(line) if v.get("ok").is_none() => progress(line),
+            _ => break v,
+        }
+    };
     if v["ok"] == Value::Bool(true) {
         return Ok(v);
     }

@@ -140,6 +140,25 @@ async fn connection(
                 return;
             }
             Ok(Ok(_)) => match protocol::parse(&line) {
+                Ok(Request::ServerIpdu {
+                    server,
+                    pdu,
+                    mode,
+                    off_time,
+                    wait_time,
+                    force,
+                    ..
+                }) => {
+                    let req = PduJobArgs {
+                        server,
+                        pdu,
+                        mode,
+                        off_time,
+                        wait_time,
+                        force,
+                    };
+                    pdu_job(req, &shared, &mut write).await
+                }
                 Ok(req) => handle(req, &shared, &commands, &opts).await,
                 Err(e) => e,
             },
@@ -209,7 +228,132 @@ async fn handle(
         Request::ServerReset {
             system, subsystem, ..
         } => server_reset(shared, system, subsystem).await,
+        // Streams progress: handled by the connection itself.
+        Request::ServerIpdu { .. } => protocol::error("bad-request", "not here"),
+        Request::IpduSetting { .. } => ipdu_setting(&shared.pipeline.live()),
+        Request::MserverIpdu { role, .. } => {
+            let live = shared.pipeline.live();
+            let why = match (live.mode, role.as_str()) {
+                (crate::spec::model::Mode::Single, "active") => {
+                    "the active management server cannot cut its own power: its peer runs \
+                     this test, and this cluster has one management server (mode: single)"
+                }
+                (crate::spec::model::Mode::Single, _) => {
+                    "there is no standby management server (mode: single)"
+                }
+                _ => {
+                    "management-server duplication is not built yet: no standby runs beside \
+                     this server, so neither can test the other's PDU outlets"
+                }
+            };
+            protocol::error("refused", why)
+        }
     }
+}
+
+struct PduJobArgs {
+    server: String,
+    pdu: Option<std::net::IpAddr>,
+    mode: Option<crate::pipeline::pdutest::Mode>,
+    off_time: Option<u64>,
+    wait_time: Option<u64>,
+    force: bool,
+}
+
+/// Runs a PDU job, writing its progress lines as they come; returns the final response.
+/// The job goes on to its end if the operator goes away: outlets are never left off
+/// because a terminal closed.
+async fn pdu_job(
+    a: PduJobArgs,
+    shared: &Shared,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+) -> Value {
+    use crate::pipeline::pdutest::{DEFAULT_SECONDS, SECONDS};
+    use crate::pipeline::{PduJobEvent, PduRequest};
+    let seconds = |v: Option<u64>, what: &str| match v.unwrap_or(DEFAULT_SECONDS) {
+        s if SECONDS.contains(&s) => Ok(Duration::from_secs(s)),
+        s => Err(protocol::error(
+            "bad-request",
+            &format!(
+                "{what} must be {}–{} seconds (got {s})",
+                SECONDS.start(),
+                SECONDS.end()
+            ),
+        )),
+    };
+    let test = match a.mode {
+        None => None,
+        Some(mode) => {
+            let off = match seconds(a.off_time, "offtime") {
+                Ok(d) => d,
+                Err(e) => return e,
+            };
+            let wait = match seconds(a.wait_time, "wtime") {
+                Ok(d) => d,
+                Err(e) => return e,
+            };
+            Some((mode, off, wait))
+        }
+    };
+    let request = PduRequest {
+        server: a.server.clone(),
+        pdu: a.pdu,
+        test,
+        force: a.force,
+    };
+    let mut rx = match shared.pipeline.pdu_job(request).await {
+        Ok(Ok(rx)) => rx,
+        Ok(Err(why)) => return protocol::error("refused", &why),
+        Err(e) => return protocol::error("pipeline", &e.to_string()),
+    };
+    let mut listening = true;
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            PduJobEvent::Line(line) => {
+                if listening {
+                    let v = json!({"v": protocol::VERSION, "progress": line});
+                    listening = send(write, &v).await.is_ok();
+                }
+            }
+            PduJobEvent::Done(Ok(summary)) => {
+                return protocol::ok(json!({"server": a.server, "summary": summary}));
+            }
+            PduJobEvent::Done(Err(why)) => return protocol::error("failed", &why),
+        }
+    }
+    protocol::error("pipeline", "the PDU job ended without a result")
+}
+
+/// The PDU settings of every management server and server (`show ipdu-setting`).
+fn ipdu_setting(live: &crate::spec::model::Spec) -> Value {
+    let outlets = |o: &[crate::spec::model::OutletLink]| -> Vec<Value> {
+        o.iter()
+            .map(|l| json!({"pdu": l.pdu.to_string(), "outlet": l.outlet}))
+            .collect()
+    };
+    let mut rows: Vec<Value> = Vec::new();
+    for m in live.management_servers.values() {
+        rows.push(match &m.ipdu {
+            Some(i) => json!({
+                "name": m.name.as_str(), "kind": "M", "ipdusd": i.enabled,
+                "timeout": i.timeout.map(|t| t.get()), "recoveryTime": null,
+                "outlets": outlets(&i.outlets),
+            }),
+            None => json!({"name": m.name.as_str(), "kind": "M", "ipdusd": null, "outlets": []}),
+        });
+    }
+    for s in live.servers.values() {
+        rows.push(match &s.ipdu {
+            Some(i) => json!({
+                "name": s.name.as_str(), "kind": "P", "ipdusd": i.enabled,
+                "timeout": i.timeout.map(|t| t.get()),
+                "recoveryTime": i.recovery_time.map(|t| t.get()),
+                "outlets": outlets(&i.outlets),
+            }),
+            None => json!({"name": s.name.as_str(), "kind": "P", "ipdusd": null, "outlets": []}),
+        });
+    }
+    protocol::ok(json!({ "settings": rows }))
 }
 
 /// Every system of the live spec (a physical server, or a guest of an ESXi host) joined

@@ -44,6 +44,27 @@ pub enum Request {
         system: String,
         subsystem: u32,
     },
+    /// A PDU-cut test of a server's outlets (`mode` given) or the restore of its PDU power
+    /// (no `mode`). Answered with progress lines `{"v": 1, "progress": "..."}` as the
+    /// outlets switch, then the response.
+    ServerIpdu {
+        v: u64,
+        server: String,
+        #[serde(default)]
+        pdu: Option<std::net::IpAddr>,
+        #[serde(default)]
+        mode: Option<crate::pipeline::pdutest::Mode>,
+        #[serde(default, rename = "offTime")]
+        off_time: Option<u64>,
+        #[serde(default, rename = "waitTime")]
+        wait_time: Option<u64>,
+        #[serde(default)]
+        force: bool,
+    },
+    /// The PDU settings of every server and management server.
+    IpduSetting { v: u64 },
+    /// The PDU-cut test of the `active` or `standby` management server.
+    MserverIpdu { v: u64, role: String },
 }
 
 /// Parses one request line; `Err` is the error response to send.

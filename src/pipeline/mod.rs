@@ -14,6 +14,7 @@
 //! snapshot is swapped only if they all hold. The replaced snapshot is handed back so its
 //! memory is freed off this thread.
 
+pub mod pdutest;
 pub mod reset;
 pub mod resetlog;
 pub mod watch;
@@ -106,12 +107,39 @@ pub enum PipelineMsg {
     Monitors(oneshot::Sender<Vec<MonitorView>>),
     /// What the watch knows, as `show status` prints it.
     Health(oneshot::Sender<serde_json::Value>),
+    /// An operator's PDU-cut test or power restore of a server (`haconn server ipdusd`,
+    /// `haconn server acrecovery`): refused at once (`Err`), or started, reporting its
+    /// progress lines and then its end through `progress`.
+    PduJob {
+        request: PduRequest,
+        progress: mpsc::UnboundedSender<PduJobEvent>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// An operator's test reset of a registered system (`haconn server reset`).
     TestReset {
         system: String,
         subsystem: u32,
         reply: oneshot::Sender<Result<(), String>>,
     },
+}
+
+/// An operator's PDU action on a server.
+#[derive(Debug, Clone)]
+pub struct PduRequest {
+    pub server: String,
+    /// Only the outlets on this PDU.
+    pub pdu: Option<IpAddr>,
+    /// `None` restores power (acrecovery).
+    pub test: Option<(pdutest::Mode, Duration, Duration)>,
+    /// Run even though the server's HA monitor is active.
+    pub force: bool,
+}
+
+/// A running PDU job's report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PduJobEvent {
+    Line(String),
+    Done(Result<String, String>),
 }
 
 /// What the pipeline thread needs besides the spec.
@@ -257,6 +285,22 @@ impl Pipeline {
     /// The watch's view of every device (`show status`).
     pub async fn health(&self) -> Result<serde_json::Value, PipelineGone> {
         self.ask(PipelineMsg::Health).await
+    }
+
+    /// Starts a PDU job; its lines and end arrive on the returned channel.
+    pub async fn pdu_job(
+        &self,
+        request: PduRequest,
+    ) -> Result<Result<mpsc::UnboundedReceiver<PduJobEvent>, String>, PipelineGone> {
+        let (progress, rx) = mpsc::unbounded_channel();
+        let started = self
+            .ask(|reply| PipelineMsg::PduJob {
+                request,
+                progress,
+                reply,
+            })
+            .await?;
+        Ok(started.map(|()| rx))
     }
 
     pub async fn test_reset(
@@ -406,6 +450,9 @@ enum Internal {
         probe: watch::Probe,
         answer: Option<watch::Answer>,
     },
+    PduJobDone {
+        server: String,
+    },
 }
 
 struct Sockets {
@@ -448,6 +495,8 @@ struct State {
     internal_rx: Option<mpsc::UnboundedReceiver<Internal>>,
     watch_interval: Option<Duration>,
     health: watch::Health,
+    /// Servers with an operator PDU job running.
+    pdu_jobs: HashSet<String>,
 }
 
 impl State {
@@ -513,6 +562,7 @@ impl State {
                 internal_rx: Some(internal_rx),
                 watch_interval: config.watch,
                 health: watch::Health::default(),
+                pdu_jobs: HashSet::new(),
             },
             Sockets {
                 reset_path,
@@ -565,6 +615,102 @@ impl State {
                 .await
         };
         let _ = tokio::time::timeout(Duration::from_secs(3), close).await;
+    }
+
+    /// Checks and starts an operator PDU job on a server's outlets.
+    fn pdu_job(
+        &mut self,
+        req: PduRequest,
+        progress: mpsc::UnboundedSender<PduJobEvent>,
+    ) -> Result<(), String> {
+        let spec = self.live.load_full();
+        let server = spec
+            .servers
+            .values()
+            .find(|s| s.name.as_str() == req.server)
+            .ok_or_else(|| format!("no server named {} in the live spec", req.server))?;
+        let outlets: Vec<_> = server
+            .outlets()
+            .iter()
+            .filter(|l| req.pdu.is_none_or(|p| p == l.pdu))
+            .filter_map(|l| spec.pdus.get(&l.pdu).map(|p| (*l, p.clone())))
+            .collect();
+        if outlets.is_empty() {
+            return Err(match req.pdu {
+                Some(p) => format!("{} has no outlet on PDU {p}", req.server),
+                None => format!("{} has no PDU outlets in the spec", req.server),
+            });
+        }
+        let systems: Vec<String> = match &server.esxi {
+            None => vec![server.name.to_string()],
+            Some(e) => e.guests.iter().map(|g| g.to_string()).collect(),
+        };
+        if let Some(s) = systems.iter().find(|s| self.resets.contains_key(*s)) {
+            return Err(format!("{s} is being reset; try again when it is done"));
+        }
+        if self.pdu_jobs.contains(&req.server) {
+            return Err(format!("a PDU job on {} is already running", req.server));
+        }
+        if req.test.is_some() && !req.force {
+            let now = Instant::now();
+            let active: Vec<&String> = systems
+                .iter()
+                .filter(|s| {
+                    self.monitors
+                        .get(*s)
+                        .is_some_and(|m| now.duration_since(m.last_seen) <= self.monitor_expiry)
+                        || self.simulated_monitors.contains(*s)
+                })
+                .collect();
+            if !active.is_empty() {
+                return Err(format!(
+                    "the HA monitor of {} is active: cutting its power would take it down \
+                     (stop it first, or --force)",
+                    active
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        let action = match req.test {
+            Some((mode, off_time, wait_time)) => pdutest::Action::Test {
+                mode,
+                off_time,
+                wait_time,
+            },
+            None => pdutest::Action::Recover,
+        };
+        let job = pdutest::Job {
+            target: req.server.clone(),
+            outlets,
+            action,
+        };
+        self.pdu_jobs.insert(req.server.clone());
+        let backends = self.backends.clone();
+        let reset_log = self.reset_log.clone();
+        let internal = self.internal.clone();
+        tokio::spawn(async move {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let run = pdutest::run(job, backends, reset_log, tx);
+            tokio::pin!(run);
+            let end = loop {
+                tokio::select! {
+                    biased;
+                    Some(p) = rx.recv() => {
+                        let _ = progress.send(PduJobEvent::Line(p.line));
+                    }
+                    end = &mut run => break end,
+                }
+            };
+            while let Ok(p) = rx.try_recv() {
+                let _ = progress.send(PduJobEvent::Line(p.line));
+            }
+            let _ = progress.send(PduJobEvent::Done(end));
+            let _ = internal.send(Internal::PduJobDone { server: req.server });
+        });
+        Ok(())
     }
 
     /// Starts a poll of every device that has none in flight.
@@ -656,6 +802,13 @@ impl State {
             },
             PipelineMsg::Monitors(reply) => {
                 let _ = reply.send(self.monitor_views());
+            }
+            PipelineMsg::PduJob {
+                request,
+                progress,
+                reply,
+            } => {
+                let _ = reply.send(self.pdu_job(request, progress));
             }
             PipelineMsg::Health(reply) => {
                 let spec = self.live.load();
@@ -1274,6 +1427,9 @@ impl State {
             Internal::Step { system, step } => self.step(&system, step),
             Internal::Done { system, outcome } => self.done(&system, outcome),
             Internal::Polled { probe, answer } => self.polled(probe, answer),
+            Internal::PduJobDone { server } => {
+                self.pdu_jobs.remove(&server);
+            }
         }
     }
 

@@ -1,0 +1,159 @@
+//! Operator commands against the real daemon on simulated hardware: `show status` (the
+//! hardware watch's tables), `show ipdu`, `show ipdu-setting`, the PDU-cut test
+//! `server ipdusd`, `server acrecovery` and the management-server PDU test refusals.
+//! The same commands against real SNMP agents are in tests/snmp.rs.
+
+#[path = "resetpath_support.rs"]
+mod resetpath_support;
+
+use std::time::{Duration, Instant};
+
+use resetpath_support::{Lab, free_port, haconn};
+
+/// labnode03 gets two outlets on two PDUs with PDU forced reset on.
+fn with_pdus(spec: String) -> String {
+    let spec = spec.replace(
+        "servers:\n",
+        "snmp: {community: labcommunity}\npdus:\n  - {address: 127.0.0.31, model: IBM_PDU}\n  - {address: 127.0.0.32, model: APC_RPDU}\nservers:\n",
+    );
+    spec.replace(
+        "  - {name: labnode03, bmc: {address: 127.0.0.13, username: admin, password: labpassw0rd}}\n",
+        "  - name: labnode03\n    bmc: {address: 127.0.0.13, username: admin, password: labpassw0rd}\n    ipdu: {timeout: 10, recoveryTime: 0, outlets: [{pdu: 127.0.0.31, outlet: 3}, {pdu: 127.0.0.32, outlet: 7}]}\n",
+    )
+}
+
+fn show(lab: &Lab, args: &[&str]) -> resetpath_support::Run {
+    let sock = lab.path("sock").display().to_string();
+    let mut a: Vec<&str> = vec!["show"];
+    a.extend(args);
+    a.extend(["--control-socket", &sock]);
+    haconn(&a)
+}
+
+fn server(lab: &Lab, args: &[&str]) -> resetpath_support::Run {
+    let sock = lab.path("sock").display().to_string();
+    let mut a: Vec<&str> = vec!["server"];
+    a.extend(args);
+    a.extend(["--control-socket", &sock]);
+    haconn(&a)
+}
+
+/// Polls `show status --output json` until `pred` holds (bounded).
+fn status_until(lab: &Lab, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let run = show(lab, &["status", "--output", "json"]);
+        run.code(0);
+        let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+        if pred(&v["hardware"]) {
+            return v["hardware"].clone();
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}: {v:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn show_status_reports_what_the_watch_found() {
+    let lab = Lab::start_with(1000, with_pdus);
+    let h = status_until(&lab, "every BMC and PDU polled", |h| {
+        h["servers"].as_array().is_some_and(|s| {
+            s.len() == 3 && s.iter().all(|s| s["bmc"]["link"] == "OK")
+        }) && h["pdus"].as_array().is_some_and(|p| p.iter().all(|p| p["link"] == "OK"))
+    });
+    assert_eq!(h["interval_ms"], 1000);
+    let servers = h["servers"].as_array().unwrap();
+    assert!(servers.iter().all(|s| s["power"] == "pon"), "{h:#}");
+    assert_eq!(servers[0]["pdu"]["link"], "--", "no PDU forced reset on labnode01");
+    assert_eq!(servers[2]["pdu"]["link"], "OK", "{h:#}");
+    assert_eq!(servers[2]["vmware"]["link"], "--");
+    assert_eq!(h["mservers"][0]["bmc"]["link"], "OK", "{h:#}");
+    assert_eq!(h["mservers"][0]["role"], "active");
+
+    // The text form: the SPEC §8 columns.
+    let run = show(&lab, &["status"]);
+    run.code(0)
+        .stdout_has("<Name>     <Power>  <BMC>  <PDU>  <VMware>")
+        .stdout_has("labnode03  pon      OK     OK     --");
+    // show ipdu: outlets with the server they feed.
+    let run = show(&lab, &["ipdu", "--addr", "127.0.0.32"]);
+    run.code(0)
+        .stdout_has("PDU 127.0.0.32  model APC_RPDU")
+        .stdout_has("labnode03 P");
+    assert!(!run.stdout.contains("127.0.0.31"), "{run}");
+    show(&lab, &["ipdu", "--addr", "127.0.0.99"]).code(1);
+    let run = show(&lab, &["ipdu-setting"]);
+    run.code(0)
+        .stdout_has("labnode03")
+        .stdout_has("127.0.0.31#3,127.0.0.32#7");
+    let run = show(&lab, &["ipdu-setting", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let row = v["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "labnode03")
+        .cloned()
+        .unwrap();
+    assert_eq!(row["ipdusd"], true);
+    assert_eq!(row["timeout"], 10);
+    assert_eq!(row["recoveryTime"], 0);
+}
+
+#[test]
+fn a_pdu_test_is_refused_while_the_monitor_is_active_and_runs_with_force() {
+    let lab = Lab::start_with(1000, with_pdus);
+    lab.register("labnode03", 3, free_port(), None);
+    let run = server(&lab, &["ipdusd", "labnode03", "--mode", "same"]);
+    run.code(1).stderr_has("HA monitor of labnode03 is active");
+    assert!(!lab.log("reset.log").contains("IPDUSD"), "{}", lab.diagnostics());
+
+    // Out-of-range times are refused before anything switches.
+    server(&lab, &["ipdusd", "labnode03", "--mode", "same", "--offtime", "4", "--force"])
+        .code(1)
+        .stderr_has("offtime must be 5–60");
+    server(&lab, &["ipdusd", "labnode09", "--mode", "same"])
+        .code(1)
+        .stderr_has("no server named labnode09");
+    server(&lab, &["ipdusd", "labnode01", "--mode", "same"])
+        .code(1)
+        .stderr_has("no PDU outlets");
+
+    let started = Instant::now();
+    let run = server(&lab, &["ipdusd", "labnode03", "--mode", "same", "--force"]);
+    let took = started.elapsed();
+    run.code(0)
+        .stdout_has("PDU 127.0.0.31 outlet 3 OFF: done")
+        .stdout_has("PDU 127.0.0.32 outlet 7 ON: done")
+        .stdout_has("all 2 outlet(s) switched");
+    assert!(took >= Duration::from_secs(5), "off for 5 s, took {took:?}");
+    let log = lab.log("reset.log");
+    let ipdusd: Vec<&str> = log.lines().filter(|l| l.contains("IPDUSD")).collect();
+    assert_eq!(ipdusd.len(), 4, "{log}");
+    for l in &ipdusd[..2] {
+        assert!(l.ends_with("OFF"), "{log}");
+        assert!(l.contains(" labnode03 ---- SEND ---- ---- ---- 127.0.0."), "{l}");
+    }
+    for l in &ipdusd[2..] {
+        assert!(l.ends_with("ON"), "{log}");
+    }
+}
+
+#[test]
+fn acrecovery_switches_the_outlets_on_and_mserver_tests_are_refused_with_the_reason() {
+    let lab = Lab::start_with(1000, with_pdus);
+    let run = server(&lab, &["acrecovery", "labnode03", "--addr", "127.0.0.32"]);
+    run.code(0).stdout_has("PDU 127.0.0.32 outlet 7 ON: done");
+    let log = lab.log("reset.log");
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("IPDUSD")).collect();
+    assert_eq!(lines.len(), 1, "only the outlet on 127.0.0.32: {log}");
+    assert!(lines[0].ends_with("127.0.0.32 7 ON"), "{log}");
+
+    let sock = lab.path("sock").display().to_string();
+    haconn(&["act", "ipdusd", "--control-socket", &sock])
+        .code(1)
+        .stderr_has("cannot cut its own power");
+    haconn(&["sby", "ipdusd", "--control-socket", &sock])
+        .code(1)
+        .stderr_has("no standby");
+}
