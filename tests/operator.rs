@@ -39,7 +39,11 @@ fn server(lab: &Lab, args: &[&str]) -> resetpath_support::Run {
 }
 
 /// Polls `show status --output json` until `pred` holds (bounded).
-fn status_until(lab: &Lab, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+fn status_until(
+    lab: &Lab,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let run = show(lab, &["status", "--output", "json"]);
@@ -48,7 +52,10 @@ fn status_until(lab: &Lab, what: &str, pred: impl Fn(&serde_json::Value) -> bool
         if pred(&v["hardware"]) {
             return v["hardware"].clone();
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}: {v:#}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {v:#}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -57,14 +64,20 @@ fn status_until(lab: &Lab, what: &str, pred: impl Fn(&serde_json::Value) -> bool
 fn show_status_reports_what_the_watch_found() {
     let lab = Lab::start_with(1000, with_pdus);
     let h = status_until(&lab, "every BMC and PDU polled", |h| {
-        h["servers"].as_array().is_some_and(|s| {
-            s.len() == 3 && s.iter().all(|s| s["bmc"]["link"] == "OK")
-        }) && h["pdus"].as_array().is_some_and(|p| p.iter().all(|p| p["link"] == "OK"))
+        h["servers"]
+            .as_array()
+            .is_some_and(|s| s.len() == 3 && s.iter().all(|s| s["bmc"]["link"] == "OK"))
+            && h["pdus"]
+                .as_array()
+                .is_some_and(|p| p.iter().all(|p| p["link"] == "OK"))
     });
     assert_eq!(h["interval_ms"], 1000);
     let servers = h["servers"].as_array().unwrap();
     assert!(servers.iter().all(|s| s["power"] == "pon"), "{h:#}");
-    assert_eq!(servers[0]["pdu"]["link"], "--", "no PDU forced reset on labnode01");
+    assert_eq!(
+        servers[0]["pdu"]["link"], "--",
+        "no PDU forced reset on labnode01"
+    );
     assert_eq!(servers[2]["pdu"]["link"], "OK", "{h:#}");
     assert_eq!(servers[2]["vmware"]["link"], "--");
     assert_eq!(h["mservers"][0]["bmc"]["link"], "OK", "{h:#}");
@@ -106,12 +119,27 @@ fn a_pdu_test_is_refused_while_the_monitor_is_active_and_runs_with_force() {
     lab.register("labnode03", 3, free_port(), None);
     let run = server(&lab, &["ipdusd", "labnode03", "--mode", "same"]);
     run.code(1).stderr_has("HA monitor of labnode03 is active");
-    assert!(!lab.log("reset.log").contains("IPDUSD"), "{}", lab.diagnostics());
+    assert!(
+        !lab.log("reset.log").contains("IPDUSD"),
+        "{}",
+        lab.diagnostics()
+    );
 
     // Out-of-range times are refused before anything switches.
-    server(&lab, &["ipdusd", "labnode03", "--mode", "same", "--offtime", "4", "--force"])
-        .code(1)
-        .stderr_has("offtime must be 5–60");
+    server(
+        &lab,
+        &[
+            "ipdusd",
+            "labnode03",
+            "--mode",
+            "same",
+            "--offtime",
+            "4",
+            "--force",
+        ],
+    )
+    .code(1)
+    .stderr_has("offtime must be 5–60");
     server(&lab, &["ipdusd", "labnode09", "--mode", "same"])
         .code(1)
         .stderr_has("no server named labnode09");
@@ -132,7 +160,10 @@ fn a_pdu_test_is_refused_while_the_monitor_is_active_and_runs_with_force() {
     assert_eq!(ipdusd.len(), 4, "{log}");
     for l in &ipdusd[..2] {
         assert!(l.ends_with("OFF"), "{log}");
-        assert!(l.contains(" labnode03 ---- SEND ---- ---- ---- 127.0.0."), "{l}");
+        assert!(
+            l.contains(" labnode03 ---- SEND ---- ---- ---- 127.0.0."),
+            "{l}"
+        );
     }
     for l in &ipdusd[2..] {
         assert!(l.ends_with("ON"), "{log}");

@@ -118,6 +118,16 @@ impl Lab {
 
     /// Starts a daemon on the lab spec as `edit` changes it.
     pub fn start_with(hispeed: u32, edit: impl FnOnce(String) -> String) -> Lab {
+        Lab::launch(hispeed, edit, &["--simulate-hardware"])
+    }
+
+    /// Starts a daemon driving the real backends (IPMI, SNMP, SSH) against the devices the
+    /// edited spec names (loopback only), polling them every `poll_ms`.
+    pub fn start_real(hispeed: u32, poll_ms: u32, edit: impl FnOnce(String) -> String) -> Lab {
+        Lab::launch(hispeed, edit, &["--hardware-poll-ms", &poll_ms.to_string()])
+    }
+
+    fn launch(hispeed: u32, edit: impl FnOnce(String) -> String, extra: &[&str]) -> Lab {
         let dir = tempfile::Builder::new()
             .prefix("haconn-resetpath-")
             .tempdir()
@@ -145,12 +155,12 @@ impl Lab {
                 "--control-socket",
                 &p("sock"),
                 "--no-watch",
-                "--simulate-hardware",
                 "--reset-path-bind",
                 "127.0.0.1:0",
                 "--fence-kdump-bind",
                 "127.0.0.1:0",
             ])
+            .args(extra)
             .env("HACONN_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

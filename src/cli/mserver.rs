@@ -34,7 +34,10 @@ pub fn run(args: &Args, role: &str) -> Outcome {
             Outcome::Ok
         }
         Err(ClientError::Refused { message, .. }) => {
-            eprintln!("haconn {}: {message}", if role == "active" { "act" } else { "sby" });
+            eprintln!(
+                "haconn {}: {message}",
+                if role == "active" { "act" } else { "sby" }
+            );
             Outcome::Failed
         }
         Err(e) => {

@@ -72,7 +72,10 @@ pub fn run(args: &Args) -> Outcome {
     };
     let mut reply = reply;
     if let What::Ipdu { addr } = &args.what {
-        let mut pdus = reply["hardware"]["pdus"].as_array().cloned().unwrap_or_default();
+        let mut pdus = reply["hardware"]["pdus"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         if let Some(a) = addr {
             pdus.retain(|p| p["address"] == a.to_string());
             if pdus.is_empty() {
@@ -172,7 +175,13 @@ fn print_table(header: &[&str], right: &[bool], rows: Vec<Vec<String>>) {
             .iter()
             .zip(&widths)
             .zip(right)
-            .map(|((c, &w), &r)| if r { format!("{c:>w$}") } else { format!("{c:<w$}") })
+            .map(|((c, &w), &r)| {
+                if r {
+                    format!("{c:>w$}")
+                } else {
+                    format!("{c:<w$}")
+                }
+            })
             .collect();
         println!("    {}", cells.join("  ").trim_end());
     }
@@ -247,7 +256,14 @@ fn print_ipdu_settings(rows: &serde_json::Value) {
         })
         .collect();
     print_table(
-        &["<Name>", "<P/M>", "<ipdusd>", "<Timeout>", "<RecoveryTime>", "<Outlets>"],
+        &[
+            "<Name>",
+            "<P/M>",
+            "<ipdusd>",
+            "<Timeout>",
+            "<RecoveryTime>",
+            "<Outlets>",
+        ],
         &[false, false, false, true, true, false],
         rows,
     );
@@ -277,7 +293,13 @@ fn print_hardware(h: &serde_json::Value) {
             let name = cell(&m["name"]);
             note(name.clone(), "BMC", &m["bmc"]);
             note(name.clone(), "PDU", &m["pdu"]);
-            vec![name, cell(&m["role"]), cell(&m["state"]), link(&m["bmc"]), link(&m["pdu"])]
+            vec![
+                name,
+                cell(&m["role"]),
+                cell(&m["state"]),
+                link(&m["bmc"]),
+                link(&m["pdu"]),
+            ]
         })
         .collect();
     print_table(

@@ -50,7 +50,9 @@ pub fn request_with_progress(
     let v = loop {
         let mut reply = String::new();
         if reader.read_line(&mut reply)? == 0 {
-            return Err(ClientError::BadReply("connection closed before the answer".into()));
+            return Err(ClientError::BadReply(
+                "connection closed before the answer".into(),
+            ));
         }
         let v: Value =
             serde_json::from_str(&reply).map_err(|e| ClientError::BadReply(e.to_string()))?;

@@ -759,8 +759,7 @@ impl State {
                 requesters: Vec::new(),
                 stopped: None,
             };
-            self.reset_done
-                .insert(system.clone(), AttentionState::Poff);
+            self.reset_done.insert(system.clone(), AttentionState::Poff);
             self.attention(&system, &inflight, AttentionState::Poff);
         }
     }
@@ -1020,9 +1019,10 @@ impl State {
         }
         let (redundant, reason) = match (spec.mode, reason) {
             (_, Some(r)) if !known => (false, Some(r)),
-            (crate::spec::model::Mode::Single, Some(r)) => {
-                (false, Some(format!("{r}; single management server: not redundant")))
-            }
+            (crate::spec::model::Mode::Single, Some(r)) => (
+                false,
+                Some(format!("{r}; single management server: not redundant")),
+            ),
             (_, Some(r)) => (false, Some(r)),
             (crate::spec::model::Mode::Single, None) => (
                 false,

@@ -100,7 +100,10 @@ pub async fn run(
                         link.outlet,
                         on,
                     ));
-                    say(format!("PDU {} outlet {} {word}: done", link.pdu, link.outlet));
+                    say(format!(
+                        "PDU {} outlet {} {word}: done",
+                        link.pdu, link.outlet
+                    ));
                 }
                 Err(e) => say(format!(
                     "PDU {} outlet {} {word}: FAILED: {e}",
@@ -129,7 +132,10 @@ pub async fn run(
     let n = job.outlets.len();
     match job.action {
         Action::Recover => {
-            say(format!("restoring power to {}: {n} outlet(s) on", job.target));
+            say(format!(
+                "restoring power to {}: {n} outlet(s) on",
+                job.target
+            ));
             note(all(true, &job.outlets).await, "ON");
         }
         Action::Test {

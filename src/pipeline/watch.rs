@@ -217,7 +217,9 @@ impl Health {
     }
 
     pub fn pdu_link(&self, addr: IpAddr) -> Link {
-        self.pdus.get(&addr).map_or(Link::Unknown, |p| p.link.clone())
+        self.pdus
+            .get(&addr)
+            .map_or(Link::Unknown, |p| p.link.clone())
     }
 
     /// The ESXi link of a server: OK when the host answered for any guest (even to say it
@@ -659,13 +661,29 @@ servers:
     #[test]
     fn a_dead_bmc_is_resettable_through_a_live_pdu_only() {
         let spec = spec(SPEC);
-        let node1 = &spec.servers.values().find(|s| s.name.as_str() == "node1").unwrap();
-        let node2 = &spec.servers.values().find(|s| s.name.as_str() == "node2").unwrap();
+        let node1 = &spec
+            .servers
+            .values()
+            .find(|s| s.name.as_str() == "node1")
+            .unwrap();
+        let node2 = &spec
+            .servers
+            .values()
+            .find(|s| s.name.as_str() == "node2")
+            .unwrap();
         let mut h = Health::default();
         // Not polled yet: resettable (the first poll is a second away).
         assert!(h.resettable(&spec, node1, None).resettable);
-        h.record(&spec, bmc("node1"), Answer::Power(Err(dead("BMC 127.0.0.11"))));
-        h.record(&spec, bmc("node2"), Answer::Power(Err(dead("BMC 127.0.0.12"))));
+        h.record(
+            &spec,
+            bmc("node1"),
+            Answer::Power(Err(dead("BMC 127.0.0.11"))),
+        );
+        h.record(
+            &spec,
+            bmc("node2"),
+            Answer::Power(Err(dead("BMC 127.0.0.12"))),
+        );
         let pdu_ok = Answer::Pdu {
             info: Ok(PduInfo::default()),
             outlets: vec![(3, Ok(OutletState::On))],
@@ -699,7 +717,10 @@ servers:
         let mut h = Health::default();
         let first = h.due(&full);
         assert_eq!(first.len(), 4, "{first:?}"); // ms1, node1, node2, the PDU
-        assert!(h.due(&full).is_empty(), "nothing is due while every poll is in flight");
+        assert!(
+            h.due(&full).is_empty(),
+            "nothing is due while every poll is in flight"
+        );
         h.record(&full, bmc("node2"), on());
         assert_eq!(h.due(&full), vec![bmc("node2")]);
         let smaller = spec(&SPEC.replace(
@@ -707,7 +728,10 @@ servers:
             "",
         ));
         h.due(&smaller);
-        assert_eq!(h.view(&smaller, None)["servers"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            h.view(&smaller, None)["servers"].as_array().unwrap().len(),
+            1
+        );
     }
 
     #[test]
@@ -715,7 +739,11 @@ servers:
         let spec = spec(SPEC);
         let mut h = Health::default();
         h.record(&spec, bmc("node1"), off());
-        h.record(&spec, bmc("node2"), Answer::Power(Err(dead("BMC 127.0.0.12"))));
+        h.record(
+            &spec,
+            bmc("node2"),
+            Answer::Power(Err(dead("BMC 127.0.0.12"))),
+        );
         let v = h.view(&spec, Some(DEFAULT_INTERVAL));
         let servers = v["servers"].as_array().unwrap();
         assert_eq!(servers[0]["power"], "poff");
@@ -725,7 +753,12 @@ servers:
         assert_eq!(servers[1]["power"], "----");
         assert_eq!(servers[1]["bmc"]["link"], "NG");
         assert_eq!(servers[1]["pdu"]["link"], "--");
-        assert!(servers[1]["bmc"]["reason"].as_str().unwrap().contains("2000 ms"));
+        assert!(
+            servers[1]["bmc"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("2000 ms")
+        );
         assert_eq!(v["mservers"][0]["bmc"]["link"], "----");
         assert_eq!(v["pdus"][0]["outlets"][0]["server"], "node1");
         assert_eq!(v["pdus"][0]["outlets"][0]["kind"], "P");

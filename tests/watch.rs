@@ -1,0 +1,351 @@
+//! The hardware watch end to end: the real daemon driving real peers on loopback —
+//! OpenIPMI's `ipmi_sim` for BMCs and net-snmp's `snmpd` with the project's PDU emulator —
+//! and what operators and HA monitors see: `show status`, check replies, POFF attention,
+//! and the PDU escalation when a BMC dies.
+
+#[path = "ipmi_support/mod.rs"]
+mod ipmi_support;
+#[path = "resetpath_support.rs"]
+mod resetpath_support;
+#[path = "snmp_support/mod.rs"]
+mod snmp_support;
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use ipmi_support::{PASSWORD, SimBmc, SimConfig, USER};
+use resetpath_support::{Bg, Lab, Stream, free_port, haconn};
+use snmp_support::Snmpd;
+
+/// How often the daemons of these tests poll their hardware.
+const POLL_MS: u32 = 1000;
+
+fn sim_at(last_octet: u8) -> SimBmc {
+    SimBmc::with(SimConfig {
+        address: Ipv4Addr::new(127, 0, 0, last_octet),
+        ..SimConfig::default()
+    })
+}
+
+/// The lab spec with labnode01..03 on these simulators (the management server's BMC stays
+/// on a loopback port where nothing answers) and, when given, labnode03 fed by outlets 3
+/// and 4 of an IBM PDU at `pdu` with PDU forced reset on.
+fn spec(
+    nodes: [&SimBmc; 3],
+    password: &str,
+    pdu: Option<(&Snmpd, u32)>,
+) -> impl FnOnce(String) -> String {
+    let lines: Vec<String> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            format!(
+                "  - name: labnode0{n}\n    bmc: {{address: {a}, port: {p}, username: {USER}, password: {password}}}\n    cluster: true\n",
+                n = i + 1,
+                a = b.address,
+                p = b.port,
+            )
+        })
+        .collect();
+    let pdu = pdu.map(|(s, recovery)| (s.port, recovery));
+    move |text: String| {
+        let (head, _) = text.split_once("servers:\n").expect("servers");
+        let mut out = head.to_string();
+        if let Some((port, _)) = pdu {
+            out.push_str(&format!(
+                "snmp: {{community: {}}}\npdus:\n  - {{address: 127.0.0.1, port: {port}, model: IBM_PDU}}\n",
+                snmp_support::COMMUNITY
+            ));
+        }
+        out.push_str("servers:\n");
+        for (i, l) in lines.iter().enumerate() {
+            out.push_str(l);
+            if let (2, Some((_, recovery))) = (i, pdu) {
+                out.push_str(&format!(
+                    "    ipdu: {{timeout: 5, recoveryTime: {recovery}, outlets: [{{pdu: 127.0.0.1, outlet: 3}}, {{pdu: 127.0.0.1, outlet: 4}}]}}\n"
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn status(lab: &Lab) -> serde_json::Value {
+    let sock = lab.path("sock").display().to_string();
+    let run = haconn(&[
+        "show",
+        "status",
+        "--output",
+        "json",
+        "--control-socket",
+        &sock,
+    ]);
+    run.code(0);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    v["hardware"].clone()
+}
+
+fn server<'a>(h: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    h["servers"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no {name} in {h:#}"))
+}
+
+/// Polls `show status` until `pred` holds (bounded).
+fn until(lab: &Lab, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let h = status(lab);
+        if pred(&h) {
+            return h;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {h:#}\n{}",
+            lab.diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn check(lab: &Lab, system: &str, subsystem: u32, port: u16) -> String {
+    let run = lab.node(
+        "check",
+        &[
+            "--system",
+            system,
+            "--subsystem",
+            &subsystem.to_string(),
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ],
+    );
+    run.stdout.clone()
+}
+
+#[test]
+fn a_power_off_sends_poff_attention_within_one_poll_interval() {
+    let (b1, b2, b3) = (sim_at(11), sim_at(12), sim_at(13));
+    let lab = Lab::start_real(1000, POLL_MS, spec([&b1, &b2, &b3], PASSWORD, None));
+    until(&lab, "labnode01 seen powered on", |h| {
+        server(h, "labnode01")["power"] == "pon"
+    });
+    // labnode01's HA monitor registers; another node's monitor listens for attention.
+    let port = free_port();
+    lab.register("labnode01", 1, port, None);
+    let listen_port = free_port();
+    lab.register("labnode02", 2, listen_port, None);
+    let mut listener = Bg::spawn(vec![
+        "node".into(),
+        "listen".into(),
+        "--port".into(),
+        listen_port.to_string(),
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--key-file".into(),
+        lab.key_file(),
+        "--count".into(),
+        "1".into(),
+        "--timeout".into(),
+        "30".into(),
+    ]);
+    listener.wait_line(Stream::Err, "listening on");
+
+    // The node loses power (as a power button or a PDU would do it), behind haconn's back.
+    let off = std::process::Command::new("ipmitool")
+        .args([
+            "-I",
+            "lanplus",
+            "-C",
+            "3",
+            "-H",
+            &b1.address.to_string(),
+            "-p",
+        ])
+        .arg(b1.port.to_string())
+        .args(["-U", USER, "-P", PASSWORD, "chassis", "power", "off"])
+        .output()
+        .expect("run ipmitool (package ipmitool)");
+    assert!(
+        off.status.success(),
+        "{}",
+        String::from_utf8_lossy(&off.stderr)
+    );
+    let at = Instant::now();
+    let line = listener.wait_line(Stream::Out, "ATTENTION");
+    let took = at.elapsed();
+    assert!(
+        line.contains("labnode01") && line.contains("POFF"),
+        "{line}"
+    );
+    // One poll interval, plus the time a loaded machine may take to run it.
+    assert!(
+        took < Duration::from_millis(u64::from(POLL_MS) + 1500),
+        "POFF attention {took:?} after the power-off"
+    );
+    let h = until(&lab, "labnode01 seen off", |h| {
+        server(h, "labnode01")["power"] == "poff"
+    });
+    assert_eq!(server(&h, "labnode02")["power"], "pon");
+    lab.wait_log("reset.log", "the ATTENTION line", |l| {
+        l.contains("ATTENTION labnode01 1 SEND") && l.ends_with("POFF")
+    });
+    // Nothing was reset: haconn only reported what it saw.
+    assert!(b1.nmis().is_empty() && b1.resets().is_empty());
+    assert!(!lab.log("reset.log").contains("HARDRESET"));
+}
+
+#[test]
+fn a_wrong_password_is_link_ng_with_the_reason_and_no_reset_is_reported() {
+    let (b1, b2, b3) = (sim_at(21), sim_at(22), sim_at(23));
+    let lab = Lab::start_real(1000, POLL_MS, spec([&b1, &b2, &b3], "wr0ngpassw0rd", None));
+    let h = until(&lab, "every BMC refusing the login", |h| {
+        h["servers"]
+            .as_array()
+            .is_some_and(|s| s.iter().all(|s| s["bmc"]["link"] == "NG"))
+    });
+    let reason = server(&h, "labnode01")["bmc"]["reason"]
+        .as_str()
+        .expect("a reason")
+        .to_lowercase();
+    assert!(
+        reason.contains("password") || reason.contains("auth"),
+        "the reason names the login problem: {reason}"
+    );
+    assert_eq!(server(&h, "labnode01")["power"], "----");
+    let text = haconn(&[
+        "show",
+        "status",
+        "--control-socket",
+        &lab.path("sock").display().to_string(),
+    ]);
+    text.code(0)
+        .stdout_has("links not OK:")
+        .stdout_has("labnode01 BMC: ");
+
+    // A check says not resettable (no PDU to fall back on); a reset fails, and says so.
+    let port = free_port();
+    let reply = check(&lab, "labnode01", 1, port);
+    assert!(reply.contains("resettable=no"), "{reply}");
+    let run = lab.node(
+        "reset",
+        &[
+            "--system",
+            "labnode02",
+            "--subsystem",
+            "2",
+            "--port",
+            &free_port().to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--target-system",
+            "labnode01",
+            "--target",
+            "1",
+        ],
+    );
+    assert!(
+        run.stdout.contains("result=FAIL"),
+        "{run}\n{}",
+        lab.diagnostics()
+    );
+    assert!(
+        b1.nmis().is_empty() && b1.resets().is_empty(),
+        "nothing reached the BMC"
+    );
+}
+
+#[test]
+fn a_dead_bmc_falls_back_to_the_pdu_which_cuts_only_that_servers_outlets() {
+    let (b1, b2) = (sim_at(31), sim_at(32));
+    let mut b3 = sim_at(33);
+    let mut pdu = Snmpd::start(snmp_support::Options::default());
+    let lab = Lab::start_real(
+        1000,
+        POLL_MS,
+        spec([&b1, &b2, &b3], PASSWORD, Some((&pdu, 5))),
+    );
+    until(&lab, "labnode03's BMC and PDU OK", |h| {
+        let s = server(h, "labnode03");
+        s["bmc"]["link"] == "OK" && s["pdu"]["link"] == "OK"
+    });
+    let h = status(&lab);
+    let p = &h["pdus"][0];
+    assert_eq!(p["firmware"], snmp_support::IBM_FIRMWARE, "{h:#}");
+    assert_eq!(p["outlets"][0]["state"], "on", "{h:#}");
+    let port = free_port();
+    let reply = check(&lab, "labnode03", 3, port);
+    assert!(reply.contains("resettable=yes via=bmc"), "{reply}");
+
+    // The BMC dies: the check now says the PDU is the way.
+    b3.kill();
+    until(&lab, "labnode03's BMC NG", |h| {
+        server(h, "labnode03")["bmc"]["link"] == "NG"
+    });
+    let reply = check(&lab, "labnode03", 3, port);
+    assert!(reply.contains("resettable=yes via=pdu"), "{reply}");
+    assert!(reply.contains("resettable through PDU"), "{reply}");
+
+    // A reset cuts outlets 3 and 4 — no other — and switches them back after 5 s.
+    let before = pdu.sets().len();
+    let run = lab.node(
+        "reset",
+        &[
+            "--system",
+            "labnode01",
+            "--subsystem",
+            "1",
+            "--port",
+            &free_port().to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--target-system",
+            "labnode03",
+            "--target",
+            "3",
+        ],
+    );
+    let cut_done = Instant::now();
+    assert!(
+        run.stdout.contains("result=DUMP"),
+        "{run}\n{}",
+        lab.diagnostics()
+    );
+    let sets = pdu.wait_sets(before + 4, Duration::from_secs(15));
+    let new: Vec<(u16, i64)> = sets[before..].iter().map(|s| (s.outlet, s.value)).collect();
+    assert_eq!(new.len(), 4, "{new:?}\n{}", lab.diagnostics());
+    let mut offs: Vec<u16> = new
+        .iter()
+        .filter(|(_, v)| *v == 0)
+        .map(|(o, _)| *o)
+        .collect();
+    let mut ons: Vec<u16> = new
+        .iter()
+        .filter(|(_, v)| *v == 1)
+        .map(|(o, _)| *o)
+        .collect();
+    offs.sort_unstable();
+    ons.sort_unstable();
+    assert_eq!((offs, ons), (vec![3, 4], vec![3, 4]), "{new:?}");
+    assert!(
+        cut_done.elapsed() >= Duration::from_secs(4),
+        "the outlets stayed off for the recovery time"
+    );
+    let log = lab.log("reset.log");
+    assert!(log.contains("IPDUSD    labnode03 3 SEND"), "{log}");
+    assert!(
+        b1.nmis().is_empty() && b2.nmis().is_empty(),
+        "no other node touched"
+    );
+
+    // The PDU dies too: nothing can reset labnode03 now, and the check says so.
+    pdu.kill();
+    until(&lab, "the PDU NG", |h| {
+        server(h, "labnode03")["pdu"]["link"] == "NG"
+    });
+    let reply = check(&lab, "labnode03", 3, port);
+    assert!(reply.contains("resettable=no"), "{reply}");
+}
