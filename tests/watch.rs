@@ -1,7 +1,7 @@
 //! The hardware watch end to end: the real daemon driving real peers on loopback —
 //! OpenIPMI's `ipmi_sim` for BMCs and net-snmp's `snmpd` with the project's PDU emulator —
 //! and what operators and HA monitors see: `show status`, check replies, POFF attention,
-//! and the PDU escalation when a BMC dies.
+//! the PDU escalation when a BMC dies, and the operator PDU commands against a real agent.
 
 #[path = "ipmi_support/mod.rs"]
 mod ipmi_support;
@@ -348,4 +348,149 @@ fn a_dead_bmc_falls_back_to_the_pdu_which_cuts_only_that_servers_outlets() {
     });
     let reply = check(&lab, "labnode03", 3, port);
     assert!(reply.contains("resettable=no"), "{reply}");
+}
+
+#[test]
+fn a_serial_pdu_test_switches_one_outlet_at_a_time_with_the_given_times() {
+    let (b1, b2, b3) = (sim_at(41), sim_at(42), sim_at(43));
+    let pdu = Snmpd::start(snmp_support::Options::default());
+    let lab = Lab::start_real(
+        1000,
+        POLL_MS,
+        spec([&b1, &b2, &b3], PASSWORD, Some((&pdu, 0))),
+    );
+    let sock = lab.path("sock").display().to_string();
+    let run = haconn(&[
+        "server",
+        "ipdusd",
+        "labnode03",
+        "--mode",
+        "serial",
+        "--offtime",
+        "5",
+        "--wtime",
+        "6",
+        "--control-socket",
+        &sock,
+    ]);
+    run.code(0).stdout_has("all 2 outlet(s) switched");
+    // Progress lines came as the outlets switched: four of them, in order.
+    let progress: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains(": done"))
+        .collect();
+    assert_eq!(
+        progress
+            .iter()
+            .map(|l| l.split_once("] ").map_or(*l, |(_, r)| r))
+            .collect::<Vec<_>>(),
+        vec![
+            "PDU 127.0.0.1 outlet 3 OFF: done",
+            "PDU 127.0.0.1 outlet 3 ON: done",
+            "PDU 127.0.0.1 outlet 4 OFF: done",
+            "PDU 127.0.0.1 outlet 4 ON: done",
+        ],
+        "{run}"
+    );
+    // The PDU saw: 3 off, 5 s, 3 on, 6 s, 4 off, 5 s, 4 on (each switch's read-back and
+    // the machine's load add a little).
+    let sets = pdu.sets();
+    let seq: Vec<(u16, i64)> = sets.iter().map(|s| (s.outlet, s.value)).collect();
+    assert_eq!(seq, vec![(3, 0), (3, 1), (4, 0), (4, 1)], "{sets:?}");
+    let gaps: Vec<f64> = sets
+        .windows(2)
+        .map(|w| (w[1].epoch_ns - w[0].epoch_ns) as f64 / 1e9)
+        .collect();
+    for (gap, want) in gaps.iter().zip([5.0, 6.0, 5.0]) {
+        assert!(
+            *gap >= want && *gap < want + 1.5,
+            "gaps {gaps:?}, wanted 5, 6, 5 s"
+        );
+    }
+    let log = lab.log("reset.log");
+    let ipdusd: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split_once("] ").map(|(_, b)| b))
+        .filter(|b| b.starts_with("IPDUSD"))
+        .collect();
+    assert_eq!(
+        ipdusd,
+        vec![
+            "IPDUSD    labnode03 ---- SEND ---- ---- ---- 127.0.0.1 3 OFF",
+            "IPDUSD    labnode03 ---- SEND ---- ---- ---- 127.0.0.1 3 ON",
+            "IPDUSD    labnode03 ---- SEND ---- ---- ---- 127.0.0.1 4 OFF",
+            "IPDUSD    labnode03 ---- SEND ---- ---- ---- 127.0.0.1 4 ON",
+        ],
+        "{log}"
+    );
+}
+
+#[test]
+fn recovery_time_zero_leaves_the_outlets_off_until_acrecovery() {
+    let (b1, b2) = (sim_at(51), sim_at(52));
+    let mut b3 = sim_at(53);
+    let pdu = Snmpd::start(snmp_support::Options::default());
+    let lab = Lab::start_real(
+        1000,
+        POLL_MS,
+        spec([&b1, &b2, &b3], PASSWORD, Some((&pdu, 0))),
+    );
+    b3.kill();
+    until(&lab, "labnode03's BMC NG", |h| {
+        server(h, "labnode03")["bmc"]["link"] == "NG"
+    });
+    let run = lab.node(
+        "reset",
+        &[
+            "--system",
+            "labnode01",
+            "--subsystem",
+            "1",
+            "--port",
+            &free_port().to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--target-system",
+            "labnode03",
+            "--target",
+            "3",
+        ],
+    );
+    assert!(
+        run.stdout.contains("result=DUMP"),
+        "{run}\n{}",
+        lab.diagnostics()
+    );
+    let h = until(&lab, "both outlets seen off", |h| {
+        h["pdus"][0]["outlets"]
+            .as_array()
+            .is_some_and(|o| o.len() == 2 && o.iter().all(|o| o["state"] == "off"))
+    });
+    assert_eq!(h["pdus"][0]["outlets"][0]["server"], "labnode03");
+    std::thread::sleep(Duration::from_secs(2));
+    let seq: Vec<(u16, i64)> = pdu.sets().iter().map(|s| (s.outlet, s.value)).collect();
+    assert!(
+        seq.iter().all(|(_, v)| *v == 0),
+        "nothing switched back on: {seq:?}"
+    );
+
+    let sock = lab.path("sock").display().to_string();
+    haconn(&[
+        "server",
+        "acrecovery",
+        "labnode03",
+        "--control-socket",
+        &sock,
+    ])
+    .code(0)
+    .stdout_has("all 2 outlet(s) switched");
+    let mut ons: Vec<u16> = pdu
+        .sets()
+        .iter()
+        .filter(|s| s.value == 1)
+        .map(|s| s.outlet)
+        .collect();
+    ons.sort_unstable();
+    assert_eq!(ons, vec![3, 4]);
 }
