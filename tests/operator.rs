@@ -181,10 +181,71 @@ fn acrecovery_switches_the_outlets_on_and_mserver_tests_are_refused_with_the_rea
     assert!(lines[0].ends_with("127.0.0.32 7 ON"), "{log}");
 
     let sock = lab.path("sock").display().to_string();
-    haconn(&["act", "ipdusd", "--control-socket", &sock])
+    haconn(&["act", "ipdusd", "--mode", "same", "--control-socket", &sock])
         .code(1)
-        .stderr_has("cannot cut its own power");
-    haconn(&["sby", "ipdusd", "--control-socket", &sock])
-        .code(1)
-        .stderr_has("no standby");
+        .stderr_has("cannot cut all its own outlets at once");
+    haconn(&[
+        "act",
+        "ipdusd",
+        "--mode",
+        "serial",
+        "--control-socket",
+        &sock,
+    ])
+    .code(1)
+    .stderr_has("labms01 has 0 PDU outlet(s)");
+    haconn(&[
+        "sby",
+        "ipdusd",
+        "--mode",
+        "serial",
+        "--control-socket",
+        &sock,
+    ])
+    .code(1)
+    .stderr_has("no standby");
+}
+
+#[test]
+fn a_single_management_server_tests_its_own_outlets_one_at_a_time() {
+    let lab = Lab::start_with(1000, |s| {
+        with_pdus(s).replace(
+            "    mlan: {address: 127.0.0.1, port: 15002}\n",
+            "    mlan: {address: 127.0.0.1, port: 15002}\n    ipdu: {timeout: 10, outlets: [{pdu: 127.0.0.31, outlet: 1}, {pdu: 127.0.0.32, outlet: 1}]}\n",
+        )
+    });
+    let sock = lab.path("sock").display().to_string();
+    let started = Instant::now();
+    let run = haconn(&[
+        "act",
+        "ipdusd",
+        "--mode",
+        "serial",
+        "--offtime",
+        "5",
+        "--wtime",
+        "5",
+        "--control-socket",
+        &sock,
+    ]);
+    run.code(0).stdout_has("labms01: all 2 outlet(s) switched");
+    assert!(
+        started.elapsed() >= Duration::from_secs(15),
+        "5 s off, 5 s, 5 s off"
+    );
+    let log = lab.log("reset.log");
+    let bodies: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split_once("] ").map(|(_, b)| b))
+        .collect();
+    assert_eq!(
+        bodies,
+        vec![
+            "IPDUSD    labms01 ---- SEND ---- ---- ---- 127.0.0.31 1 OFF",
+            "IPDUSD    labms01 ---- SEND ---- ---- ---- 127.0.0.31 1 ON",
+            "IPDUSD    labms01 ---- SEND ---- ---- ---- 127.0.0.32 1 OFF",
+            "IPDUSD    labms01 ---- SEND ---- ---- ---- 127.0.0.32 1 ON",
+        ],
+        "{log}"
+    );
 }

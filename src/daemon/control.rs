@@ -151,6 +151,7 @@ async fn connection(
                 }) => {
                     let req = PduJobArgs {
                         server,
+                        mserver: false,
                         pdu,
                         mode,
                         off_time,
@@ -159,6 +160,27 @@ async fn connection(
                     };
                     pdu_job(req, &shared, &mut write).await
                 }
+                Ok(Request::MserverIpdu {
+                    role,
+                    mode,
+                    off_time,
+                    wait_time,
+                    ..
+                }) => match own_pdu_test(&shared, &role, mode) {
+                    Ok(server) => {
+                        let req = PduJobArgs {
+                            server,
+                            mserver: true,
+                            pdu: None,
+                            mode: Some(mode),
+                            off_time,
+                            wait_time,
+                            force: false,
+                        };
+                        pdu_job(req, &shared, &mut write).await
+                    }
+                    Err(e) => e,
+                },
                 Ok(req) => handle(req, &shared, &commands, &opts).await,
                 Err(e) => e,
             },
@@ -231,28 +253,54 @@ async fn handle(
         // Streams progress: handled by the connection itself.
         Request::ServerIpdu { .. } => protocol::error("bad-request", "not here"),
         Request::IpduSetting { .. } => ipdu_setting(&shared.pipeline.live()),
-        Request::MserverIpdu { role, .. } => {
-            let live = shared.pipeline.live();
-            let why = match (live.mode, role.as_str()) {
-                (crate::spec::model::Mode::Single, "active") => {
-                    "the active management server cannot cut its own power: its peer runs \
-                     this test, and this cluster has one management server (mode: single)"
-                }
-                (crate::spec::model::Mode::Single, _) => {
-                    "there is no standby management server (mode: single)"
-                }
-                _ => {
-                    "management-server duplication is not built yet: no standby runs beside \
-                     this server, so neither can test the other's PDU outlets"
-                }
+        Request::MserverIpdu { .. } => protocol::error("bad-request", "not here"),
+    }
+}
+
+/// Which management server a PDU test of `role` may run on, here and now. In a pair the
+/// peer runs it (duplication, not built yet). A single management server may test its own
+/// outlets only one at a time: it stays powered through the other supply. Cutting them
+/// all at once would switch it off with nobody left to switch it on.
+fn own_pdu_test(
+    shared: &Shared,
+    role: &str,
+    mode: crate::pipeline::pdutest::Mode,
+) -> Result<String, Value> {
+    use crate::spec::model::Mode;
+    let live = shared.pipeline.live();
+    let refuse = |why: &str| Err(protocol::error("refused", why));
+    match (live.mode, role) {
+        (Mode::Pair, _) => refuse(
+            "management-server duplication is not built yet: the peer that runs this test \
+             is not there",
+        ),
+        (Mode::Single, "active") => {
+            let Some(m) = live.management_servers.values().next() else {
+                return refuse("no management server in the live spec");
             };
-            protocol::error("refused", why)
+            let outlets = m.ipdu.as_ref().map_or(0, |i| i.outlets.len());
+            if mode == crate::pipeline::pdutest::Mode::Same {
+                refuse(
+                    "the active management server cannot cut all its own outlets at once (it \
+                     would stay off with nobody to switch it on): use --mode serial",
+                )
+            } else if outlets < 2 {
+                refuse(&format!(
+                    "{} has {outlets} PDU outlet(s): cutting its only supply would switch it \
+                     off; a serial test needs two",
+                    m.name
+                ))
+            } else {
+                Ok(m.name.to_string())
+            }
         }
+        (Mode::Single, _) => refuse("there is no standby management server (mode: single)"),
     }
 }
 
 struct PduJobArgs {
     server: String,
+    mserver: bool,
     pdu: Option<std::net::IpAddr>,
     mode: Option<crate::pipeline::pdutest::Mode>,
     off_time: Option<u64>,
@@ -297,6 +345,7 @@ async fn pdu_job(
     };
     let request = PduRequest {
         server: a.server.clone(),
+        mserver: a.mserver,
         pdu: a.pdu,
         test,
         force: a.force,

@@ -63,8 +63,17 @@ pub enum Request {
     },
     /// The PDU settings of every server and management server.
     IpduSetting { v: u64 },
-    /// The PDU-cut test of the `active` or `standby` management server.
-    MserverIpdu { v: u64, role: String },
+    /// The PDU-cut test of the `active` or `standby` management server; streams progress
+    /// like `serverIpdu`.
+    MserverIpdu {
+        v: u64,
+        role: String,
+        mode: crate::pipeline::pdutest::Mode,
+        #[serde(default, rename = "offTime")]
+        off_time: Option<u64>,
+        #[serde(default, rename = "waitTime")]
+        wait_time: Option<u64>,
+    },
 }
 
 /// Parses one request line; `Err` is the error response to send.

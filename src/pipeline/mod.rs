@@ -126,7 +126,9 @@ pub enum PipelineMsg {
 /// An operator's PDU action on a server.
 #[derive(Debug, Clone)]
 pub struct PduRequest {
+    /// A server, or with `mserver` a management server.
     pub server: String,
+    pub mserver: bool,
     /// Only the outlets on this PDU.
     pub pdu: Option<IpAddr>,
     /// `None` restores power (acrecovery).
@@ -624,13 +626,26 @@ impl State {
         progress: mpsc::UnboundedSender<PduJobEvent>,
     ) -> Result<(), String> {
         let spec = self.live.load_full();
-        let server = spec
-            .servers
-            .values()
-            .find(|s| s.name.as_str() == req.server)
-            .ok_or_else(|| format!("no server named {} in the live spec", req.server))?;
-        let outlets: Vec<_> = server
-            .outlets()
+        let (links, systems): (&[crate::spec::model::OutletLink], Vec<String>) = if req.mserver {
+            let m = spec
+                .management_servers
+                .values()
+                .find(|m| m.name.as_str() == req.server)
+                .ok_or_else(|| format!("no management server named {}", req.server))?;
+            (m.ipdu.as_ref().map_or(&[], |i| &i.outlets), Vec::new())
+        } else {
+            let server = spec
+                .servers
+                .values()
+                .find(|s| s.name.as_str() == req.server)
+                .ok_or_else(|| format!("no server named {} in the live spec", req.server))?;
+            let systems = match &server.esxi {
+                None => vec![server.name.to_string()],
+                Some(e) => e.guests.iter().map(|g| g.to_string()).collect(),
+            };
+            (server.outlets(), systems)
+        };
+        let outlets: Vec<_> = links
             .iter()
             .filter(|l| req.pdu.is_none_or(|p| p == l.pdu))
             .filter_map(|l| spec.pdus.get(&l.pdu).map(|p| (*l, p.clone())))
@@ -641,10 +656,6 @@ impl State {
                 None => format!("{} has no PDU outlets in the spec", req.server),
             });
         }
-        let systems: Vec<String> = match &server.esxi {
-            None => vec![server.name.to_string()],
-            Some(e) => e.guests.iter().map(|g| g.to_string()).collect(),
-        };
         if let Some(s) = systems.iter().find(|s| self.resets.contains_key(*s)) {
             return Err(format!("{s} is being reset; try again when it is done"));
         }
