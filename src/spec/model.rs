@@ -170,7 +170,10 @@ pub struct Esxi {
     pub address: IpAddr,
     pub port: u16,
     pub username: String,
-    pub password: Secret,
+    /// At least one of `password` and `private_key` is set.
+    pub password: Option<Secret>,
+    /// A reference (never inline) to an SSH private key.
+    pub private_key: Option<Secret>,
     pub enabled: bool,
     pub host_key: Option<String>,
     pub trust_on_first_use: bool,
@@ -351,9 +354,14 @@ impl PhysicalServer {
                 "address": e.address.to_string(),
                 "port": e.port,
                 "username": e.username,
-                "password": v.secret(&e.password),
-                "enabled": e.enabled,
             });
+            if let Some(p) = &e.password {
+                esxi["password"] = v.secret(p);
+            }
+            if let Some(k) = &e.private_key {
+                esxi["privateKey"] = v.secret(k);
+            }
+            esxi["enabled"] = e.enabled.into();
             if let Some(k) = &e.host_key {
                 esxi["hostKey"] = k.as_str().into();
             }

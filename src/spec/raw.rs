@@ -280,6 +280,7 @@ pub struct RawOutlet {
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("anyOf" = [{"required": ["password"]}, {"required": ["privateKey"]}]))]
 pub struct RawEsxi {
     /// Management address of the ESXi host.
     pub address: String,
@@ -289,8 +290,12 @@ pub struct RawEsxi {
     /// ESXi account (1–39 characters, same character rule as BMC accounts).
     #[schemars(length(min = 1, max = 39), regex(pattern = CREDENTIAL_PATTERN))]
     pub username: String,
-    /// ESXi password (1–38 characters).
-    pub password: RawEsxiPassword,
+    /// ESXi password (1–38 characters), tried with keyboard-interactive, then `password`; optional when `privateKey` is given.
+    pub password: Option<RawEsxiPassword>,
+    /// SSH private key (OpenSSH format, no passphrase) for key login, tried before the password; by reference only: `{file: /path}` or `{env: NAME}`.
+    #[serde(default)]
+    #[schemars(schema_with = "private_key_schema")]
+    pub private_key: Option<RawPrivateKey>,
     /// Whether haconn manages this host's guests; default true.
     pub enabled: Option<bool>,
     /// Pinned SSH host key fingerprint, `SHA256:<base64>`.
@@ -301,6 +306,20 @@ pub struct RawEsxi {
     /// VM names of the guests that run an HA monitor (at most 16; 1–31 letters and digits).
     #[schemars(length(max = 16))]
     pub guests: Vec<GuestName>,
+}
+
+/// An SSH private key: only a reference is valid; an inline value is kept here so the
+/// validator can refuse it with its own message.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RawPrivateKey {
+    Reference(RawSecretRef),
+    Inline(String),
+}
+
+/// `privateKey`: a secret reference, never an inline value.
+fn private_key_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    generator.subschema_for::<RawSecretRef>()
 }
 
 /// A VM name (1–31 letters and digits).

@@ -13,6 +13,8 @@ pub enum SecretRule {
     Kg,
     Community,
     HmacKey,
+    /// An SSH private key file's text (OpenSSH or PEM); by reference only.
+    SshPrivateKey,
 }
 
 impl SecretRule {
@@ -24,6 +26,7 @@ impl SecretRule {
             SecretRule::Kg => (1, 20, "a BMC key (Kg)"),
             SecretRule::Community => (1, 30, "an SNMP community"),
             SecretRule::HmacKey => (16, 256, "a reset-path key"),
+            SecretRule::SshPrivateKey => (1, 65536, "an SSH private key"),
         };
         let len = value.chars().count();
         if len < min || len > max {
@@ -34,12 +37,16 @@ impl SecretRule {
         let ok = match self {
             SecretRule::Community => value.chars().all(|c| c.is_ascii_alphanumeric()),
             SecretRule::HmacKey => value.chars().all(|c| (' '..='~').contains(&c)),
+            SecretRule::SshPrivateKey => value.trim_start().starts_with("-----BEGIN "),
             _ => value.chars().all(credential_char),
         };
         if !ok {
             let rule = match self {
                 SecretRule::Community => "letters and digits only",
                 SecretRule::HmacKey => "printable ASCII only",
+                SecretRule::SshPrivateKey => {
+                    "a private key file's text only (it starts with `-----BEGIN `)"
+                }
                 _ => "printable ASCII except \" $ ' \\ # ; and space",
             };
             return Err(format!("{what} may hold {rule}"));

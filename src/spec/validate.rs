@@ -827,21 +827,57 @@ fn esxi(v: &mut V, path: &Path, e: &RawEsxi, names: &mut HashMap<String, Path>) 
     let address = v.ip(path.key("address"), &e.address);
     let port = v.port(path.key("port"), e.port, 22);
     let username = v.account(path.key("username"), &e.username, 39, "an ESXi account");
-    let password = v.secret(
-        path.key("password"),
-        e.password.clone().into_parts(),
-        SecretRule::EsxiPassword,
-    );
     let mut ok = true;
-    if let Some(k) = &e.host_key {
-        if !valid_fingerprint(k) {
+    let password = match &e.password {
+        None => None,
+        Some(p) => {
+            let s = v.secret(
+                path.key("password"),
+                p.clone().into_parts(),
+                SecretRule::EsxiPassword,
+            );
+            ok &= s.is_some();
+            s
+        }
+    };
+    let private_key = match &e.private_key {
+        None => None,
+        Some(RawPrivateKey::Inline(_)) => {
             v.err(
-                "format",
-                path.key("hostKey"),
-                "host key must be an OpenSSH SHA-256 fingerprint, `SHA256:` and 43 base64 characters",
+                "secret",
+                path.key("privateKey"),
+                "a private key is accepted by reference only: `{file: /path}` or `{env: NAME}`, never inline in the spec",
             );
             ok = false;
+            None
         }
+        Some(RawPrivateKey::Reference(r)) => {
+            let s = v.secret(
+                path.key("privateKey"),
+                Err(r.clone()),
+                SecretRule::SshPrivateKey,
+            );
+            ok &= s.is_some();
+            s
+        }
+    };
+    if e.password.is_none() && e.private_key.is_none() {
+        v.err(
+            "required",
+            path.clone(),
+            "an ESXi host needs `password` (keyboard-interactive or password login) or `privateKey` (key login), or both",
+        );
+        ok = false;
+    }
+    if let Some(k) = &e.host_key
+        && !valid_fingerprint(k)
+    {
+        v.err(
+            "format",
+            path.key("hostKey"),
+            "host key must be an OpenSSH SHA-256 fingerprint, `SHA256:` and 43 base64 characters",
+        );
+        ok = false;
     }
     if e.guests.len() > MAX_GUESTS_PER_HOST {
         v.err(
@@ -874,7 +910,8 @@ fn esxi(v: &mut V, path: &Path, e: &RawEsxi, names: &mut HashMap<String, Path>) 
         address: address?,
         port: port?,
         username: username?,
-        password: password?,
+        password,
+        private_key,
         enabled: e.enabled.unwrap_or(true),
         host_key: e.host_key.clone(),
         trust_on_first_use: e.trust_on_first_use.unwrap_or(false),
