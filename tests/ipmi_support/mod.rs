@@ -1,0 +1,451 @@
+//! Real BMCs for tests and benchmarks: OpenIPMI's `ipmi_sim` on 127.0.0.1 ports.
+//!
+//! [`SimBmc`] writes a `lan.conf` and an `.emu` file into a fresh temporary directory,
+//! picks a free port, starts `ipmi_sim`, waits (bounded) until it answers an RMCP presence
+//! ping, and kills it when dropped. It can be paused (SIGSTOP), resumed and killed.
+//! Two observers record what the BMC was asked to do, each line `<CLOCK_REALTIME ns> ...`:
+//! - `chassis.log`, by the `chassis_control` script ipmi_sim runs for power and reset
+//!   (`<mc> set power 0|1`, `<mc> set reset 1`); the script also keeps the power state it
+//!   reports to Get Chassis Status;
+//! - `nmi.log`, by `nmi_module.c` (this directory), a plugin loaded with `loadlib`: ipmi_sim
+//!   itself answers "pulse diagnostic interrupt" with 0xCC, the module records it as `nmi`
+//!   and answers 0x00 (other Chassis Control requests go on to ipmi_sim's own handler).
+//!
+//! The module is compiled once per process with `cc` under `CARGO_TARGET_TMPDIR`.
+//! A missing `ipmi_sim`, `cc` or OpenIPMI headers fails the test with what to install.
+
+#![allow(dead_code)] // not every test uses every helper
+
+pub mod daemon;
+
+use std::io::ErrorKind;
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use haconn::spec::model::Bmc as BmcSpec;
+use haconn::spec::secret::{Secret, SecretRule};
+use tempfile::TempDir;
+
+/// The account every simulated BMC has.
+pub const USER: &str = "admin";
+pub const PASSWORD: &str = "labpassw0rd";
+/// How long ipmi_sim may take to answer its first ping.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+const MODULE_SOURCE: &str = include_str!("nmi_module.c");
+
+const CHASSIS_SCRIPT: &str = r#"#!/bin/sh
+# Called by ipmi_sim as: <script> <mc> get NAME... | set NAME VALUE...
+dir=$(dirname "$0")
+mc=$1; op=$2; shift 2
+if [ "$op" = get ]; then
+  for n in "$@"; do
+    case $n in
+      power) echo "power:$(cat "$dir/power" 2>/dev/null || echo 1)" ;;
+      *) echo "$n:0" ;;
+    esac
+  done
+  exit 0
+fi
+echo "$(date +%s%N) $mc $op $*" >> "$dir/chassis.log"
+while [ $# -ge 2 ]; do
+  case $1 in power) echo "$2" > "$dir/power" ;; esac
+  shift 2
+done
+exit 0
+"#;
+
+fn require(tool: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{tool}` is not installed: these tests need a real BMC simulator (Debian package `{package}`)"
+    );
+}
+
+/// The NMI module, compiled once per process.
+pub fn module() -> &'static Path {
+    static MODULE: OnceLock<PathBuf> = OnceLock::new();
+    MODULE.get_or_init(|| {
+        require("ipmi_sim", "openipmi");
+        require("cc", "gcc");
+        assert!(
+            Path::new("/usr/include/OpenIPMI/serv.h").is_file(),
+            "OpenIPMI headers are missing: install the Debian package `libopenipmi-dev` (the \
+             ipmi_sim test module is built against them)"
+        );
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ipmi-sim");
+        std::fs::create_dir_all(&dir).expect("create the module directory");
+        let src = dir.join(format!("nmi_module-{}.c", std::process::id()));
+        let out = dir.join(format!("nmi_module-{}.so", std::process::id()));
+        std::fs::write(&src, MODULE_SOURCE).expect("write the module source");
+        let run = Command::new("cc")
+            .args(["-shared", "-fPIC", "-O2", "-Wall", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .output()
+            .expect("run cc");
+        assert!(
+            run.status.success(),
+            "compiling the ipmi_sim NMI module failed:\n{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        out
+    })
+}
+
+/// One `ipmi_sim` on `address`:`port` (127.0.0.1 unless configured).
+pub struct SimBmc {
+    dir: TempDir,
+    child: Option<Child>,
+    pub address: Ipv4Addr,
+    pub port: u16,
+    stopped: bool,
+}
+
+/// How to set one up.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Where it listens (a 127.0.0.0/8 address).
+    pub address: Ipv4Addr,
+    /// Accounts (user, password); each allows `sessions_per_user` sessions.
+    pub users: Vec<(String, String)>,
+    pub sessions_per_user: u32,
+    /// The NMI module keeps the power state (no script per status query); benchmarks.
+    pub module_power: bool,
+    /// The BMC key (Kg), when the channel requires one.
+    pub kg: Option<String>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            address: Ipv4Addr::LOCALHOST,
+            users: vec![(USER.into(), PASSWORD.into())],
+            sessions_per_user: 10,
+            module_power: false,
+            kg: None,
+        }
+    }
+}
+
+fn free_port(address: Ipv4Addr) -> u16 {
+    UdpSocket::bind((address, 0))
+        .and_then(|s| s.local_addr())
+        .expect("an ephemeral port")
+        .port()
+}
+
+impl SimBmc {
+    /// A simulator with the one default account.
+    pub fn start() -> SimBmc {
+        SimBmc::with(SimConfig::default())
+    }
+
+    pub fn with(config: SimConfig) -> SimBmc {
+        let module = module();
+        // A port picked this way can be taken again before ipmi_sim binds it: try a few.
+        let mut last = String::new();
+        for _ in 0..5 {
+            match SimBmc::try_start(&config, module) {
+                Ok(sim) => return sim,
+                Err(e) => last = e,
+            }
+        }
+        panic!("ipmi_sim did not start: {last}");
+    }
+
+    fn try_start(config: &SimConfig, module: &Path) -> Result<SimBmc, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("haconn-ipmisim-")
+            .tempdir()
+            .expect("temporary directory");
+        let p = |rel: &str| dir.path().join(rel);
+        let port = free_port(config.address);
+        let address = config.address;
+        assert!(
+            address.is_loopback(),
+            "simulated BMCs listen on loopback only"
+        );
+        let script = p("chassis.sh");
+        std::fs::write(&script, CHASSIS_SCRIPT).expect("write the chassis script");
+        set_mode(&script, 0o755);
+        std::fs::write(p("power"), "1\n").expect("write the power state");
+        std::fs::write(p("nmi.log"), "").expect("create nmi.log");
+        std::fs::write(p("chassis.log"), "").expect("create chassis.log");
+        let mut conf = format!(
+            "name \"haconn-test\"\n\
+             set_working_mc 0x20\n\
+             startlan 1\n\
+             \x20 addr {address} {port}\n\
+             \x20 priv_limit admin\n\
+             \x20 allowed_auths_callback none md5 straight\n\
+             \x20 allowed_auths_user none md5 straight\n\
+             \x20 allowed_auths_operator none md5 straight\n\
+             \x20 allowed_auths_admin none md5 straight\n\
+             \x20 guid a123456789abcdefa123456789abcdef\n\
+             {}\
+             endlan\n\
+             chassis_control \"{} 0x20\"\n",
+            config
+                .kg
+                .as_ref()
+                .map_or(String::new(), |k| format!("  bmc_key \"{k}\"\n")),
+            script.display()
+        );
+        for (i, (user, password)) in config.users.iter().enumerate() {
+            conf.push_str(&format!(
+                "user {} true \"{user}\" \"{password}\" admin {} none md5 straight\n",
+                i + 2,
+                config.sessions_per_user
+            ));
+        }
+        conf.push_str(&format!(
+            "loadlib \"{}\" \"log={}{}\"\n",
+            module.display(),
+            p("nmi.log").display(),
+            if config.module_power {
+                " power=module"
+            } else {
+                ""
+            }
+        ));
+        std::fs::write(p("lan.conf"), conf).expect("write lan.conf");
+        std::fs::write(
+            p("bmc.emu"),
+            "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02\nmc_enable 0x20\n",
+        )
+        .expect("write bmc.emu");
+        std::fs::create_dir_all(p("state")).expect("state dir");
+        let out = std::fs::File::create(p("ipmi_sim.out")).expect("output file");
+        let err = out.try_clone().expect("output file");
+        let child = Command::new("ipmi_sim")
+            .arg("-c")
+            .arg(p("lan.conf"))
+            .arg("-f")
+            .arg(p("bmc.emu"))
+            .arg("-s")
+            .arg(p("state"))
+            .args(["-n", "-p"])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("cannot run ipmi_sim: {e}"))?;
+        let mut sim = SimBmc {
+            dir,
+            child: Some(child),
+            address,
+            port,
+            stopped: false,
+        };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if sim.ping(Duration::from_millis(100)) {
+                return Ok(sim);
+            }
+            if let Some(status) = sim.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                sim.child = None;
+                return Err(format!("it exited ({status}):\n{}", sim.output()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "no answer on port {port} within {READY_TIMEOUT:?}:\n{}",
+                    sim.output()
+                ));
+            }
+        }
+    }
+
+    /// Whether the simulator answers an RMCP presence ping within `wait`.
+    pub fn ping(&self, wait: Duration) -> bool {
+        let Ok(s) = UdpSocket::bind("127.0.0.1:0") else {
+            return false;
+        };
+        if s.connect((self.address, self.port)).is_err() || s.set_read_timeout(Some(wait)).is_err()
+        {
+            return false;
+        }
+        let ping = [
+            0x06, 0x00, 0xff, 0x06, 0x00, 0x00, 0x11, 0xbe, 0x80, 0x42, 0x00, 0x00,
+        ];
+        if s.send(&ping).is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 64];
+        matches!(s.recv(&mut buf), Ok(n) if n >= 9 && buf[8] == 0x40)
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// What ipmi_sim printed, for failure messages.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.path("ipmi_sim.out")).unwrap_or_default()
+    }
+
+    /// The spec of this BMC with the default account.
+    pub fn spec(&self) -> BmcSpec {
+        self.spec_as(USER, PASSWORD)
+    }
+
+    pub fn spec_as(&self, user: &str, password: &str) -> BmcSpec {
+        BmcSpec {
+            address: IpAddr::V4(self.address),
+            port: self.port,
+            username: user.into(),
+            password: Secret::inline(password.into(), SecretRule::BmcPassword),
+            kg: None,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("ipmi_sim is running").id() as i32
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        let rc = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(rc, 0, "kill({}, {sig})", self.pid());
+    }
+
+    /// SIGSTOP: the simulator stops answering; datagrams queue in its socket.
+    pub fn pause(&mut self) {
+        self.signal(libc::SIGSTOP);
+        self.stopped = true;
+    }
+
+    /// SIGCONT.
+    pub fn resume(&mut self) {
+        self.signal(libc::SIGCONT);
+        self.stopped = false;
+    }
+
+    /// Notes that the test resumed the simulator itself (from another thread).
+    pub fn resumed(&mut self) {
+        self.stopped = false;
+    }
+
+    /// SIGKILL, and reap: the port is closed.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// NMI record times (ns since the epoch, CLOCK_REALTIME), in order.
+    pub fn nmis(&self) -> Vec<u128> {
+        records(&self.path("nmi.log"))
+            .into_iter()
+            .filter(|(_, what)| what == "nmi")
+            .map(|(t, _)| t)
+            .collect()
+    }
+
+    /// Everything the module recorded: `nmi`, `chassis 0xNN` (other Chassis Control
+    /// requests), `set power|reset 0xNN` (when it keeps the power state).
+    pub fn module_records(&self) -> Vec<(u128, String)> {
+        records(&self.path("nmi.log"))
+    }
+
+    /// What the chassis script was asked to set: `(ns, "set power 0")` etc.
+    pub fn chassis(&self) -> Vec<(u128, String)> {
+        records(&self.path("chassis.log"))
+            .into_iter()
+            .map(|(t, rest)| {
+                // "<mc> set ..." → "set ..."
+                let rest = rest
+                    .split_once(' ')
+                    .map_or(rest.clone(), |(_, r)| r.to_string());
+                (t, rest)
+            })
+            .collect()
+    }
+
+    /// Times of hard resets carried out (by the chassis script, or by the module when it
+    /// keeps the power state).
+    pub fn resets(&self) -> Vec<u128> {
+        let mut t: Vec<u128> = self
+            .chassis()
+            .into_iter()
+            .filter(|(_, a)| a == "set reset 1")
+            .chain(
+                self.module_records()
+                    .into_iter()
+                    .filter(|(_, a)| a == "set reset 0x01"),
+            )
+            .map(|(t, _)| t)
+            .collect();
+        t.sort_unstable();
+        t
+    }
+
+    /// The power state the script reports (`true` = on).
+    pub fn powered(&self) -> bool {
+        std::fs::read_to_string(self.path("power"))
+            .map(|s| s.trim() != "0")
+            .unwrap_or(true)
+    }
+
+    /// Waits (bounded) until `pred` holds of this simulator.
+    pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&SimBmc) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !pred(self) {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {timeout:?}\nnmi.log:\n{}\nchassis.log:\n{}\nipmi_sim:\n{}",
+                std::fs::read_to_string(self.path("nmi.log")).unwrap_or_default(),
+                std::fs::read_to_string(self.path("chassis.log")).unwrap_or_default(),
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Drop for SimBmc {
+    fn drop(&mut self) {
+        if self.stopped && self.child.is_some() {
+            self.resume();
+        }
+        self.kill();
+    }
+}
+
+/// `<ns> <rest>` lines of a record file (a partly written last line is left out).
+fn records(path: &Path) -> Vec<(u128, String)> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Vec::new(),
+        Err(e) => panic!("read {}: {e}", path.display()),
+    };
+    let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
+    complete
+        .lines()
+        .filter_map(|l| {
+            let (t, rest) = l.split_once(' ')?;
+            Some((t.parse().ok()?, rest.to_string()))
+        })
+        .collect()
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// Now, as the NMI module stamps it (ns since the epoch).
+pub fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_nanos()
+}
