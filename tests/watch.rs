@@ -1,8 +1,11 @@
 //! The hardware watch end to end: the real daemon driving real peers on loopback —
-//! OpenIPMI's `ipmi_sim` for BMCs and net-snmp's `snmpd` with the project's PDU emulator —
+//! OpenIPMI's `ipmi_sim` for BMCs, net-snmp's `snmpd` with the project's PDU emulator, and
+//! OpenSSH's `sshd` with the project's ESXi command doubles —
 //! and what operators and HA monitors see: `show status`, check replies, POFF attention,
 //! the PDU escalation when a BMC dies, and the operator PDU commands against a real agent.
 
+#[path = "esxi_support/mod.rs"]
+mod esxi_support;
 #[path = "ipmi_support/mod.rs"]
 mod ipmi_support;
 #[path = "resetpath_support.rs"]
@@ -13,6 +16,7 @@ mod snmp_support;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use esxi_support::{Logins, Sshd};
 use ipmi_support::{PASSWORD, SimBmc, SimConfig, USER};
 use resetpath_support::{Bg, Lab, Stream, free_port, haconn};
 use snmp_support::Snmpd;
@@ -107,6 +111,13 @@ fn until(lab: &Lab, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> se
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+fn guest<'a>(h: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    server(h, "esx01")["guests"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["name"] == name))
+        .unwrap_or_else(|| panic!("no guest {name} in {h:#}"))
 }
 
 fn check(lab: &Lab, system: &str, subsystem: u32, port: u16) -> String {
@@ -493,4 +504,81 @@ fn recovery_time_zero_leaves_the_outlets_off_until_acrecovery() {
         .collect();
     ons.sort_unstable();
     assert_eq!(ons, vec![3, 4]);
+}
+
+#[test]
+fn esxi_guests_are_watched_a_powered_off_guest_is_told_and_a_dead_host_is_ng() {
+    let mut sshd = Sshd::start(Logins::Esxi);
+    let fp = sshd.fingerprint();
+    let port = sshd.addr().port();
+    let lab = Lab::start_real(1000, POLL_MS, |s| {
+        s.replace(
+            "  - {name: labnode03, bmc: {address: 127.0.0.13, username: admin, password: labpassw0rd}}\n",
+            &format!(
+                "  - name: esx01\n    bmc: {{address: 127.0.0.13, username: admin, password: labpassw0rd}}\n    esxi: {{address: 127.0.0.1, port: {port}, username: root, password: \"{}\", hostKey: \"{fp}\", guests: [vm01, g01]}}\n",
+                esxi_support::PASSWORD
+            ),
+        )
+    });
+    let h = until(&lab, "both guests seen on", |h| {
+        server(h, "esx01")["guests"]
+            .as_array()
+            .is_some_and(|g| g.iter().all(|g| g["power"] == "pon"))
+    });
+    assert_eq!(server(&h, "esx01")["vmware"]["link"], "OK", "{h:#}");
+    let run = haconn(&[
+        "show",
+        "status",
+        "--control-socket",
+        &lab.path("sock").display().to_string(),
+    ]);
+    run.code(0).stdout_has("esx01").stdout_has("OK");
+
+    // vm01's HA monitor registers; g01's listens for attention.
+    lab.register("vm01", 5, free_port(), None);
+    let listen_port = free_port();
+    lab.register("g01", 6, listen_port, None);
+    let mut listener = Bg::spawn(vec![
+        "node".into(),
+        "listen".into(),
+        "--port".into(),
+        listen_port.to_string(),
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--key-file".into(),
+        lab.key_file(),
+        "--count".into(),
+        "1".into(),
+        "--timeout".into(),
+        "30".into(),
+    ]);
+    listener.wait_line(Stream::Err, "listening on");
+    // vm01 (vmid 3) is powered off on the host, behind haconn's back.
+    let out = sshd.local("vim-cmd", &["vmsvc/power.off", "3"]);
+    assert!(!out.contains("fault"), "{out}");
+    let line = listener.wait_line(Stream::Out, "ATTENTION");
+    assert!(line.contains("vm01") && line.contains("POFF"), "{line}");
+    let h = until(&lab, "vm01 seen off", |h| {
+        guest(h, "vm01")["power"] == "poff"
+    });
+    assert_eq!(guest(&h, "g01")["power"], "pon");
+    assert!(
+        !sshd.calls().iter().any(|c| c.argv.contains("power.reset")),
+        "nothing was reset"
+    );
+
+    // The host goes away: VMware NG, and g01 is no longer resettable.
+    sshd.kill();
+    until(&lab, "the ESXi link NG", |h| {
+        server(h, "esx01")["vmware"]["link"] == "NG"
+    });
+    let reply = check(&lab, "g01", 6, listen_port);
+    assert!(reply.contains("resettable=no"), "{reply}");
+    // It comes back: the watch reconnects by itself.
+    sshd.restart();
+    until(&lab, "the ESXi link OK again", |h| {
+        server(h, "esx01")["vmware"]["link"] == "OK"
+    });
+    let reply = check(&lab, "g01", 6, listen_port);
+    assert!(reply.contains("resettable=yes via=esxi"), "{reply}");
 }
