@@ -84,7 +84,7 @@ fn racks(first: usize, count: usize, first_rack: usize) -> Cluster {
     let mut n = first;
     let mut rack = first_rack;
     while n < first + count {
-        let model = if rack % 2 == 0 { IBM } else { APC };
+        let model = if rack.is_multiple_of(2) { IBM } else { APC };
         let feeds = [ip(2, 2 * rack), ip(2, 2 * rack + 1)];
         for f in &feeds {
             c.pdus.push(Pdu {
@@ -101,13 +101,14 @@ fn racks(first: usize, count: usize, first_rack: usize) -> Cluster {
                 .iter()
                 .flat_map(|f| [(f.clone(), 2 * slot + 1), (f.clone(), 2 * slot + 2)])
                 .collect();
-            let esxi =
-                (n % 10 == 0).then(|| (ip(3, n), (0..4).map(|g| format!("vm{n}g{g}")).collect()));
+            let esxi = n
+                .is_multiple_of(10)
+                .then(|| (ip(3, n), (0..4).map(|g| format!("vm{n}g{g}")).collect()));
             c.servers.push(Server {
                 name: format!("node{n:04}"),
                 bmc: ip(1, n),
                 bmc_password_env: format!("HACONN_BMC_{n:04}"),
-                cluster: n % 2 == 0,
+                cluster: n.is_multiple_of(2),
                 timeout: 10,
                 recovery_time: 30,
                 outlets,

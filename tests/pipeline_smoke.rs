@@ -250,10 +250,10 @@ fn a_stop_notification_just_before_the_request_counts() {
     );
     // The requester hears the DUMP attention (before or after its final reply).
     let mut seen = attentions;
-    if seen.is_empty() {
-        if let Message::Attention { state, .. } = recv(&l.m1) {
-            seen.push(state);
-        }
+    if seen.is_empty()
+        && let Message::Attention { state, .. } = recv(&l.m1)
+    {
+        seen.push(state);
     }
     assert_eq!(seen, vec![AttentionState::Dump]);
 }

@@ -340,11 +340,11 @@ fn print_hardware(h: &serde_json::Value) {
 /// The SPEC §8 table: one row per system; `----` where the reset path knows nothing.
 fn print_monitors(reply: &serde_json::Value, name: Option<&str>) -> Outcome {
     let rows = reply["monitors"].as_array().map_or(&[][..], Vec::as_slice);
-    if rows.is_empty() {
-        if let Some(n) = name {
-            eprintln!("haconn show hamonitor: no HA monitor system or ESXi host named {n}");
-            return Outcome::Failed;
-        }
+    if rows.is_empty()
+        && let Some(n) = name
+    {
+        eprintln!("haconn show hamonitor: no HA monitor system or ESXi host named {n}");
+        return Outcome::Failed;
     }
     let dash = |v: &serde_json::Value| match v {
         serde_json::Value::Null => "----".to_string(),

@@ -29,13 +29,14 @@ pub struct ControlOptions {
 /// creates the parent directory (0700) when missing, sets the mode.
 pub fn bind(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() && !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
-        }
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
     }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt;
@@ -457,16 +458,16 @@ async fn hamonitor(shared: &Shared, name: Option<&str>) -> Value {
 async fn server_reset(shared: &Shared, system: String, subsystem: u32) -> Value {
     match shared.pipeline.monitors().await {
         Ok(monitors) => {
-            if let Some(m) = monitors.iter().find(|m| m.system == system) {
-                if m.subsystem != subsystem {
-                    return protocol::error(
-                        "refused",
-                        &format!(
-                            "{system} is registered as subsystem {}, not {subsystem}",
-                            m.subsystem
-                        ),
-                    );
-                }
+            if let Some(m) = monitors.iter().find(|m| m.system == system)
+                && m.subsystem != subsystem
+            {
+                return protocol::error(
+                    "refused",
+                    &format!(
+                        "{system} is registered as subsystem {}, not {subsystem}",
+                        m.subsystem
+                    ),
+                );
             }
         }
         Err(e) => return protocol::error("pipeline", &e.to_string()),

@@ -132,10 +132,10 @@ fn start_spec(opts: &DaemonOptions, state: &StateDir, events: &LogFile) -> anyho
 fn local_name(opts: &DaemonOptions, spec: &Spec) -> anyhow::Result<String> {
     let names: Vec<&str> = spec.management_servers.keys().map(|n| n.as_str()).collect();
     let wanted = opts.mserver.clone().or_else(hostname);
-    if let Some(w) = &wanted {
-        if names.contains(&w.as_str()) {
-            return Ok(w.clone());
-        }
+    if let Some(w) = &wanted
+        && names.contains(&w.as_str())
+    {
+        return Ok(w.clone());
     }
     if let [only] = names.as_slice() {
         return Ok(only.to_string());

@@ -288,11 +288,9 @@ async fn apply(
         };
         match committed {
             Ok(()) => {
-                if changed {
-                    if let Err(e) = shared.state.save(&merged.spec) {
-                        tracing::error!(error = %e, "cannot save the applied spec in the state dir");
-                        shared.event(&format!("cannot save the applied spec: {e}"));
-                    }
+                if changed && let Err(e) = shared.state.save(&merged.spec) {
+                    tracing::error!(error = %e, "cannot save the applied spec in the state dir");
+                    shared.event(&format!("cannot save the applied spec: {e}"));
                 }
                 let results = p
                     .changes

@@ -404,28 +404,28 @@ impl World<'_> {
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                         Err(_) => return,
                     };
-                    if let SimEvent::Nmi(d) = &ev {
-                        if let Some(i) = nodes.iter().position(|n| &n.device == d && n.dump_agent) {
-                            let (sock, tx, key) = (agents[i].clone(), tx.clone(), key.clone());
-                            let msg = Message::Stopped {
-                                system: nodes[i].system.clone(),
-                                subsystem: nodes[i].subsystem,
-                            };
-                            tokio::spawn(async move {
-                                tokio::time::sleep(DUMP_AGENT_DELAY).await;
-                                let bytes = codec::encode(&Envelope::new(msg.clone()), &key);
-                                let at = Instant::now();
-                                if sock.send_to(&bytes, connector).await.is_ok() {
-                                    let _ = tx.send(Event {
-                                        at,
-                                        what: What::Sent {
-                                            from: Actor::Agent(i),
-                                            msg,
-                                        },
-                                    });
-                                }
-                            });
-                        }
+                    if let SimEvent::Nmi(d) = &ev
+                        && let Some(i) = nodes.iter().position(|n| &n.device == d && n.dump_agent)
+                    {
+                        let (sock, tx, key) = (agents[i].clone(), tx.clone(), key.clone());
+                        let msg = Message::Stopped {
+                            system: nodes[i].system.clone(),
+                            subsystem: nodes[i].subsystem,
+                        };
+                        tokio::spawn(async move {
+                            tokio::time::sleep(DUMP_AGENT_DELAY).await;
+                            let bytes = codec::encode(&Envelope::new(msg.clone()), &key);
+                            let at = Instant::now();
+                            if sock.send_to(&bytes, connector).await.is_ok() {
+                                let _ = tx.send(Event {
+                                    at,
+                                    what: What::Sent {
+                                        from: Actor::Agent(i),
+                                        msg,
+                                    },
+                                });
+                            }
+                        });
                     }
                     let _ = tx.send(Event {
                         at: Instant::now(),

@@ -169,10 +169,7 @@ pub fn describe(ev: &What, cast: &Cast, hispeed_ms: u32) -> Option<(String, Stri
                 format!("haconn → PDU {pdu}"),
                 format!("outlet {outlet} status?"),
             ),
-            SimEvent::PduInfo(pdu) => (
-                format!("haconn → PDU {pdu}"),
-                "firmware version?".into(),
-            ),
+            SimEvent::PduInfo(pdu) => (format!("haconn → PDU {pdu}"), "firmware version?".into()),
         },
         What::ResetLog(_, line) => {
             let f: Vec<&str> = line.split_whitespace().collect();

@@ -1211,13 +1211,13 @@ impl State {
             if find_system(spec, name).is_none() {
                 return error(format!("unknown {role} {name}"));
             }
-            if let Some(m) = self.monitors.get(name) {
-                if m.subsystem != number {
-                    return error(format!(
-                        "{role} {name} is registered as subsystem {}, not {number}",
-                        m.subsystem
-                    ));
-                }
+            if let Some(m) = self.monitors.get(name)
+                && m.subsystem != number
+            {
+                return error(format!(
+                    "{role} {name} is registered as subsystem {}, not {number}",
+                    m.subsystem
+                ));
             }
         }
         if system == target {
@@ -1326,10 +1326,10 @@ impl State {
                 stopped: Some(stopped_tx),
             },
         );
-        if let Some((at, from)) = self.early_stops.remove(system) {
-            if at.elapsed() <= EARLY_STOP {
-                self.stopped(system, from);
-            }
+        if let Some((at, from)) = self.early_stops.remove(system)
+            && at.elapsed() <= EARLY_STOP
+        {
+            self.stopped(system, from);
         }
         let (steps_tx, mut steps_rx) = mpsc::unbounded_channel();
         let internal = self.internal.clone();
@@ -1534,10 +1534,10 @@ impl State {
             _ => None,
         };
         for r in &inflight.requesters {
-            if let (Some(sys), Some(req)) = (&r.system, r.req) {
-                if let Some(m) = self.requests.get_mut(&(sys.clone(), req)) {
-                    m.reply = Some((result, reason.clone()));
-                }
+            if let (Some(sys), Some(req)) = (&r.system, r.req)
+                && let Some(m) = self.requests.get_mut(&(sys.clone(), req))
+            {
+                m.reply = Some((result, reason.clone()));
             }
             self.reset_log.line(resetlog::rm_reset(
                 system,

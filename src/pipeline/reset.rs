@@ -97,11 +97,11 @@ pub async fn run(
         Ok(PowerState::On) => {}
         // SPEC §2.6: a BMC that cannot be reached at all goes straight to the PDU cut.
         Err(Unreachable(e)) => {
-            if let Target::Physical { pdus, .. } = &target {
-                if !pdus.is_empty() {
-                    step(Step::HardFailed(format!("BMC unreachable: {e}")));
-                    return cut(pdus, &timing, &backends, &steps, &e).await;
-                }
+            if let Target::Physical { pdus, .. } = &target
+                && !pdus.is_empty()
+            {
+                step(Step::HardFailed(format!("BMC unreachable: {e}")));
+                return cut(pdus, &timing, &backends, &steps, &e).await;
             }
         }
         // It answered, only not with a power state: carry on with the reset.

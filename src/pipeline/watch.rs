@@ -388,10 +388,10 @@ impl Health {
                     "firmware": seen.and_then(|s| s.firmware.clone()),
                     "outletCount": seen.and_then(|s| s.outlet_count),
                 });
-                if let Value::Object(l) = self.pdu_link(p.address).value() {
-                    if let Value::Object(o) = &mut v {
-                        o.extend(l);
-                    }
+                if let Value::Object(l) = self.pdu_link(p.address).value()
+                    && let Value::Object(o) = &mut v
+                {
+                    o.extend(l);
                 }
                 v["outlets"] = fed_outlets(spec, p.address)
                     .into_iter()

@@ -87,10 +87,10 @@ fn build(live: &Spec, desired: &Spec, plan: &Plan, results: &[Result<(), Refusal
             ObjectKind::PhysicalServer => {
                 let old_name = c.renamed_from.as_deref().unwrap_or(&c.name);
                 spec.servers.retain(|n, _| n.as_str() != old_name);
-                if c.op != Operation::Delete {
-                    if let Some(s) = desired.servers.values().find(|s| s.name.as_str() == c.name) {
-                        spec.servers.insert(s.name.clone(), s.clone());
-                    }
+                if c.op != Operation::Delete
+                    && let Some(s) = desired.servers.values().find(|s| s.name.as_str() == c.name)
+                {
+                    spec.servers.insert(s.name.clone(), s.clone());
                 }
             }
             ObjectKind::Pdu => {
@@ -175,23 +175,23 @@ fn conflicts(spec: &Spec, plan: &Plan, results: &[Result<(), Refusal>]) -> BTree
     let mut systems: HashMap<String, String> = HashMap::new();
     for s in spec.servers.values() {
         let name = s.name.to_string();
-        if let Some(other) = bmcs.insert(s.bmc.address, name.clone()) {
-            if let Some(i) = accepted(ObjectKind::PhysicalServer, &name) {
-                out.insert(
-                    i,
-                    format!("BMC address {} is still used by {other}", s.bmc.address),
-                );
-            }
+        if let Some(other) = bmcs.insert(s.bmc.address, name.clone())
+            && let Some(i) = accepted(ObjectKind::PhysicalServer, &name)
+        {
+            out.insert(
+                i,
+                format!("BMC address {} is still used by {other}", s.bmc.address),
+            );
         }
         let guests = s
             .esxi
             .iter()
             .flat_map(|e| e.guests.iter().map(|g| g.to_string()));
         for system in std::iter::once(name.clone()).chain(guests) {
-            if let Some(other) = systems.insert(system.clone(), name.clone()) {
-                if let Some(i) = accepted(ObjectKind::PhysicalServer, &name) {
-                    out.insert(i, format!("system name {system} is still used by {other}"));
-                }
+            if let Some(other) = systems.insert(system.clone(), name.clone())
+                && let Some(i) = accepted(ObjectKind::PhysicalServer, &name)
+            {
+                out.insert(i, format!("system name {system} is still used by {other}"));
             }
         }
     }

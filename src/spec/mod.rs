@@ -93,18 +93,15 @@ fn describe(path: &Path) -> Option<String> {
         description = next.get("description").and_then(|d| d.as_str());
         node = resolve(next)?;
         // An optional field is `anyOf: [field, null]`: look through it.
-        if let Some(first) = node.get("anyOf").and_then(|a| a.get(0)) {
-            if node
+        if let Some(first) = node.get("anyOf").and_then(|a| a.get(0))
+            && node
                 .get("anyOf")
                 .and_then(|a| a.as_array())
                 .is_some_and(|a| a.len() == 2)
-            {
-                if let Some(inner) = resolve(first) {
-                    if inner.get("properties").is_some() || inner.get("items").is_some() {
-                        node = inner;
-                    }
-                }
-            }
+            && let Some(inner) = resolve(first)
+            && (inner.get("properties").is_some() || inner.get("items").is_some())
+        {
+            node = inner;
         }
     }
     description

@@ -414,26 +414,26 @@ fn build(v: &mut V, raw: &RawSpec) -> Option<Spec> {
         claim_bmc(v, &mut bmc_owner, &path, &m.bmc);
         let mlan_addr = v.ip(path.key("mlan").key("address"), &m.mlan.address);
         let mlan_port = v.service_port(path.key("mlan").key("port"), m.mlan.port);
-        if let (Some(mp), Some(rp)) = (mlan_port, reset_port) {
-            if mp == rp {
-                v.err(
-                    "conflict",
-                    path.key("mlan").key("port"),
-                    format!(
-                        "mlan port {} must differ from the reset-path port",
-                        mp.get()
-                    ),
-                );
-            }
+        if let (Some(mp), Some(rp)) = (mlan_port, reset_port)
+            && mp == rp
+        {
+            v.err(
+                "conflict",
+                path.key("mlan").key("port"),
+                format!(
+                    "mlan port {} must differ from the reset-path port",
+                    mp.get()
+                ),
+            );
         }
-        if let Some(a) = mlan_addr {
-            if let Some(first) = mlan_addresses.insert(a, path.key("mlan").key("address")) {
-                v.err(
-                    "unique",
-                    path.key("mlan").key("address"),
-                    format!("mlan address {a} is already used at {first}"),
-                );
-            }
+        if let Some(a) = mlan_addr
+            && let Some(first) = mlan_addresses.insert(a, path.key("mlan").key("address"))
+        {
+            v.err(
+                "unique",
+                path.key("mlan").key("address"),
+                format!("mlan address {a} is already used at {first}"),
+            );
         }
         let ipdu = match &m.ipdu {
             None => Some(None),
@@ -1008,15 +1008,15 @@ fn pdu_models(v: &mut V, path: &Path, raw: &[RawPduModel]) -> BTreeMap<String, P
             ("firmwareOid", &m.firmware_oid),
             ("outletCountOid", &m.outlet_count_oid),
         ] {
-            if let Some(o) = oid {
-                if !valid_oid(o) {
-                    v.err(
-                        "format",
-                        mpath.key(key),
-                        format!("`{o}` is not a numeric OID"),
-                    );
-                    ok = false;
-                }
+            if let Some(o) = oid
+                && !valid_oid(o)
+            {
+                v.err(
+                    "format",
+                    mpath.key(key),
+                    format!("`{o}` is not a numeric OID"),
+                );
+                ok = false;
             }
         }
         if ok {

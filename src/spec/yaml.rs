@@ -445,10 +445,10 @@ fn scalar(value: &str, plain: bool, tag: Option<&str>) -> Value {
     if let Some(n) = parse_int(value) {
         return Value::Number(n);
     }
-    if looks_like_float(value) {
-        if let Some(n) = value.parse::<f64>().ok().and_then(Number::from_f64) {
-            return Value::Number(n);
-        }
+    if looks_like_float(value)
+        && let Some(n) = value.parse::<f64>().ok().and_then(Number::from_f64)
+    {
+        return Value::Number(n);
     }
     Value::String(value.into())
 }
