@@ -12,6 +12,9 @@
 //! `cargo test`, it is one smoke test (`esxi_smoke`: three resets each way must all reach
 //! the double), speaking enough of libtest's command line for test runners.
 
+#[path = "common/harness.rs"]
+mod harness;
+
 #[path = "../tests/esxi_support/mod.rs"]
 mod esxi_support;
 
@@ -22,7 +25,6 @@ use esxi_support::{Logins, Sshd};
 use haconn::backend::Hypervisor;
 use haconn::backend::esxi::EsxiHosts;
 
-const SMOKE_TEST: &str = "esxi_smoke";
 const RESET: &str = "vim-cmd vmsvc/power.reset 3";
 
 fn now_ns() -> u128 {
@@ -140,76 +142,22 @@ fn run(n: usize) -> (Stats, Stats) {
     (stats(warm), stats(fresh))
 }
 
-fn smoke_selected(args: &[String]) -> bool {
-    let exact = args.iter().any(|a| a == "--exact");
-    let mut filters = Vec::new();
-    let mut skipped = false;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if [
-            "--color",
-            "--format",
-            "--logfile",
-            "--skip",
-            "--test-threads",
-            "-Z",
-        ]
-        .contains(&a.as_str())
-        {
-            let v = it.next();
-            skipped |= a == "--skip" && v.is_some_and(|v| SMOKE_TEST.contains(v.as_str()));
-        } else if !a.starts_with('-') {
-            filters.push(a.as_str());
-        }
-    }
-    let matches = |f: &str| {
-        if exact {
-            f == SMOKE_TEST
-        } else {
-            SMOKE_TEST.contains(f)
-        }
-    };
-    !skipped && (filters.is_empty() || filters.iter().any(|f| matches(f)))
+fn main() {
+    harness::main(
+        "esxi_smoke",
+        || {
+            run(3);
+        },
+        full,
+    );
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if !args.iter().any(|a| a == "--bench") {
-        if args.iter().any(|a| a == "--list") {
-            if !args.iter().any(|a| a == "--ignored") {
-                println!("{SMOKE_TEST}: test");
-            }
-            return;
-        }
-        let selected = smoke_selected(&args);
-        println!("\nrunning {}", if selected { "1 test" } else { "0 tests" });
-        let started = Instant::now();
-        if selected {
-            run(3);
-            println!("test {SMOKE_TEST} ... ok");
-        }
-        println!(
-            "\ntest result: ok. {} passed; 0 failed; 0 ignored; 0 measured; {} filtered out; finished in {:.2}s\n",
-            usize::from(selected),
-            usize::from(!selected),
-            started.elapsed().as_secs_f64()
-        );
-        return;
-    }
+fn full() {
     let n = 100;
     println!(
         "ESXi hard reset: request -> `{RESET}` started on the double (sshd on 127.0.0.1, key login)"
     );
-    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "  machine: {} CPUs, load average {} (other work on the machine skews every figure)",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        loadavg
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    println!("{}", harness::machine_line());
     let (warm, fresh) = run(n);
     for (what, s) in [
         ("haconn, warm session", &warm),

@@ -24,8 +24,13 @@
 //! Run: `cargo bench --bench ipmi` (about a minute). Without `--bench`, as under
 //! `cargo test`, it is one smoke test (`ipmi_smoke`: a few of each, seconds).
 
+#[path = "common/harness.rs"]
+mod harness;
+
 #[path = "../tests/ipmi_support/mod.rs"]
 mod ipmi_support;
+#[path = "../tests/resetpath_support.rs"]
+mod resetpath_support;
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -37,10 +42,9 @@ use haconn::backend::ipmi::IpmiBmc;
 use haconn::resetpath::client::{Client, read_key_file};
 use haconn::resetpath::codec::{Message, ResetResult};
 use haconn::spec::model::Bmc as BmcSpec;
-use ipmi_support::daemon::{IpmiLab, free_port};
 use ipmi_support::{PASSWORD, SimBmc, SimConfig, USER, now_ns};
+use resetpath_support::{Lab, free_port};
 
-const SMOKE_TEST: &str = "ipmi_smoke";
 const NMI_WAIT: Duration = Duration::from_secs(10);
 static NEXT_REQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1000);
 
@@ -141,8 +145,8 @@ fn row(name: &str, f: Figures) {
 }
 
 /// haconn: reset datagram → NMI, through the daemon; each reset ended with DUMP.
-fn haconn_resets(lab: &IpmiLab, node2: &SimBmc, n: usize) -> Vec<u128> {
-    let key = read_key_file(&lab.key_file()).expect("the key file");
+fn haconn_resets(lab: &Lab, node2: &SimBmc, n: usize) -> Vec<u128> {
+    let key = read_key_file(std::path::Path::new(&lab.key_file())).expect("the key file");
     let port = free_port();
     register(lab, "labnode02", 2, free_port());
     register(lab, "labnode01", 1, port);
@@ -198,7 +202,7 @@ fn haconn_resets(lab: &IpmiLab, node2: &SimBmc, n: usize) -> Vec<u128> {
     out
 }
 
-fn register(lab: &IpmiLab, system: &str, subsystem: u32, port: u16) {
+fn register(lab: &Lab, system: &str, subsystem: u32, port: u16) {
     let out = Command::new(env!("CARGO_BIN_EXE_haconn"))
         .args(lab.node_args(
             "check",
@@ -391,7 +395,7 @@ fn polling(s: &Sizes) -> Polling {
 fn run(s: &Sizes) -> (Figures, Figures, Figures, Polling) {
     let node1 = SimBmc::with(sim_config(11, 1, 16));
     let node2 = SimBmc::with(sim_config(12, 1, 16));
-    let lab = IpmiLab::start(5000, &node1, &node2);
+    let lab = Lab::start_real(5000, 1000, ipmi_support::on_sims(&node1, &node2));
     // Interleaved in rounds, so a change of machine load falls on all three alike.
     let (mut h, mut i, mut f) = (Vec::new(), Vec::new(), Vec::new());
     let rounds = s.fence.max(1);
@@ -421,17 +425,8 @@ fn run(s: &Sizes) -> (Figures, Figures, Figures, Polling) {
 }
 
 fn report(s: &Sizes) {
-    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("IPMI: reset request -> NMI at the BMC (ipmi_sim, RMCP+ cipher suite 3, 127.0.0.0/8)");
-    println!(
-        "  machine: {} CPUs, load average {} (other work on the machine skews every figure)",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        loadavg
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    println!("{}", harness::machine_line());
     let (h, i, f, p) = run(s);
     println!(
         "\n  {:<44} {:>4}  {:>10}  {:>10}  {:>10}",
@@ -488,61 +483,6 @@ fn report(s: &Sizes) {
     );
 }
 
-fn smoke_selected(args: &[String]) -> bool {
-    let flag = |f: &str| args.iter().any(|a| a == f);
-    let with_value = [
-        "--color",
-        "--format",
-        "--logfile",
-        "--skip",
-        "--test-threads",
-        "-Z",
-    ];
-    let mut filters = Vec::new();
-    let mut skipped = false;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if with_value.contains(&a.as_str()) {
-            let value = it.next();
-            skipped |= a == "--skip" && value.is_some_and(|v| SMOKE_TEST.contains(v.as_str()));
-        } else if !a.starts_with('-') {
-            filters.push(a.as_str());
-        }
-    }
-    let exact = flag("--exact");
-    let matches = |f: &str| {
-        if exact {
-            f == SMOKE_TEST
-        } else {
-            SMOKE_TEST.contains(f)
-        }
-    };
-    (filters.is_empty() || filters.iter().any(|f| matches(f))) && !skipped && !flag("--ignored")
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--bench") {
-        report(&FULL);
-        return;
-    }
-    if args.iter().any(|a| a == "--list") {
-        if !args.iter().any(|a| a == "--ignored") {
-            println!("{SMOKE_TEST}: test");
-        }
-        return;
-    }
-    let selected = smoke_selected(&args);
-    println!("\nrunning {}", if selected { "1 test" } else { "0 tests" });
-    let started = Instant::now();
-    if selected {
-        report(&SMOKE);
-        println!("test {SMOKE_TEST} ... ok");
-    }
-    println!(
-        "\ntest result: ok. {} passed; 0 failed; 0 ignored; 0 measured; {} filtered out; finished in {:.2}s\n",
-        usize::from(selected),
-        usize::from(!selected),
-        started.elapsed().as_secs_f64()
-    );
+    harness::main("ipmi_smoke", || report(&SMOKE), || report(&FULL));
 }

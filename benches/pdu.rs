@@ -20,6 +20,9 @@
 //! Run: `cargo bench --bench pdu` (about half a minute). Without `--bench`, as under
 //! `cargo test`, it is one smoke test (`pdu_smoke`: two rounds of each, checked).
 
+#[path = "common/harness.rs"]
+mod harness;
+
 #[path = "../tests/snmp_support/mod.rs"]
 mod snmp_support;
 
@@ -283,84 +286,22 @@ fn report(results: &[(&str, Figures)]) {
     }
 }
 
-const SMOKE_TEST: &str = "pdu_smoke";
-
-/// Whether libtest's arguments (name filters, `--skip`, `--exact`, `--ignored`) select
-/// the smoke test.
-fn smoke_selected(args: &[String]) -> bool {
-    let flag = |f: &str| args.iter().any(|a| a == f);
-    let matches = |p: &str| {
-        if flag("--exact") {
-            SMOKE_TEST == p
-        } else {
-            SMOKE_TEST.contains(p)
-        }
-    };
-    let with_value = [
-        "--color",
-        "--format",
-        "--logfile",
-        "--skip",
-        "--test-threads",
-        "-Z",
-    ];
-    let mut filters = Vec::new();
-    let mut skipped = false;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if with_value.contains(&a.as_str()) {
-            let value = it.next();
-            skipped |= a == "--skip" && value.is_some_and(|v| matches(v));
-        } else if !a.starts_with('-') {
-            filters.push(a.as_str());
-        }
-    }
-    (filters.is_empty() || filters.iter().any(|f| matches(f))) && !skipped && !flag("--ignored")
-}
-
-/// `cargo test`'s view of this binary: one quick test.
-fn smoke(args: &[String]) {
-    if args.iter().any(|a| a == "--list") {
-        if !args.iter().any(|a| a == "--ignored") {
-            println!("{SMOKE_TEST}: test");
-        }
-        return;
-    }
-    let selected = smoke_selected(args);
-    let started = Instant::now();
-    println!("\nrunning {}", if selected { "1 test" } else { "0 tests" });
-    if selected {
-        let results = run(|n| n.min(2));
-        assert!(results.iter().all(|(_, f)| f.ret.len() == 2));
-        println!("test {SMOKE_TEST} ... ok");
-    }
-    println!(
-        "\ntest result: ok. {} passed; 0 failed; 0 ignored; 0 measured; {} filtered out; finished in {:.2}s\n",
-        usize::from(selected),
-        usize::from(!selected),
-        started.elapsed().as_secs_f64()
+fn main() {
+    harness::main(
+        "pdu_smoke",
+        || {
+            let results = run(|n| n.min(2));
+            assert!(results.iter().all(|(_, f)| f.ret.len() == 2));
+        },
+        full,
     );
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if !args.iter().any(|a| a == "--bench") {
-        smoke(&args);
-        return;
-    }
+fn full() {
     println!(
         "PDU cut: 4 outlets on 2 PDUs (2 each), real snmpd + pass_persist APC rPDU emulator on 127.0.0.1"
     );
-    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "  machine: {} CPUs, load average {} (other work on the machine skews every figure)",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        loadavg
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    println!("{}", harness::machine_line());
     let t = Instant::now();
     let results = run(|n| n);
     report(&results);

@@ -26,6 +26,9 @@
 //! `cargo test`, it is one smoke test (`resetpath_smoke`: ten idle resets must all reach
 //! the BMC), speaking enough of libtest's command line and output for test runners.
 
+#[path = "common/harness.rs"]
+mod harness;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -601,78 +604,23 @@ fn report_reloads(f: &Figures) {
     );
 }
 
-/// The one test this binary offers to test runners.
-const SMOKE_TEST: &str = "resetpath_smoke";
-
-/// Whether libtest's arguments (name filters, `--skip`, `--exact`, `--ignored`) select
-/// the smoke test.
-fn smoke_selected(args: &[String]) -> bool {
-    let flag = |f: &str| args.iter().any(|a| a == f);
-    let matches = |p: &str| {
-        if flag("--exact") {
-            SMOKE_TEST == p
-        } else {
-            SMOKE_TEST.contains(p)
-        }
+/// `cargo test`'s run: a few resets, checked.
+fn smoke() {
+    let bench = Bench::new();
+    let none = Load {
+        checks: false,
+        reloads: false,
     };
-    let with_value = [
-        "--color",
-        "--format",
-        "--logfile",
-        "--skip",
-        "--test-threads",
-        "-Z",
-    ];
-    let mut filters = Vec::new();
-    let mut skipped = false;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if with_value.contains(&a.as_str()) {
-            let value = it.next();
-            skipped |= a == "--skip" && value.is_some_and(|v| matches(v));
-        } else if !a.starts_with('-') {
-            filters.push(a.as_str());
-        }
-    }
-    (filters.is_empty() || filters.iter().any(|f| matches(f))) && !skipped && !flag("--ignored")
-}
-
-/// `cargo test`'s view of this binary: one quick test.
-fn smoke(args: &[String]) {
-    if args.iter().any(|a| a == "--list") {
-        if !args.iter().any(|a| a == "--ignored") {
-            println!("{SMOKE_TEST}: test");
-        }
-        return;
-    }
-    let selected = smoke_selected(args);
-    let started = Instant::now();
-    println!("\nrunning {}", if selected { "1 test" } else { "0 tests" });
-    if selected {
-        let bench = Bench::new();
-        let none = Load {
-            checks: false,
-            reloads: false,
-        };
-        let f = bench.phase("idle (smoke)", 10, none, false);
-        assert_eq!(f.lost, 0, "every reset reached the BMC");
-        assert_eq!(f.latencies.len(), 10);
-        println!("test {SMOKE_TEST} ... ok");
-    }
-    println!(
-        "\ntest result: ok. {} passed; 0 failed; 0 ignored; 0 measured; {} filtered out; finished in {:.2}s\n",
-        usize::from(selected),
-        usize::from(!selected),
-        started.elapsed().as_secs_f64()
-    );
+    let f = bench.phase("idle (smoke)", 10, none, false);
+    assert_eq!(f.lost, 0, "every reset reached the BMC");
+    assert_eq!(f.latencies.len(), 10);
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if !args.iter().any(|a| a == "--bench") {
-        smoke(&args);
-        return;
-    }
+    harness::main("resetpath_smoke", smoke, full);
+}
+
+fn full() {
     let t = Instant::now();
     let bench = Bench::new();
     println!(
@@ -686,16 +634,7 @@ fn main() {
         checks: false,
         reloads: false,
     };
-    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "  machine: {} CPUs, load average {} (other work on the machine skews every figure)",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        loadavg
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    println!("{}", harness::machine_line());
     println!(
         "  {RESETS_PER_PHASE} resets per phase, {} ms apart on average (10-70 ms), over {PHYSICAL} servers; UDP on 127.0.0.0/8, HMAC-SHA256",
         RESET_EVERY.as_millis()

@@ -11,6 +11,9 @@
 //! number of measured iterations (default 30, after 3 warm-ups). Under `cargo test` it
 //! only checks that the generated specs validate and plan (see [`run_mode`]).
 
+#[path = "common/harness.rs"]
+mod harness;
+
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -289,106 +292,31 @@ fn fixture() -> Fixture {
     }
 }
 
-/// Name of the one test this binary offers to test runners.
-const SMOKE_TEST: &str = "spec_smoke";
-
-/// What the command line asks for. `cargo bench` passes `--bench`; `cargo test` runs
-/// this binary without it (and with libtest's arguments, such as a name filter), and
-/// then it only checks, once and quickly, that the fixture validates and plans. Speaking
-/// libtest's `--list` lets cargo-nextest run it too.
-enum Run {
-    Bench,
-    List { ignored: bool },
-    Smoke { selected: bool },
-}
-
-fn run_mode() -> Run {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |f: &str| args.iter().any(|a| a == f);
-    if flag("--bench") {
-        return Run::Bench;
-    }
-    if flag("--list") {
-        return Run::List {
-            ignored: flag("--ignored"),
-        };
-    }
-    // libtest options that take a value; the first other bare word is a name filter.
-    let with_value = [
-        "--color",
-        "--format",
-        "--logfile",
-        "--skip",
-        "--test-threads",
-        "-Z",
-    ];
-    let mut filter = None;
-    let mut skipped = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if with_value.contains(&a.as_str()) {
-            let value = it.next();
-            if a == "--skip" {
-                skipped.extend(value);
-            }
-        } else if !a.starts_with('-') && filter.is_none() {
-            filter = Some(a.as_str());
-        }
-    }
-    let matches = |pattern: &str| {
-        if flag("--exact") {
-            SMOKE_TEST == pattern
-        } else {
-            SMOKE_TEST.contains(pattern)
-        }
-    };
-    let selected =
-        filter.is_none_or(matches) && !skipped.iter().any(|s| matches(s)) && !flag("--ignored");
-    Run::Smoke { selected }
-}
-
-fn smoke(selected: bool) {
-    let started = Instant::now();
-    println!("\nrunning {}", if selected { "1 test" } else { "0 tests" });
-    if selected {
-        let f = fixture();
-        let p = plan::plan(&f.live, &f.desired, &f.facts);
-        for op in [
-            plan::Operation::Add,
-            plan::Operation::Change,
-            plan::Operation::Delete,
-        ] {
-            assert!(
-                p.count(op) > 0,
-                "the desired spec has no {op} against the live one"
-            );
-        }
-        assert!(!p.render().is_empty());
+/// `cargo test` runs this binary without `--bench`: then it only checks, once and quickly,
+/// that the fixture validates and plans.
+fn smoke() {
+    let f = fixture();
+    let p = plan::plan(&f.live, &f.desired, &f.facts);
+    for op in [
+        plan::Operation::Add,
+        plan::Operation::Change,
+        plan::Operation::Delete,
+    ] {
         assert!(
-            !ReloadOutcome::predicted(&p, &f.live, &f.desired)
-                .render()
-                .is_empty()
+            p.count(op) > 0,
+            "the desired spec has no {op} against the live one"
         );
-        println!("test {SMOKE_TEST} ... ok");
     }
-    println!(
-        "\ntest result: ok. {} passed; 0 failed; 0 ignored; 0 measured; {} filtered out; finished in {:.2}s\n",
-        usize::from(selected),
-        usize::from(!selected),
-        started.elapsed().as_secs_f64()
+    assert!(!p.render().is_empty());
+    assert!(
+        !ReloadOutcome::predicted(&p, &f.live, &f.desired)
+            .render()
+            .is_empty()
     );
 }
 
 fn main() {
-    match run_mode() {
-        Run::Bench => bench(),
-        Run::List { ignored } => {
-            if !ignored {
-                println!("{SMOKE_TEST}: test");
-            }
-        }
-        Run::Smoke { selected } => smoke(selected),
-    }
+    harness::main("spec_smoke", smoke, bench);
 }
 
 fn bench() {

@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 
 use haconn::backend::ipmi::IpmiBmc;
 use haconn::backend::{BackendError, Bmc, PowerState};
-use ipmi_support::daemon::IpmiLab;
 use ipmi_support::{SimBmc, SimConfig, now_ns};
-use resetpath_support::{Bg, Stream, free_ports, haconn};
+use resetpath_support::{Bg, Lab, Stream, free_ports, haconn};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -371,7 +370,7 @@ fn two_nodes() -> (SimBmc, SimBmc) {
 }
 
 /// Registers labnode01 and labnode02 as HA monitors (their checks); returns their ports.
-fn register(lab: &IpmiLab) -> [u16; 2] {
+fn register(lab: &Lab) -> [u16; 2] {
     let ports = free_ports::<2>();
     for (i, (system, port)) in [("labnode01", ports[0]), ("labnode02", ports[1])]
         .into_iter()
@@ -404,7 +403,7 @@ fn register(lab: &IpmiLab) -> [u16; 2] {
 }
 
 /// `haconn node reset` of labnode02 by labnode01, in the background, once accepted.
-fn reset_node02(lab: &IpmiLab, port: u16, req: u32) -> Bg {
+fn reset_node02(lab: &Lab, port: u16, req: u32) -> Bg {
     let mut bg = Bg::spawn(lab.node_args(
         "reset",
         &[
@@ -431,7 +430,7 @@ fn reset_node02(lab: &IpmiLab, port: u16, req: u32) -> Bg {
 #[test]
 fn daemon_reset_sends_the_nmi_then_hard_resets_after_hispeed() {
     let (node1, node2) = two_nodes();
-    let lab = IpmiLab::start(1000, &node1, &node2);
+    let lab = Lab::start_real(1000, 1000, ipmi_support::on_sims(&node1, &node2));
     let [p1, _] = register(&lab);
     let sent = now_ns();
     let run = reset_node02(&lab, p1, 7).finish(RESET_TIMEOUT);
@@ -477,7 +476,7 @@ fn daemon_reset_sends_the_nmi_then_hard_resets_after_hispeed() {
 fn daemon_reset_with_a_stop_notification_sends_no_hard_reset() {
     let (node1, node2) = two_nodes();
     // A wide window, so a loaded machine cannot make the test flaky.
-    let lab = IpmiLab::start(5000, &node1, &node2);
+    let lab = Lab::start_real(5000, 1000, ipmi_support::on_sims(&node1, &node2));
     let [p1, _] = register(&lab);
     let reset = reset_node02(&lab, p1, 11);
     node2.wait_for("the NMI at labnode02's BMC", Duration::from_secs(5), |s| {

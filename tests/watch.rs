@@ -120,6 +120,47 @@ fn guest<'a>(h: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
         .unwrap_or_else(|| panic!("no guest {name} in {h:#}"))
 }
 
+/// `haconn node listen` on 127.0.0.1:`port` for one attention, started and ready.
+fn listener(lab: &Lab, port: u16) -> Bg {
+    let mut bg = Bg::spawn(vec![
+        "node".into(),
+        "listen".into(),
+        "--port".into(),
+        port.to_string(),
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--key-file".into(),
+        lab.key_file(),
+        "--count".into(),
+        "1".into(),
+        "--timeout".into(),
+        "30".into(),
+    ]);
+    bg.wait_line(Stream::Err, "listening on");
+    bg
+}
+
+/// `haconn node reset` of `target` (system, subsystem#) asked by `by`; waits for the answer.
+fn reset(lab: &Lab, by: (&str, u32), target: (&str, u32)) -> resetpath_support::Run {
+    lab.node(
+        "reset",
+        &[
+            "--system",
+            by.0,
+            "--subsystem",
+            &by.1.to_string(),
+            "--port",
+            &free_port().to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--target-system",
+            target.0,
+            "--target",
+            &target.1.to_string(),
+        ],
+    )
+}
+
 fn check(lab: &Lab, system: &str, subsystem: u32, port: u16) -> String {
     let run = lab.node(
         "check",
@@ -149,21 +190,7 @@ fn a_power_off_sends_poff_attention_within_one_poll_interval() {
     lab.register("labnode01", 1, port, None);
     let listen_port = free_port();
     lab.register("labnode02", 2, listen_port, None);
-    let mut listener = Bg::spawn(vec![
-        "node".into(),
-        "listen".into(),
-        "--port".into(),
-        listen_port.to_string(),
-        "--bind".into(),
-        "127.0.0.1".into(),
-        "--key-file".into(),
-        lab.key_file(),
-        "--count".into(),
-        "1".into(),
-        "--timeout".into(),
-        "30".into(),
-    ]);
-    listener.wait_line(Stream::Err, "listening on");
+    let mut listener = listener(&lab, listen_port);
 
     // The node loses power (as a power button or a PDU would do it), behind haconn's back.
     let off = std::process::Command::new("ipmitool")
@@ -241,23 +268,7 @@ fn a_wrong_password_is_link_ng_with_the_reason_and_no_reset_is_reported() {
     let port = free_port();
     let reply = check(&lab, "labnode01", 1, port);
     assert!(reply.contains("resettable=no"), "{reply}");
-    let run = lab.node(
-        "reset",
-        &[
-            "--system",
-            "labnode02",
-            "--subsystem",
-            "2",
-            "--port",
-            &free_port().to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--target-system",
-            "labnode01",
-            "--target",
-            "1",
-        ],
-    );
+    let run = reset(&lab, ("labnode02", 2), ("labnode01", 1));
     assert!(
         run.stdout.contains("result=FAIL"),
         "{run}\n{}",
@@ -302,23 +313,7 @@ fn a_dead_bmc_falls_back_to_the_pdu_which_cuts_only_that_servers_outlets() {
 
     // A reset cuts outlets 3 and 4 — no other — and switches them back after 5 s.
     let before = pdu.sets().len();
-    let run = lab.node(
-        "reset",
-        &[
-            "--system",
-            "labnode01",
-            "--subsystem",
-            "1",
-            "--port",
-            &free_port().to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--target-system",
-            "labnode03",
-            "--target",
-            "3",
-        ],
-    );
+    let run = reset(&lab, ("labnode01", 1), ("labnode03", 3));
     let cut_done = Instant::now();
     assert!(
         run.stdout.contains("result=DUMP"),
@@ -451,23 +446,7 @@ fn recovery_time_zero_leaves_the_outlets_off_until_acrecovery() {
     until(&lab, "labnode03's BMC NG", |h| {
         server(h, "labnode03")["bmc"]["link"] == "NG"
     });
-    let run = lab.node(
-        "reset",
-        &[
-            "--system",
-            "labnode01",
-            "--subsystem",
-            "1",
-            "--port",
-            &free_port().to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--target-system",
-            "labnode03",
-            "--target",
-            "3",
-        ],
-    );
+    let run = reset(&lab, ("labnode01", 1), ("labnode03", 3));
     assert!(
         run.stdout.contains("result=DUMP"),
         "{run}\n{}",
@@ -538,21 +517,7 @@ fn esxi_guests_are_watched_a_powered_off_guest_is_told_and_a_dead_host_is_ng() {
     lab.register("vm01", 5, free_port(), None);
     let listen_port = free_port();
     lab.register("g01", 6, listen_port, None);
-    let mut listener = Bg::spawn(vec![
-        "node".into(),
-        "listen".into(),
-        "--port".into(),
-        listen_port.to_string(),
-        "--bind".into(),
-        "127.0.0.1".into(),
-        "--key-file".into(),
-        lab.key_file(),
-        "--count".into(),
-        "1".into(),
-        "--timeout".into(),
-        "30".into(),
-    ]);
-    listener.wait_line(Stream::Err, "listening on");
+    let mut listener = listener(&lab, listen_port);
     // vm01 (vmid 3) is powered off on the host, behind haconn's back.
     let out = sshd.local("vim-cmd", &["vmsvc/power.off", "3"]);
     assert!(!out.contains("fault"), "{out}");

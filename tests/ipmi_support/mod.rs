@@ -16,8 +16,6 @@
 
 #![allow(dead_code)] // not every test uses every helper
 
-pub mod daemon;
-
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -448,4 +446,32 @@ pub fn now_ns() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after the epoch")
         .as_nanos()
+}
+
+/// Edits the lab spec of tests/resetpath_support.rs (its `Lab::start_real`) so that
+/// labnode01's and labnode02's BMCs are these simulators (same account and password).
+pub fn on_sims(node1: &SimBmc, node2: &SimBmc) -> impl FnOnce(String) -> String {
+    assert_ne!(
+        node1.address, node2.address,
+        "the spec needs a distinct BMC address per server"
+    );
+    let (a1, a2) = (
+        format!("{{address: {}, port: {}, ", node1.address, node1.port),
+        format!("{{address: {}, port: {}, ", node2.address, node2.port),
+    );
+    move |spec: String| {
+        for from in ["{address: 127.0.0.11, ", "{address: 127.0.0.12, "] {
+            assert_eq!(
+                spec.matches(from).count(),
+                1,
+                "the lab spec changed: {from}"
+            );
+        }
+        assert!(
+            USER == "admin" && PASSWORD == "labpassw0rd",
+            "the lab spec's account"
+        );
+        spec.replace("{address: 127.0.0.11, ", &a1)
+            .replace("{address: 127.0.0.12, ", &a2)
+    }
 }
