@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use haconn::backend::ipmi::IpmiBmc;
 use haconn::backend::{BackendError, Bmc, PowerState};
 use ipmi_support::{SimBmc, SimConfig, now_ns};
-use resetpath_support::{Bg, Lab, Stream, free_ports, haconn};
+use resetpath_support::{Lab, free_ports, haconn};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -402,38 +402,13 @@ fn register(lab: &Lab) -> [u16; 2] {
     ports
 }
 
-/// `haconn node reset` of labnode02 by labnode01, in the background, once accepted.
-fn reset_node02(lab: &Lab, port: u16, req: u32) -> Bg {
-    let mut bg = Bg::spawn(lab.node_args(
-        "reset",
-        &[
-            "--system",
-            "labnode01",
-            "--subsystem",
-            "1",
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--target-system",
-            "labnode02",
-            "--target",
-            "2",
-            "--req",
-            &req.to_string(),
-        ],
-    ));
-    bg.wait_line(Stream::Out, "result=ACCEPTED");
-    bg
-}
-
 #[test]
 fn daemon_reset_sends_the_nmi_then_hard_resets_after_hispeed() {
     let (node1, node2) = two_nodes();
     let lab = Lab::start_real(1000, 1000, ipmi_support::on_sims(&node1, &node2));
     let [p1, _] = register(&lab);
     let sent = now_ns();
-    let run = reset_node02(&lab, p1, 7).finish(RESET_TIMEOUT);
+    let run = lab.reset_node02(p1, 7).finish(RESET_TIMEOUT);
     run.code(0);
     assert_eq!(
         run.lines_with("RESET-REPLY", &["req=7", "result=DUMP"])
@@ -478,7 +453,7 @@ fn daemon_reset_with_a_stop_notification_sends_no_hard_reset() {
     // A wide window, so a loaded machine cannot make the test flaky.
     let lab = Lab::start_real(5000, 1000, ipmi_support::on_sims(&node1, &node2));
     let [p1, _] = register(&lab);
-    let reset = reset_node02(&lab, p1, 11);
+    let reset = lab.reset_node02(p1, 11);
     node2.wait_for("the NMI at labnode02's BMC", Duration::from_secs(5), |s| {
         s.nmis().len() == 1
     });

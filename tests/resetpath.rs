@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use haconn::resetpath::codec::{self, Envelope, Key, MAX_DATAGRAM, Message};
 use haconn::resetpath::fence_kdump::{self, ByteOrder};
-use resetpath_support::{Bg, KEY, Lab, Stream, free_port, free_ports, haconn, log_time_us};
+use resetpath_support::{KEY, Lab, free_port, free_ports, haconn, log_time_us};
 
 /// How long a whole `node reset` may take here (the soft→hard window is 1–5 s).
 const RESET_TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,52 +53,6 @@ fn three_monitors(lab: &Lab) -> [u16; 3] {
     lab.register("labnode02", 2, ports[1], Some(1));
     lab.register("labnode03", 3, ports[2], None);
     ports
-}
-
-/// `haconn node listen` on `bind:port` for one attention, started and ready.
-fn listener(lab: &Lab, bind: &str, port: u16) -> Bg {
-    let mut bg = Bg::spawn(vec![
-        "node".into(),
-        "listen".into(),
-        "--port".into(),
-        port.to_string(),
-        "--bind".into(),
-        bind.into(),
-        "--key-file".into(),
-        lab.key_file(),
-        "--count".into(),
-        "1".into(),
-        "--timeout".into(),
-        "30".into(),
-    ]);
-    bg.wait_line(Stream::Err, "listening on");
-    bg
-}
-
-/// `haconn node reset` of labnode02 by labnode01 (request `req`), in the background,
-/// once its ACCEPTED reply is in.
-fn reset_node02(lab: &Lab, port: u16, req: u32) -> Bg {
-    let mut bg = Bg::spawn(lab.node_args(
-        "reset",
-        &[
-            "--system",
-            "labnode01",
-            "--subsystem",
-            "1",
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--target-system",
-            "labnode02",
-            "--target",
-            "2",
-            "--req",
-            &req.to_string(),
-        ],
-    ));
-    bg.wait_line(Stream::Out, "result=ACCEPTED");
-    bg
 }
 
 /// Waits (bounded) for each of these reset-log lines, compared exactly without timestamps
@@ -165,10 +119,10 @@ fn reset_without_dump_agent_hard_resets_after_hispeed_and_notifies_reboot() {
     let lab = Lab::start(1000);
     let [p1, _, p3] = three_monitors(&lab);
     // The onlooker hears it both ways: unicast, and broadcast on 127.255.255.255.
-    let unicast = listener(&lab, "127.0.0.1", p3);
-    let broadcast = listener(&lab, "127.255.255.255", p3);
+    let unicast = lab.listener("127.0.0.1", p3);
+    let broadcast = lab.listener("127.255.255.255", p3);
 
-    let run = reset_node02(&lab, p1, 7).finish(RESET_TIMEOUT);
+    let run = lab.reset_node02(p1, 7).finish(RESET_TIMEOUT);
     run.code(0);
     for (result, n) in [("result=ACCEPTED", 1), ("result=DUMP", 1)] {
         assert_eq!(
@@ -243,8 +197,8 @@ fn stopped_during_the_soft_reset_window_gives_dump() {
     // A wide window (hispeed 5000 ms), so a loaded machine cannot make the test flaky.
     let lab = Lab::start(5000);
     let [p1, _, p3] = three_monitors(&lab);
-    let onlooker = listener(&lab, "127.0.0.1", p3);
-    let reset = reset_node02(&lab, p1, 11);
+    let onlooker = lab.listener("127.0.0.1", p3);
+    let reset = lab.reset_node02(p1, 11);
     lab.wait_log("reset.log", "SOFTRESET SEND", |l| {
         l.contains("] SOFTRESET labnode02 2 SEND")
     });
@@ -582,8 +536,8 @@ fn malformed_datagrams_are_ignored_and_the_daemon_still_answers() {
 fn fence_kdump_gives_dump(notify: impl FnOnce(&Lab)) {
     let lab = Lab::start(5000);
     let [p1, _, p3] = three_monitors(&lab);
-    let onlooker = listener(&lab, "127.0.0.1", p3);
-    let reset = reset_node02(&lab, p1, 21);
+    let onlooker = lab.listener("127.0.0.1", p3);
+    let reset = lab.reset_node02(p1, 21);
     lab.wait_log("reset.log", "SOFTRESET SEND", |l| {
         l.contains("] SOFTRESET labnode02 2 SEND")
     });

@@ -250,6 +250,52 @@ impl Lab {
         }
     }
 
+    /// `haconn node listen` on `bind:port` for one attention, started and ready.
+    pub fn listener(&self, bind: &str, port: u16) -> Bg {
+        let mut bg = Bg::spawn(vec![
+            "node".into(),
+            "listen".into(),
+            "--port".into(),
+            port.to_string(),
+            "--bind".into(),
+            bind.into(),
+            "--key-file".into(),
+            self.key_file(),
+            "--count".into(),
+            "1".into(),
+            "--timeout".into(),
+            "30".into(),
+        ]);
+        bg.wait_line(Stream::Err, "listening on");
+        bg
+    }
+
+    /// `haconn node reset` of labnode02 by labnode01 (request `req`, replies to `port`), in
+    /// the background, once its ACCEPTED reply is in.
+    pub fn reset_node02(&self, port: u16, req: u32) -> Bg {
+        let mut bg = Bg::spawn(self.node_args(
+            "reset",
+            &[
+                "--system",
+                "labnode01",
+                "--subsystem",
+                "1",
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--target-system",
+                "labnode02",
+                "--target",
+                "2",
+                "--req",
+                &req.to_string(),
+            ],
+        ));
+        bg.wait_line(Stream::Out, "result=ACCEPTED");
+        bg
+    }
+
     /// `haconn node SUB --connector ... --key-file ... ARGS`.
     pub fn node_args(&self, sub: &str, args: &[&str]) -> Vec<String> {
         let mut a: Vec<String> = vec![

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use esxi_support::{Logins, Sshd};
 use ipmi_support::{PASSWORD, SimBmc, SimConfig, USER};
-use resetpath_support::{Bg, Lab, Stream, free_port, haconn};
+use resetpath_support::{Lab, Stream, free_port, haconn};
 use snmp_support::Snmpd;
 
 /// How often the daemons of these tests poll their hardware.
@@ -120,26 +120,6 @@ fn guest<'a>(h: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
         .unwrap_or_else(|| panic!("no guest {name} in {h:#}"))
 }
 
-/// `haconn node listen` on 127.0.0.1:`port` for one attention, started and ready.
-fn listener(lab: &Lab, port: u16) -> Bg {
-    let mut bg = Bg::spawn(vec![
-        "node".into(),
-        "listen".into(),
-        "--port".into(),
-        port.to_string(),
-        "--bind".into(),
-        "127.0.0.1".into(),
-        "--key-file".into(),
-        lab.key_file(),
-        "--count".into(),
-        "1".into(),
-        "--timeout".into(),
-        "30".into(),
-    ]);
-    bg.wait_line(Stream::Err, "listening on");
-    bg
-}
-
 /// `haconn node reset` of `target` (system, subsystem#) asked by `by`; waits for the answer.
 fn reset(lab: &Lab, by: (&str, u32), target: (&str, u32)) -> resetpath_support::Run {
     lab.node(
@@ -190,7 +170,7 @@ fn a_power_off_sends_poff_attention_within_one_poll_interval() {
     lab.register("labnode01", 1, port, None);
     let listen_port = free_port();
     lab.register("labnode02", 2, listen_port, None);
-    let mut listener = listener(&lab, listen_port);
+    let mut listener = lab.listener("127.0.0.1", listen_port);
 
     // The node loses power (as a power button or a PDU would do it), behind haconn's back.
     let off = std::process::Command::new("ipmitool")
@@ -517,7 +497,7 @@ fn esxi_guests_are_watched_a_powered_off_guest_is_told_and_a_dead_host_is_ng() {
     lab.register("vm01", 5, free_port(), None);
     let listen_port = free_port();
     lab.register("g01", 6, listen_port, None);
-    let mut listener = listener(&lab, listen_port);
+    let mut listener = lab.listener("127.0.0.1", listen_port);
     // vm01 (vmid 3) is powered off on the host, behind haconn's back.
     let out = sshd.local("vim-cmd", &["vmsvc/power.off", "3"]);
     assert!(!out.contains("fault"), "{out}");
