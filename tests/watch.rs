@@ -527,3 +527,45 @@ fn esxi_guests_are_watched_a_powered_off_guest_is_told_and_a_dead_host_is_ng() {
     let reply = check(&lab, "g01", 6, listen_port);
     assert!(reply.contains("resettable=yes via=esxi"), "{reply}");
 }
+
+#[test]
+fn an_unanswering_bmc_is_bypassed_through_the_pdu_and_found_again_when_it_answers() {
+    let (b1, b2) = (sim_at(61), sim_at(62));
+    let mut b3 = sim_at(63);
+    let pdu = Snmpd::start(snmp_support::Options::default());
+    let lab = Lab::start_real(
+        1000,
+        POLL_MS,
+        spec([&b1, &b2, &b3], PASSWORD, Some((&pdu, 5))),
+    );
+    until(&lab, "labnode03's BMC OK", |h| {
+        server(h, "labnode03")["bmc"]["link"] == "OK"
+    });
+    // The BMC hangs (SIGSTOP): no refusal, just silence.
+    b3.pause();
+    let h = until(&lab, "labnode03's BMC NG", |h| {
+        server(h, "labnode03")["bmc"]["link"] == "NG"
+    });
+    let reason = server(&h, "labnode03")["bmc"]["reason"].to_string();
+    assert!(reason.contains("no answer"), "{reason}");
+    let run = reset(&lab, ("labnode01", 1), ("labnode03", 3));
+    assert!(
+        run.stdout.contains("result=DUMP"),
+        "{run}\n{}",
+        lab.diagnostics()
+    );
+    let sets = pdu.wait_sets(2, Duration::from_secs(10));
+    let mut offs: Vec<u16> = sets
+        .iter()
+        .filter(|s| s.value == 0)
+        .map(|s| s.outlet)
+        .collect();
+    offs.sort_unstable();
+    assert_eq!(offs, vec![3, 4], "{sets:?}");
+    assert!(b3.nmis().is_empty(), "the stopped BMC took nothing");
+    // It answers again: the watch opens a new session and says so.
+    b3.resume();
+    until(&lab, "labnode03's BMC OK again", |h| {
+        server(h, "labnode03")["bmc"]["link"] == "OK"
+    });
+}
