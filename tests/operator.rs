@@ -71,7 +71,7 @@ fn show_status_reports_what_the_watch_found() {
                 .as_array()
                 .is_some_and(|p| p.iter().all(|p| p["link"] == "OK"))
     });
-    assert_eq!(h["interval_ms"], 1000);
+    assert_eq!(h["intervalMs"], 1000);
     let servers = h["servers"].as_array().unwrap();
     assert!(servers.iter().all(|s| s["power"] == "pon"), "{h:#}");
     assert_eq!(

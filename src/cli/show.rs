@@ -279,7 +279,7 @@ fn print_hardware(h: &serde_json::Value) {
             reasons.push(format!("{who} {what}: {r}"));
         }
     };
-    match h["interval_ms"].as_u64() {
+    match h["intervalMs"].as_u64() {
         Some(ms) => println!(
             "hardware watch    : every {ms} ms, last poll {} ms ago",
             cell(&h["lastPollAgoMs"])

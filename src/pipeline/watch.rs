@@ -416,7 +416,7 @@ impl Health {
             })
             .collect();
         json!({
-            "interval_ms": interval.map(|i| i.as_millis() as u64),
+            "intervalMs": interval.map(|i| i.as_millis() as u64),
             "rounds": self.rounds,
             "lastPollAgoMs": self.power.values().map(|p| p.at).chain(self.pdus.values().map(|p| p.at)).max().map(|t| t.elapsed().as_millis() as u64),
             "mservers": mservers,
