@@ -485,6 +485,19 @@ fn esxi_guests_are_watched_a_powered_off_guest_is_told_and_a_dead_host_is_ng() {
             .is_some_and(|g| g.iter().all(|g| g["power"] == "pon"))
     });
     assert_eq!(server(&h, "esx01")["vmware"]["link"], "OK", "{h:#}");
+    // A poll round asks the host once (`vmdumper -l` lists the running VMs), not once per
+    // guest: with both guests running, nothing else is run.
+    sshd.clear_calls();
+    std::thread::sleep(Duration::from_millis(2500));
+    let calls = sshd.calls();
+    let started = |what: &str| {
+        calls
+            .iter()
+            .filter(|c| !c.end && c.argv.contains(what))
+            .count()
+    };
+    assert!(started("vmdumper -l") >= 2, "{calls:?}");
+    assert_eq!(started("power.getstate"), 0, "{calls:?}");
     let run = haconn(&[
         "show",
         "status",

@@ -100,6 +100,20 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
     async fn vm_power_state(&self, host: &Esxi, vm: &str) -> BackendResult<PowerState>;
     async fn vm_nmi(&self, host: &Esxi, vm: &str) -> BackendResult<()>;
     async fn vm_reset(&self, host: &Esxi, vm: &str) -> BackendResult<()>;
+    /// The power state of several guests of one host (the watch's poll): `Err` when the
+    /// host could not be asked at all, else one answer per guest. The default asks for each
+    /// guest in turn; a backend that can ask once per host does.
+    async fn vm_power_states(
+        &self,
+        host: &Esxi,
+        vms: &[String],
+    ) -> BackendResult<Vec<(String, BackendResult<PowerState>)>> {
+        let mut answers = Vec::with_capacity(vms.len());
+        for vm in vms {
+            answers.push((vm.clone(), self.vm_power_state(host, vm).await));
+        }
+        Ok(answers)
+    }
     async fn shutdown(&self) {}
 }
 

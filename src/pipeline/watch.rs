@@ -29,7 +29,9 @@ pub enum Probe {
     /// A management server's BMC, by name.
     MserverBmc(String),
     Pdu(IpAddr),
-    /// A guest on the ESXi host of a server: (server, VM).
+    /// Every guest on the ESXi host of a server, in one poll.
+    Host(String),
+    /// A guest on the ESXi host of a server: (server, VM). What a `Host` poll records.
     Guest(String, String),
 }
 
@@ -41,6 +43,8 @@ pub enum Answer {
         info: Result<PduInfo, BackendError>,
         outlets: Vec<(u16, Result<OutletState, BackendError>)>,
     },
+    /// A host's guests; `Err` when the host could not be asked.
+    Guests(Result<Vec<(String, Result<PowerState, BackendError>)>, BackendError>),
 }
 
 /// A device's link as the last poll found it.
@@ -131,7 +135,8 @@ impl Health {
     /// the spec no longer holds.
     pub fn due(&mut self, spec: &Spec) -> Vec<Probe> {
         let all = probes(spec);
-        let keep: HashSet<&Probe> = all.iter().collect();
+        let guests = guest_keys(spec);
+        let keep: HashSet<&Probe> = all.iter().chain(&guests).collect();
         self.power.retain(|p, _| keep.contains(p));
         self.pdus.retain(|a, _| spec.pdus.contains_key(a));
         self.rounds += 1;
@@ -178,6 +183,43 @@ impl Health {
                     },
                 );
                 None
+            }
+            (Answer::Guests(r), Probe::Host(server)) => {
+                let vms: Vec<String> = spec
+                    .servers
+                    .values()
+                    .find(|s| s.name.as_str() == server)?
+                    .esxi
+                    .as_ref()?
+                    .guests
+                    .iter()
+                    .map(|g| g.to_string())
+                    .collect();
+                let mut lost = Vec::new();
+                for vm in vms {
+                    let answer = match &r {
+                        Err(e) => Err(e.clone()),
+                        Ok(list) => match list.iter().find(|(n, _)| *n == vm) {
+                            Some((_, a)) => a.clone(),
+                            // Asked before a reload added it: the next poll will tell.
+                            None => continue,
+                        },
+                    };
+                    let key = Probe::Guest(server.clone(), vm);
+                    if let Some(loss) = self.record(spec, key, Answer::Power(answer)) {
+                        lost.extend(loss.systems);
+                    }
+                }
+                (!lost.is_empty()).then(|| PowerLoss {
+                    what: format!(
+                        "ESXi host of {server} reports {} powered off",
+                        lost.iter()
+                            .map(|(s, _)| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    systems: lost,
+                })
             }
             (Answer::Power(r), _) => {
                 let from = probe_address(spec, &probe)?;
@@ -463,16 +505,30 @@ pub fn probes(spec: &Spec) -> Vec<Probe> {
     }
     for s in spec.servers.values() {
         v.push(Probe::ServerBmc(s.name.to_string()));
-        if let Some(e) = s.esxi.as_ref().filter(|e| e.enabled) {
-            for g in &e.guests {
-                v.push(Probe::Guest(s.name.to_string(), g.to_string()));
-            }
+        if s.esxi
+            .as_ref()
+            .is_some_and(|e| e.enabled && !e.guests.is_empty())
+        {
+            v.push(Probe::Host(s.name.to_string()));
         }
     }
     for p in spec.pdus.keys() {
         v.push(Probe::Pdu(*p));
     }
     v
+}
+
+/// The keys under which a `Host` poll records each guest.
+fn guest_keys(spec: &Spec) -> Vec<Probe> {
+    spec.servers
+        .values()
+        .filter_map(|s| Some((s, s.esxi.as_ref().filter(|e| e.enabled)?)))
+        .flat_map(|(s, e)| {
+            e.guests
+                .iter()
+                .map(|g| Probe::Guest(s.name.to_string(), g.to_string()))
+        })
+        .collect()
 }
 
 fn probe_address(spec: &Spec, probe: &Probe) -> Option<(IpAddr, u16)> {
@@ -487,7 +543,7 @@ fn probe_address(spec: &Spec, probe: &Probe) -> Option<(IpAddr, u16)> {
             .values()
             .find(|x| x.name.as_str() == m)
             .map(|x| (x.bmc.address, x.bmc.port)),
-        Probe::Guest(s, _) => spec
+        Probe::Guest(s, _) | Probe::Host(s) => spec
             .servers
             .values()
             .find(|x| x.name.as_str() == s)
@@ -549,21 +605,24 @@ pub async fn poll(spec: &Spec, probe: &Probe, b: &Backends) -> Option<Answer> {
                 .bmc;
             Answer::Power(within(device("BMC", bmc.address), b.bmc.power_state(bmc)).await)
         }
-        Probe::Guest(s, vm) => {
+        Probe::Host(s) => {
             let host = spec
                 .servers
                 .values()
                 .find(|x| x.name.as_str() == s)?
                 .esxi
                 .as_ref()?;
-            Answer::Power(
+            let vms: Vec<String> = host.guests.iter().map(|g| g.to_string()).collect();
+            Answer::Guests(
                 within(
                     device("ESXi", host.address),
-                    b.hypervisor.vm_power_state(host, vm),
+                    b.hypervisor.vm_power_states(host, &vms),
                 )
                 .await,
             )
         }
+        // Recorded from a `Host` poll, never polled on its own.
+        Probe::Guest(..) => return None,
         Probe::Pdu(addr) => {
             let pdu = spec.pdus.get(addr)?;
             let outlets: std::collections::BTreeSet<u16> = fed_outlets(spec, *addr)
@@ -732,6 +791,51 @@ servers:
             h.view(&smaller, None)["servers"].as_array().unwrap().len(),
             1
         );
+    }
+
+    #[test]
+    fn a_host_poll_records_each_guest_and_reports_only_those_that_went_off() {
+        let spec = spec(&SPEC.replace(
+            "  - name: node2\n",
+            "  - name: esx\n    bmc: {address: 127.0.0.13, username: admin, password: passw0rd}\n    esxi: {address: 127.0.0.14, username: root, password: pw, hostKey: \"SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\", guests: [vm1, vm2, vm3]}\n  - name: node2\n",
+        ));
+        let host = Probe::Host("esx".into());
+        assert!(probes(&spec).contains(&host));
+        let answer = |states: [PowerState; 3]| {
+            Answer::Guests(Ok(["vm1", "vm2", "vm3"]
+                .into_iter()
+                .zip(states)
+                .map(|(n, p)| (n.to_string(), Ok(p)))
+                .collect()))
+        };
+        use PowerState::{Off, On};
+        assert_eq!(h_record(&spec, &host, answer([On, On, Off])), None);
+        let mut h = Health::default();
+        h.record(&spec, host.clone(), answer([On, On, Off]));
+        let loss = h
+            .record(&spec, host.clone(), answer([On, Off, Off]))
+            .expect("vm2 lost");
+        assert_eq!(loss.systems, vec![("vm2".to_string(), true)]);
+        // The host cannot be asked: every guest unknown, nobody "lost power".
+        let down = Answer::Guests(Err(dead("ESXi 127.0.0.14")));
+        assert_eq!(h.record(&spec, host.clone(), down), None);
+        let esx = spec
+            .servers
+            .values()
+            .find(|s| s.name.as_str() == "esx")
+            .unwrap();
+        assert!(h.esxi(&spec, esx).is_ng());
+        assert!(!h.resettable(&spec, esx, Some("vm1")).resettable);
+        let v = h.view(&spec, None);
+        assert_eq!(v["servers"][0]["guests"][0]["power"], "----", "{v:#}");
+        // The guests survive the pruning of a new round.
+        h.due(&spec);
+        assert_eq!(h.record(&spec, host, answer([On, On, On])), None);
+        assert!(h.resettable(&spec, esx, Some("vm1")).resettable);
+    }
+
+    fn h_record(spec: &Spec, probe: &Probe, answer: Answer) -> Option<PowerLoss> {
+        Health::default().record(spec, probe.clone(), answer)
     }
 
     #[test]

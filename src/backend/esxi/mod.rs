@@ -438,6 +438,30 @@ impl Hypervisor for EsxiHosts {
         expect(h, &format!("reset of {vm} (vmid {vmid})"), &out, "Reset VM")
     }
 
+    /// One `vmdumper -l` per host lists the running VMs: a guest listed is on. A guest not
+    /// listed is confirmed with `power.getstate` before it counts as off, so a host that
+    /// lists nothing for a moment never makes the watch report a power-off that did not
+    /// happen; when the listing itself fails, every guest is asked on its own.
+    async fn vm_power_states(
+        &self,
+        h: &Esxi,
+        vms: &[String],
+    ) -> BackendResult<Vec<(String, BackendResult<PowerState>)>> {
+        let host = self.host(h);
+        let list = self.run(&host, h, "vmdumper -l").await?;
+        let listed = (list.status == Some(0) && parse::fault(&list.text()).is_none())
+            .then_some(&list.stdout);
+        // The confirmations run at once (the channel limit queues them).
+        let answers = vms.iter().map(|vm| async move {
+            let answer = match listed.map(|l| parse::world_id(l, vm)) {
+                Some(Ok(Some(_))) => Ok(PowerState::On),
+                _ => self.vm_power_state(h, vm).await,
+            };
+            (vm.clone(), answer)
+        });
+        Ok(futures_util::future::join_all(answers).await)
+    }
+
     async fn shutdown(&self) {
         let hosts: Vec<Arc<Host>> = self.lock_hosts().values().cloned().collect();
         for host in hosts {
