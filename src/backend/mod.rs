@@ -49,6 +49,9 @@ impl BackendError {
 
 pub type BackendResult<T> = Result<T, BackendError>;
 
+/// Guests of one host by VM name, each with its power state or why it is unknown.
+pub type GuestStates = Vec<(String, BackendResult<PowerState>)>;
+
 /// A server's BMC (IPMI over LAN).
 #[async_trait]
 pub trait Bmc: Send + Sync + std::fmt::Debug {
@@ -103,11 +106,7 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
     /// The power state of several guests of one host (the watch's poll): `Err` when the
     /// host could not be asked at all, else one answer per guest. The default asks for each
     /// guest in turn; a backend that can ask once per host does.
-    async fn vm_power_states(
-        &self,
-        host: &Esxi,
-        vms: &[String],
-    ) -> BackendResult<Vec<(String, BackendResult<PowerState>)>> {
+    async fn vm_power_states(&self, host: &Esxi, vms: &[String]) -> BackendResult<GuestStates> {
         let mut answers = Vec::with_capacity(vms.len());
         for vm in vms {
             answers.push((vm.clone(), self.vm_power_state(host, vm).await));

@@ -44,7 +44,7 @@ pub enum Answer {
         outlets: Vec<(u16, Result<OutletState, BackendError>)>,
     },
     /// A host's guests; `Err` when the host could not be asked.
-    Guests(Result<Vec<(String, Result<PowerState, BackendError>)>, BackendError>),
+    Guests(Result<crate::backend::GuestStates, BackendError>),
 }
 
 /// A device's link as the last poll found it.

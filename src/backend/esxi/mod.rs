@@ -446,7 +446,7 @@ impl Hypervisor for EsxiHosts {
         &self,
         h: &Esxi,
         vms: &[String],
-    ) -> BackendResult<Vec<(String, BackendResult<PowerState>)>> {
+    ) -> BackendResult<crate::backend::GuestStates> {
         let host = self.host(h);
         let list = self.run(&host, h, "vmdumper -l").await?;
         let listed = (list.status == Some(0) && parse::fault(&list.text()).is_none())
