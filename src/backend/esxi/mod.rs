@@ -416,6 +416,16 @@ impl Hypervisor for EsxiHosts {
         let host = self.host(h);
         let dev = device("ESXi", h.address);
         let list = self.run(&host, h, "vmdumper -l").await?;
+        if list.status != Some(0) {
+            return Err(BackendError::refused(
+                &dev,
+                format!(
+                    "vmdumper -l failed (exit status {}): {}; no NMI sent",
+                    list.status.map_or("none".into(), |s| s.to_string()),
+                    parse::excerpt(&list.text())
+                ),
+            ));
+        }
         let wid = parse::world_id(&list.stdout, vm)
             .map_err(|e| BackendError::refused(&dev, e))?
             .ok_or_else(|| {
