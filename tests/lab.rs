@@ -206,6 +206,19 @@ fn guest_nmi_and_reset_through_esxi() {
 }
 
 #[test]
+fn poweroff_the_watch_tells_the_others_and_resets_nothing() {
+    let run = lab("poweroff");
+    run.has("node02                              POWER LOST")
+        .has("haconn → node01 HA monitor          ATTENTION node02 POFF")
+        .has("haconn → node03 HA monitor          ATTENTION node02 POFF")
+        .has("within one poll interval")
+        .lacks("NMI")
+        .lacks("HARD RESET")
+        .lacks("RM-RESET")
+        .log_at_least("ATTENTION node02 2 SEND 127.0.0.1 ", " P POFF", 2);
+}
+
+#[test]
 fn lab_refuses_timings_outside_the_spec_ranges() {
     haconn(&["lab", "--hispeed", "999"]).code(2);
     haconn(&["lab", "--timeout", "61"]).code(2);

@@ -32,6 +32,8 @@ pub enum ScenarioArg {
     BmcDead,
     Pair,
     Guest,
+    #[value(name = "poweroff")]
+    PowerOff,
 }
 
 pub fn run(args: &Args) -> Outcome {
@@ -42,6 +44,7 @@ pub fn run(args: &Args) -> Outcome {
         ScenarioArg::BmcDead => vec![Scenario::BmcDead],
         ScenarioArg::Pair => vec![Scenario::Pair],
         ScenarioArg::Guest => vec![Scenario::Guest],
+        ScenarioArg::PowerOff => vec![Scenario::PowerOff],
     };
     let timings = Timings {
         hispeed_ms: args.hispeed,

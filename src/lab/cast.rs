@@ -26,15 +26,19 @@ pub enum Scenario {
     Pair,
     /// vm02, a VMware guest, hangs: NMI then reset through its ESXi host.
     Guest,
+    /// node02 loses power with nobody asking for anything: the hardware watch sees its
+    /// BMC report power off and tells the other HA monitors POFF at once.
+    PowerOff,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Dump,
         Scenario::Hang,
         Scenario::BmcDead,
         Scenario::Pair,
         Scenario::Guest,
+        Scenario::PowerOff,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +48,7 @@ impl Scenario {
             Scenario::BmcDead => "bmc-dead",
             Scenario::Pair => "pair",
             Scenario::Guest => "guest",
+            Scenario::PowerOff => "poweroff",
         }
     }
 }
@@ -91,6 +96,8 @@ pub struct Cast {
     pub outlets: Vec<(IpAddr, u16)>,
     /// A BMC that answers until the NMI and never after.
     pub dies_after_nmi: Option<IpAddr>,
+    /// The node that loses power at t = 0 (and the watch poll interval that must see it).
+    pub loses_power: Option<(usize, std::time::Duration)>,
 }
 
 /// The timings an operator can shorten or lengthen.
@@ -192,6 +199,11 @@ impl Cast {
                 ],
                 one,
             ),
+            Scenario::PowerOff => (
+                "node02's power supply fails: nobody asks for a reset, the hardware watch sees it",
+                three(true),
+                Vec::new(),
+            ),
         };
         let bmc_dead = scenario == Scenario::BmcDead;
         Cast {
@@ -205,6 +217,8 @@ impl Cast {
                 Vec::new()
             },
             dies_after_nmi: bmc_dead.then(|| bmc_of(2)),
+            loses_power: (scenario == Scenario::PowerOff)
+                .then_some((1, std::time::Duration::from_millis(200))),
         }
     }
 

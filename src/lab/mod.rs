@@ -213,7 +213,7 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Report> {
             reset_log,
             error_log,
             monitor_expiry: Duration::from_secs(60),
-            watch: None,
+            watch: cast.loses_power.map(|(_, every)| every),
         },
     )
     .context("starting the pipeline thread")?;
@@ -224,6 +224,7 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Report> {
         .build()
         .context("starting the lab's runtime")?;
     let world = World {
+        sim: sim.clone(),
         cast: &cast,
         key: Key::Hmac(key.into_bytes()),
         connector,
@@ -254,14 +255,19 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Report> {
     let elapsed = seen.done.unwrap_or(seen.end) - seen.t0;
     writeln!(
         out,
-        "lab {}: {} ({:.1} s from the reset request)",
+        "lab {}: {} ({:.1} s from the {})",
         cast.scenario.name(),
         if passed {
             "PASSED, the expected outcome happened"
         } else {
             "FAILED"
         },
-        elapsed.as_secs_f64()
+        elapsed.as_secs_f64(),
+        if cast.loses_power.is_some() {
+            "power loss"
+        } else {
+            "reset request"
+        }
     )?;
     out.flush()?;
     Ok(Report {
@@ -273,6 +279,7 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Report> {
 
 /// The world around the pipeline: monitors, dump agents, and what they saw.
 struct World<'a> {
+    sim: Arc<Sim>,
     cast: &'a Cast,
     key: Key,
     connector: SocketAddr,
@@ -503,8 +510,30 @@ impl World<'_> {
             anyhow::bail!("not every HA monitor could check in over the reset path");
         }
 
-        writeln!(out, "\ntimeline (t = 0 at the first reset request)")?;
+        if let Some((i, every)) = cast.loses_power {
+            // Let the watch see every node powered on first.
+            tokio::time::sleep(3 * every).await;
+            writeln!(
+                out,
+                "\ntimeline (t = 0 when {} loses power; the watch polls every BMC every {} ms)",
+                cast.nodes[i].system,
+                every.as_millis()
+            )?;
+        } else {
+            writeln!(out, "\ntimeline (t = 0 at the first reset request)")?;
+        }
         let t0 = Instant::now();
+        if let Some((i, _)) = cast.loses_power {
+            self.sim
+                .set(cast.nodes[i].device.clone(), |d| d.power = PowerState::Off);
+            let _ = tx.send(Event {
+                at: t0,
+                what: What::Note(
+                    cast.nodes[i].system.clone(),
+                    "POWER LOST (its power supply fails; nobody asks for a reset)".into(),
+                ),
+            });
+        }
         for r in &cast.requests {
             let (requester, target) = (&cast.nodes[r.requester], &cast.nodes[r.target]);
             let msg = Message::Reset {
@@ -529,6 +558,9 @@ impl World<'_> {
 
         let t = self.timings;
         let deadline = t0
+            + cast
+                .loses_power
+                .map_or(Duration::ZERO, |(_, every)| 10 * every)
             + Duration::from_millis(u64::from(t.hispeed_ms))
             + crate::pipeline::reset::GUEST_HARD_RESET_AFTER
             + 2 * crate::pipeline::reset::OPERATION_TIMEOUT
@@ -615,6 +647,12 @@ async fn listen(sock: Arc<UdpSocket>, actor: Actor, key: Key, tx: mpsc::Unbounde
 /// request, the attention at every other monitor for each reset done, and (PDU cut) the
 /// outlets back on.
 fn complete(cast: &Cast, seen: &Seen) -> bool {
+    if let Some((i, _)) = cast.loses_power {
+        let told = seen.attentions(&cast.nodes[i].system);
+        return (0..cast.nodes.len())
+            .filter(|&m| m != i)
+            .all(|m| told.iter().any(|(x, _)| *x == m));
+    }
     for r in &cast.requests {
         let finals = seen.finals(r.req);
         let Some(result) = finals.first() else {
@@ -669,6 +707,47 @@ fn verdict(cast: &Cast, t: Timings, seen: &Seen, sim: &Sim) -> Vec<(bool, String
             .join(" and ")
     };
     let hispeed = Duration::from_millis(u64::from(t.hispeed_ms));
+
+    if let Some((i, every)) = cast.loses_power {
+        let node = &cast.nodes[i];
+        check(
+            told_all(i, AttentionState::Poff),
+            format!("{} were told ATTENTION {} POFF", others(i), node.system),
+        );
+        let first = seen
+            .events
+            .iter()
+            .find(|e| {
+                matches!(&e.what, What::Got { msg: Message::Attention { system, .. }, .. }
+                    if *system == node.system)
+            })
+            .map(|e| e.at);
+        // One poll interval, plus the simulated BMC's answer time and a loaded machine.
+        let bound = every + BMC_DELAY + Duration::from_millis(500);
+        check(
+            first.is_some_and(|f| f <= seen.t0 + bound),
+            format!(
+                "within one poll interval ({} ms; allowed {} ms)",
+                every.as_millis(),
+                bound.as_millis()
+            ),
+        );
+        let touched = hw.iter().any(|(_, e)| {
+            matches!(
+                e,
+                SimEvent::Nmi(_) | SimEvent::HardReset(_) | SimEvent::Outlet { .. }
+            )
+        });
+        check(
+            !touched,
+            "nothing was reset: haconn only told what it saw".into(),
+        );
+        check(
+            seen.reset_lines("ATTENTION", " POFF").len() >= cast.nodes.len() - 1,
+            "the reset log has the ATTENTION ... POFF lines".into(),
+        );
+        return checks;
+    }
 
     if cast.scenario == Scenario::Pair {
         let accepted: Vec<_> = cast
@@ -831,7 +910,7 @@ fn verdict(cast: &Cast, t: Timings, seen: &Seen, sim: &Sim) -> Vec<(bool, String
                 ),
             );
         }
-        Scenario::Pair => unreachable!("handled above"),
+        Scenario::Pair | Scenario::PowerOff => unreachable!("handled above"),
     }
     checks
 }

@@ -24,11 +24,19 @@ pub enum Actor {
 
 #[derive(Debug, Clone)]
 pub enum What {
-    Sent { from: Actor, msg: Message },
-    Got { to: Actor, msg: Message },
+    Sent {
+        from: Actor,
+        msg: Message,
+    },
+    Got {
+        to: Actor,
+        msg: Message,
+    },
     Hardware(SimEvent),
     ResetLog(chrono::DateTime<chrono::Local>, String),
     ErrorLog(chrono::DateTime<chrono::Local>, String),
+    /// Something the lab did to a node (who, what).
+    Note(String, String),
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +149,9 @@ pub fn describe(ev: &What, cast: &Cast, hispeed_ms: u32) -> Option<(String, Stri
                 other => format!("{other:?} for {}", short(*to)),
             },
         ),
+        // The watch asks every BMC every poll: too many to show.
+        What::Hardware(SimEvent::PowerQuery(_)) if cast.loses_power.is_some() => return None,
+        What::Note(who, what) => (who.clone(), what.clone()),
         What::Hardware(h) => match h {
             SimEvent::PowerQuery(d) => (format!("haconn → {}", device(d)), "power status?".into()),
             SimEvent::Nmi(d) => (
