@@ -92,7 +92,8 @@ fn show_status_reports_what_the_watch_found() {
     let run = show(&lab, &["ipdu", "--addr", "127.0.0.32"]);
     run.code(0)
         .stdout_has("PDU 127.0.0.32  model APC_RPDU")
-        .stdout_has("labnode03 P");
+        .stdout_has("<Con#>  <Status>  <P/M>  <Server>   <State>")
+        .stdout_has("     7  Enable    P      labnode03  on");
     assert!(!run.stdout.contains("127.0.0.31"), "{run}");
     show(&lab, &["ipdu", "--addr", "127.0.0.99"]).code(1);
     let run = show(&lab, &["ipdu-setting"]);

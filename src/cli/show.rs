@@ -39,9 +39,9 @@ pub enum What {
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
     },
-    /// PDUs as the watch last found them: model, firmware, link, and per outlet the
-    /// server it feeds (P server, M management server), Enable/Disable (PDU forced reset
-    /// on or off for it) and its state.
+    /// PDUs as the watch last found them: model, firmware, link, and per fed outlet its
+    /// status (Enable powered, Disable cut, -- not known), P (server) or M (management
+    /// server) and the server it feeds.
     Ipdu {
         /// Only this PDU.
         #[arg(long, value_name = "IP")]
@@ -207,9 +207,18 @@ fn print_pdus(pdus: &serde_json::Value) {
             .map(|o| {
                 vec![
                     cell(&o["outlet"]),
-                    cell(&o["control"]),
-                    format!("{} {}", cell(&o["server"]), cell(&o["kind"])),
-                    cell(&o["state"]),
+                    cell(&o["status"]),
+                    cell(&o["kind"]),
+                    cell(&o["server"]),
+                    format!(
+                        "{}{}",
+                        cell(&o["state"]),
+                        if o["forcedReset"] == false {
+                            " (PDU forced reset off)"
+                        } else {
+                            ""
+                        }
+                    ),
                 ]
             })
             .collect();
@@ -217,8 +226,8 @@ fn print_pdus(pdus: &serde_json::Value) {
             println!("    (no outlet of this PDU feeds a server in the spec)");
         } else {
             print_table(
-                &["<Outlet>", "<Control>", "<Server>", "<State>"],
-                &[true, false, false, false],
+                &["<Con#>", "<Status>", "<P/M>", "<Server>", "<State>"],
+                &[true, false, false, false, false],
                 rows,
             );
         }

@@ -447,10 +447,16 @@ impl Health {
                         };
                         json!({
                             "outlet": outlet,
-                            "server": fed,
-                            "kind": kind,
-                            "control": if enabled { "Enable" } else { "Disable" },
+                            // The seed's words: powered, cut, or not known.
+                            "status": match state {
+                                "on" => "Enable",
+                                "off" => "Disable",
+                                _ => "--",
+                            },
                             "state": state,
+                            "kind": kind,
+                            "server": fed,
+                            "forcedReset": enabled,
                         })
                     })
                     .collect();
