@@ -82,6 +82,11 @@ fn show_status_reports_what_the_watch_found() {
     assert_eq!(servers[2]["vmware"]["link"], "--");
     assert_eq!(h["mservers"][0]["bmc"]["link"], "OK", "{h:#}");
     assert_eq!(h["mservers"][0]["role"], "active");
+    assert_eq!(
+        h["mservers"][0]["status"], "normal",
+        "its BMC says it is on"
+    );
+    assert_eq!(h["mservers"][0]["bmcAddress"], "127.0.0.2");
 
     // The text form: the SPEC §8 columns.
     let run = show(&lab, &["status"]);

@@ -233,7 +233,7 @@ fn a_wrong_password_is_link_ng_with_the_reason_and_no_reset_is_reported() {
         reason.contains("password") || reason.contains("auth"),
         "the reason names the login problem: {reason}"
     );
-    assert_eq!(server(&h, "labnode01")["power"], "----");
+    assert_eq!(server(&h, "labnode01")["power"], "--");
     let text = haconn(&[
         "show",
         "status",

@@ -27,8 +27,8 @@ pub enum Output {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum What {
-    /// The daemon and the hardware: management servers (role, state, BMC, PDU), servers
-    /// (power, BMC, PDU, VMware) as the watch last found them, the last reload.
+    /// The daemon and the hardware: management servers (BMC address, act/sby, status, BMC,
+    /// PDU), servers (power, BMC, PDU, VMware) as the watch last found them, the last reload.
     Status,
     /// The live spec (secrets masked).
     Settings,
@@ -295,7 +295,11 @@ fn print_hardware(h: &serde_json::Value) {
         ),
         None => println!("hardware watch    : off"),
     }
-    println!("management servers:");
+    println!(
+        "management servers: mode {}, link to the peer {}",
+        cell(&h["mode"]),
+        cell(&h["peerLink"])
+    );
     let ms: Vec<Vec<String>> = rows("mservers")
         .iter()
         .map(|m| {
@@ -304,16 +308,24 @@ fn print_hardware(h: &serde_json::Value) {
             note(name.clone(), "PDU", &m["pdu"]);
             vec![
                 name,
+                cell(&m["bmcAddress"]),
                 cell(&m["role"]),
-                cell(&m["state"]),
+                cell(&m["status"]),
                 link(&m["bmc"]),
                 link(&m["pdu"]),
             ]
         })
         .collect();
     print_table(
-        &["<Name>", "<Role>", "<State>", "<BMC>", "<PDU>"],
-        &[false; 5],
+        &[
+            "<Name>",
+            "<BMC address>",
+            "<Act/Sby>",
+            "<Status>",
+            "<BMC>",
+            "<PDU>",
+        ],
+        &[false; 6],
         ms,
     );
     println!("servers:");

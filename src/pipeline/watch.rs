@@ -50,7 +50,7 @@ pub enum Answer {
 /// A device's link as the last poll found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Link {
-    /// Not polled yet.
+    /// Not polled yet (`--`, like "not configured", as the old product showed it).
     Unknown,
     Ok,
     Ng(String),
@@ -64,10 +64,10 @@ impl Link {
         }
     }
 
-    /// The SPEC §8 column: OK / NG / `----` (not polled yet).
+    /// The SPEC §8 column: OK / NG / `--` (not polled yet).
     pub fn word(&self) -> &'static str {
         match self {
-            Link::Unknown => "----",
+            Link::Unknown => "--",
             Link::Ok => "OK",
             Link::Ng(_) => "NG",
         }
@@ -91,16 +91,15 @@ impl Link {
 struct Powered {
     from: (IpAddr, u16),
     result: Result<PowerState, BackendError>,
+    /// The last power state this device reported, kept while it does not answer (what
+    /// `show status` prints then, as the old product did).
+    last: Option<PowerState>,
     at: Instant,
 }
 
 impl Powered {
     fn link(&self) -> Link {
         Link::of(&self.result)
-    }
-
-    fn power(&self) -> Option<PowerState> {
-        self.result.as_ref().ok().copied()
     }
 }
 
@@ -223,17 +222,20 @@ impl Health {
             }
             (Answer::Power(r), _) => {
                 let from = probe_address(spec, &probe)?;
+                // Compared with the last state it reported, even across a spell without
+                // answers: on, then silence, then off is a power loss all the same.
                 let before = self
                     .power
                     .get(&probe)
                     .filter(|p| p.from == from)
-                    .and_then(Powered::power);
+                    .and_then(|p| p.last);
                 let power = r.as_ref().ok().copied();
                 self.power.insert(
                     probe.clone(),
                     Powered {
                         from,
                         result: r,
+                        last: power.or(before),
                         at: now,
                     },
                 );
@@ -356,18 +358,23 @@ impl Health {
             .management_servers
             .values()
             .map(|m| {
-                let bmc = self
-                    .powered(spec, &Probe::MserverBmc(m.name.to_string()))
-                    .map_or(Link::Unknown, Powered::link);
+                let polled = self.powered(spec, &Probe::MserverBmc(m.name.to_string()));
+                let bmc = polled.map_or(Link::Unknown, Powered::link);
                 let pdu = match m.ipdu.as_ref().filter(|i| i.enabled) {
                     Some(i) => self.links_of(&i.outlets).value(),
                     None => not_set(),
                 };
                 json!({
                     "name": m.name.as_str(),
+                    "bmcAddress": m.bmc.address.to_string(),
                     // Duplication is not built: the one running server is the active one.
-                    "role": if spec.mode == crate::spec::model::Mode::Single { "active" } else { "active (no standby)" },
-                    "state": "running",
+                    "role": "active",
+                    // From its BMC, as the old product: normal (powered on) or poff.
+                    "status": match polled.and_then(|p| p.last) {
+                        Some(PowerState::On) => "normal",
+                        Some(PowerState::Off) => "poff",
+                        None => "--",
+                    },
                     "bmc": bmc.value(),
                     "pdu": pdu,
                 })
@@ -378,11 +385,7 @@ impl Health {
             .values()
             .map(|s| {
                 let bmc = self.powered(spec, &Probe::ServerBmc(s.name.to_string()));
-                let power = match bmc.and_then(Powered::power) {
-                    Some(PowerState::On) => "pon",
-                    Some(PowerState::Off) => "poff",
-                    None => "----",
-                };
+                let power = power_word(bmc.and_then(|p| p.last));
                 let mut v = json!({
                     "name": s.name.as_str(),
                     "power": power,
@@ -403,11 +406,7 @@ impl Health {
                                 .powered(spec, &Probe::Guest(s.name.to_string(), g.to_string()));
                             let mut gv = json!({
                                 "name": g.as_str(),
-                                "power": match p.and_then(Powered::power) {
-                                    Some(PowerState::On) => "pon",
-                                    Some(PowerState::Off) => "poff",
-                                    None => "----",
-                                },
+                                "power": power_word(p.and_then(|p| p.last)),
                             });
                             if let Some(Err(e)) = p.map(|p| &p.result) {
                                 gv["reason"] = e.to_string().into();
@@ -443,7 +442,7 @@ impl Health {
                             Some(Ok(OutletState::Off)) => "off",
                             Some(Ok(OutletState::Changing)) => "changing",
                             Some(Err(_)) => "NG",
-                            None => "----",
+                            None => "--",
                         };
                         json!({
                             "outlet": outlet,
@@ -464,6 +463,12 @@ impl Health {
             })
             .collect();
         json!({
+            "mode": match spec.mode {
+                crate::spec::model::Mode::Single => "single",
+                crate::spec::model::Mode::Pair => "pair",
+            },
+            // The link between the two management servers' haconn (duplication: not built).
+            "peerLink": "--",
             "intervalMs": interval.map(|i| i.as_millis() as u64),
             "rounds": self.rounds,
             "lastPollAgoMs": self.power.values().map(|p| p.at).chain(self.pdus.values().map(|p| p.at)).max().map(|t| t.elapsed().as_millis() as u64),
@@ -471,6 +476,15 @@ impl Health {
             "servers": servers,
             "pdus": pdus,
         })
+    }
+}
+
+/// pon / poff / `--` (never answered).
+fn power_word(p: Option<PowerState>) -> &'static str {
+    match p {
+        Some(PowerState::On) => "pon",
+        Some(PowerState::Off) => "poff",
+        None => "--",
     }
 }
 
@@ -709,6 +723,14 @@ servers:
             None
         );
         assert_eq!(h.record(&spec, bmc("node1"), off()), None);
+        // On, then silence, then off: lost while nobody could see, a loss all the same;
+        // meanwhile status shows the last state the BMC reported.
+        let mut h = Health::default();
+        h.record(&spec, bmc("node1"), on());
+        h.record(&spec, bmc("node1"), Answer::Power(Err(dead("BMC"))));
+        assert_eq!(h.view(&spec, None)["servers"][0]["power"], "pon");
+        assert_eq!(h.view(&spec, None)["servers"][0]["bmc"]["link"], "NG");
+        assert!(h.record(&spec, bmc("node1"), off()).is_some());
     }
 
     #[test]
@@ -833,7 +855,7 @@ servers:
         assert!(h.esxi(&spec, esx).is_ng());
         assert!(!h.resettable(&spec, esx, Some("vm1")).resettable);
         let v = h.view(&spec, None);
-        assert_eq!(v["servers"][0]["guests"][0]["power"], "----", "{v:#}");
+        assert_eq!(v["servers"][0]["guests"][0]["power"], "pon", "{v:#}");
         // The guests survive the pruning of a new round.
         h.due(&spec);
         assert_eq!(h.record(&spec, host, answer([On, On, On])), None);
@@ -858,9 +880,9 @@ servers:
         let servers = v["servers"].as_array().unwrap();
         assert_eq!(servers[0]["power"], "poff");
         assert_eq!(servers[0]["bmc"]["link"], "OK");
-        assert_eq!(servers[0]["pdu"]["link"], "----", "enabled, not polled yet");
+        assert_eq!(servers[0]["pdu"]["link"], "--", "enabled, not polled yet");
         assert_eq!(servers[0]["vmware"]["link"], "--");
-        assert_eq!(servers[1]["power"], "----");
+        assert_eq!(servers[1]["power"], "--");
         assert_eq!(servers[1]["bmc"]["link"], "NG");
         assert_eq!(servers[1]["pdu"]["link"], "--");
         assert!(
@@ -869,7 +891,8 @@ servers:
                 .unwrap()
                 .contains("2000 ms")
         );
-        assert_eq!(v["mservers"][0]["bmc"]["link"], "----");
+        assert_eq!(v["mservers"][0]["bmc"]["link"], "--");
+        assert_eq!(v["mservers"][0]["status"], "--");
         assert_eq!(v["pdus"][0]["outlets"][0]["server"], "node1");
         assert_eq!(v["pdus"][0]["outlets"][0]["kind"], "P");
     }
