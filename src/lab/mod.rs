@@ -723,7 +723,7 @@ fn verdict(cast: &Cast, t: Timings, seen: &Seen, sim: &Sim) -> Vec<(bool, String
             })
             .map(|e| e.at);
         // One poll interval, plus the simulated BMC's answer time and a loaded machine.
-        let bound = every + BMC_DELAY + Duration::from_millis(500);
+        let bound = every + BMC_DELAY + Duration::from_millis(1000);
         check(
             first.is_some_and(|f| f <= seen.t0 + bound),
             format!(
