@@ -75,52 +75,15 @@ fn server<'a>(spec: &'a Spec, name: &str) -> &'a PhysicalServer {
         .expect("server in the test spec")
 }
 
-/// The target and timing of a physical server, read from the spec as SPEC §2 says:
-/// hispeed (or 5000 ms when off), the iPDU timeout (default when iPDU is off), the
-/// recovery time (0 = stay off), and every outlet link when iPDU is enabled.
+/// node01's reset as the pipeline builds it.
 fn physical(spec: &Spec, name: &str) -> (Target, Timing) {
-    let s = server(spec, name);
-    let ipdu = s.ipdu.as_ref().filter(|i| i.enabled);
-    let pdus = ipdu
-        .map(|i| {
-            i.outlets
-                .iter()
-                .map(|l| (*l, spec.pdus[&l.pdu].clone()))
-                .collect()
-        })
-        .unwrap_or_default();
-    let timing = Timing {
-        hard_reset_after: spec.hard_reset_after(),
-        hard_reset_timeout: ipdu
-            .and_then(|i| i.timeout)
-            .map_or(reset::DEFAULT_HARD_RESET_TIMEOUT, |t| t.duration()),
-        recovery: ipdu
-            .and_then(|i| i.recovery_time)
-            .filter(|r| r.get() > 0)
-            .map(|r| r.duration()),
-    };
-    (
-        Target::Physical {
-            server: Box::new(s.clone()),
-            pdus,
-        },
-        timing,
-    )
+    reset::physical(spec, server(spec, name))
 }
 
+/// vm01 on esx01's reset as the pipeline builds it.
 fn guest(spec: &Spec) -> (Target, Timing) {
-    let host = server(spec, "esx01").esxi.clone().expect("a vserver");
-    (
-        Target::Guest {
-            host,
-            vm: "vm01".into(),
-        },
-        Timing {
-            hard_reset_after: reset::GUEST_HARD_RESET_AFTER,
-            hard_reset_timeout: reset::DEFAULT_HARD_RESET_TIMEOUT,
-            recovery: None,
-        },
-    )
+    let host = server(spec, "esx01").esxi.as_ref().expect("a vserver");
+    reset::guest(host, "vm01")
 }
 
 fn node01() -> DeviceId {

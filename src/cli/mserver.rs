@@ -7,10 +7,8 @@
 
 use serde_json::json;
 
-use super::server::ModeArg;
+use super::server::{PduTest, pdu_job};
 use super::{Outcome, SocketArg};
-use crate::daemon::client::{ClientError, request_with_progress};
-use crate::pipeline::pdutest::Mode;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -24,48 +22,18 @@ pub struct Args {
 pub enum Action {
     /// PDU-cut test of the management server's outlets.
     Ipdusd {
-        #[arg(long, value_enum)]
-        mode: ModeArg,
-        /// Seconds each outlet stays off (5–60).
-        #[arg(long, value_name = "S", default_value_t = 5)]
-        offtime: u64,
-        /// Seconds between outlets in serial mode (5–60).
-        #[arg(long, value_name = "S", default_value_t = 5)]
-        wtime: u64,
+        #[command(flatten)]
+        test: PduTest,
     },
 }
 
 pub fn run(args: &Args, role: &str) -> Outcome {
-    let Action::Ipdusd {
-        mode,
-        offtime,
-        wtime,
-    } = args.action;
-    let mode = match mode {
-        ModeArg::Same => Mode::Same,
-        ModeArg::Serial => Mode::Serial,
+    let Action::Ipdusd { test } = &args.action;
+    let what = if role == "active" {
+        "act ipdusd"
+    } else {
+        "sby ipdusd"
     };
-    let req = json!({
-        "op": "mserverIpdu", "role": role, "mode": mode, "offTime": offtime, "waitTime": wtime,
-    });
-    let progress = |line: &str| {
-        println!("[{}] {line}", chrono::Local::now().format("%H:%M:%S"));
-    };
-    match request_with_progress(&args.socket.control_socket, req, progress) {
-        Ok(reply) => {
-            println!("{}", reply["summary"].as_str().unwrap_or("done"));
-            Outcome::Ok
-        }
-        Err(ClientError::Refused { message, .. }) => {
-            eprintln!(
-                "haconn {}: {message}",
-                if role == "active" { "act" } else { "sby" }
-            );
-            Outcome::Failed
-        }
-        Err(e) => {
-            eprintln!("haconn: {e}");
-            Outcome::Trouble
-        }
-    }
+    let req = json!({"op": "mserverIpdu", "role": role});
+    pdu_job(&args.socket, what, test.request(req))
 }

@@ -41,17 +41,11 @@ pub enum Action {
     Ipdusd {
         /// The server (as named in the spec).
         name: String,
-        #[arg(long, value_enum)]
-        mode: ModeArg,
+        #[command(flatten)]
+        test: PduTest,
         /// Only the outlets on this PDU.
         #[arg(long, value_name = "IP")]
         addr: Option<IpAddr>,
-        /// Seconds each outlet stays off (5–60).
-        #[arg(long, value_name = "S", default_value_t = 5)]
-        offtime: u64,
-        /// Seconds between outlets in serial mode (5–60).
-        #[arg(long, value_name = "S", default_value_t = 5)]
-        wtime: u64,
         /// Run even though the server's HA monitor is active (it will go down).
         #[arg(long)]
         force: bool,
@@ -66,10 +60,37 @@ pub enum Action {
     },
 }
 
+/// How a PDU-cut test runs (SPEC §8); shared by `server ipdusd` and `act`/`sby ipdusd`.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct PduTest {
+    #[arg(long, value_enum)]
+    mode: ModeArg,
+    /// Seconds each outlet stays off (5–60).
+    #[arg(long, value_name = "S", default_value_t = 5)]
+    offtime: u64,
+    /// Seconds between outlets in serial mode (5–60).
+    #[arg(long, value_name = "S", default_value_t = 5)]
+    wtime: u64,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum ModeArg {
+enum ModeArg {
     Same,
     Serial,
+}
+
+impl PduTest {
+    /// Its fields of a `serverIpdu` / `mserverIpdu` request.
+    pub fn request(&self, mut req: serde_json::Value) -> serde_json::Value {
+        let mode = match self.mode {
+            ModeArg::Same => Mode::Same,
+            ModeArg::Serial => Mode::Serial,
+        };
+        req["mode"] = json!(mode);
+        req["offTime"] = self.offtime.into();
+        req["waitTime"] = self.wtime.into();
+        req
+    }
 }
 
 pub fn run(args: &Args) -> Outcome {
@@ -77,44 +98,37 @@ pub fn run(args: &Args) -> Outcome {
         Action::Reset { name, address } => reset(args, name, *address),
         Action::Ipdusd {
             name,
-            mode,
+            test,
             addr,
-            offtime,
-            wtime,
             force,
         } => {
-            let mode = match mode {
-                ModeArg::Same => Mode::Same,
-                ModeArg::Serial => Mode::Serial,
-            };
-            let req = json!({
-                "op": "serverIpdu", "server": name, "pdu": addr, "mode": mode,
-                "offTime": offtime, "waitTime": wtime, "force": force,
-            });
-            pdu_job(args, "ipdusd", req)
+            let req = json!({"op": "serverIpdu", "server": name, "pdu": addr, "force": force});
+            pdu_job(&args.socket, "server ipdusd", test.request(req))
         }
         Action::Acrecovery { name, addr } => {
             let req = json!({"op": "serverIpdu", "server": name, "pdu": addr});
-            pdu_job(args, "acrecovery", req)
+            pdu_job(&args.socket, "server acrecovery", req)
         }
     }
 }
 
-fn pdu_job(args: &Args, what: &str, req: serde_json::Value) -> Outcome {
+/// Runs a PDU job through the daemon, printing its progress lines as they come; `what`
+/// names the command in messages.
+pub(super) fn pdu_job(socket: &SocketArg, what: &str, req: serde_json::Value) -> Outcome {
     let progress = |line: &str| {
         println!("[{}] {line}", chrono::Local::now().format("%H:%M:%S"));
     };
-    match request_with_progress(&args.socket.control_socket, req, progress) {
+    match request_with_progress(&socket.control_socket, req, progress) {
         Ok(reply) => {
             println!("{}", reply["summary"].as_str().unwrap_or("done"));
             Outcome::Ok
         }
         Err(ClientError::Refused { code, message }) => {
-            eprintln!("haconn server {what}: {message} ({code})");
+            eprintln!("haconn {what}: {message} ({code})");
             Outcome::Failed
         }
         Err(e) => {
-            eprintln!("haconn server {what}: {e}");
+            eprintln!("haconn {what}: {e}");
             Outcome::Trouble
         }
     }

@@ -40,7 +40,7 @@ use crate::resetpath::codec::{
     ResetResult,
 };
 use crate::spec::model::{Auth, Spec};
-use reset::{Outcome, Step, Target, Timing};
+use reset::{Outcome, Step};
 use resetlog::{Dir, Kind, Peer};
 
 /// The pipeline's answer to a commit.
@@ -999,9 +999,9 @@ impl State {
                 },
             ),
             Some(Found::Guest { server, vm, .. }) => {
-                (true, self.health.resettable(&spec, server, Some(vm)))
+                (true, self.health.resettable(server, Some(vm)))
             }
-            Some(Found::Physical(server)) => (true, self.health.resettable(&spec, server, None)),
+            Some(Found::Physical(server)) => (true, self.health.resettable(server, None)),
         };
         let watch::Verdict {
             resettable,
@@ -1275,45 +1275,13 @@ impl State {
             Some(Found::Guest { host, .. }) if !host.enabled => {
                 return Err("ESXi management is disabled for this host".into());
             }
-            Some(Found::Guest { host, vm, .. }) => (
-                Target::Guest {
-                    host: host.clone(),
-                    vm: vm.to_string(),
-                },
-                Timing {
-                    hard_reset_after: reset::GUEST_HARD_RESET_AFTER,
-                    hard_reset_timeout: reset::DEFAULT_HARD_RESET_TIMEOUT,
-                    recovery: None,
-                },
-                Kind::V,
-            ),
+            Some(Found::Guest { host, vm, .. }) => {
+                let (target, timing) = reset::guest(host, vm);
+                (target, timing, Kind::V)
+            }
             Some(Found::Physical(server)) => {
-                let ipdu = server.ipdu.as_ref().filter(|i| i.enabled);
-                let pdus = ipdu
-                    .map(|i| {
-                        i.outlets
-                            .iter()
-                            .filter_map(|l| spec.pdus.get(&l.pdu).map(|p| (*l, p.clone())))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (
-                    Target::Physical {
-                        server: Box::new(server.clone()),
-                        pdus,
-                    },
-                    Timing {
-                        hard_reset_after: spec.hard_reset_after(),
-                        hard_reset_timeout: ipdu
-                            .and_then(|i| i.timeout)
-                            .map_or(reset::DEFAULT_HARD_RESET_TIMEOUT, |t| t.duration()),
-                        recovery: ipdu
-                            .and_then(|i| i.recovery_time)
-                            .filter(|r| r.get() > 0)
-                            .map(|r| r.duration()),
-                    },
-                    Kind::P,
-                )
+                let (target, timing) = reset::physical(&spec, server);
+                (target, timing, Kind::P)
             }
         };
         let (stopped_tx, stopped_rx) = oneshot::channel();

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::{BackendError, Backends, PowerState};
-use crate::spec::model::{Esxi, OutletLink, Pdu, PhysicalServer};
+use crate::spec::model::{Esxi, OutletLink, Pdu, PhysicalServer, Spec};
 
 /// How long one power query or NMI may take before it counts as failed.
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,6 +44,54 @@ pub struct Timing {
     pub hard_reset_timeout: Duration,
     /// Outlets back on after this long; `None` leaves them off.
     pub recovery: Option<Duration>,
+}
+
+/// What resetting a physical server touches, and its timings from the spec: hispeed,
+/// the iPDU timeout, the recovery time (0 = stay off), and every outlet link when PDU
+/// forced reset is on.
+pub fn physical(spec: &Spec, server: &PhysicalServer) -> (Target, Timing) {
+    let ipdu = server.ipdu.as_ref().filter(|i| i.enabled);
+    let pdus = ipdu
+        .map(|i| {
+            i.outlets
+                .iter()
+                .filter_map(|l| spec.pdus.get(&l.pdu).map(|p| (*l, p.clone())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let timing = Timing {
+        hard_reset_after: spec.hard_reset_after(),
+        hard_reset_timeout: ipdu
+            .and_then(|i| i.timeout)
+            .map_or(DEFAULT_HARD_RESET_TIMEOUT, |t| t.duration()),
+        recovery: ipdu
+            .and_then(|i| i.recovery_time)
+            .filter(|r| r.get() > 0)
+            .map(|r| r.duration()),
+    };
+    (
+        Target::Physical {
+            server: Box::new(server.clone()),
+            pdus,
+        },
+        timing,
+    )
+}
+
+/// What resetting a VMware guest touches, and its timings (hispeed is for physical
+/// servers only).
+pub fn guest(host: &Esxi, vm: &str) -> (Target, Timing) {
+    (
+        Target::Guest {
+            host: host.clone(),
+            vm: vm.to_string(),
+        },
+        Timing {
+            hard_reset_after: GUEST_HARD_RESET_AFTER,
+            hard_reset_timeout: DEFAULT_HARD_RESET_TIMEOUT,
+            recovery: None,
+        },
+    )
 }
 
 /// A step of a reset, in order.

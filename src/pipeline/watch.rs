@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::backend::{BackendError, Backends, OutletState, PduInfo, PowerState};
-use crate::spec::model::{OutletLink, PhysicalServer, Spec};
+use crate::spec::model::{Esxi, OutletLink, PhysicalServer, Spec};
 
 use super::reset::OPERATION_TIMEOUT;
 
@@ -249,15 +249,29 @@ impl Health {
         }
     }
 
-    fn powered(&self, spec: &Spec, probe: &Probe) -> Option<&Powered> {
-        let from = probe_address(spec, probe)?;
+    /// The last answer for `probe`, if it came from the device now at `from` (the callers
+    /// hold the spec's server, so no lookup by name is needed on a check's path).
+    fn powered(&self, probe: &Probe, from: (IpAddr, u16)) -> Option<&Powered> {
         self.power.get(probe).filter(|p| p.from == from)
     }
 
+    fn server_bmc(&self, s: &PhysicalServer) -> Option<&Powered> {
+        self.powered(
+            &Probe::ServerBmc(s.name.to_string()),
+            (s.bmc.address, s.bmc.port),
+        )
+    }
+
+    fn guest(&self, s: &PhysicalServer, host: &Esxi, vm: &str) -> Option<&Powered> {
+        self.powered(
+            &Probe::Guest(s.name.to_string(), vm.to_string()),
+            (host.address, host.port),
+        )
+    }
+
     /// A server's BMC link (`Unknown` until polled).
-    pub fn bmc(&self, spec: &Spec, server: &str) -> Link {
-        self.powered(spec, &Probe::ServerBmc(server.into()))
-            .map_or(Link::Unknown, Powered::link)
+    pub fn bmc(&self, server: &PhysicalServer) -> Link {
+        self.server_bmc(server).map_or(Link::Unknown, Powered::link)
     }
 
     pub fn pdu_link(&self, addr: IpAddr) -> Link {
@@ -268,14 +282,13 @@ impl Health {
 
     /// The ESXi link of a server: OK when the host answered for any guest (even to say it
     /// does not know the VM), NG when it could not be reached for any of them.
-    pub fn esxi(&self, spec: &Spec, server: &PhysicalServer) -> Link {
+    pub fn esxi(&self, server: &PhysicalServer) -> Link {
         let Some(e) = &server.esxi else {
             return Link::Unknown;
         };
         let mut link = Link::Unknown;
         for g in &e.guests {
-            let probe = Probe::Guest(server.name.to_string(), g.to_string());
-            match self.powered(spec, &probe).map(|p| &p.result) {
+            match self.guest(server, e, g.as_str()).map(|p| &p.result) {
                 Some(Ok(_)) | Some(Err(BackendError::Refused { .. })) => return Link::Ok,
                 Some(Err(e)) => link = Link::Ng(e.to_string()),
                 None => {}
@@ -304,10 +317,9 @@ impl Health {
     }
 
     /// Whether a check can call a system resettable, through what, and what is degraded.
-    pub fn resettable(&self, spec: &Spec, server: &PhysicalServer, vm: Option<&str>) -> Verdict {
-        if let Some(vm) = vm {
-            let p = self.powered(spec, &Probe::Guest(server.name.to_string(), vm.into()));
-            return match p.map(|p| &p.result) {
+    pub fn resettable(&self, server: &PhysicalServer, vm: Option<&str>) -> Verdict {
+        if let (Some(vm), Some(host)) = (vm, &server.esxi) {
+            return match self.guest(server, host, vm).map(|p| &p.result) {
                 Some(Err(e)) => Verdict {
                     resettable: false,
                     via: "none",
@@ -321,7 +333,7 @@ impl Health {
             };
         }
         let pdus = self.server_pdus(server);
-        match self.bmc(spec, server.name.as_str()) {
+        match self.bmc(server) {
             Link::Ng(bmc) => match pdus {
                 Some(Link::Ng(pdu)) => Verdict {
                     resettable: false,
@@ -358,7 +370,10 @@ impl Health {
             .management_servers
             .values()
             .map(|m| {
-                let polled = self.powered(spec, &Probe::MserverBmc(m.name.to_string()));
+                let polled = self.powered(
+                    &Probe::MserverBmc(m.name.to_string()),
+                    (m.bmc.address, m.bmc.port),
+                );
                 let bmc = polled.map_or(Link::Unknown, Powered::link);
                 let pdu = match m.ipdu.as_ref().filter(|i| i.enabled) {
                     Some(i) => self.links_of(&i.outlets).value(),
@@ -384,7 +399,7 @@ impl Health {
             .servers
             .values()
             .map(|s| {
-                let bmc = self.powered(spec, &Probe::ServerBmc(s.name.to_string()));
+                let bmc = self.server_bmc(s);
                 let power = power_word(bmc.and_then(|p| p.last));
                 let mut v = json!({
                     "name": s.name.as_str(),
@@ -392,7 +407,7 @@ impl Health {
                     "bmc": bmc.map_or(Link::Unknown, Powered::link).value(),
                     "pdu": self.server_pdus(s).map_or_else(not_set, |l| l.value()),
                     "vmware": match &s.esxi {
-                        Some(e) if e.enabled => self.esxi(spec, s).value(),
+                        Some(e) if e.enabled => self.esxi(s).value(),
                         Some(_) => json!({"link": "--", "reason": "ESXi management disabled"}),
                         None => not_set(),
                     },
@@ -402,8 +417,7 @@ impl Health {
                         .guests
                         .iter()
                         .map(|g| {
-                            let p = self
-                                .powered(spec, &Probe::Guest(s.name.to_string(), g.to_string()));
+                            let p = self.guest(s, e, g.as_str());
                             let mut gv = json!({
                                 "name": g.as_str(),
                                 "power": power_word(p.and_then(|p| p.last)),
@@ -690,6 +704,13 @@ servers:
         c.spec.unwrap_or_else(|| panic!("{:?}", c.diagnostics))
     }
 
+    fn node<'a>(spec: &'a Spec, name: &str) -> &'a PhysicalServer {
+        spec.servers
+            .values()
+            .find(|s| s.name.as_str() == name)
+            .expect("a server of the test spec")
+    }
+
     fn bmc(s: &str) -> Probe {
         Probe::ServerBmc(s.into())
     }
@@ -740,9 +761,9 @@ servers:
         assert_eq!(h.record(&before, bmc("node1"), on()), None);
         let moved = spec(&SPEC.replace("127.0.0.11", "127.0.0.21"));
         assert_eq!(h.record(&moved, bmc("node1"), off()), None);
-        assert_eq!(h.bmc(&moved, "node1"), Link::Ok);
+        assert_eq!(h.bmc(node(&moved, "node1")), Link::Ok);
         // Asked about the old address, it knows nothing.
-        assert_eq!(h.bmc(&before, "node1"), Link::Unknown);
+        assert_eq!(h.bmc(node(&before, "node1")), Link::Unknown);
     }
 
     #[test]
@@ -760,7 +781,7 @@ servers:
             .unwrap();
         let mut h = Health::default();
         // Not polled yet: resettable (the first poll is a second away).
-        assert!(h.resettable(&spec, node1, None).resettable);
+        assert!(h.resettable(node1, None).resettable);
         h.record(
             &spec,
             bmc("node1"),
@@ -776,11 +797,11 @@ servers:
             outlets: vec![(3, Ok(OutletState::On))],
         };
         h.record(&spec, Probe::Pdu("127.0.0.31".parse().unwrap()), pdu_ok);
-        let v = h.resettable(&spec, node1, None);
+        let v = h.resettable(node1, None);
         assert_eq!((v.resettable, v.via), (true, "pdu"), "{v:?}");
         assert!(v.problem.unwrap().contains("resettable through PDU"));
         // node2 has no PDU forced reset: its dead BMC leaves nothing.
-        let v = h.resettable(&spec, node2, None);
+        let v = h.resettable(node2, None);
         assert_eq!((v.resettable, v.via), (false, "none"), "{v:?}");
         assert!(v.problem.unwrap().contains("127.0.0.12"));
         // The PDU dies too: node1 is not resettable either.
@@ -789,11 +810,11 @@ servers:
             outlets: vec![(3, Err(dead("PDU 127.0.0.31")))],
         };
         h.record(&spec, Probe::Pdu("127.0.0.31".parse().unwrap()), pdu_dead);
-        let v = h.resettable(&spec, node1, None);
+        let v = h.resettable(node1, None);
         assert_eq!((v.resettable, v.via), (false, "none"), "{v:?}");
         // The BMC answers again: resettable through it, the PDU's trouble still reported.
         h.record(&spec, bmc("node1"), on());
-        let v = h.resettable(&spec, node1, None);
+        let v = h.resettable(node1, None);
         assert_eq!((v.resettable, v.via), (true, "bmc"), "{v:?}");
         assert!(v.problem.unwrap().contains("PDU 127.0.0.31"));
     }
@@ -852,14 +873,14 @@ servers:
             .values()
             .find(|s| s.name.as_str() == "esx")
             .unwrap();
-        assert!(h.esxi(&spec, esx).is_ng());
-        assert!(!h.resettable(&spec, esx, Some("vm1")).resettable);
+        assert!(h.esxi(esx).is_ng());
+        assert!(!h.resettable(esx, Some("vm1")).resettable);
         let v = h.view(&spec, None);
         assert_eq!(v["servers"][0]["guests"][0]["power"], "pon", "{v:#}");
         // The guests survive the pruning of a new round.
         h.due(&spec);
         assert_eq!(h.record(&spec, host, answer([On, On, On])), None);
-        assert!(h.resettable(&spec, esx, Some("vm1")).resettable);
+        assert!(h.resettable(esx, Some("vm1")).resettable);
     }
 
     fn h_record(spec: &Spec, probe: &Probe, answer: Answer) -> Option<PowerLoss> {
