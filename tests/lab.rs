@@ -141,8 +141,11 @@ fn dump_the_agent_stops_the_node_and_no_hard_reset_follows() {
         .has("haconn → node03 HA monitor          ATTENTION node02 DUMP")
         .lacks("HARD RESET")
         .log_count("RM-RESET  node02 2 RECV 127.0.0.1 ", " 1 P", 1)
+        // SPEC §7: SOFTRESET SEND when the NMI is issued, RECV when the BMC acknowledges
+        // it, and the dump agent's stop notice as ATTENTION RECV with its address.
         .log_count("SOFTRESET node02 2 SEND 127.0.0.1 ", " 1 P", 1)
-        .log_count("SOFTRESET node02 2 RECV 127.0.0.1 ", " ---- P", 1)
+        .log_count("SOFTRESET node02 2 RECV 127.0.0.1 ", " 1 P", 1)
+        .log_count("ATTENTION node02 2 RECV 127.0.0.1 ", " ---- P DUMP", 1)
         .log_count("RM-RESET  node02 2 SEND 127.0.0.1 ", " 1 P DUMP", 1)
         .log_count("HARDRESET", "", 0)
         .log_at_least("ATTENTION node02 2 SEND 127.0.0.1 ", " P DUMP", 2);
@@ -188,7 +191,12 @@ fn pair_exactly_one_of_two_crossing_resets_runs() {
     assert_eq!(
         run.log_lines("SOFTRESET ", " P"),
         2,
-        "one NMI sent, one stopped received\n{run}"
+        "one NMI issued and acknowledged\n{run}"
+    );
+    assert_eq!(
+        run.log_lines("ATTENTION node02 2 RECV ", " P DUMP"),
+        1,
+        "the stop notice of the one reset\n{run}"
     );
 }
 

@@ -209,7 +209,12 @@ fn pdus() -> [DeviceId; 2] {
 }
 
 fn soft_then_hard_acked() -> Vec<Step> {
-    vec![Step::SoftSent, Step::HardSent, Step::HardAcked]
+    vec![
+        Step::NmiIssued,
+        Step::SoftAcked,
+        Step::HardSent,
+        Step::HardAcked,
+    ]
 }
 
 #[tokio::test(start_paused = true)]
@@ -244,7 +249,10 @@ async fn stopped_at_300_ms_is_dumped_without_hard_reset() {
     .await;
     assert_eq!(r.outcome, Outcome::Dumped);
     assert_eq!(r.took(), ms(300), "done the instant the agent reports");
-    assert_eq!(r.steps(), vec![Step::SoftSent, Step::Stopped]);
+    assert_eq!(
+        r.steps(),
+        vec![Step::NmiIssued, Step::SoftAcked, Step::Stopped]
+    );
     tokio::time::sleep(secs(60)).await;
     let c = calls(&sim, r.t0);
     assert_eq!(
@@ -366,7 +374,12 @@ async fn guest_reset_hanging_fails_without_pdu() {
     assert_eq!(r.took(), ms(5000) + reset::DEFAULT_HARD_RESET_TIMEOUT);
     assert!(matches!(
         r.steps().as_slice(),
-        [Step::SoftSent, Step::HardSent, Step::HardFailed(_)]
+        [
+            Step::NmiIssued,
+            Step::SoftAcked,
+            Step::HardSent,
+            Step::HardFailed(_)
+        ]
     ));
     assert!(outlet_events(&calls(&lab.sim, r.t0)).is_empty());
 }
@@ -436,7 +449,12 @@ async fn hard_reset_hangs_cuts_every_outlet_in_parallel() {
     let steps = r.steps();
     assert!(matches!(
         &steps[..3],
-        [Step::SoftSent, Step::HardSent, Step::HardFailed(_)]
+        [
+            Step::NmiIssued,
+            Step::SoftAcked,
+            Step::HardSent,
+            Step::HardFailed(_)
+        ]
     ));
     let offs: Vec<_> = steps[3..]
         .iter()
@@ -664,7 +682,12 @@ async fn hard_reset_refused_without_ipdu_is_failed() {
         let steps = r.steps();
         assert!(matches!(
             steps.as_slice(),
-            [Step::SoftSent, Step::HardSent, Step::HardFailed(_)]
+            [
+                Step::NmiIssued,
+                Step::SoftAcked,
+                Step::HardSent,
+                Step::HardFailed(_)
+            ]
         ));
         tokio::time::sleep(secs(120)).await;
         let c = calls(&lab.sim, r.t0);

@@ -23,7 +23,7 @@ pub const DEFAULT_HARD_RESET_TIMEOUT: Duration = Duration::from_secs(10);
 pub const GUEST_HARD_RESET_AFTER: Duration = Duration::from_millis(5000);
 
 /// What is being reset.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Physical {
         server: Box<PhysicalServer>,
@@ -36,7 +36,7 @@ pub enum Target {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timing {
     /// Soft → hard: hispeed for physical servers, 5000 ms for guests.
     pub hard_reset_after: Duration,
@@ -98,7 +98,11 @@ pub fn guest(host: &Esxi, vm: &str) -> (Target, Timing) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     PowerOff,
-    SoftSent,
+    /// The NMI is being sent (reported just before the call): from now on a stop notice
+    /// counts as the node dumping.
+    NmiIssued,
+    /// The BMC or ESXi acknowledged the NMI.
+    SoftAcked,
     SoftFailed(String),
     Stopped,
     HardSent,
@@ -114,7 +118,22 @@ pub enum Step {
     },
 }
 
-/// How a reset ended.
+/// The longest a reset can take with these timings: the power query, the soft-reset
+/// window, the hard reset's acknowledgement and the PDU cut, plus a margin. The core ends
+/// a reset that has not ended by then.
+pub fn budget(t: &Timing) -> Duration {
+    OPERATION_TIMEOUT + t.hard_reset_after + 2 * t.hard_reset_timeout + DEADLINE_MARGIN
+}
+
+/// The longest an operator's test soft reset can take.
+pub fn test_budget(t: &Timing) -> Duration {
+    2 * OPERATION_TIMEOUT + t.hard_reset_after + DEADLINE_MARGIN
+}
+
+/// Slack for the scheduling of a loaded machine on top of every bounded wait.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
+
+/// How a reset ended, as its task claims it (the core checks the claim).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Already powered off.
@@ -158,6 +177,7 @@ pub async fn run(
 
     // The hard-reset issue time runs from the soft-reset request, not its acknowledgement.
     let deadline = tokio::time::Instant::now() + timing.hard_reset_after;
+    step(Step::NmiIssued);
     let nmi = bounded(OPERATION_TIMEOUT, soft(&target, &backends));
     tokio::pin!(nmi);
     let mut acked = false;
@@ -165,8 +185,9 @@ pub async fn run(
     loop {
         tokio::select! {
             biased;
-            // A stop counts once the NMI was acknowledged (one that came earlier waits).
-            r = &mut stopped, if notifier && acked => match r {
+            // The core signals a stop only once the NMI was issued, and only before the
+            // hard reset: it counts as soon as it comes.
+            r = &mut stopped, if notifier => match r {
                 Ok(()) => {
                     step(Step::Stopped);
                     return Outcome::Dumped;
@@ -177,7 +198,7 @@ pub async fn run(
             r = &mut nmi, if !acked => match r {
                 Ok(()) => {
                     acked = true;
-                    step(Step::SoftSent);
+                    step(Step::SoftAcked);
                 }
                 // The node cannot dump without the NMI: go straight to the hard reset.
                 Err(e) => {
@@ -303,18 +324,34 @@ pub async fn soft_test(
         step(Step::PowerOff);
         return Outcome::PowerOff;
     }
-    if let Err(e) = bounded(OPERATION_TIMEOUT, soft(&target, &backends)).await {
-        step(Step::SoftFailed(e.clone()));
-        return Outcome::Failed(format!("test soft reset: NMI failed: {e}"));
-    }
-    step(Step::SoftSent);
-    tokio::select! {
-        biased;
-        r = &mut stopped => if r.is_ok() {
-            step(Step::Stopped);
-            return Outcome::Dumped;
-        },
-        _ = tokio::time::sleep(wait) => {}
+    let deadline = tokio::time::Instant::now() + OPERATION_TIMEOUT + wait;
+    step(Step::NmiIssued);
+    let nmi = bounded(OPERATION_TIMEOUT, soft(&target, &backends));
+    tokio::pin!(nmi);
+    let mut notifier = true;
+    let mut acked = false;
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut stopped, if notifier => match r {
+                Ok(()) => {
+                    step(Step::Stopped);
+                    return Outcome::Dumped;
+                }
+                Err(_) => notifier = false,
+            },
+            r = &mut nmi, if !acked => match r {
+                Ok(()) => {
+                    acked = true;
+                    step(Step::SoftAcked);
+                }
+                Err(e) => {
+                    step(Step::SoftFailed(e.clone()));
+                    return Outcome::Failed(format!("test soft reset: NMI failed: {e}"));
+                }
+            },
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
     }
     Outcome::Failed(format!(
         "test soft reset: no stopped notification within {} ms",

@@ -108,6 +108,7 @@ fn build(live: &Spec, desired: &Spec, plan: &Plan, results: &[Result<(), Refusal
             }
         }
     }
+    spec.reindex();
     spec
 }
 

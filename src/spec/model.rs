@@ -39,6 +39,12 @@ impl Name {
     }
 }
 
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -111,6 +117,8 @@ pub struct ResetPath {
     pub prefix_len: u8,
     pub port: ServicePort,
     pub broadcast: Option<IpAddr>,
+    /// `broadcast`, else derived from `address` and `prefix_len` at validation.
+    pub broadcast_resolved: Option<IpAddr>,
     pub auth: Auth,
 }
 
@@ -220,6 +228,71 @@ pub struct Spec {
     pub management_servers: BTreeMap<Name, ManagementServer>,
     pub pdus: BTreeMap<IpAddr, Pdu>,
     pub servers: BTreeMap<Name, PhysicalServer>,
+    /// Which server holds each HA monitor system: built by `validate` (and again by the
+    /// reload merge, [`Spec::reindex`]), so the reset path finds a system by key.
+    pub(crate) index: SystemIndex,
+}
+
+/// An HA monitor system of the spec: a physical server without ESXi, or a guest.
+#[derive(Debug, Clone, Copy)]
+pub enum SystemRef<'a> {
+    Physical(&'a PhysicalServer),
+    Guest {
+        server: &'a PhysicalServer,
+        host: &'a Esxi,
+        vm: &'a Name,
+    },
+}
+
+impl<'a> SystemRef<'a> {
+    /// The server the system runs on (the ESXi host's server for a guest).
+    pub fn server(self) -> &'a PhysicalServer {
+        match self {
+            SystemRef::Physical(s) | SystemRef::Guest { server: s, .. } => s,
+        }
+    }
+
+    pub fn name(self) -> &'a Name {
+        match self {
+            SystemRef::Physical(s) => &s.name,
+            SystemRef::Guest { vm, .. } => vm,
+        }
+    }
+
+    pub fn is_guest(self) -> bool {
+        matches!(self, SystemRef::Guest { .. })
+    }
+}
+
+/// System name → the name of the server that holds it. Not part of a spec's identity
+/// (two specs that differ only here are equal: it is derived from `servers`).
+#[derive(Debug, Clone, Default)]
+pub struct SystemIndex(std::collections::HashMap<Name, Name>);
+
+impl PartialEq for SystemIndex {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for SystemIndex {}
+
+impl SystemIndex {
+    pub(crate) fn build(servers: &BTreeMap<Name, PhysicalServer>) -> SystemIndex {
+        let mut index = std::collections::HashMap::with_capacity(servers.len());
+        for s in servers.values() {
+            match &s.esxi {
+                None => {
+                    index.insert(s.name.clone(), s.name.clone());
+                }
+                Some(e) => {
+                    for g in &e.guests {
+                        index.insert(g.clone(), s.name.clone());
+                    }
+                }
+            }
+        }
+        SystemIndex(index)
+    }
 }
 
 /// The hard-reset issue time when hispeed is off.
@@ -233,6 +306,53 @@ impl Spec {
 
     pub fn systems(&self) -> usize {
         self.servers.values().map(PhysicalServer::systems).sum()
+    }
+
+    /// The system named `name`, found by key. A name the index holds is checked against
+    /// the server it points at, so a stale index can hide a system but never give the
+    /// wrong one.
+    pub fn system(&self, name: &str) -> Option<SystemRef<'_>> {
+        let server = self.servers.get(self.index.0.get(name)?.as_str())?;
+        match &server.esxi {
+            None => (server.name.as_str() == name).then_some(SystemRef::Physical(server)),
+            Some(host) => {
+                let i = host
+                    .guests
+                    .binary_search_by(|g| g.as_str().cmp(name))
+                    .ok()?;
+                Some(SystemRef::Guest {
+                    server,
+                    host,
+                    vm: &host.guests[i],
+                })
+            }
+        }
+    }
+
+    /// Every system of the spec, server by server.
+    pub fn system_refs(&self) -> impl Iterator<Item = SystemRef<'_>> {
+        self.servers.values().flat_map(|s| {
+            let guests: Box<dyn Iterator<Item = SystemRef<'_>>> = match &s.esxi {
+                None => Box::new(std::iter::once(SystemRef::Physical(s))),
+                Some(host) => Box::new(host.guests.iter().map(move |vm| SystemRef::Guest {
+                    server: s,
+                    host,
+                    vm,
+                })),
+            };
+            guests
+        })
+    }
+
+    /// Rebuilds the system index after `servers` changed.
+    pub fn reindex(&mut self) {
+        self.index = SystemIndex::build(&self.servers);
+    }
+
+    /// Where attention broadcasts go: `resetPath.broadcast`, else the IPv4 broadcast of
+    /// the reset-path address's prefix (none for IPv6 without one).
+    pub fn broadcast(&self) -> Option<IpAddr> {
+        self.reset_path.broadcast_resolved
     }
 }
 

@@ -607,6 +607,7 @@ fn build(v: &mut V, raw: &RawSpec) -> Option<Spec> {
         community: community?,
         management_servers,
         pdus,
+        index: crate::spec::model::SystemIndex::build(&servers),
         servers,
     })
 }
@@ -670,11 +671,13 @@ fn reset_path(v: &mut V, path: &Path, raw: &RawResetPath) -> Option<ResetPath> {
             .map(Auth::Hmac),
     };
     let (address, prefix_len) = cidr?;
+    let broadcast = broadcast?;
     Some(ResetPath {
         address,
         prefix_len,
         port: port?,
-        broadcast: broadcast?,
+        broadcast,
+        broadcast_resolved: broadcast.or_else(|| derived_broadcast(address, prefix_len)),
         auth: auth?,
     })
 }

@@ -1,0 +1,1232 @@
+//! The reset core: SPEC §2 as a pure state machine.
+//!
+//! [`Core::handle`] takes the time and one [`Input`] — an authenticated datagram with its
+//! source, a step or the end of a reset task, the end of a task, a power loss seen by the
+//! watch, a timer tick — and appends the [`Effect`]s the shell must carry out: replies,
+//! attention fan-outs, reset-log and error-log lines, and starting, signalling or
+//! cancelling a reset task. It holds no socket, no runtime and no clock, so it is tested
+//! with tables of inputs and explored exhaustively (`tests/pipeline_core.rs`).
+//!
+//! It owns the per-system table ([`super::system`]): one state per system of the live
+//! spec. The rules it enforces:
+//! - a reset starts only on an admitted request ([`super::admission`]) or an operator's
+//!   test;
+//! - DUMP, REBOOT and POFF are reported only from evidence the core itself received
+//!   during **this** reset: a power query that read off, a stop notice after this reset's
+//!   NMI was issued, the hard reset's acknowledgement, every feeding outlet confirmed cut.
+//!   A task that claims an outcome without its evidence ends in FAIL;
+//! - a retransmission (same requester, req#, target and address) is answered again only
+//!   while its reset is in flight or for [`RETRANSMIT_WINDOW`] after the final reply, and
+//!   never after the target checked in again; any other request acts on the hardware;
+//! - a reset that has not ended by its deadline is ended by the core (FAIL) and its task
+//!   cancelled, so every accepted request gets its final reply in bounded time;
+//! - a reset or stopped system is back to normal when its monitor checks in, or after
+//!   [`CoreConfig::away_expiry`];
+//! - a stop notice counts only for a reset whose NMI was issued and whose hard reset was
+//!   not, from the system's registered address; anything else changes nothing and is
+//!   logged at most once per system per minute;
+//! - everything kept is keyed by systems of the spec; every log line caused by the
+//!   network is capped ([`super::limits`]) and names are shown only once they are known
+//!   to be safe to print.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::plan::LiveFacts;
+use crate::plan::merge::Guard;
+use crate::resetpath::codec::{AttentionState, Message, ResetResult};
+use crate::spec::model::{Mode, Name, Spec, SystemRef};
+
+use super::admission::{self, Refusal, Request};
+use super::limits::{LogBudget, with_suppressed};
+use super::notifier::{Dest, Fanout};
+pub use super::requests::RETRANSMIT_WINDOW;
+use super::requests::{Key, Repeat, RequestCache};
+use super::reset::{self, Outcome, Step, Target, Timing};
+use super::resetlog::{self, Dir, Kind, Peer};
+use super::system::{Evidence, Monitor, Requester, ResetId, Resetting, Stage, State, System};
+use super::watch::Verdict;
+use super::{Counters, MonitorView};
+
+/// Timings of the core that are not in the spec.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// A monitor that has not checked for this long no longer counts as active.
+    pub monitor_expiry: Duration,
+    /// A system reset (or seen powered off, or whose reset failed) whose monitor does not
+    /// check in is back to normal after this long.
+    pub away_expiry: Duration,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            monitor_expiry: Duration::from_secs(60),
+            away_expiry: AWAY_EXPIRY,
+        }
+    }
+}
+
+/// How long a reset system stays "reset and away" without checking in: long enough for
+/// a dump and a reboot, short enough that a node whose monitor never returns does not
+/// stay marked for ever.
+pub const AWAY_EXPIRY: Duration = Duration::from_secs(600);
+/// Unexpected stop notices are logged at most once per system in this time.
+pub const STOP_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// One input of the core. Datagrams arrive authenticated and fresh (the shell checks
+/// framing, the tag and replays); their fields are still untrusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    Check {
+        from: SocketAddr,
+        system: String,
+        subsystem: u32,
+        port: u16,
+        pair: Option<u32>,
+        /// Whether the hardware can reset it now, from the watch.
+        verdict: Verdict,
+    },
+    Reset {
+        from: SocketAddr,
+        req: u32,
+        system: String,
+        subsystem: u32,
+        port: u16,
+        target: String,
+        target_subsystem: u32,
+    },
+    Stopped {
+        from: SocketAddr,
+        system: String,
+        subsystem: u32,
+    },
+    /// A well-formed fence_kdump message: its source address is all it says.
+    FenceKdump { from: SocketAddr },
+    /// A reset task reports a step.
+    Step { id: ResetId, step: Step },
+    /// A reset task ended the reset with this claim.
+    Done { id: ResetId, outcome: Outcome },
+    /// A reset task is gone (after its outlet recovery too).
+    TaskEnded { id: ResetId },
+    /// The watch read a pon→poff transition of this system.
+    PowerLoss { system: String, what: String },
+    /// Time passed: deadlines and expiries.
+    Tick,
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    Reply {
+        to: SocketAddr,
+        msg: Message,
+    },
+    Attention(Fanout),
+    ResetLog(String),
+    ErrorLog(String),
+    /// Run a reset task for `system`.
+    Start {
+        id: ResetId,
+        system: String,
+        target: Target,
+        timing: Timing,
+        test: bool,
+    },
+    /// Tell reset `id`'s task that the node reported it stopped.
+    Stopped {
+        id: ResetId,
+    },
+    /// Stop reset `id`'s task: the core has ended that reset.
+    Cancel {
+        id: ResetId,
+    },
+}
+
+/// What log lines about a reset need after it ended (its outlets' recovery).
+#[derive(Debug, Clone)]
+struct TaskCtx {
+    system: Name,
+    kind: Kind,
+    subsystem: u32,
+    peer: Peer,
+}
+
+#[derive(Clone)]
+pub struct Core {
+    spec: Arc<Spec>,
+    config: CoreConfig,
+    counters: Arc<Counters>,
+    systems: HashMap<Name, System>,
+    /// Systems whose state is not normal: the only ones a tick looks at.
+    busy: BTreeSet<Name>,
+    tasks: HashMap<ResetId, TaskCtx>,
+    next_id: u64,
+    requests: RequestCache,
+    /// Error-log lines caused by datagrams.
+    net_log: LogBudget,
+    /// Reset-log lines of refused requests.
+    refusal_log: LogBudget,
+    simulated_monitors: BTreeSet<String>,
+    simulated_resets: BTreeSet<String>,
+}
+
+/// A name from the network as it may be printed: a spec-shaped name as it is, anything
+/// else (control characters, spaces, overlong) as a placeholder.
+pub fn shown(name: &str) -> &str {
+    if Name::parse(name).is_ok() {
+        name
+    } else {
+        "<invalid-name>"
+    }
+}
+
+pub fn result_word(r: ResetResult) -> &'static str {
+    match r {
+        ResetResult::Accepted => "ACCEPTED",
+        ResetResult::Dump => "DUMP",
+        ResetResult::Poff => "POFF",
+        ResetResult::Fail => "FAIL",
+        ResetResult::Error => "ERROR",
+    }
+}
+
+impl Core {
+    pub fn new(spec: Arc<Spec>, config: CoreConfig, counters: Arc<Counters>) -> Core {
+        Core {
+            spec,
+            config,
+            counters,
+            systems: HashMap::new(),
+            busy: BTreeSet::new(),
+            tasks: HashMap::new(),
+            next_id: 1,
+            requests: RequestCache::default(),
+            net_log: LogBudget::new(20, Duration::from_secs(3)),
+            refusal_log: LogBudget::new(100, Duration::from_millis(200)),
+            simulated_monitors: BTreeSet::new(),
+            simulated_resets: BTreeSet::new(),
+        }
+    }
+
+    pub fn spec(&self) -> &Arc<Spec> {
+        &self.spec
+    }
+
+    /// The state of a system, if it has an entry (registered, or touched by a reset).
+    pub fn system(&self, name: &str) -> Option<&System> {
+        self.systems.get(name)
+    }
+
+    /// Remembered requests (for tests of the bounds).
+    pub fn remembered_requests(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Systems with an entry (for tests of the bounds).
+    pub fn entries(&self) -> usize {
+        self.systems.len()
+    }
+
+    pub fn handle(&mut self, now: Instant, input: Input, out: &mut Vec<Effect>) {
+        match input {
+            Input::Check {
+                from,
+                system,
+                subsystem,
+                port,
+                pair,
+                verdict,
+            } => self.check(now, from, system, subsystem, port, pair, verdict, out),
+            Input::Reset {
+                from,
+                req,
+                system,
+                subsystem,
+                port,
+                target,
+                target_subsystem,
+            } => {
+                let r = Request {
+                    from: from.ip(),
+                    system: &system,
+                    subsystem,
+                    target: &target,
+                    target_subsystem,
+                };
+                self.reset(now, r, req, SocketAddr::new(from.ip(), port), out)
+            }
+            Input::Stopped {
+                from,
+                system,
+                subsystem,
+            } => {
+                self.counters.stopped.fetch_add(1, Ordering::Relaxed);
+                out.push(Effect::Reply {
+                    to: from,
+                    msg: Message::StoppedAck {
+                        system: system.clone(),
+                        subsystem,
+                    },
+                });
+                self.stop_notice(now, &system, Some(subsystem), from, out);
+            }
+            Input::FenceKdump { from } => {
+                self.counters.stopped.fetch_add(1, Ordering::Relaxed);
+                self.fence_kdump(now, from, out)
+            }
+            Input::Step { id, step } => self.step(id, step, out),
+            Input::Done { id, outcome } => self.done(now, id, outcome, out),
+            Input::TaskEnded { id } => {
+                // A task that ends before its outcome (it panicked, or was dropped) ends
+                // its reset now rather than at the deadline.
+                if let Some(r) = self.running(id).cloned() {
+                    let name = self.tasks[&id].system.clone();
+                    let why = "the reset task stopped without an outcome".to_string();
+                    self.finish(now, &name, *Box::new(r), Err(why), out);
+                }
+                self.tasks.remove(&id);
+            }
+            Input::PowerLoss { system, what } => self.power_loss(now, &system, &what, out),
+            Input::Tick => self.tick(now, out),
+        }
+    }
+
+    // --- checks -------------------------------------------------------------------------
+
+    #[allow(clippy::too_many_arguments)]
+    fn check(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        system: String,
+        subsystem: u32,
+        port: u16,
+        pair: Option<u32>,
+        verdict: Verdict,
+        out: &mut Vec<Effect>,
+    ) {
+        self.counters.checks.fetch_add(1, Ordering::Relaxed);
+        let spec = self.spec.clone();
+        let known = match spec.system(&system) {
+            Some(SystemRef::Guest { host, .. }) if !host.enabled => None,
+            other => other,
+        };
+        let Verdict {
+            resettable,
+            via,
+            problem,
+        } = verdict;
+        let mut problem = problem;
+        if let Some(found) = known {
+            let sys = match self.systems.get_mut(system.as_str()) {
+                Some(s) => s,
+                None => self.systems.entry(found.name().clone()).or_default(),
+            };
+            let moved = sys
+                .monitor
+                .as_ref()
+                .is_some_and(|m| m.addr.ip() != from.ip());
+            if moved && matches!(sys.state, State::Resetting(_)) {
+                // A system being reset keeps the address it was registered at: its stop
+                // notices and the attention about it must not move to someone else.
+                let registered = sys.monitor.as_ref().map(|m| m.addr.ip());
+                problem = Some(format!("{system} is being reset; registration not moved"));
+                if let Some(s) = self.net_log.allow(now) {
+                    out.push(Effect::ErrorLog(with_suppressed(
+                        format!(
+                            "reset path: check for {system} from {from} ignored: it is being \
+                             reset and registered at {}",
+                            registered.map_or_else(String::new, |i| i.to_string())
+                        ),
+                        s,
+                    )));
+                }
+            } else {
+                sys.monitor = Some(Monitor {
+                    subsystem,
+                    addr: SocketAddr::new(from.ip(), port),
+                    pair,
+                    last_seen: now,
+                });
+                sys.epoch += 1;
+                if matches!(sys.state, State::Done { .. } | State::Failed { .. }) {
+                    // Its node is back: it may ask for resets again, and a request for it
+                    // acts anew.
+                    sys.state = State::Normal;
+                    self.busy.remove(system.as_str());
+                }
+            }
+        }
+        let (redundant, reason) = match (self.spec.mode, problem) {
+            (_, Some(r)) if known.is_none() => (false, Some(r)),
+            (Mode::Single, Some(r)) => (
+                false,
+                Some(format!("{r}; single management server: not redundant")),
+            ),
+            (_, Some(r)) => (false, Some(r)),
+            (Mode::Single, None) => (
+                false,
+                Some("single management server: not redundant".into()),
+            ),
+            (Mode::Pair, None) => (
+                false,
+                Some("standby management server not synchronized".into()),
+            ),
+        };
+        out.push(Effect::Reply {
+            to: SocketAddr::new(from.ip(), port),
+            msg: Message::CheckReply {
+                system,
+                subsystem,
+                resettable: resettable && known.is_some(),
+                via: via.into(),
+                redundant,
+                reason,
+            },
+        });
+    }
+
+    // --- reset requests -----------------------------------------------------------------
+
+    /// A system registered at `ip` that is being reset, reset and away, or failed.
+    fn down_at(&self, ip: IpAddr) -> Option<Name> {
+        self.busy
+            .iter()
+            .find(|n| {
+                self.systems.get(*n).is_some_and(|s| {
+                    s.is_down() && s.monitor.as_ref().is_some_and(|m| m.addr.ip() == ip)
+                })
+            })
+            .cloned()
+    }
+
+    fn reset(
+        &mut self,
+        now: Instant,
+        r: Request<'_>,
+        req: u32,
+        reply_to: SocketAddr,
+        out: &mut Vec<Effect>,
+    ) {
+        self.counters.resets.fetch_add(1, Ordering::Relaxed);
+        let answer = |result, reason| Effect::Reply {
+            to: reply_to,
+            msg: Message::ResetReply {
+                req,
+                target_system: r.target.to_string(),
+                target_subsystem: r.target_subsystem,
+                result,
+                reason,
+            },
+        };
+        let key = Key {
+            requester: r.system,
+            req,
+            target: r.target,
+            from: r.from,
+            target_epoch: self.systems.get(r.target).map_or(0, |s| s.epoch),
+        };
+        match self.requests.lookup(now, key) {
+            Some(Repeat::InFlight(_)) => {
+                out.push(answer(ResetResult::Accepted, None));
+                return;
+            }
+            Some(Repeat::Final(result, reason)) => {
+                out.push(answer(result, reason));
+                return;
+            }
+            None => {}
+        }
+        let spec = self.spec.clone();
+        let kind = match spec.system(r.target) {
+            Some(t) if t.is_guest() => Kind::V,
+            _ => Kind::P,
+        };
+        let peer = Peer {
+            ip: Some(reply_to.ip()),
+            port: Some(reply_to.port()),
+            req: Some(req),
+        };
+        let verdict = admission::admit(&spec, &self.systems, |ip| self.down_at(ip), r);
+        let admitted = match verdict {
+            Ok(a) => a,
+            Err(refusal) => {
+                self.refuse(now, r, req, peer, kind, &refusal, out);
+                out.push(answer(refusal.result(), Some(refusal.to_string())));
+                return;
+            }
+        };
+        let requester_name = admitted.requester.clone();
+        let target = admitted.target;
+        let target_name = target.name().clone();
+        out.push(Effect::ResetLog(resetlog::rm_reset(
+            target_name.as_str(),
+            r.target_subsystem,
+            Dir::Recv,
+            peer,
+            kind,
+            None,
+        )));
+        let requester = Requester {
+            system: Some(requester_name.clone()),
+            addr: Some(reply_to),
+            req: Some(req),
+            subsystem: Some(r.subsystem),
+        };
+        let joined = match self
+            .systems
+            .get_mut(target_name.as_str())
+            .map(|s| &mut s.state)
+        {
+            Some(State::Resetting(running)) => {
+                // The same request again (its cache entry went with a check-in of the
+                // target) joins once: one final reply per request.
+                if !running.requesters.contains(&requester) {
+                    running.requesters.push(requester.clone());
+                }
+                Some(running.id)
+            }
+            _ => None,
+        };
+        let id = match joined {
+            Some(id) => id,
+            None => self.start(now, target, r.target_subsystem, requester, false, out),
+        };
+        self.requests.insert(requester_name, key, target_name, id);
+        out.push(answer(ResetResult::Accepted, None));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn refuse(
+        &mut self,
+        now: Instant,
+        r: Request<'_>,
+        req: u32,
+        peer: Peer,
+        kind: Kind,
+        refusal: &Refusal,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(suppressed) = self.refusal_log.allow(now) else {
+            return;
+        };
+        let target = shown(r.target);
+        let word = result_word(refusal.result());
+        for (dir, result) in [(Dir::Recv, None), (Dir::Send, Some(word))] {
+            out.push(Effect::ResetLog(resetlog::rm_reset(
+                target,
+                r.target_subsystem,
+                dir,
+                peer,
+                kind,
+                result,
+            )));
+        }
+        out.push(Effect::ErrorLog(with_suppressed(
+            format!(
+                "reset request {req} of {} (subsystem {}) from {} for {target} refused ({word}): {refusal}",
+                shown(r.system),
+                r.subsystem,
+                r.from,
+            ),
+            suppressed,
+        )));
+    }
+
+    /// Starts a reset of `target`; the caller has checked that none is in flight.
+    fn start(
+        &mut self,
+        now: Instant,
+        target: SystemRef<'_>,
+        subsystem: u32,
+        requester: Requester,
+        test: bool,
+        out: &mut Vec<Effect>,
+    ) -> ResetId {
+        let id = ResetId(self.next_id);
+        self.next_id += 1;
+        let (what, timing, kind) = match target {
+            SystemRef::Physical(server) => {
+                let (t, timing) = reset::physical(&self.spec, server);
+                (t, timing, Kind::P)
+            }
+            SystemRef::Guest { host, vm, .. } => {
+                let (t, timing) = reset::guest(host, vm.as_str());
+                (t, timing, Kind::V)
+            }
+        };
+        let outlets = match &what {
+            Target::Physical { pdus, .. } => pdus.iter().map(|(l, _)| *l).collect(),
+            Target::Guest { .. } => Vec::new(),
+        };
+        let budget = if test {
+            reset::test_budget(&timing)
+        } else {
+            reset::budget(&timing)
+        };
+        let name = target.name().clone();
+        self.tasks.insert(
+            id,
+            TaskCtx {
+                system: name.clone(),
+                kind,
+                subsystem,
+                peer: requester.peer(),
+            },
+        );
+        let sys = self.systems.entry(name.clone()).or_default();
+        sys.state = State::Resetting(Box::new(Resetting {
+            id,
+            kind,
+            subsystem,
+            test,
+            stage: Stage::Started,
+            deadline: now + budget,
+            requesters: vec![requester],
+            outlets,
+            evidence: Evidence::default(),
+        }));
+        self.busy.insert(name.clone());
+        out.push(Effect::Start {
+            id,
+            system: name.to_string(),
+            target: what,
+            timing,
+            test,
+        });
+        id
+    }
+
+    /// An operator's test soft reset of a system (`haconn server reset`).
+    pub fn test_reset(
+        &mut self,
+        now: Instant,
+        system: &str,
+        subsystem: u32,
+        out: &mut Vec<Effect>,
+    ) -> Result<ResetId, String> {
+        let spec = self.spec.clone();
+        let target = spec
+            .system(system)
+            .ok_or_else(|| format!("no system named {system} in the live spec"))?;
+        if let SystemRef::Guest { host, .. } = target
+            && !host.enabled
+        {
+            return Err("ESXi management is disabled for this host".into());
+        }
+        if let Some(s) = self.systems.get(system) {
+            if let Some(m) = &s.monitor
+                && m.subsystem != subsystem
+            {
+                return Err(format!(
+                    "{system} is registered as subsystem {}, not {subsystem}",
+                    m.subsystem
+                ));
+            }
+            if matches!(s.state, State::Resetting(_)) {
+                return Err(format!("{system} is being reset"));
+            }
+        }
+        Ok(self.start(now, target, subsystem, Requester::test(), true, out))
+    }
+
+    // --- stop notices -------------------------------------------------------------------
+
+    /// A stop notice for `system` from `from` (`subsystem` is `None` for fence_kdump).
+    fn stop_notice(
+        &mut self,
+        now: Instant,
+        system: &str,
+        subsystem: Option<u32>,
+        from: SocketAddr,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(sys) = self.systems.get_mut(system) else {
+            let why = if self.spec.system(system).is_some() {
+                "it is not being reset"
+            } else {
+                "no such system"
+            };
+            if let Some(s) = self.net_log.allow(now) {
+                out.push(Effect::ErrorLog(with_suppressed(
+                    format!(
+                        "stop notice for {} from {from} changes nothing: {why}",
+                        shown(system)
+                    ),
+                    s,
+                )));
+            }
+            return;
+        };
+        let registered = sys.monitor.as_ref().map(|m| m.addr.ip());
+        let peer = Peer {
+            ip: Some(from.ip()),
+            port: Some(from.port()),
+            req: None,
+        };
+        let refused = match &mut sys.state {
+            State::Resetting(r) => {
+                if r.stage < Stage::NmiIssued {
+                    Some("its NMI has not been issued yet")
+                } else if r.stage > Stage::NmiIssued {
+                    Some("its hard reset was already issued")
+                } else if subsystem.is_some_and(|n| n != r.subsystem) {
+                    Some("wrong subsystem number")
+                } else if registered.is_some_and(|ip| ip != from.ip()) {
+                    Some("not from its registered address")
+                } else if r.evidence.stop.is_some() {
+                    Some("already received")
+                } else {
+                    r.evidence.stop = Some(peer);
+                    out.push(Effect::Stopped { id: r.id });
+                    out.push(Effect::ResetLog(resetlog::attention(
+                        system,
+                        r.subsystem,
+                        Dir::Recv,
+                        peer,
+                        r.kind,
+                        "DUMP",
+                    )));
+                    None
+                }
+            }
+            _ => Some("it is not being reset"),
+        };
+        if let Some(why) = refused
+            && sys
+                .stop_logged
+                .is_none_or(|at| now.duration_since(at) >= STOP_LOG_INTERVAL)
+        {
+            sys.stop_logged = Some(now);
+            out.push(Effect::ErrorLog(format!(
+                "stop notice for {system} from {from} changes nothing: {why} \
+                 (logged at most once a minute per system)"
+            )));
+        }
+    }
+
+    /// fence_kdump names nobody: the one system being reset at the sender's address.
+    fn fence_kdump(&mut self, now: Instant, from: SocketAddr, out: &mut Vec<Effect>) {
+        let at: Vec<Name> = self
+            .busy
+            .iter()
+            .filter(|n| {
+                self.systems.get(*n).is_some_and(|s| {
+                    matches!(s.state, State::Resetting(_))
+                        && s.monitor.as_ref().is_some_and(|m| m.addr.ip() == from.ip())
+                })
+            })
+            .cloned()
+            .collect();
+        match at.as_slice() {
+            [one] => self.stop_notice(now, one.as_str(), None, from, out),
+            others => {
+                let why = if others.is_empty() {
+                    "no system being reset is registered at that address".to_string()
+                } else {
+                    format!(
+                        "ambiguous: {} are being reset at that address",
+                        others
+                            .iter()
+                            .map(Name::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                if let Some(s) = self.net_log.allow(now) {
+                    out.push(Effect::ErrorLog(with_suppressed(
+                        format!("fence_kdump message from {from} ignored: {why}"),
+                        s,
+                    )));
+                }
+            }
+        }
+    }
+
+    // --- reset tasks --------------------------------------------------------------------
+
+    fn running(&mut self, id: ResetId) -> Option<&mut Resetting> {
+        let name = &self.tasks.get(&id)?.system;
+        match &mut self.systems.get_mut(name)?.state {
+            State::Resetting(r) if r.id == id => Some(r),
+            _ => None,
+        }
+    }
+
+    fn step(&mut self, id: ResetId, step: Step, out: &mut Vec<Effect>) {
+        let Some(ctx) = self.tasks.get(&id).cloned() else {
+            return;
+        };
+        let system = ctx.system.as_str();
+        let (kind, target, peer) = (ctx.kind, ctx.subsystem, ctx.peer);
+        let running = self.running(id);
+        match step {
+            Step::PowerOff => {
+                if let Some(r) = running {
+                    r.evidence.power_off = true;
+                }
+            }
+            Step::NmiIssued => {
+                if let Some(r) = running {
+                    r.stage = r.stage.max(Stage::NmiIssued);
+                }
+                out.push(Effect::ResetLog(resetlog::soft_reset(
+                    system,
+                    target,
+                    Dir::Send,
+                    peer,
+                    kind,
+                )));
+            }
+            Step::SoftAcked => out.push(Effect::ResetLog(resetlog::soft_reset(
+                system,
+                target,
+                Dir::Recv,
+                peer,
+                kind,
+            ))),
+            Step::SoftFailed(e) => out.push(Effect::ErrorLog(format!(
+                "soft reset of {system} failed: {e}"
+            ))),
+            Step::Stopped => {}
+            Step::HardSent => {
+                if let Some(r) = running {
+                    r.stage = Stage::HardIssued;
+                }
+                out.push(Effect::ResetLog(resetlog::hard_reset(
+                    system,
+                    target,
+                    Dir::Send,
+                    peer,
+                    kind,
+                )));
+            }
+            Step::HardAcked => {
+                if let Some(r) = running {
+                    r.evidence.hard_acked = true;
+                }
+                out.push(Effect::ResetLog(resetlog::hard_reset(
+                    system,
+                    target,
+                    Dir::Recv,
+                    peer,
+                    kind,
+                )));
+            }
+            Step::HardFailed(e) => out.push(Effect::ErrorLog(format!(
+                "hard reset of {system} failed: {e}"
+            ))),
+            Step::OutletOff {
+                link,
+                result: Err(e),
+            } => out.push(Effect::ErrorLog(format!(
+                "PDU {} outlet {} OFF for {system} failed: {e}",
+                link.pdu, link.outlet
+            ))),
+            Step::OutletOn {
+                link,
+                result: Err(e),
+            } => out.push(Effect::ErrorLog(format!(
+                "PDU {} outlet {} ON for {system} failed: {e}",
+                link.pdu, link.outlet
+            ))),
+            Step::OutletOff {
+                link,
+                result: Ok(()),
+            } => {
+                if let Some(r) = running
+                    && r.outlets.contains(&link)
+                    && !r.evidence.cut.contains(&link)
+                {
+                    r.evidence.cut.push(link);
+                }
+                out.push(Effect::ResetLog(resetlog::ipdusd(
+                    system,
+                    Some(target),
+                    Dir::Send,
+                    peer,
+                    link.pdu,
+                    link.outlet,
+                    false,
+                )));
+            }
+            Step::OutletOn {
+                link,
+                result: Ok(()),
+            } => out.push(Effect::ResetLog(resetlog::ipdusd(
+                system,
+                Some(target),
+                Dir::Send,
+                peer,
+                link.pdu,
+                link.outlet,
+                true,
+            ))),
+        }
+    }
+
+    /// The task ended the reset claiming `outcome`: the core's own evidence decides.
+    fn done(&mut self, now: Instant, id: ResetId, outcome: Outcome, out: &mut Vec<Effect>) {
+        let Some(r) = self.running(id) else {
+            // Ended already (its deadline passed): the late claim changes nothing.
+            return;
+        };
+        let r = r.clone();
+        let name = self.tasks[&id].system.clone();
+        let ev = &r.evidence;
+        let proven = match &outcome {
+            Outcome::PowerOff => ev.power_off.then_some(AttentionState::Poff),
+            Outcome::Dumped => ev.stop.is_some().then_some(AttentionState::Dump),
+            Outcome::Rebooted => (ev.hard_acked
+                || (!r.outlets.is_empty() && r.outlets.iter().all(|o| ev.cut.contains(o))))
+            .then_some(AttentionState::Reboot),
+            Outcome::Failed(_) => None,
+        };
+        let verdict = match (&outcome, proven) {
+            (_, Some(state)) => Ok(state),
+            (Outcome::Failed(why), None) => Err(why.clone()),
+            (claim, None) => {
+                out.push(Effect::ErrorLog(format!(
+                    "internal error: reset {id} of {} claimed {claim:?} without the event that \
+                     proves it; answered FAIL",
+                    self.tasks.get(&id).map_or("?", |c| c.system.as_str())
+                )));
+                Err("the reset could not be confirmed".to_string())
+            }
+        };
+        self.finish(now, &name, r, verdict, out);
+    }
+
+    /// Ends reset `r`: final replies, reset-log lines, the cache, attention, the state.
+    fn finish(
+        &mut self,
+        now: Instant,
+        name: &Name,
+        r: Resetting,
+        verdict: Result<AttentionState, String>,
+        out: &mut Vec<Effect>,
+    ) {
+        let (result, reason) = match &verdict {
+            Ok(AttentionState::Poff) => (ResetResult::Poff, None),
+            Ok(_) => (ResetResult::Dump, None),
+            Err(why) => (ResetResult::Fail, Some(why.clone())),
+        };
+        for q in &r.requesters {
+            out.push(Effect::ResetLog(resetlog::rm_reset(
+                name.as_str(),
+                r.subsystem,
+                Dir::Send,
+                q.peer(),
+                r.kind,
+                Some(result_word(result)),
+            )));
+            if let (Some(addr), Some(req)) = (q.addr, q.req) {
+                out.push(Effect::Reply {
+                    to: addr,
+                    msg: Message::ResetReply {
+                        req,
+                        target_system: name.to_string(),
+                        target_subsystem: r.subsystem,
+                        result,
+                        reason: reason.clone(),
+                    },
+                });
+            }
+        }
+        self.requests.finish(
+            r.id,
+            r.requesters
+                .iter()
+                .filter_map(|q| Some((q.system.clone()?, q.req?))),
+            result,
+            reason.as_deref(),
+            now,
+        );
+        let until = now + self.config.away_expiry;
+        let state = match verdict {
+            Ok(state) => {
+                self.attention(
+                    name.as_str(),
+                    r.kind,
+                    r.subsystem,
+                    state,
+                    &r.requesters,
+                    out,
+                );
+                State::Done {
+                    id: Some(r.id),
+                    state,
+                    until,
+                }
+            }
+            Err(why) => {
+                out.push(Effect::ErrorLog(format!("reset of {name} failed: {why}")));
+                State::Failed { until }
+            }
+        };
+        if let Some(sys) = self.systems.get_mut(name) {
+            sys.state = state;
+        }
+    }
+
+    /// Tells the cluster: every requester (with its req#), every registered monitor but
+    /// the system's own, and the broadcast address at each monitor's port.
+    fn attention(
+        &self,
+        system: &str,
+        kind: Kind,
+        subsystem: u32,
+        state: AttentionState,
+        requesters: &[Requester],
+        out: &mut Vec<Effect>,
+    ) {
+        let broadcast = self.spec.broadcast();
+        let mut to = Vec::with_capacity(requesters.len() + 2 * self.systems.len());
+        to.extend(requesters.iter().filter_map(|q| {
+            Some(Dest {
+                addr: q.addr?,
+                req: q.req,
+            })
+        }));
+        for (name, s) in &self.systems {
+            let Some(m) = &s.monitor else { continue };
+            if name.as_str() == system {
+                continue;
+            }
+            to.push(Dest {
+                addr: m.addr,
+                req: None,
+            });
+            if let Some(b) = broadcast {
+                to.push(Dest {
+                    addr: SocketAddr::new(b, m.addr.port()),
+                    req: None,
+                });
+            }
+        }
+        out.push(Effect::Attention(Fanout {
+            system: system.to_string(),
+            subsystem,
+            kind,
+            state,
+            to,
+        }));
+    }
+
+    // --- the watch and time -------------------------------------------------------------
+
+    fn power_loss(&mut self, now: Instant, system: &str, what: &str, out: &mut Vec<Effect>) {
+        let Some(found) = self.spec.clone().system(system).map(|s| s.is_guest()) else {
+            return;
+        };
+        let expiry = self.config.monitor_expiry;
+        let until = now + self.config.away_expiry;
+        let Some(sys) = self.systems.get_mut(system) else {
+            return;
+        };
+        let Some(m) = &sys.monitor else { return };
+        if now.duration_since(m.last_seen) > expiry || !matches!(sys.state, State::Normal) {
+            return;
+        }
+        let subsystem = m.subsystem;
+        sys.state = State::Done {
+            id: None,
+            state: AttentionState::Poff,
+            until,
+        };
+        if let Some(name) = self.systems.get_key_value(system).map(|(n, _)| n.clone()) {
+            self.busy.insert(name);
+        }
+        out.push(Effect::ErrorLog(format!(
+            "{what}: {system} lost power; POFF attention sent"
+        )));
+        let kind = if found { Kind::V } else { Kind::P };
+        self.attention(system, kind, subsystem, AttentionState::Poff, &[], out);
+    }
+
+    fn tick(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        self.requests.expire(now);
+        let mut overdue = Vec::new();
+        let mut back = Vec::new();
+        for name in &self.busy {
+            match self.systems.get(name).map(|s| &s.state) {
+                Some(State::Resetting(r)) if now >= r.deadline => overdue.push(name.clone()),
+                Some(State::Done { until, .. } | State::Failed { until }) if now >= *until => {
+                    back.push(name.clone())
+                }
+                Some(State::Normal) | None => back.push(name.clone()),
+                _ => {}
+            }
+        }
+        for name in back {
+            if let Some(s) = self.systems.get_mut(&name) {
+                s.state = State::Normal;
+            }
+            self.busy.remove(&name);
+        }
+        for name in overdue {
+            let Some(State::Resetting(r)) = self.systems.get(&name).map(|s| s.state.clone()) else {
+                continue;
+            };
+            out.push(Effect::Cancel { id: r.id });
+            let why = "no outcome by the reset's deadline: abandoned".to_string();
+            let id = r.id;
+            self.finish(now, &name, *r, Err(why), out);
+            self.tasks.remove(&id);
+        }
+    }
+
+    // --- reloads and views --------------------------------------------------------------
+
+    /// Swaps in a new spec if every guard holds; returns the replaced one, or the changes
+    /// whose guard no longer holds.
+    pub fn commit(
+        &mut self,
+        now: Instant,
+        spec: Arc<Spec>,
+        guards: &[Guard],
+    ) -> Result<Arc<Spec>, Vec<usize>> {
+        let violated: Vec<usize> = guards
+            .iter()
+            .filter(|g| !self.holds(now, g))
+            .map(|g| g.change)
+            .collect();
+        if !violated.is_empty() {
+            return Err(violated);
+        }
+        let old = std::mem::replace(&mut self.spec, spec);
+        let spec = self.spec.clone();
+        let gone: Vec<Name> = self
+            .systems
+            .iter()
+            .filter(|(n, s)| spec.system(n.as_str()).is_none() && s.resetting().is_none())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in gone {
+            self.systems.remove(&n);
+            self.busy.remove(&n);
+            self.requests.forget(n.as_str());
+        }
+        Ok(old)
+    }
+
+    fn monitor_active(&self, now: Instant, system: &str) -> bool {
+        self.systems
+            .get(system)
+            .and_then(|s| s.monitor.as_ref())
+            .is_some_and(|m| now.duration_since(m.last_seen) <= self.config.monitor_expiry)
+            || self.simulated_monitors.contains(system)
+    }
+
+    pub fn is_resetting(&self, system: &str) -> bool {
+        self.systems
+            .get(system)
+            .is_some_and(|s| s.resetting().is_some())
+            || self.simulated_resets.contains(system)
+    }
+
+    /// Whether an HA monitor of any of `systems` is active.
+    pub fn active_monitors<'a>(&self, now: Instant, systems: &'a [String]) -> Vec<&'a str> {
+        systems
+            .iter()
+            .filter(|s| self.monitor_active(now, s))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// Whether a guard of a reload still holds: none of its systems is being reset, and,
+    /// where the change needs it, none has an active HA monitor.
+    fn holds(&self, now: Instant, g: &Guard) -> bool {
+        g.systems
+            .iter()
+            .all(|s| !(self.is_resetting(s) || g.needs_no_monitor && self.monitor_active(now, s)))
+    }
+
+    pub fn simulate_monitor(&mut self, system: String, up: bool) {
+        if up {
+            self.simulated_monitors.insert(system);
+        } else {
+            self.simulated_monitors.remove(&system);
+        }
+    }
+
+    pub fn simulate_reset(&mut self, system: String, started: bool) {
+        if started {
+            self.simulated_resets.insert(system);
+        } else {
+            self.simulated_resets.remove(&system);
+        }
+    }
+
+    /// Monitors that checked recently, and resets in flight (plus simulated ones).
+    pub fn facts(&self, now: Instant) -> LiveFacts {
+        let mut monitors_active: BTreeSet<String> = self
+            .systems
+            .iter()
+            .filter(|(n, _)| self.monitor_active(now, n.as_str()))
+            .map(|(n, _)| n.to_string())
+            .collect();
+        monitors_active.extend(self.simulated_monitors.iter().cloned());
+        let mut resetting: BTreeSet<String> = self
+            .systems
+            .iter()
+            .filter(|(_, s)| s.resetting().is_some())
+            .map(|(n, _)| n.to_string())
+            .collect();
+        resetting.extend(self.simulated_resets.iter().cloned());
+        LiveFacts {
+            monitors_active,
+            resetting,
+            active: None,
+        }
+    }
+
+    /// Registered monitors as `show hamonitor` lists them.
+    pub fn monitor_views(&self, now: Instant) -> Vec<MonitorView> {
+        let mut v: Vec<MonitorView> = self
+            .systems
+            .iter()
+            .filter_map(|(name, s)| {
+                let m = s.monitor.as_ref()?;
+                let expired = now.duration_since(m.last_seen) > self.config.monitor_expiry;
+                let state = match &s.state {
+                    State::Resetting(_) => "reset",
+                    State::Done {
+                        state: AttentionState::Dump,
+                        ..
+                    } => "dump",
+                    State::Done {
+                        state: AttentionState::Reboot,
+                        ..
+                    } => "reboot",
+                    State::Done {
+                        state: AttentionState::Poff,
+                        ..
+                    } => "poff",
+                    State::Failed { .. } => "error",
+                    State::Normal if expired => "----",
+                    State::Normal => "normal",
+                };
+                Some(MonitorView {
+                    system: name.to_string(),
+                    subsystem: m.subsystem,
+                    ip: m.addr.ip(),
+                    port: m.addr.port(),
+                    pair: m.pair,
+                    state: state.into(),
+                    last_check_ms_ago: now.duration_since(m.last_seen).as_millis() as u64,
+                })
+            })
+            .collect();
+        v.sort_by(|a, b| a.system.cmp(&b.system));
+        v
+    }
+}
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

@@ -1,0 +1,294 @@
+//! The rest of the daemon's side of the pipeline: the messages the pipeline thread
+//! accepts ([`PipelineMsg`]), what it needs to start ([`PipelineConfig`]), and the
+//! [`Pipeline`] handle the main runtime holds.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::backend::Backends;
+use crate::log::LogSink;
+use crate::plan::LiveFacts;
+use crate::plan::merge::Guard;
+use crate::spec::model::Spec;
+
+use super::pdutest;
+
+/// The pipeline's answer to a commit.
+#[derive(Debug)]
+pub struct CommitReply {
+    /// Changes whose guard no longer holds; empty when the snapshot was swapped.
+    pub violated: Vec<usize>,
+    /// The replaced snapshot, to be dropped by the caller.
+    pub replaced: Option<Arc<Spec>>,
+}
+
+/// Monitor and reset states to set by hand (tests of reload refusals).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase", tag = "event")]
+pub enum Simulation {
+    MonitorUp { system: String },
+    MonitorDown { system: String },
+    ResetStarted { system: String },
+    ResetFinished { system: String },
+}
+
+/// A registered HA monitor, as `show hamonitor` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitorView {
+    pub system: String,
+    pub subsystem: u32,
+    pub ip: IpAddr,
+    pub port: u16,
+    pub pair: Option<u32>,
+    /// `normal`, `reset`, `dump`, `reboot`, `poff` or `error`.
+    pub state: String,
+    pub last_check_ms_ago: u64,
+}
+
+/// Counters of the reset path (checks are counted, not logged).
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counters {
+    pub checks: AtomicU64,
+    pub resets: AtomicU64,
+    pub stopped: AtomicU64,
+    pub malformed: AtomicU64,
+    pub rejected_auth: AtomicU64,
+    pub replayed: AtomicU64,
+    pub send_errors: AtomicU64,
+}
+
+/// Messages the pipeline thread accepts from the rest of the daemon.
+#[derive(Debug)]
+pub enum PipelineMsg {
+    Facts(oneshot::Sender<LiveFacts>),
+    Commit {
+        spec: Arc<Spec>,
+        guards: Vec<Guard>,
+        reply: oneshot::Sender<CommitReply>,
+    },
+    /// Liveness probe: answered with how long the message waited to be handled.
+    Ping {
+        sent: Instant,
+        reply: oneshot::Sender<Duration>,
+    },
+    Simulate(Simulation),
+    Monitors(oneshot::Sender<Vec<MonitorView>>),
+    /// What the watch knows, as `show status` prints it.
+    Health(oneshot::Sender<serde_json::Value>),
+    /// An operator's PDU-cut test or power restore of a server (`haconn server ipdusd`,
+    /// `haconn server acrecovery`): refused at once (`Err`), or started, reporting its
+    /// progress lines and then its end through `progress`.
+    PduJob {
+        request: PduRequest,
+        progress: mpsc::UnboundedSender<PduJobEvent>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// An operator's test reset of a registered system (`haconn server reset`).
+    TestReset {
+        system: String,
+        subsystem: u32,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// An operator's PDU action on a server.
+#[derive(Debug, Clone)]
+pub struct PduRequest {
+    /// A server, or with `mserver` a management server.
+    pub server: String,
+    pub mserver: bool,
+    /// Only the outlets on this PDU.
+    pub pdu: Option<IpAddr>,
+    /// `None` restores power (acrecovery).
+    pub test: Option<(pdutest::Mode, Duration, Duration)>,
+    /// Run even though the server's HA monitor is active.
+    pub force: bool,
+}
+
+/// A running PDU job's report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PduJobEvent {
+    Line(String),
+    Done(Result<String, String>),
+}
+
+/// What the pipeline thread needs besides the spec.
+#[derive(Debug)]
+pub struct PipelineConfig {
+    pub backends: Backends,
+    /// The bound reset-path socket; `None` runs without a reset path (tests of reloads).
+    pub reset_path: Option<std::net::UdpSocket>,
+    /// A bound socket for fence_kdump_send notifications.
+    pub fence_kdump: Option<std::net::UdpSocket>,
+    pub reset_log: LogSink,
+    pub error_log: LogSink,
+    /// A monitor that has not checked for this long no longer counts as active.
+    pub monitor_expiry: Duration,
+    /// How often every BMC, PDU and ESXi guest is polled; `None` watches nothing.
+    pub watch: Option<Duration>,
+}
+
+impl PipelineConfig {
+    /// No sockets, simulated hardware, no logs: for tests of the reload machinery.
+    pub fn detached() -> Self {
+        let sim = Arc::new(crate::backend::sim::Sim::default());
+        PipelineConfig {
+            backends: Backends {
+                bmc: sim.clone(),
+                pdu: sim.clone(),
+                hypervisor: sim,
+            },
+            reset_path: None,
+            fence_kdump: None,
+            reset_log: LogSink::discard(),
+            error_log: LogSink::discard(),
+            monitor_expiry: Duration::from_secs(60),
+            watch: None,
+        }
+    }
+}
+
+/// The main runtime's handle on the pipeline thread.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    tx: mpsc::Sender<PipelineMsg>,
+    live: Arc<ArcSwap<Spec>>,
+    counters: Arc<Counters>,
+}
+
+/// Why the pipeline could not answer.
+#[derive(Debug, thiserror::Error)]
+#[error("the reset pipeline thread is not running")]
+pub struct PipelineGone;
+
+/// The running thread; dropping every `Pipeline` handle stops it, [`PipelineThread::join`] waits for it.
+#[derive(Debug)]
+pub struct PipelineThread {
+    handle: thread::JoinHandle<()>,
+}
+
+impl PipelineThread {
+    pub fn join(self) {
+        let _ = self.handle.join();
+    }
+}
+
+impl Pipeline {
+    /// Starts the pipeline thread with `spec` as the live configuration. Fails — it never
+    /// runs a reset path half-armed — when the sockets cannot be set up or the reset-path
+    /// key of an authenticated path cannot be read.
+    pub fn start(
+        spec: Spec,
+        config: PipelineConfig,
+    ) -> std::io::Result<(Pipeline, PipelineThread)> {
+        let live = Arc::new(ArcSwap::from_pointee(spec));
+        let counters = Arc::new(Counters::default());
+        let (tx, rx) = mpsc::channel(1024);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (shell, sockets) = {
+            let _in_runtime = runtime.enter();
+            super::Shell::new(live.clone(), counters.clone(), config)?
+        };
+        let handle = thread::Builder::new()
+            .name("haconn-pipeline".into())
+            .spawn(move || runtime.block_on(shell.run(rx, sockets)))?;
+        Ok((Pipeline { tx, live, counters }, PipelineThread { handle }))
+    }
+
+    /// The live configuration snapshot (lock-free read).
+    pub fn live(&self) -> Arc<Spec> {
+        self.live.load_full()
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    async fn ask<T>(
+        &self,
+        msg: impl FnOnce(oneshot::Sender<T>) -> PipelineMsg,
+    ) -> Result<T, PipelineGone> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(msg(reply)).await.map_err(|_| PipelineGone)?;
+        rx.await.map_err(|_| PipelineGone)
+    }
+
+    pub async fn facts(&self) -> Result<LiveFacts, PipelineGone> {
+        self.ask(PipelineMsg::Facts).await
+    }
+
+    pub async fn commit(
+        &self,
+        spec: Arc<Spec>,
+        guards: Vec<Guard>,
+    ) -> Result<CommitReply, PipelineGone> {
+        self.ask(|reply| PipelineMsg::Commit {
+            spec,
+            guards,
+            reply,
+        })
+        .await
+    }
+
+    /// How long a message waited in the pipeline's queue before being handled.
+    pub async fn ping(&self) -> Result<Duration, PipelineGone> {
+        let sent = Instant::now();
+        self.ask(|reply| PipelineMsg::Ping { sent, reply }).await
+    }
+
+    pub async fn simulate(&self, s: Simulation) -> Result<(), PipelineGone> {
+        self.tx
+            .send(PipelineMsg::Simulate(s))
+            .await
+            .map_err(|_| PipelineGone)
+    }
+
+    pub async fn monitors(&self) -> Result<Vec<MonitorView>, PipelineGone> {
+        self.ask(PipelineMsg::Monitors).await
+    }
+
+    /// The watch's view of every device (`show status`).
+    pub async fn health(&self) -> Result<serde_json::Value, PipelineGone> {
+        self.ask(PipelineMsg::Health).await
+    }
+
+    /// Starts a PDU job; its lines and end arrive on the returned channel.
+    pub async fn pdu_job(
+        &self,
+        request: PduRequest,
+    ) -> Result<Result<mpsc::UnboundedReceiver<PduJobEvent>, String>, PipelineGone> {
+        let (progress, rx) = mpsc::unbounded_channel();
+        let started = self
+            .ask(|reply| PipelineMsg::PduJob {
+                request,
+                progress,
+                reply,
+            })
+            .await?;
+        Ok(started.map(|()| rx))
+    }
+
+    pub async fn test_reset(
+        &self,
+        system: String,
+        subsystem: u32,
+    ) -> Result<Result<(), String>, PipelineGone> {
+        self.ask(|reply| PipelineMsg::TestReset {
+            system,
+            subsystem,
+            reply,
+        })
+        .await
+    }
+}
