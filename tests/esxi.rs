@@ -500,10 +500,12 @@ fn daemon_resets_a_guest_through_esxi_and_fails_on_a_hanging_reset() {
         a.extend_from_slice(args);
         daemon_support::haconn(&a)
     };
-    for (system, sub, port) in [
-        ("vmdb01", "1", ports[0]),
-        ("vm01", "2", ports[1]),
-        ("g01", "3", ports[2]),
+    // Each guest's monitor speaks from an address of its own, as on a real cluster (the
+    // connector refuses requests from the address of a node it reset).
+    for (system, sub, port, bind) in [
+        ("vmdb01", "1", ports[0], "127.0.0.1"),
+        ("vm01", "2", ports[1], "127.0.20.2"),
+        ("g01", "3", ports[2], "127.0.20.3"),
     ] {
         node(
             "check",
@@ -515,7 +517,7 @@ fn daemon_resets_a_guest_through_esxi_and_fails_on_a_hanging_reset() {
                 "--port",
                 &port.to_string(),
                 "--bind",
-                "127.0.0.1",
+                bind,
             ],
         );
     }

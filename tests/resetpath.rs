@@ -244,9 +244,9 @@ fn stopped_during_the_soft_reset_window_gives_dump() {
     assert!(
         bodies
             .iter()
-            .any(|l| l.starts_with("SOFTRESET labnode02 2 RECV 127.0.0.1 ")
-                && l.ends_with(" ---- P")),
-        "no SOFTRESET RECV from the stopped sender\n{}",
+            .any(|l| l.starts_with("ATTENTION labnode02 2 RECV 127.0.0.1 ")
+                && l.ends_with(" ---- P DUMP")),
+        "no ATTENTION RECV (SPEC §7: the stop notice) from the stopped sender\n{}",
         lab.diagnostics()
     );
     assert!(
@@ -569,9 +569,9 @@ fn fence_kdump_gives_dump(notify: impl FnOnce(&Lab)) {
     assert!(
         bodies
             .iter()
-            .any(|l| l.starts_with("SOFTRESET labnode02 2 RECV 127.0.0.1 ")
-                && l.ends_with(" ---- P")),
-        "no SOFTRESET RECV from the fence_kdump sender\n{}",
+            .any(|l| l.starts_with("ATTENTION labnode02 2 RECV 127.0.0.1 ")
+                && l.ends_with(" ---- P DUMP")),
+        "no ATTENTION RECV from the fence_kdump sender\n{}",
         lab.diagnostics()
     );
     assert!(

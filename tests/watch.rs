@@ -120,8 +120,22 @@ fn guest<'a>(h: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
         .unwrap_or_else(|| panic!("no guest {name} in {h:#}"))
 }
 
-/// `haconn node reset` of `target` (system, subsystem#) asked by `by`; waits for the answer.
+/// `haconn node reset` of `target` (system, subsystem#) asked by `by`, which checks in
+/// first (the connector acts only for registered requesters); waits for the answer.
 fn reset(lab: &Lab, by: (&str, u32), target: (&str, u32)) -> resetpath_support::Run {
+    let port = free_port().to_string();
+    let args = [
+        "--system",
+        by.0,
+        "--subsystem",
+        &by.1.to_string(),
+        "--port",
+        &port,
+        "--bind",
+        "127.0.0.1",
+    ];
+    let registered = lab.node("check", &args);
+    assert!(registered.stdout.contains("CHECK-REPLY"), "{registered}");
     lab.node(
         "reset",
         &[
@@ -130,7 +144,7 @@ fn reset(lab: &Lab, by: (&str, u32), target: (&str, u32)) -> resetpath_support::
             "--subsystem",
             &by.1.to_string(),
             "--port",
-            &free_port().to_string(),
+            &port,
             "--bind",
             "127.0.0.1",
             "--target-system",

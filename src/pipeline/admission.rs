@@ -25,7 +25,8 @@ use super::system::{State, System};
 /// Why a reset request is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    UnknownRequester,
+    /// The names are as they may be printed ([`super::core::shown`]).
+    UnknownRequester(String),
     NotRegistered,
     WrongAddress {
         registered: IpAddr,
@@ -45,7 +46,7 @@ pub enum Refusal {
         system: Name,
         addr: IpAddr,
     },
-    UnknownTarget,
+    UnknownTarget(String),
     OwnReset,
     EsxiDisabled,
 }
@@ -65,7 +66,7 @@ impl Refusal {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Refusal::UnknownRequester => f.write_str("unknown requester"),
+            Refusal::UnknownRequester(name) => write!(f, "unknown requester {name}"),
             Refusal::NotRegistered => {
                 f.write_str("the requester has not registered (no check accepted from it)")
             }
@@ -102,7 +103,7 @@ impl fmt::Display for Refusal {
                 f,
                 "{addr} is the address of {system}, which is being reset or was reset"
             ),
-            Refusal::UnknownTarget => f.write_str("unknown target"),
+            Refusal::UnknownTarget(name) => write!(f, "unknown target {name}"),
             Refusal::OwnReset => f.write_str("a system cannot ask for its own reset"),
             Refusal::EsxiDisabled => f.write_str("ESXi management is disabled for this host"),
         }
@@ -134,7 +135,9 @@ pub fn admit<'s>(
     down_at: impl Fn(IpAddr) -> Option<Name>,
     r: Request<'_>,
 ) -> Result<Admitted<'s>, Refusal> {
-    let requester = spec.system(r.system).ok_or(Refusal::UnknownRequester)?;
+    let requester = spec
+        .system(r.system)
+        .ok_or_else(|| Refusal::UnknownRequester(super::core::shown(r.system).into()))?;
     let me = systems.get(r.system);
     let monitor = me
         .and_then(|s| s.monitor.as_ref())
@@ -168,7 +171,9 @@ pub fn admit<'s>(
             addr: r.from,
         });
     }
-    let target = spec.system(r.target).ok_or(Refusal::UnknownTarget)?;
+    let target = spec
+        .system(r.target)
+        .ok_or_else(|| Refusal::UnknownTarget(super::core::shown(r.target).into()))?;
     if r.target == r.system {
         return Err(Refusal::OwnReset);
     }

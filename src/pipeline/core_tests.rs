@@ -71,6 +71,23 @@ fn spec() -> Arc<Spec> {
     SPEC_CACHE.with(Arc::clone)
 }
 
+/// The world's other spec, for reloads: node01's cluster flag, node02's PDU timeout and
+/// node03's BMC password change.
+fn spec_b() -> Arc<Spec> {
+    thread_local! {
+        static SPEC_B: Arc<Spec> = spec_of(
+            &SPEC
+                .replace("ipdu: {timeout: 10,", "ipdu: {timeout: 20,")
+                .replacen("    cluster: true\n  - name: node02", "    cluster: false\n  - name: node02", 1)
+                .replace(
+                    "bmc: {address: 127.0.1.3, username: admin, password: passw0rd}",
+                    "bmc: {address: 127.0.1.3, username: admin, password: passw0rd2}",
+                ),
+        );
+    }
+    SPEC_B.with(Arc::clone)
+}
+
 /// The node of each system has its own address: node0N at 127.0.10.N, vm01 at .4.
 fn ip(n: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 10, n))
@@ -1220,6 +1237,9 @@ struct Run2 {
     oracle: Oracle,
     /// Last reset id per system, for task events.
     last: HashMap<&'static str, ResetId>,
+    /// The facts the previous reload planned with: a reload plans from a snapshot that
+    /// may be stale by the time it commits, as the daemon's supervisor does.
+    stale_facts: Option<crate::plan::LiveFacts>,
 }
 
 impl Run2 {
@@ -1228,6 +1248,7 @@ impl Run2 {
             w: World::new(),
             oracle: Oracle::default(),
             last: HashMap::new(),
+            stale_facts: None,
         }
     }
 
@@ -1255,11 +1276,7 @@ impl Run2 {
                 self.w.now += Duration::from_millis(*ms);
                 Input::Tick
             }
-            Ev::Reload => {
-                let spec = self.w.core.spec().clone();
-                let _ = self.w.core.commit(self.w.now, spec, &[]);
-                return Ok(());
-            }
+            Ev::Reload => return self.reload(),
             Ev::Test { system } => {
                 let mut out = Vec::new();
                 if let Ok(id) =
@@ -1378,7 +1395,7 @@ fn arb_ev() -> impl Strategy<Value = Ev> {
         1 => sys.clone().prop_map(|system| Ev::PowerLoss { system }),
         3 => prop::sample::select(&[100u64, 1_000, 9_000, 11_000, 40_000, 700_000][..]).prop_map(Ev::Advance),
         1 => sys.prop_map(|system| Ev::Test { system }),
-        1 => Just(Ev::Reload),
+        2 => Just(Ev::Reload),
     ]
 }
 
@@ -1643,6 +1660,54 @@ fn explore(events: &[Ev], depth: usize, max_states: usize) -> (usize, usize) {
 }
 
 impl Run2 {
+    /// A reload through the daemon's own path: plan from (possibly stale) facts, merge,
+    /// guards, commit. A refused commit changes nothing; a swapped one leaves every server
+    /// being reset (and the PDUs feeding it) as it was.
+    fn reload(&mut self) -> Result<(), Violation> {
+        use crate::plan::merge::{guards, merge};
+        let live = self.w.core.spec().clone();
+        let desired = if *live == *spec() { spec_b() } else { spec() };
+        let now_facts = self.w.core.facts(self.w.now);
+        let facts = self
+            .stale_facts
+            .replace(now_facts.clone())
+            .unwrap_or(now_facts);
+        let p = crate::plan::plan(&live, &desired, &facts);
+        let merged = merge(&live, &desired, &p, |c| c.predicted.clone());
+        let g = guards(&live, &desired, &p, &merged.results);
+        let next = Arc::new(merged.spec);
+        match self.w.core.commit(self.w.now, next.clone(), &g) {
+            Err(_) => {
+                if !Arc::ptr_eq(self.w.core.spec(), &live) {
+                    return Err("a refused commit changed the spec".into());
+                }
+            }
+            Ok(_) => {
+                for (system, id) in &self.oracle.current {
+                    if self.oracle.runs[id].ended {
+                        continue;
+                    }
+                    let before = live.system(system).map(|s| s.server().clone());
+                    let after = next.system(system).map(|s| s.server().clone());
+                    if before != after {
+                        return Err(format!("{system} changed by a reload during its reset"));
+                    }
+                    let pdus = |s: &Spec| {
+                        before
+                            .iter()
+                            .flat_map(|b| b.outlets())
+                            .map(|l| s.pdus.get(&l.pdu).cloned())
+                            .collect::<Vec<_>>()
+                    };
+                    if pdus(&live) != pdus(&next) {
+                        return Err(format!("a PDU of {system} changed during its reset"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn clone_run(&self) -> Run2 {
         Run2 {
             w: World {
@@ -1652,6 +1717,7 @@ impl Run2 {
             },
             oracle: self.oracle.clone(),
             last: self.last.clone(),
+            stale_facts: self.stale_facts.clone(),
         }
     }
 }
@@ -1666,4 +1732,46 @@ fn the_four_invariants_hold_in_every_reachable_state_of_a_small_world() {
         states > 1000,
         "the exploration reached {states} states only"
     );
+}
+
+#[test]
+fn a_reload_planned_before_a_reset_started_is_refused_and_changes_nothing() {
+    let mut run = Run2::new();
+    for ev in [
+        Ev::Check {
+            system: "node01",
+            at: 1,
+        },
+        Ev::Check {
+            system: "node02",
+            at: 2,
+        },
+        // The monitors stop checking: no longer active, still registered.
+        Ev::Advance(70_000),
+    ] {
+        run.apply(&ev).unwrap();
+    }
+    // The reload plans with facts from before node02's reset started.
+    run.stale_facts = Some(run.w.core.facts(run.w.now));
+    run.apply(&Ev::Reset {
+        at: 1,
+        req: 1,
+        system: "node01",
+        target: "node02",
+    })
+    .unwrap();
+    run.apply(&Ev::Reload).unwrap();
+    assert!(
+        Arc::ptr_eq(run.w.core.spec(), &spec()),
+        "refused: unchanged"
+    );
+    // Once the reset ended, the same reload applies.
+    run.apply(&Ev::Task {
+        system: "node02",
+        what: TaskEv::Claim(3),
+    })
+    .unwrap();
+    run.stale_facts = None;
+    run.apply(&Ev::Reload).unwrap();
+    assert!(*run.w.core.spec().clone() == *spec_b(), "applied");
 }
