@@ -418,7 +418,8 @@ fn run(s: &Sizes) -> (Figures, Figures, Figures, Polling) {
     assert!(node1.nmis().is_empty(), "only labnode02 was reset");
     assert!(
         node2.resets().is_empty(),
-        "no hard reset: every reset ended with DUMP"
+        "no hard reset: every reset ended with DUMP\n{}",
+        lab.diagnostics()
     );
     drop(lab);
     (figures(h), figures(i), figures(f), polling(s))

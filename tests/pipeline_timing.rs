@@ -398,7 +398,12 @@ async fn nmi_refused_hard_reset_immediately() {
     assert!(
         matches!(
             steps.as_slice(),
-            [Step::SoftFailed(_), Step::HardSent, Step::HardAcked]
+            [
+                Step::NmiIssued,
+                Step::SoftFailed(_),
+                Step::HardSent,
+                Step::HardAcked
+            ]
         ),
         "{steps:?}"
     );
@@ -448,7 +453,7 @@ async fn hard_reset_hangs_cuts_every_outlet_in_parallel() {
     );
     let steps = r.steps();
     assert!(matches!(
-        &steps[..3],
+        &steps[..4],
         [
             Step::NmiIssued,
             Step::SoftAcked,
@@ -456,7 +461,7 @@ async fn hard_reset_hangs_cuts_every_outlet_in_parallel() {
             Step::HardFailed(_)
         ]
     ));
-    let offs: Vec<_> = steps[3..]
+    let offs: Vec<_> = steps[4..]
         .iter()
         .map(|s| match s {
             Step::OutletOff { link, result } => {
@@ -884,6 +889,18 @@ servers:
         let (pipeline, thread) = Pipeline::start(spec, config).unwrap();
         let mut net = Net::new(addr);
         net.open("req01");
+        // The requester checks in first: the connector acts only for registered monitors.
+        net.send(
+            "req01",
+            Message::Check {
+                system: "req01".into(),
+                subsystem: 10,
+                port: net.port("req01"),
+                pair: None,
+            },
+        );
+        net.wait_for(secs(2), |m| matches!(&m.msg, Message::CheckReply { .. }))
+            .expect("a check reply");
         Running {
             lab,
             net,

@@ -29,6 +29,13 @@ pub enum BackendError {
     Unreachable { device: String, reason: String },
     #[error("{device} refused: {reason}")]
     Refused { device: String, reason: String },
+    /// The caller's bound ran out before the device answered ([`bounded`]). For what
+    /// follows (fallback to the PDU, link NG) it counts as unreachable.
+    #[error("{device}: no answer within {} ms", after.as_millis())]
+    Timeout {
+        device: String,
+        after: std::time::Duration,
+    },
 }
 
 impl BackendError {
@@ -48,6 +55,22 @@ impl BackendError {
 }
 
 pub type BackendResult<T> = Result<T, BackendError>;
+
+/// One backend call under the caller's time limit: the one place a call to hardware is
+/// bounded. Dropping the call at the limit is safe (every backend is cancel-safe).
+pub async fn bounded<T>(
+    device: impl std::fmt::Display,
+    limit: std::time::Duration,
+    call: impl std::future::Future<Output = BackendResult<T>>,
+) -> BackendResult<T> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(r) => r,
+        Err(_) => Err(BackendError::Timeout {
+            device: device.to_string(),
+            after: limit,
+        }),
+    }
+}
 
 /// Guests of one host by VM name, each with its power state or why it is unknown.
 pub type GuestStates = Vec<(String, BackendResult<PowerState>)>;

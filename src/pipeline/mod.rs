@@ -90,6 +90,38 @@ struct Sockets {
     fence_kdump: Option<UdpSocket>,
 }
 
+/// A reset task's step sink: each step goes straight to the pipeline's queue, tagged with
+/// its reset, so it is queued before the call it announces is made. When the last clone
+/// goes (the task and its outlet recovery are done), the task's end is queued.
+#[derive(Clone)]
+struct TaskSink(Arc<TaskSinkInner>);
+
+struct TaskSinkInner {
+    id: ResetId,
+    tx: mpsc::UnboundedSender<Internal>,
+}
+
+impl TaskSink {
+    fn new(id: ResetId, tx: mpsc::UnboundedSender<Internal>) -> TaskSink {
+        TaskSink(Arc::new(TaskSinkInner { id, tx }))
+    }
+}
+
+impl reset::StepSink for TaskSink {
+    fn step(&self, step: Step) {
+        let _ = self.0.tx.send(Internal::Step {
+            id: self.0.id,
+            step,
+        });
+    }
+}
+
+impl Drop for TaskSinkInner {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Internal::TaskEnded { id: self.id });
+    }
+}
+
 /// A running reset task.
 struct Task {
     stopped: Option<oneshot::Sender<()>>,
@@ -238,22 +270,18 @@ impl Shell {
         let mut core_tick = tokio::time::interval(TICK);
         core_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Reports of reset tasks first: a step is queued before the call it announces
+            // is made, so a datagram caused by that call (a stop notice after the NMI) is
+            // always handled after the step.
             tokio::select! {
+                biased;
+                Some(ev) = internal.recv() => self.internal(ev),
                 msg = rx.recv() => match msg {
                     Some(m) => self.handle(m),
                     None => break,
                 },
-                r = recv(sockets.reset_path.as_ref(), &mut buf) => {
-                    if let Ok((n, from)) = r {
-                        self.datagram(&buf[..n], from);
-                    }
-                }
-                Some(ev) = internal.recv() => self.internal(ev),
-                r = recv(sockets.fence_kdump.as_ref(), &mut kbuf) => {
-                    if let Ok((n, from)) = r {
-                        self.fence_kdump(&kbuf[..n], from);
-                    }
-                }
+                // Timers before the sockets: a flood of datagrams must not hold off the
+                // deadlines of resets or the watch.
                 _ = core_tick.tick() => self.feed(Input::Tick),
                 _ = async {
                     match &mut watch_tick {
@@ -263,6 +291,16 @@ impl Shell {
                         None => std::future::pending().await,
                     }
                 } => self.watch_tick(),
+                r = recv(sockets.reset_path.as_ref(), &mut buf) => {
+                    if let Ok((n, from)) = r {
+                        self.datagram(&buf[..n], from);
+                    }
+                }
+                r = recv(sockets.fence_kdump.as_ref(), &mut kbuf) => {
+                    if let Ok((n, from)) = r {
+                        self.fence_kdump(&kbuf[..n], from);
+                    }
+                }
             }
         }
         // The daemon is stopping: close what the backends keep open (IPMI sessions, SSH
@@ -323,42 +361,18 @@ impl Shell {
         test: bool,
     ) {
         let (stopped_tx, stopped_rx) = oneshot::channel();
-        let (steps_tx, mut steps_rx) = mpsc::unbounded_channel();
-        let internal = self.internal.clone();
+        let sink = TaskSink::new(id, self.internal.clone());
         let backends = self.backends.clone();
         let task = tokio::spawn(async move {
-            let run: std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>> = if test
-            {
-                Box::pin(reset::soft_test(
-                    target,
-                    timing.hard_reset_after,
-                    backends,
-                    stopped_rx,
-                    steps_tx,
-                ))
+            let steps = sink.clone();
+            let outcome = if test {
+                reset::soft_test(target, timing.hard_reset_after, backends, stopped_rx, steps).await
             } else {
-                Box::pin(reset::run(target, timing, backends, stopped_rx, steps_tx))
+                reset::run(target, timing, backends, stopped_rx, steps).await
             };
-            let mut run = run;
-            // Forward steps as they happen, then the outcome; the recovery of outlets may
-            // report steps after the outcome, so keep forwarding until the channel closes.
-            let outcome = loop {
-                tokio::select! {
-                    biased;
-                    Some(step) = steps_rx.recv() => {
-                        let _ = internal.send(Internal::Step { id, step });
-                    }
-                    outcome = &mut run => break outcome,
-                }
-            };
-            while let Ok(step) = steps_rx.try_recv() {
-                let _ = internal.send(Internal::Step { id, step });
-            }
-            let _ = internal.send(Internal::Done { id, outcome });
-            while let Some(step) = steps_rx.recv().await {
-                let _ = internal.send(Internal::Step { id, step });
-            }
-            let _ = internal.send(Internal::TaskEnded { id });
+            let _ = sink.0.tx.send(Internal::Done { id, outcome });
+            // The task's end (`TaskEnded`) is queued when the last sink goes: here, or
+            // after the outlet recovery the reset started.
         });
         self.tasks.insert(
             id,

@@ -75,19 +75,13 @@ pub async fn run(
         let reset_log = reset_log.clone();
         let target = job.target.clone();
         async move {
-            let r = match tokio::time::timeout(
+            let r = crate::backend::bounded(
+                crate::backend::device("PDU", link.pdu),
                 SWITCH_TIMEOUT,
                 backends.pdu.set_outlet(&pdu, link.outlet, on),
             )
             .await
-            {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!(
-                    "no confirmation within {} s",
-                    SWITCH_TIMEOUT.as_secs()
-                )),
-            };
+            .map_err(|e| e.to_string());
             let word = if on { "ON" } else { "OFF" };
             match &r {
                 Ok(()) => {

@@ -145,17 +145,28 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// Where a reset reports its steps. A step must be delivered by the time `step` returns
+/// (the pipeline relies on `NmiIssued` arriving before the NMI leaves the machine). A
+/// plain channel is one; the pipeline's own tags each step with its reset.
+pub trait StepSink: Clone + Send + Sync + 'static {
+    fn step(&self, step: Step);
+}
+
+impl StepSink for mpsc::UnboundedSender<Step> {
+    fn step(&self, step: Step) {
+        let _ = self.send(step);
+    }
+}
+
 /// Runs one reset. `stopped` fires when the node's dump agent reports it stopped.
 pub async fn run(
     target: Target,
     timing: Timing,
     backends: Backends,
     mut stopped: oneshot::Receiver<()>,
-    steps: mpsc::UnboundedSender<Step>,
+    steps: impl StepSink,
 ) -> Outcome {
-    let step = |s: Step| {
-        let _ = steps.send(s);
-    };
+    let step = |s: Step| steps.step(s);
     match power(&target, &backends).await {
         Ok(PowerState::Off) => {
             step(Step::PowerOff);
@@ -178,7 +189,7 @@ pub async fn run(
     // The hard-reset issue time runs from the soft-reset request, not its acknowledgement.
     let deadline = tokio::time::Instant::now() + timing.hard_reset_after;
     step(Step::NmiIssued);
-    let nmi = bounded(OPERATION_TIMEOUT, soft(&target, &backends));
+    let nmi = bounded(&target, OPERATION_TIMEOUT, soft(&target, &backends));
     tokio::pin!(nmi);
     let mut acked = false;
     let mut notifier = true;
@@ -219,16 +230,17 @@ pub async fn run(
     }
 
     step(Step::HardSent);
-    let hard_error = match bounded(timing.hard_reset_timeout, hard(&target, &backends)).await {
-        Ok(()) => {
-            step(Step::HardAcked);
-            return Outcome::Rebooted;
-        }
-        Err(e) => {
-            step(Step::HardFailed(e.clone()));
-            e
-        }
-    };
+    let hard_error =
+        match bounded(&target, timing.hard_reset_timeout, hard(&target, &backends)).await {
+            Ok(()) => {
+                step(Step::HardAcked);
+                return Outcome::Rebooted;
+            }
+            Err(e) => {
+                step(Step::HardFailed(e.clone()));
+                e
+            }
+        };
 
     let Target::Physical { pdus, .. } = &target else {
         return Outcome::Failed(format!("hard reset failed: {hard_error}"));
@@ -246,19 +258,20 @@ async fn cut(
     pdus: &[(OutletLink, Pdu)],
     timing: &Timing,
     backends: &Backends,
-    steps: &mpsc::UnboundedSender<Step>,
+    steps: &impl StepSink,
     why: &str,
 ) -> Outcome {
-    let step = |s: Step| {
-        let _ = steps.send(s);
-    };
+    let step = |s: Step| steps.step(s);
     let cuts = pdus.iter().map(|(link, pdu)| {
         let backends = backends.clone();
         async move {
-            let r = bounded(timing.hard_reset_timeout, async {
-                backends.pdu.set_outlet(pdu, link.outlet, false).await
-            })
-            .await;
+            let r = crate::backend::bounded(
+                crate::backend::device("PDU", link.pdu),
+                timing.hard_reset_timeout,
+                backends.pdu.set_outlet(pdu, link.outlet, false),
+            )
+            .await
+            .map_err(|e| e.to_string());
             (*link, r)
         }
     });
@@ -287,15 +300,18 @@ async fn cut(
             let ons = cut.iter().map(|(link, pdu)| {
                 let backends = backends.clone();
                 async move {
-                    let r = bounded(limit, async {
-                        backends.pdu.set_outlet(pdu, link.outlet, true).await
-                    })
-                    .await;
+                    let r = crate::backend::bounded(
+                        crate::backend::device("PDU", link.pdu),
+                        limit,
+                        backends.pdu.set_outlet(pdu, link.outlet, true),
+                    )
+                    .await
+                    .map_err(|e| e.to_string());
                     (*link, r)
                 }
             });
             for (link, result) in futures_util::future::join_all(ons).await {
-                let _ = steps.send(Step::OutletOn { link, result });
+                steps.step(Step::OutletOn { link, result });
             }
         });
     }
@@ -315,18 +331,16 @@ pub async fn soft_test(
     wait: Duration,
     backends: Backends,
     mut stopped: oneshot::Receiver<()>,
-    steps: mpsc::UnboundedSender<Step>,
+    steps: impl StepSink,
 ) -> Outcome {
-    let step = |s: Step| {
-        let _ = steps.send(s);
-    };
+    let step = |s: Step| steps.step(s);
     if let Ok(PowerState::Off) = power(&target, &backends).await {
         step(Step::PowerOff);
         return Outcome::PowerOff;
     }
     let deadline = tokio::time::Instant::now() + OPERATION_TIMEOUT + wait;
     step(Step::NmiIssued);
-    let nmi = bounded(OPERATION_TIMEOUT, soft(&target, &backends));
+    let nmi = bounded(&target, OPERATION_TIMEOUT, soft(&target, &backends));
     tokio::pin!(nmi);
     let mut notifier = true;
     let mut acked = false;
@@ -359,14 +373,26 @@ pub async fn soft_test(
     ))
 }
 
+/// A call of this reset under `limit`, its error as text for the steps and the log.
 async fn bounded<T>(
+    target: &Target,
     limit: Duration,
     f: impl std::future::Future<Output = Result<T, BackendError>>,
 ) -> Result<T, String> {
-    match tokio::time::timeout(limit, f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {} ms", limit.as_millis())),
+    crate::backend::bounded(target.device(), limit, f)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+impl Target {
+    /// The device a call about this target goes to, as messages name it.
+    pub fn device(&self) -> String {
+        match self {
+            Target::Physical { server, .. } => crate::backend::device("BMC", server.bmc.address),
+            Target::Guest { host, vm } => {
+                format!("{} (VM {vm})", crate::backend::device("ESXi", host.address))
+            }
+        }
     }
 }
 
@@ -385,14 +411,12 @@ async fn power(target: &Target, b: &Backends) -> Result<PowerState, PowerError> 
             Target::Guest { host, vm } => b.hypervisor.vm_power_state(host, vm).await,
         }
     };
-    match tokio::time::timeout(OPERATION_TIMEOUT, query).await {
-        Ok(Ok(p)) => Ok(p),
-        Ok(Err(e @ BackendError::Unreachable { .. })) => Err(Unreachable(e.to_string())),
-        Ok(Err(BackendError::Refused { .. })) => Err(PowerError::Refused),
-        Err(_) => Err(Unreachable(format!(
-            "no answer within {} ms",
-            OPERATION_TIMEOUT.as_millis()
-        ))),
+    match crate::backend::bounded(target.device(), OPERATION_TIMEOUT, query).await {
+        Ok(p) => Ok(p),
+        Err(e @ (BackendError::Unreachable { .. } | BackendError::Timeout { .. })) => {
+            Err(Unreachable(e.to_string()))
+        }
+        Err(BackendError::Refused { .. }) => Err(PowerError::Refused),
     }
 }
 

@@ -609,18 +609,12 @@ fn power_loss(spec: &Spec, probe: &Probe) -> Option<PowerLoss> {
     }
 }
 
-/// One call under the pipeline's operation timeout; a timeout counts as unreachable.
+/// One call under the pipeline's operation timeout.
 async fn within<T>(
     device: String,
     f: impl std::future::Future<Output = Result<T, BackendError>>,
 ) -> Result<T, BackendError> {
-    match tokio::time::timeout(OPERATION_TIMEOUT, f).await {
-        Ok(r) => r,
-        Err(_) => Err(BackendError::unreachable(
-            device,
-            format!("no answer within {} ms", OPERATION_TIMEOUT.as_millis()),
-        )),
-    }
+    crate::backend::bounded(device, OPERATION_TIMEOUT, f).await
 }
 
 /// Runs one probe against the hardware; `None` when the spec no longer holds its device.
