@@ -387,7 +387,11 @@ fn a_lost_request_to_power_off_is_sent_again_after_the_state_shows_it_not_done()
     let chassis: Vec<String> = sim.chassis().into_iter().map(|(_, a)| a).collect();
     assert_eq!(chassis, ["set power 0"]);
     let stats = bmc.stats();
-    assert_eq!((stats.retransmissions, stats.confirmed_by_state), (1, 0), "{stats:?}");
+    assert_eq!(
+        (stats.retransmissions, stats.confirmed_by_state),
+        (1, 0),
+        "{stats:?}"
+    );
 }
 
 #[test]
@@ -403,7 +407,10 @@ fn a_lost_answer_to_an_nmi_or_hard_reset_is_never_followed_by_a_second_one() {
             ),
             other => panic!("an NMI whose answer was lost is not confirmed: {other:?}"),
         }
-        assert!(started.elapsed() >= Duration::from_millis(1900), "the whole window waited");
+        assert!(
+            started.elapsed() >= Duration::from_millis(1900),
+            "the whole window waited"
+        );
         // A new session (its set-up answers must get through), then the hard reset.
         assert_eq!(bmc.power_state(&spec).await, Ok(PowerState::On));
         relay.drop_replies(1);

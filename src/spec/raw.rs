@@ -197,6 +197,7 @@ pub struct RawBmc {
     /// RMCP+ cipher suites haconn may use with this BMC, tried in this order: 17
     /// (HMAC-SHA256, AES-CBC-128) and/or 3 (HMAC-SHA1, AES-CBC-128); default `[17, 3]`.
     /// A BMC's refusal is not authenticated: list only the suites you accept.
+    #[serde(default)]
     #[schemars(schema_with = "cipher_suites_schema")]
     pub cipher_suites: Option<Vec<u64>>,
 }
@@ -383,7 +384,6 @@ pub struct RawOidValues {
 /// `cipherSuites`: 1–2 distinct suites out of 17 and 3.
 fn cipher_suites_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
-        "description": "RMCP+ cipher suites haconn may use with this BMC, tried in this order: 17 (HMAC-SHA256, AES-CBC-128) and/or 3 (HMAC-SHA1, AES-CBC-128); default [17, 3]. A BMC's refusal is not authenticated: list only the suites you accept.",
         "type": "array",
         "items": {"type": "integer", "enum": [17, 3]},
         "minItems": 1,

@@ -169,7 +169,8 @@ impl V<'_> {
                 .secret(path.key("kg"), k.clone().into_parts(), SecretRule::Kg)
                 .map(Some),
         };
-        let cipher_suites = self.cipher_suites(path.key("cipherSuites"), raw.cipher_suites.as_deref());
+        let cipher_suites =
+            self.cipher_suites(path.key("cipherSuites"), raw.cipher_suites.as_deref());
         Some(Bmc {
             address: address?,
             port: port?,
@@ -193,7 +194,11 @@ impl V<'_> {
         for (i, &n) in raw.iter().enumerate() {
             match CipherSuite::from_number(n) {
                 Some(c) if suites.contains(&c) => {
-                    self.err("unique", path.index(i), format!("cipher suite {n} is listed twice"));
+                    self.err(
+                        "unique",
+                        path.index(i),
+                        format!("cipher suite {n} is listed twice"),
+                    );
                     ok = false;
                 }
                 Some(c) => suites.push(c),

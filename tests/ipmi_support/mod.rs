@@ -526,7 +526,8 @@ impl Relay {
         assert!(address.is_loopback(), "the relay listens on loopback only");
         let front = UdpSocket::bind((address, 0)).expect("bind the relay's front");
         let back = UdpSocket::bind((address, 0)).expect("bind the relay's back");
-        back.connect((sim.address, sim.port)).expect("connect to the simulator");
+        back.connect((sim.address, sim.port))
+            .expect("connect to the simulator");
         let tick = Some(Duration::from_millis(20));
         front.set_read_timeout(tick).expect("timeout");
         back.set_read_timeout(tick).expect("timeout");
@@ -534,12 +535,17 @@ impl Relay {
         let state = Arc::new(Mutex::new(RelayState::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let to_bmc = {
-            let (front, back) = (front.try_clone().expect("clone"), back.try_clone().expect("clone"));
+            let (front, back) = (
+                front.try_clone().expect("clone"),
+                back.try_clone().expect("clone"),
+            );
             let (state, stop) = (state.clone(), stop.clone());
             std::thread::spawn(move || {
                 let mut buf = [0u8; 2048];
                 while !stop.load(Ordering::Relaxed) {
-                    let Ok((n, from)) = front.recv_from(&mut buf) else { continue };
+                    let Ok((n, from)) = front.recv_from(&mut buf) else {
+                        continue;
+                    };
                     let p = &buf[..n];
                     let mut st = state.lock().unwrap();
                     st.client = Some(from);

@@ -1,11 +1,13 @@
 //! IPMI 2.0 over LAN (RMCP+): the real [`Bmc`].
 //!
 //! One session per BMC (address, port, user name), opened on first use and kept for the
-//! next calls, so a power query on a warm session is one round trip. Sessions use cipher
-//! suite 17 (HMAC-SHA256, AES-CBC-128) when the BMC accepts it and 3 (HMAC-SHA1,
-//! AES-CBC-128) otherwise (remembered per BMC), the BMC key Kg when the spec sets one, and
-//! are raised to Operator privilege. Every request is retransmitted within a bounded
-//! deadline; any failure — a timeout, a network error, a refusal, or a call dropped
+//! next calls, so a power query on a warm session is one round trip. Sessions use the
+//! spec's cipher suites (17: HMAC-SHA256, 3: HMAC-SHA1; both AES-CBC-128) in the spec's
+//! order, a refusal (unauthenticated) moving only that attempt down the list, the BMC key
+//! Kg when the spec sets one, and are raised to Operator privilege. Requests are sent
+//! again as fresh copies within a bounded deadline, except where a second execution would
+//! matter: an NMI or hard reset goes out once; a power off/on reads the state back before
+//! another copy (ARCHITECTURE.md, Decisions: IPMI). Any failure — a timeout, a network error, a refusal, or a call dropped
 //! mid-request — retires the session (Close Session is sent) and the next call opens a new
 //! one, so a late reply is never taken for an answer. `shutdown` closes every session.
 //!
@@ -232,7 +234,7 @@ impl IpmiBmc {
 
     /// One command with the BMC's answer, within [`CALL_DEADLINE`]. `what` runs it on a
     /// session and returns the answer's data; a completion code other than 0 is a refusal.
-    async fn on_session<'a, F, Fut>(&'a self, bmc: &BmcSpec, what: F) -> BackendResult<Vec<u8>>
+    async fn on_session<F, Fut>(&self, bmc: &BmcSpec, what: F) -> BackendResult<Vec<u8>>
     where
         F: Fn(Arc<Session>, Instant) -> Fut,
         Fut: std::future::Future<Output = Result<wire::IpmiReply, Failure>>,
@@ -296,7 +298,11 @@ impl IpmiBmc {
     /// otherwise, and then a second power-on (-off) does nothing the first did not.
     async fn set_power(&self, bmc: &BmcSpec, on: bool) -> BackendResult<()> {
         let stats = &self.stats;
-        let control = if on { CONTROL_POWER_UP } else { CONTROL_POWER_DOWN };
+        let control = if on {
+            CONTROL_POWER_UP
+        } else {
+            CONTROL_POWER_DOWN
+        };
         self.on_session(bmc, |s, deadline| async move {
             let mut call = s.call(NETFN_CHASSIS, CMD_CHASSIS_CONTROL)?;
             let sock = s.socket()?;
@@ -307,17 +313,31 @@ impl IpmiBmc {
                 }
                 if i > 0 {
                     let status = s
-                        .exchange(NETFN_CHASSIS, CMD_GET_CHASSIS_STATUS, &[], deadline, stats, Resend::Fresh)
+                        .exchange(
+                            NETFN_CHASSIS,
+                            CMD_GET_CHASSIS_STATUS,
+                            &[],
+                            deadline,
+                            stats,
+                            Resend::Fresh,
+                        )
                         .await;
                     if let Some(reply) = call.answered() {
                         return Ok(reply);
                     }
                     match status {
-                        Ok(r) if r.completion == 0 && r.data.first().map(|b| b & 0x01 != 0) == Some(on) => {
+                        Ok(r)
+                            if r.completion == 0
+                                && r.data.first().map(|b| b & 0x01 != 0) == Some(on) =>
+                        {
                             // Carried out: answer as the control's own answer would have.
                             call.settle();
                             stats.confirmed.fetch_add(1, Ordering::Relaxed);
-                            return Ok(wire::IpmiReply { completion: 0, data: Vec::new(), ..r });
+                            return Ok(wire::IpmiReply {
+                                completion: 0,
+                                data: Vec::new(),
+                                ..r
+                            });
                         }
                         Ok(_) => {}
                         Err(f) => return Err(f),
@@ -348,10 +368,16 @@ impl IpmiBmc {
 /// What the spec allowed, for a refusal: "cipher suite 3 (the only one ...)".
 fn suites_text(suites: &[CipherSuite]) -> String {
     match suites {
-        [one] => format!("cipher suite {} (the only one the spec's cipherSuites allows)", one.number()),
+        [one] => format!(
+            "cipher suite {} (the only one the spec's cipherSuites allows)",
+            one.number()
+        ),
         _ => {
             let n: Vec<String> = suites.iter().map(|c| c.number().to_string()).collect();
-            format!("cipher suites {} (all the spec's cipherSuites allows)", n.join(" and "))
+            format!(
+                "cipher suites {} (all the spec's cipherSuites allows)",
+                n.join(" and ")
+            )
         }
     }
 }

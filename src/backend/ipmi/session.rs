@@ -402,7 +402,11 @@ impl Call<'_> {
     /// Sends a new copy: the next session sequence number and a free rqSeq. The send is
     /// tried under the lock, so the BMC sees our sequence numbers in order; a full socket
     /// buffer is waited out. `Ok(false)`: no rqSeq is free (nothing was sent).
-    pub async fn send(&mut self, sock: &tokio::net::UdpSocket, data: &[u8]) -> Result<bool, Failure> {
+    pub async fn send(
+        &mut self,
+        sock: &tokio::net::UdpSocket,
+        data: &[u8],
+    ) -> Result<bool, Failure> {
         let s = self.session;
         let (packet, sent) = {
             let mut flow = s.lock();
@@ -444,7 +448,9 @@ impl Call<'_> {
             (packet, sent)
         };
         if !sent {
-            sock.send(&packet).await.map_err(|e| io_failure(s.addr, &e))?;
+            sock.send(&packet)
+                .await
+                .map_err(|e| io_failure(s.addr, &e))?;
         }
         self.copies += 1;
         Ok(true)
