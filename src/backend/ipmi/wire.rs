@@ -621,6 +621,43 @@ mod tests {
     }
 
     #[test]
+    fn payload_encryption_is_textbook_aes_cbc_with_the_ipmi_padding() {
+        use aes::cipher::{BlockCipherEncrypt, KeyInit};
+        // NIST SP 800-38A F.2.1's key and IV.
+        let key: [u8; 16] = [
+            0x2b, 0x7e, 0x15, 0x16, 0x28, 0xae, 0xd2, 0xa6, 0xab, 0xf7, 0x15, 0x88, 0x09, 0xcf,
+            0x4f, 0x3c,
+        ];
+        let iv: [u8; 16] = std::array::from_fn(|i| i as u8);
+        let keys = Keys {
+            suite: CipherSuite::Seventeen,
+            k1: vec![7; 32],
+            aes: key,
+        };
+        let msg: Vec<u8> = (0..20u8).collect();
+        let p = in_session(&keys, 1, 1, &msg, iv);
+        // The reference: message, pad bytes 1..=11, pad length 11; each block XORed with
+        // the previous ciphertext block (the IV first), then AES-128.
+        let mut plain = msg.clone();
+        plain.extend(1..=11u8);
+        plain.push(11);
+        let aes = aes::Aes128::new(&key.into());
+        let mut prev = iv;
+        let mut expected = iv.to_vec();
+        for chunk in plain.chunks(16) {
+            let mut b = aes::Block::default();
+            for (i, x) in b.iter_mut().enumerate() {
+                *x = chunk[i] ^ prev[i];
+            }
+            aes.encrypt_block(&mut b);
+            prev.copy_from_slice(&b);
+            expected.extend_from_slice(&b);
+        }
+        assert_eq!(p[16..16 + expected.len()], expected[..]);
+        assert_eq!(parse_in_session(&keys, &p).expect("parses").message, msg);
+    }
+
+    #[test]
     fn ipmi_messages_carry_checksums() {
         let rq = ipmi_request(0x00, 0x02, 5, &[0x04]);
         assert_eq!(rq[..3], [0x20, 0x00, 0xe0]);
