@@ -9,8 +9,11 @@ use crate::backend::ipmi::wire as ipmi;
 use crate::backend::snmp::wire as snmp;
 use crate::resetpath::codec;
 
+/// A fuzz target: bytes in, a panic on a bug.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, as `fuzz/fuzz_targets/*.rs` and `scripts/fuzz` name them.
-pub const TARGETS: [(&str, fn(&[u8])); 4] = [
+pub const TARGETS: [(&str, Target); 4] = [
     ("spec_loader", spec_loader),
     ("datagram", datagram),
     ("ipmi_replies", ipmi_replies),
@@ -341,7 +344,7 @@ mod tests {
     }
 
     /// Runs `target` on mutated inputs until `budget` ends or `max` inputs; the count.
-    fn drive(name: &str, target: fn(&[u8]), budget: Duration, max: u64, seed: u64) -> u64 {
+    fn drive(name: &str, target: Target, budget: Duration, max: u64, seed: u64) -> u64 {
         let seeds = seeds(name);
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let started = Instant::now();
