@@ -340,6 +340,14 @@ impl IpmiBmc {
                             });
                         }
                         Ok(_) => {}
+                        // A copy went out on this session: no other session may send one.
+                        Err(Failure::Poisoned) => {
+                            return Err(Failure::Unreachable(
+                                "the session was retired before the power state could be read \
+                                 back; the control was not sent again"
+                                    .into(),
+                            ));
+                        }
                         Err(f) => return Err(f),
                     }
                     stats.retransmissions.fetch_add(1, Ordering::Relaxed);
