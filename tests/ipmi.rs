@@ -478,9 +478,9 @@ fn a_forged_refusal_never_leads_to_a_suite_the_spec_does_not_allow() {
         // Nothing remembered: the next call proposes 3 again and gets through.
         bmc.nmi(&only(&[CipherSuite::Three])).await.expect("NMI");
         assert_eq!(relay.proposed_suites(), [3, 3]);
-        // Only suite 17 allowed (ipmi_sim refuses it): never a fall back to 3.
-        let strict = IpmiBmc::new();
-        match strict.power_state(&only(&[CipherSuite::Seventeen])).await {
+        // Only suite 17 allowed (ipmi_sim refuses it): never a fall back to 3, and the
+        // suite-3 session this client has open is not used for it (as after a reload).
+        match bmc.power_state(&only(&[CipherSuite::Seventeen])).await {
             Err(BackendError::Refused { reason, .. }) => assert_eq!(
                 reason,
                 "the BMC refuses cipher suite 17 (the only one the spec's cipherSuites allows)"
