@@ -478,6 +478,22 @@ fn a_forged_refusal_never_leads_to_a_suite_the_spec_does_not_allow() {
         // Nothing remembered: the next call proposes 3 again and gets through.
         bmc.nmi(&only(&[CipherSuite::Three])).await.expect("NMI");
         assert_eq!(relay.proposed_suites(), [3, 3]);
+        assert_eq!(bmc.stats().suspect_refusals, 0);
+        // Once this BMC has authenticated with suite 3, a refusal of 3 is named suspect.
+        bmc.shutdown().await;
+        relay.forge_refusals(1);
+        match bmc.power_state(&only(&[CipherSuite::Three])).await {
+            Err(BackendError::Refused { reason, .. }) => assert!(
+                reason.ends_with(
+                    "it authenticated with it before: a forged refusal, or the BMC was reconfigured"
+                ),
+                "{reason}"
+            ),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(bmc.stats().suspect_refusals, 1);
+        bmc.nmi(&only(&[CipherSuite::Three])).await.expect("NMI");
+        assert_eq!(relay.proposed_suites(), [3, 3, 3, 3]);
         // Only suite 17 allowed (ipmi_sim refuses it): never a fall back to 3, and the
         // suite-3 session this client has open is not used for it (as after a reload).
         match bmc.power_state(&only(&[CipherSuite::Seventeen])).await {
@@ -487,9 +503,9 @@ fn a_forged_refusal_never_leads_to_a_suite_the_spec_does_not_allow() {
             ),
             other => panic!("expected a refusal, got {other:?}"),
         }
-        assert_eq!(relay.proposed_suites(), [3, 3, 17]);
+        assert_eq!(relay.proposed_suites(), [3, 3, 3, 3, 17]);
     });
-    assert_eq!(sim.nmis().len(), 1, "{:?}", sim.module_records());
+    assert_eq!(sim.nmis().len(), 2, "{:?}", sim.module_records());
 }
 
 #[test]

@@ -20,7 +20,7 @@
 mod session;
 pub mod wire;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -59,6 +59,7 @@ pub struct Stats {
     retransmissions: AtomicU64,
     dropped: AtomicU64,
     confirmed: AtomicU64,
+    suspect: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -74,6 +75,8 @@ pub struct IpmiStats {
     pub replies_dropped: u64,
     /// Power controls whose answer was lost and whose effect the power state confirmed.
     pub confirmed_by_state: u64,
+    /// Refusals of a suite the same BMC completed an authenticated session with before.
+    pub suspect_refusals: u64,
 }
 
 /// Which session a call uses: one per BMC address, port and user.
@@ -126,6 +129,8 @@ impl Drop for OpeningGuard<'_> {
 #[derive(Debug, Default)]
 pub struct IpmiBmc {
     slots: Mutex<HashMap<SlotKey, Arc<Slot>>>,
+    /// (BMC, suite) pairs that completed a fully authenticated session.
+    proven: Mutex<HashSet<(SocketAddr, CipherSuite)>>,
     stats: Stats,
 }
 
@@ -145,6 +150,7 @@ impl IpmiBmc {
             retransmissions: self.stats.retransmissions.load(Ordering::Relaxed),
             replies_dropped: self.stats.dropped.load(Ordering::Relaxed),
             confirmed_by_state: self.stats.confirmed.load(Ordering::Relaxed),
+            suspect_refusals: self.stats.suspect.load(Ordering::Relaxed),
         }
     }
 
@@ -219,16 +225,34 @@ impl IpmiBmc {
         };
         // The spec's order, every time: a refusal is not authenticated (anyone who can send
         // a datagram to us can forge one), so it moves this one attempt to the next suite
-        // the operator allowed and is never remembered.
+        // the operator allowed and is never remembered. Only a fully authenticated session
+        // is remembered, and only to name a refusal of that suite as suspect.
+        let mut suspect = false;
         for &suite in &bmc.cipher_suites {
             if let Some(s) = session::open(&creds, suite, deadline, &self.stats).await? {
+                lock(&self.proven).insert((addr, suite));
                 self.stats.opened.fetch_add(1, Ordering::Relaxed);
                 return Ok(s);
             }
+            if lock(&self.proven).contains(&(addr, suite)) {
+                suspect = true;
+                self.stats.suspect.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    bmc = %addr,
+                    suite = suite.number(),
+                    "the BMC refused a cipher suite it completed an authenticated session with \
+                     before: a forged refusal, or the BMC was reconfigured"
+                );
+            }
         }
         Err(Failure::Refused(format!(
-            "the BMC refuses {}",
-            suites_text(&bmc.cipher_suites)
+            "the BMC refuses {}{}",
+            suites_text(&bmc.cipher_suites),
+            if suspect {
+                "; it authenticated with it before: a forged refusal, or the BMC was reconfigured"
+            } else {
+                ""
+            }
         )))
     }
 
