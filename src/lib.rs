@@ -13,6 +13,8 @@
 //! - [`watch`]: following the spec file through every way it gets replaced.
 //! - [`log`]: SPEC §7 log files with timestamps and numbered generations.
 //! - [`cli`]: one file per command; maps outcomes to exit codes.
+//! - [`fuzz`]: arbitrary bytes into every decoder of network input and the spec loader,
+//!   for the fuzz targets (`fuzz/`) and their stable-Rust runner.
 //! - [`lab`]: `haconn lab`: a real pipeline on simulated hardware with HA monitors and
 //!   dump agents played over loopback UDP; scenarios, timeline, expected outcomes.
 //!
@@ -21,6 +23,7 @@
 pub mod backend;
 pub mod cli;
 pub mod daemon;
+pub mod fuzz;
 pub mod lab;
 pub mod log;
 pub mod pipeline;

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use haconn::backend::ipmi::IpmiBmc;
 use haconn::backend::{BackendError, Bmc, PowerState};
-use ipmi_support::{SimBmc, SimConfig, now_ns};
+use haconn::spec::model::CipherSuite;
+use ipmi_support::{Relay, Seen, SimBmc, SimConfig, now_ns};
 use resetpath_support::{Lab, free_ports, haconn};
 
 fn rt() -> tokio::runtime::Runtime {
@@ -273,7 +274,7 @@ fn a_late_answer_to_a_retransmitted_request_is_dropped() {
     runtime.block_on(async {
         assert_eq!(bmc.power_state(&spec).await, Ok(PowerState::On));
     });
-    // Paused across the first try (250 ms): the request is sent twice, and both copies are
+    // Paused across the first try (250 ms): the query is sent twice, and both copies are
     // answered once the simulator resumes.
     sim.pause();
     let pid = sim.pid();
@@ -283,13 +284,14 @@ fn a_late_answer_to_a_retransmitted_request_is_dropped() {
         unsafe { libc::kill(pid, libc::SIGCONT) }
     });
     runtime.block_on(async {
-        assert_eq!(bmc.power_off(&spec).await, Ok(()));
+        assert_eq!(bmc.power_state(&spec).await, Ok(PowerState::On));
     });
     assert_eq!(resume.join().expect("resumed"), 0);
     sim.resumed();
     runtime.block_on(async {
-        // The duplicate answer to the power-off comes now, or already came: it must answer
-        // nothing, while the session carries on.
+        bmc.power_off(&spec).await.expect("power off");
+        // The second answer ("on") comes now, or already came: it must answer nothing,
+        // while the session carries on.
         for _ in 0..100 {
             assert_eq!(bmc.power_state(&spec).await, Ok(PowerState::Off));
         }
@@ -298,9 +300,212 @@ fn a_late_answer_to_a_retransmitted_request_is_dropped() {
     assert!(stats.retransmissions >= 1, "{stats:?}");
     assert!(
         stats.replies_dropped >= 1,
-        "the duplicate answer was dropped: {stats:?}"
+        "the second answer was dropped: {stats:?}"
     );
     assert_eq!(stats.sessions_opened, 1, "{stats:?}");
+}
+
+// --- Retransmission over a lossy or strict network (a relay in between) ---------------
+
+/// A simulator behind a relay on 127.0.0.31, and a client with a warm session through it.
+fn behind_relay() -> (SimBmc, Relay, IpmiBmc, haconn::spec::model::Bmc) {
+    let sim = SimBmc::start();
+    let relay = Relay::start(&sim, std::net::Ipv4Addr::new(127, 0, 0, 31));
+    let spec = relay.spec(sim.spec());
+    let bmc = IpmiBmc::new();
+    rt().block_on(async {
+        assert_eq!(bmc.power_state(&spec).await, Ok(PowerState::On));
+    });
+    (sim, relay, bmc, spec)
+}
+
+#[test]
+fn a_retry_carries_a_fresh_sequence_number_that_a_strict_bmc_accepts() {
+    let (_sim, relay, bmc, spec) = behind_relay();
+    relay.strict();
+    rt().block_on(async {
+        for round in 0..3 {
+            relay.drop_replies(1);
+            assert_eq!(
+                bmc.power_state(&spec).await,
+                Ok(PowerState::On),
+                "round {round}: the retry was answered\n{:?}",
+                relay.seen()
+            );
+        }
+    });
+    let requests: Vec<(u32, bool)> = relay
+        .seen()
+        .into_iter()
+        .filter_map(|s| match s {
+            Seen::Request { seq, forwarded } => Some((seq, forwarded)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        requests.iter().all(|&(_, forwarded)| forwarded),
+        "no copy was dropped as a replay: {requests:?}"
+    );
+    let mut seqs: Vec<u32> = requests.iter().map(|&(s, _)| s).collect();
+    seqs.dedup();
+    assert_eq!(seqs.len(), requests.len(), "every copy has its own number");
+    assert_eq!(bmc.stats().retransmissions, 3, "{:?}", bmc.stats());
+    assert_eq!(bmc.stats().sessions_opened, 1, "{:?}", bmc.stats());
+}
+
+#[test]
+fn a_lost_answer_to_power_off_or_on_is_confirmed_by_the_state_and_not_sent_again() {
+    let (sim, relay, bmc, spec) = behind_relay();
+    rt().block_on(async {
+        relay.drop_replies(1);
+        assert_eq!(bmc.power_off(&spec).await, Ok(()), "{:?}", relay.seen());
+        assert!(!sim.powered());
+        relay.drop_replies(1);
+        assert_eq!(bmc.power_on(&spec).await, Ok(()), "{:?}", relay.seen());
+        assert!(sim.powered());
+    });
+    // Anything late would have come by now.
+    std::thread::sleep(Duration::from_millis(300));
+    let chassis: Vec<String> = sim.chassis().into_iter().map(|(_, a)| a).collect();
+    assert_eq!(
+        chassis,
+        ["set power 0", "set power 1"],
+        "each control acted exactly once"
+    );
+    let stats = bmc.stats();
+    assert_eq!(stats.confirmed_by_state, 2, "{stats:?}");
+    assert_eq!(stats.sessions_opened, 1, "{stats:?}");
+}
+
+#[test]
+fn a_lost_request_to_power_off_is_sent_again_after_the_state_shows_it_not_done() {
+    let (sim, relay, bmc, spec) = behind_relay();
+    rt().block_on(async {
+        relay.drop_requests(1);
+        assert_eq!(bmc.power_off(&spec).await, Ok(()), "{:?}", relay.seen());
+    });
+    let chassis: Vec<String> = sim.chassis().into_iter().map(|(_, a)| a).collect();
+    assert_eq!(chassis, ["set power 0"]);
+    let stats = bmc.stats();
+    assert_eq!(
+        (stats.retransmissions, stats.confirmed_by_state),
+        (1, 0),
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn a_lost_answer_to_an_nmi_or_hard_reset_is_never_followed_by_a_second_one() {
+    let (sim, relay, bmc, spec) = behind_relay();
+    rt().block_on(async {
+        relay.drop_replies(1);
+        let started = Instant::now();
+        match bmc.nmi(&spec).await {
+            Err(BackendError::Unreachable { reason, .. }) => assert!(
+                reason.contains("may have been carried out, so it was not sent again"),
+                "{reason}"
+            ),
+            other => panic!("an NMI whose answer was lost is not confirmed: {other:?}"),
+        }
+        assert!(
+            started.elapsed() >= Duration::from_millis(1900),
+            "the whole window waited"
+        );
+        // A new session (its set-up answers must get through), then the hard reset.
+        assert_eq!(bmc.power_state(&spec).await, Ok(PowerState::On));
+        relay.drop_replies(1);
+        assert!(matches!(
+            bmc.hard_reset(&spec).await,
+            Err(BackendError::Unreachable { .. })
+        ));
+        // On a new session, the next one goes through.
+        assert_eq!(bmc.power_state(&spec).await, Ok(PowerState::On));
+        bmc.nmi(&spec).await.expect("the next NMI");
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sim.nmis().len(), 2, "{:?}", sim.module_records());
+    assert_eq!(sim.resets().len(), 1, "{:?}", sim.chassis());
+    let requests = relay
+        .seen()
+        .iter()
+        .filter(|s| matches!(s, Seen::Request { .. }))
+        .count();
+    assert!(requests >= 3, "{:?}", relay.seen());
+}
+
+// --- Cipher suites ----------------------------------------------------------------------
+
+#[test]
+fn a_refusal_moves_one_attempt_down_the_spec_list_and_is_not_remembered() {
+    let sim = SimBmc::start();
+    let relay = Relay::start(&sim, std::net::Ipv4Addr::new(127, 0, 0, 32));
+    let spec = relay.spec(sim.spec());
+    let bmc = IpmiBmc::new();
+    rt().block_on(async {
+        for _ in 0..2 {
+            assert_eq!(bmc.power_state(&spec).await, Ok(PowerState::On));
+            assert_eq!(bmc.cipher_suite(&spec), Some(3));
+            bmc.shutdown().await;
+        }
+    });
+    // ipmi_sim has no suite 17: its (unauthenticated) refusal does not make the next
+    // session start below the spec's first choice.
+    assert_eq!(relay.proposed_suites(), [17, 3, 17, 3]);
+}
+
+#[test]
+fn a_forged_refusal_never_leads_to_a_suite_the_spec_does_not_allow() {
+    let sim = SimBmc::start();
+    let relay = Relay::start(&sim, std::net::Ipv4Addr::new(127, 0, 0, 33));
+    let only = |suites: &[CipherSuite]| {
+        let mut spec = relay.spec(sim.spec());
+        spec.cipher_suites = suites.to_vec();
+        spec
+    };
+    rt().block_on(async {
+        // Only suite 3 allowed, and the BMC's "no" to it forged once: the call fails, and
+        // no other suite is proposed.
+        relay.forge_refusals(1);
+        let bmc = IpmiBmc::new();
+        match bmc.nmi(&only(&[CipherSuite::Three])).await {
+            Err(BackendError::Refused { reason, .. }) => assert_eq!(
+                reason,
+                "the BMC refuses cipher suite 3 (the only one the spec's cipherSuites allows)"
+            ),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(relay.proposed_suites(), [3]);
+        // Nothing remembered: the next call proposes 3 again and gets through.
+        bmc.nmi(&only(&[CipherSuite::Three])).await.expect("NMI");
+        assert_eq!(relay.proposed_suites(), [3, 3]);
+        assert_eq!(bmc.stats().suspect_refusals, 0);
+        // Once this BMC has authenticated with suite 3, a refusal of 3 is named suspect.
+        bmc.shutdown().await;
+        relay.forge_refusals(1);
+        match bmc.power_state(&only(&[CipherSuite::Three])).await {
+            Err(BackendError::Refused { reason, .. }) => assert!(
+                reason.ends_with(
+                    "it authenticated with it before: a forged refusal, or the BMC was reconfigured"
+                ),
+                "{reason}"
+            ),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(bmc.stats().suspect_refusals, 1);
+        bmc.nmi(&only(&[CipherSuite::Three])).await.expect("NMI");
+        assert_eq!(relay.proposed_suites(), [3, 3, 3, 3]);
+        // Only suite 17 allowed (ipmi_sim refuses it): never a fall back to 3, and the
+        // suite-3 session this client has open is not used for it (as after a reload).
+        match bmc.power_state(&only(&[CipherSuite::Seventeen])).await {
+            Err(BackendError::Refused { reason, .. }) => assert_eq!(
+                reason,
+                "the BMC refuses cipher suite 17 (the only one the spec's cipherSuites allows)"
+            ),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(relay.proposed_suites(), [3, 3, 3, 3, 17]);
+    });
+    assert_eq!(sim.nmis().len(), 2, "{:?}", sim.module_records());
 }
 
 #[test]

@@ -134,6 +134,13 @@ fn both_refuse_every_single_field_violation() {
         ("/servers/0/bmc/password", json!("pass\\word1")),
         ("/servers/0/bmc/password", json!(12345678)),
         ("/servers/0/bmc/kg", json!("k".repeat(21))),
+        ("/servers/0/bmc/cipherSuites", json!([])),
+        ("/servers/0/bmc/cipherSuites", json!([5])),
+        ("/servers/0/bmc/cipherSuites", json!([0])),
+        ("/servers/0/bmc/cipherSuites", json!([17, 17])),
+        ("/servers/0/bmc/cipherSuites", json!([17, 3, 17])),
+        ("/servers/0/bmc/cipherSuites", json!(17)),
+        ("/servers/0/bmc/cipherSuites", json!(["17"])),
         ("/servers/0/cluster", json!("yes")),
         ("/servers/0/ipdu/timeout", json!(70)),
         ("/servers/0/ipdu/recoveryTime", json!(3)),
@@ -184,6 +191,11 @@ fn both_accept_every_boundary_value() {
         ("/servers/0/bmc/password", json!("p".repeat(20))),
         ("/servers/0/bmc/password", json!("!%&()*+,-./:<=>?@[]")),
         ("/servers/0/bmc/password", json!("^_`{|}~Aa0^_`{|}~")),
+        ("/servers/0/bmc/cipherSuites", json!([17])),
+        ("/servers/0/bmc/cipherSuites", json!([3])),
+        ("/servers/0/bmc/cipherSuites", json!([3, 17])),
+        ("/servers/0/bmc/cipherSuites", json!([17, 3])),
+        ("/managementServers/0/bmc/cipherSuites", json!([17])),
         ("/servers/0/ipdu/recoveryTime", json!(0)),
         ("/servers/0/ipdu/recoveryTime", json!(5)),
         ("/servers/0/ipdu/recoveryTime", json!(60)),
@@ -207,4 +219,43 @@ fn both_accept_every_boundary_value() {
         }
     }
     assert!(disagreements.is_empty(), "{disagreements:#?}");
+}
+
+#[test]
+fn cipher_suites_default_to_17_then_3_and_a_chosen_order_survives_rendering() {
+    use haconn::spec::model::CipherSuite;
+    use haconn::spec::{CheckOptions, check_bytes, render::normalized_yaml};
+    let doc = with(base(), "/servers/0/bmc/cipherSuites", json!([3, 17]));
+    let yaml = serde_json::to_string(&doc).expect("JSON is YAML");
+    let spec = check_bytes(yaml.as_bytes(), CheckOptions::default())
+        .spec
+        .expect("valid");
+    // Servers in name order: esx01, node01.
+    let suites = |s: &haconn::spec::model::Spec, i: usize| {
+        s.servers
+            .values()
+            .nth(i)
+            .expect("server")
+            .bmc
+            .cipher_suites
+            .clone()
+    };
+    assert_eq!(
+        suites(&spec, 1),
+        [CipherSuite::Three, CipherSuite::Seventeen]
+    );
+    assert_eq!(suites(&spec, 0), CipherSuite::DEFAULT);
+    let text = normalized_yaml(&spec);
+    assert_eq!(
+        text.matches("cipherSuites").count(),
+        1,
+        "only where not the default:\n{text}"
+    );
+    let again = check_bytes(text.as_bytes(), CheckOptions::default());
+    assert_eq!(
+        again.spec.map(|s| suites(&s, 1)),
+        Some(vec![CipherSuite::Three, CipherSuite::Seventeen]),
+        "{:?}",
+        again.diagnostics
+    );
 }

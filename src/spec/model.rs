@@ -129,6 +129,37 @@ pub struct Bmc {
     pub username: String,
     pub password: Secret,
     pub kg: Option<Secret>,
+    /// Tried in this order; never empty, no suite twice.
+    pub cipher_suites: Vec<CipherSuite>,
+}
+
+/// The RMCP+ cipher suites haconn speaks (IPMI 2.0 §22.15.2); both use AES-CBC-128.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CipherSuite {
+    /// RAKP-HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128.
+    Three,
+    /// RAKP-HMAC-SHA256, HMAC-SHA256-128, AES-CBC-128.
+    Seventeen,
+}
+
+impl CipherSuite {
+    /// The default order: the stronger suite first.
+    pub const DEFAULT: [CipherSuite; 2] = [CipherSuite::Seventeen, CipherSuite::Three];
+
+    pub fn number(self) -> u8 {
+        match self {
+            CipherSuite::Three => 3,
+            CipherSuite::Seventeen => 17,
+        }
+    }
+
+    pub fn from_number(n: u64) -> Option<CipherSuite> {
+        match n {
+            3 => Some(CipherSuite::Three),
+            17 => Some(CipherSuite::Seventeen),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -418,6 +449,9 @@ impl Bmc {
         });
         if let Some(kg) = &self.kg {
             m["kg"] = v.secret(kg);
+        }
+        if self.cipher_suites != CipherSuite::DEFAULT {
+            m["cipherSuites"] = self.cipher_suites.iter().map(|c| c.number()).collect();
         }
         m
     }

@@ -194,6 +194,12 @@ pub struct RawBmc {
     pub password: RawBmcPassword,
     /// Optional BMC key (Kg) for RMCP+ sessions.
     pub kg: Option<RawKg>,
+    /// RMCP+ cipher suites haconn may use with this BMC, tried in this order: 17
+    /// (HMAC-SHA256, AES-CBC-128) and/or 3 (HMAC-SHA1, AES-CBC-128); default `[17, 3]`.
+    /// A BMC's refusal is not authenticated: list only the suites you accept.
+    #[serde(default)]
+    #[schemars(schema_with = "cipher_suites_schema")]
+    pub cipher_suites: Option<Vec<u64>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -373,6 +379,17 @@ pub struct RawOidValues {
     pub on: i64,
     /// Integer value meaning "off".
     pub off: i64,
+}
+
+/// `cipherSuites`: 1–2 distinct suites out of 17 and 3.
+fn cipher_suites_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": {"type": "integer", "enum": [17, 3]},
+        "minItems": 1,
+        "maxItems": 2,
+        "uniqueItems": true
+    })
 }
 
 /// `recoveryTime`: 0 (leave outlets off) or 5–60 seconds.

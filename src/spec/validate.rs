@@ -169,13 +169,50 @@ impl V<'_> {
                 .secret(path.key("kg"), k.clone().into_parts(), SecretRule::Kg)
                 .map(Some),
         };
+        let cipher_suites =
+            self.cipher_suites(path.key("cipherSuites"), raw.cipher_suites.as_deref());
         Some(Bmc {
             address: address?,
             port: port?,
             username: username?,
             password: password?,
             kg: kg?,
+            cipher_suites: cipher_suites?,
         })
+    }
+
+    fn cipher_suites(&mut self, path: Path, raw: Option<&[u64]>) -> Option<Vec<CipherSuite>> {
+        let Some(raw) = raw else {
+            return Some(CipherSuite::DEFAULT.to_vec());
+        };
+        if raw.is_empty() {
+            self.err("range", path, "list at least one cipher suite (17 or 3)");
+            return None;
+        }
+        let mut suites = Vec::with_capacity(raw.len());
+        let mut ok = true;
+        for (i, &n) in raw.iter().enumerate() {
+            match CipherSuite::from_number(n) {
+                Some(c) if suites.contains(&c) => {
+                    self.err(
+                        "unique",
+                        path.index(i),
+                        format!("cipher suite {n} is listed twice"),
+                    );
+                    ok = false;
+                }
+                Some(c) => suites.push(c),
+                None => {
+                    self.err(
+                        "range",
+                        path.index(i),
+                        format!("cipher suite must be 17 or 3 (got {n}): haconn speaks no other"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(suites)
     }
 }
 

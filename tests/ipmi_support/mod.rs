@@ -301,6 +301,7 @@ impl SimBmc {
             username: user.into(),
             password: Secret::inline(password.into(), SecretRule::BmcPassword),
             kg: None,
+            cipher_suites: haconn::spec::model::CipherSuite::DEFAULT.to_vec(),
         }
     }
 
@@ -473,5 +474,204 @@ pub fn on_sims(node1: &SimBmc, node2: &SimBmc) -> impl FnOnce(String) -> String 
         );
         spec.replace("{address: 127.0.0.11, ", &a1)
             .replace("{address: 127.0.0.12, ", &a2)
+    }
+}
+
+/// A UDP relay between the client and a simulator, on a loopback address of its own and a
+/// kernel-chosen port: a lossy or hostile network in between. It forwards every datagram
+/// (to the simulator and back to the last client address) except what it is told to drop
+/// or forge, and it logs what it saw. `strict` makes it drop an in-session request whose
+/// session sequence number it has already forwarded, as a BMC with a replay check does.
+pub struct Relay {
+    pub address: Ipv4Addr,
+    pub port: u16,
+    state: std::sync::Arc<std::sync::Mutex<RelayState>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct RelayState {
+    client: Option<std::net::SocketAddr>,
+    strict: bool,
+    drop_requests: usize,
+    drop_replies: usize,
+    forge_refusals: usize,
+    /// Session sequence numbers of the in-session requests forwarded (strict mode).
+    forwarded: std::collections::HashSet<[u8; 8]>,
+    log: Vec<Seen>,
+}
+
+/// What the relay saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// An Open Session Request proposing this cipher suite (3 or 17; 0 for another).
+    OpenSession { suite: u8 },
+    /// An in-session request with this session sequence number, and what became of it.
+    Request { seq: u32, forwarded: bool },
+    /// An in-session reply, and whether it was passed on.
+    Reply { forwarded: bool },
+    /// A refusal the relay sent in the BMC's name.
+    Forged,
+}
+
+const IN_SESSION: u8 = 0xc0;
+const OPEN_SESSION_REQUEST: u8 = 0x10;
+
+impl Relay {
+    /// A relay in front of `sim`, listening on `address` (a 127.0.0.0/8 address).
+    pub fn start(sim: &SimBmc, address: Ipv4Addr) -> Relay {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        assert!(address.is_loopback(), "the relay listens on loopback only");
+        let front = UdpSocket::bind((address, 0)).expect("bind the relay's front");
+        let back = UdpSocket::bind((address, 0)).expect("bind the relay's back");
+        back.connect((sim.address, sim.port))
+            .expect("connect to the simulator");
+        let tick = Some(Duration::from_millis(20));
+        front.set_read_timeout(tick).expect("timeout");
+        back.set_read_timeout(tick).expect("timeout");
+        let port = front.local_addr().expect("addr").port();
+        let state = Arc::new(Mutex::new(RelayState::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let to_bmc = {
+            let (front, back) = (
+                front.try_clone().expect("clone"),
+                back.try_clone().expect("clone"),
+            );
+            let (state, stop) = (state.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((n, from)) = front.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    let p = &buf[..n];
+                    let mut st = state.lock().unwrap();
+                    st.client = Some(from);
+                    if n > 28 && p[5] == OPEN_SESSION_REQUEST {
+                        let suite = match p[28] {
+                            0x01 => 3,
+                            0x03 => 17,
+                            _ => 0,
+                        };
+                        st.log.push(Seen::OpenSession { suite });
+                        if st.forge_refusals > 0 {
+                            st.forge_refusals -= 1;
+                            st.log.push(Seen::Forged);
+                            // The short refusal ipmi_sim sends: the tag, then the status.
+                            let forged = haconn::backend::ipmi::wire::outside_session(
+                                haconn::backend::ipmi::wire::Payload::OpenSessionResponse,
+                                &[p[16], 0x11],
+                            );
+                            let _ = front.send_to(&forged, from);
+                            continue;
+                        }
+                    } else if n >= 16 && p[5] & IN_SESSION == IN_SESSION {
+                        let id: [u8; 8] = p[6..14].try_into().expect("8 bytes");
+                        let seq = u32::from_le_bytes(p[10..14].try_into().expect("4 bytes"));
+                        let replay = st.strict && !st.forwarded.insert(id);
+                        let lost = !replay && st.drop_requests > 0;
+                        if lost {
+                            st.drop_requests -= 1;
+                            // Never forwarded: a later copy with this number is not a replay.
+                            st.forwarded.remove(&id);
+                        }
+                        let forwarded = !replay && !lost;
+                        st.log.push(Seen::Request { seq, forwarded });
+                        if !forwarded {
+                            continue;
+                        }
+                    }
+                    drop(st);
+                    let _ = back.send(p);
+                }
+            })
+        };
+        let to_client = {
+            let (state, stop) = (state.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(n) = back.recv(&mut buf) else { continue };
+                    let p = &buf[..n];
+                    let mut st = state.lock().unwrap();
+                    if n >= 16 && p[5] & IN_SESSION == IN_SESSION {
+                        let forwarded = st.drop_replies == 0;
+                        st.drop_replies = st.drop_replies.saturating_sub(1);
+                        st.log.push(Seen::Reply { forwarded });
+                        if !forwarded {
+                            continue;
+                        }
+                    }
+                    let Some(client) = st.client else { continue };
+                    drop(st);
+                    let _ = front.send_to(p, client);
+                }
+            })
+        };
+        Relay {
+            address,
+            port,
+            state,
+            stop,
+            threads: vec![to_bmc, to_client],
+        }
+    }
+
+    fn with_state<T>(&self, f: impl FnOnce(&mut RelayState) -> T) -> T {
+        f(&mut self.state.lock().unwrap())
+    }
+
+    /// Drop in-session requests whose session sequence number was already forwarded.
+    pub fn strict(&self) {
+        self.with_state(|s| s.strict = true);
+    }
+
+    /// Lose the next `n` in-session requests on their way to the BMC.
+    pub fn drop_requests(&self, n: usize) {
+        self.with_state(|s| s.drop_requests = n);
+    }
+
+    /// Lose the next `n` in-session replies on their way back.
+    pub fn drop_replies(&self, n: usize) {
+        self.with_state(|s| s.drop_replies = n);
+    }
+
+    /// Answer the next `n` Open Session Requests with a forged refusal (status 0x11, "no
+    /// cipher suite match"), in the BMC's name, instead of forwarding them.
+    pub fn forge_refusals(&self, n: usize) {
+        self.with_state(|s| s.forge_refusals = n);
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.with_state(|s| s.log.clone())
+    }
+
+    /// The cipher suites proposed, in order.
+    pub fn proposed_suites(&self) -> Vec<u8> {
+        self.seen()
+            .into_iter()
+            .filter_map(|s| match s {
+                Seen::OpenSession { suite } => Some(suite),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `spec` with the BMC's address and port replaced by the relay's.
+    pub fn spec(&self, mut spec: BmcSpec) -> BmcSpec {
+        spec.address = IpAddr::V4(self.address);
+        spec.port = self.port;
+        spec
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
 }

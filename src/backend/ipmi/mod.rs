@@ -1,11 +1,13 @@
 //! IPMI 2.0 over LAN (RMCP+): the real [`Bmc`].
 //!
 //! One session per BMC (address, port, user name), opened on first use and kept for the
-//! next calls, so a power query on a warm session is one round trip. Sessions use cipher
-//! suite 17 (HMAC-SHA256, AES-CBC-128) when the BMC accepts it and 3 (HMAC-SHA1,
-//! AES-CBC-128) otherwise (remembered per BMC), the BMC key Kg when the spec sets one, and
-//! are raised to Operator privilege. Every request is retransmitted within a bounded
-//! deadline; any failure — a timeout, a network error, a refusal, or a call dropped
+//! next calls, so a power query on a warm session is one round trip. Sessions use the
+//! spec's cipher suites (17: HMAC-SHA256, 3: HMAC-SHA1; both AES-CBC-128) in the spec's
+//! order, a refusal (unauthenticated) moving only that attempt down the list, the BMC key
+//! Kg when the spec sets one, and are raised to Operator privilege. Requests are sent
+//! again as fresh copies within a bounded deadline, except where a second execution would
+//! matter: an NMI or hard reset goes out once; a power off/on reads the state back before
+//! another copy (ARCHITECTURE.md, Decisions: IPMI). Any failure — a timeout, a network error, a refusal, or a call dropped
 //! mid-request — retires the session (Close Session is sent) and the next call opens a new
 //! one, so a late reply is never taken for an answer. `shutdown` closes every session.
 //!
@@ -18,7 +20,7 @@
 mod session;
 pub mod wire;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,7 +30,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use self::session::{Credentials, Failure, Session};
+use self::session::{Credentials, Failure, Resend, Session, TRIES};
 use self::wire::CipherSuite;
 use super::{BackendError, BackendResult, Bmc, PowerState, device};
 use crate::spec::model::Bmc as BmcSpec;
@@ -56,6 +58,8 @@ pub struct Stats {
     closed: AtomicU64,
     retransmissions: AtomicU64,
     dropped: AtomicU64,
+    confirmed: AtomicU64,
+    suspect: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -69,6 +73,10 @@ pub struct IpmiStats {
     pub retransmissions: u64,
     /// Datagrams received and not taken as an answer (stale, duplicated, forged, malformed).
     pub replies_dropped: u64,
+    /// Power controls whose answer was lost and whose effect the power state confirmed.
+    pub confirmed_by_state: u64,
+    /// Refusals of a suite the same BMC completed an authenticated session with before.
+    pub suspect_refusals: u64,
 }
 
 /// Which session a call uses: one per BMC address, port and user.
@@ -76,6 +84,8 @@ pub struct IpmiStats {
 struct SlotKey {
     addr: SocketAddr,
     user: String,
+    /// A reload that changes the suites allowed opens a new session.
+    suites: Vec<CipherSuite>,
 }
 
 #[derive(Debug, Default)]
@@ -119,8 +129,8 @@ impl Drop for OpeningGuard<'_> {
 #[derive(Debug, Default)]
 pub struct IpmiBmc {
     slots: Mutex<HashMap<SlotKey, Arc<Slot>>>,
-    /// The suite each BMC accepted last (suite 17 is tried first elsewhere).
-    suites: Mutex<HashMap<SocketAddr, CipherSuite>>,
+    /// (BMC, suite) pairs that completed a fully authenticated session.
+    proven: Mutex<HashSet<(SocketAddr, CipherSuite)>>,
     stats: Stats,
 }
 
@@ -139,6 +149,8 @@ impl IpmiBmc {
             sessions_closed: self.stats.closed.load(Ordering::Relaxed),
             retransmissions: self.stats.retransmissions.load(Ordering::Relaxed),
             replies_dropped: self.stats.dropped.load(Ordering::Relaxed),
+            confirmed_by_state: self.stats.confirmed.load(Ordering::Relaxed),
+            suspect_refusals: self.stats.suspect.load(Ordering::Relaxed),
         }
     }
 
@@ -211,25 +223,46 @@ impl IpmiBmc {
             password: password.into_bytes(),
             kg,
         };
-        let known = lock(&self.suites).get(&addr).copied();
-        let order = match known {
-            Some(CipherSuite::Three) => [CipherSuite::Three, CipherSuite::Seventeen],
-            _ => [CipherSuite::Seventeen, CipherSuite::Three],
-        };
-        for suite in order {
+        // The spec's order, every time: a refusal is not authenticated (anyone who can send
+        // a datagram to us can forge one), so it moves this one attempt to the next suite
+        // the operator allowed and is never remembered. Only a fully authenticated session
+        // is remembered, and only to name a refusal of that suite as suspect.
+        let mut suspect = false;
+        for &suite in &bmc.cipher_suites {
             if let Some(s) = session::open(&creds, suite, deadline, &self.stats).await? {
-                lock(&self.suites).insert(addr, suite);
+                lock(&self.proven).insert((addr, suite));
                 self.stats.opened.fetch_add(1, Ordering::Relaxed);
                 return Ok(s);
             }
+            if lock(&self.proven).contains(&(addr, suite)) {
+                suspect = true;
+                self.stats.suspect.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    bmc = %addr,
+                    suite = suite.number(),
+                    "the BMC refused a cipher suite it completed an authenticated session with \
+                     before: a forged refusal, or the BMC was reconfigured"
+                );
+            }
         }
-        Err(Failure::Refused(
-            "the BMC offers neither cipher suite 17 nor 3".into(),
-        ))
+        Err(Failure::Refused(format!(
+            "the BMC refuses {}{}",
+            suites_text(&bmc.cipher_suites),
+            if suspect {
+                "; it authenticated with it before: a forged refusal, or the BMC was reconfigured"
+            } else {
+                ""
+            }
+        )))
     }
 
-    /// One command with the BMC's answer, within [`CALL_DEADLINE`].
-    async fn command(&self, bmc: &BmcSpec, cmd: u8, data: &[u8]) -> BackendResult<Vec<u8>> {
+    /// One command with the BMC's answer, within [`CALL_DEADLINE`]. `what` runs it on a
+    /// session and returns the answer's data; a completion code other than 0 is a refusal.
+    async fn on_session<F, Fut>(&self, bmc: &BmcSpec, what: F) -> BackendResult<Vec<u8>>
+    where
+        F: Fn(Arc<Session>, Instant) -> Fut,
+        Fut: std::future::Future<Output = Result<wire::IpmiReply, Failure>>,
+    {
         let deadline = Instant::now() + CALL_DEADLINE;
         let dev = || device("BMC", bmc.address);
         let fail = |f: Failure| match f {
@@ -237,13 +270,11 @@ impl IpmiBmc {
             Failure::Unreachable(r) => BackendError::unreachable(dev(), with_port(bmc, r)),
             Failure::Poisoned => BackendError::unreachable(dev(), "session lost".to_string()),
         };
-        // A session another call retires between our getting it and using it: take the next.
+        // A session another call retires between our getting it and using it: take the
+        // next (`Poisoned` means nothing was sent on it).
         for _ in 0..3 {
             let s = self.session(bmc, deadline).await.map_err(fail)?;
-            match s
-                .exchange(NETFN_CHASSIS, cmd, data, deadline, &self.stats)
-                .await
-            {
+            match what(s.clone(), deadline).await {
                 Ok(r) if r.completion == 0 => return Ok(r.data),
                 Ok(r) => {
                     s.poison();
@@ -262,10 +293,124 @@ impl IpmiBmc {
         Err(fail(Failure::Poisoned))
     }
 
-    async fn control(&self, bmc: &BmcSpec, what: u8) -> BackendResult<()> {
-        self.command(bmc, CMD_CHASSIS_CONTROL, &[what])
+    async fn command(
+        &self,
+        bmc: &BmcSpec,
+        cmd: u8,
+        data: &[u8],
+        resend: Resend,
+    ) -> BackendResult<Vec<u8>> {
+        let stats = &self.stats;
+        self.on_session(bmc, |s, deadline| async move {
+            s.exchange(NETFN_CHASSIS, cmd, data, deadline, stats, resend)
+                .await
+        })
+        .await
+    }
+
+    /// A chassis control that must not act twice (NMI, hard reset): sent once, never
+    /// repeated (nothing the BMC reports tells whether an unanswered one was carried out).
+    async fn control_once(&self, bmc: &BmcSpec, what: u8) -> BackendResult<()> {
+        self.command(bmc, CMD_CHASSIS_CONTROL, &[what], Resend::Never)
             .await
             .map(|_| ())
+    }
+
+    /// Power down or up: after a try goes unanswered, the power state is read back before
+    /// another copy is sent, so a control whose answer was lost is not sent again: the
+    /// state shows it was carried out. A copy is sent again only while the state says
+    /// otherwise, and then a second power-on (-off) does nothing the first did not.
+    async fn set_power(&self, bmc: &BmcSpec, on: bool) -> BackendResult<()> {
+        let stats = &self.stats;
+        let control = if on {
+            CONTROL_POWER_UP
+        } else {
+            CONTROL_POWER_DOWN
+        };
+        self.on_session(bmc, |s, deadline| async move {
+            let mut call = s.call(NETFN_CHASSIS, CMD_CHASSIS_CONTROL)?;
+            let sock = s.socket()?;
+            let started = Instant::now();
+            for (i, wait) in TRIES.into_iter().enumerate() {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                if i > 0 {
+                    let status = s
+                        .exchange(
+                            NETFN_CHASSIS,
+                            CMD_GET_CHASSIS_STATUS,
+                            &[],
+                            deadline,
+                            stats,
+                            Resend::Fresh,
+                        )
+                        .await;
+                    if let Some(reply) = call.answered() {
+                        return Ok(reply);
+                    }
+                    match status {
+                        Ok(r)
+                            if r.completion == 0
+                                && r.data.first().map(|b| b & 0x01 != 0) == Some(on) =>
+                        {
+                            // Carried out: answer as the control's own answer would have.
+                            call.settle();
+                            stats.confirmed.fetch_add(1, Ordering::Relaxed);
+                            return Ok(wire::IpmiReply {
+                                completion: 0,
+                                data: Vec::new(),
+                                ..r
+                            });
+                        }
+                        Ok(_) => {}
+                        // A copy went out on this session: no other session may send one.
+                        Err(Failure::Poisoned) => {
+                            return Err(Failure::Unreachable(
+                                "the session was retired before the power state could be read \
+                                 back; the control was not sent again"
+                                    .into(),
+                            ));
+                        }
+                        Err(f) => return Err(f),
+                    }
+                    stats.retransmissions.fetch_add(1, Ordering::Relaxed);
+                    call.send(&sock, &[control]).await?;
+                } else if !call.send(&sock, &[control]).await? {
+                    return Err(Failure::Poisoned);
+                }
+                let until = (Instant::now() + wait).min(deadline);
+                if let Some(r) = call.wait(&sock, until, stats).await {
+                    return r;
+                }
+            }
+            Err(Failure::Unreachable(format!(
+                "no answer within {} ms after {} tr{} (the power state read back between them \
+                 did not show it carried out)",
+                started.elapsed().as_millis(),
+                call.copies,
+                if call.copies == 1 { "y" } else { "ies" }
+            )))
+        })
+        .await
+        .map(|_| ())
+    }
+}
+
+/// What the spec allowed, for a refusal: "cipher suite 3 (the only one ...)".
+fn suites_text(suites: &[CipherSuite]) -> String {
+    match suites {
+        [one] => format!(
+            "cipher suite {} (the only one the spec's cipherSuites allows)",
+            one.number()
+        ),
+        _ => {
+            let n: Vec<String> = suites.iter().map(|c| c.number().to_string()).collect();
+            format!(
+                "cipher suites {} (all the spec's cipherSuites allows)",
+                n.join(" and ")
+            )
+        }
     }
 }
 
@@ -273,6 +418,7 @@ fn key(bmc: &BmcSpec) -> SlotKey {
     SlotKey {
         addr: SocketAddr::new(bmc.address, bmc.port),
         user: bmc.username.clone(),
+        suites: bmc.cipher_suites.clone(),
     }
 }
 
@@ -289,7 +435,9 @@ fn with_port(bmc: &BmcSpec, reason: String) -> String {
 #[async_trait]
 impl Bmc for IpmiBmc {
     async fn power_state(&self, bmc: &BmcSpec) -> BackendResult<PowerState> {
-        let data = self.command(bmc, CMD_GET_CHASSIS_STATUS, &[]).await?;
+        let data = self
+            .command(bmc, CMD_GET_CHASSIS_STATUS, &[], Resend::Fresh)
+            .await?;
         match data.first() {
             Some(b) if b & 0x01 != 0 => Ok(PowerState::On),
             Some(_) => Ok(PowerState::Off),
@@ -301,19 +449,19 @@ impl Bmc for IpmiBmc {
     }
 
     async fn nmi(&self, bmc: &BmcSpec) -> BackendResult<()> {
-        self.control(bmc, CONTROL_DIAGNOSTIC_INTERRUPT).await
+        self.control_once(bmc, CONTROL_DIAGNOSTIC_INTERRUPT).await
     }
 
     async fn hard_reset(&self, bmc: &BmcSpec) -> BackendResult<()> {
-        self.control(bmc, CONTROL_HARD_RESET).await
+        self.control_once(bmc, CONTROL_HARD_RESET).await
     }
 
     async fn power_off(&self, bmc: &BmcSpec) -> BackendResult<()> {
-        self.control(bmc, CONTROL_POWER_DOWN).await
+        self.set_power(bmc, false).await
     }
 
     async fn power_on(&self, bmc: &BmcSpec) -> BackendResult<()> {
-        self.control(bmc, CONTROL_POWER_UP).await
+        self.set_power(bmc, true).await
     }
 
     /// Closes every open session (in parallel, each bounded) and forgets them.

@@ -4,10 +4,13 @@
 //! A session owns a UDP socket connected to the BMC (a std socket, non-blocking). Each call
 //! wraps a duplicate of it in a tokio socket of the caller's runtime, so a session works
 //! from any runtime and never depends on the one that opened it. Concurrent calls share the
-//! session: each request gets its own session sequence number and rqSeq and registers a
-//! waiter; whichever call reads a datagram checks it (session ID, AuthCode, a replay window
-//! over the BMC's sequence numbers) and hands it to the waiter whose rqSeq, netfn and cmd
-//! it answers. Anything else is dropped and counted.
+//! session: each copy of a request that goes out gets its own session sequence number and
+//! rqSeq (a retransmission is a new copy: a strict BMC drops a repeated sequence number as
+//! a replay) and registers a waiter for its call; whichever call reads a datagram checks it
+//! (session ID, AuthCode, a replay window over the BMC's sequence numbers) and hands it to
+//! the call whose copy's rqSeq, netfn and cmd it answers: an answer to any copy answers the
+//! call. Anything else is dropped and counted. Whether a call sends more than one copy is
+//! the caller's choice ([`Resend`]): a request that must not act twice is sent once.
 //!
 //! A request that ends without its answer — timeout, socket error, or the caller's future
 //! dropped at an await — *poisons* the session: no new request starts on it, and the next
@@ -63,19 +66,29 @@ pub struct Credentials {
     pub kg: Option<Vec<u8>>,
 }
 
+/// One copy of a request in flight: the call it belongs to and what answers it.
 struct Waiter {
+    call: u64,
     netfn: u8,
     cmd: u8,
+}
+
+/// A call waiting for an answer to any of its copies.
+struct Pending {
     tx: oneshot::Sender<IpmiReply>,
+    rq_seqs: Vec<u8>,
 }
 
 /// The mutable part of a session, changed only in short synchronous sections.
 struct Flow {
     next_seq: u32,
     next_rq_seq: u8,
+    next_call: u64,
+    /// The copies in flight, by rqSeq.
     waiting: HashMap<u8, Waiter>,
-    /// rqSeqs never to use again in this session: their request was sent more than once,
-    /// so a duplicate answer may still come and must not match a later request.
+    calls: HashMap<u64, Pending>,
+    /// rqSeqs never to use again in this session: copies of a call answered through
+    /// another copy, so their own answer may still come and must not match a later request.
     quarantined: u64,
     poisoned: bool,
     /// Highest BMC sequence number accepted and a bitmap of the 64 below it.
@@ -155,12 +168,18 @@ fn tokio_socket(s: &UdpSocket, addr: SocketAddr) -> Result<tokio::net::UdpSocket
     tokio::net::UdpSocket::from_std(dup).map_err(|e| io_failure(addr, &e))
 }
 
-fn no_answer(started: Instant, tries: usize) -> Failure {
-    Failure::Unreachable(format!(
-        "no answer within {} ms after {tries} tr{}",
-        started.elapsed().as_millis(),
-        if tries == 1 { "y" } else { "ies" }
-    ))
+fn no_answer(started: Instant, tries: usize, resend: Resend) -> Failure {
+    let ms = started.elapsed().as_millis();
+    Failure::Unreachable(match resend {
+        Resend::Fresh => format!(
+            "no answer within {ms} ms after {tries} tr{}",
+            if tries == 1 { "y" } else { "ies" }
+        ),
+        Resend::Never => format!(
+            "no answer within {ms} ms; the request may have been carried out, so it was not \
+             sent again (a second one could act twice)"
+        ),
+    })
 }
 
 /// Sends `packet` and waits for a datagram `accept` takes, sending again per [`TRIES`]
@@ -199,7 +218,7 @@ async fn handshake<T>(
             }
         }
     }
-    Err(no_answer(started, tries))
+    Err(no_answer(started, tries, Resend::Fresh))
 }
 
 fn random_nonzero_u32() -> u32 {
@@ -307,7 +326,9 @@ pub async fn open(
         flow: Mutex::new(Flow {
             next_seq: 1,
             next_rq_seq: 1,
+            next_call: 0,
             waiting: HashMap::new(),
+            calls: HashMap::new(),
             quarantined: 0,
             poisoned: false,
             highest: 0,
@@ -323,6 +344,7 @@ pub async fn open(
             &[OPERATOR],
             deadline,
             stats,
+            Resend::Fresh,
         )
         .await;
     match reply {
@@ -341,27 +363,143 @@ pub async fn open(
     }
 }
 
-/// A request registered and (unless the socket was full) sent once.
-struct Started {
-    packet: Vec<u8>,
-    rq_seq: u8,
-    rx: oneshot::Receiver<IpmiReply>,
-    /// Whether the first send is done; an error ends the exchange.
-    sent: Result<bool, Failure>,
+/// Whether an unanswered request is sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resend {
+    /// Each try sends a new copy (fresh session sequence number and rqSeq); an answer to any
+    /// copy answers the call. For requests that do the same however often they run.
+    Fresh,
+    /// Sent once; every try's wait is for its answer. For a request that must not act
+    /// twice (an NMI, a hard reset): its answer may be what was lost.
+    Never,
 }
 
-/// Removes a request's waiter when the call ends; poisons the session unless it was answered.
-struct WaitGuard<'a> {
+/// A request's call on a session: its waiters (one per copy sent) and its answer.
+/// Dropped unanswered, it poisons the session: an answer may still come to any copy.
+pub struct Call<'a> {
     session: &'a Session,
-    rq_seq: u8,
+    id: u64,
+    netfn: u8,
+    cmd: u8,
+    rx: oneshot::Receiver<IpmiReply>,
+    /// Copies sent.
+    pub copies: usize,
 }
 
-impl Drop for WaitGuard<'_> {
+impl Drop for Call<'_> {
     fn drop(&mut self) {
         let mut flow = self.session.lock();
-        if flow.waiting.remove(&self.rq_seq).is_some() {
+        if let Some(p) = flow.calls.remove(&self.id) {
+            for q in p.rq_seqs {
+                flow.waiting.remove(&q);
+            }
             flow.poisoned = true;
         }
+    }
+}
+
+impl Call<'_> {
+    /// Sends a new copy: the next session sequence number and a free rqSeq. The send is
+    /// tried under the lock, so the BMC sees our sequence numbers in order; a full socket
+    /// buffer is waited out. `Ok(false)`: no rqSeq is free (nothing was sent).
+    pub async fn send(
+        &mut self,
+        sock: &tokio::net::UdpSocket,
+        data: &[u8],
+    ) -> Result<bool, Failure> {
+        let s = self.session;
+        let (packet, sent) = {
+            let mut flow = s.lock();
+            let free =
+                |f: &Flow, q: u8| f.quarantined & (1 << q) == 0 && !f.waiting.contains_key(&q);
+            let Some(rq_seq) = (0..64u8)
+                .map(|i| (flow.next_rq_seq + i) & 0x3f)
+                .find(|&q| free(&flow, q))
+            else {
+                // Every rqSeq is in flight or quarantined: this session has served its time.
+                flow.poisoned = true;
+                return Ok(false);
+            };
+            let Some(pending) = flow.calls.get_mut(&self.id) else {
+                return Ok(false); // answered meanwhile
+            };
+            pending.rq_seqs.push(rq_seq);
+            flow.next_rq_seq = (rq_seq + 1) & 0x3f;
+            let seq = flow.next_seq;
+            flow.next_seq = flow.next_seq.checked_add(1).unwrap_or(1);
+            flow.last_used = Instant::now();
+            flow.waiting.insert(
+                rq_seq,
+                Waiter {
+                    call: self.id,
+                    netfn: self.netfn,
+                    cmd: self.cmd,
+                },
+            );
+            let mut iv = [0u8; 16];
+            rand::fill(&mut iv);
+            let message = wire::ipmi_request(self.netfn, self.cmd, rq_seq, data);
+            let packet = wire::in_session(&s.keys, s.bmc_id, seq, &message, iv);
+            let sent = match s.socket.send(&packet) {
+                Ok(_) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+                Err(e) => return Err(io_failure(s.addr, &e)),
+            };
+            (packet, sent)
+        };
+        if !sent {
+            sock.send(&packet)
+                .await
+                .map_err(|e| io_failure(s.addr, &e))?;
+        }
+        self.copies += 1;
+        Ok(true)
+    }
+
+    /// Reads (and routes) datagrams until this call is answered or `until`; `None` then.
+    pub async fn wait(
+        &mut self,
+        sock: &tokio::net::UdpSocket,
+        until: Instant,
+        stats: &Stats,
+    ) -> Option<Result<IpmiReply, Failure>> {
+        let mut buf = vec![0u8; wire::MAX_PACKET];
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut self.rx => return Some(match r {
+                    Ok(reply) => Ok(reply),
+                    // Only this call's drop removes its sender: not while it waits.
+                    Err(_) => Err(Failure::Unreachable("the session was closed".into())),
+                }),
+                r = sock.recv(&mut buf) => match r {
+                    Ok(n) => self.session.route(&buf[..n], stats),
+                    Err(e) => return Some(Err(io_failure(self.session.addr, &e))),
+                },
+                _ = tokio::time::sleep_until(until) => return None,
+            }
+        }
+    }
+
+    /// Ends the call unanswered without retiring the session, when its outcome is known by
+    /// other means: an answer that still comes to one of its copies is dropped (their
+    /// rqSeqs are quarantined).
+    pub fn settle(self) {
+        let mut flow = self.session.lock();
+        if let Some(p) = flow.calls.remove(&self.id) {
+            for q in p.rq_seqs {
+                flow.waiting.remove(&q);
+                flow.quarantined |= 1 << q;
+            }
+            if flow.quarantined.count_ones() >= 32 {
+                flow.poisoned = true;
+            }
+        }
+    }
+
+    /// The answer, if one was routed here while another call read the socket.
+    pub fn answered(&mut self) -> Option<IpmiReply> {
+        self.rx.try_recv().ok()
     }
 }
 
@@ -380,56 +518,38 @@ impl Session {
         !flow.poisoned && flow.last_used.elapsed() < idle
     }
 
-    /// Registers the next request's waiter, builds its packet and sends it once. The first
-    /// send happens under the lock, so the BMC sees our sequence numbers in order.
-    fn start(&self, netfn: u8, cmd: u8, data: &[u8]) -> Result<Started, Failure> {
+    /// A new call (nothing sent yet). `Poisoned`: no new request may start here.
+    pub fn call(&self, netfn: u8, cmd: u8) -> Result<Call<'_>, Failure> {
         let mut flow = self.lock();
         if flow.poisoned {
             return Err(Failure::Poisoned);
         }
-        let free = |f: &Flow, q: u8| f.quarantined & (1 << q) == 0 && !f.waiting.contains_key(&q);
-        let Some(rq_seq) = (0..64u8)
-            .map(|i| (flow.next_rq_seq + i) & 0x3f)
-            .find(|&q| free(&flow, q))
-        else {
-            // Every rqSeq is in flight or quarantined: this session has served its time.
-            flow.poisoned = true;
-            return Err(Failure::Poisoned);
-        };
-        flow.next_rq_seq = (rq_seq + 1) & 0x3f;
-        let seq = flow.next_seq;
-        flow.next_seq = flow.next_seq.checked_add(1).unwrap_or(1);
-        flow.last_used = Instant::now();
+        let id = flow.next_call;
+        flow.next_call += 1;
         let (tx, rx) = oneshot::channel();
-        flow.waiting.insert(rq_seq, Waiter { netfn, cmd, tx });
-        let mut iv = [0u8; 16];
-        rand::fill(&mut iv);
-        let message = wire::ipmi_request(netfn, cmd, rq_seq, data);
-        let packet = wire::in_session(&self.keys, self.bmc_id, seq, &message, iv);
-        let sent = match self.socket.send(&packet) {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
-            Err(e) => Err(io_failure(self.addr, &e)),
-        };
-        Ok(Started {
-            packet,
-            rq_seq,
+        flow.calls.insert(
+            id,
+            Pending {
+                tx,
+                rq_seqs: Vec::new(),
+            },
+        );
+        Ok(Call {
+            session: self,
+            id,
+            netfn,
+            cmd,
             rx,
-            sent,
+            copies: 0,
         })
     }
 
-    /// After an exchange that needed more than one send: never reuse its rqSeq here, and
-    /// retire the session once half of them are gone.
-    fn quarantine(&self, rq_seq: u8) {
-        let mut flow = self.lock();
-        flow.quarantined |= 1 << rq_seq;
-        if flow.quarantined.count_ones() >= 32 {
-            flow.poisoned = true;
-        }
+    /// This session's socket for the current runtime.
+    pub fn socket(&self) -> Result<tokio::net::UdpSocket, Failure> {
+        tokio_socket(&self.socket, self.addr)
     }
 
-    /// Checks a datagram and hands it to the waiter it answers.
+    /// Checks a datagram and hands it to the call it answers.
     fn route(&self, packet: &[u8], stats: &Stats) {
         let delivered = (|| {
             let p = wire::parse_in_session(&self.keys, packet).ok()?;
@@ -439,21 +559,32 @@ impl Session {
             let reply = wire::parse_ipmi_reply(&p.message).ok()?;
             let mut flow = self.lock();
             let w = flow.waiting.get(&reply.rq_seq)?;
+            let call = w.call;
             if w.netfn | 1 != reply.netfn || w.cmd != reply.cmd || !flow.accept(p.seq) {
                 return None;
             }
-            let w = flow.waiting.remove(&reply.rq_seq)?;
+            let pending = flow.calls.remove(&call)?;
+            for &q in &pending.rq_seqs {
+                flow.waiting.remove(&q);
+                if q != reply.rq_seq {
+                    flow.quarantined |= 1 << q;
+                }
+            }
+            // Half the rqSeqs gone: retire the session rather than run short.
+            if flow.quarantined.count_ones() >= 32 {
+                flow.poisoned = true;
+            }
             flow.last_used = Instant::now();
             drop(flow);
-            w.tx.send(reply).ok()
+            pending.tx.send(reply).ok()
         })();
         if delivered.is_none() {
             stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// One request and its reply, sent again per [`TRIES`] (the same bytes: same session
-    /// sequence number, same rqSeq) until `deadline`.
+    /// One request and its answer within `deadline`, waiting per [`TRIES`]; after each try
+    /// unanswered, a new copy is sent when `resend` allows it.
     pub async fn exchange(
         &self,
         netfn: u8,
@@ -461,58 +592,29 @@ impl Session {
         data: &[u8],
         deadline: Instant,
         stats: &Stats,
+        resend: Resend,
     ) -> Result<IpmiReply, Failure> {
-        let Started {
-            packet,
-            rq_seq,
-            mut rx,
-            sent,
-        } = self.start(netfn, cmd, data)?;
-        let _guard = WaitGuard {
-            session: self,
-            rq_seq,
-        };
-        let mut sent = sent?;
-        let sock = tokio_socket(&self.socket, self.addr)?;
+        let mut call = self.call(netfn, cmd)?;
+        let sock = self.socket()?;
         let started = Instant::now();
-        let mut buf = vec![0u8; wire::MAX_PACKET];
-        let mut tries = 0;
-        for wait in TRIES {
+        for (i, wait) in TRIES.into_iter().enumerate() {
             if Instant::now() >= deadline {
                 break;
             }
-            if tries > 0 {
+            if i == 0 {
+                if !call.send(&sock, data).await? {
+                    return Err(Failure::Poisoned); // nothing sent: another session may try
+                }
+            } else if resend == Resend::Fresh {
                 stats.retransmissions.fetch_add(1, Ordering::Relaxed);
-            }
-            tries += 1;
-            if !std::mem::take(&mut sent) {
-                sock.send(&packet)
-                    .await
-                    .map_err(|e| io_failure(self.addr, &e))?;
+                call.send(&sock, data).await?;
             }
             let until = (Instant::now() + wait).min(deadline);
-            loop {
-                tokio::select! {
-                    biased;
-                    r = &mut rx => match r {
-                        Ok(reply) => {
-                            if tries > 1 {
-                                self.quarantine(rq_seq);
-                            }
-                            return Ok(reply);
-                        }
-                        // The waiter was removed: only a poisoning drop does that.
-                        Err(_) => return Err(Failure::Poisoned),
-                    },
-                    r = sock.recv(&mut buf) => {
-                        let n = r.map_err(|e| io_failure(self.addr, &e))?;
-                        self.route(&buf[..n], stats);
-                    }
-                    _ = tokio::time::sleep_until(until) => break,
-                }
+            if let Some(r) = call.wait(&sock, until, stats).await {
+                return r;
             }
         }
-        Err(no_answer(started, tries))
+        Err(no_answer(started, call.copies, resend))
     }
 
     /// Close Session (§22.19), sent without waiting for the answer; the session is unusable.
@@ -554,6 +656,7 @@ impl Session {
                 &self.bmc_id.to_le_bytes(),
                 deadline,
                 stats,
+                Resend::Fresh,
             )
             .await;
         self.poison();

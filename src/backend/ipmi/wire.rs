@@ -1,12 +1,15 @@
 //! RMCP+ (IPMI 2.0 over LAN) on the wire: packets, the RAKP key exchange and the session
 //! keys, as pure functions over bytes (no sockets, no clocks; randomness is passed in).
 //!
-//! Written from the IPMI 2.0 specification: §13.6 (RMCP+ session header and trailer),
+//! AES-CBC is RustCrypto's `cbc` (the IPMI confidentiality padding is ours: `cbc` sees
+//! whole blocks). Written from the IPMI 2.0 specification: §13.6 (RMCP+ session header and trailer),
 //! §13.17–13.22 (Open Session, RAKP 1–4), §13.28–13.32 (authentication, integrity and
 //! confidentiality algorithms, the SIK and K1/K2), §13.8 (the IPMI LAN message format).
 //! Decoding is bounded and never panics: every length comes from the packet and is checked.
 
-use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
+use cbc::cipher::block_padding::NoPadding;
+use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
+use hmac::KeyInit;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use sha2::Sha256;
@@ -38,23 +41,9 @@ pub enum Payload {
     Rakp4 = 0x15,
 }
 
-/// The cipher suites we speak (§22.15.2): both use AES-CBC-128 for confidentiality.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CipherSuite {
-    /// RAKP-HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128.
-    Three,
-    /// RAKP-HMAC-SHA256, HMAC-SHA256-128, AES-CBC-128.
-    Seventeen,
-}
+pub use crate::spec::model::CipherSuite;
 
 impl CipherSuite {
-    pub fn number(self) -> u8 {
-        match self {
-            CipherSuite::Three => 3,
-            CipherSuite::Seventeen => 17,
-        }
-    }
-
     /// Authentication, integrity and confidentiality algorithm numbers (§13.28).
     fn algorithms(self) -> [u8; 3] {
         match self {
@@ -171,19 +160,13 @@ pub fn in_session(keys: &Keys, session_id: u32, seq: u32, message: &[u8], iv: [u
     plain.extend_from_slice(message);
     plain.extend((1..=pad as u8).collect::<Vec<u8>>());
     plain.push(pad as u8);
-    let cipher = aes::Aes128::new(&keys.aes.into());
-    let mut prev = iv;
     let mut encrypted = Vec::with_capacity(16 + plain.len());
     encrypted.extend_from_slice(&iv);
-    for chunk in plain.chunks(16) {
-        let mut block = aes::Block::default();
-        for (i, b) in block.iter_mut().enumerate() {
-            *b = chunk[i] ^ prev[i];
-        }
-        cipher.encrypt_block(&mut block);
-        prev.copy_from_slice(&block);
-        encrypted.extend_from_slice(&block);
-    }
+    let start = encrypted.len();
+    encrypted.extend_from_slice(&plain);
+    cbc::Encryptor::<aes::Aes128>::new(&keys.aes.into(), &iv.into())
+        .encrypt_padded::<NoPadding>(&mut encrypted[start..], plain.len())
+        .expect("the IPMI padding fills the last block");
     let mut out = header(
         PAYLOAD_ENCRYPTED | PAYLOAD_AUTHENTICATED | Payload::Ipmi as u8,
         session_id,
@@ -246,19 +229,12 @@ pub fn parse_in_session(keys: &Keys, packet: &[u8]) -> Result<SessionPacket, Wir
     if body.len() < 32 || !body.len().is_multiple_of(16) {
         return Err(WireError::Malformed);
     }
-    let cipher = aes::Aes128::new(&keys.aes.into());
-    let mut prev = [0u8; 16];
-    prev.copy_from_slice(&body[..16]);
-    let mut plain = Vec::with_capacity(body.len() - 16);
-    for chunk in body[16..].chunks(16) {
-        let mut block = aes::Block::default();
-        block.copy_from_slice(chunk);
-        cipher.decrypt_block(&mut block);
-        for (i, b) in block.iter().enumerate() {
-            plain.push(b ^ prev[i]);
-        }
-        prev.copy_from_slice(chunk);
-    }
+    let (iv, ciphertext) = body.split_at(16);
+    let mut plain = ciphertext.to_vec();
+    let iv: [u8; 16] = iv.try_into().expect("16 bytes split off");
+    cbc::Decryptor::<aes::Aes128>::new(&keys.aes.into(), &iv.into())
+        .decrypt_padded::<NoPadding>(&mut plain)
+        .map_err(|_| WireError::Malformed)?;
     let conf_pad = *plain.last().ok_or(WireError::BadPadding)? as usize;
     if conf_pad + 1 > plain.len() {
         return Err(WireError::BadPadding);
@@ -642,6 +618,43 @@ mod tests {
             let p = in_session(&keys, 1, 1, b"x", [0; 16]);
             assert_eq!(parse_in_session(&other, &p), Err(WireError::BadIntegrity));
         }
+    }
+
+    #[test]
+    fn payload_encryption_is_textbook_aes_cbc_with_the_ipmi_padding() {
+        use aes::cipher::{BlockCipherEncrypt, KeyInit};
+        // NIST SP 800-38A F.2.1's key and IV.
+        let key: [u8; 16] = [
+            0x2b, 0x7e, 0x15, 0x16, 0x28, 0xae, 0xd2, 0xa6, 0xab, 0xf7, 0x15, 0x88, 0x09, 0xcf,
+            0x4f, 0x3c,
+        ];
+        let iv: [u8; 16] = std::array::from_fn(|i| i as u8);
+        let keys = Keys {
+            suite: CipherSuite::Seventeen,
+            k1: vec![7; 32],
+            aes: key,
+        };
+        let msg: Vec<u8> = (0..20u8).collect();
+        let p = in_session(&keys, 1, 1, &msg, iv);
+        // The reference: message, pad bytes 1..=11, pad length 11; each block XORed with
+        // the previous ciphertext block (the IV first), then AES-128.
+        let mut plain = msg.clone();
+        plain.extend(1..=11u8);
+        plain.push(11);
+        let aes = aes::Aes128::new(&key.into());
+        let mut prev = iv;
+        let mut expected = iv.to_vec();
+        for chunk in plain.chunks(16) {
+            let mut b = aes::Block::default();
+            for (i, x) in b.iter_mut().enumerate() {
+                *x = chunk[i] ^ prev[i];
+            }
+            aes.encrypt_block(&mut b);
+            prev.copy_from_slice(&b);
+            expected.extend_from_slice(&b);
+        }
+        assert_eq!(p[16..16 + expected.len()], expected[..]);
+        assert_eq!(parse_in_session(&keys, &p).expect("parses").message, msg);
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //! nothing is shared between calls but the resolved community and a firmware cache (a
 //! short synchronous lock), so outlets of one PDU are switched in parallel.
 
-mod wire;
+pub(crate) mod wire;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
