@@ -168,7 +168,7 @@ fn hang_hard_reset_after_hispeed() {
 fn bmc_dead_pdu_cut_after_the_timeout_then_outlets_back_on() {
     lab("bmc-dead")
         .has("HARD RESET (no stopped notification within 1000 ms)")
-        .has("hard reset of node02 failed: no answer within 5000 ms")
+        .has("hard reset of node02 failed: BMC 127.0.1.2: no answer within 5000 ms")
         .has("haconn → PDU 127.0.2.1              outlet 5 OFF")
         .has("PDU 127.0.2.2                       outlet 5 is ON (acknowledged)")
         .lacks("hard reset acknowledged")
