@@ -10,8 +10,12 @@ use serde_json::{Value, json};
 use crate::pipeline::Simulation;
 
 pub const VERSION: u64 = 1;
-/// Longest request line accepted (a spec is at most 8 MiB; JSON escaping adds some).
-pub const MAX_LINE: usize = 24 * 1024 * 1024;
+/// Longest request line accepted: a spec file is at most 8 MiB
+/// ([`crate::spec::yaml::MAX_FILE_BYTES`]) and a valid one escapes to at most twice that
+/// as a JSON string (YAML allows no control character but tab, CR and LF, each escaped
+/// in two bytes; other characters are sent as they are, not as `\uXXXX`), plus 1 MiB for
+/// the rest of the request: 17 MiB.
+pub const MAX_LINE: usize = 2 * crate::spec::yaml::MAX_FILE_BYTES + 1024 * 1024;
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase", deny_unknown_fields)]

@@ -136,15 +136,32 @@ pub enum RawSecretRef {
     File(#[schemars(length(min = 1))] String),
 }
 
-/// Declares a secret type: inline text with the kind's own rule in the schema, or a reference.
+/// The schema keyword that marks a secret type. Every secret type's schema carries
+/// `"writeOnly": true` (JSON Schema's "a value that is written, never read back"), and
+/// every place that renders a spec value finds secrets by this mark, not by a list of
+/// key names: a new secret field is masked as soon as it has a secret type.
+pub const SECRET_MARK: &str = "writeOnly";
+
+/// Declares a secret type: inline text with the kind's own rule in the schema, or a
+/// reference; marked secret in the schema ([`SECRET_MARK`]); `Debug` never shows the text.
 macro_rules! secret_type {
     ($(#[$doc:meta])* $name:ident, $min:literal, $max:literal, $pattern:expr) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+        #[derive(Clone, Deserialize, Serialize, JsonSchema)]
         #[serde(untagged)]
+        #[schemars(extend("writeOnly" = true))]
         pub enum $name {
             Inline(#[schemars(length(min = $min, max = $max), regex(pattern = $pattern))] String),
             Reference(RawSecretRef),
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match self {
+                    $name::Inline(_) => f.write_str(super::secret::MASK),
+                    $name::Reference(r) => r.fmt(f),
+                }
+            }
         }
 
         impl $name {
@@ -294,7 +311,6 @@ pub struct RawEsxi {
     pub password: Option<RawEsxiPassword>,
     /// SSH private key (OpenSSH format, no passphrase) for key login, tried before the password; by reference only: `{file: /path}` or `{env: NAME}`.
     #[serde(default)]
-    #[schemars(schema_with = "private_key_schema")]
     pub private_key: Option<RawPrivateKey>,
     /// Whether haconn manages this host's guests; default true.
     pub enabled: Option<bool>,
@@ -309,17 +325,34 @@ pub struct RawEsxi {
 }
 
 /// An SSH private key: only a reference is valid; an inline value is kept here so the
-/// validator can refuse it with its own message.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// validator can refuse it with its own message (which never quotes it).
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum RawPrivateKey {
     Reference(RawSecretRef),
     Inline(String),
 }
 
-/// `privateKey`: a secret reference, never an inline value.
-fn private_key_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    generator.subschema_for::<RawSecretRef>()
+impl std::fmt::Debug for RawPrivateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RawPrivateKey::Inline(_) => f.write_str(super::secret::MASK),
+            RawPrivateKey::Reference(r) => r.fmt(f),
+        }
+    }
+}
+
+/// `privateKey` in the schema: a secret reference, never an inline value; a secret type.
+impl JsonSchema for RawPrivateKey {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RawPrivateKey".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let mut schema = generator.subschema_for::<RawSecretRef>();
+        schema.insert(SECRET_MARK.into(), true.into());
+        schema
+    }
 }
 
 /// A VM name (1–31 letters and digits).
