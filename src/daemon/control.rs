@@ -206,10 +206,22 @@ pub async fn serve(
     }
 }
 
-/// Tells a refused peer why (bounded by the write timeout) and closes.
+/// Tells a refused peer why and closes. Its first request line is read (at most 64 KiB,
+/// for at most a second) first, so that the client, still writing, is not cut off with a
+/// broken pipe before it can read the reason; the whole is bounded to about 2 s.
 async fn refuse(stream: UnixStream, reply: Value) {
-    let (_read, mut write) = stream.into_split();
-    let _ = send(&mut write, &reply).await;
+    let (read, mut write) = stream.into_split();
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        BufReader::new(read)
+            .take(64 * 1024)
+            .read_until(b'\n', &mut sink),
+    )
+    .await;
+    let mut bytes = serde_json::to_vec(&reply).expect("json serializes");
+    bytes.push(b'\n');
+    let _ = tokio::time::timeout(Duration::from_secs(1), write.write_all(&bytes)).await;
 }
 
 async fn connection(
@@ -657,5 +669,51 @@ async fn reload(commands: &mpsc::Sender<Command>, spec: String, dry_run: bool) -
             "completed": completed, "changes": changes,
         })),
         Ok(ReloadReply::Failed(why)) => protocol::error("failed", &why),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Someone watching the socket path never sees the socket with any mode but its
+    /// final one: the umask's (0755 under the usual 022) between bind and chmod would let
+    /// any local user connect in that window.
+    #[tokio::test]
+    async fn the_socket_appears_with_its_final_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sock");
+        let done = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let (path, done) = (path.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut seen = std::collections::BTreeSet::new();
+                while !done.load(Ordering::Relaxed) {
+                    if let Ok(m) = std::fs::symlink_metadata(&path) {
+                        seen.insert(m.permissions().mode() & 0o7777);
+                    }
+                }
+                seen
+            })
+        };
+        for _ in 0..300 {
+            let listener = bind(&path, None).unwrap();
+            drop(listener);
+            std::fs::remove_file(&path).unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+        let seen = watcher.join().unwrap();
+        assert_eq!(
+            seen.into_iter().collect::<Vec<_>>(),
+            vec![0o600],
+            "modes seen at the socket path"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "the private bind directory is left behind"
+        );
     }
 }

@@ -111,6 +111,19 @@ pub fn ok(mut fields: Value) -> Value {
 mod tests {
     use super::*;
 
+    /// The largest spec file, made of the characters JSON escapes (the only ones a valid
+    /// spec can hold: tab, CR, LF, quote, backslash), fits in one request line, and the
+    /// cap is no larger than that needs.
+    #[test]
+    fn the_largest_spec_fits_the_line_cap() {
+        let max = crate::spec::yaml::MAX_FILE_BYTES;
+        let spec: String = "\"\\\n\t\r".chars().cycle().take(max).collect();
+        let line = serde_json::to_vec(&json!({"v": 1, "op": "apply", "spec": spec, "dryRun": true}))
+            .unwrap();
+        assert!(line.len() <= MAX_LINE, "{} > {MAX_LINE}", line.len());
+        assert!(MAX_LINE <= line.len() + 1024 * 1024 + 64);
+    }
+
     #[test]
     fn parses_and_refuses() {
         assert!(matches!(

@@ -52,6 +52,7 @@ pub fn variants(base_yaml: &str) -> Vec<(String, String)> {
 
         let mut doc = with(&mark);
         *node(&mut doc, parent) = json!({ last.as_str(): MARK });
+        doc["bogusTopLevelKey"] = json!(1);
         add("alone in its object", doc);
 
         let mut doc = with(&mark);
