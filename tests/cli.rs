@@ -2,9 +2,9 @@
 //! run as a real process on files in a temporary directory. Each test checks the exit
 //! code and that the message names the problem and where it is.
 
-mod support;
 #[path = "common/secret_leaks.rs"]
 mod secret_leaks;
+mod support;
 
 use std::time::{Duration, Instant};
 

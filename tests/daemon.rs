@@ -841,7 +841,10 @@ fn secret_files_a_root_daemon_must_not_read_are_refused() {
     let cases = [
         (fifo.clone(), "not a regular file"),
         (secrets.join("zero"), "outside the secrets directory"),
-        (std::path::PathBuf::from("/dev/zero"), "outside the secrets directory"),
+        (
+            std::path::PathBuf::from("/dev/zero"),
+            "outside the secrets directory",
+        ),
         (secrets.join("a-dir"), "not a regular file"),
         (secrets.join("big"), "larger than 64 KiB"),
         (secrets.join("link-out"), "outside the secrets directory"),
@@ -861,12 +864,24 @@ fn secret_files_a_root_daemon_must_not_read_are_refused() {
         let reply = d.request(
             &serde_json::json!({"v": 1, "op": "apply", "spec": spec, "dryRun": true}).to_string(),
         );
-        assert!(t.elapsed() < Duration::from_secs(5), "{path:?} took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{path:?} took {:?}",
+            t.elapsed()
+        );
         assert_eq!(reply["valid"], false, "{path:?}: {reply}");
         let text = reply.to_string();
         assert!(text.contains(why), "{path:?}: expected {why:?} in {reply}");
-        for leak in ["Shad0w", "root:", "70000", &shadow_content.len().to_string()] {
-            assert!(!text.contains(leak), "{path:?}: the reply tells {leak:?}: {reply}");
+        for leak in [
+            "Shad0w",
+            "root:",
+            "70000",
+            &shadow_content.len().to_string(),
+        ] {
+            assert!(
+                !text.contains(leak),
+                "{path:?}: the reply tells {leak:?}: {reply}"
+            );
         }
     }
     // The same file inside the directory is read.

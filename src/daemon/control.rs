@@ -519,12 +519,17 @@ async fn pdu_job_run(
                 }
             }
             PduJobEvent::Done(Ok(summary)) => {
-                return Ok(protocol::ok(json!({"server": a.server, "summary": summary})));
+                return Ok(protocol::ok(
+                    json!({"server": a.server, "summary": summary}),
+                ));
             }
             PduJobEvent::Done(Err(why)) => return Ok(protocol::error("failed", &why)),
         }
     }
-    Ok(protocol::error("pipeline", "the PDU job ended without a result"))
+    Ok(protocol::error(
+        "pipeline",
+        "the PDU job ended without a result",
+    ))
 }
 
 /// The PDU settings of every management server and server (`show ipdu-setting`).

@@ -118,8 +118,9 @@ mod tests {
     fn the_largest_spec_fits_the_line_cap() {
         let max = crate::spec::yaml::MAX_FILE_BYTES;
         let spec: String = "\"\\\n\t\r".chars().cycle().take(max).collect();
-        let line = serde_json::to_vec(&json!({"v": 1, "op": "apply", "spec": spec, "dryRun": true}))
-            .unwrap();
+        let line =
+            serde_json::to_vec(&json!({"v": 1, "op": "apply", "spec": spec, "dryRun": true}))
+                .unwrap();
         assert!(line.len() <= MAX_LINE, "{} > {MAX_LINE}", line.len());
         assert!(MAX_LINE <= line.len() + 1024 * 1024 + 64);
     }

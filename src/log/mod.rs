@@ -48,7 +48,10 @@ pub fn restrict(file: &File, allowed: u32) -> io::Result<()> {
 /// shared scratch directory (sticky, such as /tmp) is left alone.
 pub fn create_private_dir(dir: &Path, mode: u32) -> io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    fs::DirBuilder::new().recursive(true).mode(mode).create(dir)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)?;
     let d = File::open(dir)?;
     if d.metadata()?.permissions().mode() & 0o1000 == 0 {
         restrict(&d, mode)?;

@@ -175,7 +175,11 @@ fn secret_locations(
             .iter()
             .enumerate()
             .map(|(i, v)| {
-                (Seg::Index(i), v, all.iter().filter_map(|n| n.get("items")).collect())
+                (
+                    Seg::Index(i),
+                    v,
+                    all.iter().filter_map(|n| n.get("items")).collect(),
+                )
             })
             .collect(),
         _ => Vec::new(),
@@ -192,7 +196,12 @@ fn secret_locations(
 /// Every secret field of the spec format, from the schema: `servers[].bmc.password`, ...
 /// (`[]` stands for any index). A field is secret when its type is a secret type.
 pub fn secret_fields() -> Vec<String> {
-    fn walk(nodes: Vec<&'static serde_json::Value>, at: String, depth: usize, out: &mut Vec<String>) {
+    fn walk(
+        nodes: Vec<&'static serde_json::Value>,
+        at: String,
+        depth: usize,
+        out: &mut Vec<String>,
+    ) {
         let mut all = Vec::new();
         for n in nodes {
             applicable(n, &mut all);
@@ -216,7 +225,11 @@ pub fn secret_fields() -> Vec<String> {
                 .iter()
                 .filter_map(|n| n.get("properties")?.get(k.as_str()))
                 .collect();
-            let next = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+            let next = if at.is_empty() {
+                k.clone()
+            } else {
+                format!("{at}.{k}")
+            };
             walk(subs, next, depth + 1, out);
         }
         let items: Vec<_> = all.iter().filter_map(|n| n.get("items")).collect();

@@ -350,7 +350,10 @@ mod tests {
         std::os::unix::fs::symlink(dir.join("pw"), dir.join("inner-link")).unwrap();
 
         assert_eq!(read(&dir.join("pw"), Some(&dir)).unwrap(), "Passw0rd!\n");
-        assert_eq!(read(&dir.join("inner-link"), Some(&dir)).unwrap(), "Passw0rd!\n");
+        assert_eq!(
+            read(&dir.join("inner-link"), Some(&dir)).unwrap(),
+            "Passw0rd!\n"
+        );
         for outside in [
             dir.join("link"),
             shadow.clone(),
@@ -391,6 +394,9 @@ mod tests {
             SecretRule::BmcPassword,
         );
         let e = s.resolve().unwrap_err().to_string();
-        assert!(!e.contains("Shad0w") && !e.contains(&content.len().to_string()), "{e}");
+        assert!(
+            !e.contains("Shad0w") && !e.contains(&content.len().to_string()),
+            "{e}"
+        );
     }
 }
