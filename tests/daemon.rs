@@ -1043,3 +1043,38 @@ fn a_client_that_does_not_read_is_dropped() {
         "every reply was written: the client was never dropped"
     );
 }
+
+/// A secret file the caller may not read: `validate --resolve-secrets` run as nobody says
+/// so, and nothing of the file.
+#[test]
+fn an_unreadable_secret_file_says_permission_denied_and_nothing_else() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let secret = dir.path().join("pw");
+    std::fs::write(&secret, "R00tOnlyPassw0rd\n").expect("write");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let spec = dir.path().join("cluster.yaml");
+    std::fs::write(
+        &spec,
+        lab(16231, 16232).replacen(
+            "password: labpassw0rd",
+            &format!("password: {{file: \"{}\"}}", secret.display()),
+            1,
+        ),
+    )
+    .expect("write");
+    std::fs::set_permissions(&spec, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let spec = spec.display().to_string();
+    let run = haconn_as(65534, 65534, &[], &["validate", "--resolve-secrets", &spec]);
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(
+        run.stdout.contains("cannot read: permission denied"),
+        "{run}"
+    );
+    assert!(
+        !run.stdout.contains("R00t") && !run.stderr.contains("R00t"),
+        "{run}"
+    );
+    haconn(&["validate", "--resolve-secrets", &spec]).code(0);
+}
