@@ -296,8 +296,7 @@ pub fn check_bytes(bytes: &[u8], opts: CheckOptions) -> Checked {
 
 /// Checks a document already loaded from YAML.
 pub fn check_document(doc: &yaml::Document, opts: CheckOptions) -> Checked {
-    let secrets = Secrets::of(&doc.value);
-    let schema_diags = schema_diagnostics(&doc.value, &secrets);
+    let schema_diags = schema_diagnostics(&doc.value);
     let unknown: Vec<&Path> = schema_diags
         .iter()
         .filter(|d| d.code == "unknown-key")
@@ -314,7 +313,7 @@ pub fn check_document(doc: &yaml::Document, opts: CheckOptions) -> Checked {
         // The schema and serde disagree: still an error, never a pass.
         Err(e) if schema_diags.is_empty() => {
             let path = serde_path(e.path());
-            let message = if secrets.covers(&path) {
+            let message = if Secrets::of(&doc.value).covers(&path) {
                 SECRET_FORMS.to_string()
             } else {
                 e.inner().to_string()
@@ -357,7 +356,7 @@ pub fn check_document(doc: &yaml::Document, opts: CheckOptions) -> Checked {
 
 /// The JSON Schema's verdict alone on a loaded document (for the agreement tests).
 pub fn schema_errors(value: &serde_json::Value) -> Vec<Diagnostic> {
-    schema_diagnostics(value, &Secrets::of(value))
+    schema_diagnostics(value)
 }
 
 /// The serde + semantic verdict alone, without the JSON Schema: `Err` when serde refuses
@@ -410,10 +409,16 @@ fn serde_path(p: &serde_path_to_error::Path) -> Path {
 
 /// Every JSON Schema violation of the document, with operator-readable messages that
 /// never quote a secret.
-fn schema_diagnostics(value: &serde_json::Value, secrets: &Secrets) -> Vec<Diagnostic> {
+fn schema_diagnostics(value: &serde_json::Value) -> Vec<Diagnostic> {
+    let mut errors = VALIDATOR.iter_errors(value).peekable();
+    if errors.peek().is_none() {
+        return Vec::new();
+    }
+    // Found only when there is something to say: a valid spec costs no walk and no copy.
+    let secrets = Secrets::of(value);
     let mut out = Vec::new();
-    for e in VALIDATOR.iter_errors(value) {
-        push_schema_error(&e, secrets, &mut out);
+    for e in errors {
+        push_schema_error(&e, &secrets, &mut out);
     }
     out
 }
