@@ -6,12 +6,15 @@
 //! monitor is active, so each reload's plan line `bmc.port: OLD -> NEW` says which one it was.
 
 mod daemon_support;
+#[path = "common/secret_leaks.rs"]
+mod secret_leaks;
 
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use daemon_support::{
-    BASE_PORTS, Daemon, Entry, Prng, bmc_port, code_of, haconn, lab, pair, parse_log, try_request,
+    BASE_PORTS, Daemon, Entry, Prng, bmc_port, code_of, haconn, haconn_as, lab, pair, parse_log,
+    try_request,
 };
 use haconn::spec::{CheckOptions, check_bytes};
 
@@ -451,13 +454,14 @@ fn bad_input_on_the_control_socket_harms_nobody() {
         t.elapsed()
     );
 
-    // A line over the 24 MiB cap: `too-long`, or the daemon hangs up.
+    // A line over the 17 MiB cap (twice the 8 MiB spec limit, plus 1 MiB): `too-long`, or
+    // the daemon hangs up.
     let mut big = d.connect();
     let writer = {
         let mut stream = big.0.get_ref().try_clone().unwrap();
         std::thread::spawn(move || {
             let chunk = vec![b'x'; 1 << 20];
-            for _ in 0..25 {
+            for _ in 0..18 {
                 if stream.write_all(&chunk).is_err() {
                     return;
                 }
@@ -751,4 +755,326 @@ fn live_diff_falls_back_to_the_last_applied_spec_when_the_daemon_is_down() {
         .stderr_has("comparing with the last applied spec")
         .stdout_has("bmc.port: 17101 -> 16231");
     diff(&applied).code(0).stdout_has("No changes.");
+}
+
+/// Everything a daemon wrote: its stderr (journald under systemd) and every log file.
+fn everything_logged(d: &Daemon) -> String {
+    let mut all = d.diagnostics();
+    for entry in std::fs::read_dir(d.path("log")).expect("the log dir") {
+        let path = entry.expect("an entry").path();
+        all.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+    }
+    all
+}
+
+/// Every secret field of the schema holding a recognizable value next to an error
+/// elsewhere: refused by `apply`, by the watcher (SIGHUP) and at start, and the value is
+/// in none of the replies, the event log, the other logs or stderr.
+#[test]
+fn no_secret_field_ever_shows_in_the_daemons_replies_or_logs() {
+    let base = lab(16231, 16232);
+    let mut d = Daemon::new(&base).start();
+    let variants = secret_leaks::variants(&base);
+    for (i, (what, text)) in variants.iter().enumerate() {
+        let file = d.write(&format!("v{i}.yaml"), text);
+        let run = d.apply(&file);
+        run.code(1);
+        assert!(
+            !run.stdout.contains(secret_leaks::MARK) && !run.stderr.contains(secret_leaks::MARK),
+            "{what}: apply shows the secret\n{run}"
+        );
+        let reply = d.request(
+            &serde_json::json!({"v": 1, "op": "apply", "spec": text, "dryRun": true}).to_string(),
+        );
+        assert_eq!(reply["valid"], false, "{what}: {reply}");
+        assert!(
+            !reply.to_string().contains(secret_leaks::MARK),
+            "{what}: the reply shows the secret: {reply}"
+        );
+    }
+    // The watcher's reload and a start from the state dir log the file's diagnostics.
+    let skip = d.entries().len();
+    std::fs::write(&d.spec, &variants[0].1).expect("write the spec");
+    d.signal(libc::SIGHUP);
+    d.wait_for_log(skip, "refused reload", |e| e.is_refusal("Signal"));
+    assert_eq!(d.stop().and_then(|s| s.code()), Some(0));
+    d.spawn();
+    d.wait_ready();
+    assert_eq!(d.status()["status"]["startedFrom"], "state dir");
+    d.stop();
+    let logged = everything_logged(&d);
+    assert!(
+        logged.contains("refused: the spec is invalid"),
+        "the refusals were not logged:\n{logged}"
+    );
+    assert!(
+        !logged.contains(secret_leaks::MARK),
+        "a secret was logged:\n{logged}"
+    );
+}
+
+/// `{file:}` references the daemon must not follow: a FIFO (must not hang the daemon), a
+/// device, a directory, an oversized file, a link out of `--secrets-dir` to a
+/// shadow-like file. Each is refused with a reason that tells neither content nor length,
+/// and the daemon keeps answering.
+#[test]
+fn secret_files_a_root_daemon_must_not_read_are_refused() {
+    let d = Daemon::new(&lab(16231, 16232));
+    let secrets = d.path("secrets");
+    std::fs::create_dir_all(&secrets).expect("secrets dir");
+    let d = d
+        .arg("--secrets-dir")
+        .arg(&secrets.display().to_string())
+        .start();
+    let shadow_content = "root:$6$Shad0wSalt$Shad0wHash:19000:0:99999:7:::";
+    let shadow = d.write("etc-shadow", &format!("{shadow_content}\n"));
+    std::os::unix::fs::symlink(&shadow, secrets.join("link-out")).expect("symlink");
+    let fifo = secrets.join("fifo");
+    let c = std::ffi::CString::new(fifo.display().to_string()).expect("a path");
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    std::os::unix::fs::symlink("/dev/zero", secrets.join("zero")).expect("symlink");
+    std::fs::create_dir(secrets.join("a-dir")).expect("dir");
+    std::fs::write(secrets.join("big"), "Shad0wHash".repeat(7000)).expect("big file");
+    std::fs::write(secrets.join("good"), "G00dPassw0rd\n").expect("good file");
+
+    let cases = [
+        (fifo.clone(), "not a regular file"),
+        (secrets.join("zero"), "outside the secrets directory"),
+        (
+            std::path::PathBuf::from("/dev/zero"),
+            "outside the secrets directory",
+        ),
+        (secrets.join("a-dir"), "not a regular file"),
+        (secrets.join("big"), "larger than 64 KiB"),
+        (secrets.join("link-out"), "outside the secrets directory"),
+        (shadow.clone(), "outside the secrets directory"),
+    ];
+    for (path, why) in &cases {
+        let spec = lab(16231, 16232).replacen(
+            "port: 16231, username: admin, password: labpassw0rd",
+            &format!(
+                "port: 16231, username: admin, password: {{file: \"{}\"}}",
+                path.display()
+            ),
+            1,
+        );
+        let t = Instant::now();
+        // `request` reads with a 30 s timeout: a hung daemon fails the test, never hangs it.
+        let reply = d.request(
+            &serde_json::json!({"v": 1, "op": "apply", "spec": spec, "dryRun": true}).to_string(),
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{path:?} took {:?}",
+            t.elapsed()
+        );
+        assert_eq!(reply["valid"], false, "{path:?}: {reply}");
+        let text = reply.to_string();
+        assert!(text.contains(why), "{path:?}: expected {why:?} in {reply}");
+        for leak in [
+            "Shad0w",
+            "root:",
+            "70000",
+            &shadow_content.len().to_string(),
+        ] {
+            assert!(
+                !text.contains(leak),
+                "{path:?}: the reply tells {leak:?}: {reply}"
+            );
+        }
+    }
+    // The same file inside the directory is read.
+    let spec = lab(16231, 16232).replacen(
+        "password: labpassw0rd",
+        &format!("password: {{file: \"{}\"}}", secrets.join("good").display()),
+        1,
+    );
+    let reply = d.request(
+        &serde_json::json!({"v": 1, "op": "apply", "spec": spec, "dryRun": true}).to_string(),
+    );
+    assert_eq!(reply["valid"], true, "{reply}");
+    assert_eq!(code_of(&d.request(r#"{"v":1,"op":"status"}"#)), "ok");
+    let logged = everything_logged(&d);
+    assert!(!logged.contains("Shad0w"), "{logged}");
+}
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// Under umask 0 the log dir is 0750, its files 0640, the state dir 0700, its files
+/// (known hosts included) 0600, the socket 0600; files and dirs left looser by someone
+/// else are tightened at start.
+#[test]
+fn logs_state_and_socket_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Daemon::new(&lab(16231, 16232)).umask(0);
+    // A previous install left these world-readable.
+    std::fs::create_dir_all(d.path("state")).expect("state dir");
+    std::fs::create_dir_all(d.path("log")).expect("log dir");
+    let known = d.write("state/esxi_known_hosts", "127.0.0.1:22 SHA256:x\n");
+    let old_log = d.write("log/event.log", "");
+    for p in [d.path("state"), d.path("log")] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    }
+    for p in [&known, &old_log] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    }
+    let d = d.start();
+    // Make the pipeline write its logs too.
+    d.haconn(&["show", "status"]).code(0);
+    assert_eq!(mode_of(&d.path("log")), 0o750);
+    for name in ["event.log", "init.log", "reset.log", "error.log"] {
+        assert_eq!(mode_of(&d.path(&format!("log/{name}"))), 0o640, "{name}");
+    }
+    assert_eq!(mode_of(&d.state_dir()), 0o700);
+    for name in ["applied.yaml", "lock", "esxi_known_hosts"] {
+        assert_eq!(mode_of(&d.path(&format!("state/{name}"))), 0o600, "{name}");
+    }
+    assert_eq!(mode_of(&d.socket()), 0o600);
+
+    // A fresh daemon under umask 0, nothing there before.
+    let fresh = Daemon::new(&lab(16231, 16232)).umask(0).start();
+    assert_eq!(mode_of(&fresh.path("log")), 0o750);
+    assert_eq!(mode_of(&fresh.event_log()), 0o640);
+    assert_eq!(mode_of(&fresh.state_dir()), 0o700);
+    assert_eq!(mode_of(&fresh.applied()), 0o600);
+}
+
+/// The peer's credentials decide (SO_PEERCRED): the socket is made reachable by anyone
+/// (0666), as a mistake would, and a client running as nobody is still refused, while a
+/// member of `--socket-group` (primary or supplementary) and root are served.
+#[test]
+fn only_root_the_daemons_user_and_the_socket_group_are_served() {
+    use std::os::unix::fs::PermissionsExt;
+    const NOBODY: u32 = 65534;
+    const GROUP: u32 = 4242;
+    let d = Daemon::new(&lab(16231, 16232))
+        .arg("--socket-group")
+        .arg(&GROUP.to_string())
+        .start();
+    assert_eq!(mode_of(&d.socket()), 0o660);
+    std::fs::set_permissions(d.path(""), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(d.socket(), std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let sock = d.socket_arg();
+    let status = ["show", "status", "--control-socket", sock.as_str()];
+
+    let run = haconn_as(NOBODY, NOBODY, &[], &status);
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(run.stderr.contains("forbidden"), "{run}");
+    let run = haconn_as(NOBODY, GROUP, &[], &status);
+    assert_eq!(run.code, Some(0), "{run}");
+    let run = haconn_as(NOBODY, NOBODY, &[GROUP], &status);
+    assert_eq!(run.code, Some(0), "{run}");
+    d.haconn(&["show", "status"]).code(0);
+
+    // Without --socket-group only root (and the daemon's own user, root here) is served.
+    let d = Daemon::new(&lab(16231, 16232)).start();
+    assert_eq!(mode_of(&d.socket()), 0o600);
+    std::fs::set_permissions(d.path(""), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(d.socket(), std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let sock = d.socket_arg();
+    let status = ["show", "status", "--control-socket", sock.as_str()];
+    let run = haconn_as(NOBODY, GROUP, &[GROUP], &status);
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(run.stderr.contains("forbidden"), "{run}");
+    d.haconn(&["show", "status"]).code(0);
+}
+
+/// At most 64 connections are served at once; the next is told `busy` and closed, and a
+/// freed slot serves again.
+#[test]
+fn connections_are_capped() {
+    let d = Daemon::new(&lab(16231, 16232)).start();
+    let mut open = Vec::new();
+    for _ in 0..64 {
+        let mut c = d.connect();
+        c.send(r#"{"v":1,"op":"status"}"#);
+        assert_eq!(code_of(&c.recv().expect("a reply")), "ok");
+        open.push(c);
+    }
+    let mut extra = d.connect();
+    extra.set_read_timeout(Duration::from_secs(5));
+    let reply = extra.recv().expect("told why");
+    assert_eq!(code_of(&reply), "busy", "{reply}");
+    assert!(extra.recv().is_none(), "still connected");
+    drop(open.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match try_request(&d.socket(), r#"{"v":1,"op":"status"}"#) {
+            Some(r) if code_of(&r) == "ok" => break,
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            other => panic!("a freed slot does not serve: {other:?}"),
+        }
+    }
+}
+
+/// A client that sends requests and leaves the replies unread is dropped once its
+/// socket buffer is full for the write timeout (10 s), instead of holding a task and a
+/// connection slot for ever; others are served meanwhile.
+#[test]
+fn a_client_that_does_not_read_is_dropped() {
+    let d = Daemon::new(&lab(16231, 16232)).start();
+    let mut c = d.connect();
+    // Each `get` reply carries the live spec: 2000 of them are far more than a socket
+    // buffer holds.
+    let requests = r#"{"v":1,"op":"get"}"#.to_string() + "\n";
+    c.send_raw(requests.repeat(2000).as_bytes()).expect("send");
+    std::thread::sleep(Duration::from_secs(13));
+    assert_eq!(code_of(&d.request(r#"{"v":1,"op":"status"}"#)), "ok");
+    c.set_read_timeout(Duration::from_secs(5));
+    // Whole lines only: the daemon may have stopped in the middle of one.
+    let mut replies = 0;
+    loop {
+        let mut line = String::new();
+        match std::io::BufRead::read_line(&mut c.0, &mut line) {
+            Ok(n) if n > 0 && line.ends_with('\n') => replies += 1,
+            _ => break,
+        }
+    }
+    assert!(
+        replies < 2000,
+        "every reply was written: the client was never dropped"
+    );
+}
+
+/// A secret file the caller may not read: `validate --resolve-secrets` run as nobody says
+/// so, and nothing of the file.
+#[test]
+fn an_unreadable_secret_file_says_permission_denied_and_nothing_else() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let secret = dir.path().join("pw");
+    std::fs::write(&secret, "R00tOnlyPassw0rd\n").expect("write");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let spec = dir.path().join("cluster.yaml");
+    std::fs::write(
+        &spec,
+        lab(16231, 16232).replacen(
+            "password: labpassw0rd",
+            &format!("password: {{file: \"{}\"}}", secret.display()),
+            1,
+        ),
+    )
+    .expect("write");
+    std::fs::set_permissions(&spec, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let spec = spec.display().to_string();
+    let run = haconn_as(65534, 65534, &[], &["validate", "--resolve-secrets", &spec]);
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(
+        run.stdout.contains("cannot read: permission denied"),
+        "{run}"
+    );
+    assert!(
+        !run.stdout.contains("R00t") && !run.stderr.contains("R00t"),
+        "{run}"
+    );
+    haconn(&["validate", "--resolve-secrets", &spec]).code(0);
 }

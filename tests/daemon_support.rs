@@ -190,6 +190,7 @@ pub struct Daemon {
     pub spec: PathBuf,
     args: Vec<String>,
     test_hooks: bool,
+    umask: Option<u32>,
     child: Option<Child>,
     starts: u32,
 }
@@ -209,6 +210,7 @@ impl Daemon {
             spec: path,
             args: Vec::new(),
             test_hooks: true,
+            umask: None,
             child: None,
             starts: 0,
         }
@@ -217,6 +219,12 @@ impl Daemon {
     /// An extra `haconn daemon` argument.
     pub fn arg(mut self, a: &str) -> Daemon {
         self.args.push(a.into());
+        self
+    }
+
+    /// Starts the process with this umask (its files' modes must not depend on it).
+    pub fn umask(mut self, mask: u32) -> Daemon {
+        self.umask = Some(mask);
         self
     }
 
@@ -298,7 +306,18 @@ impl Daemon {
         self.starts += 1;
         let out = std::fs::File::create(self.path(&format!("daemon-{}.stderr", self.starts)))
             .expect("stderr file");
-        let child = Command::new(env!("CARGO_BIN_EXE_haconn"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_haconn"));
+        if let Some(mask) = self.umask {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: umask(2) is async-signal-safe and cannot fail.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::umask(mask as libc::mode_t);
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .args(self.daemon_args())
             .env("HACONN_LOG", "info")
             .stdin(Stdio::null())
@@ -528,4 +547,48 @@ pub fn code_of(reply: &Value) -> String {
         return "ok".into();
     }
     reply["error"]["code"].as_str().unwrap_or("?").to_string()
+}
+
+/// Runs `haconn` with these arguments as another user: uid `uid`, primary group `gid`,
+/// supplementary groups `groups` (the test runs as root and drops to them in the child
+/// before exec). The binary is copied where that user can run it.
+pub fn haconn_as(uid: u32, gid: u32, groups: &[u32], args: &[&str]) -> Run {
+    use std::os::unix::process::CommandExt;
+    static COPY: std::sync::OnceLock<(TempDir, PathBuf)> = std::sync::OnceLock::new();
+    let (_, exe) = COPY.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("haconn-bin-")
+            .tempdir()
+            .expect("temporary directory");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let exe = dir.path().join("haconn");
+        std::fs::copy(env!("CARGO_BIN_EXE_haconn"), &exe).expect("copy haconn");
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        (dir, exe)
+    });
+    let groups: Vec<libc::gid_t> = groups.to_vec();
+    let mut cmd = Command::new(exe);
+    cmd.args(args).stdin(Stdio::null());
+    // SAFETY: only async-signal-safe calls (setgroups, setgid, setuid) between fork and
+    // exec, on memory prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().expect("run haconn as another user");
+    Run {
+        args: args.iter().map(|a| a.to_string()).collect(),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }

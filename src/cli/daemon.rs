@@ -19,9 +19,13 @@ pub struct Args {
     pub log_dir: PathBuf,
     #[command(flatten)]
     pub socket: super::SocketArg,
-    /// Group allowed to use the control socket (mode 0660 instead of 0600), by GID.
+    /// Group allowed to use the control socket (mode 0660 instead of 0600), by GID; its
+    /// members (primary or supplementary) may connect besides root and the daemon's user.
     #[arg(long, value_name = "GID")]
     pub socket_group: Option<u32>,
+    /// Refuse `{file:}` secret references outside this directory (links resolved).
+    #[arg(long, value_name = "DIR")]
+    pub secrets_dir: Option<PathBuf>,
     /// Which management server of the spec this is (default: the host name).
     #[arg(long, value_name = "NAME")]
     pub mserver: Option<String>,
@@ -78,6 +82,7 @@ pub fn run_daemon(args: &Args) -> Outcome {
         log_dir: args.log_dir.clone(),
         control_socket: args.socket.control_socket.clone(),
         socket_group: args.socket_group,
+        secrets_dir: args.secrets_dir.clone(),
         mserver: args.mserver.clone(),
         watch: !args.no_watch,
         debounce: Duration::from_millis(args.debounce_ms),

@@ -1,7 +1,10 @@
-//! The control socket: a Unix socket (mode 0600, or 0660 with a group) speaking the
-//! JSON-lines protocol of [`super::protocol`]. Each connection has its own task, bounded
-//! line length and an idle timeout, so a client that sends garbage, a huge line, or half a
-//! request and then silence gets an error or a hang-up and never holds anyone else up.
+//! The control socket: a Unix socket (mode 0600, or 0660 with a group, from the moment it
+//! appears) speaking the JSON-lines protocol of [`super::protocol`]. Peers are checked
+//! with SO_PEERCRED (root, the daemon's user, `--socket-group`); at most
+//! [`MAX_CONNECTIONS`] at once. Each connection has its own task, bounded line length, an
+//! idle timeout and a write timeout, so a client that sends garbage, a huge line, or half
+//! a request and then silence, or stops reading, gets an error or a hang-up and never
+//! holds anyone else up.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,21 +21,31 @@ use crate::spec::render::normalized_yaml;
 
 /// How long a connection may stay silent in the middle of or between requests.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may leave a reply or progress line unread (the socket's buffer
+/// full) before it is dropped. A PDU job it started goes on to its end regardless.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; operators and ansible need a handful.
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// Options of the control socket.
 #[derive(Debug, Clone)]
 pub struct ControlOptions {
     pub test_hooks: bool,
+    pub access: Access,
 }
 
 /// Binds the socket: refuses if another daemon answers on it, replaces a stale one,
-/// creates the parent directory (0700) when missing, sets the mode.
+/// creates the parent directory (0700) when missing. The socket appears at `path` with its
+/// final mode and group already set: it is bound inside a fresh 0700 directory next to
+/// `path`, given its mode there, and renamed into place, so there is no moment at which
+/// it is reachable with the umask's mode.
 pub fn bind(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-        && !dir.exists()
-    {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -57,33 +70,133 @@ pub fn bind(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
         }
         std::fs::remove_file(path)?;
     }
-    let listener = UnixListener::bind(path)?;
-    let mode = if let Some(gid) = group {
-        std::os::unix::fs::chown(path, None, Some(gid))?;
-        0o660
-    } else {
-        0o600
-    };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    Ok(listener)
+    let private = dir.join(format!(".haconn-bind.{}", std::process::id()));
+    // A leftover of a crash of an earlier process with this pid.
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let result = (|| {
+        let staged = private.join("s");
+        let listener = UnixListener::bind(&staged)?;
+        let mode = if let Some(gid) = group {
+            std::os::unix::fs::chown(&staged, None, Some(gid))?;
+            0o660
+        } else {
+            0o600
+        };
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))?;
+        std::fs::rename(&staged, path)?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_dir_all(&private);
+    result
 }
 
-/// Accepts connections until the task is aborted.
+/// Who may use the socket: root, the daemon's own user, and members of `--socket-group`.
+#[derive(Debug, Clone, Copy)]
+pub struct Access {
+    pub own_uid: u32,
+    pub group: Option<u32>,
+}
+
+impl Access {
+    pub fn for_this_process(group: Option<u32>) -> Access {
+        // SAFETY: geteuid cannot fail.
+        let own_uid = unsafe { libc::geteuid() };
+        Access { own_uid, group }
+    }
+
+    /// Whether the peer of `stream` may talk to the daemon (SO_PEERCRED, and
+    /// SO_PEERGROUPS for a group given as a supplementary one).
+    fn allows(&self, stream: &UnixStream) -> bool {
+        let Ok(cred) = stream.peer_cred() else {
+            return false;
+        };
+        if cred.uid() == 0 || cred.uid() == self.own_uid {
+            return true;
+        }
+        let Some(group) = self.group else {
+            return false;
+        };
+        cred.gid() == group || peer_groups(stream).contains(&group)
+    }
+}
+
+/// The supplementary groups of the peer when it connected (Linux 4.13+); empty if unknown.
+fn peer_groups(stream: &UnixStream) -> Vec<u32> {
+    use std::os::fd::AsRawFd;
+    let mut groups = vec![0 as libc::gid_t; 64];
+    loop {
+        let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: the buffer is valid for `len` bytes and getsockopt writes at most that.
+        let rc = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let n = len as usize / std::mem::size_of::<libc::gid_t>();
+        if rc == 0 {
+            groups.truncate(n);
+            return groups;
+        }
+        if std::io::Error::last_os_error().raw_os_error() == Some(libc::ERANGE)
+            && n > groups.len()
+            && n <= 65_536
+        {
+            groups.resize(n, 0);
+            continue;
+        }
+        return Vec::new();
+    }
+}
+
+/// Accepts connections until the task is aborted: at most [`MAX_CONNECTIONS`] at once
+/// (the next one is told `busy` and closed), each from a permitted peer only (others are
+/// told `forbidden` and closed).
 pub async fn serve(
     listener: UnixListener,
     shared: Arc<Shared>,
     commands: mpsc::Sender<Command>,
     opts: ControlOptions,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(connection(
-                    stream,
-                    shared.clone(),
-                    commands.clone(),
-                    opts.clone(),
-                ));
+                if !opts.access.allows(&stream) {
+                    let cred = stream.peer_cred().ok();
+                    tracing::warn!(
+                        uid = cred.map(|c| c.uid()),
+                        gid = cred.map(|c| c.gid()),
+                        "control socket: connection refused (not root, the daemon's user or --socket-group)"
+                    );
+                    tokio::spawn(refuse(
+                        stream,
+                        protocol::error(
+                            "forbidden",
+                            "only root, the daemon's user and its --socket-group may use this socket",
+                        ),
+                    ));
+                    continue;
+                }
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tokio::spawn(refuse(
+                        stream,
+                        protocol::error(
+                            "busy",
+                            &format!("{MAX_CONNECTIONS} connections are open; try again"),
+                        ),
+                    ));
+                    continue;
+                };
+                let (shared, commands, opts) = (shared.clone(), commands.clone(), opts.clone());
+                tokio::spawn(async move {
+                    connection(stream, shared, commands, opts).await;
+                    drop(slot);
+                });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "control socket accept failed");
@@ -91,6 +204,24 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// Tells a refused peer why and closes. Its first request line is read (at most 64 KiB,
+/// for at most a second) first, so that the client, still writing, is not cut off with a
+/// broken pipe before it can read the reason; the whole is bounded to about 2 s.
+async fn refuse(stream: UnixStream, reply: Value) {
+    let (read, mut write) = stream.into_split();
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        BufReader::new(read)
+            .take(64 * 1024)
+            .read_until(b'\n', &mut sink),
+    )
+    .await;
+    let mut bytes = serde_json::to_vec(&reply).expect("json serializes");
+    bytes.push(b'\n');
+    let _ = tokio::time::timeout(Duration::from_secs(1), write.write_all(&bytes)).await;
 }
 
 async fn connection(
@@ -159,7 +290,10 @@ async fn connection(
                         wait_time,
                         force,
                     };
-                    pdu_job(req, &shared, &mut write).await
+                    match pdu_job(req, &shared, &mut write).await {
+                        Some(v) => v,
+                        None => return,
+                    }
                 }
                 Ok(Request::MserverIpdu {
                     role,
@@ -178,7 +312,10 @@ async fn connection(
                             wait_time,
                             force: false,
                         };
-                        pdu_job(req, &shared, &mut write).await
+                        match pdu_job(req, &shared, &mut write).await {
+                            Some(v) => v,
+                            None => return,
+                        }
                     }
                     Err(e) => e,
                 },
@@ -192,10 +329,17 @@ async fn connection(
     }
 }
 
+/// Writes one line; a client that leaves it unread for [`WRITE_TIMEOUT`] is an error.
 async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, v: &Value) -> std::io::Result<()> {
     let mut bytes = serde_json::to_vec(v).expect("json serializes");
     bytes.push(b'\n');
-    write.write_all(&bytes).await
+    match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&bytes)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client does not read its replies",
+        )),
+    }
 }
 
 async fn handle(
@@ -309,14 +453,27 @@ struct PduJobArgs {
     force: bool,
 }
 
-/// Runs a PDU job, writing its progress lines as they come; returns the final response.
-/// The job goes on to its end if the operator goes away: outlets are never left off
-/// because a terminal closed.
+/// Runs a PDU job, writing its progress lines as they come; returns the final response,
+/// or `None` when the client stopped reading its progress and was dropped. The job goes
+/// on to its end if the operator goes away: outlets are never left off because a
+/// terminal closed or stalled.
 async fn pdu_job(
     a: PduJobArgs,
     shared: &Shared,
     write: &mut tokio::net::unix::OwnedWriteHalf,
-) -> Value {
+) -> Option<Value> {
+    Some(match pdu_job_run(a, shared, write).await {
+        Ok(v) | Err(Some(v)) => v,
+        Err(None) => return None,
+    })
+}
+
+/// `Err(Some)` is an early response; `Err(None)` a dropped client.
+async fn pdu_job_run(
+    a: PduJobArgs,
+    shared: &Shared,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+) -> Result<Value, Option<Value>> {
     use crate::pipeline::pdutest::{DEFAULT_SECONDS, SECONDS};
     use crate::pipeline::{PduJobEvent, PduRequest};
     let seconds = |v: Option<u64>, what: &str| match v.unwrap_or(DEFAULT_SECONDS) {
@@ -333,14 +490,8 @@ async fn pdu_job(
     let test = match a.mode {
         None => None,
         Some(mode) => {
-            let off = match seconds(a.off_time, "offtime") {
-                Ok(d) => d,
-                Err(e) => return e,
-            };
-            let wait = match seconds(a.wait_time, "wtime") {
-                Ok(d) => d,
-                Err(e) => return e,
-            };
+            let off = seconds(a.off_time, "offtime").map_err(Some)?;
+            let wait = seconds(a.wait_time, "wtime").map_err(Some)?;
             Some((mode, off, wait))
         }
     };
@@ -353,25 +504,32 @@ async fn pdu_job(
     };
     let mut rx = match shared.pipeline.pdu_job(request).await {
         Ok(Ok(rx)) => rx,
-        Ok(Err(why)) => return protocol::error("refused", &why),
-        Err(e) => return protocol::error("pipeline", &e.to_string()),
+        Ok(Err(why)) => return Err(Some(protocol::error("refused", &why))),
+        Err(e) => return Err(Some(protocol::error("pipeline", &e.to_string()))),
     };
-    let mut listening = true;
     while let Some(ev) = rx.recv().await {
         match ev {
             PduJobEvent::Line(line) => {
-                if listening {
-                    let v = json!({"v": protocol::VERSION, "progress": line});
-                    listening = send(write, &v).await.is_ok();
+                let v = json!({"v": protocol::VERSION, "progress": line});
+                if let Err(e) = send(write, &v).await {
+                    // Gone or not reading: drop the client; the job (on the pipeline
+                    // thread, its progress sent nowhere from now on) goes on.
+                    tracing::warn!(server = %a.server, error = %e, "PDU job client dropped; the job goes on");
+                    return Err(None);
                 }
             }
             PduJobEvent::Done(Ok(summary)) => {
-                return protocol::ok(json!({"server": a.server, "summary": summary}));
+                return Ok(protocol::ok(
+                    json!({"server": a.server, "summary": summary}),
+                ));
             }
-            PduJobEvent::Done(Err(why)) => return protocol::error("failed", &why),
+            PduJobEvent::Done(Err(why)) => return Ok(protocol::error("failed", &why)),
         }
     }
-    protocol::error("pipeline", "the PDU job ended without a result")
+    Ok(protocol::error(
+        "pipeline",
+        "the PDU job ended without a result",
+    ))
 }
 
 /// The PDU settings of every management server and server (`show ipdu-setting`).
@@ -516,5 +674,51 @@ async fn reload(commands: &mpsc::Sender<Command>, spec: String, dry_run: bool) -
             "completed": completed, "changes": changes,
         })),
         Ok(ReloadReply::Failed(why)) => protocol::error("failed", &why),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Someone watching the socket path never sees the socket with any mode but its
+    /// final one: the umask's (0755 under the usual 022) between bind and chmod would let
+    /// any local user connect in that window.
+    #[tokio::test]
+    async fn the_socket_appears_with_its_final_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sock");
+        let done = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let (path, done) = (path.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut seen = std::collections::BTreeSet::new();
+                while !done.load(Ordering::Relaxed) {
+                    if let Ok(m) = std::fs::symlink_metadata(&path) {
+                        seen.insert(m.permissions().mode() & 0o7777);
+                    }
+                }
+                seen
+            })
+        };
+        for _ in 0..300 {
+            let listener = bind(&path, None).unwrap();
+            drop(listener);
+            std::fs::remove_file(&path).unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+        let seen = watcher.join().unwrap();
+        assert_eq!(
+            seen.into_iter().collect::<Vec<_>>(),
+            vec![0o600],
+            "modes seen at the socket path"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "the private bind directory is left behind"
+        );
     }
 }

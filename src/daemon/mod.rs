@@ -34,6 +34,8 @@ pub struct DaemonOptions {
     pub log_dir: PathBuf,
     pub control_socket: PathBuf,
     pub socket_group: Option<u32>,
+    /// Where every `{file:}` secret reference must lie, when set.
+    pub secrets_dir: Option<PathBuf>,
     pub mserver: Option<String>,
     pub watch: bool,
     pub debounce: Duration,
@@ -248,6 +250,10 @@ fn pipeline_config(
 
 /// Runs the daemon until SIGTERM/SIGINT.
 pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
+    if let Some(dir) = &opts.secrets_dir {
+        crate::spec::secret::confine_to(dir)
+            .with_context(|| format!("--secrets-dir {}", dir.display()))?;
+    }
     let events = LogFile::open(
         &opts.log_dir,
         "event.log",
@@ -326,6 +332,7 @@ async fn main_loop(
         tx.clone(),
         control::ControlOptions {
             test_hooks: opts.test_hooks,
+            access: control::Access::for_this_process(opts.socket_group),
         },
     ));
     let (file_tx, mut file_rx) = mpsc::channel(4);

@@ -10,8 +10,12 @@ use serde_json::{Value, json};
 use crate::pipeline::Simulation;
 
 pub const VERSION: u64 = 1;
-/// Longest request line accepted (a spec is at most 8 MiB; JSON escaping adds some).
-pub const MAX_LINE: usize = 24 * 1024 * 1024;
+/// Longest request line accepted: a spec file is at most 8 MiB
+/// ([`crate::spec::yaml::MAX_FILE_BYTES`]) and a valid one escapes to at most twice that
+/// as a JSON string (YAML allows no control character but tab, CR and LF, each escaped
+/// in two bytes; other characters are sent as they are, not as `\uXXXX`), plus 1 MiB for
+/// the rest of the request: 17 MiB.
+pub const MAX_LINE: usize = 2 * crate::spec::yaml::MAX_FILE_BYTES + 1024 * 1024;
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase", deny_unknown_fields)]
@@ -106,6 +110,20 @@ pub fn ok(mut fields: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The largest spec file, made of the characters JSON escapes (the only ones a valid
+    /// spec can hold: tab, CR, LF, quote, backslash), fits in one request line, and the
+    /// cap is no larger than that needs.
+    #[test]
+    fn the_largest_spec_fits_the_line_cap() {
+        let max = crate::spec::yaml::MAX_FILE_BYTES;
+        let spec: String = "\"\\\n\t\r".chars().cycle().take(max).collect();
+        let line =
+            serde_json::to_vec(&json!({"v": 1, "op": "apply", "spec": spec, "dryRun": true}))
+                .unwrap();
+        assert!(line.len() <= MAX_LINE, "{} > {MAX_LINE}", line.len());
+        assert!(MAX_LINE <= line.len() + 1024 * 1024 + 64);
+    }
 
     #[test]
     fn parses_and_refuses() {

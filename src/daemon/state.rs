@@ -6,13 +6,16 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::spec::model::Spec;
 use crate::spec::render::state_yaml;
 
 const APPLIED: &str = "applied.yaml";
+/// Mode of the state dir and of every file in it, whatever the umask.
+const DIR_MODE: u32 = 0o700;
+const FILE_MODE: u32 = 0o600;
 const TEMP_PREFIX: &str = ".applied.yaml.tmp";
 
 #[derive(Debug, Clone)]
@@ -27,15 +30,12 @@ impl StateDir {
     /// cannot touch a running one's state), and removes stale temp files.
     pub fn open(dir: &Path) -> io::Result<StateDir> {
         use std::os::fd::AsRawFd;
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+        crate::log::create_private_dir(dir, DIR_MODE)?;
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .mode(0o600)
+            .mode(FILE_MODE)
             .open(dir.join("lock"))?;
         // SAFETY: flock on a file descriptor we own for the duration of the call.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
@@ -55,6 +55,10 @@ impl StateDir {
             let entry = entry?;
             if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
                 fs::remove_file(entry.path())?;
+            } else if entry.file_type()?.is_file() {
+                // The applied spec may hold inline secrets; esxi_known_hosts decides which
+                // host keys are trusted: nobody else reads or writes either.
+                crate::log::restrict(&File::open(entry.path())?, FILE_MODE)?;
             }
         }
         Ok(StateDir {
@@ -85,7 +89,7 @@ impl StateDir {
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(0o600)
+            .mode(FILE_MODE)
             .open(&tmp)?;
         f.write_all(state_yaml(spec).as_bytes())?;
         f.sync_all()?;

@@ -15,6 +15,50 @@ pub fn timestamp(t: chrono::DateTime<chrono::Local>) -> String {
     t.format("[%Y/%m/%d %H:%M:%S:%6f]").to_string()
 }
 
+/// Mode of the log directory: the daemon's, readable by its group (adm-style log readers).
+pub const DIR_MODE: u32 = 0o750;
+/// Mode of every log file: reload summaries name servers and addresses.
+pub const FILE_MODE: u32 = 0o640;
+
+/// Opens a log file for appending: created [`FILE_MODE`] whatever the umask, and an
+/// existing one with looser bits is tightened to it.
+fn open_log(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(FILE_MODE)
+        .open(path)?;
+    restrict(&file, FILE_MODE)?;
+    Ok(file)
+}
+
+/// Clears every permission bit of an open file or directory that `allowed` does not hold.
+pub fn restrict(file: &File, allowed: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = file.metadata()?.permissions().mode() & 0o7777;
+    if mode & !allowed != 0 {
+        file.set_permissions(fs::Permissions::from_mode(mode & allowed))?;
+    }
+    Ok(())
+}
+
+/// Creates `dir` (and missing parents) with `mode` whatever the umask, and tightens an
+/// existing one to it: `--log-dir` and `--state-dir` are haconn's own directories. A
+/// shared scratch directory (sticky, such as /tmp) is left alone.
+pub fn create_private_dir(dir: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)?;
+    let d = File::open(dir)?;
+    if d.metadata()?.permissions().mode() & 0o1000 == 0 {
+        restrict(&d, mode)?;
+    }
+    Ok(())
+}
+
 /// A log file with numbered generations.
 #[derive(Debug)]
 pub struct LogFile {
@@ -28,9 +72,9 @@ impl LogFile {
     /// Opens (creating the directory if needed) `dir/name`. `generations` counts the old
     /// files kept beside the current one.
     pub fn open(dir: &Path, name: &str, max_bytes: u64, generations: u32) -> io::Result<LogFile> {
-        fs::create_dir_all(dir)?;
+        create_private_dir(dir, DIR_MODE)?;
         let path = dir.join(name);
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = open_log(&path)?;
         Ok(LogFile {
             path,
             max_bytes: max_bytes.max(1024),
@@ -68,12 +112,7 @@ impl LogFile {
             self.rotate()?;
         }
         if guard.is_none() {
-            *guard = Some(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.path)?,
-            );
+            *guard = Some(open_log(&self.path)?);
         }
         let f = guard.as_mut().expect("opened above");
         f.write_all(buf.as_bytes())?;

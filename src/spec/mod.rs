@@ -61,14 +61,185 @@ static SCHEMA: LazyLock<serde_json::Value> = LazyLock::new(schema);
 static VALIDATOR: LazyLock<jsonschema::Validator> =
     LazyLock::new(|| jsonschema::validator_for(&SCHEMA).expect("our own schema compiles"));
 
-/// Whether a path holds a secret (or a reference to one): messages there never quote the value.
-fn is_secret_path(path: &Path) -> bool {
-    let segs = path.segments();
-    segs.iter().enumerate().any(|(i, s)| match s {
-        Seg::Key(k) if k == "password" || k == "kg" || k == "community" => true,
-        Seg::Key(k) if k == "key" => i > 0 && segs[i - 1] == Seg::Key("auth".into()),
-        _ => false,
-    })
+/// Where one document holds secrets, found from the schema: every location whose schema
+/// is a secret type (marked [`raw::SECRET_MARK`]), and the document with each of them
+/// replaced by [`secret::MASK`]. Messages about a secret location never quote its value;
+/// any other message that shows a value shows it from `masked`.
+struct Secrets {
+    paths: Vec<Path>,
+    masked: serde_json::Value,
+}
+
+impl Secrets {
+    fn of(value: &serde_json::Value) -> Secrets {
+        let mut paths = Vec::new();
+        secret_locations(&[&*SCHEMA], value, &mut Path::root(), &mut paths);
+        let mut masked = value.clone();
+        for p in &paths {
+            if let Some(v) = masked.pointer_mut(&json_pointer(p)) {
+                *v = serde_json::Value::String(secret::MASK.into());
+            }
+        }
+        Secrets { paths, masked }
+    }
+
+    /// Whether `path` is a secret location or inside one.
+    fn covers(&self, path: &Path) -> bool {
+        self.paths
+            .iter()
+            .any(|s| path.segments().starts_with(s.segments()))
+    }
+
+    /// The value at `path` as it may be shown in a message: a scalar as JSON (masked if
+    /// it is a secret), a mapping or list never with its content, which may hold a secret
+    /// where the schema did not expect one (a misindented block, say).
+    fn shown(&self, path: &Path) -> String {
+        match self.masked.pointer(&json_pointer(path)) {
+            Some(serde_json::Value::Object(_)) => "this mapping".into(),
+            Some(serde_json::Value::Array(a)) => format!(
+                "this list of {} item{}",
+                a.len(),
+                if a.len() == 1 { "" } else { "s" }
+            ),
+            Some(v) => v.to_string(),
+            None => "the value".into(),
+        }
+    }
+}
+
+fn json_pointer(path: &Path) -> String {
+    path.segments()
+        .iter()
+        .map(|s| match s {
+            Seg::Key(k) => format!("/{}", k.replace('~', "~0").replace('/', "~1")),
+            Seg::Index(i) => format!("/{i}"),
+        })
+        .collect()
+}
+
+/// Every schema that applies where `node` does: `$ref`s followed, `anyOf`/`oneOf`/`allOf`
+/// branches included (an optional field is `anyOf: [field, null]`).
+fn applicable(node: &'static serde_json::Value, out: &mut Vec<&'static serde_json::Value>) {
+    if out.len() > 256 {
+        return;
+    }
+    out.push(node);
+    if let Some(target) = node
+        .get("$ref")
+        .and_then(|r| r.as_str())
+        .and_then(|r| r.strip_prefix('#'))
+        .and_then(|p| SCHEMA.pointer(p))
+    {
+        applicable(target, out);
+    }
+    for k in ["anyOf", "oneOf", "allOf"] {
+        for branch in node.get(k).and_then(|b| b.as_array()).into_iter().flatten() {
+            applicable(branch, out);
+        }
+    }
+}
+
+fn is_secret_schema(nodes: &[&serde_json::Value]) -> bool {
+    nodes
+        .iter()
+        .any(|n| n.get(raw::SECRET_MARK) == Some(&serde_json::Value::Bool(true)))
+}
+
+/// The secret locations of `value` under the schemas `nodes`.
+fn secret_locations(
+    nodes: &[&'static serde_json::Value],
+    value: &serde_json::Value,
+    path: &mut Path,
+    out: &mut Vec<Path>,
+) {
+    let mut all = Vec::new();
+    for n in nodes {
+        applicable(n, &mut all);
+    }
+    if is_secret_schema(&all) {
+        out.push(path.clone());
+        return;
+    }
+    let children: Vec<(Seg, &serde_json::Value, Vec<&'static serde_json::Value>)> = match value {
+        serde_json::Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| {
+                let subs = all
+                    .iter()
+                    .filter_map(|n| n.get("properties")?.get(k))
+                    .collect();
+                (Seg::Key(k.clone()), v, subs)
+            })
+            .collect(),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                (
+                    Seg::Index(i),
+                    v,
+                    all.iter().filter_map(|n| n.get("items")).collect(),
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    for (seg, v, subs) in children {
+        if !subs.is_empty() {
+            path.push(seg);
+            secret_locations(&subs, v, path, out);
+            path.pop();
+        }
+    }
+}
+
+/// Every secret field of the spec format, from the schema: `servers[].bmc.password`, ...
+/// (`[]` stands for any index). A field is secret when its type is a secret type.
+pub fn secret_fields() -> Vec<String> {
+    fn walk(
+        nodes: Vec<&'static serde_json::Value>,
+        at: String,
+        depth: usize,
+        out: &mut Vec<String>,
+    ) {
+        let mut all = Vec::new();
+        for n in nodes {
+            applicable(n, &mut all);
+        }
+        if is_secret_schema(&all) {
+            out.push(at);
+            return;
+        }
+        if depth > 16 {
+            return;
+        }
+        let mut keys: Vec<&String> = all
+            .iter()
+            .filter_map(|n| n.get("properties")?.as_object())
+            .flat_map(|m| m.keys())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        for k in keys {
+            let subs = all
+                .iter()
+                .filter_map(|n| n.get("properties")?.get(k.as_str()))
+                .collect();
+            let next = if at.is_empty() {
+                k.clone()
+            } else {
+                format!("{at}.{k}")
+            };
+            walk(subs, next, depth + 1, out);
+        }
+        let items: Vec<_> = all.iter().filter_map(|n| n.get("items")).collect();
+        if !items.is_empty() {
+            walk(items, format!("{at}[]"), depth + 1, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(vec![&*SCHEMA], String::new(), 0, &mut out);
+    out
 }
 
 const SECRET_FORMS: &str =
@@ -142,7 +313,7 @@ pub fn check_document(doc: &yaml::Document, opts: CheckOptions) -> Checked {
         // The schema and serde disagree: still an error, never a pass.
         Err(e) if schema_diags.is_empty() => {
             let path = serde_path(e.path());
-            let message = if is_secret_path(&path) {
+            let message = if Secrets::of(&doc.value).covers(&path) {
                 SECRET_FORMS.to_string()
             } else {
                 e.inner().to_string()
@@ -236,11 +407,18 @@ fn serde_path(p: &serde_path_to_error::Path) -> Path {
     Path::from(segs)
 }
 
-/// Every JSON Schema violation of the document, with operator-readable messages.
+/// Every JSON Schema violation of the document, with operator-readable messages that
+/// never quote a secret.
 fn schema_diagnostics(value: &serde_json::Value) -> Vec<Diagnostic> {
+    let mut errors = VALIDATOR.iter_errors(value).peekable();
+    if errors.peek().is_none() {
+        return Vec::new();
+    }
+    // Found only when there is something to say: a valid spec costs no walk and no copy.
+    let secrets = Secrets::of(value);
     let mut out = Vec::new();
-    for e in VALIDATOR.iter_errors(value) {
-        push_schema_error(&e, &mut out);
+    for e in errors {
+        push_schema_error(&e, &secrets, &mut out);
     }
     out
 }
@@ -260,10 +438,14 @@ fn location_path(loc: &jsonschema::paths::Location) -> Path {
 /// Turns one schema error into diagnostics. An `anyOf` failure (an optional field, a
 /// secret that may be text or a reference) is explained by the one alternative that
 /// was of the right kind, rather than by "not valid under any of the schemas".
-fn push_schema_error(e: &jsonschema::ValidationError<'_>, out: &mut Vec<Diagnostic>) {
+fn push_schema_error(
+    e: &jsonschema::ValidationError<'_>,
+    secrets: &Secrets,
+    out: &mut Vec<Diagnostic>,
+) {
     use jsonschema::error::ValidationErrorKind as K;
     let path = location_path(e.instance_path());
-    if is_secret_path(&path)
+    if secrets.covers(&path)
         && !matches!(
             e.kind(),
             K::AdditionalProperties { .. } | K::Required { .. }
@@ -312,20 +494,25 @@ fn push_schema_error(e: &jsonschema::ValidationError<'_>, out: &mut Vec<Diagnost
             let fitting: Vec<_> = context.iter().filter(|b| !wrong_kind(b)).collect();
             if let [branch] = fitting.as_slice() {
                 for x in branch.iter() {
-                    push_schema_error(x, out);
+                    push_schema_error(x, secrets, out);
                 }
             } else {
                 let expected = describe(&path)
                     .map(|d| format!("; expected: {d}"))
                     .unwrap_or_default();
-                out.push(Diagnostic::error(
-                    "schema",
-                    path,
-                    format!("{} is not an accepted value here{expected}", e.instance()),
-                ));
+                let message = format!(
+                    "{} is not an accepted value here{expected}",
+                    secrets.shown(&path)
+                );
+                out.push(Diagnostic::error("schema", path, message));
             }
         }
-        _ => out.push(Diagnostic::error("schema", path, e.to_string())),
+        // The instance is shown from the masked document: a value that holds a secret
+        // (an object with a password in it) is quoted with the secret masked.
+        _ => {
+            let message = e.masked_with(secrets.shown(&path)).to_string();
+            out.push(Diagnostic::error("schema", path, message));
+        }
     }
 }
 
@@ -338,13 +525,7 @@ fn without_keys(value: &serde_json::Value, paths: &[&Path]) -> serde_json::Value
         let Some((Seg::Key(last), parent)) = segs.split_last() else {
             continue;
         };
-        let pointer: String = parent
-            .iter()
-            .map(|s| match s {
-                Seg::Key(k) => format!("/{}", k.replace('~', "~0").replace('/', "~1")),
-                Seg::Index(i) => format!("/{i}"),
-            })
-            .collect();
+        let pointer = json_pointer(&Path::from(parent.to_vec()));
         if let Some(serde_json::Value::Object(o)) = v.pointer_mut(&pointer) {
             o.remove(last);
         }

@@ -9,6 +9,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::secret::SecretRule;
+
 /// Pattern for SNMP communities: letters and digits.
 pub const COMMUNITY_PATTERN: &str = "^[A-Za-z0-9]*$";
 /// Pattern for HMAC keys: printable ASCII.
@@ -136,22 +138,51 @@ pub enum RawSecretRef {
     File(#[schemars(length(min = 1))] String),
 }
 
-/// Declares a secret type: inline text with the kind's own rule in the schema, or a reference.
+/// The schema keyword that marks a secret type. Every secret type's schema carries
+/// `"writeOnly": true` (JSON Schema's "a value that is written, never read back"), and
+/// every place that renders a spec value finds secrets by this mark, not by a list of
+/// key names: a new secret field is masked as soon as it has a secret type.
+pub const SECRET_MARK: &str = "writeOnly";
+
+/// A field type that holds a secret. Its schema carries [`SECRET_MARK`] and its `Debug`
+/// masks inline text; validation makes a [`Secret`](super::secret::Secret) from nothing
+/// else, so a secret field cannot be added without being marked.
+pub trait SecretField: JsonSchema {
+    /// The rule the value must follow.
+    const RULE: SecretRule;
+    /// The inline text, or the reference.
+    fn parts(&self) -> Result<String, RawSecretRef>;
+}
+
+/// Declares a secret type: inline text with the kind's own rule in the schema, or a
+/// reference; marked secret in the schema ([`SECRET_MARK`]); `Debug` never shows the text.
 macro_rules! secret_type {
-    ($(#[$doc:meta])* $name:ident, $min:literal, $max:literal, $pattern:expr) => {
+    ($(#[$doc:meta])* $name:ident, $rule:expr, $min:literal, $max:literal, $pattern:expr) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+        #[derive(Clone, Deserialize, Serialize, JsonSchema)]
         #[serde(untagged)]
+        #[schemars(extend("writeOnly" = true))]
         pub enum $name {
             Inline(#[schemars(length(min = $min, max = $max), regex(pattern = $pattern))] String),
             Reference(RawSecretRef),
         }
 
-        impl $name {
-            pub fn into_parts(self) -> Result<String, RawSecretRef> {
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 match self {
-                    $name::Inline(s) => Ok(s),
-                    $name::Reference(r) => Err(r),
+                    $name::Inline(_) => f.write_str(super::secret::MASK),
+                    $name::Reference(r) => r.fmt(f),
+                }
+            }
+        }
+
+        impl SecretField for $name {
+            const RULE: SecretRule = $rule;
+
+            fn parts(&self) -> Result<String, RawSecretRef> {
+                match self {
+                    $name::Inline(s) => Ok(s.clone()),
+                    $name::Reference(r) => Err(r.clone()),
                 }
             }
         }
@@ -160,23 +191,23 @@ macro_rules! secret_type {
 
 secret_type!(
     /// A BMC password (8–20 characters): inline, `{env: NAME}` or `{file: /path}`.
-    RawBmcPassword, 8, 20, CREDENTIAL_PATTERN
+    RawBmcPassword, SecretRule::BmcPassword, 8, 20, CREDENTIAL_PATTERN
 );
 secret_type!(
     /// An ESXi password (1–38 characters): inline, `{env: NAME}` or `{file: /path}`.
-    RawEsxiPassword, 1, 38, CREDENTIAL_PATTERN
+    RawEsxiPassword, SecretRule::EsxiPassword, 1, 38, CREDENTIAL_PATTERN
 );
 secret_type!(
     /// A BMC key Kg (1–20 characters): inline, `{env: NAME}` or `{file: /path}`.
-    RawKg, 1, 20, CREDENTIAL_PATTERN
+    RawKg, SecretRule::Kg, 1, 20, CREDENTIAL_PATTERN
 );
 secret_type!(
     /// An SNMP community (1–30 letters and digits): inline, `{env: NAME}` or `{file: /path}`.
-    RawCommunity, 1, 30, COMMUNITY_PATTERN
+    RawCommunity, SecretRule::Community, 1, 30, COMMUNITY_PATTERN
 );
 secret_type!(
     /// A reset-path HMAC key (16–256 printable characters): inline, `{env: NAME}` or `{file: /path}`.
-    RawHmacKey, 16, 256, KEY_PATTERN
+    RawHmacKey, SecretRule::HmacKey, 16, 256, KEY_PATTERN
 );
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -300,7 +331,6 @@ pub struct RawEsxi {
     pub password: Option<RawEsxiPassword>,
     /// SSH private key (OpenSSH format, no passphrase) for key login, tried before the password; by reference only: `{file: /path}` or `{env: NAME}`.
     #[serde(default)]
-    #[schemars(schema_with = "private_key_schema")]
     pub private_key: Option<RawPrivateKey>,
     /// Whether haconn manages this host's guests; default true.
     pub enabled: Option<bool>,
@@ -315,17 +345,45 @@ pub struct RawEsxi {
 }
 
 /// An SSH private key: only a reference is valid; an inline value is kept here so the
-/// validator can refuse it with its own message.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// validator can refuse it with its own message (which never quotes it).
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum RawPrivateKey {
     Reference(RawSecretRef),
     Inline(String),
 }
 
-/// `privateKey`: a secret reference, never an inline value.
-fn private_key_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    generator.subschema_for::<RawSecretRef>()
+impl std::fmt::Debug for RawPrivateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RawPrivateKey::Inline(_) => f.write_str(super::secret::MASK),
+            RawPrivateKey::Reference(r) => r.fmt(f),
+        }
+    }
+}
+
+impl SecretField for RawPrivateKey {
+    const RULE: SecretRule = SecretRule::SshPrivateKey;
+
+    fn parts(&self) -> Result<String, RawSecretRef> {
+        match self {
+            RawPrivateKey::Inline(s) => Ok(s.clone()),
+            RawPrivateKey::Reference(r) => Err(r.clone()),
+        }
+    }
+}
+
+/// `privateKey` in the schema: a secret reference, never an inline value; a secret type.
+impl JsonSchema for RawPrivateKey {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RawPrivateKey".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let mut schema = generator.subschema_for::<RawSecretRef>();
+        schema.insert(SECRET_MARK.into(), true.into());
+        schema
+    }
 }
 
 /// A VM name (1–31 letters and digits).
@@ -401,4 +459,50 @@ fn recovery_time_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
             {"type": "integer", "minimum": 5, "maximum": 60}
         ]
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marked<T: SecretField>() -> bool {
+        schemars::schema_for!(T).get(SECRET_MARK) == Some(&serde_json::Value::Bool(true))
+    }
+
+    #[test]
+    fn every_secret_type_is_marked_and_never_debugs_its_text() {
+        assert!(marked::<RawBmcPassword>());
+        assert!(marked::<RawEsxiPassword>());
+        assert!(marked::<RawKg>());
+        assert!(marked::<RawCommunity>());
+        assert!(marked::<RawHmacKey>());
+        assert!(marked::<RawPrivateKey>());
+        let shown = format!(
+            "{:?} {:?}",
+            RawBmcPassword::Inline("Sup3rS3cret".into()),
+            RawPrivateKey::Inline("-----BEGIN KEY".into())
+        );
+        assert!(
+            !shown.contains("Sup3r") && !shown.contains("BEGIN"),
+            "{shown}"
+        );
+    }
+
+    /// The schema walk finds (at least) every secret field there is today.
+    #[test]
+    fn the_schema_lists_every_secret_field() {
+        let fields = crate::spec::secret_fields();
+        for f in [
+            "resetPath.auth.key",
+            "snmp.community",
+            "managementServers[].bmc.password",
+            "managementServers[].bmc.kg",
+            "servers[].bmc.password",
+            "servers[].bmc.kg",
+            "servers[].esxi.password",
+            "servers[].esxi.privateKey",
+        ] {
+            assert!(fields.iter().any(|x| x == f), "{f} not in {fields:?}");
+        }
+    }
 }

@@ -1,6 +1,16 @@
 //! Secrets: held inline or by reference, resolved only where used, never printed.
+//!
+//! A `{file:}` reference is read by a daemon that usually runs as root on behalf of
+//! whoever may apply a spec: it must not become a way to read (or hang on, or exhaust
+//! memory with) a file that user could not read. So only regular files are read, opened
+//! non-blocking (a FIFO cannot hang the open) and checked on the opened descriptor, at
+//! most [`MAX_SECRET_FILE`] bytes; the daemon may confine references to one directory
+//! ([`confine_to`]); and no error ever tells a file's content or length.
 
 use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use super::raw::RawSecretRef;
 
@@ -28,11 +38,11 @@ impl SecretRule {
             SecretRule::HmacKey => (16, 256, "a reset-path key"),
             SecretRule::SshPrivateKey => (1, 65536, "an SSH private key"),
         };
+        // The reason never gives the value's length either: for a file pointed at by
+        // mistake (or on purpose) at someone else's secret, that is already too much.
         let len = value.chars().count();
         if len < min || len > max {
-            return Err(format!(
-                "{what} must be {min}–{max} characters (this one has {len})"
-            ));
+            return Err(format!("{what} must be {min}–{max} characters"));
         }
         let ok = match self {
             SecretRule::Community => value.chars().all(|c| c.is_ascii_alphanumeric()),
@@ -132,10 +142,11 @@ impl Secret {
                 format!("environment variable {name}"),
             ),
             Source::File(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| SecretError::File {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
+                let text = read_secret_file(Path::new(path), SECRETS_DIR.get().map(|d| &**d))
+                    .map_err(|reason| SecretError::File {
+                        path: path.clone(),
+                        reason,
+                    })?;
                 let text = text
                     .strip_suffix("\r\n")
                     .or_else(|| text.strip_suffix('\n'))
@@ -152,6 +163,72 @@ impl Secret {
             })?;
         Ok(value)
     }
+}
+
+/// The largest secret file read: a long SSH private key is a few KiB.
+pub const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+static SECRETS_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Confines every `{file:}` reference this process resolves to files inside `dir` (the
+/// daemon's `--secrets-dir`); set once, at start. Fails if `dir` cannot be resolved.
+pub fn confine_to(dir: &Path) -> std::io::Result<()> {
+    let real = std::fs::canonicalize(dir)?;
+    if !std::fs::metadata(&real)?.is_dir() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
+    }
+    SECRETS_DIR
+        .set(real)
+        .map_err(|_| std::io::Error::other("the secrets directory is already set"))
+}
+
+/// Reads a secret file under the rules of the module doc. `Err` is the reason, which
+/// never holds the file's content or length.
+fn read_secret_file(path: &Path, confined: Option<&Path>) -> Result<String, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io_reason = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_string(),
+        std::io::ErrorKind::PermissionDenied => "cannot read: permission denied".to_string(),
+        _ if e.raw_os_error() == Some(libc::ELOOP) => "it is a symbolic link".to_string(),
+        _ => format!("cannot read: {e}"),
+    };
+    let mut flags = libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+    let target = match confined {
+        None => path.to_path_buf(),
+        Some(dir) => {
+            // The file that will be opened, every link and `..` resolved, must lie in the
+            // directory; it is then opened without following a link swapped in since.
+            let real = std::fs::canonicalize(path).map_err(io_reason)?;
+            if !real.starts_with(dir) {
+                return Err(format!(
+                    "outside the secrets directory {} (--secrets-dir)",
+                    dir.display()
+                ));
+            }
+            flags |= libc::O_NOFOLLOW;
+            real
+        }
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(&target)
+        .map_err(io_reason)?;
+    let meta = file.metadata().map_err(io_reason)?;
+    if !meta.file_type().is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_reason)?;
+    if bytes.len() as u64 > MAX_SECRET_FILE {
+        return Err(format!("larger than {} KiB", MAX_SECRET_FILE / 1024));
+    }
+    String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())
 }
 
 /// What stands in for an inline secret in every rendering.
@@ -219,5 +296,107 @@ mod tests {
         );
         assert!(matches!(missing.resolve(), Err(SecretError::File { .. })));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Runs `f` on another thread and fails the test if it does not return within 5 s:
+    /// a secret file that hangs the reader must fail the test, not hang it.
+    fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("reading the secret file hung")
+    }
+
+    fn read(path: &Path, dir: Option<&Path>) -> Result<String, String> {
+        let (path, dir) = (path.to_path_buf(), dir.map(Path::to_path_buf));
+        bounded(move || read_secret_file(&path, dir.as_deref()))
+    }
+
+    #[test]
+    fn only_regular_files_within_the_cap_are_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.display().to_string()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert_eq!(read(&fifo, None).unwrap_err(), "not a regular file");
+        assert_eq!(
+            read(Path::new("/dev/zero"), None).unwrap_err(),
+            "not a regular file"
+        );
+        assert_eq!(read(tmp.path(), None).unwrap_err(), "not a regular file");
+
+        let big = tmp.path().join("big");
+        std::fs::write(&big, vec![b'k'; MAX_SECRET_FILE as usize + 1]).unwrap();
+        let e = read(&big, None).unwrap_err();
+        assert_eq!(e, "larger than 64 KiB");
+        let exact = tmp.path().join("exact");
+        std::fs::write(&exact, vec![b'k'; MAX_SECRET_FILE as usize]).unwrap();
+        assert_eq!(read(&exact, None).unwrap().len(), MAX_SECRET_FILE as usize);
+    }
+
+    #[test]
+    fn a_secrets_directory_confines_references() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("secrets");
+        std::fs::create_dir(&dir).unwrap();
+        let dir = std::fs::canonicalize(&dir).unwrap();
+        let shadow = tmp.path().join("shadow");
+        std::fs::write(&shadow, "root:$6$Shad0wHash:19000:0:99999:7:::\n").unwrap();
+        std::fs::write(dir.join("pw"), "Passw0rd!\n").unwrap();
+        std::os::unix::fs::symlink(&shadow, dir.join("link")).unwrap();
+        std::os::unix::fs::symlink(dir.join("pw"), dir.join("inner-link")).unwrap();
+
+        assert_eq!(read(&dir.join("pw"), Some(&dir)).unwrap(), "Passw0rd!\n");
+        assert_eq!(
+            read(&dir.join("inner-link"), Some(&dir)).unwrap(),
+            "Passw0rd!\n"
+        );
+        for outside in [
+            dir.join("link"),
+            shadow.clone(),
+            dir.join("..").join("shadow"),
+        ] {
+            let e = read(&outside, Some(&dir)).unwrap_err();
+            assert!(e.starts_with("outside the secrets directory"), "{e}");
+        }
+        // Without confinement the same file is read: the directory is what refuses it.
+        assert!(read(&dir.join("link"), None).is_ok());
+    }
+
+    #[test]
+    fn errors_never_tell_content_or_length() {
+        let tmp = tempfile::tempdir().unwrap();
+        let content = "root:$6$Shad0wHash:19000:0:99999:7:::";
+        let f = tmp.path().join("shadow");
+        std::fs::write(&f, format!("{content}\n")).unwrap();
+        let big = tmp.path().join("big");
+        std::fs::write(&big, "Shad0wHash".repeat(7000)).unwrap();
+        for (path, rule) in [
+            (&f, SecretRule::BmcPassword),
+            (&f, SecretRule::Community),
+            (&f, SecretRule::Kg),
+            (&f, SecretRule::SshPrivateKey),
+            (&big, SecretRule::HmacKey),
+        ] {
+            let s = Secret::reference(RawSecretRef::File(path.display().to_string()), rule);
+            let e = s.resolve().unwrap_err().to_string();
+            for leak in ["Shad0w", &content.len().to_string(), "70000", "root:"] {
+                assert!(!e.contains(leak), "{e:?} tells {leak:?}");
+            }
+        }
+        // SAFETY: setting an environment variable in a test that reads it back at once.
+        unsafe { std::env::set_var("HACONN_TEST_SECRET_ENV", content) };
+        let s = Secret::reference(
+            RawSecretRef::Env("HACONN_TEST_SECRET_ENV".into()),
+            SecretRule::BmcPassword,
+        );
+        let e = s.resolve().unwrap_err().to_string();
+        assert!(
+            !e.contains("Shad0w") && !e.contains(&content.len().to_string()),
+            "{e}"
+        );
     }
 }

@@ -12,7 +12,7 @@ use super::model::*;
 use super::path::Path;
 use super::pdu_model::{OidValues, PduModel, builtin_model, builtin_models};
 use super::raw::*;
-use super::secret::{Secret, SecretRule, credential_char};
+use super::secret::{Secret, credential_char};
 
 /// Count limits, per `scale`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,13 +107,9 @@ impl V<'_> {
         Some(s.to_string())
     }
 
-    fn secret(
-        &mut self,
-        path: Path,
-        raw: Result<String, RawSecretRef>,
-        rule: SecretRule,
-    ) -> Option<Secret> {
-        match raw {
+    fn secret<T: SecretField>(&mut self, path: Path, raw: &T) -> Option<Secret> {
+        let rule = T::RULE;
+        match raw.parts() {
             Ok(inline) => match rule.check(&inline) {
                 Ok(()) => {
                     self.warn(
@@ -158,16 +154,10 @@ impl V<'_> {
         let address = self.ip(path.key("address"), &raw.address);
         let port = self.port(path.key("port"), raw.port, 623);
         let username = self.account(path.key("username"), &raw.username, 16, "a BMC account");
-        let password = self.secret(
-            path.key("password"),
-            raw.password.clone().into_parts(),
-            SecretRule::BmcPassword,
-        );
+        let password = self.secret(path.key("password"), &raw.password);
         let kg = match &raw.kg {
             None => Some(None),
-            Some(k) => self
-                .secret(path.key("kg"), k.clone().into_parts(), SecretRule::Kg)
-                .map(Some),
+            Some(k) => self.secret(path.key("kg"), k).map(Some),
         };
         let cipher_suites =
             self.cipher_suites(path.key("cipherSuites"), raw.cipher_suites.as_deref());
@@ -333,11 +323,7 @@ fn build(v: &mut V, raw: &RawSpec) -> Option<Spec> {
             Some(None)
         }
         Some(s) => v
-            .secret(
-                root.key("snmp").key("community"),
-                s.community.clone().into_parts(),
-                SecretRule::Community,
-            )
+            .secret(root.key("snmp").key("community"), &s.community)
             .map(Some),
     };
 
@@ -700,11 +686,7 @@ fn reset_path(v: &mut V, path: &Path, raw: &RawResetPath) -> Option<ResetPath> {
             Some(Auth::None)
         }
         RawAuth::Key(k) => v
-            .secret(
-                path.key("auth").key("key"),
-                k.key.clone().into_parts(),
-                SecretRule::HmacKey,
-            )
+            .secret(path.key("auth").key("key"), &k.key)
             .map(Auth::Hmac),
     };
     let (address, prefix_len) = cidr?;
@@ -871,11 +853,7 @@ fn esxi(v: &mut V, path: &Path, e: &RawEsxi, names: &mut HashMap<String, Path>) 
     let password = match &e.password {
         None => None,
         Some(p) => {
-            let s = v.secret(
-                path.key("password"),
-                p.clone().into_parts(),
-                SecretRule::EsxiPassword,
-            );
+            let s = v.secret(path.key("password"), p);
             ok &= s.is_some();
             s
         }
@@ -891,12 +869,8 @@ fn esxi(v: &mut V, path: &Path, e: &RawEsxi, names: &mut HashMap<String, Path>) 
             ok = false;
             None
         }
-        Some(RawPrivateKey::Reference(r)) => {
-            let s = v.secret(
-                path.key("privateKey"),
-                Err(r.clone()),
-                SecretRule::SshPrivateKey,
-            );
+        Some(k @ RawPrivateKey::Reference(_)) => {
+            let s = v.secret(path.key("privateKey"), k);
             ok &= s.is_some();
             s
         }

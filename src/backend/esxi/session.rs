@@ -61,6 +61,7 @@ impl KnownHosts {
                 .append(true)
                 .mode(0o600)
                 .open(path)
+                .and_then(|f| crate::log::restrict(&f, 0o600).map(|()| f))
                 .map_err(|e| format!("cannot record the key in {}: {e}", path.display()))?;
             f.write_all(format!("{endpoint} {fp}\n").as_bytes())
                 .and_then(|()| f.sync_all())
