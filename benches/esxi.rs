@@ -15,7 +15,7 @@
 #[path = "common/harness.rs"]
 mod harness;
 
-#[path = "../tests/esxi_support/mod.rs"]
+#[path = "../tests/it/support/esxi/mod.rs"]
 mod esxi_support;
 
 use std::process::{Command, Stdio};

@@ -27,10 +27,13 @@
 #[path = "common/harness.rs"]
 mod harness;
 
-#[path = "../tests/ipmi_support/mod.rs"]
+#[path = "../tests/it/support/ipmi/mod.rs"]
 mod ipmi_support;
-#[path = "../tests/resetpath_support.rs"]
+#[path = "../tests/it/support/resetpath.rs"]
 mod resetpath_support;
+#[path = "../tests/it/support/run.rs"]
+#[allow(dead_code)]
+mod run;
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};

@@ -23,7 +23,7 @@
 #[path = "common/harness.rs"]
 mod harness;
 
-#[path = "../tests/snmp_support/mod.rs"]
+#[path = "../tests/it/support/snmp/mod.rs"]
 mod snmp_support;
 
 use std::net::{IpAddr, Ipv4Addr};

@@ -5,7 +5,7 @@
 //! watch, a timer tick — and appends the [`Effect`]s the shell must carry out: replies,
 //! attention fan-outs, reset-log and error-log lines, and starting, signalling or
 //! cancelling a reset task. It holds no socket, no runtime and no clock, so it is tested
-//! with tables of inputs and explored exhaustively (`tests/pipeline_core.rs`).
+//! with tables of inputs and explored exhaustively (`core_tests.rs`).
 //!
 //! It owns the per-system table ([`super::system`]): one state per system of the live
 //! spec. The rules it enforces:
@@ -984,7 +984,7 @@ impl Core {
         requesters: &[Requester],
         out: &mut Vec<Effect>,
     ) {
-        let broadcast = self.spec.broadcast();
+        let broadcast = self.spec.attention_broadcast();
         let mut to = Vec::with_capacity(requesters.len() + 2 * self.systems.len());
         to.extend(requesters.iter().filter_map(|q| {
             Some(Dest {

@@ -382,7 +382,7 @@ impl Spec {
 
     /// Where attention broadcasts go: `resetPath.broadcast`, else the IPv4 broadcast of
     /// the reset-path address's prefix (none for IPv6 without one).
-    pub fn broadcast(&self) -> Option<IpAddr> {
+    pub fn attention_broadcast(&self) -> Option<IpAddr> {
         self.reset_path.broadcast_resolved
     }
 }

@@ -3,8 +3,7 @@
 //! `server ipdusd`, `server acrecovery` and the management-server PDU test refusals.
 //! The same commands against real SNMP agents are in tests/snmp.rs.
 
-#[path = "resetpath_support.rs"]
-mod resetpath_support;
+use crate::support::resetpath as resetpath_support;
 
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,8 @@
 //! The IPMI backend against real BMC simulators (`ipmi_sim` on 127.0.0.1 ports), and the
 //! daemon resetting through it end to end. See tests/ipmi_support/ for the harness.
 
-mod ipmi_support;
-mod resetpath_support;
+use crate::support::ipmi as ipmi_support;
+use crate::support::resetpath as resetpath_support;
 
 use std::time::{Duration, Instant};
 

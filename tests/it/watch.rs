@@ -4,14 +4,10 @@
 //! and what operators and HA monitors see: `show status`, check replies, POFF attention,
 //! the PDU escalation when a BMC dies, and the operator PDU commands against a real agent.
 
-#[path = "esxi_support/mod.rs"]
-mod esxi_support;
-#[path = "ipmi_support/mod.rs"]
-mod ipmi_support;
-#[path = "resetpath_support.rs"]
-mod resetpath_support;
-#[path = "snmp_support/mod.rs"]
-mod snmp_support;
+use crate::support::esxi as esxi_support;
+use crate::support::ipmi as ipmi_support;
+use crate::support::resetpath as resetpath_support;
+use crate::support::snmp as snmp_support;
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};

@@ -5,9 +5,8 @@
 //! the BMC ports of labnode01/labnode02, a change a reload may apply at runtime while no HA
 //! monitor is active, so each reload's plan line `bmc.port: OLD -> NEW` says which one it was.
 
-mod daemon_support;
-#[path = "common/secret_leaks.rs"]
-mod secret_leaks;
+use crate::support::daemon as daemon_support;
+use crate::support::secret_leaks;
 
 use std::io::Write as _;
 use std::time::{Duration, Instant};

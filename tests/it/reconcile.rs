@@ -1,7 +1,7 @@
 //! The `reconcile-tests/` golden corpus: each case folder holds a live spec, a desired spec,
 //! optional facts about the running cluster, and the text the planner must produce for
 //! them: the plan and the predicted reload summary (SPEC §6), or the diagnostics when a
-//! spec is invalid. `UPDATE_EXPECT=1 cargo test --test reconcile` rewrites the expected
+//! spec is invalid. `UPDATE_EXPECT=1 cargo test --test it reconcile` rewrites the expected
 //! texts; read every changed one against SPEC §6 before committing it.
 
 use std::fs;

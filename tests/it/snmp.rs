@@ -3,7 +3,7 @@
 //! Eaton, Raritan views, 24 outlets, every SET logged). The real `snmpget` is the oracle
 //! for outlet states; the emulator's SET log shows exactly what was switched.
 
-mod snmp_support;
+use crate::support::snmp as snmp_support;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! time to check that it derives the same timings from the spec (hispeed, the 5000 ms of
 //! guests, the iPDU timeout and recovery time).
 
-mod pipeline_harness;
+use crate::support::pipeline as pipeline_harness;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -825,7 +825,7 @@ mod real_time {
     use haconn::resetpath::codec::{Message, ResetResult};
 
     use super::{ms, secs};
-    use crate::pipeline_harness::{self, Lab, Net, Op, ip};
+    use crate::support::pipeline::{self as pipeline_harness, Lab, Net, Op, ip};
 
     fn spec_yaml(hispeed: &str) -> String {
         format!(

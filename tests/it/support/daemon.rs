@@ -20,7 +20,10 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 /// The loopback-only lab spec every test spec starts from.
-pub const LAB_SINGLE: &str = include_str!("../examples/lab-single.yaml");
+pub const LAB_SINGLE: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/examples/lab-single.yaml"
+));
 /// The BMC ports of labnode01 and labnode02 in [`LAB_SINGLE`].
 pub const BASE_PORTS: (u16, u16) = (16231, 16232);
 
@@ -102,9 +105,7 @@ impl Prng {
     }
 }
 
-#[path = "common/run.rs"]
-mod run;
-pub use run::{Run, haconn};
+pub use super::run::{Run, haconn};
 
 /// One write to the event log: lines that share a timestamp.
 #[derive(Debug, Clone)]

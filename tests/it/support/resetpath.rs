@@ -59,9 +59,7 @@ fn loopback_only(text: &str) {
     assert!(text.contains("broadcast: 127.255.255.255"));
 }
 
-#[path = "common/run.rs"]
-mod run;
-pub use run::{Run, haconn};
+pub use super::run::{Run, haconn};
 
 impl Run {
     /// Stdout lines that start with `kind` and hold every `key=value` given.

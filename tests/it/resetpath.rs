@@ -4,7 +4,7 @@
 //! Every daemon has its own temporary directory and ephemeral ports; every address is in
 //! 127.0.0.0/8 and the only broadcast address is 127.255.255.255.
 
-mod resetpath_support;
+use crate::support::resetpath as resetpath_support;
 
 use std::net::UdpSocket;
 use std::path::Path;

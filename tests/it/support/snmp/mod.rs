@@ -82,7 +82,7 @@ pub struct Snmpd {
 }
 
 fn emulator() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snmp_support/pdu_emulator.py")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/snmp/pdu_emulator.py")
 }
 
 /// A UDP port free on 127.0.0.1 a moment ago.

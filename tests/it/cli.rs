@@ -2,9 +2,8 @@
 //! run as a real process on files in a temporary directory. Each test checks the exit
 //! code and that the message names the problem and where it is.
 
-#[path = "common/secret_leaks.rs"]
-mod secret_leaks;
-mod support;
+use crate::support::harness as support;
+use crate::support::secret_leaks;
 
 use std::time::{Duration, Instant};
 
@@ -869,7 +868,7 @@ fn diff_reports_a_changed_secret_without_showing_it() {
 /// with or without --deny-inline-secrets, and each file is reported invalid.
 #[test]
 fn no_secret_field_ever_shows_in_validate() {
-    let variants = secret_leaks::variants(include_str!("../examples/lab-single.yaml"));
+    let variants = secret_leaks::variants(include_str!("../../examples/lab-single.yaml"));
     let mut t = Test::new();
     let mut names = Vec::new();
     for (i, (what, text)) in variants.iter().enumerate() {

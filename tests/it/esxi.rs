@@ -1,7 +1,7 @@
 //! The ESXi backend against a real OpenSSH sshd on 127.0.0.1 with `vim-cmd`/`vmdumper`
 //! doubles (tests/esxi_support), and the real daemon resetting a guest through it.
 
-mod esxi_support;
+use crate::support::esxi as esxi_support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -416,9 +416,7 @@ fn esxi_guest_password_and_private_key_rules() {
     assert_eq!(code, Some(0), "{text}");
 }
 
-#[path = "daemon_support.rs"]
-#[allow(unused_imports)]
-mod daemon_support;
+use crate::support::daemon as daemon_support;
 
 /// A single-management-server spec with one ESXi host (three guests) served by `sshd`.
 fn daemon_spec(sshd: &Sshd, key_file: &str, password_file: &str) -> String {

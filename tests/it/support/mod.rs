@@ -1,0 +1,21 @@
+//! What the integration tests share.
+//! - `harness`: a fluent runner of the `haconn` binary in a temporary directory (`Test`);
+//! - `run`: one run of the binary and its output (`Run`), used by `daemon` and `resetpath`;
+//! - `daemon`: a daemon on loopback with its files (`Daemon`), the one daemon builder;
+//! - `resetpath`: a daemon with a reset path on loopback and `haconn node` helpers (`Lab`);
+//! - `pipeline`: the in-process pipeline with a recording simulator and UDP monitors;
+//! - `esxi`, `ipmi`, `snmp`: the real peers (`sshd`, `ipmi_sim`, `snmpd`) and their doubles;
+//! - `secret_leaks`: a spec with a marker in every secret field.
+//!
+//! Not every test uses every helper.
+#![allow(dead_code)]
+
+pub mod daemon;
+pub mod esxi;
+pub mod harness;
+pub mod ipmi;
+pub mod pipeline;
+pub mod resetpath;
+pub mod run;
+pub mod secret_leaks;
+pub mod snmp;
