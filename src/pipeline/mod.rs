@@ -60,6 +60,9 @@ use system::ResetId;
 
 /// How often the core is given the time (deadlines and expiries are seconds long).
 const TICK: Duration = Duration::from_millis(100);
+/// How much older than one watch interval a power reading may be and still count as the
+/// watch's latest.
+const WATCH_SLACK: Duration = Duration::from_millis(250);
 
 /// Reports from reset tasks, PDU jobs and watch polls, handled on the pipeline thread in
 /// order.
@@ -363,12 +366,21 @@ impl Shell {
         let (stopped_tx, stopped_rx) = oneshot::channel();
         let sink = TaskSink::new(id, self.internal.clone());
         let backends = self.backends.clone();
+        // A power state the watch read within its last interval spares the query before
+        // the NMI (the reset's own read is needed only to answer POFF).
+        let seen_on = match (&target, self.watch_interval) {
+            (reset::Target::Physical { server, .. }, Some(every)) => {
+                let since = Instant::now().checked_sub(every + WATCH_SLACK);
+                since.is_some_and(|t| self.health.power_on_since(server, t))
+            }
+            _ => false,
+        };
         let task = tokio::spawn(async move {
             let steps = sink.clone();
             let outcome = if test {
                 reset::soft_test(target, timing.hard_reset_after, backends, stopped_rx, steps).await
             } else {
-                reset::run(target, timing, backends, stopped_rx, steps).await
+                reset::run_seen(target, timing, backends, stopped_rx, steps, seen_on).await
             };
             let _ = sink.0.tx.send(Internal::Done { id, outcome });
             // The task's end (`TaskEnded`) is queued when the last sink goes: here, or

@@ -163,11 +163,32 @@ pub async fn run(
     target: Target,
     timing: Timing,
     backends: Backends,
-    mut stopped: oneshot::Receiver<()>,
+    stopped: oneshot::Receiver<()>,
     steps: impl StepSink,
 ) -> Outcome {
+    run_seen(target, timing, backends, stopped, steps, false).await
+}
+
+/// [`run`], where `seen_on` says the hardware watch read the target's power as on within
+/// its last poll: the power query before the NMI is skipped, and the NMI goes out one BMC
+/// round trip sooner. A node that went off since is still stopped (the NMI and the hard
+/// reset of an off node change nothing; the PDU cut follows an unacknowledged hard
+/// reset); it is only not answered POFF, which needs a read during this reset.
+pub async fn run_seen(
+    target: Target,
+    timing: Timing,
+    backends: Backends,
+    mut stopped: oneshot::Receiver<()>,
+    steps: impl StepSink,
+    seen_on: bool,
+) -> Outcome {
     let step = |s: Step| steps.step(s);
-    match power(&target, &backends).await {
+    let power = if seen_on {
+        Ok(PowerState::On)
+    } else {
+        power(&target, &backends).await
+    };
+    match power {
         Ok(PowerState::Off) => {
             step(Step::PowerOff);
             return Outcome::PowerOff;

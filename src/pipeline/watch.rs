@@ -144,6 +144,18 @@ impl Health {
             .collect()
     }
 
+    /// Whether the server's BMC answered "power on" at or after `since`, from the address
+    /// the spec now gives it.
+    pub fn power_on_since(&self, server: &PhysicalServer, since: Instant) -> bool {
+        self.power
+            .get(&Probe::ServerBmc(server.name.to_string()))
+            .is_some_and(|p| {
+                p.at >= since
+                    && p.from == (server.bmc.address, server.bmc.port)
+                    && matches!(p.result, Ok(PowerState::On))
+            })
+    }
+
     /// A poll whose device left the spec while it ran.
     pub fn forget(&mut self, probe: &Probe) {
         self.in_flight.remove(probe);

@@ -54,6 +54,11 @@ struct Lab {
 
 /// A pipeline on 127.0.0.1 with simulated hardware and two registered monitors of one pair.
 fn lab() -> Lab {
+    lab_watching(None)
+}
+
+/// The same, with the hardware watch polling every `watch`.
+fn lab_watching(watch: Option<Duration>) -> Lab {
     let spec = check_bytes(SPEC.as_bytes(), CheckOptions::default())
         .spec
         .unwrap();
@@ -71,7 +76,7 @@ fn lab() -> Lab {
         reset_log: LogSink::discard(),
         error_log: LogSink::discard(),
         monitor_expiry: Duration::from_secs(60),
-        watch: None,
+        watch,
     };
     let (pipeline, _thread) = Pipeline::start(spec, config).unwrap();
     let m1 = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -257,4 +262,63 @@ fn a_stop_notification_before_the_request_changes_nothing() {
         seen.push(state);
     }
     assert_eq!(seen, vec![AttentionState::Reboot]);
+}
+
+/// With the watch's fresh "power on" for the target, the NMI goes out without a power
+/// query first; without it, the query comes first (SPEC §2 step 3).
+#[test]
+fn a_fresh_power_reading_from_the_watch_spares_the_query_before_the_nmi() {
+    let node02 = DeviceId::Bmc("127.0.0.12".parse().unwrap());
+    for watching in [true, false] {
+        let l = lab_watching(watching.then_some(Duration::from_millis(300)));
+        if watching {
+            // Wait for a poll of node02 (the simulator answers at once).
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while count(&l.sim, |e| *e == SimEvent::PowerQuery(node02.clone())) == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the watch never polled"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        // From now on node02's BMC takes 2 s for every call: a query before the NMI shows.
+        l.sim
+            .set(node02.clone(), |d| d.delay = Duration::from_secs(2));
+        let queries = count(&l.sim, |e| *e == SimEvent::PowerQuery(node02.clone()));
+        let t0 = tokio::time::Instant::now();
+        send(&l.m1, l.addr, reset(&l.m1, 5, "node01", 1, "node02", 2));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let nmi_at = loop {
+            if let Some((at, _)) = l
+                .sim
+                .calls()
+                .into_iter()
+                .find(|(at, e)| *at >= t0 && *e == SimEvent::Nmi(node02.clone()))
+            {
+                break at;
+            }
+            assert!(std::time::Instant::now() < deadline, "no NMI");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let waited = nmi_at.duration_since(t0);
+        let queried = l
+            .sim
+            .calls()
+            .iter()
+            .filter(|(at, e)| {
+                *at >= t0 && *at <= nmi_at && *e == SimEvent::PowerQuery(node02.clone())
+            })
+            .count();
+        if watching {
+            // (A poll of the watch may start in between; the reset did not wait for one.)
+            assert!(
+                waited < Duration::from_millis(1500),
+                "NMI after {waited:?}: the reset queried first ({queries} polls before)"
+            );
+        } else {
+            assert_eq!(queried, 1, "the query first");
+            assert!(waited >= Duration::from_secs(2), "NMI after {waited:?}");
+        }
+    }
 }
