@@ -405,15 +405,13 @@ impl Shell {
         let (links, systems): (&[crate::spec::model::OutletLink], Vec<String>) = if req.mserver {
             let m = spec
                 .management_servers
-                .values()
-                .find(|m| m.name.as_str() == req.server)
+                .get(req.server.as_str())
                 .ok_or_else(|| format!("no management server named {}", req.server))?;
             (m.ipdu.as_ref().map_or(&[], |i| &i.outlets), Vec::new())
         } else {
             let server = spec
                 .servers
-                .values()
-                .find(|s| s.name.as_str() == req.server)
+                .get(req.server.as_str())
                 .ok_or_else(|| format!("no server named {} in the live spec", req.server))?;
             let systems = match &server.esxi {
                 None => vec![server.name.to_string()],

@@ -198,8 +198,7 @@ impl Health {
             (Answer::Guests(r), Probe::Host(server)) => {
                 let vms: Vec<String> = spec
                     .servers
-                    .values()
-                    .find(|s| s.name.as_str() == server)?
+                    .get(server.as_str())?
                     .esxi
                     .as_ref()?
                     .guests
@@ -581,18 +580,15 @@ fn probe_address(spec: &Spec, probe: &Probe) -> Option<(IpAddr, u16)> {
     match probe {
         Probe::ServerBmc(s) => spec
             .servers
-            .values()
-            .find(|x| x.name.as_str() == s)
+            .get(s.as_str())
             .map(|x| (x.bmc.address, x.bmc.port)),
         Probe::MserverBmc(m) => spec
             .management_servers
-            .values()
-            .find(|x| x.name.as_str() == m)
+            .get(m.as_str())
             .map(|x| (x.bmc.address, x.bmc.port)),
         Probe::Guest(s, _) | Probe::Host(s) => spec
             .servers
-            .values()
-            .find(|x| x.name.as_str() == s)
+            .get(s.as_str())
             .and_then(|x| x.esxi.as_ref())
             .map(|e| (e.address, e.port)),
         Probe::Pdu(a) => spec.pdus.get(a).map(|p| (p.address, p.port)),
@@ -638,20 +634,11 @@ pub async fn poll(spec: &Spec, probe: &Probe, b: &Backends) -> Option<Answer> {
             Answer::Power(within(device("BMC", bmc.address), b.bmc.power_state(bmc)).await)
         }
         Probe::MserverBmc(m) => {
-            let bmc = &spec
-                .management_servers
-                .values()
-                .find(|x| x.name.as_str() == m)?
-                .bmc;
+            let bmc = &spec.management_servers.get(m.as_str())?.bmc;
             Answer::Power(within(device("BMC", bmc.address), b.bmc.power_state(bmc)).await)
         }
         Probe::Host(s) => {
-            let host = spec
-                .servers
-                .values()
-                .find(|x| x.name.as_str() == s)?
-                .esxi
-                .as_ref()?;
+            let host = spec.servers.get(s.as_str())?.esxi.as_ref()?;
             let vms: Vec<String> = host.guests.iter().map(|g| g.to_string()).collect();
             Answer::Guests(
                 within(
@@ -711,10 +698,7 @@ servers:
     }
 
     fn node<'a>(spec: &'a Spec, name: &str) -> &'a PhysicalServer {
-        spec.servers
-            .values()
-            .find(|s| s.name.as_str() == name)
-            .expect("a server of the test spec")
+        spec.servers.get(name).expect("a server of the test spec")
     }
 
     fn bmc(s: &str) -> Probe {
