@@ -2,8 +2,9 @@
 //!
 //! A scenario ([`cast`]) builds a loopback-only spec in memory (random HMAC key, an
 //! ephemeral reset-path port), starts a real [`Pipeline`] on simulated hardware, and plays
-//! the world around it over real UDP on 127.0.0.1: HA monitors that check in and ask for a
-//! reset with protocol-v1 datagrams, dump agents that answer an NMI with "stopped". It
+//! the world around it over real UDP on 127.0.0.0/8, each node at an address of its own
+//! (127.0.10.N): HA monitors that check in and ask for a reset with protocol-v1
+//! datagrams, dump agents that answer an NMI with "stopped". It
 //! injects the failure, prints a timeline with times relative to the first reset request
 //! ([`timeline`]), the reset-log lines, and whether the expected outcome happened.
 //!
@@ -379,14 +380,17 @@ impl World<'_> {
         let mut agents = Vec::new();
         let mut tasks = Vec::new();
         for i in 0..cast.nodes.len() {
+            // Each node has an address of its own, as on a real cluster: its HA monitor
+            // and its dump agent speak from it (the connector binds a requester to it).
+            let ip = node_ip(i);
             for (list, actor) in [
                 (&mut monitors, Actor::Monitor(i)),
                 (&mut agents, Actor::Agent(i)),
             ] {
                 let sock = Arc::new(
-                    UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+                    UdpSocket::bind((ip, 0))
                         .await
-                        .context("binding a lab socket on 127.0.0.1")?,
+                        .with_context(|| format!("binding a lab socket on {ip}"))?,
                 );
                 tasks.push(tokio::spawn(listen(
                     sock.clone(),
@@ -499,11 +503,11 @@ impl World<'_> {
             };
             writeln!(
                 out,
-                "  {:<6}  subsystem {}  pair {:<4}  127.0.0.1:{:<5}  {answer}",
+                "  {:<6}  subsystem {}  pair {:<4}  {:<16}  {answer}",
                 n.system,
                 n.subsystem,
                 n.pair.map_or("----".into(), |p| p.to_string()),
-                monitors[i].local_addr()?.port()
+                monitors[i].local_addr()?.to_string()
             )?;
         }
         if replied.iter().any(|r| !matches!(r, Some((true, _)))) {
@@ -937,4 +941,9 @@ pub fn run_all(
         )?);
     }
     Ok(reports)
+}
+
+/// The loopback address of lab node `i` (node01 is 127.0.10.1).
+fn node_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 10, i as u8 + 1)
 }

@@ -140,15 +140,15 @@ fn dump_the_agent_stops_the_node_and_no_hard_reset_follows() {
         .has("req 1: DUMP (reset done)")
         .has("haconn → node03 HA monitor          ATTENTION node02 DUMP")
         .lacks("HARD RESET")
-        .log_count("RM-RESET  node02 2 RECV 127.0.0.1 ", " 1 P", 1)
+        .log_count("RM-RESET  node02 2 RECV 127.0.10.1 ", " 1 P", 1)
         // SPEC §7: SOFTRESET SEND when the NMI is issued, RECV when the BMC acknowledges
         // it, and the dump agent's stop notice as ATTENTION RECV with its address.
-        .log_count("SOFTRESET node02 2 SEND 127.0.0.1 ", " 1 P", 1)
-        .log_count("SOFTRESET node02 2 RECV 127.0.0.1 ", " 1 P", 1)
-        .log_count("ATTENTION node02 2 RECV 127.0.0.1 ", " ---- P DUMP", 1)
-        .log_count("RM-RESET  node02 2 SEND 127.0.0.1 ", " 1 P DUMP", 1)
+        .log_count("SOFTRESET node02 2 SEND 127.0.10.1 ", " 1 P", 1)
+        .log_count("SOFTRESET node02 2 RECV 127.0.10.1 ", " 1 P", 1)
+        .log_count("ATTENTION node02 2 RECV 127.0.10.2 ", " ---- P DUMP", 1)
+        .log_count("RM-RESET  node02 2 SEND 127.0.10.1 ", " 1 P DUMP", 1)
         .log_count("HARDRESET", "", 0)
-        .log_at_least("ATTENTION node02 2 SEND 127.0.0.1 ", " P DUMP", 2);
+        .log_at_least("ATTENTION node02 2 SEND 127.0.10.", " P DUMP", 2);
 }
 
 #[test]
@@ -158,10 +158,10 @@ fn hang_hard_reset_after_hispeed() {
         .has("hard reset acknowledged")
         .has("ATTENTION node02 REBOOT")
         .lacks("dump agent → haconn")
-        .log_count("HARDRESET node02 2 SEND 127.0.0.1 ", " 1 P", 1)
-        .log_count("HARDRESET node02 2 RECV 127.0.0.1 ", " 1 P", 1)
-        .log_count("RM-RESET  node02 2 SEND 127.0.0.1 ", " 1 P DUMP", 1)
-        .log_at_least("ATTENTION node02 2 SEND 127.0.0.1 ", " P REBOOT", 2);
+        .log_count("HARDRESET node02 2 SEND 127.0.10.1 ", " 1 P", 1)
+        .log_count("HARDRESET node02 2 RECV 127.0.10.1 ", " 1 P", 1)
+        .log_count("RM-RESET  node02 2 SEND 127.0.10.1 ", " 1 P DUMP", 1)
+        .log_at_least("ATTENTION node02 2 SEND 127.0.10.", " P REBOOT", 2);
 }
 
 #[test]
@@ -173,11 +173,11 @@ fn bmc_dead_pdu_cut_after_the_timeout_then_outlets_back_on() {
         .has("PDU 127.0.2.2                       outlet 5 is ON (acknowledged)")
         .lacks("hard reset acknowledged")
         .log_count("HARDRESET node02 2 RECV", "", 0)
-        .log_count("IPDUSD    node02 2 SEND 127.0.0.1 ", " 127.0.2.1 5 OFF", 1)
-        .log_count("IPDUSD    node02 2 SEND 127.0.0.1 ", " 127.0.2.2 5 OFF", 1)
+        .log_count("IPDUSD    node02 2 SEND 127.0.10.1 ", " 127.0.2.1 5 OFF", 1)
+        .log_count("IPDUSD    node02 2 SEND 127.0.10.1 ", " 127.0.2.2 5 OFF", 1)
         .log_count("IPDUSD    node02 ", " 127.0.2.1 5 ON", 1)
         .log_count("IPDUSD    node02 ", " 127.0.2.2 5 ON", 1)
-        .log_count("RM-RESET  node02 2 SEND 127.0.0.1 ", " 1 P DUMP", 1)
+        .log_count("RM-RESET  node02 2 SEND 127.0.10.1 ", " 1 P DUMP", 1)
         .has("the outlets were back on after the 5 s recovery time");
 }
 
@@ -207,10 +207,10 @@ fn guest_nmi_and_reset_through_esxi() {
         .has("haconn → ESXi 127.0.3.1 (VM vm02)   NMI")
         .has("HARD RESET (no stopped notification within 5000 ms)")
         .has("ATTENTION vm02 REBOOT")
-        .log_count("SOFTRESET vm02 2 SEND 127.0.0.1 ", " 1 V", 1)
-        .log_count("HARDRESET vm02 2 RECV 127.0.0.1 ", " 1 V", 1)
-        .log_count("RM-RESET  vm02 2 SEND 127.0.0.1 ", " 1 V DUMP", 1)
-        .log_at_least("ATTENTION vm02 2 SEND 127.0.0.1 ", " V REBOOT", 2);
+        .log_count("SOFTRESET vm02 2 SEND 127.0.10.1 ", " 1 V", 1)
+        .log_count("HARDRESET vm02 2 RECV 127.0.10.1 ", " 1 V", 1)
+        .log_count("RM-RESET  vm02 2 SEND 127.0.10.1 ", " 1 V DUMP", 1)
+        .log_at_least("ATTENTION vm02 2 SEND 127.0.10.", " V REBOOT", 2);
 }
 
 #[test]
@@ -223,7 +223,7 @@ fn poweroff_the_watch_tells_the_others_and_resets_nothing() {
         .lacks("NMI")
         .lacks("HARD RESET")
         .lacks("RM-RESET")
-        .log_at_least("ATTENTION node02 2 SEND 127.0.0.1 ", " P POFF", 2);
+        .log_at_least("ATTENTION node02 2 SEND 127.0.10.", " P POFF", 2);
 }
 
 #[test]

@@ -719,3 +719,131 @@ fn kdump_pre_hook_falls_back_to_fence_kdump_send() {
         kdump_pre(lab, &settings).code(0);
     });
 }
+
+/// `haconn node reset` with every argument given: `system`/`subsystem` as the requester
+/// claims, from `bind`, of `target`; waits for the answer.
+fn reset_as(
+    lab: &Lab,
+    bind: &str,
+    system: &str,
+    subsystem: u32,
+    target: (&str, u32),
+    req: u32,
+) -> resetpath_support::Run {
+    let port = free_port().to_string();
+    lab.node(
+        "reset",
+        &[
+            "--system",
+            system,
+            "--subsystem",
+            &subsystem.to_string(),
+            "--port",
+            &port,
+            "--bind",
+            bind,
+            "--target-system",
+            target.0,
+            "--target",
+            &target.1.to_string(),
+            "--req",
+            &req.to_string(),
+            "--wait",
+            "10",
+        ],
+    )
+}
+
+/// `haconn node check` of `system` from `bind`.
+fn check_from(lab: &Lab, bind: &str, system: &str, subsystem: u32) {
+    let port = free_port().to_string();
+    let run = lab.node(
+        "check",
+        &[
+            "--system",
+            system,
+            "--subsystem",
+            &subsystem.to_string(),
+            "--port",
+            &port,
+            "--bind",
+            bind,
+        ],
+    );
+    assert!(run.stdout.contains("CHECK-REPLY"), "{run}");
+}
+
+/// Issue 11, tried as a hostile node would against the daemon: a node being reset gets
+/// nothing reset — not under its own name, not under another registered name, not under
+/// a name it registers itself from its address — and an unregistered requester gets
+/// ERROR. Its pair partner is never touched.
+#[test]
+fn a_node_being_reset_cannot_get_its_partner_reset_under_any_name() {
+    // hispeed 5000: node02's reset (no dump agent) stays in its soft-reset window.
+    let lab = Lab::start(5000);
+    check_from(&lab, "127.0.0.1", "labnode01", 1);
+    check_from(&lab, "127.0.20.2", "labnode02", 2);
+    check_from(&lab, "127.0.20.3", "labnode03", 3);
+    let reset = lab.reset_node02(free_port(), 11);
+    lab.wait_log("reset.log", "SOFTRESET SEND", |l| {
+        l.contains("] SOFTRESET labnode02 2 SEND")
+    });
+
+    // As itself.
+    let run = reset_as(&lab, "127.0.20.2", "labnode02", 2, ("labnode01", 1), 1);
+    assert!(run.stdout.contains("result=FAIL"), "{run}");
+    // As labnode03, from its own (labnode02's) address.
+    let run = reset_as(&lab, "127.0.20.2", "labnode03", 3, ("labnode01", 1), 2);
+    assert!(run.stdout.contains("result=ERROR"), "{run}");
+    assert!(run.stdout.contains("registered at 127.0.20.3"), "{run}");
+    // After registering labnode03 at its own address first.
+    check_from(&lab, "127.0.20.2", "labnode03", 3);
+    let run = reset_as(&lab, "127.0.20.2", "labnode03", 3, ("labnode01", 1), 3);
+    assert!(run.stdout.contains("result=FAIL"), "{run}");
+    assert!(
+        run.stdout.contains("labnode02, which is being reset"),
+        "{run}"
+    );
+    // A name that never checked in.
+    let run = reset_as(&lab, "127.0.20.4", "labnode04", 4, ("labnode01", 1), 4);
+    assert!(run.stdout.contains("result=ERROR"), "{run}");
+
+    reset.finish(RESET_TIMEOUT).code(0);
+    let bodies = lab.log_bodies("reset.log");
+    assert!(
+        !bodies
+            .iter()
+            .any(|l| l.starts_with("SOFTRESET labnode01") || l.starts_with("HARDRESET labnode01")),
+        "labnode01 was touched\n{}",
+        lab.diagnostics()
+    );
+}
+
+/// Issue 11 items 1 and 2 against the daemon: after a reset, the same request number once
+/// the target checked in again, and a new request number without any check-in, both act
+/// on the hardware again (a second NMI); neither is answered from memory.
+#[test]
+fn a_request_after_a_reset_acts_again_whatever_its_number() {
+    let lab = Lab::start(1000);
+    check_from(&lab, "127.0.0.1", "labnode01", 1);
+    check_from(&lab, "127.0.20.2", "labnode02", 2);
+    let nmis = |lab: &Lab| {
+        lab.log_bodies("reset.log")
+            .iter()
+            .filter(|l| l.starts_with("SOFTRESET labnode02 2 SEND"))
+            .count()
+    };
+    let run = reset_as(&lab, "127.0.0.1", "labnode01", 1, ("labnode02", 2), 41);
+    assert!(run.stdout.contains("result=DUMP"), "{run}");
+    assert_eq!(nmis(&lab), 1);
+    // labnode02 comes back; a new failure; the requester's numbering restarted.
+    check_from(&lab, "127.0.20.2", "labnode02", 2);
+    let run = reset_as(&lab, "127.0.0.1", "labnode01", 1, ("labnode02", 2), 41);
+    assert!(run.stdout.contains("result=ACCEPTED"), "{run}");
+    assert!(run.stdout.contains("result=DUMP"), "{run}");
+    assert_eq!(nmis(&lab), 2, "{}", lab.diagnostics());
+    // No check-in this time: a new request still acts.
+    let run = reset_as(&lab, "127.0.0.1", "labnode01", 1, ("labnode02", 2), 42);
+    assert!(run.stdout.contains("result=ACCEPTED"), "{run}");
+    assert_eq!(nmis(&lab), 3, "{}", lab.diagnostics());
+}
