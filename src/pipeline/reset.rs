@@ -208,46 +208,15 @@ pub async fn run_seen(
     }
 
     // The hard-reset issue time runs from the soft-reset request, not its acknowledgement.
-    let deadline = tokio::time::Instant::now() + timing.hard_reset_after;
-    step(Step::NmiIssued);
-    let nmi = bounded(&target, OPERATION_TIMEOUT, soft(&target, &backends));
-    tokio::pin!(nmi);
-    let mut acked = false;
-    let mut notifier = true;
-    loop {
-        tokio::select! {
-            biased;
-            // The core signals a stop only once the NMI was issued, and only before the
-            // hard reset: it counts as soon as it comes.
-            r = &mut stopped, if notifier => match r {
-                Ok(()) => {
-                    step(Step::Stopped);
-                    return Outcome::Dumped;
-                }
-                // No one can report a stop any more: wait the window out all the same.
-                Err(_) => notifier = false,
-            },
-            r = &mut nmi, if !acked => match r {
-                Ok(()) => {
-                    acked = true;
-                    step(Step::SoftAcked);
-                }
-                // The node cannot dump without the NMI: go straight to the hard reset.
-                Err(e) => {
-                    step(Step::SoftFailed(e));
-                    break;
-                }
-            },
-            _ = tokio::time::sleep_until(deadline) => {
-                if !acked {
-                    step(Step::SoftFailed(format!(
-                        "NMI not acknowledged within {} ms",
-                        timing.hard_reset_after.as_millis()
-                    )));
-                }
-                break;
-            }
-        }
+    let until = tokio::time::Instant::now() + timing.hard_reset_after;
+    match soft_window(&target, &backends, &mut stopped, until, &steps).await {
+        Window::Stopped => return Outcome::Dumped,
+        // The node cannot dump without the NMI: straight to the hard reset.
+        Window::NmiFailed(_) | Window::Elapsed { acked: true } => {}
+        Window::Elapsed { acked: false } => step(Step::SoftFailed(format!(
+            "NMI not acknowledged within {} ms",
+            timing.hard_reset_after.as_millis()
+        ))),
     }
 
     step(Step::HardSent);
@@ -359,39 +328,69 @@ pub async fn soft_test(
         step(Step::PowerOff);
         return Outcome::PowerOff;
     }
-    let deadline = tokio::time::Instant::now() + OPERATION_TIMEOUT + wait;
-    step(Step::NmiIssued);
-    let nmi = bounded(&target, OPERATION_TIMEOUT, soft(&target, &backends));
-    tokio::pin!(nmi);
-    let mut notifier = true;
-    let mut acked = false;
-    loop {
-        tokio::select! {
-            biased;
-            r = &mut stopped, if notifier => match r {
-                Ok(()) => {
-                    step(Step::Stopped);
-                    return Outcome::Dumped;
-                }
-                Err(_) => notifier = false,
-            },
-            r = &mut nmi, if !acked => match r {
-                Ok(()) => {
-                    acked = true;
-                    step(Step::SoftAcked);
-                }
-                Err(e) => {
-                    step(Step::SoftFailed(e.clone()));
-                    return Outcome::Failed(format!("test soft reset: NMI failed: {e}"));
-                }
-            },
-            _ = tokio::time::sleep_until(deadline) => break,
+    let until = tokio::time::Instant::now() + OPERATION_TIMEOUT + wait;
+    match soft_window(&target, &backends, &mut stopped, until, &steps).await {
+        Window::Stopped => return Outcome::Dumped,
+        Window::NmiFailed(e) => {
+            return Outcome::Failed(format!("test soft reset: NMI failed: {e}"));
         }
+        Window::Elapsed { .. } => {}
     }
     Outcome::Failed(format!(
         "test soft reset: no stopped notification within {} ms",
         wait.as_millis()
     ))
+}
+
+/// How the soft-reset window ended.
+enum Window {
+    /// The core signalled the node's stop notice.
+    Stopped,
+    /// The NMI failed (reported as `SoftFailed`).
+    NmiFailed(String),
+    /// Time ran out; whether the NMI was acknowledged.
+    Elapsed { acked: bool },
+}
+
+/// Issues the NMI (reported as issued before the call) and waits until `until` for the
+/// core's stop signal, which it sends only once the NMI was issued and before any hard
+/// reset, so it counts as soon as it comes.
+async fn soft_window(
+    target: &Target,
+    backends: &Backends,
+    stopped: &mut oneshot::Receiver<()>,
+    until: tokio::time::Instant,
+    steps: &impl StepSink,
+) -> Window {
+    steps.step(Step::NmiIssued);
+    let nmi = bounded(target, OPERATION_TIMEOUT, soft(target, backends));
+    tokio::pin!(nmi);
+    let mut acked = false;
+    let mut notifier = true;
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut *stopped, if notifier => match r {
+                Ok(()) => {
+                    steps.step(Step::Stopped);
+                    return Window::Stopped;
+                }
+                // No one can report a stop any more: wait the window out all the same.
+                Err(_) => notifier = false,
+            },
+            r = &mut nmi, if !acked => match r {
+                Ok(()) => {
+                    acked = true;
+                    steps.step(Step::SoftAcked);
+                }
+                Err(e) => {
+                    steps.step(Step::SoftFailed(e.clone()));
+                    return Window::NmiFailed(e);
+                }
+            },
+            _ = tokio::time::sleep_until(until) => return Window::Elapsed { acked },
+        }
+    }
 }
 
 /// A call of this reset under `limit`, its error as text for the steps and the log.
