@@ -1164,20 +1164,19 @@ impl Core {
 
     /// Monitors that checked recently, and resets in flight (plus simulated ones).
     pub fn facts(&self, now: Instant) -> LiveFacts {
-        let mut monitors_active: BTreeSet<String> = self
-            .systems
-            .iter()
-            .filter(|(n, _)| self.monitor_active(now, n.as_str()))
-            .map(|(n, _)| n.to_string())
-            .collect();
-        monitors_active.extend(self.simulated_monitors.iter().cloned());
-        let mut resetting: BTreeSet<String> = self
-            .systems
-            .iter()
-            .filter(|(_, s)| s.resetting().is_some())
-            .map(|(n, _)| n.to_string())
-            .collect();
-        resetting.extend(self.simulated_resets.iter().cloned());
+        let mut monitors_active = self.simulated_monitors.clone();
+        let mut resetting = self.simulated_resets.clone();
+        for (name, s) in &self.systems {
+            if s.monitor
+                .as_ref()
+                .is_some_and(|m| now.duration_since(m.last_seen) <= self.config.monitor_expiry)
+            {
+                monitors_active.insert(name.to_string());
+            }
+            if s.resetting().is_some() {
+                resetting.insert(name.to_string());
+            }
+        }
         LiveFacts {
             monitors_active,
             resetting,
