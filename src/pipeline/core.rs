@@ -286,7 +286,7 @@ impl Core {
                 if let Some(r) = self.running(id).cloned() {
                     let name = self.tasks[&id].system.clone();
                     let why = "the reset task stopped without an outcome".to_string();
-                    self.finish(now, &name, *Box::new(r), Err(why), out);
+                    self.finish(now, &name, r, Err(why), out);
                 }
                 self.tasks.remove(&id);
             }
@@ -1020,7 +1020,7 @@ impl Core {
     // --- the watch and time -------------------------------------------------------------
 
     fn power_loss(&mut self, now: Instant, system: &str, what: &str, out: &mut Vec<Effect>) {
-        let Some(found) = self.spec.clone().system(system).map(|s| s.is_guest()) else {
+        let Some(guest) = self.spec.system(system).map(|s| s.is_guest()) else {
             return;
         };
         let expiry = self.config.monitor_expiry;
@@ -1044,7 +1044,7 @@ impl Core {
         out.push(Effect::ErrorLog(format!(
             "{what}: {system} lost power; POFF attention sent"
         )));
-        let kind = if found { Kind::V } else { Kind::P };
+        let kind = if guest { Kind::V } else { Kind::P };
         self.attention(system, kind, subsystem, AttentionState::Poff, &[], out);
     }
 
