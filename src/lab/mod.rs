@@ -348,6 +348,21 @@ impl Seen {
             .collect()
     }
 
+    /// When the PDUs confirmed switches to `state` (` OFF` or ` ON`): `IPDUSD … RECV` lines.
+    fn confirmed_switches(&self, state: &str) -> Vec<Instant> {
+        self.events
+            .iter()
+            .filter_map(|e| match &e.what {
+                What::ResetLog(_, l)
+                    if l.starts_with("IPDUSD ") && l.contains(" RECV ") && l.ends_with(state) =>
+                {
+                    Some(e.at)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     fn reset_lines(&self, prefix: &str, suffix: &str) -> Vec<Instant> {
         self.events
             .iter()
@@ -674,7 +689,7 @@ fn complete(cast: &Cast, seen: &Seen) -> bool {
             }
         }
     }
-    seen.reset_lines("IPDUSD", " ON").len() >= cast.outlets.len()
+    seen.confirmed_switches(" ON").len() >= cast.outlets.len()
 }
 
 /// The scenario's expected outcome, check by check.
@@ -882,8 +897,8 @@ fn verdict(cast: &Cast, t: Timings, seen: &Seen, sim: &Sim) -> Vec<(bool, String
                 hard_at.len() == 1 && seen.reset_lines("HARDRESET", " P").len() == 1,
                 "the hard reset was sent and never acknowledged".into(),
             );
-            let off = seen.reset_lines("IPDUSD", " OFF");
-            let on = seen.reset_lines("IPDUSD", " ON");
+            let off = seen.confirmed_switches(" OFF");
+            let on = seen.confirmed_switches(" ON");
             check(
                 off.len() == cast.outlets.len()
                     && hard_at

@@ -193,7 +193,7 @@ pub fn describe(ev: &What, cast: &Cast, hispeed_ms: u32) -> Option<(String, Stri
                         .map_or_else(|| system.to_string(), |n| n.device_label());
                     (who, "hard reset acknowledged".into())
                 }
-                ["IPDUSD", .., pdu, outlet, state] => (
+                ["IPDUSD", _, _, "RECV", .., pdu, outlet, state] => (
                     format!("PDU {pdu}"),
                     format!("outlet {outlet} is {state} (acknowledged)"),
                 ),

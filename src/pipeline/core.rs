@@ -449,7 +449,7 @@ impl Core {
         let peer = Peer {
             ip: Some(reply_to.ip()),
             port: Some(reply_to.port()),
-            req: Some(req),
+            req: Some(r.subsystem),
         };
         let verdict = admission::admit(&spec, &self.systems, |ip| self.down_at(ip), r);
         let admitted = match verdict {
@@ -663,10 +663,10 @@ impl Core {
             return;
         };
         let registered = sys.monitor.as_ref().map(|m| m.addr.ip());
-        let peer = Peer {
+        let mut peer = Peer {
             ip: Some(from.ip()),
             port: Some(from.port()),
-            req: None,
+            req: subsystem,
         };
         let refused = match &mut sys.state {
             State::Resetting(r) => {
@@ -681,6 +681,8 @@ impl Core {
                 } else if r.evidence.stop.is_some() {
                     Some("already received")
                 } else {
+                    // fence_kdump names nobody: the agent is the node's, its subsystem#.
+                    peer.req = Some(subsystem.unwrap_or(r.subsystem));
                     r.evidence.stop = Some(peer);
                     out.push(Effect::Stopped { id: r.id });
                     out.push(Effect::ResetLog(resetlog::attention(
@@ -820,6 +822,15 @@ impl Core {
             Step::HardFailed(e) => out.push(Effect::ErrorLog(format!(
                 "hard reset of {system} failed: {e}"
             ))),
+            Step::OutletSending { link, on } => out.push(Effect::ResetLog(resetlog::ipdusd(
+                system,
+                Some(target),
+                Dir::Send,
+                peer,
+                link.pdu,
+                link.outlet,
+                on,
+            ))),
             Step::OutletOff {
                 link,
                 result: Err(e),
@@ -847,7 +858,7 @@ impl Core {
                 out.push(Effect::ResetLog(resetlog::ipdusd(
                     system,
                     Some(target),
-                    Dir::Send,
+                    Dir::Recv,
                     peer,
                     link.pdu,
                     link.outlet,
@@ -860,7 +871,7 @@ impl Core {
             } => out.push(Effect::ResetLog(resetlog::ipdusd(
                 system,
                 Some(target),
-                Dir::Send,
+                Dir::Recv,
                 peer,
                 link.pdu,
                 link.outlet,

@@ -369,7 +369,7 @@ fn spec_2_step_1_refusals_fail_or_error_and_start_nothing() {
                 1,
                 1,
                 "node01",
-                "node02\n[2026/01/01 00:00:00:000000] RM-RESET  x",
+                "node02\n[2026/01/01 00:00:00:000000] RM-RESET x",
             ),
             want: Error,
             reason: "unknown target",

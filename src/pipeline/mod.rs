@@ -461,11 +461,11 @@ impl Shell {
         };
         self.pdu_jobs.insert(req.server.clone());
         let backends = self.backends.clone();
-        let reset_log = self.reset_log.clone();
+        let logs = (self.reset_log.clone(), self.error_log.clone());
         let internal = self.internal.clone();
         tokio::spawn(async move {
             let (tx, mut rx) = mpsc::unbounded_channel();
-            let run = pdutest::run(job, backends, reset_log, tx);
+            let run = pdutest::run(job, backends, logs, tx);
             tokio::pin!(run);
             let end = loop {
                 tokio::select! {

@@ -96,10 +96,11 @@ pub fn spawn(
                     if sent.is_err() {
                         counters.send_errors.fetch_add(1, Ordering::Relaxed);
                     }
+                    // SPEC §7: `<req#>` is `----` on every ATTENTION SEND.
                     let peer = Peer {
                         ip: Some(addr.ip()),
                         port: Some(addr.port()),
-                        req,
+                        req: None,
                     };
                     reset_log.line(resetlog::attention(
                         &f.system,

@@ -64,17 +64,32 @@ pub struct Progress {
 pub async fn run(
     job: Job,
     backends: Backends,
-    reset_log: LogSink,
+    logs: (LogSink, LogSink),
     progress: mpsc::UnboundedSender<Progress>,
 ) -> Result<String, String> {
+    let (reset_log, error_log) = logs;
     let say = |line: String| {
         let _ = progress.send(Progress { line });
     };
     let switch = |link: OutletLink, pdu: Pdu, on: bool| {
         let backends = backends.clone();
         let reset_log = reset_log.clone();
+        let error_log = error_log.clone();
         let target = job.target.clone();
         async move {
+            // SPEC §7: SEND when the switch is asked of the PDU, RECV when it confirms.
+            let line = |dir| {
+                resetlog::ipdusd(
+                    &target,
+                    None,
+                    dir,
+                    Peer::default(),
+                    link.pdu,
+                    link.outlet,
+                    on,
+                )
+            };
+            reset_log.line(line(Dir::Send));
             let r = crate::backend::bounded(
                 crate::backend::device("PDU", link.pdu),
                 SWITCH_TIMEOUT,
@@ -85,24 +100,22 @@ pub async fn run(
             let word = if on { "ON" } else { "OFF" };
             match &r {
                 Ok(()) => {
-                    reset_log.line(resetlog::ipdusd(
-                        &target,
-                        None,
-                        Dir::Send,
-                        Peer::default(),
-                        link.pdu,
-                        link.outlet,
-                        on,
-                    ));
+                    reset_log.line(line(Dir::Recv));
                     say(format!(
                         "PDU {} outlet {} {word}: done",
                         link.pdu, link.outlet
                     ));
                 }
-                Err(e) => say(format!(
-                    "PDU {} outlet {} {word}: FAILED: {e}",
-                    link.pdu, link.outlet
-                )),
+                Err(e) => {
+                    error_log.line(format!(
+                        "PDU {} outlet {} {word} for {target} (test) failed: {e}",
+                        link.pdu, link.outlet
+                    ));
+                    say(format!(
+                        "PDU {} outlet {} {word}: FAILED: {e}",
+                        link.pdu, link.outlet
+                    ))
+                }
             }
             (link, r)
         }
@@ -240,7 +253,13 @@ mod tests {
 
     async fn play(sim: &Arc<Sim>, action: Action) -> (Result<String, String>, Vec<String>) {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let r = run(job(action), backends(sim), LogSink::discard(), tx).await;
+        let r = run(
+            job(action),
+            backends(sim),
+            (LogSink::discard(), LogSink::discard()),
+            tx,
+        )
+        .await;
         let mut lines = Vec::new();
         while let Ok(p) = rx.try_recv() {
             lines.push(p.line);

@@ -108,6 +108,11 @@ pub enum Step {
     HardSent,
     HardAcked,
     HardFailed(String),
+    /// An outlet is being switched (reported just before the request goes to the PDU).
+    OutletSending {
+        link: OutletLink,
+        on: bool,
+    },
     OutletOff {
         link: OutletLink,
         result: Result<(), String>,
@@ -254,6 +259,10 @@ async fn cut(
     let step = |s: Step| steps.step(s);
     let cuts = pdus.iter().map(|(link, pdu)| {
         let backends = backends.clone();
+        steps.step(Step::OutletSending {
+            link: *link,
+            on: false,
+        });
         async move {
             let r = crate::backend::bounded(
                 crate::backend::device("PDU", link.pdu),
@@ -289,6 +298,10 @@ async fn cut(
             tokio::time::sleep(after).await;
             let ons = cut.iter().map(|(link, pdu)| {
                 let backends = backends.clone();
+                steps.step(Step::OutletSending {
+                    link: *link,
+                    on: true,
+                });
                 async move {
                     let r = crate::backend::bounded(
                         crate::backend::device("PDU", link.pdu),

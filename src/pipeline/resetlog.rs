@@ -41,6 +41,9 @@ impl Dir {
 pub struct Peer {
     pub ip: Option<IpAddr>,
     pub port: Option<u16>,
+    /// The `<req#>` field: the requesting HA monitor's subsystem number (or, on an
+    /// `ATTENTION RECV`, the dump agent's), as the original product writes it — not the
+    /// protocol's request number.
     pub req: Option<u32>,
 }
 
@@ -48,9 +51,11 @@ fn dash<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "----".to_string(), |v| v.to_string())
 }
 
+/// The fields every line starts with. One space after the tag, as the original product's
+/// manual writes its formats (`RM-RESET <system> ...`).
 fn head(tag: &str, system: &str, target: u32, dir: Dir, peer: Peer) -> String {
     format!(
-        "{tag:<9} {system} {target} {} {} {} {}",
+        "{tag} {system} {target} {} {} {} {}",
         dir.word(),
         dash(peer.ip),
         dash(peer.port),
@@ -58,7 +63,7 @@ fn head(tag: &str, system: &str, target: u32, dir: Dir, peer: Peer) -> String {
     )
 }
 
-/// `RM-RESET  <system> <target#> RECV|SEND <ip> <port> <req#> P|V [<DUMP|POFF|FAIL|ERROR>]`
+/// `RM-RESET <system> <target#> RECV|SEND <ip> <port> <req#> P|V [<DUMP|POFF|FAIL|ERROR>]`
 pub fn rm_reset(
     system: &str,
     target: u32,
@@ -113,7 +118,7 @@ pub fn attention(
     )
 }
 
-/// `IPDUSD    <system|mserver> <target#|----> SEND|RECV <ip|----> <port|----> <req#|----> <pdu ip> <outlet#> OFF|ON`
+/// `IPDUSD <system|mserver> <target#|----> SEND|RECV <ip|----> <port|----> <req#|----> <pdu ip> <outlet#> OFF|ON`
 pub fn ipdusd(
     system: &str,
     target: Option<u32>,
@@ -124,8 +129,7 @@ pub fn ipdusd(
     on: bool,
 ) -> String {
     format!(
-        "{:<9} {system} {} {} {} {} {} {pdu} {outlet} {}",
-        "IPDUSD",
+        "IPDUSD {system} {} {} {} {} {} {pdu} {outlet} {}",
         dash(target),
         dir.word(),
         dash(peer.ip),
@@ -148,11 +152,11 @@ mod tests {
         };
         assert_eq!(
             rm_reset("node02", 2, Dir::Recv, peer, Kind::P, None),
-            "RM-RESET  node02 2 RECV 192.168.10.21 20001 17 P"
+            "RM-RESET node02 2 RECV 192.168.10.21 20001 17 P"
         );
         assert_eq!(
             rm_reset("node02", 2, Dir::Send, peer, Kind::P, Some("DUMP")),
-            "RM-RESET  node02 2 SEND 192.168.10.21 20001 17 P DUMP"
+            "RM-RESET node02 2 SEND 192.168.10.21 20001 17 P DUMP"
         );
         assert_eq!(
             soft_reset("vm01", 3, Dir::Recv, Peer::default(), Kind::V),
@@ -179,7 +183,7 @@ mod tests {
                 4,
                 false
             ),
-            "IPDUSD    node02 2 SEND 192.168.10.21 20001 17 192.168.30.1 4 OFF"
+            "IPDUSD node02 2 SEND 192.168.10.21 20001 17 192.168.30.1 4 OFF"
         );
     }
 }

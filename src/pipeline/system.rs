@@ -53,12 +53,12 @@ impl Requester {
         }
     }
 
-    /// The reset-log fields of this requester.
+    /// The reset-log fields of this requester (`<req#>` is its subsystem number).
     pub fn peer(&self) -> Peer {
         Peer {
             ip: self.addr.map(|a| a.ip()),
             port: self.addr.map(|a| a.port()),
-            req: self.req,
+            req: self.subsystem,
         }
     }
 }

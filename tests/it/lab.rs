@@ -140,13 +140,13 @@ fn dump_the_agent_stops_the_node_and_no_hard_reset_follows() {
         .has("req 1: DUMP (reset done)")
         .has("haconn → node03 HA monitor          ATTENTION node02 DUMP")
         .lacks("HARD RESET")
-        .log_count("RM-RESET  node02 2 RECV 127.0.10.1 ", " 1 P", 1)
+        .log_count("RM-RESET node02 2 RECV 127.0.10.1 ", " 1 P", 1)
         // SPEC §7: SOFTRESET SEND when the NMI is issued, RECV when the BMC acknowledges
         // it, and the dump agent's stop notice as ATTENTION RECV with its address.
         .log_count("SOFTRESET node02 2 SEND 127.0.10.1 ", " 1 P", 1)
         .log_count("SOFTRESET node02 2 RECV 127.0.10.1 ", " 1 P", 1)
-        .log_count("ATTENTION node02 2 RECV 127.0.10.2 ", " ---- P DUMP", 1)
-        .log_count("RM-RESET  node02 2 SEND 127.0.10.1 ", " 1 P DUMP", 1)
+        .log_count("ATTENTION node02 2 RECV 127.0.10.2 ", " 2 P DUMP", 1)
+        .log_count("RM-RESET node02 2 SEND 127.0.10.1 ", " 1 P DUMP", 1)
         .log_count("HARDRESET", "", 0)
         .log_at_least("ATTENTION node02 2 SEND 127.0.10.", " P DUMP", 2);
 }
@@ -160,7 +160,7 @@ fn hang_hard_reset_after_hispeed() {
         .lacks("dump agent → haconn")
         .log_count("HARDRESET node02 2 SEND 127.0.10.1 ", " 1 P", 1)
         .log_count("HARDRESET node02 2 RECV 127.0.10.1 ", " 1 P", 1)
-        .log_count("RM-RESET  node02 2 SEND 127.0.10.1 ", " 1 P DUMP", 1)
+        .log_count("RM-RESET node02 2 SEND 127.0.10.1 ", " 1 P DUMP", 1)
         .log_at_least("ATTENTION node02 2 SEND 127.0.10.", " P REBOOT", 2);
 }
 
@@ -173,11 +173,15 @@ fn bmc_dead_pdu_cut_after_the_timeout_then_outlets_back_on() {
         .has("PDU 127.0.2.2                       outlet 5 is ON (acknowledged)")
         .lacks("hard reset acknowledged")
         .log_count("HARDRESET node02 2 RECV", "", 0)
-        .log_count("IPDUSD    node02 2 SEND 127.0.10.1 ", " 127.0.2.1 5 OFF", 1)
-        .log_count("IPDUSD    node02 2 SEND 127.0.10.1 ", " 127.0.2.2 5 OFF", 1)
-        .log_count("IPDUSD    node02 ", " 127.0.2.1 5 ON", 1)
-        .log_count("IPDUSD    node02 ", " 127.0.2.2 5 ON", 1)
-        .log_count("RM-RESET  node02 2 SEND 127.0.10.1 ", " 1 P DUMP", 1)
+        .log_count("IPDUSD node02 2 SEND 127.0.10.1 ", " 127.0.2.1 5 OFF", 1)
+        .log_count("IPDUSD node02 2 SEND 127.0.10.1 ", " 127.0.2.2 5 OFF", 1)
+        .log_count("IPDUSD node02 2 RECV 127.0.10.1 ", " 127.0.2.1 5 OFF", 1)
+        .log_count("IPDUSD node02 2 RECV 127.0.10.1 ", " 127.0.2.2 5 OFF", 1)
+        .log_count("IPDUSD node02 2 SEND ", " 127.0.2.1 5 ON", 1)
+        .log_count("IPDUSD node02 2 RECV ", " 127.0.2.1 5 ON", 1)
+        .log_count("IPDUSD node02 2 SEND ", " 127.0.2.2 5 ON", 1)
+        .log_count("IPDUSD node02 2 RECV ", " 127.0.2.2 5 ON", 1)
+        .log_count("RM-RESET node02 2 SEND 127.0.10.1 ", " 1 P DUMP", 1)
         .has("the outlets were back on after the 5 s recovery time");
 }
 
@@ -186,8 +190,8 @@ fn pair_exactly_one_of_two_crossing_resets_runs() {
     let run = lab("pair");
     run.has("exactly one of the crossing requests ran; the other got FAIL")
         .has("its monitor pair partner's reset won")
-        .log_count("RM-RESET  ", " P FAIL", 1)
-        .log_count("RM-RESET  ", " P DUMP", 1);
+        .log_count("RM-RESET ", " P FAIL", 1)
+        .log_count("RM-RESET ", " P DUMP", 1);
     assert_eq!(
         run.log_lines("SOFTRESET ", " P"),
         2,
@@ -209,7 +213,7 @@ fn guest_nmi_and_reset_through_esxi() {
         .has("ATTENTION vm02 REBOOT")
         .log_count("SOFTRESET vm02 2 SEND 127.0.10.1 ", " 1 V", 1)
         .log_count("HARDRESET vm02 2 RECV 127.0.10.1 ", " 1 V", 1)
-        .log_count("RM-RESET  vm02 2 SEND 127.0.10.1 ", " 1 V DUMP", 1)
+        .log_count("RM-RESET vm02 2 SEND 127.0.10.1 ", " 1 V DUMP", 1)
         .log_at_least("ATTENTION vm02 2 SEND 127.0.10.", " V REBOOT", 2);
 }
 
@@ -421,7 +425,7 @@ fn show_hamonitor_and_server_reset_against_a_daemon() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !d
         .log("reset.log")
-        .contains("RM-RESET  labnode02 2 SEND ---- ---- ---- P FAIL")
+        .contains("RM-RESET labnode02 2 SEND ---- ---- ---- P FAIL")
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(20));
@@ -432,7 +436,7 @@ fn show_hamonitor_and_server_reset_against_a_daemon() {
         "{log}"
     );
     assert!(
-        log.contains("RM-RESET  labnode02 2 SEND ---- ---- ---- P FAIL"),
+        log.contains("RM-RESET labnode02 2 SEND ---- ---- ---- P FAIL"),
         "{log}"
     );
     assert!(

@@ -161,17 +161,25 @@ fn a_pdu_test_is_refused_while_the_monitor_is_active_and_runs_with_force() {
         .stdout_has("all 2 outlet(s) switched");
     assert!(took >= Duration::from_secs(5), "off for 5 s, took {took:?}");
     let log = lab.log("reset.log");
+    // SPEC §7: a SEND when each switch goes to the PDU, a RECV when the PDU confirms it;
+    // both outlets at once (`same`): both OFFs before any ON.
     let ipdusd: Vec<&str> = log.lines().filter(|l| l.contains("IPDUSD")).collect();
-    assert_eq!(ipdusd.len(), 4, "{log}");
-    for l in &ipdusd[..2] {
+    assert_eq!(ipdusd.len(), 8, "{log}");
+    for l in &ipdusd[..4] {
         assert!(l.ends_with("OFF"), "{log}");
-        assert!(
-            l.contains(" labnode03 ---- SEND ---- ---- ---- 127.0.0."),
-            "{l}"
-        );
     }
-    for l in &ipdusd[2..] {
+    for l in &ipdusd[4..] {
         assert!(l.ends_with("ON"), "{log}");
+    }
+    for dir in ["SEND", "RECV"] {
+        assert_eq!(
+            ipdusd
+                .iter()
+                .filter(|l| l.contains(&format!(" labnode03 ---- {dir} ---- ---- ---- 127.0.0.")))
+                .count(),
+            4,
+            "{log}"
+        );
     }
 }
 
@@ -182,8 +190,19 @@ fn acrecovery_switches_the_outlets_on_and_mserver_tests_are_refused_with_the_rea
     run.code(0).stdout_has("PDU 127.0.0.32 outlet 7 ON: done");
     let log = lab.log("reset.log");
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("IPDUSD")).collect();
-    assert_eq!(lines.len(), 1, "only the outlet on 127.0.0.32: {log}");
-    assert!(lines[0].ends_with("127.0.0.32 7 ON"), "{log}");
+    assert_eq!(
+        lines.len(),
+        2,
+        "only the outlet on 127.0.0.32, sent and confirmed: {log}"
+    );
+    assert!(
+        lines[0].contains(" SEND ") && lines[0].ends_with("127.0.0.32 7 ON"),
+        "{log}"
+    );
+    assert!(
+        lines[1].contains(" RECV ") && lines[1].ends_with("127.0.0.32 7 ON"),
+        "{log}"
+    );
 
     let sock = lab.path("sock").display().to_string();
     haconn(&["act", "ipdusd", "--mode", "same", "--control-socket", &sock])
@@ -246,10 +265,14 @@ fn a_single_management_server_tests_its_own_outlets_one_at_a_time() {
     assert_eq!(
         bodies,
         vec![
-            "IPDUSD    labms01 ---- SEND ---- ---- ---- 127.0.0.31 1 OFF",
-            "IPDUSD    labms01 ---- SEND ---- ---- ---- 127.0.0.31 1 ON",
-            "IPDUSD    labms01 ---- SEND ---- ---- ---- 127.0.0.32 1 OFF",
-            "IPDUSD    labms01 ---- SEND ---- ---- ---- 127.0.0.32 1 ON",
+            "IPDUSD labms01 ---- SEND ---- ---- ---- 127.0.0.31 1 OFF",
+            "IPDUSD labms01 ---- RECV ---- ---- ---- 127.0.0.31 1 OFF",
+            "IPDUSD labms01 ---- SEND ---- ---- ---- 127.0.0.31 1 ON",
+            "IPDUSD labms01 ---- RECV ---- ---- ---- 127.0.0.31 1 ON",
+            "IPDUSD labms01 ---- SEND ---- ---- ---- 127.0.0.32 1 OFF",
+            "IPDUSD labms01 ---- RECV ---- ---- ---- 127.0.0.32 1 OFF",
+            "IPDUSD labms01 ---- SEND ---- ---- ---- 127.0.0.32 1 ON",
+            "IPDUSD labms01 ---- RECV ---- ---- ---- 127.0.0.32 1 ON",
         ],
         "{log}"
     );

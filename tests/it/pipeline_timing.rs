@@ -461,8 +461,15 @@ async fn hard_reset_hangs_cuts_every_outlet_in_parallel() {
             Step::HardFailed(_)
         ]
     ));
+    // Each cut is announced (OutletSending) before it goes out, then confirmed.
+    let sending = steps[4..]
+        .iter()
+        .filter(|s| matches!(s, Step::OutletSending { on: false, .. }))
+        .count();
+    assert_eq!(sending, 3, "{steps:?}");
     let offs: Vec<_> = steps[4..]
         .iter()
+        .filter(|s| !matches!(s, Step::OutletSending { .. }))
         .map(|s| match s {
             Step::OutletOff { link, result } => {
                 assert_eq!(result, &Ok(()));

@@ -159,16 +159,17 @@ fn reset_without_dump_agent_hard_resets_after_hispeed_and_notifies_reboot() {
         );
     }
 
-    // SPEC §7 lines, exactly.
+    // SPEC §7 lines, exactly (`<req#>` is the requester's subsystem number, `----` on
+    // ATTENTION SEND).
     assert_reset_log(
         &lab,
         &[
-            format!("RM-RESET  labnode02 2 RECV 127.0.0.1 {p1} 7 P"),
-            format!("SOFTRESET labnode02 2 SEND 127.0.0.1 {p1} 7 P"),
-            format!("HARDRESET labnode02 2 SEND 127.0.0.1 {p1} 7 P"),
-            format!("HARDRESET labnode02 2 RECV 127.0.0.1 {p1} 7 P"),
-            format!("RM-RESET  labnode02 2 SEND 127.0.0.1 {p1} 7 P DUMP"),
-            format!("ATTENTION labnode02 2 SEND 127.0.0.1 {p1} 7 P REBOOT"),
+            format!("RM-RESET labnode02 2 RECV 127.0.0.1 {p1} 1 P"),
+            format!("SOFTRESET labnode02 2 SEND 127.0.0.1 {p1} 1 P"),
+            format!("HARDRESET labnode02 2 SEND 127.0.0.1 {p1} 1 P"),
+            format!("HARDRESET labnode02 2 RECV 127.0.0.1 {p1} 1 P"),
+            format!("RM-RESET labnode02 2 SEND 127.0.0.1 {p1} 1 P DUMP"),
+            format!("ATTENTION labnode02 2 SEND 127.0.0.1 {p1} ---- P REBOOT"),
             format!("ATTENTION labnode02 2 SEND 127.0.0.1 {p3} ---- P REBOOT"),
             format!("ATTENTION labnode02 2 SEND 127.255.255.255 {p3} ---- P REBOOT"),
         ],
@@ -233,9 +234,9 @@ fn stopped_during_the_soft_reset_window_gives_dump() {
     assert_reset_log(
         &lab,
         &[
-            format!("RM-RESET  labnode02 2 RECV 127.0.0.1 {p1} 11 P"),
-            format!("SOFTRESET labnode02 2 SEND 127.0.0.1 {p1} 11 P"),
-            format!("RM-RESET  labnode02 2 SEND 127.0.0.1 {p1} 11 P DUMP"),
+            format!("RM-RESET labnode02 2 RECV 127.0.0.1 {p1} 1 P"),
+            format!("SOFTRESET labnode02 2 SEND 127.0.0.1 {p1} 1 P"),
+            format!("RM-RESET labnode02 2 SEND 127.0.0.1 {p1} 1 P DUMP"),
             format!("ATTENTION labnode02 2 SEND 127.0.0.1 {p3} ---- P DUMP"),
             format!("ATTENTION labnode02 2 SEND 127.255.255.255 {p3} ---- P DUMP"),
         ],
@@ -245,7 +246,7 @@ fn stopped_during_the_soft_reset_window_gives_dump() {
         bodies
             .iter()
             .any(|l| l.starts_with("ATTENTION labnode02 2 RECV 127.0.0.1 ")
-                && l.ends_with(" ---- P DUMP")),
+                && l.ends_with(" 2 P DUMP")),
         "no ATTENTION RECV (SPEC §7: the stop notice) from the stopped sender\n{}",
         lab.diagnostics()
     );
@@ -290,8 +291,8 @@ fn failed_requests_get_error_and_exit_1() {
     assert_reset_log(
         &lab,
         &[
-            format!("RM-RESET  nosuch 9 RECV 127.0.0.1 {p1} 3 P"),
-            format!("RM-RESET  nosuch 9 SEND 127.0.0.1 {p1} 3 P ERROR"),
+            format!("RM-RESET nosuch 9 RECV 127.0.0.1 {p1} 1 P"),
+            format!("RM-RESET nosuch 9 SEND 127.0.0.1 {p1} 1 P ERROR"),
         ],
     );
 }
@@ -570,7 +571,7 @@ fn fence_kdump_gives_dump(notify: impl FnOnce(&Lab)) {
         bodies
             .iter()
             .any(|l| l.starts_with("ATTENTION labnode02 2 RECV 127.0.0.1 ")
-                && l.ends_with(" ---- P DUMP")),
+                && l.ends_with(" 2 P DUMP")),
         "no ATTENTION RECV from the fence_kdump sender\n{}",
         lab.diagnostics()
     );

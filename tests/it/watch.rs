@@ -331,7 +331,7 @@ fn a_dead_bmc_falls_back_to_the_pdu_which_cuts_only_that_servers_outlets() {
         "the outlets stayed off for the recovery time"
     );
     let log = lab.log("reset.log");
-    assert!(log.contains("IPDUSD    labnode03 3 SEND"), "{log}");
+    assert!(log.contains("IPDUSD labnode03 3 SEND"), "{log}");
     assert!(
         b1.nmis().is_empty() && b2.nmis().is_empty(),
         "no other node touched"
@@ -413,10 +413,14 @@ fn a_serial_pdu_test_switches_one_outlet_at_a_time_with_the_given_times() {
     assert_eq!(
         ipdusd,
         vec![
-            "IPDUSD    labnode03 ---- SEND ---- ---- ---- 127.0.0.1 3 OFF",
-            "IPDUSD    labnode03 ---- SEND ---- ---- ---- 127.0.0.1 3 ON",
-            "IPDUSD    labnode03 ---- SEND ---- ---- ---- 127.0.0.1 4 OFF",
-            "IPDUSD    labnode03 ---- SEND ---- ---- ---- 127.0.0.1 4 ON",
+            "IPDUSD labnode03 ---- SEND ---- ---- ---- 127.0.0.1 3 OFF",
+            "IPDUSD labnode03 ---- RECV ---- ---- ---- 127.0.0.1 3 OFF",
+            "IPDUSD labnode03 ---- SEND ---- ---- ---- 127.0.0.1 3 ON",
+            "IPDUSD labnode03 ---- RECV ---- ---- ---- 127.0.0.1 3 ON",
+            "IPDUSD labnode03 ---- SEND ---- ---- ---- 127.0.0.1 4 OFF",
+            "IPDUSD labnode03 ---- RECV ---- ---- ---- 127.0.0.1 4 OFF",
+            "IPDUSD labnode03 ---- SEND ---- ---- ---- 127.0.0.1 4 ON",
+            "IPDUSD labnode03 ---- RECV ---- ---- ---- 127.0.0.1 4 ON",
         ],
         "{log}"
     );
