@@ -378,7 +378,7 @@ impl Shell {
         let task = tokio::spawn(async move {
             let steps = sink.clone();
             let outcome = if test {
-                reset::soft_test(target, timing.hard_reset_after, backends, stopped_rx, steps).await
+                reset::soft_test(target, reset::TEST_STOP_WINDOW, backends, stopped_rx, steps).await
             } else {
                 reset::run_seen(target, timing, backends, stopped_rx, steps, seen_on).await
             };
@@ -436,7 +436,9 @@ impl Shell {
         if self.pdu_jobs.contains(&req.server) {
             return Err(format!("a PDU job on {} is already running", req.server));
         }
-        if req.test.is_some() && !req.force {
+        // `same` cuts every outlet at once and takes the server down; `serial` keeps it
+        // powered through its other supplies and is what a server in service is tested with.
+        if matches!(req.test, Some((pdutest::Mode::Same, ..))) && !req.force {
             let active = self.core.active_monitors(Instant::now(), &systems);
             if !active.is_empty() {
                 return Err(format!(

@@ -111,7 +111,8 @@ pub struct RawAuthKey {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RawHispeed {
-    Millis(#[schemars(range(min = 1000, max = 5000))] u64),
+    /// 1000–5000 in steps of 100 ms (the original fixes the last two digits at 00).
+    Millis(#[schemars(range(min = 1000, max = 5000), extend("multipleOf" = 100))] u64),
     Off(OffWord),
 }
 

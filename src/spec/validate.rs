@@ -298,13 +298,16 @@ fn build(v: &mut V, raw: &RawSpec) -> Option<Spec> {
 
     let hispeed = match &raw.hispeed {
         None | Some(RawHispeed::Off(_)) => Some(None),
-        Some(RawHispeed::Millis(ms)) => match Hispeed::new(*ms) {
+        Some(RawHispeed::Millis(ms)) => match Hispeed::new(*ms).filter(|_| ms % 100 == 0) {
             Some(h) => Some(Some(h)),
             None => {
                 v.err(
                     "range",
                     root.key("hispeed"),
-                    format!("hispeed must be 1000–5000 ms or `off` (got {ms})"),
+                    format!(
+                        "hispeed must be 1000–5000 ms in steps of 100 (1000, 1100, … 5000) or \
+                         `off` (got {ms})"
+                    ),
                 );
                 None
             }

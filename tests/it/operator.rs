@@ -129,6 +129,24 @@ fn a_pdu_test_is_refused_while_the_monitor_is_active_and_runs_with_force() {
         "{}",
         lab.diagnostics()
     );
+    // `serial` keeps the server powered through its other supply: it is what a server in
+    // service is tested with, no --force needed (issue 13 item 9).
+    server(
+        &lab,
+        &[
+            "ipdusd",
+            "labnode03",
+            "--mode",
+            "serial",
+            "--offtime",
+            "5",
+            "--wtime",
+            "5",
+        ],
+    )
+    .code(0)
+    .stdout_has("all 2 outlet(s) switched");
+    let before = lab.log("reset.log");
 
     // Out-of-range times are refused before anything switches.
     server(
@@ -160,7 +178,9 @@ fn a_pdu_test_is_refused_while_the_monitor_is_active_and_runs_with_force() {
         .stdout_has("PDU 127.0.0.32 outlet 7 ON: done")
         .stdout_has("all 2 outlet(s) switched");
     assert!(took >= Duration::from_secs(5), "off for 5 s, took {took:?}");
-    let log = lab.log("reset.log");
+    let ipdusd_lines = |l: &str| l.contains("IPDUSD");
+    let n = before.lines().filter(|l| ipdusd_lines(l)).count();
+    let log = lab.wait_lines("reset.log", n + 8, ipdusd_lines)[before.len()..].to_string();
     // SPEC §7: a SEND when each switch goes to the PDU, a RECV when the PDU confirms it;
     // both outlets at once (`same`): both OFFs before any ON.
     let ipdusd: Vec<&str> = log.lines().filter(|l| l.contains("IPDUSD")).collect();
@@ -188,7 +208,7 @@ fn acrecovery_switches_the_outlets_on_and_mserver_tests_are_refused_with_the_rea
     let lab = Lab::start_with(1000, with_pdus);
     let run = server(&lab, &["acrecovery", "labnode03", "--addr", "127.0.0.32"]);
     run.code(0).stdout_has("PDU 127.0.0.32 outlet 7 ON: done");
-    let log = lab.log("reset.log");
+    let log = lab.wait_lines("reset.log", 2, |l| l.contains("IPDUSD"));
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("IPDUSD")).collect();
     assert_eq!(
         lines.len(),
@@ -257,7 +277,7 @@ fn a_single_management_server_tests_its_own_outlets_one_at_a_time() {
         started.elapsed() >= Duration::from_secs(15),
         "5 s off, 5 s, 5 s off"
     );
-    let log = lab.log("reset.log");
+    let log = lab.wait_lines("reset.log", 8, |l| l.contains("IPDUSD"));
     let bodies: Vec<&str> = log
         .lines()
         .filter_map(|l| l.split_once("] ").map(|(_, b)| b))

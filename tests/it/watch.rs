@@ -404,7 +404,7 @@ fn a_serial_pdu_test_switches_one_outlet_at_a_time_with_the_given_times() {
             "gaps {gaps:?}, wanted 5, 6, 5 s"
         );
     }
-    let log = lab.log("reset.log");
+    let log = lab.wait_lines("reset.log", 8, |l| l.contains("IPDUSD"));
     let ipdusd: Vec<&str> = log
         .lines()
         .filter_map(|l| l.split_once("] ").map(|(_, b)| b))

@@ -248,6 +248,25 @@ impl Lab {
         }
     }
 
+    /// Waits (bounded) until `n` lines of log `name` satisfy `pred` (log lines are written
+    /// by a writer thread: a reply can come before its line is in the file).
+    pub fn wait_lines(&self, name: &str, n: usize, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + LINE_TIMEOUT;
+        loop {
+            let text = self.log(name);
+            let count = text.lines().filter(|l| pred(l)).count();
+            if count >= n {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{count} of {n} lines in {name} within {LINE_TIMEOUT:?}\n{}",
+                self.diagnostics()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// `haconn node listen` on `bind:port` for one attention, started and ready.
     pub fn listener(&self, bind: &str, port: u16) -> Bg {
         let mut bg = Bg::spawn(vec![
