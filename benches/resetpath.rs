@@ -326,6 +326,7 @@ impl Bench {
                 error_log: LogSink::discard(),
                 monitor_expiry: Duration::from_secs(60),
                 watch: None,
+                state_dir: None,
             },
         )
         .expect("start the pipeline");

@@ -72,6 +72,7 @@ fn lab() -> Lab {
         error_log: LogSink::discard(),
         monitor_expiry: Duration::from_secs(60),
         watch: None,
+        state_dir: None,
     };
     let (pipeline, _thread) = Pipeline::start(spec, config).unwrap();
     let m1 = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -440,6 +440,114 @@ fn replayed_datagram_is_refused_and_logged_once() {
     logged_once(&lab, "timestamp outside the replay window");
 }
 
+/// The registered address of `system`, from `show hamonitor`.
+fn registered_ip(lab: &Lab, system: &str) -> String {
+    let monitors = lab.monitors();
+    monitors["monitors"]
+        .as_array()
+        .expect("monitors array")
+        .iter()
+        .find(|r| r["system"] == system)
+        .unwrap_or_else(|| panic!("{system} not registered: {monitors:#}"))["ip"]
+        .as_str()
+        .expect("ip")
+        .to_string()
+}
+
+#[test]
+fn captured_check_replayed_from_other_addresses_is_refused() {
+    let lab = Lab::start(1000);
+    let s = raw();
+    let port = s.local_addr().unwrap().port();
+    let captured = codec::encode(&Envelope::new(check_msg("labnode01", 1, port)), &key());
+    s.send_to(&captured, lab.reset_path).unwrap();
+    assert!(matches!(recv_msg(&s), Message::CheckReply { .. }));
+    assert_eq!(registered_ip(&lab, "labnode01"), "127.0.0.1");
+
+    // The tag does not cover the source address: the same bytes from 20 others are the
+    // same datagram, refused, and the monitor stays where it checked from.
+    for n in 0..20u8 {
+        let other = UdpSocket::bind(format!("127.0.1.{}:0", n + 1)).expect("bind");
+        other.send_to(&captured, lab.reset_path).unwrap();
+    }
+    barrier(&lab);
+    assert_eq!(registered_ip(&lab, "labnode01"), "127.0.0.1");
+    lab.wait_log("error.log", "the refusal", |l| {
+        l.contains("from 127.0.1.1:") && l.contains("nonce already seen (replayed datagram)")
+    });
+}
+
+/// Reads reset-path messages on `sock` until a final `reset-reply` (bounded: each read
+/// times out after 10 s, at most 20 messages).
+fn final_reply(sock: &UdpSocket) -> codec::ResetResult {
+    for _ in 0..20 {
+        if let Message::ResetReply { result, .. } = recv_msg(sock)
+            && result != codec::ResetResult::Accepted
+        {
+            return result;
+        }
+    }
+    panic!("no final reset-reply in 20 messages");
+}
+
+#[test]
+fn captured_reset_replayed_across_a_restart_does_not_reset_again() {
+    let mut lab = Lab::start(1000);
+    let requester = raw();
+    let port = requester.local_addr().unwrap().port();
+    let register = |lab: &Lab| {
+        requester
+            .send_to(
+                &codec::encode(&Envelope::new(check_msg("labnode01", 1, port)), &key()),
+                lab.reset_path,
+            )
+            .unwrap();
+        // (The attention of the first reset may still be queued before the reply.)
+        assert!(
+            (0..5).any(|_| matches!(recv_msg(&requester), Message::CheckReply { .. })),
+            "no check-reply"
+        );
+        lab.register("labnode02", 2, free_port(), None);
+    };
+    register(&lab);
+    let captured = codec::encode(
+        &Envelope::new(Message::Reset {
+            req: 7,
+            system: "labnode01".into(),
+            subsystem: 1,
+            port,
+            target_system: "labnode02".into(),
+            target_subsystem: 2,
+        }),
+        &key(),
+    );
+    requester.send_to(&captured, lab.reset_path).unwrap();
+    assert_eq!(final_reply(&requester), codec::ResetResult::Dump);
+    let soft_resets = |lab: &Lab| {
+        lab.log("reset.log")
+            .lines()
+            .filter(|l| l.contains("] SOFTRESET labnode02 2 SEND"))
+            .count()
+    };
+    assert_eq!(soft_resets(&lab), 1, "{}", lab.diagnostics());
+
+    // Well inside the 30 s window, after a restart, with both monitors registered again.
+    lab.restart();
+    register(&lab);
+    requester.send_to(&captured, lab.reset_path).unwrap();
+    lab.wait_log("error.log", "the refusal", |l| {
+        l.contains("timestamp not after the connector's high-water mark")
+    });
+    barrier(&lab);
+    requester.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 2048];
+    assert!(
+        requester.recv_from(&mut buf).is_err(),
+        "a reply to the replayed reset"
+    );
+    assert_eq!(soft_resets(&lab), 1, "{}", lab.diagnostics());
+}
+
 #[test]
 fn malformed_datagrams_are_ignored_and_the_daemon_still_answers() {
     let lab = Lab::start(1000);

@@ -49,14 +49,16 @@ use tokio::sync::{mpsc, oneshot};
 use self::core::{Core, CoreConfig, Effect, Input};
 use crate::backend::Backends;
 use crate::log::LogSink;
-use crate::resetpath::codec::{
-    self, DecodeError, Envelope, Key, MAX_DATAGRAM, Message, ReplayGuard,
-};
+use crate::resetpath::codec::{self, DecodeError, Envelope, Key, MAX_DATAGRAM, Message};
+use crate::resetpath::replay::{HighWater, ReplayGuard};
 use crate::spec::model::{Auth, Spec, SystemRef};
 use limits::{LogBudget, with_suppressed};
 use notifier::Fanout;
 use reset::{Outcome, Step};
 use system::ResetId;
+
+/// The reset path's replay high-water mark, in the state dir.
+pub const HIGH_WATER_FILE: &str = "resetpath-highwater";
 
 /// How often the core is given the time (deadlines and expiries are seconds long).
 const TICK: Duration = Duration::from_millis(100);
@@ -142,6 +144,8 @@ struct Shell {
     /// Queues attention fan-outs for the notifier thread.
     notify: Option<std::sync::mpsc::Sender<Fanout>>,
     replay: ReplayGuard,
+    /// The replay floor kept in the state dir (`None`: in memory only).
+    high_water: Option<HighWater>,
     tasks: HashMap<ResetId, Task>,
     /// Refusals already logged (once per sender and reason, at most 10 000 kept).
     logged_refusals: HashSet<(IpAddr, String)>,
@@ -211,6 +215,17 @@ impl Shell {
             s.set_broadcast(true)?;
             s.set_nonblocking(true)?;
         }
+        // Nothing accepted before a restart is accepted again: the guard starts above the
+        // high-water mark the last run left in the state dir.
+        let now = codec::now_ms();
+        let high_water = match (&reset_path, &config.state_dir) {
+            (Some(_), Some(dir)) => Some(HighWater::open(&dir.join(HIGH_WATER_FILE), now)?),
+            _ => None,
+        };
+        let floor = high_water.as_ref().map_or(
+            now.saturating_sub(crate::resetpath::replay::START_SKEW_MS),
+            HighWater::mark_ms,
+        );
         let (internal, internal_rx) = mpsc::unbounded_channel();
         let notify = match &send {
             Some(s) => Some(notifier::spawn(
@@ -240,7 +255,8 @@ impl Shell {
                 reset_log: config.reset_log,
                 error_log: config.error_log,
                 send,
-                replay: ReplayGuard::default(),
+                replay: ReplayGuard::new(floor),
+                high_water,
                 tasks: HashMap::new(),
                 logged_refusals: HashSet::new(),
                 refusal_log: LogBudget::new(20, Duration::from_secs(3)),
@@ -600,10 +616,37 @@ impl Shell {
                 return;
             }
         };
-        if let Err(e) = self.replay.check(from.ip(), &env, codec::now_ms()) {
+        // Freshness is remembered per claimed system of the spec (what the tag covers),
+        // never per address; a name the spec does not hold changes no state, so it is
+        // checked for freshness only and never stored.
+        let now = codec::now_ms();
+        let known = env
+            .msg
+            .sender()
+            .filter(|s| self.core.spec().system(s).is_some());
+        let fresh = match known {
+            Some(system) => self.replay.check(system, &env, now),
+            None => self.replay.fresh(&env, now),
+        };
+        if let Err(e) = fresh {
             self.counters.replayed.fetch_add(1, Ordering::Relaxed);
             self.refuse(from, e.to_string());
             return;
+        }
+        if known.is_some()
+            && let Some(hw) = &mut self.high_water
+            && let Err(e) = hw.cover(env.ts)
+        {
+            self.counters
+                .high_water_errors
+                .fetch_add(1, Ordering::Relaxed);
+            self.refuse(
+                from,
+                format!(
+                    "cannot keep the replay high-water mark ({e}): a restart may accept this \
+                     datagram again"
+                ),
+            );
         }
         let input = match env.msg {
             Message::Check { port: 0, .. } | Message::Reset { port: 0, .. } => {

@@ -12,7 +12,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::codec::{self, Envelope, Key, MAX_DATAGRAM, Message, ReplayGuard};
+use super::codec::{self, Envelope, Key, MAX_DATAGRAM, Message};
+use super::replay::ReplayGuard;
 
 /// Why the client could not do its part (the answer not coming is not an error).
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +163,8 @@ impl Client {
                     continue;
                 }
             };
-            if let Err(e) = self.replay.check(from.ip(), &env, codec::now_ms()) {
+            // Everything here comes from one connector: one set.
+            if let Err(e) = self.replay.check("connector", &env, codec::now_ms()) {
                 self.ignore(e.to_string());
                 continue;
             }

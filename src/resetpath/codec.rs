@@ -3,12 +3,9 @@
 //! A datagram is `HCN1` (4 bytes), an auth byte (0 = none, 1 = HMAC-SHA256), a JSON
 //! payload, and — with HMAC — the 32-byte tag of everything before it. The payload
 //! carries a millisecond timestamp and a random nonce, which the receiver's
-//! [`ReplayGuard`] checks. PROTOCOL.md documents every message and field.
+//! [`ReplayGuard`](super::replay::ReplayGuard) checks. PROTOCOL.md documents every message and field.
 //!
 //! Decoding never panics and never allocates more than the datagram's bounded length.
-
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::IpAddr;
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
@@ -20,8 +17,6 @@ pub const MAX_DATAGRAM: usize = 1400;
 const TAG_LEN: usize = 32;
 const AUTH_NONE: u8 = 0;
 const AUTH_HMAC: u8 = 1;
-/// How far a datagram's timestamp may be from the receiver's clock.
-pub const REPLAY_WINDOW_MS: u64 = 30_000;
 
 /// What a reset request came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -104,6 +99,19 @@ pub enum Message {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         req: Option<u32>,
     },
+}
+
+impl Message {
+    /// The system a client message claims to come from (`None` for the connector's own
+    /// messages): what its freshness is remembered under.
+    pub fn sender(&self) -> Option<&str> {
+        match self {
+            Message::Check { system, .. }
+            | Message::Reset { system, .. }
+            | Message::Stopped { system, .. } => Some(system),
+            _ => None,
+        }
+    }
 }
 
 /// A message with its freshness fields. (Unknown fields are refused inside `msg`; serde
@@ -195,7 +203,8 @@ pub fn encode(env: &Envelope, key: &Key) -> Vec<u8> {
     out
 }
 
-/// Checks framing and authentication, then parses. Does not check freshness: see [`ReplayGuard`].
+/// Checks framing and authentication, then parses. Does not check freshness: see
+/// [`ReplayGuard`](super::replay::ReplayGuard).
 pub fn decode(bytes: &[u8], key: &Key) -> Result<Envelope, DecodeError> {
     if bytes.len() > MAX_DATAGRAM {
         return Err(DecodeError::TooLong);
@@ -224,62 +233,6 @@ pub fn decode(bytes: &[u8], key: &Key) -> Result<Envelope, DecodeError> {
         return Err(DecodeError::Version(env.v));
     }
     Ok(env)
-}
-
-/// Why a fresh-looking datagram was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum ReplayError {
-    #[error("timestamp outside the replay window")]
-    Stale,
-    #[error("nonce already seen (replayed datagram)")]
-    Replayed,
-    #[error("more datagrams from one address within the replay window than can be remembered")]
-    Overloaded,
-}
-
-/// Remembers every (timestamp, nonce) of the last window per sender address, so a
-/// captured datagram is never accepted twice. Memory is bounded: a sender past the bound
-/// is refused until its old entries age out (it fails closed, never forgets early).
-#[derive(Debug, Default)]
-pub struct ReplayGuard {
-    seen: HashMap<IpAddr, Seen>,
-}
-
-#[derive(Debug, Default)]
-struct Seen {
-    order: VecDeque<(u64, u64)>,
-    set: HashSet<(u64, u64)>,
-}
-
-/// Most datagrams remembered per sender address within one window (about 2000 a second).
-pub const MAX_REMEMBERED: usize = 65_536;
-
-impl ReplayGuard {
-    /// Accepts `env` from `from` at receiver time `now_ms` once.
-    pub fn check(&mut self, from: IpAddr, env: &Envelope, now_ms: u64) -> Result<(), ReplayError> {
-        if env.ts.abs_diff(now_ms) > REPLAY_WINDOW_MS {
-            return Err(ReplayError::Stale);
-        }
-        let seen = self.seen.entry(from).or_default();
-        // Entries arrive roughly in time order; anything older than the window can go.
-        while let Some(&(ts, nonce)) = seen.order.front() {
-            if ts.abs_diff(now_ms) <= REPLAY_WINDOW_MS {
-                break;
-            }
-            seen.order.pop_front();
-            seen.set.remove(&(ts, nonce));
-        }
-        let id = (env.ts, env.nonce);
-        if seen.set.contains(&id) {
-            return Err(ReplayError::Replayed);
-        }
-        if seen.order.len() >= MAX_REMEMBERED {
-            return Err(ReplayError::Overloaded);
-        }
-        seen.order.push_back(id);
-        seen.set.insert(id);
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -330,37 +283,5 @@ mod tests {
             decode(b"HCN1\x00{\"v\":1}", &Key::None),
             Err(DecodeError::Payload(_))
         ));
-    }
-
-    #[test]
-    fn replay_guard_refuses_repeats_and_stale() {
-        let mut g = ReplayGuard::default();
-        let env = check_msg();
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        assert_eq!(g.check(ip, &env, env.ts), Ok(()));
-        assert_eq!(g.check(ip, &env, env.ts + 5), Err(ReplayError::Replayed));
-        assert_eq!(
-            g.check(ip, &check_msg(), env.ts + REPLAY_WINDOW_MS * 3),
-            Err(ReplayError::Stale)
-        );
-    }
-
-    #[test]
-    fn replay_guard_never_forgets_within_the_window() {
-        let mut g = ReplayGuard::default();
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let first = check_msg();
-        g.check(ip, &first, first.ts).unwrap();
-        let mut refused = false;
-        for _ in 0..MAX_REMEMBERED + 10 {
-            let mut e = check_msg();
-            e.ts = first.ts;
-            if g.check(ip, &e, first.ts) == Err(ReplayError::Overloaded) {
-                refused = true;
-                break;
-            }
-        }
-        assert!(refused, "a flood is refused, not remembered forever");
-        assert_eq!(g.check(ip, &first, first.ts), Err(ReplayError::Replayed));
     }
 }
