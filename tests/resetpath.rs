@@ -548,6 +548,77 @@ fn captured_reset_replayed_across_a_restart_does_not_reset_again() {
     assert_eq!(soft_resets(&lab), 1, "{}", lab.diagnostics());
 }
 
+/// A signed datagram of exactly the given JSON payload (no padding), as a client that
+/// does not pad would send it.
+fn unpadded(json: &str) -> Vec<u8> {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut out = b"HCN1\x01".to_vec();
+    out.extend_from_slice(json.as_bytes());
+    let mut m = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(KEY.as_bytes()).unwrap();
+    m.update(&out);
+    out.extend_from_slice(&m.finalize().into_bytes());
+    out
+}
+
+/// The length of the next datagram on `sock` within 2 s, if one comes.
+fn reply_len(sock: &UdpSocket) -> Option<usize> {
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 4096];
+    sock.recv_from(&mut buf).ok().map(|(n, _)| n)
+}
+
+#[test]
+fn replies_are_never_longer_than_their_request() {
+    let lab = Lab::start(1000);
+    let s = raw();
+    let port = s.local_addr().unwrap().port();
+    // A 1394-byte check for a long unknown name: its reply would echo the name and add
+    // the rest, longer than the check even without its reason; it is not sent.
+    let long_check = |len: usize| {
+        let mut env = Envelope::new(check_msg(&"a".repeat(len), 1, port));
+        env.nonce = 1 << 63;
+        codec::encode(&env, &key())
+    };
+    let name_len = 1394 - (long_check(1000).len() - 1000);
+    let request = long_check(name_len);
+    assert_eq!(request.len(), 1394);
+    s.send_to(&request, lab.reset_path).unwrap();
+    if let Some(n) = reply_len(&s) {
+        panic!("a {n}-byte reply to a 1394-byte check");
+    }
+    lab.wait_log("error.log", "the withheld reply", |l| {
+        l.contains("reply withheld: longer than the 1394-byte request")
+    });
+
+    // A check a little shorter than its full reply: the reply's reason is cut to fit.
+    let json = |nonce: u32, pad: usize| {
+        format!(
+            r#"{{"v":1,"ts":{},"nonce":{nonce},"type":"check","system":"labnode01","subsystem":1,"port":{port}}}{}"#,
+            codec::now_ms(),
+            " ".repeat(pad)
+        )
+    };
+    s.send_to(&unpadded(&json(1, 400)), lab.reset_path).unwrap();
+    let full = reply_len(&s).expect("the full reply");
+    let short = unpadded(&json(2, 0));
+    let request = unpadded(&json(2, full - 10 - short.len()));
+    assert_eq!(request.len(), full - 10);
+    s.send_to(&request, lab.reset_path).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = s.recv_from(&mut buf).expect("the cut reply");
+    assert!(
+        n <= request.len(),
+        "a {n}-byte reply to a {}-byte check",
+        request.len()
+    );
+    match codec::decode(&buf[..n], &key()).expect("a valid reply").msg {
+        Message::CheckReply {
+            reason: Some(r), ..
+        } => assert!(r.ends_with("..."), "{r:?}"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
 #[test]
 fn malformed_datagrams_are_ignored_and_the_daemon_still_answers() {
     let lab = Lab::start(1000);

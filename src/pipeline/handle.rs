@@ -67,6 +67,8 @@ pub struct Counters {
     /// Writes of the replay high-water mark that failed (replay protection across a
     /// restart is weakened until one succeeds).
     pub high_water_errors: AtomicU64,
+    /// Replies not sent because they would have been longer than their request.
+    pub replies_withheld: AtomicU64,
 }
 
 /// Messages the pipeline thread accepts from the rest of the daemon.

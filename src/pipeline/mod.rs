@@ -49,13 +49,19 @@ use tokio::sync::{mpsc, oneshot};
 use self::core::{Core, CoreConfig, Effect, Input};
 use crate::backend::Backends;
 use crate::log::LogSink;
-use crate::resetpath::codec::{self, DecodeError, Envelope, Key, MAX_DATAGRAM, Message};
+use crate::resetpath::codec::{
+    self, DecodeError, Envelope, Key, MAX_DATAGRAM, Message, REQUEST_MIN_LEN, ResetResult,
+};
 use crate::resetpath::replay::{HighWater, ReplayGuard};
 use crate::spec::model::{Auth, Spec, SystemRef};
 use limits::{LogBudget, with_suppressed};
 use notifier::Fanout;
 use reset::{Outcome, Step};
 use system::ResetId;
+
+/// Most reset requests whose length is kept for their final reply (beyond it, the final
+/// reply is bounded by [`REQUEST_MIN_LEN`]).
+const MAX_PENDING_LENS: usize = 4096;
 
 /// The reset path's replay high-water mark, in the state dir.
 pub const HIGH_WATER_FILE: &str = "resetpath-highwater";
@@ -146,6 +152,11 @@ struct Shell {
     replay: ReplayGuard,
     /// The replay floor kept in the state dir (`None`: in memory only).
     high_water: Option<HighWater>,
+    /// The length of the datagram being handled: no reply to it may be longer.
+    request_len: Option<usize>,
+    /// Lengths of reset requests still to be answered finally, by where their replies go
+    /// and `req`: a later reply is no longer than the request it answers.
+    reset_lens: HashMap<(SocketAddr, u32), usize>,
     tasks: HashMap<ResetId, Task>,
     /// Refusals already logged (once per sender and reason, at most 10 000 kept).
     logged_refusals: HashSet<(IpAddr, String)>,
@@ -257,6 +268,8 @@ impl Shell {
                 send,
                 replay: ReplayGuard::new(floor),
                 high_water,
+                request_len: None,
+                reset_lens: HashMap::new(),
                 tasks: HashMap::new(),
                 logged_refusals: HashSet::new(),
                 refusal_log: LogBudget::new(20, Duration::from_secs(3)),
@@ -677,15 +690,21 @@ impl Shell {
                 port,
                 target_system,
                 target_subsystem,
-            } => Input::Reset {
-                from,
-                req,
-                system,
-                subsystem,
-                port,
-                target: target_system,
-                target_subsystem,
-            },
+            } => {
+                if self.reset_lens.len() < MAX_PENDING_LENS {
+                    let to = SocketAddr::new(from.ip(), port);
+                    self.reset_lens.insert((to, req), bytes.len());
+                }
+                Input::Reset {
+                    from,
+                    req,
+                    system,
+                    subsystem,
+                    port,
+                    target: target_system,
+                    target_subsystem,
+                }
+            }
             Message::Stopped { system, subsystem } => Input::Stopped {
                 from,
                 system,
@@ -698,7 +717,9 @@ impl Shell {
                 return;
             }
         };
+        self.request_len = Some(bytes.len());
         self.feed(input);
+        self.request_len = None;
     }
 
     /// What a check reply says about `system`, from the watch.
@@ -721,9 +742,43 @@ impl Shell {
         }
     }
 
-    fn reply(&self, to: SocketAddr, msg: Message) {
+    /// Sends a reply no longer than the request that caused it (no amplification towards
+    /// a spoofed source): the datagram being handled, or for a reset's later replies the
+    /// reset request; [`REQUEST_MIN_LEN`] when that is no longer known. A reason that does
+    /// not fit is cut; a reply that does not fit even without it is not sent.
+    fn reply(&mut self, to: SocketAddr, msg: Message) {
+        let reset = match &msg {
+            Message::ResetReply { req, result, .. } => Some((*req, *result)),
+            _ => None,
+        };
+        let limit = match (self.request_len, reset) {
+            (Some(n), _) => n,
+            (None, Some((req, _))) => self
+                .reset_lens
+                .get(&(to, req))
+                .copied()
+                .unwrap_or(REQUEST_MIN_LEN),
+            (None, None) => REQUEST_MIN_LEN,
+        };
+        if let Some((req, result)) = reset
+            && result != ResetResult::Accepted
+        {
+            self.reset_lens.remove(&(to, req));
+        }
         let Some(sock) = &self.send else { return };
-        let bytes = codec::encode(&Envelope::new(msg), &self.key);
+        let Some(bytes) = codec::encode_within(Envelope::new(msg), &self.key, limit) else {
+            self.counters
+                .replies_withheld
+                .fetch_add(1, Ordering::Relaxed);
+            self.refuse(
+                to,
+                format!(
+                    "reply withheld: longer than the {limit}-byte request (pad requests to \
+                     {REQUEST_MIN_LEN} bytes)"
+                ),
+            );
+            return;
+        };
         if sock.send_to(&bytes, to).is_err() {
             self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
         }

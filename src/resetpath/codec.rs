@@ -15,6 +15,10 @@ pub const MAGIC: &[u8; 4] = b"HCN1";
 /// Largest datagram sent or accepted.
 pub const MAX_DATAGRAM: usize = 1400;
 const TAG_LEN: usize = 32;
+/// Client messages (`check`, `reset`, `stopped`) are padded to at least this many bytes,
+/// tag included, with JSON whitespace after the object: the connector never answers with
+/// more bytes than it received, and this leaves room for a reply's `reason`.
+pub const REQUEST_MIN_LEN: usize = 512;
 const AUTH_NONE: u8 = 0;
 const AUTH_HMAC: u8 = 1;
 
@@ -195,12 +199,65 @@ pub fn encode(env: &Envelope, key: &Key) -> Vec<u8> {
         Key::Hmac(_) => AUTH_HMAC,
     });
     serde_json::to_writer(&mut out, env).expect("envelopes serialize");
+    if env.msg.sender().is_some() {
+        let tag = if matches!(key, Key::Hmac(_)) {
+            TAG_LEN
+        } else {
+            0
+        };
+        out.resize(out.len().max(REQUEST_MIN_LEN - tag), b' ');
+    }
     if let Key::Hmac(k) = key {
         let mut m = mac(k);
         m.update(&out);
         out.extend_from_slice(&m.finalize().into_bytes());
     }
     out
+}
+
+/// Frames a connector's reply in at most `limit` bytes (and never more than
+/// [`MAX_DATAGRAM`]): a `reason` that does not fit is cut (ending in `...`) or left out.
+/// `None` when even that does not fit: the reply must not be sent.
+pub fn encode_within(mut env: Envelope, key: &Key, limit: usize) -> Option<Vec<u8>> {
+    let limit = limit.min(MAX_DATAGRAM);
+    loop {
+        let bytes = encode(&env, key);
+        if bytes.len() <= limit {
+            return Some(bytes);
+        }
+        let over = bytes.len() - limit;
+        let (Message::CheckReply { reason, .. } | Message::ResetReply { reason, .. }) =
+            &mut env.msg
+        else {
+            return None;
+        };
+        let r = reason.as_mut()?;
+        // Cut by the encoded length (escapes count), leaving room for the marker.
+        let encoded: usize = r.chars().map(json_len).sum();
+        let Some(budget) = encoded.checked_sub(over + 3).filter(|&b| b > 0) else {
+            *reason = None;
+            continue;
+        };
+        let mut used = 0;
+        let keep = r
+            .char_indices()
+            .find(|&(_, c)| {
+                used += json_len(c);
+                used > budget
+            })
+            .map_or(r.len(), |(i, _)| i);
+        r.truncate(keep);
+        r.push_str("...");
+    }
+}
+
+/// How many bytes `c` takes inside a JSON string as serde_json writes it.
+fn json_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\u{8}' | '\u{c}' | '\n' | '\r' | '\t' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
 }
 
 /// Checks framing and authentication, then parses. Does not check freshness: see
@@ -254,6 +311,46 @@ mod tests {
         let key = Key::Hmac(b"0123456789abcdef".to_vec());
         assert_eq!(decode(&encode(&env, &key), &key).unwrap(), env);
         assert_eq!(decode(&encode(&env, &Key::None), &Key::None).unwrap(), env);
+    }
+
+    #[test]
+    fn requests_are_padded_and_replies_fit_their_limit() {
+        let key = Key::Hmac(b"0123456789abcdef".to_vec());
+        for k in [&key, &Key::None] {
+            let bytes = encode(&check_msg(), k);
+            assert_eq!(bytes.len(), REQUEST_MIN_LEN);
+            assert_eq!(decode(&bytes, k).unwrap().msg, check_msg().msg);
+        }
+        let reply = |reason: &str| {
+            let mut e = Envelope::new(Message::ResetReply {
+                req: 7,
+                target_system: "node02".into(),
+                target_subsystem: 2,
+                result: ResetResult::Error,
+                reason: Some(reason.into()),
+            });
+            e.nonce = 1 << 63;
+            e
+        };
+        let long = "é\"x".repeat(600);
+        let full = encode(&reply(&long), &key).len();
+        assert!(full > MAX_DATAGRAM);
+        for limit in [MAX_DATAGRAM, 400, 200] {
+            let bytes = encode_within(reply(&long), &key, limit).unwrap();
+            assert!(bytes.len() <= limit, "{} > {limit}", bytes.len());
+            let Message::ResetReply { reason, .. } = decode(&bytes, &key).unwrap().msg else {
+                panic!("not a reset-reply")
+            };
+            assert!(reason.unwrap().ends_with("..."));
+        }
+        // Too small for the reply even without its reason: nothing is sent.
+        assert_eq!(encode_within(reply("x"), &key, 100), None);
+        let bare = encode(&reply("x"), &key).len() - r#","reason":"x""#.len();
+        let bytes = encode_within(reply("a long reason"), &key, bare).unwrap();
+        assert!(matches!(
+            decode(&bytes, &key).unwrap().msg,
+            Message::ResetReply { reason: None, .. }
+        ));
     }
 
     #[test]
