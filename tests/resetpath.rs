@@ -620,6 +620,60 @@ fn replies_are_never_longer_than_their_request() {
 }
 
 #[test]
+fn a_flood_from_one_address_does_not_stop_another_monitors_reset() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let lab = Lab::start(1000);
+    let [p1, _, _] = three_monitors(&lab);
+    // Junk and unsigned checks for unknown systems from 127.0.0.99, as fast as one
+    // thread sends them, until the reset is done (at most 60 s).
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        let to = lab.reset_path;
+        std::thread::spawn(move || {
+            let s = UdpSocket::bind("127.0.0.99:0").expect("bind");
+            let check = codec::encode(&Envelope::new(check_msg("nosuch", 9, 9)), &Key::None);
+            let junk = [0x5au8; 200];
+            let until = std::time::Instant::now() + Duration::from_secs(60);
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+                for _ in 0..100 {
+                    let _ = s.send_to(if sent % 2 == 0 { &junk } else { &check }, to);
+                    sent += 1;
+                }
+            }
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let run = lab.reset_node02(p1, 11).finish(RESET_TIMEOUT);
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let sent = flood.join().expect("flood thread");
+    run.code(0);
+    assert_eq!(
+        run.lines_with("RESET-REPLY", &["req=11", "result=DUMP"])
+            .len(),
+        1,
+        "{run}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "the reset took {took:?} under the flood"
+    );
+    // The flood was held to its source's rate before any parsing.
+    let status = lab.status();
+    let c = &status["resetPath"];
+    assert!(
+        c["rateLimited"].as_u64().unwrap_or(0) > 0,
+        "{sent} datagrams sent, none rate-limited: {c:#}"
+    );
+    assert!(c["receiveBuffer"].as_u64().unwrap_or(0) > 0, "{c:#}");
+}
+
+#[test]
 fn malformed_datagrams_are_ignored_and_the_daemon_still_answers() {
     let lab = Lab::start(1000);
     let s = raw();

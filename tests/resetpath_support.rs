@@ -371,6 +371,19 @@ impl Lab {
         serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e})\n{run}"))
     }
 
+    /// `haconn show status --json` against this daemon.
+    pub fn status(&self) -> serde_json::Value {
+        let run = haconn(&[
+            "show",
+            "status",
+            "--json",
+            "--control-socket",
+            &self.path("sock").display().to_string(),
+        ]);
+        run.code(0);
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e})\n{run}"))
+    }
+
     /// Init, reset and error logs and the daemon's stderr, for a failure message.
     pub fn diagnostics(&self) -> String {
         let stderr = std::fs::read_to_string(self.path("daemon.stderr")).unwrap_or_default();

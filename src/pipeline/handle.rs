@@ -69,6 +69,15 @@ pub struct Counters {
     pub high_water_errors: AtomicU64,
     /// Replies not sent because they would have been longer than their request.
     pub replies_withheld: AtomicU64,
+    /// Datagrams over their source's rate (registered monitors have none), dropped unread.
+    pub rate_limited: AtomicU64,
+    /// Valid datagrams from sources other than registered monitors, dropped because the
+    /// pipeline thread was behind.
+    pub busy_dropped: AtomicU64,
+    /// Datagrams the kernel dropped at the reset-path socket (its buffer was full).
+    pub socket_drops: AtomicU64,
+    /// The reset-path socket's receive buffer, as the kernel granted it.
+    pub receive_buffer: AtomicU64,
 }
 
 /// Messages the pipeline thread accepts from the rest of the daemon.

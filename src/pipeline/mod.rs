@@ -25,6 +25,7 @@ mod handle;
 pub mod limits;
 pub mod notifier;
 pub mod pdutest;
+pub mod receive;
 pub mod requests;
 pub mod reset;
 pub mod resetlog;
@@ -49,13 +50,12 @@ use tokio::sync::{mpsc, oneshot};
 use self::core::{Core, CoreConfig, Effect, Input};
 use crate::backend::Backends;
 use crate::log::LogSink;
-use crate::resetpath::codec::{
-    self, DecodeError, Envelope, Key, MAX_DATAGRAM, Message, REQUEST_MIN_LEN, ResetResult,
-};
+use crate::resetpath::codec::{self, Envelope, Key, Message, REQUEST_MIN_LEN, ResetResult};
 use crate::resetpath::replay::{HighWater, ReplayGuard};
 use crate::spec::model::{Auth, Spec, SystemRef};
 use limits::{LogBudget, with_suppressed};
 use notifier::Fanout;
+use receive::Accepted;
 use reset::{Outcome, Step};
 use system::ResetId;
 
@@ -94,7 +94,8 @@ enum Internal {
 }
 
 struct Sockets {
-    reset_path: Option<UdpSocket>,
+    /// What the receive thread let through from the reset-path socket.
+    reset_path: Option<mpsc::Receiver<Accepted>>,
     fence_kdump: Option<UdpSocket>,
 }
 
@@ -149,9 +150,9 @@ struct Shell {
     send: Option<std::net::UdpSocket>,
     /// Queues attention fan-outs for the notifier thread.
     notify: Option<std::sync::mpsc::Sender<Fanout>>,
-    replay: ReplayGuard,
-    /// The replay floor kept in the state dir (`None`: in memory only).
-    high_water: Option<HighWater>,
+    /// Addresses of registered monitors, for the receive thread to serve first.
+    monitor_ips: Arc<ArcSwap<HashSet<IpAddr>>>,
+    ticks: u32,
     /// The length of the datagram being handled: no reply to it may be longer.
     request_len: Option<usize>,
     /// Lengths of reset requests still to be answered finally, by where their replies go
@@ -218,7 +219,6 @@ impl Shell {
             .as_ref()
             .map(|s| s.try_clone())
             .transpose()?;
-        let reset_path = to_tokio(config.reset_path)?;
         let fence_kdump = to_tokio(config.fence_kdump)?;
         // Replies leave from the reset-path socket itself, so monitors see them come from
         // the address and port they sent to.
@@ -229,7 +229,7 @@ impl Shell {
         // Nothing accepted before a restart is accepted again: the guard starts above the
         // high-water mark the last run left in the state dir.
         let now = codec::now_ms();
-        let high_water = match (&reset_path, &config.state_dir) {
+        let high_water = match (&config.reset_path, &config.state_dir) {
             (Some(_), Some(dir)) => Some(HighWater::open(&dir.join(HIGH_WATER_FILE), now)?),
             _ => None,
         };
@@ -237,6 +237,37 @@ impl Shell {
             now.saturating_sub(crate::resetpath::replay::START_SKEW_MS),
             HighWater::mark_ms,
         );
+        let monitor_ips = Arc::new(ArcSwap::from_pointee(HashSet::new()));
+        let reset_path = match config.reset_path {
+            None => None,
+            Some(sock) => {
+                let granted = receive::size_buffer(&sock)?;
+                counters
+                    .receive_buffer
+                    .store(granted as u64, Ordering::Relaxed);
+                if granted < receive::RCVBUF {
+                    config.error_log.line(format!(
+                        "reset path: the kernel granted a receive buffer of {granted} bytes, \
+                         not {} (raise net.core.rmem_max, or run with CAP_NET_ADMIN): a \
+                         datagram flood may drop requests",
+                        receive::RCVBUF
+                    ));
+                }
+                let (tx, rx) = mpsc::channel(receive::CHANNEL);
+                receive::spawn(receive::Receiver {
+                    sock,
+                    key: key.clone(),
+                    live: live.clone(),
+                    counters: counters.clone(),
+                    error_log: config.error_log.clone(),
+                    replay: ReplayGuard::new(floor),
+                    high_water,
+                    monitors: monitor_ips.clone(),
+                    tx,
+                })?;
+                Some(rx)
+            }
+        };
         let (internal, internal_rx) = mpsc::unbounded_channel();
         let notify = match &send {
             Some(s) => Some(notifier::spawn(
@@ -266,8 +297,8 @@ impl Shell {
                 reset_log: config.reset_log,
                 error_log: config.error_log,
                 send,
-                replay: ReplayGuard::new(floor),
-                high_water,
+                monitor_ips,
+                ticks: 0,
                 request_len: None,
                 reset_lens: HashMap::new(),
                 tasks: HashMap::new(),
@@ -289,7 +320,7 @@ impl Shell {
 
     async fn run(mut self, mut rx: mpsc::Receiver<PipelineMsg>, sockets: Sockets) {
         let mut internal = self.internal_rx.take().expect("taken once");
-        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        let mut accepted = sockets.reset_path;
         let mut kbuf = vec![0u8; 512];
         let mut watch_tick = self.watch_interval.map(|i| {
             let mut t = tokio::time::interval(i);
@@ -311,7 +342,7 @@ impl Shell {
                 },
                 // Timers before the sockets: a flood of datagrams must not hold off the
                 // deadlines of resets or the watch.
-                _ = core_tick.tick() => self.feed(Input::Tick),
+                _ = core_tick.tick() => self.tick(),
                 _ = async {
                     match &mut watch_tick {
                         Some(t) => {
@@ -320,11 +351,12 @@ impl Shell {
                         None => std::future::pending().await,
                     }
                 } => self.watch_tick(),
-                r = recv(sockets.reset_path.as_ref(), &mut buf) => {
-                    if let Ok((n, from)) = r {
-                        self.datagram(&buf[..n], from);
+                Some(a) = async {
+                    match &mut accepted {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
                     }
-                }
+                } => self.datagram(a),
                 r = recv(sockets.fence_kdump.as_ref(), &mut kbuf) => {
                     if let Ok((n, from)) = r {
                         self.fence_kdump(&kbuf[..n], from);
@@ -614,53 +646,25 @@ impl Shell {
         }
     }
 
-    fn datagram(&mut self, bytes: &[u8], from: SocketAddr) {
-        let env = match codec::decode(bytes, &self.key) {
-            Ok(env) => env,
-            Err(e) => {
-                let counter = match e {
-                    DecodeError::BadTag
-                    | DecodeError::Unsigned
-                    | DecodeError::UnexpectedSignature => &self.counters.rejected_auth,
-                    _ => &self.counters.malformed,
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-                self.refuse(from, e.to_string());
-                return;
-            }
-        };
-        // Freshness is remembered per claimed system of the spec (what the tag covers),
-        // never per address; a name the spec does not hold changes no state, so it is
-        // checked for freshness only and never stored.
-        let now = codec::now_ms();
-        let known = env
-            .msg
-            .sender()
-            .filter(|s| self.core.spec().system(s).is_some());
-        let fresh = match known {
-            Some(system) => self.replay.check(system, &env, now),
-            None => self.replay.fresh(&env, now),
-        };
-        if let Err(e) = fresh {
-            self.counters.replayed.fetch_add(1, Ordering::Relaxed);
-            self.refuse(from, e.to_string());
-            return;
+    /// The core's time, and every second the registered monitors' addresses for the
+    /// receive thread.
+    fn tick(&mut self) {
+        self.feed(Input::Tick);
+        self.ticks = self.ticks.wrapping_add(1);
+        if self.ticks % 10 == 0 {
+            let ips: HashSet<IpAddr> = self
+                .core
+                .monitor_views(Instant::now())
+                .into_iter()
+                .map(|m| m.ip)
+                .collect();
+            self.monitor_ips.store(Arc::new(ips));
         }
-        if known.is_some()
-            && let Some(hw) = &mut self.high_water
-            && let Err(e) = hw.cover(env.ts)
-        {
-            self.counters
-                .high_water_errors
-                .fetch_add(1, Ordering::Relaxed);
-            self.refuse(
-                from,
-                format!(
-                    "cannot keep the replay high-water mark ({e}): a restart may accept this \
-                     datagram again"
-                ),
-            );
-        }
+    }
+
+    /// A well-formed, authenticated, fresh datagram from the receive thread.
+    fn datagram(&mut self, a: Accepted) {
+        let Accepted { from, len, env } = a;
         let input = match env.msg {
             Message::Check { port: 0, .. } | Message::Reset { port: 0, .. } => {
                 self.counters.malformed.fetch_add(1, Ordering::Relaxed);
@@ -693,7 +697,7 @@ impl Shell {
             } => {
                 if self.reset_lens.len() < MAX_PENDING_LENS {
                     let to = SocketAddr::new(from.ip(), port);
-                    self.reset_lens.insert((to, req), bytes.len());
+                    self.reset_lens.insert((to, req), len);
                 }
                 Input::Reset {
                     from,
@@ -717,7 +721,7 @@ impl Shell {
                 return;
             }
         };
-        self.request_len = Some(bytes.len());
+        self.request_len = Some(len);
         self.feed(input);
         self.request_len = None;
     }
