@@ -2,10 +2,11 @@
 //! runtime, so reloads, file watching, status queries and control-socket traffic on the
 //! main runtime can never take its turn.
 //!
-//! The thread is a thin shell around the pure reset core ([`core::Core`]): it reads the
-//! reset-path and fence_kdump sockets, drops what is malformed, unauthenticated or
-//! replayed, feeds the rest to the core with the time, and carries out the effects the
-//! core returns — replies, attention fan-outs ([`notifier`]), log lines, and reset tasks
+//! The thread is a thin shell around the pure reset core ([`core::Core`]): it takes the
+//! reset-path datagrams its receive thread ([`receive`]) accepted (well-formed,
+//! authenticated, fresh) and reads the fence_kdump socket, feeds them to the core with the
+//! time, and carries out the effects the core returns — replies (never longer than their
+//! request), attention fan-outs ([`notifier`]), log lines, and reset tasks
 //! ([`reset::run`], one tokio task each, so a slow BMC delays only its own reset). It also
 //! runs the hardware watch ([`watch`]) and the operator's PDU jobs ([`pdutest`]).
 //!
@@ -17,6 +18,7 @@
 //! Files: `handle.rs` (the daemon's handle and messages), `core.rs` (the state machine),
 //! `system.rs` (its per-system table), `admission.rs` (SPEC §2 steps 1–2),
 //! `requests.rs` (the retransmission cache), `limits.rs` (log caps), `notifier.rs`,
+//! `receive.rs` (the reset path's receive thread),
 //! `reset.rs` (one reset's hardware sequence), `resetlog.rs`, `watch.rs`, `pdutest.rs`.
 
 pub mod admission;
