@@ -96,8 +96,9 @@ enum Internal {
 }
 
 struct Sockets {
-    /// What the receive thread let through from the reset-path socket.
-    reset_path: Option<mpsc::Receiver<Accepted>>,
+    /// What the receive thread let through from the reset-path socket: registered
+    /// monitors' datagrams, and everyone else's.
+    reset_path: Option<(mpsc::Receiver<Accepted>, mpsc::Receiver<Accepted>)>,
     fence_kdump: Option<UdpSocket>,
 }
 
@@ -255,7 +256,8 @@ impl Shell {
                         receive::RCVBUF
                     ));
                 }
-                let (tx, rx) = mpsc::channel(receive::CHANNEL);
+                let (monitor_tx, monitor_rx) = mpsc::channel(receive::CHANNEL);
+                let (other_tx, other_rx) = mpsc::channel(receive::CHANNEL);
                 receive::spawn(receive::Receiver {
                     sock,
                     key: key.clone(),
@@ -265,9 +267,10 @@ impl Shell {
                     replay: ReplayGuard::new(floor),
                     high_water,
                     monitors: monitor_ips.clone(),
-                    tx,
+                    monitor_tx,
+                    other_tx,
                 })?;
-                Some(rx)
+                Some((monitor_rx, other_rx))
             }
         };
         let (internal, internal_rx) = mpsc::unbounded_channel();
@@ -322,7 +325,10 @@ impl Shell {
 
     async fn run(mut self, mut rx: mpsc::Receiver<PipelineMsg>, sockets: Sockets) {
         let mut internal = self.internal_rx.take().expect("taken once");
-        let mut accepted = sockets.reset_path;
+        let (mut from_monitors, mut from_others) = match sockets.reset_path {
+            Some((m, o)) => (Some(m), Some(o)),
+            None => (None, None),
+        };
         let mut kbuf = vec![0u8; 512];
         let mut watch_tick = self.watch_interval.map(|i| {
             let mut t = tokio::time::interval(i);
@@ -353,12 +359,9 @@ impl Shell {
                         None => std::future::pending().await,
                     }
                 } => self.watch_tick(),
-                Some(a) = async {
-                    match &mut accepted {
-                        Some(rx) => rx.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => self.datagram(a),
+                // Registered monitors' datagrams before anyone else's.
+                Some(a) = lane(&mut from_monitors) => self.datagram(a),
+                Some(a) = lane(&mut from_others) => self.datagram(a),
                 r = recv(sockets.fence_kdump.as_ref(), &mut kbuf) => {
                     if let Ok((n, from)) = r {
                         self.fence_kdump(&kbuf[..n], from);
@@ -814,6 +817,14 @@ impl Shell {
                 self.pdu_jobs.remove(&server);
             }
         }
+    }
+}
+
+/// The next datagram of a receive-thread lane; never, without a reset path.
+async fn lane(rx: &mut Option<mpsc::Receiver<Accepted>>) -> Option<Accepted> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -8,8 +8,9 @@
 //! registered monitors' addresses exempt (they are served first); the length and the
 //! magic; the HMAC tag; only then the JSON and the replay guard. A refusal costs a counter
 //! (and at most one log line per source and reason). Datagrams from registered monitors
-//! are passed on before the others of their batch, and wait for room in the bounded
-//! hand-off channel; the others are dropped (and counted) when it is full.
+//! are passed on before the others of their batch, on a lane of their own that the
+//! pipeline thread reads first, and wait for room in it; the others go on a bounded lane
+//! and are dropped (and counted) when it is full.
 //!
 //! It never touches the core: it reads the live spec (to know which systems exist) and
 //! the set of registered monitors' addresses the pipeline publishes.
@@ -41,9 +42,9 @@ pub const RCVBUF: usize = 32 << 20;
 /// Datagrams waiting for the pipeline thread at most.
 pub const CHANNEL: usize = 1024;
 /// Per source address that is not a registered monitor: a burst of this many...
-const SOURCE_BURST: u32 = 200;
-/// ...then one every this long (2000 a second).
-const SOURCE_REFILL: Duration = Duration::from_micros(500);
+const SOURCE_BURST: u32 = 100;
+/// ...then one every this long (50 a second; a monitor checks about once a second).
+const SOURCE_REFILL: Duration = Duration::from_millis(20);
 /// Source buckets kept at most; past it, the full (idle) ones are forgotten.
 const MAX_SOURCES: usize = 65_536;
 /// How often the thread looks whether the pipeline is gone and reads the drop counter.
@@ -69,7 +70,10 @@ pub struct Receiver {
     pub high_water: Option<HighWater>,
     /// Addresses of registered monitors, published by the pipeline thread.
     pub monitors: Arc<ArcSwap<HashSet<IpAddr>>>,
-    pub tx: mpsc::Sender<Accepted>,
+    /// The registered monitors' lane, which the pipeline thread reads first.
+    pub monitor_tx: mpsc::Sender<Accepted>,
+    /// Everyone else's.
+    pub other_tx: mpsc::Sender<Accepted>,
 }
 
 /// Asks the kernel for a receive buffer of [`RCVBUF`] (forcing it past `rmem_max` when
@@ -130,7 +134,7 @@ impl Thread {
             let got = recv_batch(&self.r.sock, &mut bufs);
             if last_look.elapsed() >= WAKE {
                 last_look = Instant::now();
-                if self.r.tx.is_closed() {
+                if self.r.monitor_tx.is_closed() {
                     return;
                 }
                 if let Some(drops) = self.inode.and_then(socket_drops) {
@@ -146,14 +150,15 @@ impl Thread {
                     batch.push((monitor, a));
                 }
             }
-            // Registered monitors first; they wait for room, the others do not.
+            // Registered monitors first, on their own lane; they wait for room, the others
+            // do not.
             batch.sort_by_key(|(monitor, _)| !monitor);
             for (monitor, a) in batch.drain(..) {
                 if monitor {
-                    if self.r.tx.blocking_send(a).is_err() {
+                    if self.r.monitor_tx.blocking_send(a).is_err() {
                         return;
                     }
-                } else if self.r.tx.try_send(a).is_err() {
+                } else if self.r.other_tx.try_send(a).is_err() {
                     self.r.counters.busy_dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -275,11 +280,11 @@ fn recv_batch(
         .collect();
     // SAFETY: zeroed mmsghdr is a valid "no control data" header.
     let mut msgs: Vec<libc::mmsghdr> = (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
-    for i in 0..n {
-        msgs[i].msg_hdr.msg_name = addrs[i].as_mut_ptr().cast();
-        msgs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
-        msgs[i].msg_hdr.msg_iov = &mut iovs[i];
-        msgs[i].msg_hdr.msg_iovlen = 1;
+    for ((m, addr), iov) in msgs.iter_mut().zip(addrs.iter_mut()).zip(iovs.iter_mut()) {
+        m.msg_hdr.msg_name = addr.as_mut_ptr().cast();
+        m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+        m.msg_hdr.msg_iov = iov;
+        m.msg_hdr.msg_iovlen = 1;
     }
     // SAFETY: every header points at a live buffer and address slot of the right size,
     // all outliving the call.
