@@ -244,6 +244,7 @@ impl Shell {
         let reset_path = match config.reset_path {
             None => None,
             Some(sock) => {
+                receive::attach_filter(&sock)?;
                 let granted = receive::size_buffer(&sock)?;
                 counters
                     .receive_buffer
