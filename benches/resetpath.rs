@@ -16,8 +16,8 @@
 //!    ATTENTION to the 4096 registered monitors;
 //! 6. flood (issue 19): the checks, plus about 300 000 junk datagrams a second from one
 //!    source (127.0.0.250) and 30 000 unsigned checks a second for unknown systems from
-//!    256 sources (127.5.0.x), next to the same without the flood; then both again on a
-//!    reset path without authentication.
+//!    256 sources (127.200.0.x, not monitors' addresses), next to the same without the
+//!    flood; then both again on a reset path without authentication.
 //!
 //! Requesters retransmit as `haconn node` does (a new datagram with the same `req` after
 //! 150 ms without a reply, backing off to 1 s, six sends at most); the latency is counted
@@ -681,7 +681,7 @@ impl Bench {
         });
         let check_socks: Vec<UdpSocket> = (1..=255u8)
             .chain(std::iter::once(1))
-            .map(|k| UdpSocket::bind((Ipv4Addr::new(127, 5, 0, k), 0)).expect("bind a source"))
+            .map(|k| UdpSocket::bind((Ipv4Addr::new(127, 200, 0, k), 0)).expect("bind a source"))
             .collect();
         let checks = Box::new(|i: u64| {
             codec::encode(
