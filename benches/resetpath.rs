@@ -674,7 +674,7 @@ impl Bench {
             for (j, b) in d.iter_mut().enumerate() {
                 *b = (i as u8).wrapping_mul(31).wrapping_add(j as u8);
             }
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 d[..5].copy_from_slice(b"HCN1\x01");
             }
             d

@@ -642,7 +642,14 @@ fn a_flood_from_one_address_does_not_stop_another_monitors_reset() {
             let mut sent = 0u64;
             while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
                 for _ in 0..100 {
-                    let _ = s.send_to(if sent % 2 == 0 { &junk } else { &check }, to);
+                    let _ = s.send_to(
+                        if sent.is_multiple_of(2) {
+                            &junk
+                        } else {
+                            &check
+                        },
+                        to,
+                    );
                     sent += 1;
                 }
             }

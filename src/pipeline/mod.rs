@@ -657,7 +657,7 @@ impl Shell {
     fn tick(&mut self) {
         self.feed(Input::Tick);
         self.ticks = self.ticks.wrapping_add(1);
-        if self.ticks % 10 == 0 {
+        if self.ticks.is_multiple_of(10) {
             let ips: HashSet<IpAddr> = self
                 .core
                 .monitor_views(Instant::now())
