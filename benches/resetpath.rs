@@ -13,7 +13,15 @@
 //!    of the other of two spec variants), with the 4096 monitors registered;
 //! 4. checks + reloads: the target load;
 //! 5. the same, but every reset succeeds (hard reset after hispeed) and so ends with an
-//!    ATTENTION to the 4096 registered monitors.
+//!    ATTENTION to the 4096 registered monitors;
+//! 6. flood (issue 19): the checks, plus about 300 000 junk datagrams a second from one
+//!    source (127.0.0.250) and 30 000 unsigned checks a second for unknown systems from
+//!    256 sources (127.200.0.x, not monitors' addresses), next to the same without the
+//!    flood; then both again on a reset path without authentication.
+//!
+//! Requesters retransmit as `haconn node` does (a new datagram with the same `req` after
+//! 150 ms without a reply, backing off to 1 s, six sends at most); the latency is counted
+//! from the first send, and each phase says what share of requests needed a resend.
 //!
 //! In phases 1–4 the BMCs refuse, so each reset ends at once with FAIL and nothing but
 //! dispatch is measured. Each phase also prints how busy the pipeline thread was, what the
@@ -43,6 +51,7 @@ use haconn::pipeline::{Pipeline, PipelineConfig};
 use haconn::resetpath::codec::{self, Envelope, Key, Message};
 use haconn::spec::model::{Bmc as BmcSpec, Spec};
 use haconn::spec::{CheckOptions, check_bytes};
+use std::sync::atomic::AtomicU64;
 
 const PHYSICAL: usize = 256;
 const HOSTS: usize = 240;
@@ -112,7 +121,26 @@ impl Bmc for StampingBmc {
 struct Load {
     checks: bool,
     reloads: bool,
+    flood: bool,
 }
+
+const QUIET: Load = Load {
+    checks: true,
+    reloads: false,
+    flood: false,
+};
+const FLOOD: Load = Load {
+    checks: true,
+    reloads: false,
+    flood: true,
+};
+/// Junk datagrams a second from one source, and unsigned checks from many, in a flood.
+const FLOOD_JUNK: u64 = 300_000;
+const FLOOD_CHECKS: u64 = 30_000;
+/// The requesters' resend schedule (as `haconn node reset`).
+const RESEND_FIRST: Duration = Duration::from_millis(150);
+const RESEND_MAX: Duration = Duration::from_secs(1);
+const SENDS: u32 = 6;
 
 /// CPU time the pipeline thread has used so far (Linux: its `/proc` stat).
 fn pipeline_cpu() -> Option<Duration> {
@@ -185,11 +213,16 @@ fn systems() -> Vec<System> {
 }
 
 /// The spec text; `variant` adds a PDU (a change a reload applies at runtime).
-fn spec_text(port: u16, variant: bool) -> String {
+fn spec_text(port: u16, variant: bool, auth: bool) -> String {
     use std::fmt::Write as _;
+    let auth = if auth {
+        format!("{{key: \"{KEY}\"}}")
+    } else {
+        "none".to_string()
+    };
     let mut s = format!(
         "apiVersion: haconn/v1\nmode: single\nscale: large\n\
-         resetPath: {{address: 127.0.0.1/8, port: {port}, broadcast: 127.255.255.255, auth: {{key: \"{KEY}\"}}}}\n\
+         resetPath: {{address: 127.0.0.1/8, port: {port}, broadcast: 127.255.255.255, auth: {auth}}}\n\
          hispeed: 1000\n"
     );
     if variant {
@@ -238,11 +271,8 @@ fn parse(text: &str) -> Spec {
     })
 }
 
-fn key() -> Key {
-    Key::Hmac(KEY.as_bytes().to_vec())
-}
-
 struct Bench {
+    key: Key,
     systems: Vec<System>,
     sockets: Arc<Vec<UdpSocket>>,
     connector: SocketAddr,
@@ -254,6 +284,15 @@ struct Bench {
     /// Request numbers never repeat: the pipeline answers a repeated (requester, req#)
     /// as a retransmission.
     next_req: AtomicU32,
+}
+
+/// A reset request not answered yet.
+struct Pending {
+    /// The requester.
+    r: usize,
+    msg: Message,
+    last: Instant,
+    sends: u32,
 }
 
 /// What one phase measured.
@@ -269,6 +308,12 @@ struct Figures {
     /// Round trips of each reload's `facts` and `commit`.
     reloads: Vec<(Duration, Duration)>,
     send_errors: u64,
+    /// Requests sent more than once (no reply within 150 ms).
+    resent: usize,
+    /// Flood datagrams sent a second, and how many the receive thread held to their
+    /// source's rate.
+    flood_rate: Option<f64>,
+    rate_limited: u64,
 }
 
 /// The kernel's drop count of the UDP socket bound to 127.0.0.1:`port` (Linux).
@@ -297,13 +342,13 @@ fn ms(d: Duration) -> String {
 }
 
 impl Bench {
-    fn new() -> Bench {
+    fn new(auth: bool) -> Bench {
         let systems = systems();
         let server = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind the reset path");
         let connector = server.local_addr().unwrap();
         let specs = [
-            Arc::new(parse(&spec_text(connector.port(), false))),
-            Arc::new(parse(&spec_text(connector.port(), true))),
+            Arc::new(parse(&spec_text(connector.port(), false, auth))),
+            Arc::new(parse(&spec_text(connector.port(), true, auth))),
         ];
         assert_eq!(specs[0].systems(), MONITORS);
         let (tx, nmi) = mpsc::channel();
@@ -326,6 +371,7 @@ impl Bench {
                 error_log: LogSink::discard(),
                 monitor_expiry: Duration::from_secs(60),
                 watch: None,
+                state_dir: None,
             },
         )
         .expect("start the pipeline");
@@ -339,6 +385,11 @@ impl Bench {
             })
             .collect();
         Bench {
+            key: if auth {
+                Key::Hmac(KEY.as_bytes().to_vec())
+            } else {
+                Key::None
+            },
             systems,
             sockets: Arc::new(sockets),
             connector,
@@ -363,7 +414,10 @@ impl Bench {
             port: sock.local_addr().unwrap().port(),
             pair: None,
         };
-        let _ = sock.send_to(&codec::encode(&Envelope::new(msg), &key()), self.connector);
+        let _ = sock.send_to(
+            &codec::encode(&Envelope::new(msg), &self.key),
+            self.connector,
+        );
     }
 
     /// The requesters check in (the connector acts only for registered monitors), and
@@ -413,6 +467,8 @@ impl Bench {
         let checks0 = counters.checks.load(Ordering::Relaxed);
         let errors0 = counters.send_errors.load(Ordering::Relaxed);
         let drops0 = socket_drops(self.connector.port());
+        let limited0 = counters.rate_limited.load(Ordering::Relaxed);
+        let flood_sent = Arc::new(AtomicU64::new(0));
         let cpu0 = pipeline_cpu();
         let t0 = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
@@ -424,7 +480,11 @@ impl Bench {
         if load.reloads {
             helpers.push(self.spawn_reloads(stop.clone(), reloads.clone()));
         }
-        if load.checks || load.reloads {
+        if load.flood {
+            helpers.extend(self.spawn_flood(stop.clone(), flood_sent.clone()));
+        }
+        let flood_t0 = Instant::now();
+        if load.checks || load.reloads || load.flood {
             // Let the load settle before measuring.
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -432,14 +492,17 @@ impl Bench {
         let mut sent: Vec<(IpAddr, Instant)> = Vec::with_capacity(resets);
         let mut rng = 0x2545_f491_4f6c_dd1d_u64;
         let mut due = Instant::now();
+        let mut pending: HashMap<u32, Pending> = HashMap::new();
+        let mut resent = 0;
         for i in 0..resets {
             // xorshift64: a fixed sequence of gaps, the same on every run.
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
             due += Duration::from_micros(10_000 + rng % 60_000);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
+            while let Some(wait) = due.checked_duration_since(Instant::now()) {
+                self.replies_and_resends(&requesters, &mut pending, &mut resent);
+                std::thread::sleep(wait.min(Duration::from_millis(2)));
             }
             let target = &self.systems[i % PHYSICAL];
             let r = requesters[i % requesters.len()];
@@ -453,17 +516,35 @@ impl Bench {
                 target_system: target.name.clone(),
                 target_subsystem: target.subsystem,
             };
-            let bytes = codec::encode(&Envelope::new(msg), &key());
+            let bytes = codec::encode(&Envelope::new(msg.clone()), &self.key);
             let at = Instant::now();
             let _ = sock.send_to(&bytes, self.connector);
             sent.push((target.bmc.expect("targets are physical"), at));
+            if let Message::Reset { req, .. } = msg {
+                pending.insert(
+                    req,
+                    Pending {
+                        r,
+                        msg,
+                        last: at,
+                        sends: 1,
+                    },
+                );
+            }
         }
-        // The last NMIs: a successful reset takes hispeed plus a little.
-        std::thread::sleep(if succeed {
-            Duration::from_millis(1500)
-        } else {
-            Duration::from_millis(200)
-        });
+        // The last NMIs (a successful reset takes hispeed plus a little), and the last
+        // resends (the sixth send is 3.05 s after the first).
+        let tail = Instant::now()
+            + if succeed {
+                Duration::from_millis(3500)
+            } else {
+                Duration::from_millis(3200)
+            };
+        while Instant::now() < tail {
+            self.replies_and_resends(&requesters, &mut pending, &mut resent);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let flood_secs = flood_t0.elapsed().as_secs_f64();
         stop.store(true, Ordering::Relaxed);
         for h in helpers {
             let _ = h.join();
@@ -494,6 +575,11 @@ impl Bench {
             checks: counters.checks.load(Ordering::Relaxed) - checks0,
             reloads: std::mem::take(&mut *reloads.lock().unwrap_or_else(|p| p.into_inner())),
             send_errors: counters.send_errors.load(Ordering::Relaxed) - errors0,
+            resent,
+            flood_rate: load
+                .flood
+                .then(|| flood_sent.load(Ordering::Relaxed) as f64 / flood_secs),
+            rate_limited: counters.rate_limited.load(Ordering::Relaxed) - limited0,
             dropped: socket_drops(self.connector.port())
                 .zip(drops0)
                 .map(|(b, a)| b - a),
@@ -503,12 +589,124 @@ impl Bench {
         }
     }
 
+    /// Reads the requesters' sockets: a `reset-reply` ends its request's resends. Sends
+    /// again (a new datagram, the same `req`) what has had no reply for its interval.
+    fn replies_and_resends(
+        &self,
+        requesters: &[usize],
+        pending: &mut HashMap<u32, Pending>,
+        resent: &mut usize,
+    ) {
+        let mut buf = [0u8; 2048];
+        for &r in requesters {
+            for _ in 0..1000 {
+                let Ok((n, _)) = self.sockets[r].recv_from(&mut buf) else {
+                    break;
+                };
+                if let Ok(Envelope {
+                    msg: Message::ResetReply { req, .. },
+                    ..
+                }) = codec::decode(&buf[..n], &self.key)
+                {
+                    pending.remove(&req);
+                }
+            }
+        }
+        let now = Instant::now();
+        pending.retain(|_, p| {
+            let interval = (RESEND_FIRST * 2u32.pow(p.sends - 1)).min(RESEND_MAX);
+            if now < p.last + interval {
+                return true;
+            }
+            if p.sends == 1 {
+                *resent += 1;
+            }
+            let bytes = codec::encode(&Envelope::new(p.msg.clone()), &self.key);
+            let _ = self.sockets[p.r].send_to(&bytes, self.connector);
+            p.sends += 1;
+            p.last = now;
+            p.sends < SENDS
+        });
+    }
+
+    /// The flood: one thread sends junk from one source, one sends unsigned checks for
+    /// unknown systems from 256 sources, each paced per millisecond to its rate.
+    fn spawn_flood(
+        &self,
+        stop: Arc<AtomicBool>,
+        sent: Arc<AtomicU64>,
+    ) -> Vec<std::thread::JoinHandle<()>> {
+        let connector = self.connector;
+        let paced = move |rate: u64,
+                          socks: Vec<UdpSocket>,
+                          make: Box<dyn Fn(u64) -> Vec<u8> + Send>,
+                          stop: Arc<AtomicBool>,
+                          sent: Arc<AtomicU64>| {
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                let mut n = 0u64;
+                let datagrams: Vec<Vec<u8>> = (0..64).map(&make).collect();
+                let mut ok = 0u64;
+                // Bounded: the phase stops it, and it gives up on its own after 60 s.
+                while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(60) {
+                    let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+                    // At most 20 000 behind: a sender that cannot keep up skips (and the
+                    // rate reported is what it really sent).
+                    n = n.max(due.saturating_sub(20_000));
+                    while n < due {
+                        let sock = &socks[(n % socks.len() as u64) as usize];
+                        if sock
+                            .send_to(&datagrams[(n % 64) as usize], connector)
+                            .is_ok()
+                        {
+                            ok += 1;
+                        }
+                        n += 1;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                sent.fetch_add(ok, Ordering::Relaxed);
+            })
+        };
+        let junk_sock = vec![UdpSocket::bind("127.0.0.250:0").expect("bind the junk source")];
+        let junk = Box::new(|i: u64| {
+            let mut d = vec![0u8; 64 + (i as usize % 200)];
+            for (j, b) in d.iter_mut().enumerate() {
+                *b = (i as u8).wrapping_mul(31).wrapping_add(j as u8);
+            }
+            if i.is_multiple_of(2) {
+                d[..5].copy_from_slice(b"HCN1\x01");
+            }
+            d
+        });
+        let check_socks: Vec<UdpSocket> = (1..=255u8)
+            .chain(std::iter::once(1))
+            .map(|k| UdpSocket::bind((Ipv4Addr::new(127, 200, 0, k), 0)).expect("bind a source"))
+            .collect();
+        let checks = Box::new(|i: u64| {
+            codec::encode(
+                &Envelope::new(Message::Check {
+                    system: format!("flood{i:03}"),
+                    subsystem: i as u32,
+                    port: 9,
+                    pair: None,
+                }),
+                &Key::None,
+            )
+        });
+        vec![
+            paced(FLOOD_JUNK, junk_sock, junk, stop.clone(), sent.clone()),
+            paced(FLOOD_CHECKS, check_socks, checks, stop, sent),
+        ]
+    }
+
     /// Every monitor checks once a second: the checks due so far go out every
     /// `CHECK_TICK`, so they are spread evenly over the second.
     fn spawn_checks(&self, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
         let systems = self.systems.clone();
         let sockets = self.sockets.clone();
         let connector = self.connector;
+        let key = self.key.clone();
         std::thread::spawn(move || {
             let start = Instant::now();
             let mut sent = 0u64;
@@ -524,7 +722,7 @@ impl Bench {
                         port: sock.local_addr().unwrap().port(),
                         pair: None,
                     };
-                    let _ = sock.send_to(&codec::encode(&Envelope::new(msg), &key()), connector);
+                    let _ = sock.send_to(&codec::encode(&Envelope::new(msg), &key), connector);
                     sent += 1;
                 }
                 std::thread::sleep(CHECK_TICK);
@@ -600,6 +798,20 @@ fn report(f: &Figures) {
         f.send_errors,
         f.dropped.map_or("?".into(), |d| d.to_string())
     );
+    println!(
+        "  {:<44} resent: {} of {} requests ({:.1} %){}",
+        "",
+        f.resent,
+        f.latencies.len() + f.lost,
+        100.0 * f.resent as f64 / (f.latencies.len() + f.lost).max(1) as f64,
+        match f.flood_rate {
+            Some(r) => format!(
+                "; flood sent {:.0} datagrams/s, {} held to their source's rate",
+                r, f.rate_limited
+            ),
+            None => String::new(),
+        }
+    );
 }
 
 /// The reloads' round trips: p50 and max of `facts`, then of `commit`.
@@ -623,11 +835,12 @@ fn report_reloads(f: &Figures) {
 
 /// `cargo test`'s run: a few resets, checked.
 fn smoke() {
-    let bench = Bench::new();
+    let bench = Bench::new(true);
     bench.register_requesters();
     let none = Load {
         checks: false,
         reloads: false,
+        flood: false,
     };
     let f = bench.phase("idle (smoke)", 10, none, false);
     assert_eq!(f.lost, 0, "every reset reached the BMC");
@@ -640,7 +853,7 @@ fn main() {
 
 fn full() {
     let t = Instant::now();
-    let bench = Bench::new();
+    let bench = Bench::new(true);
     bench.register_requesters();
     println!(
         "reset dispatch latency: reset datagram sent -> NMI call at the BMC backend (target p99 {TARGET_P99_MS} ms)"
@@ -652,6 +865,7 @@ fn full() {
     let none = Load {
         checks: false,
         reloads: false,
+        flood: false,
     };
     println!("{}", harness::machine_line());
     println!(
@@ -670,6 +884,7 @@ fn full() {
             Load {
                 checks: true,
                 reloads: false,
+                flood: false,
             },
             false,
         ),
@@ -678,6 +893,7 @@ fn full() {
             Load {
                 checks: false,
                 reloads: true,
+                flood: false,
             },
             false,
         ),
@@ -686,6 +902,7 @@ fn full() {
             Load {
                 checks: true,
                 reloads: true,
+                flood: false,
             },
             false,
         ),
@@ -694,6 +911,7 @@ fn full() {
             Load {
                 checks: true,
                 reloads: true,
+                flood: false,
             },
             true,
         ),
@@ -703,4 +921,20 @@ fn full() {
         report(&f);
         report_reloads(&f);
     }
+    println!(
+        "\n  flood: {FLOOD_JUNK} junk datagrams/s from one source + {FLOOD_CHECKS} unsigned checks/s from 256 sources, with the 4096 monitors' checks"
+    );
+    report(&bench.phase("HMAC: quiet (checks only)", RESETS_PER_PHASE, QUIET, false));
+    report(&bench.phase("HMAC: flood", RESETS_PER_PHASE, FLOOD, false));
+    drop(bench);
+    let bench = Bench::new(false);
+    bench.register_requesters();
+    bench.register_all();
+    report(&bench.phase(
+        "no auth: quiet (checks only)",
+        RESETS_PER_PHASE,
+        QUIET,
+        false,
+    ));
+    report(&bench.phase("no auth: flood", RESETS_PER_PHASE, FLOOD, false));
 }

@@ -34,7 +34,8 @@ enum NodeCommand {
     Reset(ResetArgs),
     /// Tell the connector this system stopped and is dumping (the dump agent's message).
     ///
-    /// Sent again every second until acknowledged. Exit 0: acknowledged; 2: no answer.
+    /// Sent again (after 150 ms, backing off to every second) until acknowledged. Exit 0:
+    /// acknowledged; 2: no answer.
     Stopped(StoppedArgs),
     /// Print each attention notification that arrives on a port.
     ///
@@ -84,7 +85,7 @@ struct CheckArgs {
     /// Local address to send from (default: any).
     #[arg(long, value_name = "ADDR")]
     bind: Option<IpAddr>,
-    /// How long to wait for the answer, in seconds (sent again every second).
+    /// How long to wait for the answer, in seconds (sent again after 150 ms, backing off to every second).
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     wait: u64,
 }
@@ -153,17 +154,23 @@ struct ListenArgs {
     json: bool,
 }
 
-/// Resends while nothing has come back: a check or a stopped notification every second
-/// until answered (bounded by --wait); a reset at most three times, and only until its
-/// first reply: the connector joins a repeat to the reset in progress, but one arriving
-/// after the reset ended would start another.
+/// Resends while nothing has come back, after 150 ms, then doubling up to every second: a
+/// check or a stopped notification until answered (bounded by --wait); a reset at most six
+/// times, and only until its first reply: the connector joins a repeat to the reset in
+/// progress and answers one from its request cache for 10 s after the final reply, but
+/// one arriving later would start another.
 const UNTIL_ANSWERED: Retry = Retry {
-    interval: Duration::from_secs(1),
+    interval: Duration::from_millis(150),
+    max_interval: Duration::from_secs(1),
     sends: u32::MAX,
 };
+/// Sends at 0, 0.15, 0.45, 1.05, 2.05 and 3.05 s: a datagram lost to a flood costs
+/// 150 ms, not a second. The `req` is the same in every copy, so the connector answers a
+/// repeat from its request cache without resetting twice.
 const RESET_RETRY: Retry = Retry {
-    interval: Duration::from_secs(1),
-    sends: 3,
+    interval: Duration::from_millis(150),
+    max_interval: Duration::from_secs(1),
+    sends: 6,
 };
 /// After the reset's final reply, how long to wait for the attention (and vice versa).
 const SETTLE: Duration = Duration::from_secs(2);

@@ -131,6 +131,10 @@ pub fn run(args: &Args) -> Outcome {
                 c["rejectedAuth"],
                 c["replayed"]
             );
+            println!(
+                "reset-path flood  : {} over their source's rate, {} dropped while busy, {} dropped by the kernel (receive buffer {} bytes)",
+                c["rateLimited"], c["busyDropped"], c["socketDrops"], c["receiveBuffer"]
+            );
             match s["lastReload"].as_object() {
                 Some(r) => println!(
                     "last reload       : {} ({}, {} changes) at {}",

@@ -245,6 +245,7 @@ fn pipeline_config(
         error_log: sink("error.log")?,
         monitor_expiry: Duration::from_secs(60),
         watch: opts.hardware_poll,
+        state_dir: Some(opts.state_dir.clone()),
     })
 }
 

@@ -215,6 +215,7 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Report> {
             error_log,
             monitor_expiry: Duration::from_secs(60),
             watch: cast.loses_power.map(|(_, every)| every),
+            state_dir: None,
         },
     )
     .context("starting the pipeline thread")?;

@@ -64,6 +64,20 @@ pub struct Counters {
     pub rejected_auth: AtomicU64,
     pub replayed: AtomicU64,
     pub send_errors: AtomicU64,
+    /// Writes of the replay high-water mark that failed (replay protection across a
+    /// restart is weakened until one succeeds).
+    pub high_water_errors: AtomicU64,
+    /// Replies not sent because they would have been longer than their request.
+    pub replies_withheld: AtomicU64,
+    /// Datagrams over their source's rate (registered monitors have none), dropped unread.
+    pub rate_limited: AtomicU64,
+    /// Valid datagrams from sources other than registered monitors, dropped because the
+    /// pipeline thread was behind.
+    pub busy_dropped: AtomicU64,
+    /// Datagrams the kernel dropped at the reset-path socket (its buffer was full).
+    pub socket_drops: AtomicU64,
+    /// The reset-path socket's receive buffer, as the kernel granted it.
+    pub receive_buffer: AtomicU64,
 }
 
 /// Messages the pipeline thread accepts from the rest of the daemon.
@@ -135,6 +149,9 @@ pub struct PipelineConfig {
     pub monitor_expiry: Duration,
     /// How often every BMC, PDU and ESXi guest is polled; `None` watches nothing.
     pub watch: Option<Duration>,
+    /// Where the reset path keeps its replay high-water mark across restarts; `None`
+    /// (tests, the lab) keeps it in memory only.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl PipelineConfig {
@@ -153,6 +170,7 @@ impl PipelineConfig {
             error_log: LogSink::discard(),
             monitor_expiry: Duration::from_secs(60),
             watch: None,
+            state_dir: None,
         }
     }
 }

@@ -2,10 +2,11 @@
 //! runtime, so reloads, file watching, status queries and control-socket traffic on the
 //! main runtime can never take its turn.
 //!
-//! The thread is a thin shell around the pure reset core ([`core::Core`]): it reads the
-//! reset-path and fence_kdump sockets, drops what is malformed, unauthenticated or
-//! replayed, feeds the rest to the core with the time, and carries out the effects the
-//! core returns — replies, attention fan-outs ([`notifier`]), log lines, and reset tasks
+//! The thread is a thin shell around the pure reset core ([`core::Core`]): it takes the
+//! reset-path datagrams its receive thread ([`receive`]) accepted (well-formed,
+//! authenticated, fresh) and reads the fence_kdump socket, feeds them to the core with the
+//! time, and carries out the effects the core returns — replies (never longer than their
+//! request), attention fan-outs ([`notifier`]), log lines, and reset tasks
 //! ([`reset::run`], one tokio task each, so a slow BMC delays only its own reset). It also
 //! runs the hardware watch ([`watch`]) and the operator's PDU jobs ([`pdutest`]).
 //!
@@ -17,6 +18,7 @@
 //! Files: `handle.rs` (the daemon's handle and messages), `core.rs` (the state machine),
 //! `system.rs` (its per-system table), `admission.rs` (SPEC §2 steps 1–2),
 //! `requests.rs` (the retransmission cache), `limits.rs` (log caps), `notifier.rs`,
+//! `receive.rs` (the reset path's receive thread),
 //! `reset.rs` (one reset's hardware sequence), `resetlog.rs`, `watch.rs`, `pdutest.rs`.
 
 pub mod admission;
@@ -25,6 +27,7 @@ mod handle;
 pub mod limits;
 pub mod notifier;
 pub mod pdutest;
+pub mod receive;
 pub mod requests;
 pub mod reset;
 pub mod resetlog;
@@ -49,14 +52,21 @@ use tokio::sync::{mpsc, oneshot};
 use self::core::{Core, CoreConfig, Effect, Input};
 use crate::backend::Backends;
 use crate::log::LogSink;
-use crate::resetpath::codec::{
-    self, DecodeError, Envelope, Key, MAX_DATAGRAM, Message, ReplayGuard,
-};
+use crate::resetpath::codec::{self, Envelope, Key, Message, REQUEST_MIN_LEN, ResetResult};
+use crate::resetpath::replay::{HighWater, ReplayGuard};
 use crate::spec::model::{Auth, Spec, SystemRef};
 use limits::{LogBudget, with_suppressed};
 use notifier::Fanout;
+use receive::Accepted;
 use reset::{Outcome, Step};
 use system::ResetId;
+
+/// Most reset requests whose length is kept for their final reply (beyond it, the final
+/// reply is bounded by [`REQUEST_MIN_LEN`]).
+const MAX_PENDING_LENS: usize = 4096;
+
+/// The reset path's replay high-water mark, in the state dir.
+pub const HIGH_WATER_FILE: &str = "resetpath-highwater";
 
 /// How often the core is given the time (deadlines and expiries are seconds long).
 const TICK: Duration = Duration::from_millis(100);
@@ -89,7 +99,9 @@ enum Internal {
 }
 
 struct Sockets {
-    reset_path: Option<UdpSocket>,
+    /// What the receive thread let through from the reset-path socket: registered
+    /// monitors' datagrams, and everyone else's.
+    reset_path: Option<(mpsc::Receiver<Accepted>, mpsc::Receiver<Accepted>)>,
     fence_kdump: Option<UdpSocket>,
 }
 
@@ -144,7 +156,14 @@ struct Shell {
     send: Option<std::net::UdpSocket>,
     /// Queues attention fan-outs for the notifier thread.
     notify: Option<std::sync::mpsc::Sender<Fanout>>,
-    replay: ReplayGuard,
+    /// Addresses of registered monitors, for the receive thread to serve first.
+    monitor_ips: Arc<ArcSwap<HashSet<IpAddr>>>,
+    ticks: u32,
+    /// The length of the datagram being handled: no reply to it may be longer.
+    request_len: Option<usize>,
+    /// Lengths of reset requests still to be answered finally, by where their replies go
+    /// and `req`: a later reply is no longer than the request it answers.
+    reset_lens: HashMap<(SocketAddr, u32), usize>,
     tasks: HashMap<ResetId, Task>,
     /// Refusals already logged (once per sender and reason, at most 10 000 kept).
     logged_refusals: HashSet<(IpAddr, String)>,
@@ -206,7 +225,6 @@ impl Shell {
             .as_ref()
             .map(|s| s.try_clone())
             .transpose()?;
-        let reset_path = to_tokio(config.reset_path)?;
         let fence_kdump = to_tokio(config.fence_kdump)?;
         // Replies leave from the reset-path socket itself, so monitors see them come from
         // the address and port they sent to.
@@ -214,6 +232,51 @@ impl Shell {
             s.set_broadcast(true)?;
             s.set_nonblocking(true)?;
         }
+        // Nothing accepted before a restart is accepted again: the guard starts above the
+        // high-water mark the last run left in the state dir.
+        let now = codec::now_ms();
+        let high_water = match (&config.reset_path, &config.state_dir) {
+            (Some(_), Some(dir)) => Some(HighWater::open(&dir.join(HIGH_WATER_FILE), now)?),
+            _ => None,
+        };
+        let floor = high_water.as_ref().map_or(
+            now.saturating_sub(crate::resetpath::replay::START_SKEW_MS),
+            HighWater::mark_ms,
+        );
+        let monitor_ips = Arc::new(ArcSwap::from_pointee(HashSet::new()));
+        let reset_path = match config.reset_path {
+            None => None,
+            Some(sock) => {
+                receive::attach_filter(&sock)?;
+                let granted = receive::size_buffer(&sock)?;
+                counters
+                    .receive_buffer
+                    .store(granted as u64, Ordering::Relaxed);
+                if granted < receive::RCVBUF {
+                    config.error_log.line(format!(
+                        "reset path: the kernel granted a receive buffer of {granted} bytes, \
+                         not {} (raise net.core.rmem_max, or run with CAP_NET_ADMIN): a \
+                         datagram flood may drop requests",
+                        receive::RCVBUF
+                    ));
+                }
+                let (monitor_tx, monitor_rx) = mpsc::channel(receive::CHANNEL);
+                let (other_tx, other_rx) = mpsc::channel(receive::CHANNEL);
+                receive::spawn(receive::Receiver {
+                    sock,
+                    key: key.clone(),
+                    live: live.clone(),
+                    counters: counters.clone(),
+                    error_log: config.error_log.clone(),
+                    replay: ReplayGuard::new(floor),
+                    high_water,
+                    monitors: monitor_ips.clone(),
+                    monitor_tx,
+                    other_tx,
+                })?;
+                Some((monitor_rx, other_rx))
+            }
+        };
         let (internal, internal_rx) = mpsc::unbounded_channel();
         let notify = match &send {
             Some(s) => Some(notifier::spawn(
@@ -243,7 +306,10 @@ impl Shell {
                 reset_log: config.reset_log,
                 error_log: config.error_log,
                 send,
-                replay: ReplayGuard::default(),
+                monitor_ips,
+                ticks: 0,
+                request_len: None,
+                reset_lens: HashMap::new(),
                 tasks: HashMap::new(),
                 logged_refusals: HashSet::new(),
                 refusal_log: LogBudget::new(20, Duration::from_secs(3)),
@@ -263,7 +329,10 @@ impl Shell {
 
     async fn run(mut self, mut rx: mpsc::Receiver<PipelineMsg>, sockets: Sockets) {
         let mut internal = self.internal_rx.take().expect("taken once");
-        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        let (mut from_monitors, mut from_others) = match sockets.reset_path {
+            Some((m, o)) => (Some(m), Some(o)),
+            None => (None, None),
+        };
         let mut kbuf = vec![0u8; 512];
         let mut watch_tick = self.watch_interval.map(|i| {
             let mut t = tokio::time::interval(i);
@@ -285,7 +354,7 @@ impl Shell {
                 },
                 // Timers before the sockets: a flood of datagrams must not hold off the
                 // deadlines of resets or the watch.
-                _ = core_tick.tick() => self.feed(Input::Tick),
+                _ = core_tick.tick() => self.tick(),
                 _ = async {
                     match &mut watch_tick {
                         Some(t) => {
@@ -294,11 +363,9 @@ impl Shell {
                         None => std::future::pending().await,
                     }
                 } => self.watch_tick(),
-                r = recv(sockets.reset_path.as_ref(), &mut buf) => {
-                    if let Ok((n, from)) = r {
-                        self.datagram(&buf[..n], from);
-                    }
-                }
+                // Registered monitors' datagrams before anyone else's.
+                Some(a) = lane(&mut from_monitors) => self.datagram(a),
+                Some(a) = lane(&mut from_others) => self.datagram(a),
                 r = recv(sockets.fence_kdump.as_ref(), &mut kbuf) => {
                     if let Ok((n, from)) = r {
                         self.fence_kdump(&kbuf[..n], from);
@@ -597,26 +664,25 @@ impl Shell {
         }
     }
 
-    fn datagram(&mut self, bytes: &[u8], from: SocketAddr) {
-        let env = match codec::decode(bytes, &self.key) {
-            Ok(env) => env,
-            Err(e) => {
-                let counter = match e {
-                    DecodeError::BadTag
-                    | DecodeError::Unsigned
-                    | DecodeError::UnexpectedSignature => &self.counters.rejected_auth,
-                    _ => &self.counters.malformed,
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-                self.refuse(from, e.to_string());
-                return;
-            }
-        };
-        if let Err(e) = self.replay.check(from.ip(), &env, codec::now_ms()) {
-            self.counters.replayed.fetch_add(1, Ordering::Relaxed);
-            self.refuse(from, e.to_string());
-            return;
+    /// The core's time, and every second the registered monitors' addresses for the
+    /// receive thread.
+    fn tick(&mut self) {
+        self.feed(Input::Tick);
+        self.ticks = self.ticks.wrapping_add(1);
+        if self.ticks.is_multiple_of(10) {
+            let ips: HashSet<IpAddr> = self
+                .core
+                .monitor_views(Instant::now())
+                .into_iter()
+                .map(|m| m.ip)
+                .collect();
+            self.monitor_ips.store(Arc::new(ips));
         }
+    }
+
+    /// A well-formed, authenticated, fresh datagram from the receive thread.
+    fn datagram(&mut self, a: Accepted) {
+        let Accepted { from, len, env } = a;
         let input = match env.msg {
             Message::Check { port: 0, .. } | Message::Reset { port: 0, .. } => {
                 self.counters.malformed.fetch_add(1, Ordering::Relaxed);
@@ -646,15 +712,21 @@ impl Shell {
                 port,
                 target_system,
                 target_subsystem,
-            } => Input::Reset {
-                from,
-                req,
-                system,
-                subsystem,
-                port,
-                target: target_system,
-                target_subsystem,
-            },
+            } => {
+                if self.reset_lens.len() < MAX_PENDING_LENS {
+                    let to = SocketAddr::new(from.ip(), port);
+                    self.reset_lens.insert((to, req), len);
+                }
+                Input::Reset {
+                    from,
+                    req,
+                    system,
+                    subsystem,
+                    port,
+                    target: target_system,
+                    target_subsystem,
+                }
+            }
             Message::Stopped { system, subsystem } => Input::Stopped {
                 from,
                 system,
@@ -667,7 +739,9 @@ impl Shell {
                 return;
             }
         };
+        self.request_len = Some(len);
         self.feed(input);
+        self.request_len = None;
     }
 
     /// What a check reply says about `system`, from the watch.
@@ -690,9 +764,43 @@ impl Shell {
         }
     }
 
-    fn reply(&self, to: SocketAddr, msg: Message) {
+    /// Sends a reply no longer than the request that caused it (no amplification towards
+    /// a spoofed source): the datagram being handled, or for a reset's later replies the
+    /// reset request; [`REQUEST_MIN_LEN`] when that is no longer known. A reason that does
+    /// not fit is cut; a reply that does not fit even without it is not sent.
+    fn reply(&mut self, to: SocketAddr, msg: Message) {
+        let reset = match &msg {
+            Message::ResetReply { req, result, .. } => Some((*req, *result)),
+            _ => None,
+        };
+        let limit = match (self.request_len, reset) {
+            (Some(n), _) => n,
+            (None, Some((req, _))) => self
+                .reset_lens
+                .get(&(to, req))
+                .copied()
+                .unwrap_or(REQUEST_MIN_LEN),
+            (None, None) => REQUEST_MIN_LEN,
+        };
+        if let Some((req, result)) = reset
+            && result != ResetResult::Accepted
+        {
+            self.reset_lens.remove(&(to, req));
+        }
         let Some(sock) = &self.send else { return };
-        let bytes = codec::encode(&Envelope::new(msg), &self.key);
+        let Some(bytes) = codec::encode_within(Envelope::new(msg), &self.key, limit) else {
+            self.counters
+                .replies_withheld
+                .fetch_add(1, Ordering::Relaxed);
+            self.refuse(
+                to,
+                format!(
+                    "reply withheld: longer than the {limit}-byte request (pad requests to \
+                     {REQUEST_MIN_LEN} bytes)"
+                ),
+            );
+            return;
+        };
         if sock.send_to(&bytes, to).is_err() {
             self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -722,6 +830,14 @@ impl Shell {
                 self.pdu_jobs.remove(&server);
             }
         }
+    }
+}
+
+/// The next datagram of a receive-thread lane; never, without a reset path.
+async fn lane(rx: &mut Option<mpsc::Receiver<Accepted>>) -> Option<Accepted> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -12,7 +12,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::codec::{self, Envelope, Key, MAX_DATAGRAM, Message, ReplayGuard};
+use super::codec::{self, Envelope, Key, MAX_DATAGRAM, Message};
+use super::replay::ReplayGuard;
 
 /// Why the client could not do its part (the answer not coming is not an error).
 #[derive(Debug, thiserror::Error)]
@@ -55,8 +56,9 @@ pub fn read_key_file(path: &Path) -> Result<Key, KeyFileError> {
 /// How often a request is sent again while no answer has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retry {
-    /// Time between two sends.
+    /// Time between the first two sends; it doubles after each send, up to `max_interval`.
     pub interval: Duration,
+    pub max_interval: Duration,
     /// Sends in all, the first included.
     pub sends: u32,
 }
@@ -162,7 +164,8 @@ impl Client {
                     continue;
                 }
             };
-            if let Err(e) = self.replay.check(from.ip(), &env, codec::now_ms()) {
+            // Everything here comes from one connector: one set.
+            if let Err(e) = self.replay.check("connector", &env, codec::now_ms()) {
                 self.ignore(e.to_string());
                 continue;
             }
@@ -182,11 +185,13 @@ impl Client {
     ) -> Result<Option<T>, ClientError> {
         let mut sent = 0;
         let mut next_send = Instant::now();
+        let mut interval = retry.interval;
         loop {
             if sent < retry.sends.max(1) && Instant::now() >= next_send {
                 self.send(msg)?;
                 sent += 1;
-                next_send = Instant::now() + retry.interval;
+                next_send = Instant::now() + interval;
+                interval = (interval * 2).min(retry.max_interval.max(retry.interval));
             }
             let wait_until = if sent < retry.sends.max(1) {
                 deadline.min(next_send)
@@ -282,6 +287,7 @@ mod tests {
         let mut client = Client::bind(loopback(), server.local_addr().unwrap(), key()).unwrap();
         let retry = Retry {
             interval: Duration::from_millis(50),
+            max_interval: Duration::from_millis(50),
             sends: 10,
         };
         let to = client.local_addr();
@@ -333,6 +339,7 @@ mod tests {
         let start = Instant::now();
         let retry = Retry {
             interval: Duration::from_millis(30),
+            max_interval: Duration::from_millis(30),
             sends: 3,
         };
         let got = client

@@ -3,12 +3,9 @@
 //! A datagram is `HCN1` (4 bytes), an auth byte (0 = none, 1 = HMAC-SHA256), a JSON
 //! payload, and — with HMAC — the 32-byte tag of everything before it. The payload
 //! carries a millisecond timestamp and a random nonce, which the receiver's
-//! [`ReplayGuard`] checks. PROTOCOL.md documents every message and field.
+//! [`ReplayGuard`](super::replay::ReplayGuard) checks. PROTOCOL.md documents every message and field.
 //!
 //! Decoding never panics and never allocates more than the datagram's bounded length.
-
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::IpAddr;
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
@@ -18,10 +15,12 @@ pub const MAGIC: &[u8; 4] = b"HCN1";
 /// Largest datagram sent or accepted.
 pub const MAX_DATAGRAM: usize = 1400;
 const TAG_LEN: usize = 32;
+/// Client messages (`check`, `reset`, `stopped`) are padded to at least this many bytes,
+/// tag included, with JSON whitespace after the object: the connector never answers with
+/// more bytes than it received, and this leaves room for a reply's `reason`.
+pub const REQUEST_MIN_LEN: usize = 512;
 const AUTH_NONE: u8 = 0;
 const AUTH_HMAC: u8 = 1;
-/// How far a datagram's timestamp may be from the receiver's clock.
-pub const REPLAY_WINDOW_MS: u64 = 30_000;
 
 /// What a reset request came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -106,6 +105,19 @@ pub enum Message {
     },
 }
 
+impl Message {
+    /// The system a client message claims to come from (`None` for the connector's own
+    /// messages): what its freshness is remembered under.
+    pub fn sender(&self) -> Option<&str> {
+        match self {
+            Message::Check { system, .. }
+            | Message::Reset { system, .. }
+            | Message::Stopped { system, .. } => Some(system),
+            _ => None,
+        }
+    }
+}
+
 /// A message with its freshness fields. (Unknown fields are refused inside `msg`; serde
 /// cannot refuse them beside a flattened field, and the tag covers the whole payload.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,6 +199,14 @@ pub fn encode(env: &Envelope, key: &Key) -> Vec<u8> {
         Key::Hmac(_) => AUTH_HMAC,
     });
     serde_json::to_writer(&mut out, env).expect("envelopes serialize");
+    if env.msg.sender().is_some() {
+        let tag = if matches!(key, Key::Hmac(_)) {
+            TAG_LEN
+        } else {
+            0
+        };
+        out.resize(out.len().max(REQUEST_MIN_LEN - tag), b' ');
+    }
     if let Key::Hmac(k) = key {
         let mut m = mac(k);
         m.update(&out);
@@ -195,7 +215,53 @@ pub fn encode(env: &Envelope, key: &Key) -> Vec<u8> {
     out
 }
 
-/// Checks framing and authentication, then parses. Does not check freshness: see [`ReplayGuard`].
+/// Frames a connector's reply in at most `limit` bytes (and never more than
+/// [`MAX_DATAGRAM`]): a `reason` that does not fit is cut (ending in `...`) or left out.
+/// `None` when even that does not fit: the reply must not be sent.
+pub fn encode_within(mut env: Envelope, key: &Key, limit: usize) -> Option<Vec<u8>> {
+    let limit = limit.min(MAX_DATAGRAM);
+    loop {
+        let bytes = encode(&env, key);
+        if bytes.len() <= limit {
+            return Some(bytes);
+        }
+        let over = bytes.len() - limit;
+        let (Message::CheckReply { reason, .. } | Message::ResetReply { reason, .. }) =
+            &mut env.msg
+        else {
+            return None;
+        };
+        let r = reason.as_mut()?;
+        // Cut by the encoded length (escapes count), leaving room for the marker.
+        let encoded: usize = r.chars().map(json_len).sum();
+        let Some(budget) = encoded.checked_sub(over + 3).filter(|&b| b > 0) else {
+            *reason = None;
+            continue;
+        };
+        let mut used = 0;
+        let keep = r
+            .char_indices()
+            .find(|&(_, c)| {
+                used += json_len(c);
+                used > budget
+            })
+            .map_or(r.len(), |(i, _)| i);
+        r.truncate(keep);
+        r.push_str("...");
+    }
+}
+
+/// How many bytes `c` takes inside a JSON string as serde_json writes it.
+fn json_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\u{8}' | '\u{c}' | '\n' | '\r' | '\t' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// Checks framing and authentication, then parses. Does not check freshness: see
+/// [`ReplayGuard`](super::replay::ReplayGuard).
 pub fn decode(bytes: &[u8], key: &Key) -> Result<Envelope, DecodeError> {
     if bytes.len() > MAX_DATAGRAM {
         return Err(DecodeError::TooLong);
@@ -226,62 +292,6 @@ pub fn decode(bytes: &[u8], key: &Key) -> Result<Envelope, DecodeError> {
     Ok(env)
 }
 
-/// Why a fresh-looking datagram was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum ReplayError {
-    #[error("timestamp outside the replay window")]
-    Stale,
-    #[error("nonce already seen (replayed datagram)")]
-    Replayed,
-    #[error("more datagrams from one address within the replay window than can be remembered")]
-    Overloaded,
-}
-
-/// Remembers every (timestamp, nonce) of the last window per sender address, so a
-/// captured datagram is never accepted twice. Memory is bounded: a sender past the bound
-/// is refused until its old entries age out (it fails closed, never forgets early).
-#[derive(Debug, Default)]
-pub struct ReplayGuard {
-    seen: HashMap<IpAddr, Seen>,
-}
-
-#[derive(Debug, Default)]
-struct Seen {
-    order: VecDeque<(u64, u64)>,
-    set: HashSet<(u64, u64)>,
-}
-
-/// Most datagrams remembered per sender address within one window (about 2000 a second).
-pub const MAX_REMEMBERED: usize = 65_536;
-
-impl ReplayGuard {
-    /// Accepts `env` from `from` at receiver time `now_ms` once.
-    pub fn check(&mut self, from: IpAddr, env: &Envelope, now_ms: u64) -> Result<(), ReplayError> {
-        if env.ts.abs_diff(now_ms) > REPLAY_WINDOW_MS {
-            return Err(ReplayError::Stale);
-        }
-        let seen = self.seen.entry(from).or_default();
-        // Entries arrive roughly in time order; anything older than the window can go.
-        while let Some(&(ts, nonce)) = seen.order.front() {
-            if ts.abs_diff(now_ms) <= REPLAY_WINDOW_MS {
-                break;
-            }
-            seen.order.pop_front();
-            seen.set.remove(&(ts, nonce));
-        }
-        let id = (env.ts, env.nonce);
-        if seen.set.contains(&id) {
-            return Err(ReplayError::Replayed);
-        }
-        if seen.order.len() >= MAX_REMEMBERED {
-            return Err(ReplayError::Overloaded);
-        }
-        seen.order.push_back(id);
-        seen.set.insert(id);
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,6 +311,46 @@ mod tests {
         let key = Key::Hmac(b"0123456789abcdef".to_vec());
         assert_eq!(decode(&encode(&env, &key), &key).unwrap(), env);
         assert_eq!(decode(&encode(&env, &Key::None), &Key::None).unwrap(), env);
+    }
+
+    #[test]
+    fn requests_are_padded_and_replies_fit_their_limit() {
+        let key = Key::Hmac(b"0123456789abcdef".to_vec());
+        for k in [&key, &Key::None] {
+            let bytes = encode(&check_msg(), k);
+            assert_eq!(bytes.len(), REQUEST_MIN_LEN);
+            assert_eq!(decode(&bytes, k).unwrap().msg, check_msg().msg);
+        }
+        let reply = |reason: &str| {
+            let mut e = Envelope::new(Message::ResetReply {
+                req: 7,
+                target_system: "node02".into(),
+                target_subsystem: 2,
+                result: ResetResult::Error,
+                reason: Some(reason.into()),
+            });
+            e.nonce = 1 << 63;
+            e
+        };
+        let long = "é\"x".repeat(600);
+        let full = encode(&reply(&long), &key).len();
+        assert!(full > MAX_DATAGRAM);
+        for limit in [MAX_DATAGRAM, 400, 200] {
+            let bytes = encode_within(reply(&long), &key, limit).unwrap();
+            assert!(bytes.len() <= limit, "{} > {limit}", bytes.len());
+            let Message::ResetReply { reason, .. } = decode(&bytes, &key).unwrap().msg else {
+                panic!("not a reset-reply")
+            };
+            assert!(reason.unwrap().ends_with("..."));
+        }
+        // Too small for the reply even without its reason: nothing is sent.
+        assert_eq!(encode_within(reply("x"), &key, 100), None);
+        let bare = encode(&reply("x"), &key).len() - r#","reason":"x""#.len();
+        let bytes = encode_within(reply("a long reason"), &key, bare).unwrap();
+        assert!(matches!(
+            decode(&bytes, &key).unwrap().msg,
+            Message::ResetReply { reason: None, .. }
+        ));
     }
 
     #[test]
@@ -330,37 +380,5 @@ mod tests {
             decode(b"HCN1\x00{\"v\":1}", &Key::None),
             Err(DecodeError::Payload(_))
         ));
-    }
-
-    #[test]
-    fn replay_guard_refuses_repeats_and_stale() {
-        let mut g = ReplayGuard::default();
-        let env = check_msg();
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        assert_eq!(g.check(ip, &env, env.ts), Ok(()));
-        assert_eq!(g.check(ip, &env, env.ts + 5), Err(ReplayError::Replayed));
-        assert_eq!(
-            g.check(ip, &check_msg(), env.ts + REPLAY_WINDOW_MS * 3),
-            Err(ReplayError::Stale)
-        );
-    }
-
-    #[test]
-    fn replay_guard_never_forgets_within_the_window() {
-        let mut g = ReplayGuard::default();
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let first = check_msg();
-        g.check(ip, &first, first.ts).unwrap();
-        let mut refused = false;
-        for _ in 0..MAX_REMEMBERED + 10 {
-            let mut e = check_msg();
-            e.ts = first.ts;
-            if g.check(ip, &e, first.ts) == Err(ReplayError::Overloaded) {
-                refused = true;
-                break;
-            }
-        }
-        assert!(refused, "a flood is refused, not remembered forever");
-        assert_eq!(g.check(ip, &first, first.ts), Err(ReplayError::Replayed));
     }
 }

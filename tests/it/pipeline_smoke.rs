@@ -77,6 +77,7 @@ fn lab_watching(watch: Option<Duration>) -> Lab {
         error_log: LogSink::discard(),
         monitor_expiry: Duration::from_secs(60),
         watch,
+        state_dir: None,
     };
     let (pipeline, _thread) = Pipeline::start(spec, config).unwrap();
     let m1 = UdpSocket::bind("127.0.0.1:0").unwrap();

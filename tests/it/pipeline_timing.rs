@@ -892,6 +892,7 @@ servers:
             error_log: LogSink::discard(),
             monitor_expiry: secs(60),
             watch: None,
+            state_dir: None,
         };
         let (pipeline, thread) = Pipeline::start(spec, config).unwrap();
         let mut net = Net::new(addr);

@@ -327,7 +327,8 @@ fn barrier(lab: &Lab) {
 /// one new line) and waits for its line; the log writer keeps order.
 fn flush_error_log(lab: &Lab, n: u8) {
     let s = UdpSocket::bind(("127.0.0.".to_string() + &n.to_string(), 0)).expect("bind");
-    s.send_to(b"flush", lab.reset_path).unwrap();
+    // (With the magic: the kernel filter drops anything without it, unlogged.)
+    s.send_to(b"HCN1\x07flush", lab.reset_path).unwrap();
     let from = format!("from 127.0.0.{n}:");
     lab.wait_log("error.log", &from, |l| l.contains(&from));
 }
@@ -439,6 +440,248 @@ fn replayed_datagram_is_refused_and_logged_once() {
     s.send_to(&codec::encode(&old, &key()), lab.reset_path)
         .unwrap();
     logged_once(&lab, "timestamp outside the replay window");
+}
+
+/// The registered address of `system`, from `show hamonitor`.
+fn registered_ip(lab: &Lab, system: &str) -> String {
+    let monitors = lab.monitors();
+    monitors["monitors"]
+        .as_array()
+        .expect("monitors array")
+        .iter()
+        .find(|r| r["system"] == system)
+        .unwrap_or_else(|| panic!("{system} not registered: {monitors:#}"))["ip"]
+        .as_str()
+        .expect("ip")
+        .to_string()
+}
+
+#[test]
+fn captured_check_replayed_from_other_addresses_is_refused() {
+    let lab = Lab::start(1000);
+    let s = raw();
+    let port = s.local_addr().unwrap().port();
+    let captured = codec::encode(&Envelope::new(check_msg("labnode01", 1, port)), &key());
+    s.send_to(&captured, lab.reset_path).unwrap();
+    assert!(matches!(recv_msg(&s), Message::CheckReply { .. }));
+    assert_eq!(registered_ip(&lab, "labnode01"), "127.0.0.1");
+
+    // The tag does not cover the source address: the same bytes from 20 others are the
+    // same datagram, refused, and the monitor stays where it checked from.
+    for n in 0..20u8 {
+        let other = UdpSocket::bind(format!("127.0.1.{}:0", n + 1)).expect("bind");
+        other.send_to(&captured, lab.reset_path).unwrap();
+    }
+    barrier(&lab);
+    assert_eq!(registered_ip(&lab, "labnode01"), "127.0.0.1");
+    lab.wait_log("error.log", "the refusal", |l| {
+        l.contains("from 127.0.1.1:") && l.contains("nonce already seen (replayed datagram)")
+    });
+}
+
+/// Reads reset-path messages on `sock` until a final `reset-reply` (bounded: each read
+/// times out after 10 s, at most 20 messages).
+fn final_reply(sock: &UdpSocket) -> codec::ResetResult {
+    for _ in 0..20 {
+        if let Message::ResetReply { result, .. } = recv_msg(sock)
+            && result != codec::ResetResult::Accepted
+        {
+            return result;
+        }
+    }
+    panic!("no final reset-reply in 20 messages");
+}
+
+#[test]
+fn captured_reset_replayed_across_a_restart_does_not_reset_again() {
+    let mut lab = Lab::start(1000);
+    let requester = raw();
+    let port = requester.local_addr().unwrap().port();
+    let register = |lab: &Lab| {
+        requester
+            .send_to(
+                &codec::encode(&Envelope::new(check_msg("labnode01", 1, port)), &key()),
+                lab.reset_path,
+            )
+            .unwrap();
+        // (The attention of the first reset may still be queued before the reply.)
+        assert!(
+            (0..5).any(|_| matches!(recv_msg(&requester), Message::CheckReply { .. })),
+            "no check-reply"
+        );
+        lab.register("labnode02", 2, free_port(), None);
+    };
+    register(&lab);
+    let captured = codec::encode(
+        &Envelope::new(Message::Reset {
+            req: 7,
+            system: "labnode01".into(),
+            subsystem: 1,
+            port,
+            target_system: "labnode02".into(),
+            target_subsystem: 2,
+        }),
+        &key(),
+    );
+    requester.send_to(&captured, lab.reset_path).unwrap();
+    assert_eq!(final_reply(&requester), codec::ResetResult::Dump);
+    let soft_resets = |lab: &Lab| {
+        lab.log("reset.log")
+            .lines()
+            .filter(|l| l.contains("] SOFTRESET labnode02 2 SEND"))
+            .count()
+    };
+    assert_eq!(soft_resets(&lab), 1, "{}", lab.diagnostics());
+
+    // Well inside the 30 s window, after a restart, with both monitors registered again.
+    lab.restart();
+    register(&lab);
+    requester.send_to(&captured, lab.reset_path).unwrap();
+    lab.wait_log("error.log", "the refusal", |l| {
+        l.contains("timestamp not after the connector's high-water mark")
+    });
+    barrier(&lab);
+    requester.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 2048];
+    assert!(
+        requester.recv_from(&mut buf).is_err(),
+        "a reply to the replayed reset"
+    );
+    assert_eq!(soft_resets(&lab), 1, "{}", lab.diagnostics());
+}
+
+/// A signed datagram of exactly the given JSON payload (no padding), as a client that
+/// does not pad would send it.
+fn unpadded(json: &str) -> Vec<u8> {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut out = b"HCN1\x01".to_vec();
+    out.extend_from_slice(json.as_bytes());
+    let mut m = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(KEY.as_bytes()).unwrap();
+    m.update(&out);
+    out.extend_from_slice(&m.finalize().into_bytes());
+    out
+}
+
+/// The length of the next datagram on `sock` within 2 s, if one comes.
+fn reply_len(sock: &UdpSocket) -> Option<usize> {
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 4096];
+    sock.recv_from(&mut buf).ok().map(|(n, _)| n)
+}
+
+#[test]
+fn replies_are_never_longer_than_their_request() {
+    let lab = Lab::start(1000);
+    let s = raw();
+    let port = s.local_addr().unwrap().port();
+    // A 1394-byte check for a long unknown name: its reply would echo the name and add
+    // the rest, longer than the check even without its reason; it is not sent.
+    let long_check = |len: usize| {
+        let mut env = Envelope::new(check_msg(&"a".repeat(len), 1, port));
+        env.nonce = 1 << 63;
+        codec::encode(&env, &key())
+    };
+    let name_len = 1394 - (long_check(1000).len() - 1000);
+    let request = long_check(name_len);
+    assert_eq!(request.len(), 1394);
+    s.send_to(&request, lab.reset_path).unwrap();
+    if let Some(n) = reply_len(&s) {
+        panic!("a {n}-byte reply to a 1394-byte check");
+    }
+    lab.wait_log("error.log", "the withheld reply", |l| {
+        l.contains("reply withheld: longer than the 1394-byte request")
+    });
+
+    // A check a little shorter than its full reply: the reply's reason is cut to fit.
+    let json = |nonce: u32, pad: usize| {
+        format!(
+            r#"{{"v":1,"ts":{},"nonce":{nonce},"type":"check","system":"labnode01","subsystem":1,"port":{port}}}{}"#,
+            codec::now_ms(),
+            " ".repeat(pad)
+        )
+    };
+    s.send_to(&unpadded(&json(1, 400)), lab.reset_path).unwrap();
+    let full = reply_len(&s).expect("the full reply");
+    let short = unpadded(&json(2, 0));
+    let request = unpadded(&json(2, full - 10 - short.len()));
+    assert_eq!(request.len(), full - 10);
+    s.send_to(&request, lab.reset_path).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = s.recv_from(&mut buf).expect("the cut reply");
+    assert!(
+        n <= request.len(),
+        "a {n}-byte reply to a {}-byte check",
+        request.len()
+    );
+    match codec::decode(&buf[..n], &key()).expect("a valid reply").msg {
+        Message::CheckReply {
+            reason: Some(r), ..
+        } => assert!(r.ends_with("..."), "{r:?}"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn a_flood_from_one_address_does_not_stop_another_monitors_reset() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let lab = Lab::start(1000);
+    let [p1, _, _] = three_monitors(&lab);
+    // Junk and unsigned checks for unknown systems from 127.0.0.99, as fast as one
+    // thread sends them, until the reset is done (at most 60 s).
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        let to = lab.reset_path;
+        std::thread::spawn(move || {
+            let s = UdpSocket::bind("127.0.0.99:0").expect("bind");
+            let check = codec::encode(&Envelope::new(check_msg("nosuch", 9, 9)), &Key::None);
+            // Junk that looks signed passes the kernel filter and meets the bucket.
+            let mut junk = [0x5au8; 200];
+            junk[..5].copy_from_slice(b"HCN1\x01");
+            let until = std::time::Instant::now() + Duration::from_secs(60);
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+                for _ in 0..100 {
+                    let _ = s.send_to(
+                        if sent.is_multiple_of(2) {
+                            &junk
+                        } else {
+                            &check
+                        },
+                        to,
+                    );
+                    sent += 1;
+                }
+            }
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let run = lab.reset_node02(p1, 11).finish(RESET_TIMEOUT);
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let sent = flood.join().expect("flood thread");
+    run.code(0);
+    assert_eq!(
+        run.lines_with("RESET-REPLY", &["req=11", "result=DUMP"])
+            .len(),
+        1,
+        "{run}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "the reset took {took:?} under the flood"
+    );
+    // The flood was held to its source's rate before any parsing.
+    let status = lab.status();
+    let c = &status["resetPath"];
+    assert!(
+        c["rateLimited"].as_u64().unwrap_or(0) > 0,
+        "{sent} datagrams sent, none rate-limited: {c:#}"
+    );
+    assert!(c["receiveBuffer"].as_u64().unwrap_or(0) > 0, "{c:#}");
 }
 
 #[test]

@@ -101,6 +101,8 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
 pub struct Lab {
     dir: TempDir,
     child: Option<Child>,
+    /// Daemon arguments beyond the lab's own.
+    extra: Vec<String>,
     /// Where the reset path listens.
     pub reset_path: SocketAddr,
     /// Where fence_kdump messages are received.
@@ -139,8 +141,29 @@ impl Lab {
         loopback_only(&spec);
         let spec_path = dir.path().join("cluster.yaml");
         std::fs::write(&spec_path, spec).expect("write the spec");
-        let stderr = std::fs::File::create(dir.path().join("daemon.stderr")).expect("stderr");
-        let p = |rel: &str| dir.path().join(rel).display().to_string();
+        let mut lab = Lab {
+            dir,
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            reset_path: "127.0.0.1:0".parse().expect("addr"),
+            fence_kdump: "127.0.0.1:0".parse().expect("addr"),
+        };
+        lab.spawn_daemon();
+        lab
+    }
+
+    /// Stops the daemon (SIGTERM, bounded wait) and starts it again on the same spec,
+    /// state and log directories; the ports are new.
+    pub fn restart(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_file(self.path("log/init.log"));
+        self.spawn_daemon();
+    }
+
+    /// Starts the daemon and waits until both sockets are bound.
+    fn spawn_daemon(&mut self) {
+        let stderr = std::fs::File::create(self.path("daemon.stderr")).expect("stderr");
+        let p = |rel: &str| self.path(rel).display().to_string();
         let child = Command::new(env!("CARGO_BIN_EXE_haconn"))
             .args([
                 "daemon",
@@ -158,22 +181,17 @@ impl Lab {
                 "--fence-kdump-bind",
                 "127.0.0.1:0",
             ])
-            .args(extra)
+            .args(&self.extra)
             .env("HACONN_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
             .expect("spawn haconn daemon");
-        let mut lab = Lab {
-            dir,
-            child: Some(child),
-            reset_path: "127.0.0.1:0".parse().expect("addr"),
-            fence_kdump: "127.0.0.1:0".parse().expect("addr"),
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            let init = lab.log("init.log");
+            let init = self.log("init.log");
             let addr = |prefix: &str| -> Option<SocketAddr> {
                 init.lines()
                     .find_map(|l| l.split_once(prefix))
@@ -184,21 +202,25 @@ impl Lab {
                 addr("fence_kdump listener on "),
             ) {
                 assert!(r.ip().is_loopback() && k.ip().is_loopback());
-                lab.reset_path = r;
-                lab.fence_kdump = k;
-                return lab;
+                self.reset_path = r;
+                self.fence_kdump = k;
+                return;
             }
-            if let Some(status) = lab.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                lab.child = None;
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
                 panic!(
                     "the daemon exited before binding ({status})\n{}",
-                    lab.diagnostics()
+                    self.diagnostics()
                 );
             }
             assert!(
                 Instant::now() < deadline,
                 "the daemon did not bind within {READY_TIMEOUT:?}\n{}",
-                lab.diagnostics()
+                self.diagnostics()
             );
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -366,6 +388,19 @@ impl Lab {
         serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e})\n{run}"))
     }
 
+    /// `haconn show status --json` against this daemon.
+    pub fn status(&self) -> serde_json::Value {
+        let run = haconn(&[
+            "show",
+            "status",
+            "--json",
+            "--control-socket",
+            &self.path("sock").display().to_string(),
+        ]);
+        run.code(0);
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e})\n{run}"))
+    }
+
     /// Init, reset and error logs and the daemon's stderr, for a failure message.
     pub fn diagnostics(&self) -> String {
         let stderr = std::fs::read_to_string(self.path("daemon.stderr")).unwrap_or_default();
@@ -380,6 +415,13 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Lab {
+    /// SIGTERM to the daemon, then a bounded wait (SIGKILL after 5 s).
+    fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
