@@ -417,37 +417,30 @@ fn show_hamonitor_and_server_reset_against_a_daemon() {
     d.haconn(&["server", "reset", "nosuch", "--address", "1"])
         .code(1);
 
-    // Accepted: a test soft reset of labnode02 (SPEC §8). With no dump agent it ends after
-    // the hard-reset issue time as FAIL, and never escalates: no hard reset, no attention.
+    // Accepted: a test soft reset of labnode02 (SPEC §8): the NMI, then up to 60 s for a
+    // stop notice (this lab has no dump agent), and never a hard reset, not even after
+    // the hard-reset issue time (1 s here). How it ends is tested in virtual time
+    // (pipeline_timing::an_operators_test_waits_60_s_for_the_stop_and_never_hard_resets).
     d.haconn(&["server", "reset", "labnode02", "--address", "2"])
         .code(0)
         .has("accepted");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !d
         .log("reset.log")
-        .contains("RM-RESET labnode02 2 SEND ---- ---- ---- P FAIL")
+        .contains("SOFTRESET labnode02 2 SEND ---- ---- ---- P")
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(20));
     }
+    std::thread::sleep(Duration::from_millis(2500));
     let log = d.log("reset.log");
     assert!(
         log.contains("SOFTRESET labnode02 2 SEND ---- ---- ---- P"),
         "{log}"
     );
     assert!(
-        log.contains("RM-RESET labnode02 2 SEND ---- ---- ---- P FAIL"),
-        "{log}"
-    );
-    assert!(
         !log.contains("HARDRESET"),
         "a test soft reset never hard-resets: {log}"
-    );
-    assert!(
-        d.log("error.log")
-            .contains("test soft reset: no stopped notification"),
-        "{}",
-        d.log("error.log")
     );
 
     // Unreachable daemon: exit 2.

@@ -271,7 +271,7 @@ fn a_stop_notification_before_the_request_changes_nothing() {
 fn a_fresh_power_reading_from_the_watch_spares_the_query_before_the_nmi() {
     let node02 = DeviceId::Bmc("127.0.0.12".parse().unwrap());
     for watching in [true, false] {
-        let l = lab_watching(watching.then_some(Duration::from_millis(300)));
+        let l = lab_watching(watching.then_some(Duration::from_millis(1000)));
         if watching {
             // Wait for a poll of node02 (the simulator answers at once).
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -282,6 +282,8 @@ fn a_fresh_power_reading_from_the_watch_spares_the_query_before_the_nmi() {
                 );
                 std::thread::sleep(Duration::from_millis(20));
             }
+            // Its answer (the simulator's 1 ms) is in the pipeline by now.
+            std::thread::sleep(Duration::from_millis(200));
         }
         // From now on node02's BMC takes 2 s for every call: a query before the NMI shows.
         l.sim

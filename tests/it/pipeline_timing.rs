@@ -1062,3 +1062,52 @@ servers:
         assert!(t0.elapsed() < secs(15), "took {:?}", t0.elapsed());
     }
 }
+
+/// An operator's test soft reset (`haconn server reset`): the NMI, then up to 60 s for the
+/// node's stop notice — one at 59 s still counts — and never a hard reset or a PDU cut,
+/// whatever the hard-reset issue time.
+#[tokio::test(start_paused = true)]
+async fn an_operators_test_waits_60_s_for_the_stop_and_never_hard_resets() {
+    let spec = lab_spec("1000", 30, true);
+    for (agent, want) in [
+        (Some(secs(59)), Outcome::Dumped),
+        (
+            None,
+            Outcome::Failed("test soft reset: no stopped notification within 60000 ms".into()),
+        ),
+    ] {
+        let sim = Arc::new(Sim::default());
+        let (target, _) = physical(&spec, "node01");
+        let (stopped_tx, stopped_rx) = oneshot::channel();
+        let keep = match agent {
+            Some(d) => {
+                tokio::spawn(async move {
+                    tokio::time::sleep(d).await;
+                    let _ = stopped_tx.send(());
+                });
+                None
+            }
+            None => Some(stopped_tx),
+        };
+        let (steps_tx, _steps) = mpsc::unbounded_channel();
+        let t0 = Instant::now();
+        let outcome = reset::soft_test(
+            target,
+            reset::TEST_STOP_WINDOW,
+            sim_backends(&sim),
+            stopped_rx,
+            steps_tx,
+        )
+        .await;
+        drop(keep);
+        assert_eq!(outcome, want);
+        tokio::time::sleep(secs(120)).await;
+        assert!(
+            calls(&sim, t0)
+                .iter()
+                .all(|(_, e)| !matches!(e, SimEvent::HardReset(_) | SimEvent::Outlet { .. })),
+            "{:?}",
+            calls(&sim, t0)
+        );
+    }
+}
