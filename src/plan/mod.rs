@@ -116,6 +116,11 @@ pub enum Refusal {
     ResetInProgress,
     /// Applying it next to the changes that were refused would break the spec's rules.
     Conflict(String),
+    /// It needs another change (`on`: `snmp`, `pdu 192.0.2.1`, …) that was refused.
+    DependsOn {
+        on: String,
+        why: Box<Refusal>,
+    },
     Failed(String),
 }
 
@@ -126,6 +131,7 @@ impl fmt::Display for Refusal {
             Refusal::MonitorActive => f.write_str("HA monitor active"),
             Refusal::ResetInProgress => f.write_str("reset in progress"),
             Refusal::Conflict(why) => write!(f, "conflict: {why}"),
+            Refusal::DependsOn { on, why } => write!(f, "depends on {on}: {why}"),
             Refusal::Failed(why) => write!(f, "failed: {why}"),
         }
     }
