@@ -5,6 +5,9 @@
 #[path = "common/secret_leaks.rs"]
 mod secret_leaks;
 mod support;
+#[path = "common/run.rs"]
+#[allow(dead_code)] // the closed-pipe helpers only
+mod run;
 
 use std::time::{Duration, Instant};
 
@@ -900,5 +903,29 @@ fn no_secret_field_ever_shows_in_validate() {
                 );
             }
         }
+    }
+}
+
+// ---- a closed pipe (issue 18.6) --------------------------------------------------------
+
+/// Every command that works without a daemon, its stdout a pipe nobody reads (`| head`):
+/// no panic, no "Broken pipe" message, and the exit code its work earned.
+#[test]
+fn every_offline_command_is_quiet_on_a_closed_pipe() {
+    let examples = repo().join("examples");
+    let ex = |f: &str| examples.join(f).display().to_string();
+    let (minimal, pdus) = (ex("minimal.yaml"), ex("pdus.yaml"));
+    let cases: Vec<(Vec<&str>, i32)> = vec![
+        (vec!["schema"], 0),
+        (vec!["validate", &minimal, &pdus], 0),
+        (vec!["validate", "--format", "json", &minimal], 0),
+        (vec!["diff", &minimal, &pdus], 2),
+        (vec!["--help"], 0),
+        (vec!["show", "--help"], 0),
+        (vec!["--version"], 0),
+        (vec!["lab", "--scenario", "dump", "--show-spec"], 0),
+    ];
+    for (args, code) in cases {
+        run::assert_quiet_on_epipe(&run::haconn_into_closed_pipe(&args), code);
     }
 }

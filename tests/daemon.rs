@@ -13,7 +13,7 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use daemon_support::{
-    BASE_PORTS, Daemon, Entry, Prng, bmc_port, code_of, haconn, haconn_as, lab, pair, parse_log,
+    BASE_PORTS, assert_quiet_on_epipe, haconn_into_closed_pipe, Daemon, Entry, Prng, bmc_port, code_of, haconn, haconn_as, lab, pair, parse_log,
     try_request,
 };
 use haconn::spec::{CheckOptions, check_bytes};
@@ -1077,4 +1077,29 @@ fn an_unreadable_secret_file_says_permission_denied_and_nothing_else() {
         "{run}"
     );
     haconn(&["validate", "--resolve-secrets", &spec]).code(0);
+}
+
+/// Every command that talks to the daemon, its stdout a pipe nobody reads
+/// (`haconn show status | head -1`): no panic, no "Broken pipe", its normal exit code.
+#[test]
+fn every_daemon_command_is_quiet_on_a_closed_pipe() {
+    let d = Daemon::new(&lab(16231, 16232)).start();
+    let spec = d.path("cluster.yaml").display().to_string();
+    let state = d.state_dir().display().to_string();
+    let sock = d.socket_arg();
+    let cases: Vec<(Vec<&str>, i32)> = vec![
+        (vec!["show", "status"], 0),
+        (vec!["show", "status", "--output", "json"], 0),
+        (vec!["show", "settings"], 0),
+        (vec!["show", "hamonitor"], 0),
+        (vec!["show", "ipdu"], 0),
+        (vec!["show", "ipdu-setting"], 0),
+        (vec!["apply", "--spec", &spec, "--dry-run"], 0),
+        (vec!["apply", "--spec", &spec], 0),
+        (vec!["diff", "--spec", &spec, "--state-dir", &state], 0),
+    ];
+    for (mut args, code) in cases {
+        args.extend(["--control-socket", &sock]);
+        assert_quiet_on_epipe(&haconn_into_closed_pipe(&args), code);
+    }
 }

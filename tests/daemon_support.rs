@@ -104,7 +104,7 @@ impl Prng {
 
 #[path = "common/run.rs"]
 mod run;
-pub use run::{Run, haconn};
+pub use run::{Run, assert_quiet_on_epipe, haconn, haconn_into_closed_pipe};
 
 /// One write to the event log: lines that share a timestamp.
 #[derive(Debug, Clone)]

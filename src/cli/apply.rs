@@ -23,7 +23,7 @@ pub fn run(args: &Args) -> Outcome {
     let bytes = match read_input(&args.spec) {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("{}: error[io]: cannot read: {e}", args.spec);
+            errln!("{}: error[io]: cannot read: {e}", args.spec);
             return Outcome::Trouble;
         }
     };
@@ -38,31 +38,31 @@ pub fn run(args: &Args) -> Outcome {
     let reply = match request(&args.socket.control_socket, req) {
         Ok(r) => r,
         Err(e @ ClientError::Unreachable { .. }) => {
-            eprintln!("haconn apply: {e}");
+            errln!("haconn apply: {e}");
             return Outcome::Trouble;
         }
         Err(e) => {
-            eprintln!("haconn apply: {e}");
+            errln!("haconn apply: {e}");
             return Outcome::Failed;
         }
     };
     if reply["valid"] == false {
-        eprintln!("{}: the daemon refused the spec:", args.spec);
+        errln!("{}: the daemon refused the spec:", args.spec);
         for d in reply["diagnostics"].as_array().into_iter().flatten() {
-            eprintln!("{}", super::render_remote_diagnostic(&args.spec, d));
+            errln!("{}", super::render_remote_diagnostic(&args.spec, d));
         }
         return Outcome::Failed;
     }
     if args.dry_run {
-        print!("{}", reply["diff"].as_str().unwrap_or(""));
-        print!("{}", reply["plan"].as_str().unwrap_or(""));
-        println!();
-        print!("{}", reply["summary"].as_str().unwrap_or(""));
+        out!("{}", reply["diff"].as_str().unwrap_or(""));
+        out!("{}", reply["plan"].as_str().unwrap_or(""));
+        outln!();
+        out!("{}", reply["summary"].as_str().unwrap_or(""));
         return Outcome::Ok;
     }
-    print!("{}", reply["plan"].as_str().unwrap_or(""));
-    println!();
-    print!("{}", reply["summary"].as_str().unwrap_or(""));
+    out!("{}", reply["plan"].as_str().unwrap_or(""));
+    outln!();
+    out!("{}", reply["summary"].as_str().unwrap_or(""));
     if reply["completed"] == true {
         Outcome::Ok
     } else {
@@ -72,6 +72,6 @@ pub fn run(args: &Args) -> Outcome {
 
 pub(crate) fn print_diagnostics(file: &str, diags: &[Diagnostic]) {
     for d in diags {
-        eprintln!("{}", d.render(file));
+        errln!("{}", d.render(file));
     }
 }

@@ -71,7 +71,7 @@ pub fn run_daemon(args: &Args) -> Outcome {
         Some(a) => match a.parse() {
             Ok(addr) => FenceKdumpBind::At(addr),
             Err(_) => {
-                eprintln!("haconn daemon: --fence-kdump-bind takes ADDR:PORT or off, not `{a}`");
+                errln!("haconn daemon: --fence-kdump-bind takes ADDR:PORT or off, not `{a}`");
                 return Outcome::Trouble;
             }
         },
@@ -100,7 +100,7 @@ pub fn run_daemon(args: &Args) -> Outcome {
         Ok(()) => Outcome::Ok,
         Err(e) => {
             tracing::error!("{e:#}");
-            eprintln!("haconn daemon: {e:#}");
+            errln!("haconn daemon: {e:#}");
             Outcome::Failed
         }
     }

@@ -27,30 +27,30 @@ pub struct Args {
 /// Loads and validates a spec, printing its errors; `Err` carries the outcome to exit with.
 pub(crate) fn load(file: &str) -> Result<Spec, Outcome> {
     let bytes = read_input(file).map_err(|e| {
-        eprintln!("{file}: error[io]: cannot read: {e}");
+        errln!("{file}: error[io]: cannot read: {e}");
         Outcome::Failed
     })?;
     let checked = check_bytes(&bytes, CheckOptions::default());
     checked.spec.ok_or_else(|| {
         for d in &checked.diagnostics {
-            eprintln!("{}", d.render(file));
+            errln!("{}", d.render(file));
         }
-        eprintln!("{file}: invalid; nothing to compare");
+        errln!("{file}: invalid; nothing to compare");
         Outcome::Failed
     })
 }
 
 pub(crate) fn load_facts(file: &str) -> Result<LiveFacts, Outcome> {
     let bytes = read_input(file).map_err(|e| {
-        eprintln!("{file}: error[io]: cannot read: {e}");
+        errln!("{file}: error[io]: cannot read: {e}");
         Outcome::Failed
     })?;
     let doc = crate::spec::yaml::load_bytes(&bytes).map_err(|e| {
-        eprintln!("{file}: error[yaml]: {e}");
+        errln!("{file}: error[yaml]: {e}");
         Outcome::Failed
     })?;
     serde_json::from_value(doc.value).map_err(|e| {
-        eprintln!("{file}: error[facts]: {e}");
+        errln!("{file}: error[facts]: {e}");
         Outcome::Failed
     })
 }
@@ -60,7 +60,7 @@ pub fn run(args: &Args) -> Outcome {
         [] => return live(args),
         [old, new] => (old, new),
         _ => {
-            eprintln!(
+            errln!(
                 "haconn diff: give two files (OLD NEW), or none to compare --spec with the daemon"
             );
             return Outcome::Trouble;
@@ -77,9 +77,9 @@ pub fn run(args: &Args) -> Outcome {
             Err(e) => return e,
         },
     };
-    print!("{}", unified_diff(&old, &new, old_name, new_name));
+    out!("{}", unified_diff(&old, &new, old_name, new_name));
     let p = plan(&old, &new, &facts);
-    print!("{}", p.render());
+    out!("{}", p.render());
     if p.is_empty() {
         Outcome::Ok
     } else {
@@ -97,7 +97,7 @@ fn live(args: &Args) -> Outcome {
     let text = match std::fs::read_to_string(&args.spec) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("{}: error[io]: cannot read: {e}", args.spec);
+            errln!("{}: error[io]: cannot read: {e}", args.spec);
             return Outcome::Failed;
         }
     };
@@ -106,12 +106,12 @@ fn live(args: &Args) -> Outcome {
         Ok(reply) => {
             if reply["valid"] == false {
                 for d in reply["diagnostics"].as_array().into_iter().flatten() {
-                    eprintln!("{}", super::render_remote_diagnostic(&args.spec, d));
+                    errln!("{}", super::render_remote_diagnostic(&args.spec, d));
                 }
                 return Outcome::Failed;
             }
-            print!("{}", reply["diff"].as_str().unwrap_or(""));
-            print!("{}", reply["plan"].as_str().unwrap_or(""));
+            out!("{}", reply["diff"].as_str().unwrap_or(""));
+            out!("{}", reply["plan"].as_str().unwrap_or(""));
             if reply["changes"].as_u64() == Some(0) {
                 Outcome::Ok
             } else {
@@ -120,7 +120,7 @@ fn live(args: &Args) -> Outcome {
         }
         Err(crate::daemon::client::ClientError::Unreachable { source, .. }) => {
             let state = args.state_dir.join("applied.yaml");
-            eprintln!(
+            errln!(
                 "haconn diff: the daemon is not reachable ({source}); comparing with the last applied spec {}",
                 state.display()
             );
@@ -128,9 +128,9 @@ fn live(args: &Args) -> Outcome {
                 Ok(s) => s,
                 Err(e) => return e,
             };
-            print!("{}", unified_diff(&old, &new, "last-applied", &args.spec));
+            out!("{}", unified_diff(&old, &new, "last-applied", &args.spec));
             let p = plan(&old, &new, &LiveFacts::default());
-            print!("{}", p.render());
+            out!("{}", p.render());
             if p.is_empty() {
                 Outcome::Ok
             } else {
@@ -138,7 +138,7 @@ fn live(args: &Args) -> Outcome {
             }
         }
         Err(e) => {
-            eprintln!("haconn diff: {e}");
+            errln!("haconn diff: {e}");
             Outcome::Failed
         }
     }

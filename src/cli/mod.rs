@@ -1,6 +1,12 @@
 //! The command line: argument parsing, one file per command, and the one place that maps
 //! outcomes to exit codes (0 ok, 1 failed or invalid, 2 usage or I/O error; `diff`
 //! follows `terraform plan -detailed-exitcode`: 0 no change, 2 changes, 1 error).
+//! Output goes through [`out`]'s macros, never `println!`, so a closed pipe is no panic.
+
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+#[macro_use]
+mod out;
 
 mod apply;
 mod daemon;

@@ -176,7 +176,7 @@ pub fn run(args: &Args) -> Outcome {
         NodeCommand::Listen(a) => listen(a),
     };
     r.unwrap_or_else(|e| {
-        eprintln!("haconn node: {e:#}");
+        errln!("haconn node: {e:#}");
         Outcome::Trouble
     })
 }
@@ -221,7 +221,7 @@ fn no_answer(client: &Client, what: &str, secs: u64) {
         .ignored_summary()
         .map(|s| format!("; ignored: {s}"))
         .unwrap_or_default();
-    eprintln!(
+    errln!(
         "haconn node: no {what} from {} within {secs} s{dropped}",
         client.connector()
     );
@@ -398,7 +398,7 @@ fn stopped(a: &StoppedArgs) -> anyhow::Result<Outcome> {
 
 fn listen(a: &ListenArgs) -> anyhow::Result<Outcome> {
     let mut client = Client::listen(SocketAddr::new(a.bind, a.port), key(&a.key_file)?)?;
-    eprintln!("haconn node: listening on {}", client.local_addr());
+    errln!("haconn node: listening on {}", client.local_addr());
     let end = a.timeout.map(deadline);
     let mut seen = 0;
     while a.count.is_none_or(|n| seen < n) {
@@ -408,6 +408,10 @@ fn listen(a: &ListenArgs) -> anyhow::Result<Outcome> {
             Some(r) if matches!(r.env.msg, Message::Attention { .. }) => {
                 print_received(&r, a.json);
                 seen += 1;
+                if super::out::Quiet::stdout().is_gone() {
+                    // Nobody reads the notifications any more (`| head -1`).
+                    return Ok(Outcome::Ok);
+                }
             }
             Some(_) => {}
             None if end.is_some() => {
@@ -415,9 +419,9 @@ fn listen(a: &ListenArgs) -> anyhow::Result<Outcome> {
                     return Ok(Outcome::Ok);
                 }
                 if let Some(s) = client.ignored_summary() {
-                    eprintln!("haconn node: ignored: {s}");
+                    errln!("haconn node: ignored: {s}");
                 }
-                eprintln!(
+                errln!(
                     "haconn node: {seen} of {} notifications within {} s",
                     a.count.unwrap_or_default(),
                     a.timeout.unwrap_or_default()
@@ -441,7 +445,7 @@ fn print_received(r: &Received, json: bool) {
     } else {
         format!("{} from={}", describe(&r.env.msg), r.from)
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = super::out::Quiet::stdout();
     // Line by line, so a caller reading a pipe sees each message as it arrives.
     let _ = writeln!(out, "{line}");
     let _ = out.flush();

@@ -116,19 +116,19 @@ pub fn run(args: &Args) -> Outcome {
 /// names the command in messages.
 pub(super) fn pdu_job(socket: &SocketArg, what: &str, req: serde_json::Value) -> Outcome {
     let progress = |line: &str| {
-        println!("[{}] {line}", chrono::Local::now().format("%H:%M:%S"));
+        outln!("[{}] {line}", chrono::Local::now().format("%H:%M:%S"));
     };
     match request_with_progress(&socket.control_socket, req, progress) {
         Ok(reply) => {
-            println!("{}", reply["summary"].as_str().unwrap_or("done"));
+            outln!("{}", reply["summary"].as_str().unwrap_or("done"));
             Outcome::Ok
         }
         Err(ClientError::Refused { code, message }) => {
-            eprintln!("haconn {what}: {message} ({code})");
+            errln!("haconn {what}: {message} ({code})");
             Outcome::Failed
         }
         Err(e) => {
-            eprintln!("haconn {what}: {e}");
+            errln!("haconn {what}: {e}");
             Outcome::Trouble
         }
     }
@@ -138,7 +138,7 @@ fn reset(args: &Args, name: &str, subsystem: u32) -> Outcome {
     let req = json!({"op": "serverReset", "system": name, "subsystem": subsystem});
     match request(&args.socket.control_socket, req) {
         Ok(_) => {
-            println!(
+            outln!(
                 "test reset of {name} (subsystem {subsystem}) accepted; its steps go to the reset log"
             );
             Outcome::Ok
@@ -149,13 +149,13 @@ fn reset(args: &Args, name: &str, subsystem: u32) -> Outcome {
             } else {
                 format!(" ({code})")
             };
-            eprintln!(
+            errln!(
                 "haconn server reset: {name} (subsystem {subsystem}) refused{why}: {message}"
             );
             Outcome::Failed
         }
         Err(e) => {
-            eprintln!("haconn server reset: {e}");
+            errln!("haconn server reset: {e}");
             Outcome::Trouble
         }
     }

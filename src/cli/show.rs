@@ -63,7 +63,7 @@ pub fn run(args: &Args) -> Outcome {
     let reply = match request(&args.socket.control_socket, req) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("haconn show: {e}");
+            errln!("haconn show: {e}");
             return match e {
                 ClientError::Unreachable { .. } => Outcome::Trouble,
                 _ => Outcome::Failed,
@@ -79,14 +79,14 @@ pub fn run(args: &Args) -> Outcome {
         if let Some(a) = addr {
             pdus.retain(|p| p["address"] == a.to_string());
             if pdus.is_empty() {
-                eprintln!("haconn show ipdu: no PDU {a} in the live spec");
+                errln!("haconn show ipdu: no PDU {a} in the live spec");
                 return Outcome::Failed;
             }
         }
         reply = json!({"v": reply["v"], "ok": true, "pdus": pdus});
     }
     if args.json || args.output == Output::Json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&reply).expect("json serializes")
         );
@@ -96,33 +96,33 @@ pub fn run(args: &Args) -> Outcome {
         What::Hamonitor { name } => return print_monitors(&reply, name.as_deref()),
         What::Ipdu { .. } => print_pdus(&reply["pdus"]),
         What::IpduSetting => print_ipdu_settings(&reply["settings"]),
-        What::Settings => print!("{}", reply["spec"].as_str().unwrap_or("")),
+        What::Settings => out!("{}", reply["spec"].as_str().unwrap_or("")),
         What::Status => {
             let s = &reply["status"];
             let l = &reply["live"];
-            println!(
+            outln!(
                 "management server : {}",
                 s["localManagementServer"].as_str().unwrap_or("?")
             );
-            println!(
+            outln!(
                 "spec file         : {}",
                 s["specFile"].as_str().unwrap_or("?")
             );
-            println!(
+            outln!(
                 "started from      : {}",
                 s["startedFrom"].as_str().unwrap_or("?")
             );
             if let Some(d) = s["degraded"].as_str() {
-                println!("DEGRADED          : {d}");
+                outln!("DEGRADED          : {d}");
             }
-            println!("watching          : {}", s["watching"]);
-            println!(
+            outln!("watching          : {}", s["watching"]);
+            outln!(
                 "managing          : {} servers, {} systems, {} PDUs",
                 l["servers"], l["systems"], l["pdus"]
             );
-            println!("reloads           : {}", s["reloads"]);
+            outln!("reloads           : {}", s["reloads"]);
             let c = &reply["resetPath"];
-            println!(
+            outln!(
                 "reset path        : {} checks, {} resets, {} stopped; refused: {} malformed, {} auth, {} replayed",
                 c["checks"],
                 c["resets"],
@@ -132,7 +132,7 @@ pub fn run(args: &Args) -> Outcome {
                 c["replayed"]
             );
             match s["lastReload"].as_object() {
-                Some(r) => println!(
+                Some(r) => outln!(
                     "last reload       : {} ({}, {} changes) at {}",
                     if r["success"] == true {
                         "completed"
@@ -143,10 +143,10 @@ pub fn run(args: &Args) -> Outcome {
                     r["changes"],
                     r["at"].as_str().unwrap_or("?"),
                 ),
-                None => println!("last reload       : none"),
+                None => outln!("last reload       : none"),
             }
             if let Some(i) = s["lastInvalid"].as_str() {
-                println!("last refused spec :\n{i}");
+                outln!("last refused spec :\n{i}");
             }
             print_hardware(&reply["hardware"]);
         }
@@ -183,13 +183,13 @@ fn print_table(header: &[&str], right: &[bool], rows: Vec<Vec<String>>) {
                 }
             })
             .collect();
-        println!("    {}", cells.join("  ").trim_end());
+        outln!("    {}", cells.join("  ").trim_end());
     }
 }
 
 fn print_pdus(pdus: &serde_json::Value) {
     for p in pdus.as_array().map_or(&[][..], Vec::as_slice) {
-        println!(
+        outln!(
             "PDU {}  model {}  firmware {}  outlets {}  link {}{}",
             cell(&p["address"]),
             cell(&p["model"]),
@@ -223,7 +223,7 @@ fn print_pdus(pdus: &serde_json::Value) {
             })
             .collect();
         if rows.is_empty() {
-            println!("    (no outlet of this PDU feeds a server in the spec)");
+            outln!("    (no outlet of this PDU feeds a server in the spec)");
         } else {
             print_table(
                 &["<Con#>", "<Status>", "<P/M>", "<Server>", "<State>"],
@@ -289,13 +289,13 @@ fn print_hardware(h: &serde_json::Value) {
         }
     };
     match h["intervalMs"].as_u64() {
-        Some(ms) => println!(
+        Some(ms) => outln!(
             "hardware watch    : every {ms} ms, last poll {} ms ago",
             cell(&h["lastPollAgoMs"])
         ),
-        None => println!("hardware watch    : off"),
+        None => outln!("hardware watch    : off"),
     }
-    println!(
+    outln!(
         "management servers: mode {}, link to the peer {}",
         cell(&h["mode"]),
         cell(&h["peerLink"])
@@ -328,7 +328,7 @@ fn print_hardware(h: &serde_json::Value) {
         &[false; 6],
         ms,
     );
-    println!("servers:");
+    outln!("servers:");
     let servers: Vec<Vec<String>> = rows("servers")
         .iter()
         .map(|s| {
@@ -351,9 +351,9 @@ fn print_hardware(h: &serde_json::Value) {
         servers,
     );
     if !reasons.is_empty() {
-        println!("links not OK:");
+        outln!("links not OK:");
         for r in reasons {
-            println!("    {r}");
+            outln!("    {r}");
         }
     }
 }
@@ -364,7 +364,7 @@ fn print_monitors(reply: &serde_json::Value, name: Option<&str>) -> Outcome {
     if rows.is_empty()
         && let Some(n) = name
     {
-        eprintln!("haconn show hamonitor: no HA monitor system or ESXi host named {n}");
+        errln!("haconn show hamonitor: no HA monitor system or ESXi host named {n}");
         return Outcome::Failed;
     }
     let dash = |v: &serde_json::Value| match v {
@@ -405,7 +405,7 @@ fn print_monitors(reply: &serde_json::Value, name: Option<&str>) -> Outcome {
                 }
             })
             .collect();
-        println!("    {}", cells.join("  ").trim_end());
+        outln!("    {}", cells.join("  ").trim_end());
     }
     Outcome::Ok
 }

@@ -49,7 +49,7 @@ pub fn run(args: &Args) -> Outcome {
             Err(e) => {
                 outcome = Outcome::Trouble;
                 match args.format {
-                    Format::Text => eprintln!("{file}: error[io]: cannot read: {e}"),
+                    Format::Text => errln!("{file}: error[io]: cannot read: {e}"),
                     Format::Json => files_json.push(serde_json::json!({
                         "file": file, "valid": false, "ioError": e.to_string(),
                         "errors": 1, "warnings": 0, "diagnostics": [],
@@ -72,10 +72,10 @@ pub fn run(args: &Args) -> Outcome {
         match args.format {
             Format::Text => {
                 for d in &checked.diagnostics {
-                    println!("{}", d.render(file));
+                    outln!("{}", d.render(file));
                 }
                 let verdict = if errors == 0 { "valid" } else { "invalid" };
-                println!(
+                outln!(
                     "{file}: {verdict} ({errors} error{}, {warnings} warning{})",
                     plural(errors),
                     plural(warnings)
@@ -96,7 +96,7 @@ pub fn run(args: &Args) -> Outcome {
             "valid": outcome == Outcome::Ok,
             "files": files_json,
         });
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&doc).expect("json serializes")
         );

@@ -281,7 +281,7 @@ fn conflicts(
 
     // BMC addresses and system names stay unique. Either holder may be the accepted
     // change that brought the clash (the other one kept by a refusal).
-    let mut clash = |out: &mut BTreeMap<usize, Refusal>, what: String, this: &str, other: &str| {
+    let clash = |out: &mut BTreeMap<usize, Refusal>, what: String, this: &str, other: &str| {
         let culprit = accepted(ObjectKind::PhysicalServer, this)
             .map(|i| (i, other))
             .or_else(|| accepted(ObjectKind::PhysicalServer, other).map(|i| (i, this)));
