@@ -2,12 +2,12 @@
 //! run as a real process on files in a temporary directory. Each test checks the exit
 //! code and that the message names the problem and where it is.
 
-#[path = "common/secret_leaks.rs"]
-mod secret_leaks;
-mod support;
 #[path = "common/run.rs"]
 #[allow(dead_code)] // the closed-pipe helpers only
 mod run;
+#[path = "common/secret_leaks.rs"]
+mod secret_leaks;
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -927,5 +927,58 @@ fn every_offline_command_is_quiet_on_a_closed_pipe() {
     ];
     for (args, code) in cases {
         run::assert_quiet_on_epipe(&run::haconn_into_closed_pipe(&args), code);
+    }
+}
+
+// ---- exit codes (issue 18.7) -----------------------------------------------------------
+
+/// README.md's exit-code table is the one in the code (`UPDATE_EXPECT=1` rewrites it).
+#[test]
+fn readme_exit_code_table_is_the_codes() {
+    let path = repo().join("README.md");
+    let readme = std::fs::read_to_string(&path).unwrap();
+    let (open, close) = ("<!-- exit-codes -->\n", "<!-- /exit-codes -->");
+    let start = readme.find(open).expect("README has the exit-code markers") + open.len();
+    let end = readme
+        .find(close)
+        .expect("README has the exit-code end marker");
+    let want = haconn::cli::exit_code_table();
+    if std::env::var_os("UPDATE_EXPECT").is_some() {
+        let new = format!("{}{want}{}", &readme[..start], &readme[end..]);
+        std::fs::write(&path, new).unwrap();
+        return;
+    }
+    assert_eq!(
+        &readme[start..end],
+        want,
+        "README.md's exit-code table differs from src/cli/mod.rs (UPDATE_EXPECT=1 rewrites it)"
+    );
+}
+
+/// The codes the table promises, where they used to collide: a usage error of `diff` is
+/// 1, never 2 (= changes); a daemon that cannot be reached is 2 for every command.
+#[test]
+fn exit_codes_keep_their_meaning_across_commands() {
+    let t = || Test::new().file("a.yaml", BASE).file("b.yaml", BASE);
+    t().args(&["diff", "a.yaml"]).run().status(1);
+    t().args(&["diff", "a.yaml", "b.yaml", "--bogus"])
+        .run()
+        .status(1);
+    t().args(&["diff", "a.yaml", "missing.yaml"])
+        .run()
+        .status(1);
+    t().args(&["diff", "a.yaml", "b.yaml"]).run().status(0);
+    t().args(&["validate", "--bogus", "a.yaml"]).run().status(2);
+    t().args(&["validate", "missing.yaml"]).run().status(2);
+    let nobody = ["--control-socket", "nobody-here.sock"];
+    for cmd in [
+        &["show", "status"][..],
+        &["show", "hamonitor"],
+        &["show", "ipdu"],
+        &["apply", "--spec", "a.yaml"],
+        &["server", "reset", "node01", "--address", "1"],
+        &["server", "acrecovery", "node01"],
+    ] {
+        t().args(cmd).args(&nobody).run().status(2);
     }
 }

@@ -13,8 +13,8 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use daemon_support::{
-    BASE_PORTS, assert_quiet_on_epipe, haconn_into_closed_pipe, Daemon, Entry, Prng, bmc_port, code_of, haconn, haconn_as, lab, pair, parse_log,
-    try_request,
+    BASE_PORTS, Daemon, Entry, Prng, assert_quiet_on_epipe, bmc_port, code_of, haconn, haconn_as,
+    haconn_into_closed_pipe, lab, pair, parse_log, try_request,
 };
 use haconn::spec::{CheckOptions, check_bytes};
 
@@ -1102,4 +1102,26 @@ fn every_daemon_command_is_quiet_on_a_closed_pipe() {
         args.extend(["--control-socket", &sock]);
         assert_quiet_on_epipe(&haconn_into_closed_pipe(&args), code);
     }
+}
+
+/// `apply --dry-run` of a reload that would fail (a hispeed change needs a restart) exits
+/// 1, as the real reload would; one that would complete exits 0.
+#[test]
+fn a_dry_run_of_a_failing_reload_exits_non_zero() {
+    let d = Daemon::new(&lab(16231, 16232)).start();
+    let slower = d.write(
+        "slower.yaml",
+        &lab(16231, 16232).replace("hispeed: 1000", "hispeed: 2000"),
+    );
+    d.haconn(&[
+        "apply",
+        "--spec",
+        &slower.display().to_string(),
+        "--dry-run",
+    ])
+    .code(1)
+    .stdout_has("-- HA monitor connector reload : failed. --");
+    let fine = d.write("fine.yaml", &lab(17021, 16232));
+    d.haconn(&["apply", "--spec", &fine.display().to_string(), "--dry-run"])
+        .code(0);
 }

@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::{Outcome, SocketArg, read_input};
-use crate::daemon::client::{ClientError, request};
+use crate::daemon::client::request;
 use crate::spec::diag::Diagnostic;
 use crate::spec::{CheckOptions, check_bytes};
 
@@ -37,13 +37,9 @@ pub fn run(args: &Args) -> Outcome {
     let req = json!({"op": "apply", "spec": text, "dryRun": args.dry_run});
     let reply = match request(&args.socket.control_socket, req) {
         Ok(r) => r,
-        Err(e @ ClientError::Unreachable { .. }) => {
-            errln!("haconn apply: {e}");
-            return Outcome::Trouble;
-        }
         Err(e) => {
             errln!("haconn apply: {e}");
-            return Outcome::Failed;
+            return Outcome::of_client_error(&e);
         }
     };
     if reply["valid"] == false {
@@ -58,7 +54,11 @@ pub fn run(args: &Args) -> Outcome {
         out!("{}", reply["plan"].as_str().unwrap_or(""));
         outln!();
         out!("{}", reply["summary"].as_str().unwrap_or(""));
-        return Outcome::Ok;
+        return if reply["completed"] == true {
+            Outcome::Ok
+        } else {
+            Outcome::Failed
+        };
     }
     out!("{}", reply["plan"].as_str().unwrap_or(""));
     outln!();

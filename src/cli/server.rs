@@ -123,13 +123,14 @@ pub(super) fn pdu_job(socket: &SocketArg, what: &str, req: serde_json::Value) ->
             outln!("{}", reply["summary"].as_str().unwrap_or("done"));
             Outcome::Ok
         }
-        Err(ClientError::Refused { code, message }) => {
-            errln!("haconn {what}: {message} ({code})");
-            Outcome::Failed
-        }
         Err(e) => {
-            errln!("haconn {what}: {e}");
-            Outcome::Trouble
+            match &e {
+                ClientError::Refused { code, message } => {
+                    errln!("haconn {what}: {message} ({code})")
+                }
+                _ => errln!("haconn {what}: {e}"),
+            }
+            Outcome::of_client_error(&e)
         }
     }
 }
@@ -143,20 +144,21 @@ fn reset(args: &Args, name: &str, subsystem: u32) -> Outcome {
             );
             Outcome::Ok
         }
-        Err(ClientError::Refused { code, message }) => {
-            let why = if code == "refused" {
-                String::new()
-            } else {
-                format!(" ({code})")
-            };
-            errln!(
-                "haconn server reset: {name} (subsystem {subsystem}) refused{why}: {message}"
-            );
-            Outcome::Failed
-        }
         Err(e) => {
-            errln!("haconn server reset: {e}");
-            Outcome::Trouble
+            match &e {
+                ClientError::Refused { code, message } => {
+                    let why = if code == "refused" {
+                        String::new()
+                    } else {
+                        format!(" ({code})")
+                    };
+                    errln!(
+                        "haconn server reset: {name} (subsystem {subsystem}) refused{why}: {message}"
+                    );
+                }
+                _ => errln!("haconn server reset: {e}"),
+            }
+            Outcome::of_client_error(&e)
         }
     }
 }

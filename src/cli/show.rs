@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::{Outcome, SocketArg};
-use crate::daemon::client::{ClientError, request};
+use crate::daemon::client::request;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -64,10 +64,7 @@ pub fn run(args: &Args) -> Outcome {
         Ok(r) => r,
         Err(e) => {
             errln!("haconn show: {e}");
-            return match e {
-                ClientError::Unreachable { .. } => Outcome::Trouble,
-                _ => Outcome::Failed,
-            };
+            return Outcome::of_client_error(&e);
         }
     };
     let mut reply = reply;
@@ -118,7 +115,9 @@ pub fn run(args: &Args) -> Outcome {
             outln!("watching          : {}", s["watching"]);
             outln!(
                 "managing          : {} servers, {} systems, {} PDUs",
-                l["servers"], l["systems"], l["pdus"]
+                l["servers"],
+                l["systems"],
+                l["pdus"]
             );
             outln!("reloads           : {}", s["reloads"]);
             let c = &reply["resetPath"];

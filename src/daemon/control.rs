@@ -661,8 +661,10 @@ async fn reload(commands: &mpsc::Sender<Command>, spec: String, dry_run: bool) -
             plan,
             summary,
             changes,
+            completed,
         }) => protocol::ok(json!({
-            "valid": true, "dryRun": true, "diff": diff, "plan": plan, "summary": summary, "changes": changes,
+            "valid": true, "dryRun": true, "diff": diff, "plan": plan, "summary": summary,
+            "changes": changes, "completed": completed,
         })),
         Ok(ReloadReply::Applied {
             plan,

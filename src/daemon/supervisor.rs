@@ -59,6 +59,8 @@ pub enum ReloadReply {
         plan: String,
         summary: String,
         changes: usize,
+        /// Whether the reload would complete (its summary says `completed.`).
+        completed: bool,
     },
     Applied {
         plan: String,
@@ -216,11 +218,13 @@ pub async fn reload(shared: &Shared, text: &[u8], origin: Origin, dry_run: bool)
     let live = shared.pipeline.live();
     let p = plan(&live, &desired, &facts);
     if dry_run {
+        let outcome = predicted(&p, &live, &desired, &shared.local);
         return ReloadReply::Planned {
             diff: crate::spec::render::unified_diff(&live, &desired, "live", "desired"),
             plan: p.render(),
-            summary: predicted(&p, &live, &desired, &shared.local).render(),
+            summary: outcome.render(),
             changes: p.changes.len(),
+            completed: outcome.completed(),
         };
     }
     let _ = sd_notify::notify(&[
