@@ -965,8 +965,10 @@ fn only_root_the_daemons_user_and_the_socket_group_are_served() {
     let sock = d.socket_arg();
     let status = ["show", "status", "--control-socket", sock.as_str()];
 
+    // Refused like a socket it may not open (EACCES): exit 2, "daemon unreachable or not
+    // serving".
     let run = haconn_as(NOBODY, NOBODY, &[], &status);
-    assert_eq!(run.code, Some(1), "{run}");
+    assert_eq!(run.code, Some(2), "{run}");
     assert!(run.stderr.contains("forbidden"), "{run}");
     let run = haconn_as(NOBODY, GROUP, &[], &status);
     assert_eq!(run.code, Some(0), "{run}");
@@ -982,7 +984,7 @@ fn only_root_the_daemons_user_and_the_socket_group_are_served() {
     let sock = d.socket_arg();
     let status = ["show", "status", "--control-socket", sock.as_str()];
     let run = haconn_as(NOBODY, GROUP, &[GROUP], &status);
-    assert_eq!(run.code, Some(1), "{run}");
+    assert_eq!(run.code, Some(2), "{run}");
     assert!(run.stderr.contains("forbidden"), "{run}");
     d.haconn(&["show", "status"]).code(0);
 }
@@ -1124,4 +1126,76 @@ fn a_dry_run_of_a_failing_reload_exits_non_zero() {
     let fine = d.write("fine.yaml", &lab(17021, 16232));
     d.haconn(&["apply", "--spec", &fine.display().to_string(), "--dry-run"])
         .code(0);
+}
+
+/// `--output json` (issue 18.8): every `show` prints the reply without the socket's
+/// `v`/`ok` envelope, with its documented top-level fields; `show settings` is the live
+/// spec as JSON; `--json` is still accepted; an error is a JSON object when JSON was asked.
+#[test]
+fn json_output_has_no_envelope_and_errors_are_json() {
+    let d = Daemon::new(&lab(16231, 16232)).start();
+    let json = |args: &[&str], code: i32| -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["--output", "json"]);
+        let run = d.haconn(&a);
+        run.code(code);
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e})\n{run}"))
+    };
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    let status = json(&["show", "status"], 0);
+    assert_eq!(keys(&status), ["hardware", "live", "resetPath", "status"]);
+    assert_eq!(
+        keys(&status["hardware"]),
+        [
+            "intervalMs",
+            "lastPollAgoMs",
+            "mode",
+            "mservers",
+            "pdus",
+            "peerLink",
+            "rounds",
+            "servers"
+        ]
+    );
+    assert_eq!(keys(&json(&["show", "hamonitor"], 0)), ["monitors"]);
+    assert_eq!(keys(&json(&["show", "ipdu"], 0)), ["pdus"]);
+    assert_eq!(keys(&json(&["show", "ipdu-setting"], 0)), ["settings"]);
+    let settings = json(&["show", "settings"], 0);
+    assert_eq!(settings["apiVersion"], "haconn/v1");
+    assert_eq!(settings["servers"][0]["name"], "labnode01");
+    assert_eq!(settings["servers"][0]["bmc"]["password"], "********");
+    let spec = d.path("cluster.yaml").display().to_string();
+    let applied = json(&["apply", "--spec", &spec, "--dry-run"], 0);
+    assert_eq!(applied["valid"], true);
+    assert_eq!(applied["completed"], true);
+    assert!(applied.get("ok").is_none() && applied.get("v").is_none());
+
+    // Old spelling.
+    let old = d.haconn(&["show", "status", "--json"]);
+    old.code(0);
+    let v: serde_json::Value = serde_json::from_str(&old.stdout).unwrap();
+    assert!(v.get("ok").is_none() && v.get("v").is_none(), "{old}");
+
+    // Errors.
+    let e = json(&["show", "hamonitor", "--name", "nosuch"], 1);
+    assert_eq!(e["error"]["code"], "not-found");
+    let e = json(&["show", "ipdu", "--addr", "192.0.2.1"], 1);
+    assert_eq!(e["error"]["code"], "not-found");
+    let e = json(&["server", "reset", "nosuch", "--address", "9"], 1);
+    assert_eq!(e["error"]["code"], "refused");
+    let run = haconn(&[
+        "show",
+        "status",
+        "--output",
+        "json",
+        "--control-socket",
+        &d.path("nobody-here").display().to_string(),
+    ]);
+    run.code(2);
+    let e: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(e["error"]["code"], "unreachable", "{run}");
 }

@@ -1,6 +1,7 @@
 //! `haconn diff OLD NEW`: the normalized specs as a unified diff, then the plan.
 
 use super::{Outcome, read_input};
+use crate::daemon::protocol::{ReloadReply, Request, VERSION};
 use crate::plan::{LiveFacts, plan};
 use crate::spec::model::Spec;
 use crate::spec::render::unified_diff;
@@ -101,18 +102,21 @@ fn live(args: &Args) -> Outcome {
             return Outcome::Failed;
         }
     };
-    let req = serde_json::json!({"op": "plan", "spec": text});
-    match crate::daemon::client::request(&args.socket.control_socket, req) {
+    let req = Request::Plan {
+        v: VERSION,
+        spec: text,
+    };
+    match crate::daemon::client::request::<ReloadReply>(&args.socket.control_socket, &req) {
         Ok(reply) => {
-            if reply["valid"] == false {
-                for d in reply["diagnostics"].as_array().into_iter().flatten() {
-                    errln!("{}", super::render_remote_diagnostic(&args.spec, d));
+            if !reply.valid {
+                for d in &reply.diagnostics {
+                    errln!("{}", d.render(&args.spec));
                 }
                 return Outcome::Failed;
             }
-            out!("{}", reply["diff"].as_str().unwrap_or(""));
-            out!("{}", reply["plan"].as_str().unwrap_or(""));
-            if reply["changes"].as_u64() == Some(0) {
+            out!("{}", reply.diff.unwrap_or_default());
+            out!("{}", reply.plan);
+            if reply.changes == 0 {
                 Outcome::Ok
             } else {
                 Outcome::Changes

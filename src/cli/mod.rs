@@ -315,19 +315,60 @@ pub(crate) fn read_input(path: &str) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// A diagnostic received as JSON from the daemon, in the local one-line form.
-pub(crate) fn render_remote_diagnostic(file: &str, d: &serde_json::Value) -> String {
-    let mut s = file.to_string();
-    if let (Some(l), Some(c)) = (d["line"].as_u64(), d["column"].as_u64()) {
-        s.push_str(&format!(":{l}:{c}"));
+/// Text for people or JSON for scripts; one spelling for every command (`--output json`),
+/// the older spellings (`--json`, `validate --format`) kept as hidden aliases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Output {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct OutputArg {
+    /// `text` for people, `json` for scripts (stable field names; errors as
+    /// `{"error": {"code", "message"}}` on stdout).
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Same as `--output json`.
+    #[arg(long, global = true, hide = true)]
+    pub json: bool,
+}
+
+impl OutputArg {
+    pub fn is_json(&self) -> bool {
+        self.json || self.output == Output::Json
     }
-    let path = d["path"].as_str().unwrap_or("");
-    format!(
-        "{s}: {}[{}]: {}{}{}",
-        d["severity"].as_str().unwrap_or("error"),
-        d["code"].as_str().unwrap_or("?"),
-        path,
-        if path.is_empty() { "" } else { ": " },
-        d["message"].as_str().unwrap_or("")
-    )
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub(crate) fn print_json(v: &impl serde::Serialize) {
+    outln!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("json serializes")
+    );
+}
+
+/// Prints an error: `{"error": {"code", "message"}}` on stdout when JSON was asked for,
+/// else `haconn WHAT: message` on stderr.
+pub(crate) fn print_error(json: bool, what: &str, code: &str, message: &str) {
+    if json {
+        print_json(&serde_json::json!({"error": {"code": code, "message": message}}));
+    } else {
+        errln!("haconn {what}: {message}");
+    }
+}
+
+/// A daemon client error, as [`print_error`] says it; returns its outcome.
+pub(crate) fn client_error(
+    json: bool,
+    what: &str,
+    e: &crate::daemon::client::ClientError,
+) -> Outcome {
+    if json {
+        print_json(&serde_json::json!({"error": e.body()}));
+    } else {
+        errln!("haconn {what}: {e}");
+    }
+    Outcome::of_client_error(e)
 }

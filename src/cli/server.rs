@@ -11,10 +11,9 @@
 
 use std::net::IpAddr;
 
-use serde_json::json;
-
-use super::{Outcome, SocketArg};
+use super::{Outcome, OutputArg, SocketArg, print_json};
 use crate::daemon::client::{ClientError, request, request_with_progress};
+use crate::daemon::protocol::{PduJobReply, Request, ServerResetReply, VERSION};
 use crate::pipeline::pdutest::Mode;
 
 #[derive(Debug, clap::Args)]
@@ -23,6 +22,8 @@ pub struct Args {
     pub action: Action,
     #[command(flatten)]
     pub socket: SocketArg,
+    #[command(flatten)]
+    pub output: OutputArg,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -67,10 +68,10 @@ pub struct PduTest {
     mode: ModeArg,
     /// Seconds each outlet stays off (5–60).
     #[arg(long, value_name = "S", default_value_t = 5)]
-    offtime: u64,
+    pub offtime: u64,
     /// Seconds between outlets in serial mode (5–60).
     #[arg(long, value_name = "S", default_value_t = 5)]
-    wtime: u64,
+    pub wtime: u64,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -80,16 +81,11 @@ enum ModeArg {
 }
 
 impl PduTest {
-    /// Its fields of a `serverIpdu` / `mserverIpdu` request.
-    pub fn request(&self, mut req: serde_json::Value) -> serde_json::Value {
-        let mode = match self.mode {
+    pub fn mode(&self) -> Mode {
+        match self.mode {
             ModeArg::Same => Mode::Same,
             ModeArg::Serial => Mode::Serial,
-        };
-        req["mode"] = json!(mode);
-        req["offTime"] = self.offtime.into();
-        req["waitTime"] = self.wtime.into();
-        req
+        }
     }
 }
 
@@ -102,27 +98,63 @@ pub fn run(args: &Args) -> Outcome {
             addr,
             force,
         } => {
-            let req = json!({"op": "serverIpdu", "server": name, "pdu": addr, "force": force});
-            pdu_job(&args.socket, "server ipdusd", test.request(req))
+            let req = Request::ServerIpdu {
+                v: VERSION,
+                server: name.clone(),
+                pdu: *addr,
+                mode: Some(test.mode()),
+                off_time: Some(test.offtime),
+                wait_time: Some(test.wtime),
+                force: *force,
+            };
+            pdu_job(&args.socket, &args.output, "server ipdusd", &req)
         }
         Action::Acrecovery { name, addr } => {
-            let req = json!({"op": "serverIpdu", "server": name, "pdu": addr});
-            pdu_job(&args.socket, "server acrecovery", req)
+            let req = Request::ServerIpdu {
+                v: VERSION,
+                server: name.clone(),
+                pdu: *addr,
+                mode: None,
+                off_time: None,
+                wait_time: None,
+                force: false,
+            };
+            pdu_job(&args.socket, &args.output, "server acrecovery", &req)
         }
     }
 }
 
 /// Runs a PDU job through the daemon, printing its progress lines as they come; `what`
 /// names the command in messages.
-pub(super) fn pdu_job(socket: &SocketArg, what: &str, req: serde_json::Value) -> Outcome {
+pub(super) fn pdu_job(
+    socket: &SocketArg,
+    output: &OutputArg,
+    what: &str,
+    req: &Request,
+) -> Outcome {
+    let json = output.is_json();
+    // In JSON, progress lines are objects of their own: `{"progress": TEXT, "at": TIME}`.
     let progress = |line: &str| {
-        outln!("[{}] {line}", chrono::Local::now().format("%H:%M:%S"));
+        let at = chrono::Local::now();
+        if json {
+            outln!(
+                "{}",
+                serde_json::json!({"progress": line, "at": at.to_rfc3339()})
+            );
+        } else {
+            outln!("[{}] {line}", at.format("%H:%M:%S"));
+        }
     };
-    match request_with_progress(&socket.control_socket, req, progress) {
+    match request_with_progress::<PduJobReply>(&socket.control_socket, req, progress) {
         Ok(reply) => {
-            outln!("{}", reply["summary"].as_str().unwrap_or("done"));
+            if json {
+                print_json(&reply);
+            } else {
+                outln!("{}", reply.summary);
+            }
             Outcome::Ok
         }
+        Err(e) if json => super::client_error(true, what, &e),
         Err(e) => {
             match &e {
                 ClientError::Refused { code, message } => {
@@ -136,14 +168,23 @@ pub(super) fn pdu_job(socket: &SocketArg, what: &str, req: serde_json::Value) ->
 }
 
 fn reset(args: &Args, name: &str, subsystem: u32) -> Outcome {
-    let req = json!({"op": "serverReset", "system": name, "subsystem": subsystem});
-    match request(&args.socket.control_socket, req) {
+    let req = Request::ServerReset {
+        v: VERSION,
+        system: name.to_string(),
+        subsystem,
+    };
+    match request::<ServerResetReply>(&args.socket.control_socket, &req) {
+        Ok(reply) if args.output.is_json() => {
+            print_json(&reply);
+            Outcome::Ok
+        }
         Ok(_) => {
             outln!(
                 "test reset of {name} (subsystem {subsystem}) accepted; its steps go to the reset log"
             );
             Outcome::Ok
         }
+        Err(e) if args.output.is_json() => super::client_error(true, "server reset", &e),
         Err(e) => {
             match &e {
                 ClientError::Refused { code, message } => {

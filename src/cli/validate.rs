@@ -10,8 +10,9 @@ pub struct Args {
     /// Spec files to check (`-` reads standard input).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<String>,
-    /// Output format; `json` is stable, for CI (see README).
-    #[arg(long, value_enum, default_value_t = Format::Text)]
+    /// `text` for people, `json` for CI (stable, see README). `--format` is an old
+    /// spelling of this option.
+    #[arg(long = "output", alias = "format", value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// Treat secrets written inline as errors.
     #[arg(long)]

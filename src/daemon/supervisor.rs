@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::log::LogFile;
@@ -21,7 +21,7 @@ use crate::watch::FileEvent;
 use super::state::StateDir;
 
 /// Where a reload came from; shown in logs and status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Origin {
     /// `haconn apply` over the control socket.
@@ -71,7 +71,7 @@ pub enum ReloadReply {
     Failed(String),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LastReload {
     pub at: String,
@@ -81,7 +81,7 @@ pub struct LastReload {
 }
 
 /// What `status` shows; updated by the supervisor, read by anyone.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
     pub spec_file: String,

@@ -382,6 +382,8 @@ impl Spec {
 
     /// Where attention broadcasts go: `resetPath.broadcast`, else the IPv4 broadcast of
     /// the reset-path address's prefix (none for IPv6 without one).
+    // The resolved address is meant, not the one written: not a misnamed getter.
+    #[allow(clippy::misnamed_getters)]
     pub fn broadcast(&self) -> Option<IpAddr> {
         self.reset_path.broadcast_resolved
     }
