@@ -982,3 +982,13 @@ fn exit_codes_keep_their_meaning_across_commands() {
         t().args(cmd).args(&nobody).run().status(2);
     }
 }
+
+/// `--output json` is the spelling of `validate` too; `--format json` stays as an alias.
+#[test]
+fn validate_output_json_and_its_old_spelling_agree() {
+    let new = validate(BASE, &["--output", "json"]).status(0);
+    let old = validate(BASE, &["--format", "json"]).status(0);
+    let v: serde_json::Value = serde_json::from_str(&new.stdout).unwrap();
+    assert_eq!(v["valid"], true);
+    assert_eq!(new.stdout, old.stdout);
+}
