@@ -392,7 +392,8 @@ fn a_crash_at_any_moment_leaves_a_complete_state_file() {
                 leftovers.is_empty(),
                 "round {round}: {leftovers:?} left behind"
             );
-            let line = serde_json::json!({"v": 1, "op": "apply", "spec": text}).to_string();
+            let line =
+                serde_json::json!({"v": 1, "op": "apply", "spec": text, "force": true}).to_string();
             let socket = d.socket();
             let apply = std::thread::spawn(move || try_request(&socket, &line));
             std::thread::sleep(delay);
@@ -1198,4 +1199,38 @@ fn json_output_has_no_envelope_and_errors_are_json() {
     run.code(2);
     let e: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(e["error"]["code"], "unreachable", "{run}");
+}
+
+/// Issue 18.2: while the daemon watches its spec file, applying another file is refused
+/// (the watcher would undo it at the next edit) with a message naming both files; the
+/// watched file itself applies; `--force` applies the other one; a daemon started with
+/// `--no-watch` takes any file.
+#[test]
+fn applying_a_file_other_than_the_watched_one_is_refused_without_force() {
+    let d = Daemon::new(&lab(16231, 16232)).start();
+    let other = d.write("other.yaml", &lab(17021, 16232));
+    let other_arg = other.display().to_string();
+    let watched = d.path("cluster.yaml");
+    let refused = d.haconn(&["apply", "--spec", &other_arg]);
+    refused
+        .code(1)
+        .stderr_has("other.yaml is not the spec file this daemon follows")
+        .stderr_has(&watched.display().to_string())
+        .stderr_has("--force");
+    assert_eq!(bmc_port(&d.settings(), "labnode01"), 16231);
+    // A dry run shows what it would do.
+    d.haconn(&["apply", "--spec", &other_arg, "--dry-run"])
+        .code(0);
+    // The watched file (same text) applies.
+    d.haconn(&["apply", "--spec", &watched.display().to_string()])
+        .code(0);
+    d.haconn(&["apply", "--spec", &other_arg, "--force"])
+        .code(0);
+    assert_eq!(bmc_port(&d.settings(), "labnode01"), 17021);
+
+    let d = Daemon::new(&lab(16231, 16232)).arg("--no-watch").start();
+    let other = d.write("other.yaml", &lab(17021, 16232));
+    d.haconn(&["apply", "--spec", &other.display().to_string()])
+        .code(0);
+    assert_eq!(bmc_port(&d.settings(), "labnode01"), 17021);
 }

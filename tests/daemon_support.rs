@@ -412,9 +412,9 @@ impl Daemon {
         haconn(&a)
     }
 
-    /// `haconn apply --spec FILE`.
+    /// `haconn apply --spec FILE --force` (FILE is usually not the watched spec file).
     pub fn apply(&self, file: &Path) -> Run {
-        self.haconn(&["apply", "--spec", &file.display().to_string()])
+        self.haconn(&["apply", "--spec", &file.display().to_string(), "--force"])
     }
 
     /// The live spec, masked: `haconn show settings`.

@@ -15,6 +15,10 @@ pub struct Args {
     /// (exit 1 when that reload would fail).
     #[arg(long)]
     pub dry_run: bool,
+    /// Apply even though FILE is not the spec file the daemon watches (its watcher will
+    /// apply that file again at its next change, undoing this reload).
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub socket: SocketArg,
     #[command(flatten)]
@@ -55,10 +59,18 @@ pub fn run(args: &Args) -> Outcome {
         return Outcome::Failed;
     }
     let text = String::from_utf8(bytes).expect("checked as UTF-8");
+    let file = match args.spec.as_str() {
+        "-" => None,
+        f => Some(
+            std::fs::canonicalize(f).map_or_else(|_| f.to_string(), |p| p.display().to_string()),
+        ),
+    };
     let req = Request::Apply {
         v: VERSION,
         spec: text,
         dry_run: args.dry_run,
+        file,
+        force: args.force,
     };
     let reply: ReloadReply = match request(&args.socket.control_socket, &req) {
         Ok(r) => r,

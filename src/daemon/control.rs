@@ -396,7 +396,21 @@ async fn handle(
             })
         }
         Request::Plan { spec, .. } => reload(commands, spec, true).await,
-        Request::Apply { spec, dry_run, .. } => reload(commands, spec, dry_run).await,
+        Request::Apply {
+            spec,
+            dry_run,
+            file,
+            force,
+            ..
+        } => {
+            if !dry_run
+                && !force
+                && let Some(why) = not_the_watched_file(shared, &spec, file.as_deref()).await
+            {
+                return protocol::error("refused", &why);
+            }
+            reload(commands, spec, dry_run).await
+        }
         Request::Simulate { simulation, .. } => {
             if !opts.test_hooks {
                 return protocol::error("forbidden", "simulation needs the daemon's --test-hooks");
@@ -660,6 +674,29 @@ async fn server_reset(shared: &Shared, system: String, subsystem: u32) -> Value 
         }),
         Ok(Err(why)) => protocol::error("refused", &why),
         Err(e) => protocol::error("pipeline", &e.to_string()),
+    }
+}
+
+/// Why applying `spec` would be undone by the file watcher: the daemon watches its spec
+/// file and `spec` is not what that file holds. `None` when it is, or without a watcher.
+async fn not_the_watched_file(shared: &Shared, spec: &str, file: Option<&str>) -> Option<String> {
+    if !shared.status().watching {
+        return None;
+    }
+    let watched = shared.spec_path.display();
+    let file = file.unwrap_or("this spec");
+    match tokio::fs::read(&shared.spec_path).await {
+        Ok(bytes) if bytes == spec.as_bytes() => None,
+        Ok(_) => Some(format!(
+            "{file} is not the spec file this daemon follows ({watched}): its file watcher \
+             would undo this reload at the next change of {watched}. Put the spec in \
+             {watched} (the watcher applies it), or apply with --force to run on {file} until \
+             {watched} changes (a daemon started with --no-watch takes any file)"
+        )),
+        Err(e) => Some(format!(
+            "the spec file this daemon follows ({watched}) cannot be read ({e}); applying \
+             {file} would be undone when it is back. Fix {watched}, or apply with --force"
+        )),
     }
 }
 

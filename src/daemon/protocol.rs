@@ -34,12 +34,18 @@ pub enum Request {
     Get { v: u64 },
     /// The plan and predicted summary for a spec text, touching nothing.
     Plan { v: u64, spec: String },
-    /// Apply a spec text as a reload; `dryRun` is `plan`.
+    /// Apply a spec text as a reload; `dryRun` is `plan`. While the daemon watches its
+    /// spec file, a text other than that file's is refused (the watcher would undo it at
+    /// the file's next change) unless `force`; `file` names where the text came from.
     Apply {
         v: u64,
         spec: String,
         #[serde(default, rename = "dryRun")]
         dry_run: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file: Option<String>,
+        #[serde(default)]
+        force: bool,
     },
     /// Set a monitor or reset state in the pipeline (only with `--test-hooks`).
     Simulate { v: u64, simulation: Simulation },
