@@ -1234,3 +1234,39 @@ fn applying_a_file_other_than_the_watched_one_is_refused_without_force() {
         .code(0);
     assert_eq!(bmc_port(&d.settings(), "labnode01"), 17021);
 }
+
+/// Issue 18.3: a BMC that does not answer is written to error.log once (with the reason
+/// and "not resettable"), not once per poll.
+#[test]
+fn a_link_going_ng_is_logged_once_not_per_poll() {
+    let d = Daemon::new(&lab(16231, 16232))
+        .arg("--hardware-poll-ms")
+        .arg("200")
+        .start();
+    let log = d.path("log/error.log");
+    let ng = "BMC 127.0.0.11 of labnode01: link NG: ";
+    let count = |needle: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches(needle)
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(ng) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no link NG line in error.log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rounds = |d: &Daemon| d.status()["hardware"]["rounds"].as_u64().unwrap();
+    let seen = rounds(&d);
+    while rounds(&d) < seen + 5 {
+        assert!(Instant::now() < deadline, "the watch does not poll");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(count(ng), 1, "{text}");
+    assert_eq!(count("labnode01 is not resettable: BMC: "), 1, "{text}");
+}
