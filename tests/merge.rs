@@ -194,6 +194,13 @@ fn changes_that_need_a_refused_snmp_community_are_refused_with_it() {
     );
     assert_eq!(m.spec, live);
     assert_reloads(&m.spec);
+    // The plan shows the community as `(secret)`, never its fingerprint.
+    assert!(
+        p.render().contains(r#"+ snmp: {"community":"(secret)"}"#)
+            && !p.render().contains("\\u0000"),
+        "{}",
+        p.render()
+    );
     // The plan predicts the same.
     assert!(
         p.render()

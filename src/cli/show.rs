@@ -26,7 +26,7 @@ pub enum What {
     /// The live spec (secrets masked): normalized YAML, or its JSON form.
     Settings,
     /// HA monitors per system: subsystem#, state, address, port and pair# as the reset
-    /// path registered them.
+    /// path registered them, and how long ago its last check came.
     Hamonitor {
         /// Only this system, or the guests of this ESXi host.
         #[arg(long, value_name = "NAME")]
@@ -388,6 +388,7 @@ fn print_monitors(rows: &[MonitorRow]) {
                 cell(r.ip),
                 cell(r.port),
                 cell(r.pair),
+                cell(r.last_check_ms_ago.map(|ms| format!("{}s", ms / 1000))),
             ]
         })
         .collect();
@@ -401,8 +402,9 @@ fn print_monitors(rows: &[MonitorRow]) {
             "<IP Address>",
             "<Port>",
             "<Pair#>",
+            "<LastCheck>",
         ],
-        &[false, false, false, true, false, false, true, true],
+        &[false, false, false, true, false, false, true, true, true],
         rows,
     );
 }

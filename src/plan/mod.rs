@@ -463,10 +463,19 @@ fn diff_values(path: &str, old: Option<&Value>, new: Option<&Value>, out: &mut V
     });
 }
 
-/// A value on one line: plain for scalars, compact JSON for the rest.
+/// A value on one line: plain for scalars, compact JSON for the rest, with every inline
+/// secret inside it shown as `(secret)` (never the comparison fingerprint).
 fn show(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
+    fn mask(v: &Value) -> Value {
+        match v {
+            Value::String(s) if s.starts_with(SECRET_FINGERPRINT) => "(secret)".into(),
+            Value::Array(a) => a.iter().map(mask).collect(),
+            Value::Object(o) => o.iter().map(|(k, v)| (k.clone(), mask(v))).collect(),
+            other => other.clone(),
+        }
+    }
+    match mask(v) {
+        Value::String(s) => s,
         other => other.to_string(),
     }
 }
@@ -476,7 +485,7 @@ impl Plan {
     pub fn render(&self) -> String {
         let mut s = String::new();
         if self.changes.is_empty() {
-            s.push_str("No changes. The live configuration matches the spec.\n");
+            s.push_str("No changes.\n");
             return s;
         }
         for c in &self.changes {
