@@ -1270,3 +1270,24 @@ fn a_link_going_ng_is_logged_once_not_per_poll() {
     assert_eq!(count(ng), 1, "{text}");
     assert_eq!(count("labnode01 is not resettable: BMC: "), 1, "{text}");
 }
+
+/// Issue 18.11: the defaults come from the environment too (`HACONN_CONTROL_SOCKET`,
+/// `HACONN_SPEC`), so a shell set up once needs no flags.
+#[test]
+fn the_control_socket_and_the_spec_come_from_the_environment() {
+    let d = Daemon::new(&lab(16231, 16232)).start();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_haconn"))
+        .args(["apply", "--dry-run"])
+        .env("HACONN_CONTROL_SOCKET", d.socket())
+        .env("HACONN_SPEC", d.path("cluster.yaml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("reload : completed."), "{stdout}");
+}

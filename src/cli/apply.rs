@@ -9,7 +9,7 @@ use crate::spec::{CheckOptions, check_bytes};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The spec to apply.
-    #[arg(long, default_value = "/etc/haconn/cluster.yaml")]
+    #[arg(long, env = "HACONN_SPEC", default_value = "/etc/haconn/cluster.yaml")]
     pub spec: String,
     /// Print the plan the daemon would execute against its live state, and change nothing
     /// (exit 1 when that reload would fail).

@@ -9,13 +9,13 @@ use crate::daemon::{DaemonOptions, FenceKdumpBind, run};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The cluster spec to follow.
-    #[arg(long, default_value = "/etc/haconn/cluster.yaml")]
+    #[arg(long, env = "HACONN_SPEC", default_value = "/etc/haconn/cluster.yaml")]
     pub spec: PathBuf,
     /// Where the last applied spec is kept.
-    #[arg(long, default_value = "/var/lib/haconn")]
+    #[arg(long, env = "HACONN_STATE_DIR", default_value = "/var/lib/haconn")]
     pub state_dir: PathBuf,
     /// Where the event log is written.
-    #[arg(long, default_value = "/var/log/haconn")]
+    #[arg(long, env = "HACONN_LOG_DIR", default_value = "/var/log/haconn")]
     pub log_dir: PathBuf,
     #[command(flatten)]
     pub socket: super::SocketArg,

@@ -13,10 +13,10 @@ pub struct Args {
     #[arg(value_name = "OLD NEW", num_args = 0..=2)]
     pub files: Vec<String>,
     /// With no files: the spec to compare with the live state.
-    #[arg(long, default_value = "/etc/haconn/cluster.yaml")]
+    #[arg(long, env = "HACONN_SPEC", default_value = "/etc/haconn/cluster.yaml")]
     pub spec: String,
     /// With no files, when the daemon is down: where its last applied spec is.
-    #[arg(long, default_value = "/var/lib/haconn")]
+    #[arg(long, env = "HACONN_STATE_DIR", default_value = "/var/lib/haconn")]
     pub state_dir: std::path::PathBuf,
     #[command(flatten)]
     pub socket: super::SocketArg,

@@ -66,6 +66,7 @@ pub struct SocketArg {
     #[arg(
         long,
         global = true,
+        env = "HACONN_CONTROL_SOCKET",
         default_value = "/run/haconn/haconn.sock",
         value_name = "PATH"
     )]
