@@ -1291,3 +1291,50 @@ fn the_control_socket_and_the_spec_come_from_the_environment() {
     );
     assert!(stdout.contains("reload : completed."), "{stdout}");
 }
+
+/// Issue 18.9: `--mserver` must name a management server of the spec, in every mode (a
+/// single one too), and the error names what was passed.
+#[test]
+fn an_mserver_not_in_the_spec_is_refused_in_single_mode_too() {
+    let d = Daemon::new(&lab(16231, 16232));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_haconn"))
+        .args([
+            "daemon",
+            "--spec",
+            &d.path("cluster.yaml").display().to_string(),
+        ])
+        .args(["--state-dir", &d.state_dir().display().to_string()])
+        .args(["--log-dir", &d.path("log").display().to_string()])
+        .args(["--control-socket", &d.socket_arg(), "--mserver", "nosuch"])
+        .args([
+            "--reset-path-bind",
+            "127.0.0.1:0",
+            "--fence-kdump-bind",
+            "off",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It must refuse at once; a daemon that started anyway is killed and fails the test.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{stderr}");
+    assert!(
+        stderr
+            .contains("--mserver nosuch is not a management server of the spec (it has: labms01)"),
+        "{stderr}"
+    );
+}
