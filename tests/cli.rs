@@ -990,3 +990,49 @@ fn validate_output_json_and_its_old_spelling_agree() {
     assert_eq!(v["valid"], true);
     assert_eq!(new.stdout, old.stdout);
 }
+
+// ---- help texts (issue 18.10) ----------------------------------------------------------
+
+/// Every command says what it does, every argument is described, no help refers to a
+/// document users do not have ("SPEC §"), and every runnable command ends its help with
+/// its exit codes.
+#[test]
+fn every_command_and_argument_has_help_and_exit_codes() {
+    fn walk(cmd: &clap::Command, path: &str, problems: &mut Vec<String>) {
+        let here = format!("{path} {}", cmd.get_name()).trim().to_string();
+        if cmd.get_about().is_none() && here != "haconn" {
+            problems.push(format!("{here}: no description"));
+        }
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if arg.is_hide_set() || id == "help" || id == "version" {
+                continue;
+            }
+            match arg.get_help() {
+                None => problems.push(format!("{here} {id}: no help")),
+                Some(h) if h.to_string().contains("SPEC") => {
+                    problems.push(format!("{here} {id}: refers to SPEC"))
+                }
+                Some(_) => {}
+            }
+        }
+        let text = cmd.clone().render_long_help().to_string();
+        if text.contains("SPEC §") {
+            problems.push(format!("{here}: help refers to SPEC §"));
+        }
+        let runnable = !cmd.has_subcommands();
+        if runnable && here != "haconn" && !text.contains("Exit codes:") {
+            problems.push(format!("{here}: no exit codes in its help"));
+        }
+        for sub in cmd.get_subcommands() {
+            if sub.get_name() != "help" {
+                walk(sub, &here, problems);
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    let mut cmd = haconn::cli::command();
+    cmd.build();
+    walk(&cmd, "", &mut problems);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

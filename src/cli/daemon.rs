@@ -57,7 +57,7 @@ pub struct Args {
     /// Drive simulated BMCs, PDUs and ESXi hosts instead of real ones (labs only).
     #[arg(long, hide = true)]
     pub simulate_hardware: bool,
-    /// Poll every BMC, PDU and ESXi guest this often for power state and link (SPEC §3);
+    /// Poll every BMC, PDU and ESXi guest this often for power state and link;
     /// 0 turns the hardware watch off.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub hardware_poll_ms: u64,

@@ -266,8 +266,57 @@ fn style_of_args() -> ExitStyle {
     }
 }
 
+/// The command line with each command's exit codes (from [`EXIT_CODES`]) at the end of
+/// its help, and of its subcommands'.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    fn with_codes(cmd: clap::Command, text: &str) -> clap::Command {
+        let subs: Vec<String> = cmd
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        let mut cmd = cmd.after_help(text.to_string());
+        for name in subs {
+            cmd = cmd.mut_subcommand(name, |c| with_codes(c, text));
+        }
+        cmd
+    }
+    let mut cli = Cli::command();
+    for codes in EXIT_CODES {
+        let mut text = String::from("Exit codes:");
+        for code in [0u8, 1, 2] {
+            let meaning: Vec<&str> = codes
+                .meanings
+                .iter()
+                .filter(|(o, _)| o.code(codes.style) == code)
+                .map(|(_, m)| *m)
+                .collect();
+            if !meaning.is_empty() {
+                text.push_str(&format!(
+                    "\n  {code}  {}",
+                    meaning.join("; ").replace('`', "")
+                ));
+            }
+        }
+        for path in codes.command.split(", ") {
+            let mut words = path.split(' ');
+            let top = words.next().expect("a command name");
+            let sub = words.next();
+            cli = cli.mut_subcommand(top, |c| match sub {
+                None => with_codes(c, &text),
+                Some(sub) => c.mut_subcommand(sub, |c| with_codes(c, &text)),
+            });
+        }
+    }
+    cli
+}
+
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    use clap::FromArgMatches;
+    let cli = match command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();

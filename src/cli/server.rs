@@ -33,8 +33,9 @@ pub enum Action {
     Reset {
         /// The system name (the HA monitor's partition name).
         name: String,
-        /// Its subsystem number (the HA monitor's host address).
-        #[arg(long, value_name = "N")]
+        /// Its subsystem number (the HA monitor's host address); `--address` is an old
+        /// spelling.
+        #[arg(long = "subsystem", alias = "address", value_name = "N")]
         address: u32,
     },
     /// PDU-cut test: switch the server's outlets off and on again (`same`: all at once;
@@ -44,8 +45,8 @@ pub enum Action {
         name: String,
         #[command(flatten)]
         test: PduTest,
-        /// Only the outlets on this PDU.
-        #[arg(long, value_name = "IP")]
+        /// Only the outlets on this PDU (its address); `--addr` is an old spelling.
+        #[arg(long = "pdu", alias = "addr", value_name = "IP")]
         addr: Option<IpAddr>,
         /// Run even though the server's HA monitor is active (it will go down).
         #[arg(long)]
@@ -54,16 +55,18 @@ pub enum Action {
     /// Restore PDU power: switch every outlet of the server on (after a PDU forced reset
     /// with `recoveryTime: 0`, or a test that failed half way).
     Acrecovery {
+        /// The server (as named in the spec).
         name: String,
-        /// Only the outlets on this PDU.
-        #[arg(long, value_name = "IP")]
+        /// Only the outlets on this PDU (its address); `--addr` is an old spelling.
+        #[arg(long = "pdu", alias = "addr", value_name = "IP")]
         addr: Option<IpAddr>,
     },
 }
 
-/// How a PDU-cut test runs (SPEC §8); shared by `server ipdusd` and `act`/`sby ipdusd`.
+/// How a PDU-cut test runs; shared by `server ipdusd` and `act`/`sby ipdusd`.
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct PduTest {
+    /// `same`: every outlet off at once; `serial`: one outlet at a time.
     #[arg(long, value_enum)]
     mode: ModeArg,
     /// Seconds each outlet stays off (5–60).

@@ -36,8 +36,8 @@ pub enum What {
     /// status (Enable powered, Disable cut, -- not known), P (server) or M (management
     /// server) and the server it feeds.
     Ipdu {
-        /// Only this PDU.
-        #[arg(long, value_name = "IP")]
+        /// Only this PDU (its address); `--addr` is an old spelling.
+        #[arg(long = "pdu", alias = "addr", value_name = "IP")]
         addr: Option<std::net::IpAddr>,
     },
     /// PDU settings of every management server and server: PDU forced reset on/off,
