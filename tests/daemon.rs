@@ -1338,3 +1338,26 @@ fn an_mserver_not_in_the_spec_is_refused_in_single_mode_too() {
         "{stderr}"
     );
 }
+
+/// Issue 18.5: simulated hardware is marked in `show status` (its first line), its JSON and
+/// the event log; a daemon on real hardware says nothing of it.
+#[test]
+fn simulated_hardware_is_marked_wherever_it_shows() {
+    let d = Daemon::new(&lab(16231, 16232))
+        .arg("--simulate-hardware")
+        .start();
+    let run = d.haconn(&["show", "status"]);
+    run.code(0);
+    assert!(
+        run.stdout.starts_with("SIMULATED HARDWARE"),
+        "not marked first:\n{run}"
+    );
+    assert_eq!(d.status()["status"]["simulatedHardware"], true);
+    let events = std::fs::read_to_string(d.event_log()).unwrap();
+    assert!(events.contains("SIMULATED HARDWARE"), "{events}");
+
+    let real = Daemon::new(&lab(16231, 16232)).start();
+    let run = real.haconn(&["show", "status"]);
+    assert!(!run.stdout.contains("SIMULATED"), "{run}");
+    assert_eq!(real.status()["status"]["simulatedHardware"], false);
+}

@@ -136,6 +136,9 @@ pub fn run(args: &Args) -> Outcome {
 fn print_status(reply: &StatusReply) {
     let s = &reply.status;
     let l = &reply.live;
+    if s.simulated_hardware {
+        outln!("SIMULATED HARDWARE: no real BMC, PDU or ESXi host is touched");
+    }
     outln!("management server : {}", s.local_management_server);
     outln!("spec file         : {}", s.spec_file);
     outln!("started from      : {}", s.started_from);

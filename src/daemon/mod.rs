@@ -310,8 +310,15 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         .into(),
         degraded: start.from_state.clone(),
         watching: opts.watch,
+        simulated_hardware: opts.simulate_hardware,
         ..Status::default()
     };
+    if opts.simulate_hardware {
+        let msg =
+            "SIMULATED HARDWARE: no real BMC, PDU or ESXi host is touched (--simulate-hardware)";
+        tracing::warn!("{msg}");
+        let _ = events.write(msg);
+    }
     let shared = Arc::new(Shared {
         pipeline,
         status: Mutex::new(status),

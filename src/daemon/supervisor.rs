@@ -91,6 +91,10 @@ pub struct Status {
     /// Set when haconn runs on a fallback (the spec file was invalid at start).
     pub degraded: Option<String>,
     pub watching: bool,
+    /// The daemon drives simulated BMCs, PDUs and ESXi hosts (`--simulate-hardware`, labs):
+    /// nothing it shows or does touches real hardware.
+    #[serde(default)]
+    pub simulated_hardware: bool,
     pub reloads: u64,
     pub last_reload: Option<LastReload>,
     /// The last spec content the file watcher or SIGHUP saw that was refused, and why.
