@@ -1361,3 +1361,41 @@ fn simulated_hardware_is_marked_wherever_it_shows() {
     assert!(!run.stdout.contains("SIMULATED"), "{run}");
     assert_eq!(real.status()["status"]["simulatedHardware"], false);
 }
+
+/// Issue 18.4 (part): a PDU-cut test asks for confirmation on a terminal; "no" switches
+/// nothing and exits 1; `--yes` does not ask. Run under `script`, which gives it a pty.
+#[test]
+fn a_pdu_cut_test_asks_on_a_terminal() {
+    use std::io::Write as _;
+    let d = Daemon::new(&lab(16231, 16232)).start();
+    let on_a_terminal = |extra: &str, answer: &str| {
+        let cmd = format!(
+            "{} server ipdusd labnode01 --mode serial --control-socket {} {extra}",
+            env!("CARGO_BIN_EXE_haconn"),
+            d.socket_arg()
+        );
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("script (util-linux) runs");
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = child.stdin.take().unwrap().write_all(answer.as_bytes());
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = on_a_terminal("", "n\n");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("Continue? [y/N]"), "{text}");
+    assert!(text.contains("cancelled; nothing was switched"), "{text}");
+    // With --yes it goes to the daemon, which refuses (labnode01 has no PDU outlets).
+    let (code, text) = on_a_terminal("--yes", "");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(!text.contains("Continue?"), "{text}");
+    assert!(!text.contains("cancelled"), "{text}");
+}

@@ -35,6 +35,10 @@ pub fn run(args: &Args, role: &str) -> Outcome {
     } else {
         "sby ipdusd"
     };
+    if !test.confirmed(&format!("the {role} management server")) {
+        errln!("haconn {what}: cancelled; nothing was switched");
+        return Outcome::Failed;
+    }
     let req = Request::MserverIpdu {
         v: VERSION,
         role: role.to_string(),

@@ -75,6 +75,30 @@ pub struct PduTest {
     /// Seconds between outlets in serial mode (5–60).
     #[arg(long, value_name = "S", default_value_t = 5)]
     pub wtime: u64,
+    /// Do not ask for confirmation (asked only when standard input is a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+impl PduTest {
+    /// On a terminal, asks before cutting `whose` power; `false` when the operator says no.
+    pub fn confirmed(&self, whose: &str) -> bool {
+        use std::io::{BufRead, IsTerminal};
+        if self.yes || !std::io::stdin().is_terminal() {
+            return true;
+        }
+        errln!(
+            "This cuts the power of {whose}'s PDU outlets ({} s off{}). Continue? [y/N]",
+            self.offtime,
+            match self.mode {
+                ModeArg::Same => ", all at once".to_string(),
+                ModeArg::Serial => format!(", one at a time, {} s apart", self.wtime),
+            }
+        );
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "YES")
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -101,6 +125,10 @@ pub fn run(args: &Args) -> Outcome {
             addr,
             force,
         } => {
+            if !test.confirmed(name) {
+                errln!("haconn server ipdusd: cancelled; nothing was switched");
+                return Outcome::Failed;
+            }
             let req = Request::ServerIpdu {
                 v: VERSION,
                 server: name.clone(),
