@@ -550,8 +550,13 @@ fn the_daemon_refuses_to_start_with_nothing_valid() {
     // No state file at all.
     let d = Daemon::new("apiVersion: haconn/v1\nservers: 3\n");
     let spec = d.spec.display().to_string();
-    run_daemon(&d)
-        .code(1)
+    let run = run_daemon(&d);
+    assert_eq!(
+        run.stderr.matches("refusing to start").count(),
+        1,
+        "a startup error is printed once\n{run}"
+    );
+    run.code(1)
         .stderr_has("the spec file is invalid")
         .stderr_has(&spec)
         .stderr_has("no last applied spec in")
@@ -756,6 +761,14 @@ fn live_diff_falls_back_to_the_last_applied_spec_when_the_daemon_is_down() {
         .stderr_has("comparing with the last applied spec")
         .stdout_has("bmc.port: 17101 -> 16231");
     diff(&applied).code(0).stdout_has("No changes.");
+    // A change that needs a restart is no error with the daemon down: its start takes it.
+    let slower = d.write(
+        "slower.yaml",
+        &lab(17101, 16232).replace("hispeed: 1000", "hispeed: 2000"),
+    );
+    let run = diff(&slower);
+    run.code(2).stdout_has("global hispeed  [needs restart]");
+    assert!(!run.stdout.contains("=> Error"), "{run}");
 }
 
 /// Everything a daemon wrote: its stderr (journald under systemd) and every log file.

@@ -99,7 +99,7 @@ pub fn run_daemon(args: &Args) -> Outcome {
     match run(opts) {
         Ok(()) => Outcome::Ok,
         Err(e) => {
-            tracing::error!("{e:#}");
+            // Once, on stderr (journald under systemd): not also through tracing.
             errln!("haconn daemon: {e:#}");
             Outcome::Failed
         }

@@ -133,7 +133,14 @@ fn live(args: &Args) -> Outcome {
                 Err(e) => return e,
             };
             out!("{}", unified_diff(&old, &new, "last-applied", &args.spec));
-            let p = plan(&old, &new, &LiveFacts::default());
+            // The daemon is down: its next start takes the whole spec, so a change that
+            // needs a restart is no error here.
+            let mut p = plan(&old, &new, &LiveFacts::default());
+            for c in &mut p.changes {
+                if c.predicted == Err(crate::plan::Refusal::NeedsRestart) {
+                    c.predicted = Ok(());
+                }
+            }
             out!("{}", p.render());
             if p.is_empty() {
                 Outcome::Ok
