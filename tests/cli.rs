@@ -1036,3 +1036,39 @@ fn every_command_and_argument_has_help_and_exit_codes() {
     walk(&cmd, "", &mut problems);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// `diff --output json`: the unified diff and one object per change; an error is JSON too.
+#[test]
+fn diff_output_json() {
+    let changed = BASE.replace("hispeed: 1500", "hispeed: 2000");
+    let run = Test::new()
+        .file("a.yaml", BASE)
+        .file("b.yaml", &changed)
+        .args(&["diff", "a.yaml", "b.yaml", "--output", "json"])
+        .run()
+        .status(2);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert!(
+        v["diff"].as_str().unwrap().contains("+hispeed: 2000"),
+        "{v:#}"
+    );
+    let c = &v["changes"][0];
+    assert_eq!(
+        (&c["kind"], &c["name"], &c["op"], &c["class"]),
+        (
+            &"global".into(),
+            &"hispeed".into(),
+            &"Change".into(),
+            &"needs restart".into()
+        ),
+        "{v:#}"
+    );
+    let run = Test::new()
+        .file("a.yaml", BASE)
+        .file("b.yaml", "apiVersion: haconn/v1\nservers: 3\n")
+        .args(&["diff", "a.yaml", "b.yaml", "--output", "json"])
+        .run()
+        .status(1);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "invalid", "{v:#}");
+}

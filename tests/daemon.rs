@@ -1187,6 +1187,13 @@ fn json_output_has_no_envelope_and_errors_are_json() {
     assert_eq!(applied["valid"], true);
     assert_eq!(applied["completed"], true);
     assert!(applied.get("ok").is_none() && applied.get("v").is_none());
+    let other = d.write("other.yaml", &lab(17021, 16232));
+    let diff = json(&["diff", "--spec", &other.display().to_string()], 2);
+    assert_eq!(diff["changes"][0]["name"], "labnode01", "{diff:#}");
+    assert_eq!(
+        diff["changes"][0]["fields"][0]["path"], "bmc.port",
+        "{diff:#}"
+    );
 
     // Old spelling.
     let old = d.haconn(&["show", "status", "--json"]);

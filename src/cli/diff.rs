@@ -20,6 +20,8 @@ pub struct Args {
     pub state_dir: std::path::PathBuf,
     #[command(flatten)]
     pub socket: super::SocketArg,
+    #[command(flatten)]
+    pub output: super::OutputArg,
     /// Facts about the running cluster (YAML: monitorsActive, resetting, active) to predict refusals.
     #[arg(long, value_name = "FILE")]
     pub facts: Option<String>,
@@ -69,7 +71,13 @@ pub fn run(args: &Args) -> Outcome {
     };
     let (old, new) = match (load(old_name), load(new_name)) {
         (Ok(o), Ok(n)) => (o, n),
-        (Err(e), _) | (_, Err(e)) => return e,
+        (Err(_), _) | (_, Err(_)) => {
+            return failed(
+                args,
+                "invalid",
+                "a spec is invalid or unreadable; nothing to compare",
+            );
+        }
     };
     let facts = match &args.facts {
         None => LiveFacts::default(),
@@ -78,14 +86,34 @@ pub fn run(args: &Args) -> Outcome {
             Err(e) => return e,
         },
     };
-    out!("{}", unified_diff(&old, &new, old_name, new_name));
     let p = plan(&old, &new, &facts);
-    out!("{}", p.render());
+    show(args, &unified_diff(&old, &new, old_name, new_name), &p)
+}
+
+/// Prints the unified diff and the plan (as text, or as one JSON object); the outcome.
+fn show(args: &Args, diff: &str, p: &crate::plan::Plan) -> Outcome {
+    if args.output.is_json() {
+        super::print_json(&serde_json::json!({
+            "diff": diff,
+            "changes": p.to_value(),
+        }));
+    } else {
+        out!("{diff}");
+        out!("{}", p.render());
+    }
     if p.is_empty() {
         Outcome::Ok
     } else {
         Outcome::Changes
     }
+}
+
+/// In JSON mode, an error is also `{"error": …}` on stdout (diagnostics stay on stderr).
+fn failed(args: &Args, code: &str, message: &str) -> Outcome {
+    if args.output.is_json() {
+        super::print_error(true, "diff", code, message);
+    }
+    Outcome::Failed
 }
 
 /// `haconn diff` with no files: the spec file against the daemon's live state, or against
@@ -114,8 +142,15 @@ fn live(args: &Args) -> Outcome {
                 }
                 return Outcome::Failed;
             }
-            out!("{}", reply.diff.unwrap_or_default());
-            out!("{}", reply.plan);
+            if args.output.is_json() {
+                super::print_json(&serde_json::json!({
+                    "diff": reply.diff.unwrap_or_default(),
+                    "changes": reply.plan_changes,
+                }));
+            } else {
+                out!("{}", reply.diff.unwrap_or_default());
+                out!("{}", reply.plan);
+            }
             if reply.changes == 0 {
                 Outcome::Ok
             } else {
@@ -132,7 +167,7 @@ fn live(args: &Args) -> Outcome {
                 Ok(s) => s,
                 Err(e) => return e,
             };
-            out!("{}", unified_diff(&old, &new, "last-applied", &args.spec));
+            let diff = unified_diff(&old, &new, "last-applied", &args.spec);
             // The daemon is down: its next start takes the whole spec, so a change that
             // needs a restart is no error here.
             let mut p = plan(&old, &new, &LiveFacts::default());
@@ -141,12 +176,7 @@ fn live(args: &Args) -> Outcome {
                     c.predicted = Ok(());
                 }
             }
-            out!("{}", p.render());
-            if p.is_empty() {
-                Outcome::Ok
-            } else {
-                Outcome::Changes
-            }
+            show(args, &diff, &p)
         }
         Err(e) => {
             errln!("haconn diff: {e}");

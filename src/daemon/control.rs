@@ -724,6 +724,7 @@ async fn reload(commands: &mpsc::Sender<Command>, spec: String, dry_run: bool) -
             summary,
             changes,
             completed,
+            plan_changes,
         }) => protocol::ok(&protocol::ReloadReply {
             valid: true,
             dry_run: true,
@@ -732,6 +733,7 @@ async fn reload(commands: &mpsc::Sender<Command>, spec: String, dry_run: bool) -
             summary,
             changes,
             completed,
+            plan_changes,
             ..Default::default()
         }),
         Ok(ReloadReply::Applied {

@@ -276,6 +276,9 @@ pub struct ReloadReply {
     /// The reload completed (for a dry run: would complete).
     #[serde(default)]
     pub completed: bool,
+    /// A dry run's plan as JSON: one object per change (`haconn diff --output json`).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub plan_changes: Value,
 }
 
 /// A diagnostic as the daemon sends it (`validate --format json`'s shape).

@@ -61,6 +61,8 @@ pub enum ReloadReply {
         changes: usize,
         /// Whether the reload would complete (its summary says `completed.`).
         completed: bool,
+        /// The plan as JSON ([`Plan::to_value`]).
+        plan_changes: serde_json::Value,
     },
     Applied {
         plan: String,
@@ -229,6 +231,7 @@ pub async fn reload(shared: &Shared, text: &[u8], origin: Origin, dry_run: bool)
             summary: outcome.render(),
             changes: p.changes.len(),
             completed: outcome.completed(),
+            plan_changes: p.to_value(),
         };
     }
     let _ = sd_notify::notify(&[

@@ -481,6 +481,42 @@ fn show(v: &Value) -> String {
 }
 
 impl Plan {
+    /// The plan as JSON for `--output json`: one object per change (`kind`, `name`, `op`,
+    /// `renamedFrom`, `class`, `fields` with `path`/`old`/`new`, `result`: `ok` or why it
+    /// would be refused). Secrets are never shown, as in [`Plan::render`].
+    pub fn to_value(&self) -> Value {
+        let changes: Vec<Value> = self
+            .changes
+            .iter()
+            .map(|c| {
+                let fields: Vec<Value> = c
+                    .fields
+                    .iter()
+                    .map(|f| {
+                        if f.secret {
+                            serde_json::json!({"path": f.path, "secretChanged": true})
+                        } else {
+                            serde_json::json!({"path": f.path, "old": f.old, "new": f.new})
+                        }
+                    })
+                    .collect();
+                serde_json::json!({
+                    "kind": c.kind.label(),
+                    "name": c.name,
+                    "op": c.op.to_string(),
+                    "renamedFrom": c.renamed_from,
+                    "class": c.class.to_string(),
+                    "fields": fields,
+                    "result": match &c.predicted {
+                        Ok(()) => "ok".to_string(),
+                        Err(r) => r.to_string(),
+                    },
+                })
+            })
+            .collect();
+        Value::Array(changes)
+    }
+
     /// The plan in `terraform plan` style: one line per object, its fields below.
     pub fn render(&self) -> String {
         let mut s = String::new();
