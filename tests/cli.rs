@@ -1072,3 +1072,24 @@ fn diff_output_json() {
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(v["error"]["code"], "invalid", "{v:#}");
 }
+
+/// `node` speaks `--output json` too (`--json` kept as an alias); its errors are JSON then.
+#[test]
+fn node_output_json_errors_are_json() {
+    for flag in [&["--output", "json"][..], &["--json"]] {
+        let run = Test::new()
+            .args(&["node", "check", "--connector", "nonsense", "--system", "a"])
+            .args(&["--subsystem", "1"])
+            .args(flag)
+            .run()
+            .status(2);
+        let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("--connector nonsense"),
+            "{v:#}"
+        );
+    }
+}

@@ -3,7 +3,7 @@
 //! `check`, `reset` and `listen` play an HA monitor's part (for tests, labs and monitors
 //! driven by scripts); `stopped` is the dump agent's notification, run from a kdump hook
 //! (contrib/kdump/). Each prints one line per message it receives, `KIND key=value ...`,
-//! or with `--json` one JSON object per line; diagnostics go to stderr. Every wait is
+//! or with `--output json` one JSON object per line; diagnostics go to stderr. Every wait is
 //! bounded.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -53,9 +53,9 @@ struct Connector {
     /// for reset paths with `auth: none`.
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
-    /// One JSON object per received message instead of a text line.
-    #[arg(long)]
-    json: bool,
+    /// `--output json`: one JSON object per received message instead of a text line.
+    #[command(flatten)]
+    output: super::OutputArg,
 }
 
 /// Which HA monitor system this is.
@@ -148,9 +148,9 @@ struct ListenArgs {
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS")]
     timeout: Option<u64>,
-    /// One JSON object per notification instead of a text line.
-    #[arg(long)]
-    json: bool,
+    /// `--output json`: one JSON object per notification instead of a text line.
+    #[command(flatten)]
+    output: super::OutputArg,
 }
 
 /// Resends while nothing has come back: a check or a stopped notification every second
@@ -175,8 +175,14 @@ pub fn run(args: &Args) -> Outcome {
         NodeCommand::Stopped(a) => stopped(a),
         NodeCommand::Listen(a) => listen(a),
     };
+    let json = match &args.command {
+        NodeCommand::Check(a) => a.connector.output.is_json(),
+        NodeCommand::Reset(a) => a.connector.output.is_json(),
+        NodeCommand::Stopped(a) => a.connector.output.is_json(),
+        NodeCommand::Listen(a) => a.output.is_json(),
+    };
     r.unwrap_or_else(|e| {
-        errln!("haconn node: {e:#}");
+        super::print_error(json, "node", "failed", &format!("{e:#}"));
         Outcome::Trouble
     })
 }
@@ -243,7 +249,7 @@ fn check(a: &CheckArgs) -> anyhow::Result<Outcome> {
                 resettable,
                 ..
             } if *system == a.me.system && *subsystem == a.me.subsystem => {
-                print_received(r, a.connector.json);
+                print_received(r, a.connector.output.is_json());
                 Some(*resettable)
             }
             _ => None,
@@ -304,7 +310,7 @@ fn reset(a: &ResetArgs) -> anyhow::Result<Outcome> {
     };
     let end = deadline(a.wait);
     let mut progress = ResetProgress::default();
-    let json = a.connector.json;
+    let json = a.connector.output.is_json();
     // Records (and prints, once) what concerns this request; false for anything else.
     let note = |r: &Received, progress: &mut ResetProgress| match &r.env.msg {
         Message::ResetReply {
@@ -381,7 +387,7 @@ fn stopped(a: &StoppedArgs) -> anyhow::Result<Outcome> {
             Message::StoppedAck { system, subsystem }
                 if *system == a.me.system && *subsystem == a.me.subsystem =>
             {
-                print_received(r, a.connector.json);
+                print_received(r, a.connector.output.is_json());
                 Some(())
             }
             _ => None,
@@ -406,7 +412,7 @@ fn listen(a: &ListenArgs) -> anyhow::Result<Outcome> {
         let until = end.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         match client.recv(until)? {
             Some(r) if matches!(r.env.msg, Message::Attention { .. }) => {
-                print_received(&r, a.json);
+                print_received(&r, a.output.is_json());
                 seen += 1;
                 if super::out::Quiet::stdout().is_gone() {
                     // Nobody reads the notifications any more (`| head -1`).
