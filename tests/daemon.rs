@@ -1419,3 +1419,24 @@ fn a_pdu_cut_test_asks_on_a_terminal() {
     assert!(!text.contains("Continue?"), "{text}");
     assert!(!text.contains("cancelled"), "{text}");
 }
+
+/// Issue 18.4 (part): a test reset is refused at once when the watch knows the BMC is NG
+/// (nothing answers on the lab's BMC ports), with the reason.
+#[test]
+fn a_test_reset_is_refused_at_once_when_the_bmc_is_known_ng() {
+    let d = Daemon::new(&lab(16231, 16232))
+        .arg("--hardware-poll-ms")
+        .arg("200")
+        .start();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while d.status()["hardware"]["servers"][0]["bmc"]["link"] != "NG" {
+        assert!(Instant::now() < deadline, "labnode01's BMC never NG");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let started = Instant::now();
+    d.haconn(&["server", "reset", "labnode01", "--subsystem", "1"])
+        .code(1)
+        .stderr_has("the BMC of labnode01 is NG (")
+        .stderr_has("a test reset (NMI) cannot reach it");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}

@@ -650,6 +650,9 @@ async fn hamonitor(shared: &Shared, name: Option<&str>) -> Value {
 /// A test reset through the pipeline. A system whose monitor registered another subsystem
 /// number is refused here, so a typo cannot reset it under a wrong number.
 async fn server_reset(shared: &Shared, system: String, subsystem: u32) -> Value {
+    if let Some(why) = known_unreachable(shared, &system).await {
+        return protocol::error("refused", &why);
+    }
     match shared.pipeline.monitors().await {
         Ok(monitors) => {
             if let Some(m) = monitors.iter().find(|m| m.system == system)
@@ -698,6 +701,39 @@ async fn not_the_watched_file(shared: &Shared, spec: &str, file: Option<&str>) -
              {file} would be undone when it is back. Fix {watched}, or apply with --force"
         )),
     }
+}
+
+/// Why a test reset of `system` cannot work now: the watch found the link it needs (its
+/// BMC, or its ESXi host for a guest) NG. A test reset is an NMI only, never a PDU cut.
+async fn known_unreachable(shared: &Shared, system: &str) -> Option<String> {
+    let hardware: protocol::Hardware =
+        serde_json::from_value(shared.pipeline.health().await.ok()?).ok()?;
+    let live = shared.pipeline.live();
+    let (server, guest) = live.servers.values().find_map(|s| {
+        if s.name.as_str() == system && s.esxi.is_none() {
+            Some((s.name.to_string(), false))
+        } else if s
+            .esxi
+            .as_ref()
+            .is_some_and(|e| e.guests.iter().any(|g| g.as_str() == system))
+        {
+            Some((s.name.to_string(), true))
+        } else {
+            None
+        }
+    })?;
+    let row = hardware.servers.iter().find(|r| r.name == server)?;
+    let (what, link) = if guest {
+        ("ESXi host", &row.vmware)
+    } else {
+        ("BMC", &row.bmc)
+    };
+    (link.link == "NG").then(|| {
+        format!(
+            "the {what} of {system} is NG ({}): a test reset (NMI) cannot reach it",
+            link.reason.as_deref().unwrap_or("no reason known")
+        )
+    })
 }
 
 async fn reload(commands: &mpsc::Sender<Command>, spec: String, dry_run: bool) -> Value {
