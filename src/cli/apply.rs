@@ -1,77 +1,108 @@
 //! `haconn apply`: send the spec to the daemon as a reload and print its summary.
 
-use serde_json::json;
-
-use super::{Outcome, SocketArg, read_input};
-use crate::daemon::client::{ClientError, request};
+use super::{Outcome, OutputArg, SocketArg, client_error, print_json, read_input};
+use crate::daemon::client::request;
+use crate::daemon::protocol::{ReloadReply, RemoteDiagnostic, Request, VERSION};
 use crate::spec::diag::Diagnostic;
 use crate::spec::{CheckOptions, check_bytes};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The spec to apply.
-    #[arg(long, default_value = "/etc/haconn/cluster.yaml")]
+    #[arg(long, env = "HACONN_SPEC", default_value = "/etc/haconn/cluster.yaml")]
     pub spec: String,
-    /// Print the plan the daemon would execute against its live state, and change nothing.
+    /// Print the plan the daemon would execute against its live state, and change nothing
+    /// (exit 1 when that reload would fail).
     #[arg(long)]
     pub dry_run: bool,
+    /// Apply even though FILE is not the spec file the daemon watches (its watcher will
+    /// apply that file again at its next change, undoing this reload).
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub socket: SocketArg,
+    #[command(flatten)]
+    pub output: OutputArg,
 }
 
 pub fn run(args: &Args) -> Outcome {
+    let json = args.output.is_json();
     let bytes = match read_input(&args.spec) {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("{}: error[io]: cannot read: {e}", args.spec);
+            let msg = format!("{}: cannot read: {e}", args.spec);
+            if json {
+                super::print_error(true, "apply", "io", &msg);
+            } else {
+                errln!("{}: error[io]: cannot read: {e}", args.spec);
+            }
             return Outcome::Trouble;
         }
     };
     // Check locally first: a broken file never reaches the daemon.
     let checked = check_bytes(&bytes, CheckOptions::default());
     if checked.spec.is_none() {
-        print_diagnostics(&args.spec, &checked.diagnostics);
+        if json {
+            print_json(&ReloadReply {
+                valid: false,
+                diagnostics: checked
+                    .diagnostics
+                    .iter()
+                    .map(RemoteDiagnostic::of)
+                    .collect(),
+                dry_run: args.dry_run,
+                ..Default::default()
+            });
+        } else {
+            print_diagnostics(&args.spec, &checked.diagnostics);
+        }
         return Outcome::Failed;
     }
     let text = String::from_utf8(bytes).expect("checked as UTF-8");
-    let req = json!({"op": "apply", "spec": text, "dryRun": args.dry_run});
-    let reply = match request(&args.socket.control_socket, req) {
-        Ok(r) => r,
-        Err(e @ ClientError::Unreachable { .. }) => {
-            eprintln!("haconn apply: {e}");
-            return Outcome::Trouble;
-        }
-        Err(e) => {
-            eprintln!("haconn apply: {e}");
-            return Outcome::Failed;
-        }
+    let file = match args.spec.as_str() {
+        "-" => None,
+        f => Some(
+            std::fs::canonicalize(f).map_or_else(|_| f.to_string(), |p| p.display().to_string()),
+        ),
     };
-    if reply["valid"] == false {
-        eprintln!("{}: the daemon refused the spec:", args.spec);
-        for d in reply["diagnostics"].as_array().into_iter().flatten() {
-            eprintln!("{}", super::render_remote_diagnostic(&args.spec, d));
-        }
-        return Outcome::Failed;
-    }
-    if args.dry_run {
-        print!("{}", reply["diff"].as_str().unwrap_or(""));
-        print!("{}", reply["plan"].as_str().unwrap_or(""));
-        println!();
-        print!("{}", reply["summary"].as_str().unwrap_or(""));
-        return Outcome::Ok;
-    }
-    print!("{}", reply["plan"].as_str().unwrap_or(""));
-    println!();
-    print!("{}", reply["summary"].as_str().unwrap_or(""));
-    if reply["completed"] == true {
+    let req = Request::Apply {
+        v: VERSION,
+        spec: text,
+        dry_run: args.dry_run,
+        file,
+        force: args.force,
+    };
+    let reply: ReloadReply = match request(&args.socket.control_socket, &req) {
+        Ok(r) => r,
+        Err(e) => return client_error(json, "apply", &e),
+    };
+    let outcome = if reply.valid && reply.completed {
         Outcome::Ok
     } else {
         Outcome::Failed
+    };
+    if json {
+        print_json(&reply);
+        return outcome;
     }
+    if !reply.valid {
+        errln!("{}: the daemon refused the spec:", args.spec);
+        for d in &reply.diagnostics {
+            errln!("{}", d.render(&args.spec));
+        }
+        return outcome;
+    }
+    if let Some(diff) = &reply.diff {
+        out!("{diff}");
+    }
+    out!("{}", reply.plan);
+    outln!();
+    out!("{}", reply.summary);
+    outcome
 }
 
 pub(crate) fn print_diagnostics(file: &str, diags: &[Diagnostic]) {
     for d in diags {
-        eprintln!("{}", d.render(file));
+        errln!("{}", d.render(file));
     }
 }

@@ -9,13 +9,13 @@ use crate::daemon::{DaemonOptions, FenceKdumpBind, run};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The cluster spec to follow.
-    #[arg(long, default_value = "/etc/haconn/cluster.yaml")]
+    #[arg(long, env = "HACONN_SPEC", default_value = "/etc/haconn/cluster.yaml")]
     pub spec: PathBuf,
     /// Where the last applied spec is kept.
-    #[arg(long, default_value = "/var/lib/haconn")]
+    #[arg(long, env = "HACONN_STATE_DIR", default_value = "/var/lib/haconn")]
     pub state_dir: PathBuf,
     /// Where the event log is written.
-    #[arg(long, default_value = "/var/log/haconn")]
+    #[arg(long, env = "HACONN_LOG_DIR", default_value = "/var/log/haconn")]
     pub log_dir: PathBuf,
     #[command(flatten)]
     pub socket: super::SocketArg,
@@ -57,7 +57,7 @@ pub struct Args {
     /// Drive simulated BMCs, PDUs and ESXi hosts instead of real ones (labs only).
     #[arg(long, hide = true)]
     pub simulate_hardware: bool,
-    /// Poll every BMC, PDU and ESXi guest this often for power state and link (SPEC §3);
+    /// Poll every BMC, PDU and ESXi guest this often for power state and link;
     /// 0 turns the hardware watch off.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub hardware_poll_ms: u64,
@@ -71,7 +71,7 @@ pub fn run_daemon(args: &Args) -> Outcome {
         Some(a) => match a.parse() {
             Ok(addr) => FenceKdumpBind::At(addr),
             Err(_) => {
-                eprintln!("haconn daemon: --fence-kdump-bind takes ADDR:PORT or off, not `{a}`");
+                errln!("haconn daemon: --fence-kdump-bind takes ADDR:PORT or off, not `{a}`");
                 return Outcome::Trouble;
             }
         },
@@ -99,8 +99,8 @@ pub fn run_daemon(args: &Args) -> Outcome {
     match run(opts) {
         Ok(()) => Outcome::Ok,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("haconn daemon: {e:#}");
+            // Once, on stderr (journald under systemd): not also through tracing.
+            errln!("haconn daemon: {e:#}");
             Outcome::Failed
         }
     }

@@ -1,6 +1,7 @@
 //! `haconn diff OLD NEW`: the normalized specs as a unified diff, then the plan.
 
 use super::{Outcome, read_input};
+use crate::daemon::protocol::{ReloadReply, Request, VERSION};
 use crate::plan::{LiveFacts, plan};
 use crate::spec::model::Spec;
 use crate::spec::render::unified_diff;
@@ -12,13 +13,15 @@ pub struct Args {
     #[arg(value_name = "OLD NEW", num_args = 0..=2)]
     pub files: Vec<String>,
     /// With no files: the spec to compare with the live state.
-    #[arg(long, default_value = "/etc/haconn/cluster.yaml")]
+    #[arg(long, env = "HACONN_SPEC", default_value = "/etc/haconn/cluster.yaml")]
     pub spec: String,
     /// With no files, when the daemon is down: where its last applied spec is.
-    #[arg(long, default_value = "/var/lib/haconn")]
+    #[arg(long, env = "HACONN_STATE_DIR", default_value = "/var/lib/haconn")]
     pub state_dir: std::path::PathBuf,
     #[command(flatten)]
     pub socket: super::SocketArg,
+    #[command(flatten)]
+    pub output: super::OutputArg,
     /// Facts about the running cluster (YAML: monitorsActive, resetting, active) to predict refusals.
     #[arg(long, value_name = "FILE")]
     pub facts: Option<String>,
@@ -27,30 +30,30 @@ pub struct Args {
 /// Loads and validates a spec, printing its errors; `Err` carries the outcome to exit with.
 pub(crate) fn load(file: &str) -> Result<Spec, Outcome> {
     let bytes = read_input(file).map_err(|e| {
-        eprintln!("{file}: error[io]: cannot read: {e}");
+        errln!("{file}: error[io]: cannot read: {e}");
         Outcome::Failed
     })?;
     let checked = check_bytes(&bytes, CheckOptions::default());
     checked.spec.ok_or_else(|| {
         for d in &checked.diagnostics {
-            eprintln!("{}", d.render(file));
+            errln!("{}", d.render(file));
         }
-        eprintln!("{file}: invalid; nothing to compare");
+        errln!("{file}: invalid; nothing to compare");
         Outcome::Failed
     })
 }
 
 pub(crate) fn load_facts(file: &str) -> Result<LiveFacts, Outcome> {
     let bytes = read_input(file).map_err(|e| {
-        eprintln!("{file}: error[io]: cannot read: {e}");
+        errln!("{file}: error[io]: cannot read: {e}");
         Outcome::Failed
     })?;
     let doc = crate::spec::yaml::load_bytes(&bytes).map_err(|e| {
-        eprintln!("{file}: error[yaml]: {e}");
+        errln!("{file}: error[yaml]: {e}");
         Outcome::Failed
     })?;
     serde_json::from_value(doc.value).map_err(|e| {
-        eprintln!("{file}: error[facts]: {e}");
+        errln!("{file}: error[facts]: {e}");
         Outcome::Failed
     })
 }
@@ -60,7 +63,7 @@ pub fn run(args: &Args) -> Outcome {
         [] => return live(args),
         [old, new] => (old, new),
         _ => {
-            eprintln!(
+            errln!(
                 "haconn diff: give two files (OLD NEW), or none to compare --spec with the daemon"
             );
             return Outcome::Trouble;
@@ -68,7 +71,13 @@ pub fn run(args: &Args) -> Outcome {
     };
     let (old, new) = match (load(old_name), load(new_name)) {
         (Ok(o), Ok(n)) => (o, n),
-        (Err(e), _) | (_, Err(e)) => return e,
+        (Err(_), _) | (_, Err(_)) => {
+            return failed(
+                args,
+                "invalid",
+                "a spec is invalid or unreadable; nothing to compare",
+            );
+        }
     };
     let facts = match &args.facts {
         None => LiveFacts::default(),
@@ -77,14 +86,34 @@ pub fn run(args: &Args) -> Outcome {
             Err(e) => return e,
         },
     };
-    print!("{}", unified_diff(&old, &new, old_name, new_name));
     let p = plan(&old, &new, &facts);
-    print!("{}", p.render());
+    show(args, &unified_diff(&old, &new, old_name, new_name), &p)
+}
+
+/// Prints the unified diff and the plan (as text, or as one JSON object); the outcome.
+fn show(args: &Args, diff: &str, p: &crate::plan::Plan) -> Outcome {
+    if args.output.is_json() {
+        super::print_json(&serde_json::json!({
+            "diff": diff,
+            "changes": p.to_value(),
+        }));
+    } else {
+        out!("{diff}");
+        out!("{}", p.render());
+    }
     if p.is_empty() {
         Outcome::Ok
     } else {
         Outcome::Changes
     }
+}
+
+/// In JSON mode, an error is also `{"error": …}` on stdout (diagnostics stay on stderr).
+fn failed(args: &Args, code: &str, message: &str) -> Outcome {
+    if args.output.is_json() {
+        super::print_error(true, "diff", code, message);
+    }
+    Outcome::Failed
 }
 
 /// `haconn diff` with no files: the spec file against the daemon's live state, or against
@@ -97,22 +126,32 @@ fn live(args: &Args) -> Outcome {
     let text = match std::fs::read_to_string(&args.spec) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("{}: error[io]: cannot read: {e}", args.spec);
+            errln!("{}: error[io]: cannot read: {e}", args.spec);
             return Outcome::Failed;
         }
     };
-    let req = serde_json::json!({"op": "plan", "spec": text});
-    match crate::daemon::client::request(&args.socket.control_socket, req) {
+    let req = Request::Plan {
+        v: VERSION,
+        spec: text,
+    };
+    match crate::daemon::client::request::<ReloadReply>(&args.socket.control_socket, &req) {
         Ok(reply) => {
-            if reply["valid"] == false {
-                for d in reply["diagnostics"].as_array().into_iter().flatten() {
-                    eprintln!("{}", super::render_remote_diagnostic(&args.spec, d));
+            if !reply.valid {
+                for d in &reply.diagnostics {
+                    errln!("{}", d.render(&args.spec));
                 }
                 return Outcome::Failed;
             }
-            print!("{}", reply["diff"].as_str().unwrap_or(""));
-            print!("{}", reply["plan"].as_str().unwrap_or(""));
-            if reply["changes"].as_u64() == Some(0) {
+            if args.output.is_json() {
+                super::print_json(&serde_json::json!({
+                    "diff": reply.diff.unwrap_or_default(),
+                    "changes": reply.plan_changes,
+                }));
+            } else {
+                out!("{}", reply.diff.unwrap_or_default());
+                out!("{}", reply.plan);
+            }
+            if reply.changes == 0 {
                 Outcome::Ok
             } else {
                 Outcome::Changes
@@ -120,7 +159,7 @@ fn live(args: &Args) -> Outcome {
         }
         Err(crate::daemon::client::ClientError::Unreachable { source, .. }) => {
             let state = args.state_dir.join("applied.yaml");
-            eprintln!(
+            errln!(
                 "haconn diff: the daemon is not reachable ({source}); comparing with the last applied spec {}",
                 state.display()
             );
@@ -128,17 +167,19 @@ fn live(args: &Args) -> Outcome {
                 Ok(s) => s,
                 Err(e) => return e,
             };
-            print!("{}", unified_diff(&old, &new, "last-applied", &args.spec));
-            let p = plan(&old, &new, &LiveFacts::default());
-            print!("{}", p.render());
-            if p.is_empty() {
-                Outcome::Ok
-            } else {
-                Outcome::Changes
+            let diff = unified_diff(&old, &new, "last-applied", &args.spec);
+            // The daemon is down: its next start takes the whole spec, so a change that
+            // needs a restart is no error here.
+            let mut p = plan(&old, &new, &LiveFacts::default());
+            for c in &mut p.changes {
+                if c.predicted == Err(crate::plan::Refusal::NeedsRestart) {
+                    c.predicted = Ok(());
+                }
             }
+            show(args, &diff, &p)
         }
         Err(e) => {
-            eprintln!("haconn diff: {e}");
+            errln!("haconn diff: {e}");
             Outcome::Failed
         }
     }

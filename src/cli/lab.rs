@@ -51,12 +51,11 @@ pub fn run(args: &Args) -> Outcome {
         timeout_s: args.timeout,
         recovery_s: 5,
     };
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = super::out::Quiet::stdout();
     let reports = match crate::lab::run_all(&scenarios, timings, args.show_spec, &mut out) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("haconn lab: {e:#}");
+            errln!("haconn lab: {e:#}");
             return Outcome::Trouble;
         }
     };

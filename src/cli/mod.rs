@@ -1,6 +1,12 @@
 //! The command line: argument parsing, one file per command, and the one place that maps
 //! outcomes to exit codes (0 ok, 1 failed or invalid, 2 usage or I/O error; `diff`
 //! follows `terraform plan -detailed-exitcode`: 0 no change, 2 changes, 1 error).
+//! Output goes through [`out`]'s macros, never `println!`, so a closed pipe is no panic.
+
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+#[macro_use]
+mod out;
 
 mod apply;
 mod daemon;
@@ -60,41 +66,271 @@ pub struct SocketArg {
     #[arg(
         long,
         global = true,
+        env = "HACONN_CONTROL_SOCKET",
         default_value = "/run/haconn/haconn.sock",
         value_name = "PATH"
     )]
     pub control_socket: std::path::PathBuf,
 }
 
-/// How a command ended.
+/// How a command ended, in the operator's terms. [`Outcome::code`] is the one place that
+/// turns it into an exit code, and [`EXIT_CODES`] says what each code means per command
+/// (README.md's table is generated from it and checked by `tests/it/cli.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Ok,
-    /// Invalid input or a failed operation.
+    /// Invalid input, a failed operation, or a refusal.
     Failed,
-    /// Usage or I/O error.
+    /// A usage or I/O error, or the daemon could not be reached or would not serve.
     Trouble,
     /// `diff` only: there are changes.
     Changes,
 }
 
+/// Which exit-code convention a command follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStyle {
+    /// 0 ok, 1 failed, invalid or refused, 2 usage or I/O error or daemon unreachable.
+    Standard,
+    /// `terraform plan -detailed-exitcode`: 0 no changes, 2 changes, 1 any error.
+    Terraform,
+}
+
 impl Outcome {
-    pub fn code(self) -> u8 {
-        match self {
-            Outcome::Ok => 0,
-            Outcome::Failed => 1,
-            Outcome::Trouble | Outcome::Changes => 2,
+    pub fn code(self, style: ExitStyle) -> u8 {
+        match (self, style) {
+            (Outcome::Ok, _) => 0,
+            (Outcome::Failed, _) => 1,
+            (Outcome::Trouble, ExitStyle::Standard) => 2,
+            (Outcome::Trouble, ExitStyle::Terraform) => 1,
+            (Outcome::Changes, _) => 2,
+        }
+    }
+
+    /// What a failed control-socket request means: the daemon's refusal of the operation
+    /// (`refused`, `failed`) is a failure; not reaching it, or its refusal to serve at all
+    /// (`forbidden`, `busy`, `version`, …), is trouble.
+    pub fn of_client_error(e: &crate::daemon::client::ClientError) -> Outcome {
+        use crate::daemon::client::ClientError;
+        match e {
+            ClientError::Refused { code, .. } if code == "refused" || code == "failed" => {
+                Outcome::Failed
+            }
+            _ => Outcome::Trouble,
         }
     }
 }
 
+/// What each exit code means, per command.
+pub struct CommandCodes {
+    pub command: &'static str,
+    pub style: ExitStyle,
+    pub meanings: &'static [(Outcome, &'static str)],
+}
+
+const USAGE_UNREACHABLE: &str = "usage error, daemon unreachable or not serving";
+
+pub const EXIT_CODES: &[CommandCodes] = &[
+    CommandCodes {
+        command: "validate",
+        style: ExitStyle::Standard,
+        meanings: &[
+            (Outcome::Ok, "valid"),
+            (Outcome::Failed, "invalid"),
+            (Outcome::Trouble, "usage or I/O error"),
+        ],
+    },
+    CommandCodes {
+        command: "schema",
+        style: ExitStyle::Standard,
+        meanings: &[(Outcome::Ok, "printed"), (Outcome::Trouble, "usage error")],
+    },
+    CommandCodes {
+        command: "diff",
+        style: ExitStyle::Terraform,
+        meanings: &[
+            (Outcome::Ok, "no changes"),
+            (
+                Outcome::Failed,
+                "any error: invalid or unreadable spec, usage error, daemon error",
+            ),
+            (Outcome::Changes, "changes"),
+        ],
+    },
+    CommandCodes {
+        command: "daemon",
+        style: ExitStyle::Standard,
+        meanings: &[
+            (Outcome::Ok, "clean stop (SIGTERM)"),
+            (Outcome::Failed, "could not start"),
+            (Outcome::Trouble, "usage error"),
+        ],
+    },
+    CommandCodes {
+        command: "apply",
+        style: ExitStyle::Standard,
+        meanings: &[
+            (Outcome::Ok, "`completed.` (`--dry-run`: would complete)"),
+            (
+                Outcome::Failed,
+                "`failed.` or invalid (`--dry-run`: would fail)",
+            ),
+            (
+                Outcome::Trouble,
+                "usage or I/O error, daemon unreachable or not serving",
+            ),
+        ],
+    },
+    CommandCodes {
+        command: "show",
+        style: ExitStyle::Standard,
+        meanings: &[
+            (Outcome::Ok, "shown"),
+            (Outcome::Failed, "no such system, host or PDU"),
+            (Outcome::Trouble, USAGE_UNREACHABLE),
+        ],
+    },
+    CommandCodes {
+        command: "server reset",
+        style: ExitStyle::Standard,
+        meanings: &[
+            (Outcome::Ok, "accepted"),
+            (Outcome::Failed, "refused"),
+            (Outcome::Trouble, USAGE_UNREACHABLE),
+        ],
+    },
+    CommandCodes {
+        command: "server ipdusd, server acrecovery, act ipdusd, sby ipdusd",
+        style: ExitStyle::Standard,
+        meanings: &[
+            (Outcome::Ok, "every switch confirmed"),
+            (Outcome::Failed, "refused, or a switch failed"),
+            (Outcome::Trouble, USAGE_UNREACHABLE),
+        ],
+    },
+    CommandCodes {
+        command: "node",
+        style: ExitStyle::Standard,
+        meanings: &[
+            (
+                Outcome::Ok,
+                "answered as hoped (resettable, reset done, notified)",
+            ),
+            (
+                Outcome::Failed,
+                "answered otherwise (not resettable, FAIL, ERROR, too few notifications)",
+            ),
+            (Outcome::Trouble, "usage or I/O error, no answer"),
+        ],
+    },
+    CommandCodes {
+        command: "lab",
+        style: ExitStyle::Standard,
+        meanings: &[
+            (Outcome::Ok, "every scenario had its expected outcome"),
+            (Outcome::Failed, "a scenario did not"),
+            (Outcome::Trouble, "usage error, could not run"),
+        ],
+    },
+];
+
+/// The exit-code table as Markdown (README.md holds exactly this).
+pub fn exit_code_table() -> String {
+    let mut s = String::from("| command | 0 | 1 | 2 |\n|---|---|---|---|\n");
+    for c in EXIT_CODES {
+        let cell = |code: u8| {
+            c.meanings
+                .iter()
+                .filter(|(o, _)| o.code(c.style) == code)
+                .map(|(_, m)| *m)
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let names: Vec<String> = c.command.split(", ").map(|n| format!("`{n}`")).collect();
+        s.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            names.join(", "),
+            cell(0),
+            cell(1),
+            cell(2)
+        ));
+    }
+    s
+}
+
+/// The convention of the command named by the arguments (for clap's own usage errors).
+fn style_of_args() -> ExitStyle {
+    match std::env::args().nth(1).as_deref() {
+        Some("diff") => ExitStyle::Terraform,
+        _ => ExitStyle::Standard,
+    }
+}
+
+/// The command line with each command's exit codes (from [`EXIT_CODES`]) at the end of
+/// its help, and of its subcommands'.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    fn with_codes(cmd: clap::Command, text: &str) -> clap::Command {
+        let subs: Vec<String> = cmd
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        let mut cmd = cmd.after_help(text.to_string());
+        for name in subs {
+            cmd = cmd.mut_subcommand(name, |c| with_codes(c, text));
+        }
+        cmd
+    }
+    let mut cli = Cli::command();
+    for codes in EXIT_CODES {
+        let mut text = String::from("Exit codes:");
+        for code in [0u8, 1, 2] {
+            let meaning: Vec<&str> = codes
+                .meanings
+                .iter()
+                .filter(|(o, _)| o.code(codes.style) == code)
+                .map(|(_, m)| *m)
+                .collect();
+            if !meaning.is_empty() {
+                text.push_str(&format!(
+                    "\n  {code}  {}",
+                    meaning.join("; ").replace('`', "")
+                ));
+            }
+        }
+        for path in codes.command.split(", ") {
+            let mut words = path.split(' ');
+            let top = words.next().expect("a command name");
+            let sub = words.next();
+            cli = cli.mut_subcommand(top, |c| match sub {
+                None => with_codes(c, &text),
+                Some(sub) => c.mut_subcommand(sub, |c| with_codes(c, &text)),
+            });
+        }
+    }
+    cli
+}
+
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    use clap::FromArgMatches;
+    let cli = match command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            let outcome = if e.use_stderr() {
+                Outcome::Trouble
+            } else {
+                Outcome::Ok
+            };
+            return ExitCode::from(outcome.code(style_of_args()));
         }
+    };
+    let style = match cli.command {
+        Command::Diff(_) => ExitStyle::Terraform,
+        _ => ExitStyle::Standard,
     };
     let outcome = match cli.command {
         Command::Validate(a) => validate::run(&a),
@@ -109,7 +345,7 @@ pub fn main() -> ExitCode {
         Command::Sby(a) => mserver::run(&a, "standby"),
         Command::Lab(a) => lab::run(&a),
     };
-    ExitCode::from(outcome.code())
+    ExitCode::from(outcome.code(style))
 }
 
 /// Reads a spec file (`-` is standard input).
@@ -129,19 +365,60 @@ pub(crate) fn read_input(path: &str) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// A diagnostic received as JSON from the daemon, in the local one-line form.
-pub(crate) fn render_remote_diagnostic(file: &str, d: &serde_json::Value) -> String {
-    let mut s = file.to_string();
-    if let (Some(l), Some(c)) = (d["line"].as_u64(), d["column"].as_u64()) {
-        s.push_str(&format!(":{l}:{c}"));
+/// Text for people or JSON for scripts; one spelling for every command (`--output json`),
+/// the older spellings (`--json`, `validate --format`) kept as hidden aliases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Output {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct OutputArg {
+    /// `text` for people, `json` for scripts (stable field names; errors as
+    /// `{"error": {"code", "message"}}` on stdout).
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Same as `--output json`.
+    #[arg(long, global = true, hide = true)]
+    pub json: bool,
+}
+
+impl OutputArg {
+    pub fn is_json(&self) -> bool {
+        self.json || self.output == Output::Json
     }
-    let path = d["path"].as_str().unwrap_or("");
-    format!(
-        "{s}: {}[{}]: {}{}{}",
-        d["severity"].as_str().unwrap_or("error"),
-        d["code"].as_str().unwrap_or("?"),
-        path,
-        if path.is_empty() { "" } else { ": " },
-        d["message"].as_str().unwrap_or("")
-    )
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub(crate) fn print_json(v: &impl serde::Serialize) {
+    outln!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("json serializes")
+    );
+}
+
+/// Prints an error: `{"error": {"code", "message"}}` on stdout when JSON was asked for,
+/// else `haconn WHAT: message` on stderr.
+pub(crate) fn print_error(json: bool, what: &str, code: &str, message: &str) {
+    if json {
+        print_json(&serde_json::json!({"error": {"code": code, "message": message}}));
+    } else {
+        errln!("haconn {what}: {message}");
+    }
+}
+
+/// A daemon client error, as [`print_error`] says it; returns its outcome.
+pub(crate) fn client_error(
+    json: bool,
+    what: &str,
+    e: &crate::daemon::client::ClientError,
+) -> Outcome {
+    if json {
+        print_json(&serde_json::json!({"error": e.body()}));
+    } else {
+        errln!("haconn {what}: {e}");
+    }
+    Outcome::of_client_error(e)
 }

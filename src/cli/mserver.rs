@@ -5,10 +5,9 @@
 //! test its own outlets one at a time (`--mode serial`: it runs on through its other
 //! supply); everything else is refused with the reason until duplication exists.
 
-use serde_json::json;
-
 use super::server::{PduTest, pdu_job};
-use super::{Outcome, SocketArg};
+use super::{Outcome, OutputArg, SocketArg};
+use crate::daemon::protocol::{Request, VERSION};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -16,6 +15,8 @@ pub struct Args {
     pub action: Action,
     #[command(flatten)]
     pub socket: SocketArg,
+    #[command(flatten)]
+    pub output: OutputArg,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -34,6 +35,16 @@ pub fn run(args: &Args, role: &str) -> Outcome {
     } else {
         "sby ipdusd"
     };
-    let req = json!({"op": "mserverIpdu", "role": role});
-    pdu_job(&args.socket, what, test.request(req))
+    if !test.confirmed(&format!("the {role} management server")) {
+        errln!("haconn {what}: cancelled; nothing was switched");
+        return Outcome::Failed;
+    }
+    let req = Request::MserverIpdu {
+        v: VERSION,
+        role: role.to_string(),
+        mode: test.mode(),
+        off_time: Some(test.offtime),
+        wait_time: Some(test.wtime),
+    };
+    pdu_job(&args.socket, &args.output, what, &req)
 }

@@ -3,7 +3,7 @@
 //! `check`, `reset` and `listen` play an HA monitor's part (for tests, labs and monitors
 //! driven by scripts); `stopped` is the dump agent's notification, run from a kdump hook
 //! (contrib/kdump/). Each prints one line per message it receives, `KIND key=value ...`,
-//! or with `--json` one JSON object per line; diagnostics go to stderr. Every wait is
+//! or with `--output json` one JSON object per line; diagnostics go to stderr. Every wait is
 //! bounded.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -54,9 +54,9 @@ struct Connector {
     /// for reset paths with `auth: none`.
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
-    /// One JSON object per received message instead of a text line.
-    #[arg(long)]
-    json: bool,
+    /// `--output json`: one JSON object per received message instead of a text line.
+    #[command(flatten)]
+    output: super::OutputArg,
 }
 
 /// Which HA monitor system this is.
@@ -149,9 +149,9 @@ struct ListenArgs {
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS")]
     timeout: Option<u64>,
-    /// One JSON object per notification instead of a text line.
-    #[arg(long)]
-    json: bool,
+    /// `--output json`: one JSON object per notification instead of a text line.
+    #[command(flatten)]
+    output: super::OutputArg,
 }
 
 /// Resends while nothing has come back, after 150 ms, then doubling up to every second: a
@@ -182,8 +182,14 @@ pub fn run(args: &Args) -> Outcome {
         NodeCommand::Stopped(a) => stopped(a),
         NodeCommand::Listen(a) => listen(a),
     };
+    let json = match &args.command {
+        NodeCommand::Check(a) => a.connector.output.is_json(),
+        NodeCommand::Reset(a) => a.connector.output.is_json(),
+        NodeCommand::Stopped(a) => a.connector.output.is_json(),
+        NodeCommand::Listen(a) => a.output.is_json(),
+    };
     r.unwrap_or_else(|e| {
-        eprintln!("haconn node: {e:#}");
+        super::print_error(json, "node", "failed", &format!("{e:#}"));
         Outcome::Trouble
     })
 }
@@ -228,7 +234,7 @@ fn no_answer(client: &Client, what: &str, secs: u64) {
         .ignored_summary()
         .map(|s| format!("; ignored: {s}"))
         .unwrap_or_default();
-    eprintln!(
+    errln!(
         "haconn node: no {what} from {} within {secs} s{dropped}",
         client.connector()
     );
@@ -250,7 +256,7 @@ fn check(a: &CheckArgs) -> anyhow::Result<Outcome> {
                 resettable,
                 ..
             } if *system == a.me.system && *subsystem == a.me.subsystem => {
-                print_received(r, a.connector.json);
+                print_received(r, a.connector.output.is_json());
                 Some(*resettable)
             }
             _ => None,
@@ -311,7 +317,7 @@ fn reset(a: &ResetArgs) -> anyhow::Result<Outcome> {
     };
     let end = deadline(a.wait);
     let mut progress = ResetProgress::default();
-    let json = a.connector.json;
+    let json = a.connector.output.is_json();
     // Records (and prints, once) what concerns this request; false for anything else.
     let note = |r: &Received, progress: &mut ResetProgress| match &r.env.msg {
         Message::ResetReply {
@@ -388,7 +394,7 @@ fn stopped(a: &StoppedArgs) -> anyhow::Result<Outcome> {
             Message::StoppedAck { system, subsystem }
                 if *system == a.me.system && *subsystem == a.me.subsystem =>
             {
-                print_received(r, a.connector.json);
+                print_received(r, a.connector.output.is_json());
                 Some(())
             }
             _ => None,
@@ -405,7 +411,7 @@ fn stopped(a: &StoppedArgs) -> anyhow::Result<Outcome> {
 
 fn listen(a: &ListenArgs) -> anyhow::Result<Outcome> {
     let mut client = Client::listen(SocketAddr::new(a.bind, a.port), key(&a.key_file)?)?;
-    eprintln!("haconn node: listening on {}", client.local_addr());
+    errln!("haconn node: listening on {}", client.local_addr());
     let end = a.timeout.map(deadline);
     let mut seen = 0;
     while a.count.is_none_or(|n| seen < n) {
@@ -413,8 +419,12 @@ fn listen(a: &ListenArgs) -> anyhow::Result<Outcome> {
         let until = end.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         match client.recv(until)? {
             Some(r) if matches!(r.env.msg, Message::Attention { .. }) => {
-                print_received(&r, a.json);
+                print_received(&r, a.output.is_json());
                 seen += 1;
+                if super::out::Quiet::stdout().is_gone() {
+                    // Nobody reads the notifications any more (`| head -1`).
+                    return Ok(Outcome::Ok);
+                }
             }
             Some(_) => {}
             None if end.is_some() => {
@@ -422,9 +432,9 @@ fn listen(a: &ListenArgs) -> anyhow::Result<Outcome> {
                     return Ok(Outcome::Ok);
                 }
                 if let Some(s) = client.ignored_summary() {
-                    eprintln!("haconn node: ignored: {s}");
+                    errln!("haconn node: ignored: {s}");
                 }
-                eprintln!(
+                errln!(
                     "haconn node: {seen} of {} notifications within {} s",
                     a.count.unwrap_or_default(),
                     a.timeout.unwrap_or_default()
@@ -448,7 +458,7 @@ fn print_received(r: &Received, json: bool) {
     } else {
         format!("{} from={}", describe(&r.env.msg), r.from)
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = super::out::Quiet::stdout();
     // Line by line, so a caller reading a pipe sees each message as it arrives.
     let _ = writeln!(out, "{line}");
     let _ = out.flush();

@@ -3,6 +3,6 @@
 use super::Outcome;
 
 pub fn run() -> Outcome {
-    println!("{}", crate::spec::schema_text());
+    outln!("{}", crate::spec::schema_text());
     Outcome::Ok
 }

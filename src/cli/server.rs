@@ -11,10 +11,9 @@
 
 use std::net::IpAddr;
 
-use serde_json::json;
-
-use super::{Outcome, SocketArg};
+use super::{Outcome, OutputArg, SocketArg, print_json};
 use crate::daemon::client::{ClientError, request, request_with_progress};
+use crate::daemon::protocol::{PduJobReply, Request, ServerResetReply, VERSION};
 use crate::pipeline::pdutest::Mode;
 
 #[derive(Debug, clap::Args)]
@@ -23,6 +22,8 @@ pub struct Args {
     pub action: Action,
     #[command(flatten)]
     pub socket: SocketArg,
+    #[command(flatten)]
+    pub output: OutputArg,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -32,8 +33,9 @@ pub enum Action {
     Reset {
         /// The system name (the HA monitor's partition name).
         name: String,
-        /// Its subsystem number (the HA monitor's host address).
-        #[arg(long, value_name = "N")]
+        /// Its subsystem number (the HA monitor's host address); `--address` is an old
+        /// spelling.
+        #[arg(long = "subsystem", alias = "address", value_name = "N")]
         address: u32,
     },
     /// PDU-cut test: switch the server's outlets off and on again (`same`: all at once;
@@ -43,8 +45,8 @@ pub enum Action {
         name: String,
         #[command(flatten)]
         test: PduTest,
-        /// Only the outlets on this PDU.
-        #[arg(long, value_name = "IP")]
+        /// Only the outlets on this PDU (its address); `--addr` is an old spelling.
+        #[arg(long = "pdu", alias = "addr", value_name = "IP")]
         addr: Option<IpAddr>,
         /// Run even though the server's HA monitor is active (it will go down).
         #[arg(long)]
@@ -53,24 +55,50 @@ pub enum Action {
     /// Restore PDU power: switch every outlet of the server on (after a PDU forced reset
     /// with `recoveryTime: 0`, or a test that failed half way).
     Acrecovery {
+        /// The server (as named in the spec).
         name: String,
-        /// Only the outlets on this PDU.
-        #[arg(long, value_name = "IP")]
+        /// Only the outlets on this PDU (its address); `--addr` is an old spelling.
+        #[arg(long = "pdu", alias = "addr", value_name = "IP")]
         addr: Option<IpAddr>,
     },
 }
 
-/// How a PDU-cut test runs (SPEC §8); shared by `server ipdusd` and `act`/`sby ipdusd`.
+/// How a PDU-cut test runs; shared by `server ipdusd` and `act`/`sby ipdusd`.
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct PduTest {
+    /// `same`: every outlet off at once; `serial`: one outlet at a time.
     #[arg(long, value_enum)]
     mode: ModeArg,
     /// Seconds each outlet stays off (5–60).
     #[arg(long, value_name = "S", default_value_t = 5)]
-    offtime: u64,
+    pub offtime: u64,
     /// Seconds between outlets in serial mode (5–60).
     #[arg(long, value_name = "S", default_value_t = 5)]
-    wtime: u64,
+    pub wtime: u64,
+    /// Do not ask for confirmation (asked only when standard input is a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+impl PduTest {
+    /// On a terminal, asks before cutting `whose` power; `false` when the operator says no.
+    pub fn confirmed(&self, whose: &str) -> bool {
+        use std::io::{BufRead, IsTerminal};
+        if self.yes || !std::io::stdin().is_terminal() {
+            return true;
+        }
+        errln!(
+            "This cuts the power of {whose}'s PDU outlets ({} s off{}). Continue? [y/N]",
+            self.offtime,
+            match self.mode {
+                ModeArg::Same => ", all at once".to_string(),
+                ModeArg::Serial => format!(", one at a time, {} s apart", self.wtime),
+            }
+        );
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "YES")
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -80,16 +108,11 @@ enum ModeArg {
 }
 
 impl PduTest {
-    /// Its fields of a `serverIpdu` / `mserverIpdu` request.
-    pub fn request(&self, mut req: serde_json::Value) -> serde_json::Value {
-        let mode = match self.mode {
+    pub fn mode(&self) -> Mode {
+        match self.mode {
             ModeArg::Same => Mode::Same,
             ModeArg::Serial => Mode::Serial,
-        };
-        req["mode"] = json!(mode);
-        req["offTime"] = self.offtime.into();
-        req["waitTime"] = self.wtime.into();
-        req
+        }
     }
 }
 
@@ -102,61 +125,112 @@ pub fn run(args: &Args) -> Outcome {
             addr,
             force,
         } => {
-            let req = json!({"op": "serverIpdu", "server": name, "pdu": addr, "force": force});
-            pdu_job(&args.socket, "server ipdusd", test.request(req))
+            if !test.confirmed(name) {
+                errln!("haconn server ipdusd: cancelled; nothing was switched");
+                return Outcome::Failed;
+            }
+            let req = Request::ServerIpdu {
+                v: VERSION,
+                server: name.clone(),
+                pdu: *addr,
+                mode: Some(test.mode()),
+                off_time: Some(test.offtime),
+                wait_time: Some(test.wtime),
+                force: *force,
+            };
+            pdu_job(&args.socket, &args.output, "server ipdusd", &req)
         }
         Action::Acrecovery { name, addr } => {
-            let req = json!({"op": "serverIpdu", "server": name, "pdu": addr});
-            pdu_job(&args.socket, "server acrecovery", req)
+            let req = Request::ServerIpdu {
+                v: VERSION,
+                server: name.clone(),
+                pdu: *addr,
+                mode: None,
+                off_time: None,
+                wait_time: None,
+                force: false,
+            };
+            pdu_job(&args.socket, &args.output, "server acrecovery", &req)
         }
     }
 }
 
 /// Runs a PDU job through the daemon, printing its progress lines as they come; `what`
 /// names the command in messages.
-pub(super) fn pdu_job(socket: &SocketArg, what: &str, req: serde_json::Value) -> Outcome {
+pub(super) fn pdu_job(
+    socket: &SocketArg,
+    output: &OutputArg,
+    what: &str,
+    req: &Request,
+) -> Outcome {
+    let json = output.is_json();
+    // In JSON, progress lines are objects of their own: `{"progress": TEXT, "at": TIME}`.
     let progress = |line: &str| {
-        println!("[{}] {line}", chrono::Local::now().format("%H:%M:%S"));
+        let at = chrono::Local::now();
+        if json {
+            outln!(
+                "{}",
+                serde_json::json!({"progress": line, "at": at.to_rfc3339()})
+            );
+        } else {
+            outln!("[{}] {line}", at.format("%H:%M:%S"));
+        }
     };
-    match request_with_progress(&socket.control_socket, req, progress) {
+    match request_with_progress::<PduJobReply>(&socket.control_socket, req, progress) {
         Ok(reply) => {
-            println!("{}", reply["summary"].as_str().unwrap_or("done"));
+            if json {
+                print_json(&reply);
+            } else {
+                outln!("{}", reply.summary);
+            }
             Outcome::Ok
         }
-        Err(ClientError::Refused { code, message }) => {
-            eprintln!("haconn {what}: {message} ({code})");
-            Outcome::Failed
-        }
+        Err(e) if json => super::client_error(true, what, &e),
         Err(e) => {
-            eprintln!("haconn {what}: {e}");
-            Outcome::Trouble
+            match &e {
+                ClientError::Refused { code, message } => {
+                    errln!("haconn {what}: {message} ({code})")
+                }
+                _ => errln!("haconn {what}: {e}"),
+            }
+            Outcome::of_client_error(&e)
         }
     }
 }
 
 fn reset(args: &Args, name: &str, subsystem: u32) -> Outcome {
-    let req = json!({"op": "serverReset", "system": name, "subsystem": subsystem});
-    match request(&args.socket.control_socket, req) {
+    let req = Request::ServerReset {
+        v: VERSION,
+        system: name.to_string(),
+        subsystem,
+    };
+    match request::<ServerResetReply>(&args.socket.control_socket, &req) {
+        Ok(reply) if args.output.is_json() => {
+            print_json(&reply);
+            Outcome::Ok
+        }
         Ok(_) => {
-            println!(
+            outln!(
                 "test reset of {name} (subsystem {subsystem}) accepted; its steps go to the reset log"
             );
             Outcome::Ok
         }
-        Err(ClientError::Refused { code, message }) => {
-            let why = if code == "refused" {
-                String::new()
-            } else {
-                format!(" ({code})")
-            };
-            eprintln!(
-                "haconn server reset: {name} (subsystem {subsystem}) refused{why}: {message}"
-            );
-            Outcome::Failed
-        }
+        Err(e) if args.output.is_json() => super::client_error(true, "server reset", &e),
         Err(e) => {
-            eprintln!("haconn server reset: {e}");
-            Outcome::Trouble
+            match &e {
+                ClientError::Refused { code, message } => {
+                    let why = if code == "refused" {
+                        String::new()
+                    } else {
+                        format!(" ({code})")
+                    };
+                    errln!(
+                        "haconn server reset: {name} (subsystem {subsystem}) refused{why}: {message}"
+                    );
+                }
+                _ => errln!("haconn server reset: {e}"),
+            }
+            Outcome::of_client_error(&e)
         }
     }
 }

@@ -1,9 +1,12 @@
-//! `haconn show ...`: what the daemon knows.
+//! `haconn show ...`: what the daemon knows, as tables or (`--output json`) as the typed
+//! reply of the control protocol without its socket envelope.
 
-use serde_json::json;
-
-use super::{Outcome, SocketArg};
-use crate::daemon::client::{ClientError, request};
+use super::{Outcome, OutputArg, SocketArg, client_error, print_error, print_json};
+use crate::daemon::client::request;
+use crate::daemon::protocol::{
+    GetReply, HamonitorReply, Hardware, IpduSettingReply, IpduSettingRow, LinkView, MonitorRow,
+    PduHealth, Request, StatusReply, VERSION,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -11,18 +14,8 @@ pub struct Args {
     pub what: What,
     #[command(flatten)]
     pub socket: SocketArg,
-    /// `text` (tables) or `json` (the daemon's answer as is, for scripts).
-    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
-    /// Same as `--output json`.
-    #[arg(long, global = true, hide = true)]
-    pub json: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    Text,
-    Json,
+    #[command(flatten)]
+    pub output: OutputArg,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -30,10 +23,10 @@ pub enum What {
     /// The daemon and the hardware: management servers (BMC address, act/sby, status, BMC,
     /// PDU), servers (power, BMC, PDU, VMware) as the watch last found them, the last reload.
     Status,
-    /// The live spec (secrets masked).
+    /// The live spec (secrets masked): normalized YAML, or its JSON form.
     Settings,
     /// HA monitors per system: subsystem#, state, address, port and pair# as the reset
-    /// path registered them.
+    /// path registered them, and how long ago its last check came.
     Hamonitor {
         /// Only this system, or the guests of this ESXi host.
         #[arg(long, value_name = "NAME")]
@@ -43,8 +36,8 @@ pub enum What {
     /// status (Enable powered, Disable cut, -- not known), P (server) or M (management
     /// server) and the server it feeds.
     Ipdu {
-        /// Only this PDU.
-        #[arg(long, value_name = "IP")]
+        /// Only this PDU (its address); `--addr` is an old spelling.
+        #[arg(long = "pdu", alias = "addr", value_name = "IP")]
         addr: Option<std::net::IpAddr>,
     },
     /// PDU settings of every management server and server: PDU forced reset on/off,
@@ -52,118 +45,153 @@ pub enum What {
     IpduSetting,
 }
 
+/// `show ipdu`'s JSON: the PDUs as the watch last found them.
+#[derive(serde::Serialize)]
+struct PdusReply<'a> {
+    pdus: Vec<&'a PduHealth>,
+}
+
 pub fn run(args: &Args) -> Outcome {
-    let req = match &args.what {
-        What::Status => json!({"op": "status"}),
-        What::Settings => json!({"op": "get"}),
-        What::Hamonitor { name } => json!({"op": "hamonitor", "name": name}),
-        What::Ipdu { .. } => json!({"op": "status"}),
-        What::IpduSetting => json!({"op": "ipduSetting"}),
-    };
-    let reply = match request(&args.socket.control_socket, req) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("haconn show: {e}");
-            return match e {
-                ClientError::Unreachable { .. } => Outcome::Trouble,
-                _ => Outcome::Failed,
-            };
-        }
-    };
-    let mut reply = reply;
-    if let What::Ipdu { addr } = &args.what {
-        let mut pdus = reply["hardware"]["pdus"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if let Some(a) = addr {
-            pdus.retain(|p| p["address"] == a.to_string());
-            if pdus.is_empty() {
-                eprintln!("haconn show ipdu: no PDU {a} in the live spec");
-                return Outcome::Failed;
+    let json = args.output.is_json();
+    let socket = &args.socket.control_socket;
+    let v = VERSION;
+    macro_rules! ask {
+        ($req:expr) => {
+            match request(socket, &$req) {
+                Ok(r) => r,
+                Err(e) => return client_error(json, "show", &e),
             }
-        }
-        reply = json!({"v": reply["v"], "ok": true, "pdus": pdus});
-    }
-    if args.json || args.output == Output::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&reply).expect("json serializes")
-        );
-        return Outcome::Ok;
+        };
     }
     match &args.what {
-        What::Hamonitor { name } => return print_monitors(&reply, name.as_deref()),
-        What::Ipdu { .. } => print_pdus(&reply["pdus"]),
-        What::IpduSetting => print_ipdu_settings(&reply["settings"]),
-        What::Settings => print!("{}", reply["spec"].as_str().unwrap_or("")),
         What::Status => {
-            let s = &reply["status"];
-            let l = &reply["live"];
-            println!(
-                "management server : {}",
-                s["localManagementServer"].as_str().unwrap_or("?")
-            );
-            println!(
-                "spec file         : {}",
-                s["specFile"].as_str().unwrap_or("?")
-            );
-            println!(
-                "started from      : {}",
-                s["startedFrom"].as_str().unwrap_or("?")
-            );
-            if let Some(d) = s["degraded"].as_str() {
-                println!("DEGRADED          : {d}");
+            let reply: StatusReply = ask!(Request::Status { v });
+            if json {
+                print_json(&reply);
+            } else {
+                print_status(&reply);
             }
-            println!("watching          : {}", s["watching"]);
-            println!(
-                "managing          : {} servers, {} systems, {} PDUs",
-                l["servers"], l["systems"], l["pdus"]
-            );
-            println!("reloads           : {}", s["reloads"]);
-            let c = &reply["resetPath"];
-            println!(
-                "reset path        : {} checks, {} resets, {} stopped; refused: {} malformed, {} auth, {} replayed",
-                c["checks"],
-                c["resets"],
-                c["stopped"],
-                c["malformed"],
-                c["rejectedAuth"],
-                c["replayed"]
-            );
-            println!(
-                "reset-path flood  : {} over their source's rate, {} dropped while busy, {} dropped by the kernel (receive buffer {} bytes)",
-                c["rateLimited"], c["busyDropped"], c["socketDrops"], c["receiveBuffer"]
-            );
-            match s["lastReload"].as_object() {
-                Some(r) => println!(
-                    "last reload       : {} ({}, {} changes) at {}",
-                    if r["success"] == true {
-                        "completed"
-                    } else {
-                        "failed"
-                    },
-                    r["origin"].as_str().unwrap_or("?"),
-                    r["changes"],
-                    r["at"].as_str().unwrap_or("?"),
-                ),
-                None => println!("last reload       : none"),
+        }
+        What::Settings => {
+            let reply: GetReply = ask!(Request::Get { v });
+            if json {
+                print_json(&reply.settings);
+            } else {
+                out!("{}", reply.spec);
             }
-            if let Some(i) = s["lastInvalid"].as_str() {
-                println!("last refused spec :\n{i}");
+        }
+        What::Hamonitor { name } => {
+            let reply: HamonitorReply = ask!(Request::Hamonitor {
+                v,
+                name: name.clone()
+            });
+            if reply.monitors.is_empty()
+                && let Some(n) = name
+            {
+                let msg = format!("no HA monitor system or ESXi host named {n}");
+                print_error(json, "show hamonitor", "not-found", &msg);
+                return Outcome::Failed;
             }
-            print_hardware(&reply["hardware"]);
+            if json {
+                print_json(&reply);
+            } else {
+                print_monitors(&reply.monitors);
+            }
+        }
+        What::Ipdu { addr } => {
+            let reply: StatusReply = ask!(Request::Status { v });
+            let pdus: Vec<&PduHealth> = reply
+                .hardware
+                .pdus
+                .iter()
+                .filter(|p| addr.is_none_or(|a| p.address == a.to_string()))
+                .collect();
+            if let Some(a) = addr
+                && pdus.is_empty()
+            {
+                let msg = format!("no PDU {a} in the live spec");
+                print_error(json, "show ipdu", "not-found", &msg);
+                return Outcome::Failed;
+            }
+            if json {
+                print_json(&PdusReply { pdus });
+            } else if pdus.is_empty() {
+                outln!("no PDU in the live spec");
+            } else {
+                print_pdus(&pdus);
+            }
+        }
+        What::IpduSetting => {
+            let reply: IpduSettingReply = ask!(Request::IpduSetting { v });
+            if json {
+                print_json(&reply);
+            } else {
+                print_ipdu_settings(&reply.settings);
+            }
         }
     }
     Outcome::Ok
 }
 
-fn cell(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::Null => "----".to_string(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
+fn print_status(reply: &StatusReply) {
+    let s = &reply.status;
+    let l = &reply.live;
+    if s.simulated_hardware {
+        outln!("SIMULATED HARDWARE: no real BMC, PDU or ESXi host is touched");
     }
+    outln!("management server : {}", s.local_management_server);
+    outln!("spec file         : {}", s.spec_file);
+    outln!("started from      : {}", s.started_from);
+    if let Some(d) = &s.degraded {
+        outln!("DEGRADED          : {d}");
+    }
+    outln!("watching          : {}", s.watching);
+    outln!(
+        "managing          : {} servers, {} systems, {} PDUs",
+        l.servers,
+        l.systems,
+        l.pdus
+    );
+    outln!("reloads           : {}", s.reloads);
+    let c = &reply.reset_path;
+    outln!(
+        "reset path        : {} checks, {} resets, {} stopped; refused: {} malformed, {} auth, {} replayed",
+        c.checks,
+        c.resets,
+        c.stopped,
+        c.malformed,
+        c.rejected_auth,
+        c.replayed
+    );
+    outln!(
+        "reset-path flood  : {} over their source's rate, {} dropped while busy, {} dropped by the kernel (receive buffer {} bytes)",
+        c.rate_limited,
+        c.busy_dropped,
+        c.socket_drops,
+        c.receive_buffer
+    );
+    match &s.last_reload {
+        Some(r) => outln!(
+            "last reload       : {} ({}, {} changes) at {}",
+            if r.success { "completed" } else { "failed" },
+            serde_json::to_value(r.origin)
+                .ok()
+                .and_then(|o| o.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            r.changes,
+            r.at,
+        ),
+        None => outln!("last reload       : none"),
+    }
+    if let Some(i) = &s.last_invalid {
+        outln!("last refused spec :\n{i}");
+    }
+    print_hardware(&reply.hardware);
+}
+
+/// A cell: the text, or `----` when there is none.
+fn cell<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "----".to_string(), |v| v.to_string())
 }
 
 /// Prints aligned columns under a header, indented; `right` marks numeric columns.
@@ -187,47 +215,46 @@ fn print_table(header: &[&str], right: &[bool], rows: Vec<Vec<String>>) {
                 }
             })
             .collect();
-        println!("    {}", cells.join("  ").trim_end());
+        outln!("    {}", cells.join("  ").trim_end());
     }
 }
 
-fn print_pdus(pdus: &serde_json::Value) {
-    for p in pdus.as_array().map_or(&[][..], Vec::as_slice) {
-        println!(
+fn print_pdus(pdus: &[&PduHealth]) {
+    for p in pdus {
+        outln!(
             "PDU {}  model {}  firmware {}  outlets {}  link {}{}",
-            cell(&p["address"]),
-            cell(&p["model"]),
-            cell(&p["firmware"]),
-            cell(&p["outletCount"]),
-            cell(&p["link"]),
-            p["reason"]
-                .as_str()
+            p.address,
+            p.model,
+            cell(p.firmware.as_ref()),
+            cell(p.outlet_count),
+            p.link,
+            p.reason
+                .as_ref()
                 .map_or(String::new(), |r| format!(" ({r})"))
         );
-        let rows: Vec<Vec<String>> = p["outlets"]
-            .as_array()
-            .map_or(&[][..], Vec::as_slice)
+        let rows: Vec<Vec<String>> = p
+            .outlets
             .iter()
             .map(|o| {
                 vec![
-                    cell(&o["outlet"]),
-                    cell(&o["status"]),
-                    cell(&o["kind"]),
-                    cell(&o["server"]),
+                    o.outlet.to_string(),
+                    o.status.clone(),
+                    o.kind.clone(),
+                    o.server.clone(),
                     format!(
                         "{}{}",
-                        cell(&o["state"]),
-                        if o["forcedReset"] == false {
-                            " (PDU forced reset off)"
-                        } else {
+                        o.state,
+                        if o.forced_reset {
                             ""
+                        } else {
+                            " (PDU forced reset off)"
                         }
                     ),
                 ]
             })
             .collect();
         if rows.is_empty() {
-            println!("    (no outlet of this PDU feeds a server in the spec)");
+            outln!("    (no outlet of this PDU feeds a server in the spec)");
         } else {
             print_table(
                 &["<Con#>", "<Status>", "<P/M>", "<Server>", "<State>"],
@@ -238,28 +265,25 @@ fn print_pdus(pdus: &serde_json::Value) {
     }
 }
 
-fn print_ipdu_settings(rows: &serde_json::Value) {
+fn print_ipdu_settings(rows: &[IpduSettingRow]) {
     let rows: Vec<Vec<String>> = rows
-        .as_array()
-        .map_or(&[][..], Vec::as_slice)
         .iter()
         .map(|r| {
-            let outlets: Vec<String> = r["outlets"]
-                .as_array()
-                .map_or(&[][..], Vec::as_slice)
+            let outlets: Vec<String> = r
+                .outlets
                 .iter()
-                .map(|o| format!("{}#{}", cell(&o["pdu"]), cell(&o["outlet"])))
+                .map(|o| format!("{}#{}", o.pdu, o.outlet))
                 .collect();
             vec![
-                cell(&r["name"]),
-                cell(&r["kind"]),
-                match r["ipdusd"].as_bool() {
+                r.name.clone(),
+                r.kind.clone(),
+                match r.ipdusd {
                     Some(true) => "on".into(),
                     Some(false) => "off".into(),
                     None => "--".into(),
                 },
-                cell(&r["timeout"]),
-                cell(&r["recoveryTime"]),
+                cell(r.timeout),
+                cell(r.recovery_time),
                 if outlets.is_empty() {
                     "--".into()
                 } else {
@@ -283,40 +307,38 @@ fn print_ipdu_settings(rows: &serde_json::Value) {
 }
 
 /// The SPEC §8 status tables, then every NG link's reason.
-fn print_hardware(h: &serde_json::Value) {
-    let rows = |k: &str| h[k].as_array().cloned().unwrap_or_default();
-    let link = |v: &serde_json::Value| cell(&v["link"]);
+fn print_hardware(h: &Hardware) {
     let mut reasons = Vec::new();
-    let mut note = |who: String, what: &str, v: &serde_json::Value| {
-        if let Some(r) = v["reason"].as_str() {
+    let mut note = |who: &str, what: &str, l: &LinkView| {
+        if let Some(r) = &l.reason {
             reasons.push(format!("{who} {what}: {r}"));
         }
     };
-    match h["intervalMs"].as_u64() {
-        Some(ms) => println!(
+    match h.interval_ms {
+        Some(ms) => outln!(
             "hardware watch    : every {ms} ms, last poll {} ms ago",
-            cell(&h["lastPollAgoMs"])
+            cell(h.last_poll_ago_ms)
         ),
-        None => println!("hardware watch    : off"),
+        None => outln!("hardware watch    : off"),
     }
-    println!(
+    outln!(
         "management servers: mode {}, link to the peer {}",
-        cell(&h["mode"]),
-        cell(&h["peerLink"])
+        h.mode,
+        h.peer_link
     );
-    let ms: Vec<Vec<String>> = rows("mservers")
+    let ms: Vec<Vec<String>> = h
+        .mservers
         .iter()
         .map(|m| {
-            let name = cell(&m["name"]);
-            note(name.clone(), "BMC", &m["bmc"]);
-            note(name.clone(), "PDU", &m["pdu"]);
+            note(&m.name, "BMC", &m.bmc);
+            note(&m.name, "PDU", &m.pdu);
             vec![
-                name,
-                cell(&m["bmcAddress"]),
-                cell(&m["role"]),
-                cell(&m["status"]),
-                link(&m["bmc"]),
-                link(&m["pdu"]),
+                m.name.clone(),
+                m.bmc_address.clone(),
+                m.role.clone(),
+                m.status.clone(),
+                m.bmc.link.clone(),
+                m.pdu.link.clone(),
             ]
         })
         .collect();
@@ -332,20 +354,20 @@ fn print_hardware(h: &serde_json::Value) {
         &[false; 6],
         ms,
     );
-    println!("servers:");
-    let servers: Vec<Vec<String>> = rows("servers")
+    outln!("servers:");
+    let servers: Vec<Vec<String>> = h
+        .servers
         .iter()
         .map(|s| {
-            let name = cell(&s["name"]);
-            note(name.clone(), "BMC", &s["bmc"]);
-            note(name.clone(), "PDU", &s["pdu"]);
-            note(name.clone(), "VMware", &s["vmware"]);
+            note(&s.name, "BMC", &s.bmc);
+            note(&s.name, "PDU", &s.pdu);
+            note(&s.name, "VMware", &s.vmware);
             vec![
-                name,
-                cell(&s["power"]),
-                link(&s["bmc"]),
-                link(&s["pdu"]),
-                link(&s["vmware"]),
+                s.name.clone(),
+                s.power.clone(),
+                s.bmc.link.clone(),
+                s.pdu.link.clone(),
+                s.vmware.link.clone(),
             ]
         })
         .collect();
@@ -355,61 +377,44 @@ fn print_hardware(h: &serde_json::Value) {
         servers,
     );
     if !reasons.is_empty() {
-        println!("links not OK:");
+        outln!("links not OK:");
         for r in reasons {
-            println!("    {r}");
+            outln!("    {r}");
         }
     }
 }
 
 /// The SPEC §8 table: one row per system; `----` where the reset path knows nothing.
-fn print_monitors(reply: &serde_json::Value, name: Option<&str>) -> Outcome {
-    let rows = reply["monitors"].as_array().map_or(&[][..], Vec::as_slice);
-    if rows.is_empty()
-        && let Some(n) = name
-    {
-        eprintln!("haconn show hamonitor: no HA monitor system or ESXi host named {n}");
-        return Outcome::Failed;
-    }
-    let dash = |v: &serde_json::Value| match v {
-        serde_json::Value::Null => "----".to_string(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    const COLUMNS: [(&str, &str, bool); 8] = [
-        ("<SystemName>", "system", false),
-        ("<Server>", "server", false),
-        ("<P/V>", "kind", false),
-        ("<Subsystem#>", "subsystem", true),
-        ("<State>", "state", false),
-        ("<IP Address>", "ip", false),
-        ("<Port>", "port", true),
-        ("<Pair#>", "pair", true),
-    ];
-    let table: Vec<Vec<String>> =
-        std::iter::once(COLUMNS.iter().map(|c| c.0.to_string()).collect())
-            .chain(
-                rows.iter()
-                    .map(|r| COLUMNS.iter().map(|c| dash(&r[c.1])).collect()),
-            )
-            .collect();
-    let widths: Vec<usize> = (0..COLUMNS.len())
-        .map(|i| table.iter().map(|row| row[i].len()).max().unwrap_or(0))
+fn print_monitors(rows: &[MonitorRow]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.system.clone(),
+                cell(r.server.as_ref()),
+                r.kind.clone(),
+                cell(r.subsystem),
+                r.state.clone(),
+                cell(r.ip),
+                cell(r.port),
+                cell(r.pair),
+                cell(r.last_check_ms_ago.map(|ms| format!("{}s", ms / 1000))),
+            ]
+        })
         .collect();
-    for row in &table {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .zip(COLUMNS)
-            .map(|((cell, &w), (_, _, right))| {
-                if right {
-                    format!("{cell:>w$}")
-                } else {
-                    format!("{cell:<w$}")
-                }
-            })
-            .collect();
-        println!("    {}", cells.join("  ").trim_end());
-    }
-    Outcome::Ok
+    print_table(
+        &[
+            "<SystemName>",
+            "<Server>",
+            "<P/V>",
+            "<Subsystem#>",
+            "<State>",
+            "<IP Address>",
+            "<Port>",
+            "<Pair#>",
+            "<LastCheck>",
+        ],
+        &[false, false, false, true, false, false, true, true, true],
+        rows,
+    );
 }

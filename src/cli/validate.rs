@@ -10,8 +10,9 @@ pub struct Args {
     /// Spec files to check (`-` reads standard input).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<String>,
-    /// Output format; `json` is stable, for CI (see README).
-    #[arg(long, value_enum, default_value_t = Format::Text)]
+    /// `text` for people, `json` for CI (stable, see README). `--format` is an old
+    /// spelling of this option.
+    #[arg(long = "output", alias = "format", value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// Treat secrets written inline as errors.
     #[arg(long)]
@@ -49,7 +50,7 @@ pub fn run(args: &Args) -> Outcome {
             Err(e) => {
                 outcome = Outcome::Trouble;
                 match args.format {
-                    Format::Text => eprintln!("{file}: error[io]: cannot read: {e}"),
+                    Format::Text => errln!("{file}: error[io]: cannot read: {e}"),
                     Format::Json => files_json.push(serde_json::json!({
                         "file": file, "valid": false, "ioError": e.to_string(),
                         "errors": 1, "warnings": 0, "diagnostics": [],
@@ -72,10 +73,10 @@ pub fn run(args: &Args) -> Outcome {
         match args.format {
             Format::Text => {
                 for d in &checked.diagnostics {
-                    println!("{}", d.render(file));
+                    outln!("{}", d.render(file));
                 }
                 let verdict = if errors == 0 { "valid" } else { "invalid" };
-                println!(
+                outln!(
                     "{file}: {verdict} ({errors} error{}, {warnings} warning{})",
                     plural(errors),
                     plural(warnings)
@@ -96,7 +97,7 @@ pub fn run(args: &Args) -> Outcome {
             "valid": outcome == Outcome::Ok,
             "files": files_json,
         });
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&doc).expect("json serializes")
         );

@@ -10,12 +10,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use super::protocol::{self, MAX_LINE, Request};
+use super::protocol::{
+    self, FactsView, GetReply, HamonitorReply, IpduSettingReply, IpduSettingRow, LiveCounts,
+    MAX_LINE, MonitorRow, OutletRef, PduJobReply, Progress, RemoteDiagnostic, Request,
+    ServerResetReply, StatusReply,
+};
 use super::supervisor::{Command, Origin, ReloadReply, Shared};
 use crate::spec::render::normalized_yaml;
 
@@ -355,39 +359,64 @@ async fn handle(
                 Ok(h) => h,
                 Err(e) => return protocol::error("pipeline", &e.to_string()),
             };
-            protocol::ok(json!({
-                "hardware": hardware,
-                "status": shared.status(),
-                "resetPath": shared.pipeline.counters(),
-                "live": {
-                    "managementServers": live.management_servers.len(),
-                    "servers": live.servers.len(),
-                    "systems": live.systems(),
-                    "pdus": live.pdus.len(),
+            let hardware = match serde_json::from_value(hardware) {
+                Ok(h) => h,
+                Err(e) => {
+                    return protocol::error(
+                        "pipeline",
+                        &format!("the hardware view does not fit the protocol: {e}"),
+                    );
+                }
+            };
+            protocol::ok(&StatusReply {
+                hardware,
+                status: shared.status(),
+                reset_path: shared.pipeline.counters().into(),
+                live: LiveCounts {
+                    management_servers: live.management_servers.len(),
+                    servers: live.servers.len(),
+                    systems: live.systems(),
+                    pdus: live.pdus.len(),
                 },
-            }))
+            })
         }
         Request::Get { .. } => {
             let facts = match shared.pipeline.facts().await {
                 Ok(f) => f,
                 Err(e) => return protocol::error("pipeline", &e.to_string()),
             };
-            protocol::ok(json!({
-                "spec": normalized_yaml(&shared.pipeline.live()),
-                "facts": {
-                    "monitorsActive": facts.monitors_active,
-                    "resetting": facts.resetting,
+            let live = shared.pipeline.live();
+            protocol::ok(&GetReply {
+                spec: normalized_yaml(&live),
+                settings: live.to_value(&crate::spec::model::Masked),
+                facts: FactsView {
+                    monitors_active: facts.monitors_active,
+                    resetting: facts.resetting,
                 },
-            }))
+            })
         }
         Request::Plan { spec, .. } => reload(commands, spec, true).await,
-        Request::Apply { spec, dry_run, .. } => reload(commands, spec, dry_run).await,
+        Request::Apply {
+            spec,
+            dry_run,
+            file,
+            force,
+            ..
+        } => {
+            if !dry_run
+                && !force
+                && let Some(why) = not_the_watched_file(shared, &spec, file.as_deref()).await
+            {
+                return protocol::error("refused", &why);
+            }
+            reload(commands, spec, dry_run).await
+        }
         Request::Simulate { simulation, .. } => {
             if !opts.test_hooks {
                 return protocol::error("forbidden", "simulation needs the daemon's --test-hooks");
             }
             match shared.pipeline.simulate(simulation).await {
-                Ok(()) => protocol::ok(json!({})),
+                Ok(()) => protocol::ok(&protocol::Empty {}),
                 Err(e) => protocol::error("pipeline", &e.to_string()),
             }
         }
@@ -510,7 +539,9 @@ async fn pdu_job_run(
     while let Some(ev) = rx.recv().await {
         match ev {
             PduJobEvent::Line(line) => {
-                let v = json!({"v": protocol::VERSION, "progress": line});
+                let mut v =
+                    serde_json::to_value(Progress { progress: line }).expect("progress serializes");
+                v["v"] = protocol::VERSION.into();
                 if let Err(e) = send(write, &v).await {
                     // Gone or not reading: drop the client; the job (on the pipeline
                     // thread, its progress sent nowhere from now on) goes on.
@@ -519,9 +550,10 @@ async fn pdu_job_run(
                 }
             }
             PduJobEvent::Done(Ok(summary)) => {
-                return Ok(protocol::ok(
-                    json!({"server": a.server, "summary": summary}),
-                ));
+                return Ok(protocol::ok(&PduJobReply {
+                    server: a.server,
+                    summary,
+                }));
             }
             PduJobEvent::Done(Err(why)) => return Ok(protocol::error("failed", &why)),
         }
@@ -534,34 +566,38 @@ async fn pdu_job_run(
 
 /// The PDU settings of every management server and server (`show ipdu-setting`).
 fn ipdu_setting(live: &crate::spec::model::Spec) -> Value {
-    let outlets = |o: &[crate::spec::model::OutletLink]| -> Vec<Value> {
+    let outlets = |o: &[crate::spec::model::OutletLink]| -> Vec<OutletRef> {
         o.iter()
-            .map(|l| json!({"pdu": l.pdu.to_string(), "outlet": l.outlet}))
+            .map(|l| OutletRef {
+                pdu: l.pdu,
+                outlet: l.outlet,
+            })
             .collect()
     };
-    let mut rows: Vec<Value> = Vec::new();
+    let mut rows: Vec<IpduSettingRow> = Vec::new();
     for m in live.management_servers.values() {
-        rows.push(match &m.ipdu {
-            Some(i) => json!({
-                "name": m.name.as_str(), "kind": "M", "ipdusd": i.enabled,
-                "timeout": i.timeout.map(|t| t.get()), "recoveryTime": null,
-                "outlets": outlets(&i.outlets),
-            }),
-            None => json!({"name": m.name.as_str(), "kind": "M", "ipdusd": null, "outlets": []}),
+        let i = m.ipdu.as_ref();
+        rows.push(IpduSettingRow {
+            name: m.name.to_string(),
+            kind: "M".into(),
+            ipdusd: i.map(|i| i.enabled),
+            timeout: i.and_then(|i| i.timeout).map(|t| t.get().into()),
+            recovery_time: None,
+            outlets: i.map_or_else(Vec::new, |i| outlets(&i.outlets)),
         });
     }
     for s in live.servers.values() {
-        rows.push(match &s.ipdu {
-            Some(i) => json!({
-                "name": s.name.as_str(), "kind": "P", "ipdusd": i.enabled,
-                "timeout": i.timeout.map(|t| t.get()),
-                "recoveryTime": i.recovery_time.map(|t| t.get()),
-                "outlets": outlets(&i.outlets),
-            }),
-            None => json!({"name": s.name.as_str(), "kind": "P", "ipdusd": null, "outlets": []}),
+        let i = s.ipdu.as_ref();
+        rows.push(IpduSettingRow {
+            name: s.name.to_string(),
+            kind: "P".into(),
+            ipdusd: i.map(|i| i.enabled),
+            timeout: i.and_then(|i| i.timeout).map(|t| t.get().into()),
+            recovery_time: i.and_then(|i| i.recovery_time).map(|t| t.get().into()),
+            outlets: i.map_or_else(Vec::new, |i| outlets(&i.outlets)),
         });
     }
-    protocol::ok(json!({ "settings": rows }))
+    protocol::ok(&IpduSettingReply { settings: rows })
 }
 
 /// Every system of the live spec (a physical server, or a guest of an ESXi host) joined
@@ -588,32 +624,35 @@ async fn hamonitor(shared: &Shared, name: Option<&str>) -> Value {
             systems.push((m.system.clone(), None, '-'));
         }
     }
-    let rows: Vec<Value> = systems
+    let rows: Vec<MonitorRow> = systems
         .into_iter()
         .filter(|(system, server, _)| {
             name.is_none_or(|n| system == n || server.as_deref() == Some(n))
         })
         .map(|(system, server, kind)| {
             let m = monitors.iter().find(|m| m.system == system);
-            json!({
-                "system": system,
-                "server": server,
-                "kind": kind.to_string(),
-                "subsystem": m.map(|m| m.subsystem),
-                "state": m.map_or("----", |m| m.state.as_str()),
-                "ip": m.map(|m| m.ip.to_string()),
-                "port": m.map(|m| m.port),
-                "pair": m.and_then(|m| m.pair),
-                "lastCheckMsAgo": m.map(|m| m.last_check_ms_ago),
-            })
+            MonitorRow {
+                state: m.map_or("----", |m| m.state.as_str()).to_string(),
+                system,
+                server,
+                kind: kind.to_string(),
+                subsystem: m.map(|m| m.subsystem),
+                ip: m.map(|m| m.ip),
+                port: m.map(|m| m.port),
+                pair: m.and_then(|m| m.pair),
+                last_check_ms_ago: m.map(|m| m.last_check_ms_ago),
+            }
         })
         .collect();
-    protocol::ok(json!({ "monitors": rows }))
+    protocol::ok(&HamonitorReply { monitors: rows })
 }
 
 /// A test reset through the pipeline. A system whose monitor registered another subsystem
 /// number is refused here, so a typo cannot reset it under a wrong number.
 async fn server_reset(shared: &Shared, system: String, subsystem: u32) -> Value {
+    if let Some(why) = known_unreachable(shared, &system).await {
+        return protocol::error("refused", &why);
+    }
     match shared.pipeline.monitors().await {
         Ok(monitors) => {
             if let Some(m) = monitors.iter().find(|m| m.system == system)
@@ -631,12 +670,70 @@ async fn server_reset(shared: &Shared, system: String, subsystem: u32) -> Value 
         Err(e) => return protocol::error("pipeline", &e.to_string()),
     }
     match shared.pipeline.test_reset(system.clone(), subsystem).await {
-        Ok(Ok(())) => protocol::ok(json!({
-            "accepted": true, "system": system, "subsystem": subsystem,
-        })),
+        Ok(Ok(())) => protocol::ok(&ServerResetReply {
+            accepted: true,
+            system,
+            subsystem,
+        }),
         Ok(Err(why)) => protocol::error("refused", &why),
         Err(e) => protocol::error("pipeline", &e.to_string()),
     }
+}
+
+/// Why applying `spec` would be undone by the file watcher: the daemon watches its spec
+/// file and `spec` is not what that file holds. `None` when it is, or without a watcher.
+async fn not_the_watched_file(shared: &Shared, spec: &str, file: Option<&str>) -> Option<String> {
+    if !shared.status().watching {
+        return None;
+    }
+    let watched = shared.spec_path.display();
+    let file = file.unwrap_or("this spec");
+    match tokio::fs::read(&shared.spec_path).await {
+        Ok(bytes) if bytes == spec.as_bytes() => None,
+        Ok(_) => Some(format!(
+            "{file} is not the spec file this daemon follows ({watched}): its file watcher \
+             would undo this reload at the next change of {watched}. Put the spec in \
+             {watched} (the watcher applies it), or apply with --force to run on {file} until \
+             {watched} changes (a daemon started with --no-watch takes any file)"
+        )),
+        Err(e) => Some(format!(
+            "the spec file this daemon follows ({watched}) cannot be read ({e}); applying \
+             {file} would be undone when it is back. Fix {watched}, or apply with --force"
+        )),
+    }
+}
+
+/// Why a test reset of `system` cannot work now: the watch found the link it needs (its
+/// BMC, or its ESXi host for a guest) NG. A test reset is an NMI only, never a PDU cut.
+async fn known_unreachable(shared: &Shared, system: &str) -> Option<String> {
+    let hardware: protocol::Hardware =
+        serde_json::from_value(shared.pipeline.health().await.ok()?).ok()?;
+    let live = shared.pipeline.live();
+    let (server, guest) = live.servers.values().find_map(|s| {
+        if s.name.as_str() == system && s.esxi.is_none() {
+            Some((s.name.to_string(), false))
+        } else if s
+            .esxi
+            .as_ref()
+            .is_some_and(|e| e.guests.iter().any(|g| g.as_str() == system))
+        {
+            Some((s.name.to_string(), true))
+        } else {
+            None
+        }
+    })?;
+    let row = hardware.servers.iter().find(|r| r.name == server)?;
+    let (what, link) = if guest {
+        ("ESXi host", &row.vmware)
+    } else {
+        ("BMC", &row.bmc)
+    };
+    (link.link == "NG").then(|| {
+        format!(
+            "the {what} of {system} is NG ({}): a test reset (NMI) cannot reach it",
+            link.reason.as_deref().unwrap_or("no reason known")
+        )
+    })
 }
 
 async fn reload(commands: &mpsc::Sender<Command>, spec: String, dry_run: bool) -> Value {
@@ -652,27 +749,42 @@ async fn reload(commands: &mpsc::Sender<Command>, spec: String, dry_run: bool) -
     }
     match rx.await {
         Err(_) => protocol::error("stopping", "the daemon is stopping"),
-        Ok(ReloadReply::Invalid(diags)) => protocol::ok(json!({
-            "valid": false,
-            "diagnostics": diags.iter().map(|d| d.to_json()).collect::<Vec<_>>(),
-        })),
+        Ok(ReloadReply::Invalid(diags)) => protocol::ok(&protocol::ReloadReply {
+            valid: false,
+            diagnostics: diags.iter().map(RemoteDiagnostic::of).collect(),
+            ..Default::default()
+        }),
         Ok(ReloadReply::Planned {
             diff,
             plan,
             summary,
             changes,
-        }) => protocol::ok(json!({
-            "valid": true, "dryRun": true, "diff": diff, "plan": plan, "summary": summary, "changes": changes,
-        })),
+            completed,
+            plan_changes,
+        }) => protocol::ok(&protocol::ReloadReply {
+            valid: true,
+            dry_run: true,
+            diff: Some(diff),
+            plan,
+            summary,
+            changes,
+            completed,
+            plan_changes,
+            ..Default::default()
+        }),
         Ok(ReloadReply::Applied {
             plan,
             summary,
             completed,
             changes,
-        }) => protocol::ok(json!({
-            "valid": true, "dryRun": false, "plan": plan, "summary": summary,
-            "completed": completed, "changes": changes,
-        })),
+        }) => protocol::ok(&protocol::ReloadReply {
+            valid: true,
+            plan,
+            summary,
+            changes,
+            completed,
+            ..Default::default()
+        }),
         Ok(ReloadReply::Failed(why)) => protocol::error("failed", &why),
     }
 }

@@ -130,23 +130,42 @@ fn start_spec(opts: &DaemonOptions, state: &StateDir, events: &LogFile) -> anyho
     })
 }
 
-/// Which management server this daemon is: `--mserver`, else the host name, else the only one.
+/// Which management server this daemon is: `--mserver` (it must name one of the spec),
+/// else the host name, else the only one. A host name that is not a valid spec name is
+/// matched by a rule: its first label (before the first `.`), letters and digits only,
+/// ignoring case (`ms-01.example.com` is `ms01` or `MS01`).
 fn local_name(opts: &DaemonOptions, spec: &Spec) -> anyhow::Result<String> {
     let names: Vec<&str> = spec.management_servers.keys().map(|n| n.as_str()).collect();
-    let wanted = opts.mserver.clone().or_else(hostname);
-    if let Some(w) = &wanted
-        && names.contains(&w.as_str())
+    if let Some(w) = &opts.mserver {
+        if names.contains(&w.as_str()) {
+            return Ok(w.clone());
+        }
+        bail!(
+            "--mserver {w} is not a management server of the spec (it has: {})",
+            names.join(", ")
+        );
+    }
+    let host = hostname();
+    if let Some(h) = &host
+        && let Some(found) = names.iter().find(|n| host_matches(h, n))
     {
-        return Ok(w.clone());
+        return Ok(found.to_string());
     }
     if let [only] = names.as_slice() {
         return Ok(only.to_string());
     }
     bail!(
         "this host ({}) is not one of the management servers in the spec ({}); pass --mserver NAME",
-        wanted.unwrap_or_else(|| "unknown".into()),
+        host.unwrap_or_else(|| "unknown".into()),
         names.join(", ")
     )
+}
+
+/// Whether a host name denotes a management server's spec name (see [`local_name`]).
+fn host_matches(host: &str, name: &str) -> bool {
+    let label = host.split('.').next().unwrap_or(host);
+    let plain: String = label.chars().filter(char::is_ascii_alphanumeric).collect();
+    host == name || plain.eq_ignore_ascii_case(name)
 }
 
 fn hostname() -> Option<String> {
@@ -292,8 +311,15 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         .into(),
         degraded: start.from_state.clone(),
         watching: opts.watch,
+        simulated_hardware: opts.simulate_hardware,
         ..Status::default()
     };
+    if opts.simulate_hardware {
+        let msg =
+            "SIMULATED HARDWARE: no real BMC, PDU or ESXi host is touched (--simulate-hardware)";
+        tracing::warn!("{msg}");
+        let _ = events.write(msg);
+    }
     let shared = Arc::new(Shared {
         pipeline,
         status: Mutex::new(status),
@@ -416,5 +442,18 @@ async fn watchdog(commands: mpsc::Sender<Command>) {
                 "the supervisor or the pipeline thread did not answer; not feeding the watchdog"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_names_map_to_spec_names() {
+        use super::host_matches;
+        assert!(host_matches("mserver01", "mserver01"));
+        assert!(host_matches("ms-01.example.com", "ms01"));
+        assert!(host_matches("MS_01", "ms01"));
+        assert!(!host_matches("ms-02.example.com", "ms01"));
+        assert!(!host_matches("example.ms01", "ms01"));
     }
 }

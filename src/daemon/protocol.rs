@@ -1,10 +1,18 @@
-//! The control-socket protocol, version 1: one JSON object per line each way.
+//! The control-socket protocol, version 1: one JSON object per line each way, typed on
+//! both ends. The daemon ([`super::control`]) parses [`Request`] and answers with the
+//! reply struct of that operation; the CLI ([`super::client`]) sends the same [`Request`]
+//! and reads the same reply struct, so a field renamed on one side is a compile error or a
+//! failing test, never a silently empty column.
 //!
 //! Request: `{"v": 1, "op": "...", ...}`; response: `{"v": 1, "ok": true, ...}` or
 //! `{"v": 1, "ok": false, "error": {"code": "...", "message": "..."}}`. Operations and
-//! their fields are documented in README.md ("Control socket").
+//! their fields are documented in README.md ("Control socket"). The `v`/`ok` envelope
+//! belongs to the socket: `haconn … --output json` prints the reply struct without it.
 
-use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::pipeline::Simulation;
@@ -17,7 +25,7 @@ pub const VERSION: u64 = 1;
 /// the rest of the request: 17 MiB.
 pub const MAX_LINE: usize = 2 * crate::spec::yaml::MAX_FILE_BYTES + 1024 * 1024;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase", deny_unknown_fields)]
 pub enum Request {
     /// Daemon status: start source, last reload, counts.
@@ -26,12 +34,18 @@ pub enum Request {
     Get { v: u64 },
     /// The plan and predicted summary for a spec text, touching nothing.
     Plan { v: u64, spec: String },
-    /// Apply a spec text as a reload; `dryRun` is `plan`.
+    /// Apply a spec text as a reload; `dryRun` is `plan`. While the daemon watches its
+    /// spec file, a text other than that file's is refused (the watcher would undo it at
+    /// the file's next change) unless `force`; `file` names where the text came from.
     Apply {
         v: u64,
         spec: String,
         #[serde(default, rename = "dryRun")]
         dry_run: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file: Option<String>,
+        #[serde(default)]
+        force: bool,
     },
     /// Set a monitor or reset state in the pipeline (only with `--test-hooks`).
     Simulate { v: u64, simulation: Simulation },
@@ -39,7 +53,7 @@ pub enum Request {
     /// `name` keeps one system (or the guests of one ESXi host).
     Hamonitor {
         v: u64,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
     },
     /// An operator's test reset of a system (`haconn server reset`).
@@ -54,13 +68,13 @@ pub enum Request {
     ServerIpdu {
         v: u64,
         server: String,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         pdu: Option<std::net::IpAddr>,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         mode: Option<crate::pipeline::pdutest::Mode>,
-        #[serde(default, rename = "offTime")]
+        #[serde(default, rename = "offTime", skip_serializing_if = "Option::is_none")]
         off_time: Option<u64>,
-        #[serde(default, rename = "waitTime")]
+        #[serde(default, rename = "waitTime", skip_serializing_if = "Option::is_none")]
         wait_time: Option<u64>,
         #[serde(default)]
         force: bool,
@@ -73,12 +87,319 @@ pub enum Request {
         v: u64,
         role: String,
         mode: crate::pipeline::pdutest::Mode,
-        #[serde(default, rename = "offTime")]
+        #[serde(default, rename = "offTime", skip_serializing_if = "Option::is_none")]
         off_time: Option<u64>,
-        #[serde(default, rename = "waitTime")]
+        #[serde(default, rename = "waitTime", skip_serializing_if = "Option::is_none")]
         wait_time: Option<u64>,
     },
 }
+
+/// An error reply's body (`{"ok": false, "error": …}`), also what `--output json` prints
+/// for any error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+/// A progress line of a PDU job (`{"v": 1, "progress": TEXT}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Progress {
+    pub progress: String,
+}
+
+/// `status`: the daemon, the reset path's counters, the live spec's size, the hardware.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReply {
+    pub status: super::supervisor::Status,
+    pub reset_path: ResetPathCounters,
+    pub live: LiveCounts,
+    pub hardware: Hardware,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResetPathCounters {
+    pub checks: u64,
+    pub resets: u64,
+    pub stopped: u64,
+    pub malformed: u64,
+    pub rejected_auth: u64,
+    pub replayed: u64,
+    pub send_errors: u64,
+    pub high_water_errors: u64,
+    pub replies_withheld: u64,
+    pub rate_limited: u64,
+    pub busy_dropped: u64,
+    pub socket_drops: u64,
+    pub receive_buffer: u64,
+}
+
+impl From<&crate::pipeline::Counters> for ResetPathCounters {
+    fn from(c: &crate::pipeline::Counters) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        ResetPathCounters {
+            checks: c.checks.load(Relaxed),
+            resets: c.resets.load(Relaxed),
+            stopped: c.stopped.load(Relaxed),
+            malformed: c.malformed.load(Relaxed),
+            rejected_auth: c.rejected_auth.load(Relaxed),
+            replayed: c.replayed.load(Relaxed),
+            send_errors: c.send_errors.load(Relaxed),
+            high_water_errors: c.high_water_errors.load(Relaxed),
+            replies_withheld: c.replies_withheld.load(Relaxed),
+            rate_limited: c.rate_limited.load(Relaxed),
+            busy_dropped: c.busy_dropped.load(Relaxed),
+            socket_drops: c.socket_drops.load(Relaxed),
+            receive_buffer: c.receive_buffer.load(Relaxed),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveCounts {
+    pub management_servers: usize,
+    pub servers: usize,
+    pub systems: usize,
+    pub pdus: usize,
+}
+
+/// The hardware watch's view (SPEC §8 status tables). The pipeline builds it as JSON; the
+/// daemon reads it into this type before answering (unknown fields refused), so the shape
+/// on the wire is this one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Hardware {
+    pub mode: String,
+    pub peer_link: String,
+    pub interval_ms: Option<u64>,
+    pub rounds: u64,
+    pub last_poll_ago_ms: Option<u64>,
+    pub mservers: Vec<MserverHealth>,
+    pub servers: Vec<ServerHealth>,
+    pub pdus: Vec<PduHealth>,
+}
+
+/// A link: `OK`, `NG` (with the reason) or `--` (not configured, or not polled yet).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkView {
+    pub link: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MserverHealth {
+    pub name: String,
+    pub bmc_address: String,
+    pub role: String,
+    pub status: String,
+    pub bmc: LinkView,
+    pub pdu: LinkView,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServerHealth {
+    pub name: String,
+    pub power: String,
+    pub bmc: LinkView,
+    pub pdu: LinkView,
+    pub vmware: LinkView,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guests: Option<Vec<GuestHealth>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GuestHealth {
+    pub name: String,
+    pub power: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PduHealth {
+    pub address: String,
+    pub model: String,
+    pub firmware: Option<String>,
+    pub outlet_count: Option<u64>,
+    pub link: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub outlets: Vec<OutletHealth>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutletHealth {
+    pub outlet: u16,
+    /// `Enable` (powered), `Disable` (cut) or `--`.
+    pub status: String,
+    /// `on`, `off`, `changing`, `NG` or `--`.
+    pub state: String,
+    /// `P` (a server) or `M` (a management server).
+    pub kind: String,
+    pub server: String,
+    pub forced_reset: bool,
+}
+
+/// `get`: the live spec, masked, as YAML text and as JSON, and the live facts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GetReply {
+    /// Normalized YAML, secrets masked.
+    pub spec: String,
+    /// The same spec as JSON (its normalized form, secrets masked).
+    pub settings: Value,
+    pub facts: FactsView,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FactsView {
+    pub monitors_active: BTreeSet<String>,
+    pub resetting: BTreeSet<String>,
+}
+
+/// `plan` / `apply`: a spec refused as invalid, a dry run, or an applied reload.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReloadReply {
+    pub valid: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<RemoteDiagnostic>,
+    #[serde(default)]
+    pub dry_run: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    #[serde(default)]
+    pub plan: String,
+    #[serde(default)]
+    pub summary: String,
+    #[serde(default)]
+    pub changes: usize,
+    /// The reload completed (for a dry run: would complete).
+    #[serde(default)]
+    pub completed: bool,
+    /// A dry run's plan as JSON: one object per change (`haconn diff --output json`).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub plan_changes: Value,
+}
+
+/// A diagnostic as the daemon sends it (`validate --format json`'s shape).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoteDiagnostic {
+    pub severity: String,
+    pub code: String,
+    pub path: String,
+    pub line: Option<u64>,
+    pub column: Option<u64>,
+    pub message: String,
+}
+
+impl RemoteDiagnostic {
+    pub fn of(d: &crate::spec::diag::Diagnostic) -> RemoteDiagnostic {
+        RemoteDiagnostic {
+            severity: match d.severity {
+                crate::spec::diag::Severity::Error => "error",
+                crate::spec::diag::Severity::Warning => "warning",
+            }
+            .to_string(),
+            code: d.code.to_string(),
+            path: d.path.to_string(),
+            line: d.pos.map(|p| p.line as u64),
+            column: d.pos.map(|p| p.column as u64),
+            message: d.message.clone(),
+        }
+    }
+
+    /// The local one-line form: `FILE:LINE:COL: severity[code]: path: message`.
+    pub fn render(&self, file: &str) -> String {
+        let mut s = file.to_string();
+        if let (Some(l), Some(c)) = (self.line, self.column) {
+            s.push_str(&format!(":{l}:{c}"));
+        }
+        let sep = if self.path.is_empty() { "" } else { ": " };
+        format!(
+            "{s}: {}[{}]: {}{sep}{}",
+            self.severity, self.code, self.path, self.message
+        )
+    }
+}
+
+/// `hamonitor`: one row per system of the live spec (or of the name asked for).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HamonitorReply {
+    pub monitors: Vec<MonitorRow>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitorRow {
+    pub system: String,
+    /// The server it runs on; null for a monitor of a system a reload removed.
+    pub server: Option<String>,
+    /// `P` (physical), `V` (guest) or `-` (not in the live spec).
+    pub kind: String,
+    pub subsystem: Option<u32>,
+    /// normal / reset / dump / reboot / poff / error, or `----` with no monitor.
+    pub state: String,
+    pub ip: Option<IpAddr>,
+    pub port: Option<u16>,
+    pub pair: Option<u32>,
+    pub last_check_ms_ago: Option<u64>,
+}
+
+/// `serverReset`: the pipeline accepted the test reset.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerResetReply {
+    pub accepted: bool,
+    pub system: String,
+    pub subsystem: u32,
+}
+
+/// `serverIpdu` / `mserverIpdu`: every switch was confirmed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PduJobReply {
+    pub server: String,
+    pub summary: String,
+}
+
+/// `ipduSetting`: the PDU settings of every management server and server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IpduSettingReply {
+    pub settings: Vec<IpduSettingRow>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpduSettingRow {
+    pub name: String,
+    /// `P` (server) or `M` (management server).
+    pub kind: String,
+    /// PDU forced reset on or off; null when the object has no `ipdu` block.
+    pub ipdusd: Option<bool>,
+    pub timeout: Option<u64>,
+    pub recovery_time: Option<u64>,
+    pub outlets: Vec<OutletRef>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutletRef {
+    pub pdu: IpAddr,
+    pub outlet: u16,
+}
+
+/// An empty `ok` reply (`simulate`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Empty {}
 
 /// Parses one request line; `Err` is the error response to send.
 pub fn parse(line: &[u8]) -> Result<Request, Value> {
@@ -101,7 +422,9 @@ pub fn error(code: &str, message: &str) -> Value {
     json!({"v": VERSION, "ok": false, "error": {"code": code, "message": message}})
 }
 
-pub fn ok(mut fields: Value) -> Value {
+/// An `ok` reply carrying `body`'s fields.
+pub fn ok(body: &impl Serialize) -> Value {
+    let mut fields = serde_json::to_value(body).expect("reply serializes");
     fields["v"] = VERSION.into();
     fields["ok"] = true.into();
     fields

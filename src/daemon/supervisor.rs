@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::log::LogFile;
@@ -21,7 +21,7 @@ use crate::watch::FileEvent;
 use super::state::StateDir;
 
 /// Where a reload came from; shown in logs and status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Origin {
     /// `haconn apply` over the control socket.
@@ -59,6 +59,10 @@ pub enum ReloadReply {
         plan: String,
         summary: String,
         changes: usize,
+        /// Whether the reload would complete (its summary says `completed.`).
+        completed: bool,
+        /// The plan as JSON ([`Plan::to_value`]).
+        plan_changes: serde_json::Value,
     },
     Applied {
         plan: String,
@@ -69,7 +73,7 @@ pub enum ReloadReply {
     Failed(String),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LastReload {
     pub at: String,
@@ -79,7 +83,7 @@ pub struct LastReload {
 }
 
 /// What `status` shows; updated by the supervisor, read by anyone.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
     pub spec_file: String,
@@ -89,6 +93,10 @@ pub struct Status {
     /// Set when haconn runs on a fallback (the spec file was invalid at start).
     pub degraded: Option<String>,
     pub watching: bool,
+    /// The daemon drives simulated BMCs, PDUs and ESXi hosts (`--simulate-hardware`, labs):
+    /// nothing it shows or does touches real hardware.
+    #[serde(default)]
+    pub simulated_hardware: bool,
     pub reloads: u64,
     pub last_reload: Option<LastReload>,
     /// The last spec content the file watcher or SIGHUP saw that was refused, and why.
@@ -216,11 +224,14 @@ pub async fn reload(shared: &Shared, text: &[u8], origin: Origin, dry_run: bool)
     let live = shared.pipeline.live();
     let p = plan(&live, &desired, &facts);
     if dry_run {
+        let outcome = predicted(&p, &live, &desired, &shared.local);
         return ReloadReply::Planned {
             diff: crate::spec::render::unified_diff(&live, &desired, "live", "desired"),
             plan: p.render(),
-            summary: predicted(&p, &live, &desired, &shared.local).render(),
+            summary: outcome.render(),
             changes: p.changes.len(),
+            completed: outcome.completed(),
+            plan_changes: p.to_value(),
         };
     }
     let _ = sd_notify::notify(&[

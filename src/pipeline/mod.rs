@@ -576,7 +576,18 @@ impl Shell {
             self.health.forget(&probe);
             return;
         };
-        let Some(loss) = self.health.record(&spec, probe, answer) else {
+        let loss = self.health.record(&spec, probe, answer);
+        // Link changes and lost fencing ability: once per change, to the error log and
+        // the system log (stderr, journald under systemd).
+        for note in self.health.take_notes(&spec) {
+            match note.level {
+                tracing::Level::ERROR => tracing::error!("{}", note.text),
+                tracing::Level::WARN => tracing::warn!("{}", note.text),
+                _ => tracing::info!("{}", note.text),
+            }
+            self.error_log.line(note.text);
+        }
+        let Some(loss) = loss else {
             return;
         };
         for (system, _guest) in loss.systems {

@@ -120,6 +120,16 @@ pub struct PowerLoss {
     pub what: String,
 }
 
+/// A change the operator must hear of: a link going NG or coming back, a system that
+/// can no longer be reset or can again. Made once per change, never per poll; the shell
+/// writes it to the error log and the system log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchNote {
+    /// Losing the ability to fence is a warning; a link going NG an error; recoveries info.
+    pub level: tracing::Level,
+    pub text: String,
+}
+
 /// Everything the watch knows, owned by the pipeline thread.
 #[derive(Debug, Default)]
 pub struct Health {
@@ -127,6 +137,25 @@ pub struct Health {
     pdus: HashMap<IpAddr, PduSeen>,
     in_flight: HashSet<Probe>,
     rounds: u64,
+    /// Link changes since [`Health::take_notes`] last ran.
+    notes: Vec<WatchNote>,
+    /// Systems last found not resettable, with why.
+    not_resettable: BTreeMap<String, String>,
+}
+
+/// A note for a link that went NG or came back (`None` for Unknown → OK and NG → NG).
+fn link_note(device: String, before: &Link, after: &Link) -> Option<WatchNote> {
+    match (before.is_ng(), after) {
+        (false, Link::Ng(why)) => Some(WatchNote {
+            level: tracing::Level::ERROR,
+            text: format!("{device}: link NG: {why}"),
+        }),
+        (true, Link::Ok) => Some(WatchNote {
+            level: tracing::Level::INFO,
+            text: format!("{device}: link OK again"),
+        }),
+        _ => None,
+    }
 }
 
 impl Health {
@@ -156,6 +185,52 @@ impl Health {
             })
     }
 
+    /// The link changes noted since the last call, then every system that became not
+    /// resettable (a warning: the cluster cannot fence it) or resettable again.
+    pub fn take_notes(&mut self, spec: &Spec) -> Vec<WatchNote> {
+        let mut notes = std::mem::take(&mut self.notes);
+        if notes.is_empty() {
+            return notes;
+        }
+        let mut now = BTreeMap::new();
+        let mut all = HashSet::new();
+        for s in spec.servers.values() {
+            let systems: Vec<(String, Option<&str>)> = match &s.esxi {
+                None => vec![(s.name.to_string(), None)],
+                Some(e) => e
+                    .guests
+                    .iter()
+                    .map(|g| (g.to_string(), Some(g.as_str())))
+                    .collect(),
+            };
+            for (system, vm) in systems {
+                all.insert(system.clone());
+                let v = self.resettable(s, vm);
+                if !v.resettable {
+                    now.insert(system, v.problem.unwrap_or_default());
+                }
+            }
+        }
+        for (system, why) in &now {
+            if !self.not_resettable.contains_key(system) {
+                notes.push(WatchNote {
+                    level: tracing::Level::WARN,
+                    text: format!("{system} is not resettable: {why}"),
+                });
+            }
+        }
+        for system in self.not_resettable.keys() {
+            if !now.contains_key(system) && all.contains(system) {
+                notes.push(WatchNote {
+                    level: tracing::Level::INFO,
+                    text: format!("{system} is resettable again"),
+                });
+            }
+        }
+        self.not_resettable = now;
+        notes
+    }
+
     /// A poll whose device left the spec while it ran.
     pub fn forget(&mut self, probe: &Probe) {
         self.in_flight.remove(probe);
@@ -180,6 +255,11 @@ impl Health {
                     (Ok(_), _) | (_, Some(_)) => Link::Ok,
                     (Err(e), None) => Link::Ng(e.to_string()),
                 };
+                self.notes.extend(link_note(
+                    format!("PDU {addr}"),
+                    &self.pdu_link(*addr),
+                    &link,
+                ));
                 self.pdus.insert(
                     *addr,
                     PduSeen {
@@ -196,15 +276,10 @@ impl Health {
                 None
             }
             (Answer::Guests(r), Probe::Host(server)) => {
-                let vms: Vec<String> = spec
-                    .servers
-                    .get(server.as_str())?
-                    .esxi
-                    .as_ref()?
-                    .guests
-                    .iter()
-                    .map(|g| g.to_string())
-                    .collect();
+                let host = spec.servers.get(server.as_str())?;
+                let esxi = host.esxi.as_ref()?;
+                let link_before = self.esxi(host);
+                let vms: Vec<String> = esxi.guests.iter().map(|g| g.to_string()).collect();
                 let mut lost = Vec::new();
                 for vm in vms {
                     let answer = match &r {
@@ -220,6 +295,9 @@ impl Health {
                         lost.extend(loss.systems);
                     }
                 }
+                let device = format!("ESXi host {} of {server}", esxi.address);
+                let after = self.esxi(host);
+                self.notes.extend(link_note(device, &link_before, &after));
                 (!lost.is_empty()).then(|| PowerLoss {
                     what: format!(
                         "ESXi host of {server} reports {} powered off",
@@ -241,6 +319,23 @@ impl Health {
                     .filter(|p| p.from == from)
                     .and_then(|p| p.last);
                 let power = r.as_ref().ok().copied();
+                // A guest's link is its host's, noted once per host by the `Host` poll.
+                let device = match &probe {
+                    Probe::ServerBmc(n) => Some(format!("BMC {} of {n}", from.0)),
+                    Probe::MserverBmc(n) => {
+                        Some(format!("BMC {} of management server {n}", from.0))
+                    }
+                    _ => None,
+                };
+                if let Some(device) = device {
+                    let link_before = self
+                        .power
+                        .get(&probe)
+                        .filter(|p| p.from == from)
+                        .map_or(Link::Unknown, Powered::link);
+                    self.notes
+                        .extend(link_note(device, &link_before, &Link::of(&r)));
+                }
                 self.power.insert(
                     probe.clone(),
                     Powered {
@@ -715,6 +810,80 @@ servers:
 
     fn dead(what: &str) -> BackendError {
         BackendError::unreachable(what, "no answer within 2000 ms")
+    }
+
+    /// Issue 18.3: a link going NG, and coming back, is noted once per change with the
+    /// reason, not once per poll; a system that can no longer be reset is a warning.
+    #[test]
+    fn link_changes_are_noted_once_per_change() {
+        let spec = spec(SPEC);
+        let texts = |h: &mut Health| -> Vec<(tracing::Level, String)> {
+            h.take_notes(&spec)
+                .into_iter()
+                .map(|n| (n.level, n.text))
+                .collect()
+        };
+        let mut h = Health::default();
+        // The first OK is no change.
+        h.record(&spec, bmc("node2"), on());
+        assert_eq!(texts(&mut h), []);
+        for _ in 0..3 {
+            h.record(
+                &spec,
+                bmc("node2"),
+                Answer::Power(Err(dead("BMC 127.0.0.12"))),
+            );
+        }
+        assert_eq!(
+            texts(&mut h),
+            [
+                (
+                    tracing::Level::ERROR,
+                    "BMC 127.0.0.12 of node2: link NG: BMC 127.0.0.12 unreachable: no answer within 2000 ms".to_string()
+                ),
+                (
+                    tracing::Level::WARN,
+                    "node2 is not resettable: BMC: BMC 127.0.0.12 unreachable: no answer within 2000 ms".to_string()
+                ),
+            ]
+        );
+        h.record(
+            &spec,
+            bmc("node2"),
+            Answer::Power(Err(dead("BMC 127.0.0.12"))),
+        );
+        assert_eq!(texts(&mut h), []);
+        h.record(&spec, bmc("node2"), on());
+        h.record(&spec, bmc("node2"), on());
+        assert_eq!(
+            texts(&mut h),
+            [
+                (
+                    tracing::Level::INFO,
+                    "BMC 127.0.0.12 of node2: link OK again".to_string()
+                ),
+                (
+                    tracing::Level::INFO,
+                    "node2 is resettable again".to_string()
+                ),
+            ]
+        );
+        // A PDU: NG at the first poll is a change.
+        let pdu = Probe::Pdu("127.0.0.31".parse().unwrap());
+        let pdu_dead = || Answer::Pdu {
+            info: Err(dead("PDU 127.0.0.31")),
+            outlets: vec![],
+        };
+        h.record(&spec, pdu.clone(), pdu_dead());
+        h.record(&spec, pdu.clone(), pdu_dead());
+        assert_eq!(
+            texts(&mut h),
+            [(
+                tracing::Level::ERROR,
+                "PDU 127.0.0.31: link NG: PDU 127.0.0.31 unreachable: no answer within 2000 ms"
+                    .to_string()
+            )]
+        );
     }
 
     #[test]

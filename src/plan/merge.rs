@@ -4,9 +4,13 @@
 //! desired one, a refused change leaves the live object as it was. Mixing old and new
 //! objects can break a rule that held in both specs (a server kept with a link to a
 //! PDU whose delete went in, an added server on an outlet a refused change still
-//! holds, a limit passed because a delete was refused but an add was not), so the
-//! merged spec is checked and the accepted change responsible for each break is
-//! refused too, until the merge is consistent. The result is always a valid spec.
+//! holds, a limit passed because a delete was refused but an add was not, a PDU added
+//! while the SNMP community it needs waits for a restart), so the merged spec is checked
+//! and the accepted change responsible for each break is refused too, naming the refused
+//! change it depends on where there is one ("depends on snmp: needs restart"), until the
+//! merge is consistent. Last, the merged spec is rendered as the state file and validated
+//! again: if that ever failed, every change would be refused rather than a spec the daemon
+//! would refuse at its next start be kept. The result is always a valid spec.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -21,6 +25,11 @@ pub struct Merged {
     pub spec: Spec,
     pub results: Vec<Result<(), Refusal>>,
 }
+
+/// The start of the refusal given to every change when the merged spec, against every
+/// expectation, does not validate (the property test in tests/it/merge.rs checks it never
+/// happens).
+pub const NOT_VALID: &str = "the merged spec would not validate";
 
 /// Merges `desired` into `live` for the changes `decide` accepts. Changes that need a
 /// restart are never accepted, whatever `decide` says.
@@ -43,21 +52,57 @@ pub fn merge(
         let spec = build(live, desired, plan, &results);
         let breaks = conflicts(&spec, plan, &results);
         if breaks.is_empty() {
+            if let Some(why) = revalidate(&spec, live, &results) {
+                break_all(&mut results, &why);
+                return Merged {
+                    spec: live.clone(),
+                    results,
+                };
+            }
             return Merged { spec, results };
         }
         for (i, why) in breaks {
-            results[i] = Err(Refusal::Conflict(why));
+            results[i] = Err(why);
         }
     }
     // Unreachable in practice: with every change refused the merge is the live spec.
-    let results = plan
-        .changes
-        .iter()
-        .map(|_| Err(Refusal::Failed("could not merge consistently".into())))
-        .collect();
+    break_all(&mut results, "could not merge consistently");
     Merged {
         spec: live.clone(),
         results,
+    }
+}
+
+fn break_all(results: &mut [Result<(), Refusal>], why: &str) {
+    for r in results.iter_mut().filter(|r| r.is_ok()) {
+        *r = Err(Refusal::Failed(why.to_string()));
+    }
+}
+
+/// The state file of a merged spec must load as that same spec. When every change went in
+/// the merge is the (validated) desired spec, and when none did it is the live one: only a
+/// partial merge is checked, so a plain reload costs no second validation.
+fn revalidate(spec: &Spec, live: &Spec, results: &[Result<(), Refusal>]) -> Option<String> {
+    let partial = results.iter().any(|r| r.is_ok()) && results.iter().any(|r| r.is_err());
+    if !partial || spec == live {
+        return None;
+    }
+    let text = crate::spec::render::state_yaml(spec);
+    let again = crate::spec::check_bytes(text.as_bytes(), crate::spec::CheckOptions::default());
+    match again.spec {
+        Some(s) if s == *spec => None,
+        Some(_) => Some(format!(
+            "{NOT_VALID} (its state file reads back differently)"
+        )),
+        None => {
+            let first = again
+                .diagnostics
+                .iter()
+                .find(|d| d.severity == crate::spec::diag::Severity::Error)
+                .map(|d| format!("{}: {}", d.path, d.message))
+                .unwrap_or_default();
+            Some(format!("{NOT_VALID} ({first})"))
+        }
     }
 }
 
@@ -113,14 +158,71 @@ fn build(live: &Spec, desired: &Spec, plan: &Plan, results: &[Result<(), Refusal
 }
 
 /// The accepted changes that break a rule in the merged spec, with the reason.
-fn conflicts(spec: &Spec, plan: &Plan, results: &[Result<(), Refusal>]) -> BTreeMap<usize, String> {
+fn conflicts(
+    spec: &Spec,
+    plan: &Plan,
+    results: &[Result<(), Refusal>],
+) -> BTreeMap<usize, Refusal> {
     let accepted = |kind: ObjectKind, name: &str| {
         plan.changes
             .iter()
             .zip(results)
             .position(|(c, r)| r.is_ok() && c.kind == kind && c.name == name)
     };
+    // The refusal of a refused change of this object, if the plan has one.
+    let refused = |kind: ObjectKind, name: &str| {
+        plan.changes
+            .iter()
+            .zip(results)
+            .find(|(c, _)| c.kind == kind && c.name == name)
+            .and_then(|(_, r)| r.clone().err())
+    };
+    let conflict = |why: String| Refusal::Conflict(why);
     let mut out = BTreeMap::new();
+
+    // PDUs need the SNMP community, a global setting that only changes with a restart.
+    if spec.community.is_none() && !spec.pdus.is_empty() {
+        let why = refused(ObjectKind::Global, "snmp").unwrap_or(Refusal::NeedsRestart);
+        for addr in spec.pdus.keys() {
+            if let Some(i) = accepted(ObjectKind::Pdu, &addr.to_string()) {
+                out.insert(
+                    i,
+                    Refusal::DependsOn {
+                        on: "snmp".into(),
+                        why: Box::new(why.clone()),
+                    },
+                );
+            }
+        }
+    }
+
+    // A user-defined PDU model has one definition: PDUs kept from the live spec and PDUs
+    // taken from the desired one may not disagree on it.
+    let mut models: HashMap<&str, (IpAddr, &crate::spec::pdu_model::PduModel)> = HashMap::new();
+    for p in spec.pdus.values().filter(|p| !p.model.builtin) {
+        match models.get(p.model.name.as_str()) {
+            Some((other, m)) if *m != &p.model => {
+                let culprit = accepted(ObjectKind::Pdu, &p.address.to_string())
+                    .map(|i| (i, *other))
+                    .or_else(|| {
+                        accepted(ObjectKind::Pdu, &other.to_string()).map(|i| (i, p.address))
+                    });
+                if let Some((i, kept)) = culprit {
+                    out.insert(
+                        i,
+                        conflict(format!(
+                            "PDU model {} is still defined differently for PDU {kept}",
+                            p.model.name
+                        )),
+                    );
+                }
+            }
+            Some(_) => {}
+            None => {
+                models.insert(&p.model.name, (p.address, &p.model));
+            }
+        }
+    }
 
     // Outlet links: to a declared PDU, within its model, each outlet fed to one owner.
     let mut owners: HashMap<OutletLink, (ObjectKind, String)> = HashMap::new();
@@ -144,14 +246,21 @@ fn conflicts(spec: &Spec, plan: &Plan, results: &[Result<(), Refusal>]) -> BTree
                 .is_some_and(|p| link.outlet <= p.model.outlets);
             if !fits {
                 if let Some(i) = accepted(kind, &name) {
-                    out.insert(
-                        i,
-                        format!("needs PDU {} whose change was not applied", link.pdu),
-                    );
+                    let why = match refused(ObjectKind::Pdu, &link.pdu.to_string()) {
+                        Some(why) => Refusal::DependsOn {
+                            on: format!("pdu {}", link.pdu),
+                            why: Box::new(why),
+                        },
+                        None => conflict(format!(
+                            "needs PDU {} whose change was not applied",
+                            link.pdu
+                        )),
+                    };
+                    out.insert(i, why);
                 } else if let Some(i) = accepted(ObjectKind::Pdu, &link.pdu.to_string()) {
                     out.insert(
                         i,
-                        format!("still feeds {name}, whose change was not applied"),
+                        conflict(format!("still feeds {name}, whose change was not applied")),
                     );
                 }
                 continue;
@@ -159,7 +268,10 @@ fn conflicts(spec: &Spec, plan: &Plan, results: &[Result<(), Refusal>]) -> BTree
             if let Some((other_kind, other)) = owners.get(link) {
                 let culprit = accepted(kind, &name).or_else(|| accepted(*other_kind, other));
                 if let Some(i) = culprit {
-                    out.insert(i, format!("outlet {link} is still used by {other}"));
+                    out.insert(
+                        i,
+                        conflict(format!("outlet {link} is still used by {other}")),
+                    );
                 }
                 continue;
             }
@@ -167,7 +279,16 @@ fn conflicts(spec: &Spec, plan: &Plan, results: &[Result<(), Refusal>]) -> BTree
         }
     }
 
-    // BMC addresses and system names stay unique.
+    // BMC addresses and system names stay unique. Either holder may be the accepted
+    // change that brought the clash (the other one kept by a refusal).
+    let clash = |out: &mut BTreeMap<usize, Refusal>, what: String, this: &str, other: &str| {
+        let culprit = accepted(ObjectKind::PhysicalServer, this)
+            .map(|i| (i, other))
+            .or_else(|| accepted(ObjectKind::PhysicalServer, other).map(|i| (i, this)));
+        if let Some((i, holder)) = culprit {
+            out.insert(i, conflict(format!("{what} is still used by {holder}")));
+        }
+    };
     let mut bmcs: HashMap<IpAddr, String> = spec
         .management_servers
         .values()
@@ -176,12 +297,12 @@ fn conflicts(spec: &Spec, plan: &Plan, results: &[Result<(), Refusal>]) -> BTree
     let mut systems: HashMap<String, String> = HashMap::new();
     for s in spec.servers.values() {
         let name = s.name.to_string();
-        if let Some(other) = bmcs.insert(s.bmc.address, name.clone())
-            && let Some(i) = accepted(ObjectKind::PhysicalServer, &name)
-        {
-            out.insert(
-                i,
-                format!("BMC address {} is still used by {other}", s.bmc.address),
+        if let Some(other) = bmcs.insert(s.bmc.address, name.clone()) {
+            clash(
+                &mut out,
+                format!("BMC address {}", s.bmc.address),
+                &name,
+                &other,
             );
         }
         let guests = s
@@ -189,10 +310,8 @@ fn conflicts(spec: &Spec, plan: &Plan, results: &[Result<(), Refusal>]) -> BTree
             .iter()
             .flat_map(|e| e.guests.iter().map(|g| g.to_string()));
         for system in std::iter::once(name.clone()).chain(guests) {
-            if let Some(other) = systems.insert(system.clone(), name.clone())
-                && let Some(i) = accepted(ObjectKind::PhysicalServer, &name)
-            {
-                out.insert(i, format!("system name {system} is still used by {other}"));
+            if let Some(other) = systems.insert(system.clone(), name.clone()) {
+                clash(&mut out, format!("system name {system}"), &name, &other);
             }
         }
     }
@@ -218,8 +337,10 @@ fn conflicts(spec: &Spec, plan: &Plan, results: &[Result<(), Refusal>]) -> BTree
         if let Some(i) = add {
             out.insert(
                 i,
-                "would pass the limits of the live spec (a delete or a scale change was not applied)"
-                    .into(),
+                conflict(
+                    "would pass the limits of the live spec (a delete or a scale change was not applied)"
+                        .into(),
+                ),
             );
         }
     }

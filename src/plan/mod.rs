@@ -116,6 +116,11 @@ pub enum Refusal {
     ResetInProgress,
     /// Applying it next to the changes that were refused would break the spec's rules.
     Conflict(String),
+    /// It needs another change (`on`: `snmp`, `pdu 192.0.2.1`, …) that was refused.
+    DependsOn {
+        on: String,
+        why: Box<Refusal>,
+    },
     Failed(String),
 }
 
@@ -126,6 +131,7 @@ impl fmt::Display for Refusal {
             Refusal::MonitorActive => f.write_str("HA monitor active"),
             Refusal::ResetInProgress => f.write_str("reset in progress"),
             Refusal::Conflict(why) => write!(f, "conflict: {why}"),
+            Refusal::DependsOn { on, why } => write!(f, "depends on {on}: {why}"),
             Refusal::Failed(why) => write!(f, "failed: {why}"),
         }
     }
@@ -457,20 +463,65 @@ fn diff_values(path: &str, old: Option<&Value>, new: Option<&Value>, out: &mut V
     });
 }
 
-/// A value on one line: plain for scalars, compact JSON for the rest.
+/// A value on one line: plain for scalars, compact JSON for the rest, with every inline
+/// secret inside it shown as `(secret)` (never the comparison fingerprint).
 fn show(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
+    fn mask(v: &Value) -> Value {
+        match v {
+            Value::String(s) if s.starts_with(SECRET_FINGERPRINT) => "(secret)".into(),
+            Value::Array(a) => a.iter().map(mask).collect(),
+            Value::Object(o) => o.iter().map(|(k, v)| (k.clone(), mask(v))).collect(),
+            other => other.clone(),
+        }
+    }
+    match mask(v) {
+        Value::String(s) => s,
         other => other.to_string(),
     }
 }
 
 impl Plan {
+    /// The plan as JSON for `--output json`: one object per change (`kind`, `name`, `op`,
+    /// `renamedFrom`, `class`, `fields` with `path`/`old`/`new`, `result`: `ok` or why it
+    /// would be refused). Secrets are never shown, as in [`Plan::render`].
+    pub fn to_value(&self) -> Value {
+        let changes: Vec<Value> = self
+            .changes
+            .iter()
+            .map(|c| {
+                let fields: Vec<Value> = c
+                    .fields
+                    .iter()
+                    .map(|f| {
+                        if f.secret {
+                            serde_json::json!({"path": f.path, "secretChanged": true})
+                        } else {
+                            serde_json::json!({"path": f.path, "old": f.old, "new": f.new})
+                        }
+                    })
+                    .collect();
+                serde_json::json!({
+                    "kind": c.kind.label(),
+                    "name": c.name,
+                    "op": c.op.to_string(),
+                    "renamedFrom": c.renamed_from,
+                    "class": c.class.to_string(),
+                    "fields": fields,
+                    "result": match &c.predicted {
+                        Ok(()) => "ok".to_string(),
+                        Err(r) => r.to_string(),
+                    },
+                })
+            })
+            .collect();
+        Value::Array(changes)
+    }
+
     /// The plan in `terraform plan` style: one line per object, its fields below.
     pub fn render(&self) -> String {
         let mut s = String::new();
         if self.changes.is_empty() {
-            s.push_str("No changes. The live configuration matches the spec.\n");
+            s.push_str("No changes.\n");
             return s;
         }
         for c in &self.changes {

@@ -3,6 +3,7 @@
 //! code and that the message names the problem and where it is.
 
 use crate::support::harness as support;
+use crate::support::run;
 use crate::support::secret_leaks;
 
 use std::time::{Duration, Instant};
@@ -793,9 +794,7 @@ fn diff(old: &str, new: &str) -> Output {
 
 #[test]
 fn diff_of_a_reordered_spec_is_no_change() {
-    diff(BASE, REORDERED)
-        .status(0)
-        .stdout_is("No changes. The live configuration matches the spec.\n");
+    diff(BASE, REORDERED).status(0).stdout_is("No changes.\n");
 }
 
 #[test]
@@ -899,5 +898,195 @@ fn no_secret_field_ever_shows_in_validate() {
                 );
             }
         }
+    }
+}
+
+// ---- a closed pipe (issue 18.6) --------------------------------------------------------
+
+/// Every command that works without a daemon, its stdout a pipe nobody reads (`| head`):
+/// no panic, no "Broken pipe" message, and the exit code its work earned.
+#[test]
+fn every_offline_command_is_quiet_on_a_closed_pipe() {
+    let examples = repo().join("examples");
+    let ex = |f: &str| examples.join(f).display().to_string();
+    let (minimal, pdus) = (ex("minimal.yaml"), ex("pdus.yaml"));
+    let cases: Vec<(Vec<&str>, i32)> = vec![
+        (vec!["schema"], 0),
+        (vec!["validate", &minimal, &pdus], 0),
+        (vec!["validate", "--format", "json", &minimal], 0),
+        (vec!["diff", &minimal, &pdus], 2),
+        (vec!["--help"], 0),
+        (vec!["show", "--help"], 0),
+        (vec!["--version"], 0),
+        (vec!["lab", "--scenario", "dump", "--show-spec"], 0),
+    ];
+    for (args, code) in cases {
+        run::assert_quiet_on_epipe(&run::haconn_into_closed_pipe(&args), code);
+    }
+}
+
+// ---- exit codes (issue 18.7) -----------------------------------------------------------
+
+/// README.md's exit-code table is the one in the code (`UPDATE_EXPECT=1` rewrites it).
+#[test]
+fn readme_exit_code_table_is_the_codes() {
+    let path = repo().join("README.md");
+    let readme = std::fs::read_to_string(&path).unwrap();
+    let (open, close) = ("<!-- exit-codes -->\n", "<!-- /exit-codes -->");
+    let start = readme.find(open).expect("README has the exit-code markers") + open.len();
+    let end = readme
+        .find(close)
+        .expect("README has the exit-code end marker");
+    let want = haconn::cli::exit_code_table();
+    if std::env::var_os("UPDATE_EXPECT").is_some() {
+        let new = format!("{}{want}{}", &readme[..start], &readme[end..]);
+        std::fs::write(&path, new).unwrap();
+        return;
+    }
+    assert_eq!(
+        &readme[start..end],
+        want,
+        "README.md's exit-code table differs from src/cli/mod.rs (UPDATE_EXPECT=1 rewrites it)"
+    );
+}
+
+/// The codes the table promises, where they used to collide: a usage error of `diff` is
+/// 1, never 2 (= changes); a daemon that cannot be reached is 2 for every command.
+#[test]
+fn exit_codes_keep_their_meaning_across_commands() {
+    let t = || Test::new().file("a.yaml", BASE).file("b.yaml", BASE);
+    t().args(&["diff", "a.yaml"]).run().status(1);
+    t().args(&["diff", "a.yaml", "b.yaml", "--bogus"])
+        .run()
+        .status(1);
+    t().args(&["diff", "a.yaml", "missing.yaml"])
+        .run()
+        .status(1);
+    t().args(&["diff", "a.yaml", "b.yaml"]).run().status(0);
+    t().args(&["validate", "--bogus", "a.yaml"]).run().status(2);
+    t().args(&["validate", "missing.yaml"]).run().status(2);
+    let nobody = ["--control-socket", "nobody-here.sock"];
+    for cmd in [
+        &["show", "status"][..],
+        &["show", "hamonitor"],
+        &["show", "ipdu"],
+        &["apply", "--spec", "a.yaml"],
+        &["server", "reset", "node01", "--address", "1"],
+        &["server", "acrecovery", "node01"],
+    ] {
+        t().args(cmd).args(&nobody).run().status(2);
+    }
+}
+
+/// `--output json` is the spelling of `validate` too; `--format json` stays as an alias.
+#[test]
+fn validate_output_json_and_its_old_spelling_agree() {
+    let new = validate(BASE, &["--output", "json"]).status(0);
+    let old = validate(BASE, &["--format", "json"]).status(0);
+    let v: serde_json::Value = serde_json::from_str(&new.stdout).unwrap();
+    assert_eq!(v["valid"], true);
+    assert_eq!(new.stdout, old.stdout);
+}
+
+// ---- help texts (issue 18.10) ----------------------------------------------------------
+
+/// Every command says what it does, every argument is described, no help refers to a
+/// document users do not have ("SPEC §"), and every runnable command ends its help with
+/// its exit codes.
+#[test]
+fn every_command_and_argument_has_help_and_exit_codes() {
+    fn walk(cmd: &clap::Command, path: &str, problems: &mut Vec<String>) {
+        let here = format!("{path} {}", cmd.get_name()).trim().to_string();
+        if cmd.get_about().is_none() && here != "haconn" {
+            problems.push(format!("{here}: no description"));
+        }
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if arg.is_hide_set() || id == "help" || id == "version" {
+                continue;
+            }
+            match arg.get_help() {
+                None => problems.push(format!("{here} {id}: no help")),
+                Some(h) if h.to_string().contains("SPEC") => {
+                    problems.push(format!("{here} {id}: refers to SPEC"))
+                }
+                Some(_) => {}
+            }
+        }
+        let text = cmd.clone().render_long_help().to_string();
+        if text.contains("SPEC §") {
+            problems.push(format!("{here}: help refers to SPEC §"));
+        }
+        let runnable = !cmd.has_subcommands();
+        if runnable && here != "haconn" && !text.contains("Exit codes:") {
+            problems.push(format!("{here}: no exit codes in its help"));
+        }
+        for sub in cmd.get_subcommands() {
+            if sub.get_name() != "help" {
+                walk(sub, &here, problems);
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    let mut cmd = haconn::cli::command();
+    cmd.build();
+    walk(&cmd, "", &mut problems);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// `diff --output json`: the unified diff and one object per change; an error is JSON too.
+#[test]
+fn diff_output_json() {
+    let changed = BASE.replace("hispeed: 1500", "hispeed: 2000");
+    let run = Test::new()
+        .file("a.yaml", BASE)
+        .file("b.yaml", &changed)
+        .args(&["diff", "a.yaml", "b.yaml", "--output", "json"])
+        .run()
+        .status(2);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert!(
+        v["diff"].as_str().unwrap().contains("+hispeed: 2000"),
+        "{v:#}"
+    );
+    let c = &v["changes"][0];
+    assert_eq!(
+        (&c["kind"], &c["name"], &c["op"], &c["class"]),
+        (
+            &"global".into(),
+            &"hispeed".into(),
+            &"Change".into(),
+            &"needs restart".into()
+        ),
+        "{v:#}"
+    );
+    let run = Test::new()
+        .file("a.yaml", BASE)
+        .file("b.yaml", "apiVersion: haconn/v1\nservers: 3\n")
+        .args(&["diff", "a.yaml", "b.yaml", "--output", "json"])
+        .run()
+        .status(1);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "invalid", "{v:#}");
+}
+
+/// `node` speaks `--output json` too (`--json` kept as an alias); its errors are JSON then.
+#[test]
+fn node_output_json_errors_are_json() {
+    for flag in [&["--output", "json"][..], &["--json"]] {
+        let run = Test::new()
+            .args(&["node", "check", "--connector", "nonsense", "--system", "a"])
+            .args(&["--subsystem", "1"])
+            .args(flag)
+            .run()
+            .status(2);
+        let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("--connector nonsense"),
+            "{v:#}"
+        );
     }
 }

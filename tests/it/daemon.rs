@@ -12,8 +12,8 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use daemon_support::{
-    BASE_PORTS, Daemon, Entry, Prng, bmc_port, code_of, haconn, haconn_as, lab, pair, parse_log,
-    try_request,
+    BASE_PORTS, Daemon, Entry, Prng, assert_quiet_on_epipe, bmc_port, code_of, haconn, haconn_as,
+    haconn_into_closed_pipe, lab, pair, parse_log, try_request,
 };
 use haconn::spec::{CheckOptions, check_bytes};
 
@@ -391,7 +391,8 @@ fn a_crash_at_any_moment_leaves_a_complete_state_file() {
                 leftovers.is_empty(),
                 "round {round}: {leftovers:?} left behind"
             );
-            let line = serde_json::json!({"v": 1, "op": "apply", "spec": text}).to_string();
+            let line =
+                serde_json::json!({"v": 1, "op": "apply", "spec": text, "force": true}).to_string();
             let socket = d.socket();
             let apply = std::thread::spawn(move || try_request(&socket, &line));
             std::thread::sleep(delay);
@@ -548,8 +549,13 @@ fn the_daemon_refuses_to_start_with_nothing_valid() {
     // No state file at all.
     let d = Daemon::new("apiVersion: haconn/v1\nservers: 3\n");
     let spec = d.spec.display().to_string();
-    run_daemon(&d)
-        .code(1)
+    let run = run_daemon(&d);
+    assert_eq!(
+        run.stderr.matches("refusing to start").count(),
+        1,
+        "a startup error is printed once\n{run}"
+    );
+    run.code(1)
         .stderr_has("the spec file is invalid")
         .stderr_has(&spec)
         .stderr_has("no last applied spec in")
@@ -754,6 +760,14 @@ fn live_diff_falls_back_to_the_last_applied_spec_when_the_daemon_is_down() {
         .stderr_has("comparing with the last applied spec")
         .stdout_has("bmc.port: 17101 -> 16231");
     diff(&applied).code(0).stdout_has("No changes.");
+    // A change that needs a restart is no error with the daemon down: its start takes it.
+    let slower = d.write(
+        "slower.yaml",
+        &lab(17101, 16232).replace("hispeed: 1000", "hispeed: 2000"),
+    );
+    let run = diff(&slower);
+    run.code(2).stdout_has("global hispeed  [needs restart]");
+    assert!(!run.stdout.contains("=> Error"), "{run}");
 }
 
 /// Everything a daemon wrote: its stderr (journald under systemd) and every log file.
@@ -964,8 +978,10 @@ fn only_root_the_daemons_user_and_the_socket_group_are_served() {
     let sock = d.socket_arg();
     let status = ["show", "status", "--control-socket", sock.as_str()];
 
+    // Refused like a socket it may not open (EACCES): exit 2, "daemon unreachable or not
+    // serving".
     let run = haconn_as(NOBODY, NOBODY, &[], &status);
-    assert_eq!(run.code, Some(1), "{run}");
+    assert_eq!(run.code, Some(2), "{run}");
     assert!(run.stderr.contains("forbidden"), "{run}");
     let run = haconn_as(NOBODY, GROUP, &[], &status);
     assert_eq!(run.code, Some(0), "{run}");
@@ -981,7 +997,7 @@ fn only_root_the_daemons_user_and_the_socket_group_are_served() {
     let sock = d.socket_arg();
     let status = ["show", "status", "--control-socket", sock.as_str()];
     let run = haconn_as(NOBODY, GROUP, &[GROUP], &status);
-    assert_eq!(run.code, Some(1), "{run}");
+    assert_eq!(run.code, Some(2), "{run}");
     assert!(run.stderr.contains("forbidden"), "{run}");
     d.haconn(&["show", "status"]).code(0);
 }
@@ -1076,4 +1092,350 @@ fn an_unreadable_secret_file_says_permission_denied_and_nothing_else() {
         "{run}"
     );
     haconn(&["validate", "--resolve-secrets", &spec]).code(0);
+}
+
+/// Every command that talks to the daemon, its stdout a pipe nobody reads
+/// (`haconn show status | head -1`): no panic, no "Broken pipe", its normal exit code.
+#[test]
+fn every_daemon_command_is_quiet_on_a_closed_pipe() {
+    let d = Daemon::new(&lab(16231, 16232)).start();
+    let spec = d.path("cluster.yaml").display().to_string();
+    let state = d.state_dir().display().to_string();
+    let sock = d.socket_arg();
+    let cases: Vec<(Vec<&str>, i32)> = vec![
+        (vec!["show", "status"], 0),
+        (vec!["show", "status", "--output", "json"], 0),
+        (vec!["show", "settings"], 0),
+        (vec!["show", "hamonitor"], 0),
+        (vec!["show", "ipdu"], 0),
+        (vec!["show", "ipdu-setting"], 0),
+        (vec!["apply", "--spec", &spec, "--dry-run"], 0),
+        (vec!["apply", "--spec", &spec], 0),
+        (vec!["diff", "--spec", &spec, "--state-dir", &state], 0),
+    ];
+    for (mut args, code) in cases {
+        args.extend(["--control-socket", &sock]);
+        assert_quiet_on_epipe(&haconn_into_closed_pipe(&args), code);
+    }
+}
+
+/// `apply --dry-run` of a reload that would fail (a hispeed change needs a restart) exits
+/// 1, as the real reload would; one that would complete exits 0.
+#[test]
+fn a_dry_run_of_a_failing_reload_exits_non_zero() {
+    let d = Daemon::new(&lab(16231, 16232)).start();
+    let slower = d.write(
+        "slower.yaml",
+        &lab(16231, 16232).replace("hispeed: 1000", "hispeed: 2000"),
+    );
+    d.haconn(&[
+        "apply",
+        "--spec",
+        &slower.display().to_string(),
+        "--dry-run",
+    ])
+    .code(1)
+    .stdout_has("-- HA monitor connector reload : failed. --");
+    let fine = d.write("fine.yaml", &lab(17021, 16232));
+    d.haconn(&["apply", "--spec", &fine.display().to_string(), "--dry-run"])
+        .code(0);
+}
+
+/// `--output json` (issue 18.8): every `show` prints the reply without the socket's
+/// `v`/`ok` envelope, with its documented top-level fields; `show settings` is the live
+/// spec as JSON; `--json` is still accepted; an error is a JSON object when JSON was asked.
+#[test]
+fn json_output_has_no_envelope_and_errors_are_json() {
+    let d = Daemon::new(&lab(16231, 16232)).start();
+    let json = |args: &[&str], code: i32| -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["--output", "json"]);
+        let run = d.haconn(&a);
+        run.code(code);
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e})\n{run}"))
+    };
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    let status = json(&["show", "status"], 0);
+    assert_eq!(keys(&status), ["hardware", "live", "resetPath", "status"]);
+    assert_eq!(
+        keys(&status["hardware"]),
+        [
+            "intervalMs",
+            "lastPollAgoMs",
+            "mode",
+            "mservers",
+            "pdus",
+            "peerLink",
+            "rounds",
+            "servers"
+        ]
+    );
+    assert_eq!(keys(&json(&["show", "hamonitor"], 0)), ["monitors"]);
+    assert_eq!(keys(&json(&["show", "ipdu"], 0)), ["pdus"]);
+    assert_eq!(keys(&json(&["show", "ipdu-setting"], 0)), ["settings"]);
+    let settings = json(&["show", "settings"], 0);
+    assert_eq!(settings["apiVersion"], "haconn/v1");
+    assert_eq!(settings["servers"][0]["name"], "labnode01");
+    assert_eq!(settings["servers"][0]["bmc"]["password"], "********");
+    let spec = d.path("cluster.yaml").display().to_string();
+    let applied = json(&["apply", "--spec", &spec, "--dry-run"], 0);
+    assert_eq!(applied["valid"], true);
+    assert_eq!(applied["completed"], true);
+    assert!(applied.get("ok").is_none() && applied.get("v").is_none());
+    let other = d.write("other.yaml", &lab(17021, 16232));
+    let diff = json(&["diff", "--spec", &other.display().to_string()], 2);
+    assert_eq!(diff["changes"][0]["name"], "labnode01", "{diff:#}");
+    assert_eq!(
+        diff["changes"][0]["fields"][0]["path"], "bmc.port",
+        "{diff:#}"
+    );
+
+    // Old spelling.
+    let old = d.haconn(&["show", "status", "--json"]);
+    old.code(0);
+    let v: serde_json::Value = serde_json::from_str(&old.stdout).unwrap();
+    assert!(v.get("ok").is_none() && v.get("v").is_none(), "{old}");
+
+    // Errors.
+    let e = json(&["show", "hamonitor", "--name", "nosuch"], 1);
+    assert_eq!(e["error"]["code"], "not-found");
+    let e = json(&["show", "ipdu", "--addr", "192.0.2.1"], 1);
+    assert_eq!(e["error"]["code"], "not-found");
+    let e = json(&["server", "reset", "nosuch", "--address", "9"], 1);
+    assert_eq!(e["error"]["code"], "refused");
+    let run = haconn(&[
+        "show",
+        "status",
+        "--output",
+        "json",
+        "--control-socket",
+        &d.path("nobody-here").display().to_string(),
+    ]);
+    run.code(2);
+    let e: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(e["error"]["code"], "unreachable", "{run}");
+}
+
+/// Issue 18.2: while the daemon watches its spec file, applying another file is refused
+/// (the watcher would undo it at the next edit) with a message naming both files; the
+/// watched file itself applies; `--force` applies the other one; a daemon started with
+/// `--no-watch` takes any file.
+#[test]
+fn applying_a_file_other_than_the_watched_one_is_refused_without_force() {
+    let d = Daemon::new(&lab(16231, 16232)).start();
+    let other = d.write("other.yaml", &lab(17021, 16232));
+    let other_arg = other.display().to_string();
+    let watched = d.path("cluster.yaml");
+    let refused = d.haconn(&["apply", "--spec", &other_arg]);
+    refused
+        .code(1)
+        .stderr_has("other.yaml is not the spec file this daemon follows")
+        .stderr_has(&watched.display().to_string())
+        .stderr_has("--force");
+    assert_eq!(bmc_port(&d.settings(), "labnode01"), 16231);
+    // A dry run shows what it would do.
+    d.haconn(&["apply", "--spec", &other_arg, "--dry-run"])
+        .code(0);
+    // The watched file (same text) applies.
+    d.haconn(&["apply", "--spec", &watched.display().to_string()])
+        .code(0);
+    d.haconn(&["apply", "--spec", &other_arg, "--force"])
+        .code(0);
+    assert_eq!(bmc_port(&d.settings(), "labnode01"), 17021);
+
+    let d = Daemon::new(&lab(16231, 16232)).arg("--no-watch").start();
+    let other = d.write("other.yaml", &lab(17021, 16232));
+    d.haconn(&["apply", "--spec", &other.display().to_string()])
+        .code(0);
+    assert_eq!(bmc_port(&d.settings(), "labnode01"), 17021);
+}
+
+/// Issue 18.3: a BMC that does not answer is written to error.log once (with the reason
+/// and "not resettable"), not once per poll.
+#[test]
+fn a_link_going_ng_is_logged_once_not_per_poll() {
+    let d = Daemon::new(&lab(16231, 16232))
+        .arg("--hardware-poll-ms")
+        .arg("200")
+        .start();
+    let log = d.path("log/error.log");
+    let ng = "BMC 127.0.0.11 of labnode01: link NG: ";
+    let count = |needle: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches(needle)
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(ng) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no link NG line in error.log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rounds = |d: &Daemon| d.status()["hardware"]["rounds"].as_u64().unwrap();
+    let seen = rounds(&d);
+    while rounds(&d) < seen + 5 {
+        assert!(Instant::now() < deadline, "the watch does not poll");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(count(ng), 1, "{text}");
+    assert_eq!(count("labnode01 is not resettable: BMC: "), 1, "{text}");
+}
+
+/// Issue 18.11: the defaults come from the environment too (`HACONN_CONTROL_SOCKET`,
+/// `HACONN_SPEC`), so a shell set up once needs no flags.
+#[test]
+fn the_control_socket_and_the_spec_come_from_the_environment() {
+    let d = Daemon::new(&lab(16231, 16232)).start();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_haconn"))
+        .args(["apply", "--dry-run"])
+        .env("HACONN_CONTROL_SOCKET", d.socket())
+        .env("HACONN_SPEC", d.path("cluster.yaml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("reload : completed."), "{stdout}");
+}
+
+/// Issue 18.9: `--mserver` must name a management server of the spec, in every mode (a
+/// single one too), and the error names what was passed.
+#[test]
+fn an_mserver_not_in_the_spec_is_refused_in_single_mode_too() {
+    let d = Daemon::new(&lab(16231, 16232));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_haconn"))
+        .args([
+            "daemon",
+            "--spec",
+            &d.path("cluster.yaml").display().to_string(),
+        ])
+        .args(["--state-dir", &d.state_dir().display().to_string()])
+        .args(["--log-dir", &d.path("log").display().to_string()])
+        .args(["--control-socket", &d.socket_arg(), "--mserver", "nosuch"])
+        .args([
+            "--reset-path-bind",
+            "127.0.0.1:0",
+            "--fence-kdump-bind",
+            "off",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It must refuse at once; a daemon that started anyway is killed and fails the test.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{stderr}");
+    assert!(
+        stderr
+            .contains("--mserver nosuch is not a management server of the spec (it has: labms01)"),
+        "{stderr}"
+    );
+}
+
+/// Issue 18.5: simulated hardware is marked in `show status` (its first line), its JSON and
+/// the event log; a daemon on real hardware says nothing of it.
+#[test]
+fn simulated_hardware_is_marked_wherever_it_shows() {
+    let d = Daemon::new(&lab(16231, 16232))
+        .arg("--simulate-hardware")
+        .start();
+    let run = d.haconn(&["show", "status"]);
+    run.code(0);
+    assert!(
+        run.stdout.starts_with("SIMULATED HARDWARE"),
+        "not marked first:\n{run}"
+    );
+    assert_eq!(d.status()["status"]["simulatedHardware"], true);
+    let events = std::fs::read_to_string(d.event_log()).unwrap();
+    assert!(events.contains("SIMULATED HARDWARE"), "{events}");
+
+    let real = Daemon::new(&lab(16231, 16232)).start();
+    let run = real.haconn(&["show", "status"]);
+    assert!(!run.stdout.contains("SIMULATED"), "{run}");
+    assert_eq!(real.status()["status"]["simulatedHardware"], false);
+}
+
+/// Issue 18.4 (part): a PDU-cut test asks for confirmation on a terminal; "no" switches
+/// nothing and exits 1; `--yes` does not ask. Run under `script`, which gives it a pty.
+#[test]
+fn a_pdu_cut_test_asks_on_a_terminal() {
+    use std::io::Write as _;
+    let d = Daemon::new(&lab(16231, 16232)).start();
+    let on_a_terminal = |extra: &str, answer: &str| {
+        let cmd = format!(
+            "{} server ipdusd labnode01 --mode serial --control-socket {} {extra}",
+            env!("CARGO_BIN_EXE_haconn"),
+            d.socket_arg()
+        );
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("script (util-linux) runs");
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = child.stdin.take().unwrap().write_all(answer.as_bytes());
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = on_a_terminal("", "n\n");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("Continue? [y/N]"), "{text}");
+    assert!(text.contains("cancelled; nothing was switched"), "{text}");
+    // With --yes it goes to the daemon, which refuses (labnode01 has no PDU outlets).
+    let (code, text) = on_a_terminal("--yes", "");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(!text.contains("Continue?"), "{text}");
+    assert!(!text.contains("cancelled"), "{text}");
+}
+
+/// Issue 18.4 (part): a test reset is refused at once when the watch knows the BMC is NG
+/// (nothing answers on the lab's BMC ports), with the reason.
+#[test]
+fn a_test_reset_is_refused_at_once_when_the_bmc_is_known_ng() {
+    let d = Daemon::new(&lab(16231, 16232))
+        .arg("--hardware-poll-ms")
+        .arg("200")
+        .start();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while d.status()["hardware"]["servers"][0]["bmc"]["link"] != "NG" {
+        assert!(Instant::now() < deadline, "labnode01's BMC never NG");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let started = Instant::now();
+    d.haconn(&["server", "reset", "labnode01", "--subsystem", "1"])
+        .code(1)
+        .stderr_has("the BMC of labnode01 is NG (")
+        .stderr_has("a test reset (NMI) cannot reach it");
+    assert!(started.elapsed() < Duration::from_secs(2));
 }

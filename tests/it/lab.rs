@@ -360,7 +360,11 @@ fn show_hamonitor_and_server_reset_against_a_daemon() {
     ));
 
     let table = d.haconn(&["show", "hamonitor"]);
-    table.code(0).has("<SystemName>").has("<Pair#>");
+    table
+        .code(0)
+        .has("<SystemName>")
+        .has("<Pair#>")
+        .has("<LastCheck>");
     let row = |name: &str| {
         table
             .stdout
@@ -370,8 +374,11 @@ fn show_hamonitor_and_server_reset_against_a_daemon() {
             .split_whitespace()
             .collect::<Vec<_>>()
     };
+    // The last column is the age of the last check (`0s`, `----` with no monitor).
+    assert!(row("labnode01")[8].ends_with('s'), "{table}");
+    assert_eq!(row("labnode02")[8], "----", "{table}");
     assert_eq!(
-        row("labnode01"),
+        row("labnode01")[..8],
         [
             "labnode01",
             "labnode01",
@@ -384,7 +391,7 @@ fn show_hamonitor_and_server_reset_against_a_daemon() {
         ]
     );
     assert_eq!(
-        row("labnode02"),
+        row("labnode02")[..8],
         [
             "labnode02",
             "labnode02",

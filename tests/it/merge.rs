@@ -150,3 +150,283 @@ fn globals_are_never_merged() {
     assert_eq!(m.results, vec![Err(Refusal::NeedsRestart)]);
     assert_eq!(m.spec, live);
 }
+
+/// The lab spec with an SNMP community, a PDU and a server fed by it added (issue 18.1):
+/// the community needs a restart, so the PDU and the server that needs it are refused
+/// with it, and the live spec keeps validating.
+#[test]
+fn changes_that_need_a_refused_snmp_community_are_refused_with_it() {
+    let lab = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/lab-single.yaml"
+    ))
+    .unwrap();
+    let load = |text: &str| {
+        let c = check_bytes(text.as_bytes(), CheckOptions::default());
+        c.spec
+            .unwrap_or_else(|| panic!("invalid test spec: {:#?}", c.diagnostics))
+    };
+    let live = load(&lab);
+    let desired_text = lab
+        .replace(
+            "hispeed: 1000\n",
+            "hispeed: 1000\nsnmp: {community: public}\npdus: [{address: 127.0.2.1, model: IBM_PDU}]\n",
+        )
+        .replace(
+            "    cluster: true\n  - name: labnode02",
+            "    cluster: true\n    ipdu: {timeout: 10, recoveryTime: 0, outlets: [{pdu: 127.0.2.1, outlet: 1}]}\n  - name: labnode02",
+        );
+    let desired = load(&desired_text);
+    let p = plan(&live, &desired, &LiveFacts::default());
+    let m = merge(&live, &desired, &p, |c| c.predicted.clone());
+    let result_of = |name: &str| {
+        let i = p.changes.iter().position(|c| c.name == name).unwrap();
+        m.results[i].as_ref().map_err(|r| r.to_string()).map(|_| ())
+    };
+    assert_eq!(result_of("snmp"), Err("needs restart".into()));
+    assert_eq!(
+        result_of("127.0.2.1"),
+        Err("depends on snmp: needs restart".into())
+    );
+    assert_eq!(
+        result_of("labnode01"),
+        Err("depends on pdu 127.0.2.1: depends on snmp: needs restart".into())
+    );
+    assert_eq!(m.spec, live);
+    assert_reloads(&m.spec);
+    // The plan shows the community as `(secret)`, never its fingerprint.
+    assert!(
+        p.render().contains(r#"+ snmp: {"community":"(secret)"}"#)
+            && !p.render().contains("\\u0000"),
+        "{}",
+        p.render()
+    );
+    // The plan predicts the same.
+    assert!(
+        p.render()
+            .contains("Error (depends on pdu 127.0.2.1: depends on snmp: needs restart)"),
+        "{}",
+        p.render()
+    );
+}
+
+mod property {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use haconn::plan::merge::NOT_VALID;
+
+    /// One server of the small world: which name, which BMC, its outlets and guests.
+    #[derive(Debug, Clone)]
+    struct Server {
+        name: usize,
+        bmc: usize,
+        outlets: Vec<(usize, u8)>,
+        guests: Vec<usize>,
+        cluster: bool,
+        account: usize,
+    }
+
+    #[derive(Debug, Clone)]
+    struct World {
+        community: bool,
+        hispeed: bool,
+        pdus: Vec<(usize, bool)>,
+        model_outlets: u8,
+        mserver_outlet: Option<(usize, u8)>,
+        servers: Vec<Server>,
+    }
+
+    const NAMES: [&str; 4] = ["a", "b", "c", "d"];
+    const GUESTS: [&str; 3] = ["g1", "g2", "g3"];
+    const PDUS: [&str; 3] = ["192.168.30.1", "192.168.30.2", "192.168.30.3"];
+
+    fn server() -> impl Strategy<Value = Server> {
+        (
+            0..NAMES.len(),
+            0..4usize,
+            proptest::collection::vec((0..PDUS.len(), 1..5u8), 0..3),
+            proptest::collection::vec(0..GUESTS.len(), 0..3),
+            any::<bool>(),
+            0..2usize,
+        )
+            .prop_map(|(name, bmc, outlets, guests, cluster, account)| Server {
+                name,
+                bmc,
+                outlets,
+                guests,
+                cluster,
+                account,
+            })
+    }
+
+    fn world() -> impl Strategy<Value = World> {
+        (
+            any::<bool>(),
+            any::<bool>(),
+            proptest::collection::vec((0..PDUS.len(), any::<bool>()), 0..4),
+            prop_oneof![Just(4u8), Just(8u8)],
+            proptest::option::of((0..PDUS.len(), 1..5u8)),
+            proptest::collection::vec(server(), 0..5),
+        )
+            .prop_map(
+                |(community, hispeed, pdus, model_outlets, mserver_outlet, servers)| World {
+                    community,
+                    hispeed,
+                    pdus,
+                    model_outlets,
+                    mserver_outlet,
+                    servers,
+                },
+            )
+    }
+
+    /// The world as a spec text, with the obvious clashes (a name, BMC, PDU, outlet or
+    /// guest used twice) left out so that most worlds validate.
+    fn text(w: &World) -> String {
+        let mut s = String::from(
+            "apiVersion: haconn/v1\nmode: single\nresetPath: {address: 127.0.0.1/8, port: 15001, auth: none}\n",
+        );
+        s += if w.hispeed {
+            "hispeed: 1000\n"
+        } else {
+            "hispeed: off\n"
+        };
+        if w.community {
+            s += "snmp: {community: public}\n";
+        }
+        let mut pdus = BTreeSet::new();
+        let mut user_model = false;
+        s += "pdus:\n";
+        for (p, user) in &w.pdus {
+            if pdus.insert(*p) {
+                user_model |= user;
+                let model = if *user { "LABPDU" } else { "IBM_PDU" };
+                s += &format!("  - {{address: {}, model: {model}}}\n", PDUS[*p]);
+            }
+        }
+        if pdus.is_empty() {
+            s = s.replace("pdus:\n", "");
+        }
+        if user_model {
+            s += &format!(
+                "pduModels:\n  - {{name: LABPDU, outlets: {}, control: {{oid: 1.3.6.1.4.1.99999.1.2.1.3, on: 1, off: 2}}}}\n",
+                w.model_outlets
+            );
+        }
+        let mut taken = BTreeSet::new();
+        s += "managementServers:\n  - name: ms\n    bmc: {address: 127.0.0.2, username: admin, password: labpassw0rd}\n    mlan: {address: 127.0.0.1, port: 15002}\n";
+        if let Some((p, o)) = w.mserver_outlet
+            && pdus.contains(&p)
+        {
+            taken.insert((p, o));
+            s += &format!(
+                "    ipdu: {{timeout: 10, outlets: [{{pdu: {}, outlet: {o}}}]}}\n",
+                PDUS[p]
+            );
+        }
+        let (mut names, mut bmcs, mut guests) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+        let mut servers = String::new();
+        for sv in &w.servers {
+            if !names.insert(sv.name) || !bmcs.insert(sv.bmc) {
+                continue;
+            }
+            let account = ["admin", "root"][sv.account];
+            servers += &format!(
+                "  - name: {}\n    bmc: {{address: 127.0.0.{}, username: {account}, password: labpassw0rd}}\n    cluster: {}\n",
+                NAMES[sv.name],
+                11 + sv.bmc,
+                sv.cluster
+            );
+            let outlets: Vec<String> = sv
+                .outlets
+                .iter()
+                .filter(|(p, o)| pdus.contains(p) && taken.insert((*p, *o)))
+                .map(|(p, o)| format!("{{pdu: {}, outlet: {o}}}", PDUS[*p]))
+                .collect();
+            if !outlets.is_empty() {
+                servers += &format!(
+                    "    ipdu: {{timeout: 10, recoveryTime: 0, outlets: [{}]}}\n",
+                    outlets.join(", ")
+                );
+            }
+            let gs: Vec<&str> = sv
+                .guests
+                .iter()
+                .filter(|g| guests.insert(**g))
+                .map(|g| GUESTS[*g])
+                .collect();
+            if !gs.is_empty() {
+                servers += &format!(
+                    "    esxi: {{address: 127.0.1.{}, username: root, password: labpassw0rd, hostKey: \"SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU\", guests: [{}]}}\n",
+                    11 + sv.bmc,
+                    gs.join(", ")
+                );
+            }
+        }
+        if !servers.is_empty() {
+            s += "servers:\n";
+            s += &servers;
+        }
+        s
+    }
+
+    fn load(w: &World) -> Option<Spec> {
+        check_bytes(text(w).as_bytes(), CheckOptions::default()).spec
+    }
+
+    fn valid_world() -> impl Strategy<Value = Spec> {
+        world().prop_filter_map("invalid world", |w| load(&w))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Random live and desired specs, random refusals: the merge always validates,
+        /// reads back from its state file as itself, and keeps every refused object as
+        /// it was, without the last-resort "would not validate" refusal.
+        #[test]
+        fn a_merge_always_validates(
+            live in valid_world(),
+            desired in valid_world(),
+            refuse in proptest::collection::btree_set(
+                prop_oneof![
+                    (0..NAMES.len()).prop_map(|i| NAMES[i].to_string()),
+                    (0..PDUS.len()).prop_map(|i| PDUS[i].to_string()),
+                    Just("ms".to_string()),
+                ],
+                0..4,
+            ),
+        ) {
+            let p = plan(&live, &desired, &LiveFacts::default());
+            let m = merge(&live, &desired, &p, |c| {
+                if refuse.contains(&c.name) || c.renamed_from.as_ref().is_some_and(|f| refuse.contains(f)) {
+                    Err(Refusal::MonitorActive)
+                } else {
+                    Ok(())
+                }
+            });
+            for r in &m.results {
+                prop_assert!(
+                    !matches!(r, Err(Refusal::Failed(why)) if why.starts_with(NOT_VALID)),
+                    "{r:?}\nplan:\n{}\nlive:\n{}\ndesired:\n{}",
+                    p.render(),
+                    state_yaml(&live),
+                    state_yaml(&desired)
+                );
+            }
+            let again = check_bytes(state_yaml(&m.spec).as_bytes(), CheckOptions::default());
+            prop_assert_eq!(again.spec.as_ref(), Some(&m.spec), "{:#?}", again.diagnostics);
+            for (c, r) in p.changes.iter().zip(&m.results) {
+                if r.is_err() && c.kind == ObjectKind::PhysicalServer {
+                    let old = c.renamed_from.as_deref().unwrap_or(&c.name);
+                    let kept = m.spec.servers.values().find(|s| s.name.as_str() == old);
+                    let was = live.servers.values().find(|s| s.name.as_str() == old);
+                    prop_assert_eq!(kept, was);
+                }
+            }
+        }
+    }
+}

@@ -161,7 +161,8 @@ fn a_pdu_test_is_refused_while_the_monitor_is_active_and_runs_with_force() {
             "--force",
         ],
     )
-    .code(1)
+    // A usage error (README's exit-code table): 2.
+    .code(2)
     .stderr_has("offtime must be 5–60");
     server(&lab, &["ipdusd", "labnode09", "--mode", "same"])
         .code(1)

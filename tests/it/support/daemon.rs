@@ -105,7 +105,7 @@ impl Prng {
     }
 }
 
-pub use super::run::{Run, haconn};
+pub use super::run::{Run, assert_quiet_on_epipe, haconn, haconn_into_closed_pipe};
 
 /// One write to the event log: lines that share a timestamp.
 #[derive(Debug, Clone)]
@@ -413,9 +413,9 @@ impl Daemon {
         haconn(&a)
     }
 
-    /// `haconn apply --spec FILE`.
+    /// `haconn apply --spec FILE --force` (FILE is usually not the watched spec file).
     pub fn apply(&self, file: &Path) -> Run {
-        self.haconn(&["apply", "--spec", &file.display().to_string()])
+        self.haconn(&["apply", "--spec", &file.display().to_string(), "--force"])
     }
 
     /// The live spec, masked: `haconn show settings`.

@@ -60,3 +60,31 @@ pub fn haconn<S: AsRef<str>>(args: &[S]) -> Run {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// Runs `haconn` with its stdout a pipe nobody reads any more (`haconn … | head -0`), so
+/// its first write fails with EPIPE; `stdout` of the result is empty.
+pub fn haconn_into_closed_pipe<S: AsRef<str>>(args: &[S]) -> Run {
+    let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_haconn"))
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run haconn");
+    Run {
+        args,
+        code: out.status.code(),
+        stdout: String::new(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Asserts a run did not panic on its closed stdout and ended with `code`.
+pub fn assert_quiet_on_epipe(r: &Run, code: i32) {
+    assert!(!r.stderr.contains("panicked"), "panicked on EPIPE\n{r}");
+    assert!(!r.stderr.contains("Broken pipe"), "EPIPE reported\n{r}");
+    assert_eq!(r.code, Some(code), "exit code after EPIPE\n{r}");
+}
