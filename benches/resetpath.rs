@@ -106,14 +106,6 @@ impl Bmc for StampingBmc {
     async fn hard_reset(&self, bmc: &BmcSpec) -> BackendResult<()> {
         self.answer(bmc, "the hard reset")
     }
-
-    async fn power_off(&self, bmc: &BmcSpec) -> BackendResult<()> {
-        self.answer(bmc, "the power off")
-    }
-
-    async fn power_on(&self, bmc: &BmcSpec) -> BackendResult<()> {
-        self.answer(bmc, "the power on")
-    }
 }
 
 /// What runs beside the resets in a phase.

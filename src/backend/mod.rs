@@ -83,10 +83,6 @@ pub trait Bmc: Send + Sync + std::fmt::Debug {
     async fn nmi(&self, bmc: &BmcSpec) -> BackendResult<()>;
     /// Hard reset; `Ok` is the BMC's acknowledgement.
     async fn hard_reset(&self, bmc: &BmcSpec) -> BackendResult<()>;
-    /// Power down (for tests and PDU recovery checks, never part of a reset).
-    async fn power_off(&self, bmc: &BmcSpec) -> BackendResult<()>;
-    /// Power up (for tests and PDU recovery checks).
-    async fn power_on(&self, bmc: &BmcSpec) -> BackendResult<()>;
     /// Closes whatever the backend keeps open (sessions); called once at shutdown.
     async fn shutdown(&self) {}
 }
@@ -150,61 +146,4 @@ pub struct Backends {
 /// Identifies a device in messages: its address.
 pub fn device(kind: &str, addr: IpAddr) -> String {
     format!("{kind} {addr}")
-}
-
-/// The backend used where the real one is not built yet: every call fails with a clear
-/// reason, so the pipeline reports FAIL rather than a reset that did not happen.
-#[derive(Debug, Default)]
-pub struct Unavailable;
-
-fn not_built(what: &str) -> BackendError {
-    BackendError::unreachable(
-        what,
-        "this backend is not available in this build of haconn",
-    )
-}
-
-#[async_trait]
-impl Bmc for Unavailable {
-    async fn power_state(&self, _: &BmcSpec) -> BackendResult<PowerState> {
-        Err(not_built("IPMI"))
-    }
-    async fn nmi(&self, _: &BmcSpec) -> BackendResult<()> {
-        Err(not_built("IPMI"))
-    }
-    async fn hard_reset(&self, _: &BmcSpec) -> BackendResult<()> {
-        Err(not_built("IPMI"))
-    }
-    async fn power_off(&self, _: &BmcSpec) -> BackendResult<()> {
-        Err(not_built("IPMI"))
-    }
-    async fn power_on(&self, _: &BmcSpec) -> BackendResult<()> {
-        Err(not_built("IPMI"))
-    }
-}
-
-#[async_trait]
-impl Pdu for Unavailable {
-    async fn set_outlet(&self, _: &PduSpec, _: u16, _: bool) -> BackendResult<()> {
-        Err(not_built("SNMP"))
-    }
-    async fn outlet_state(&self, _: &PduSpec, _: u16) -> BackendResult<OutletState> {
-        Err(not_built("SNMP"))
-    }
-    async fn info(&self, _: &PduSpec) -> BackendResult<PduInfo> {
-        Err(not_built("SNMP"))
-    }
-}
-
-#[async_trait]
-impl Hypervisor for Unavailable {
-    async fn vm_power_state(&self, _: &Esxi, _: &str) -> BackendResult<PowerState> {
-        Err(not_built("ESXi"))
-    }
-    async fn vm_nmi(&self, _: &Esxi, _: &str) -> BackendResult<()> {
-        Err(not_built("ESXi"))
-    }
-    async fn vm_reset(&self, _: &Esxi, _: &str) -> BackendResult<()> {
-        Err(not_built("ESXi"))
-    }
 }

@@ -60,7 +60,6 @@ pub enum SimEvent {
     PowerQuery(DeviceId),
     Nmi(DeviceId),
     HardReset(DeviceId),
-    Power { id: DeviceId, on: bool },
     OutletQuery { pdu: IpAddr, outlet: u16 },
     PduInfo(IpAddr),
     Outlet { pdu: IpAddr, outlet: u16, on: bool },
@@ -156,13 +155,6 @@ impl Sim {
     fn set_power(&self, id: DeviceId, power: PowerState) {
         self.set(id, |d| d.power = power);
     }
-
-    async fn switch(&self, id: DeviceId, on: bool) -> BackendResult<()> {
-        let ev = SimEvent::Power { id: id.clone(), on };
-        self.act(&id, ev, "power switch").await?;
-        self.set_power(id, if on { PowerState::On } else { PowerState::Off });
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -188,14 +180,6 @@ impl Bmc for Sim {
             .await?;
         self.set_power(id, PowerState::On);
         Ok(())
-    }
-
-    async fn power_off(&self, bmc: &BmcSpec) -> BackendResult<()> {
-        self.switch(DeviceId::Bmc(bmc.address), false).await
-    }
-
-    async fn power_on(&self, bmc: &BmcSpec) -> BackendResult<()> {
-        self.switch(DeviceId::Bmc(bmc.address), true).await
     }
 }
 

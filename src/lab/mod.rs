@@ -89,14 +89,6 @@ impl Bmc for LabBmc {
     async fn hard_reset(&self, bmc: &BmcSpec) -> BackendResult<()> {
         self.sim.hard_reset(bmc).await
     }
-
-    async fn power_off(&self, bmc: &BmcSpec) -> BackendResult<()> {
-        self.sim.power_off(bmc).await
-    }
-
-    async fn power_on(&self, bmc: &BmcSpec) -> BackendResult<()> {
-        self.sim.power_on(bmc).await
-    }
 }
 
 fn random_text(n: usize) -> String {

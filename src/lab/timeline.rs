@@ -172,10 +172,6 @@ pub fn describe(ev: &What, cast: &Cast, hispeed_ms: u32) -> Option<(String, Stri
                 format!("haconn → PDU {pdu}"),
                 format!("outlet {outlet} {}", if *on { "ON" } else { "OFF" }),
             ),
-            SimEvent::Power { id, on } => (
-                format!("haconn → {}", device(id)),
-                format!("power {}", if *on { "on" } else { "off" }),
-            ),
             SimEvent::OutletQuery { pdu, outlet } => (
                 format!("haconn → PDU {pdu}"),
                 format!("outlet {outlet} status?"),

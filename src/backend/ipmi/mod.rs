@@ -139,6 +139,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl IpmiBmc {
+    /// Chassis power down, confirmed by the state read back after a lost answer. Not part
+    /// of a reset (the pipeline never switches power): kept for the Pacemaker agent's
+    /// `off`/`on` actions (issue 16) and tested against `ipmi_sim` now.
+    pub async fn power_off(&self, bmc: &BmcSpec) -> BackendResult<()> {
+        self.set_power(bmc, false).await
+    }
+
+    /// Chassis power up; see [`IpmiBmc::power_off`].
+    pub async fn power_on(&self, bmc: &BmcSpec) -> BackendResult<()> {
+        self.set_power(bmc, true).await
+    }
+
     pub fn new() -> Self {
         IpmiBmc::default()
     }
@@ -454,14 +466,6 @@ impl Bmc for IpmiBmc {
 
     async fn hard_reset(&self, bmc: &BmcSpec) -> BackendResult<()> {
         self.control_once(bmc, CONTROL_HARD_RESET).await
-    }
-
-    async fn power_off(&self, bmc: &BmcSpec) -> BackendResult<()> {
-        self.set_power(bmc, false).await
-    }
-
-    async fn power_on(&self, bmc: &BmcSpec) -> BackendResult<()> {
-        self.set_power(bmc, true).await
     }
 
     /// Closes every open session (in parallel, each bounded) and forgets them.

@@ -171,13 +171,6 @@ impl Bmc for Lab {
         self.play(d, Op::Hard, |_| Answer::Done, self.sim.hard_reset(bmc))
             .await
     }
-    // A reset never switches power itself: these answer with a refusal the properties would see.
-    async fn power_off(&self, bmc: &BmcSpec) -> BackendResult<()> {
-        Err(not_in_a_reset("power off", bmc.address))
-    }
-    async fn power_on(&self, bmc: &BmcSpec) -> BackendResult<()> {
-        Err(not_in_a_reset("power on", bmc.address))
-    }
 }
 
 fn not_in_a_reset(what: &str, addr: std::net::IpAddr) -> haconn::backend::BackendError {
