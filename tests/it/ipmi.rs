@@ -653,9 +653,9 @@ fn daemon_reset_sends_the_nmi_then_hard_resets_after_hispeed() {
     // watch logs them NG once, which is not this reset's business).
     let errors = lab.log("error.log");
     assert!(
-        !errors
-            .lines()
-            .any(|l| l.contains("labnode02") || l.contains("refused")),
+        !errors.lines().any(|l| l.contains("labnode02")
+            || l.contains("reset path:")
+            || l.contains("refused (")),
         "{}",
         lab.diagnostics()
     );
