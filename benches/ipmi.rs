@@ -27,6 +27,9 @@
 #[path = "common/harness.rs"]
 mod harness;
 
+#[path = "../tests/it/support/daemon.rs"]
+#[allow(dead_code)]
+mod daemon;
 #[path = "../tests/it/support/ipmi/mod.rs"]
 mod ipmi_support;
 #[path = "../tests/it/support/resetpath.rs"]

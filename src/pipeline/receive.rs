@@ -139,28 +139,45 @@ pub fn attach_filter(sock: &UdpSocket) -> io::Result<()> {
 
 /// Starts the thread; it ends when the pipeline thread has gone.
 pub fn spawn(r: Receiver) -> io::Result<std::thread::JoinHandle<()>> {
+    // The kernel's drop count is read from /proc/net/udp, whose size grows with every UDP
+    // socket of the machine (milliseconds to parse with thousands): a thread of its own
+    // reads it, never the one that receives.
+    if let Some(inode) = socket_inode(&r.sock) {
+        let counters = r.counters.clone();
+        let alive = r.monitor_tx.clone();
+        std::thread::Builder::new()
+            .name("haconn-udp-drops".into())
+            .spawn(move || {
+                while !alive.is_closed() {
+                    if let Some(drops) = socket_drops(inode) {
+                        counters.socket_drops.store(drops, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(DROPS_EVERY);
+                }
+            })?;
+    }
     std::thread::Builder::new()
         .name("haconn-resetpath-rx".into())
         .spawn(move || Thread::new(r).run())
 }
+
+/// How often the kernel's drop count of the reset-path socket is read.
+const DROPS_EVERY: Duration = Duration::from_secs(1);
 
 struct Thread {
     r: Receiver,
     buckets: HashMap<IpAddr, LogBudget>,
     logged: HashSet<(IpAddr, String)>,
     refusal_log: LogBudget,
-    inode: Option<u64>,
 }
 
 impl Thread {
     fn new(r: Receiver) -> Thread {
-        let inode = socket_inode(&r.sock);
         Thread {
             r,
             buckets: HashMap::new(),
             logged: HashSet::new(),
             refusal_log: LogBudget::new(20, Duration::from_secs(3)),
-            inode,
         }
     }
 
@@ -174,9 +191,6 @@ impl Thread {
                 last_look = Instant::now();
                 if self.r.monitor_tx.is_closed() {
                     return;
-                }
-                if let Some(drops) = self.inode.and_then(socket_drops) {
-                    self.r.counters.socket_drops.store(drops, Ordering::Relaxed);
                 }
             }
             let Ok(got) = got else { continue };

@@ -7,7 +7,6 @@
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use haconn::resetpath::codec::{self, Envelope, Key, Message};
@@ -98,16 +97,12 @@ impl Run {
 }
 
 fn haconn(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_haconn"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run haconn");
+    let r = crate::support::run::haconn(args);
     Run {
-        args: args.iter().map(|a| a.to_string()).collect(),
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        args: r.args,
+        code: r.code,
+        stdout: r.stdout,
+        stderr: r.stderr,
     }
 }
 
@@ -237,61 +232,32 @@ fn lab_refuses_timings_outside_the_spec_ranges() {
     haconn(&["lab", "--scenario", "meltdown"]).code(2);
 }
 
-/// A daemon on simulated hardware, stopped (SIGTERM, then SIGKILL) when dropped.
-struct Daemon {
-    dir: tempfile::TempDir,
-    child: Child,
-}
+/// A daemon on simulated hardware with the lab spec, built by the tests' one daemon
+/// builder (stopped when dropped).
+struct Daemon(crate::support::daemon::Daemon);
 
 impl Daemon {
     fn start() -> Daemon {
-        let dir = tempfile::Builder::new()
-            .prefix("haconn-lab-")
-            .tempdir()
-            .unwrap();
-        let spec = dir.path().join("cluster.yaml");
         let text = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab-single.yaml"),
         )
         .unwrap();
         assert!(text.contains("broadcast: 127.255.255.255") && text.contains("auth: none"));
-        std::fs::write(&spec, text).unwrap();
-        let p = |s: &str| dir.path().join(s).display().to_string();
-        let child = Command::new(env!("CARGO_BIN_EXE_haconn"))
-            .args(["daemon", "--spec", &p("cluster.yaml")])
-            .args(["--state-dir", &p("state"), "--log-dir", &p("log")])
-            .args(["--control-socket", &p("sock"), "--no-watch"])
-            .args([
-                "--reset-path-bind",
-                "127.0.0.1:0",
-                "--fence-kdump-bind",
-                "off",
-            ])
-            .arg("--simulate-hardware")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn haconn daemon");
-        let mut d = Daemon { dir, child };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::os::unix::net::UnixStream::connect(d.socket()).is_err() {
-            assert!(
-                d.child.try_wait().unwrap().is_none(),
-                "the daemon exited early"
-            );
-            assert!(Instant::now() < deadline, "the daemon did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        d
+        Daemon(
+            crate::support::daemon::Daemon::new(&text)
+                .without_test_hooks()
+                .no_watch()
+                .arg("--simulate-hardware")
+                .start(),
+        )
     }
 
     fn socket(&self) -> PathBuf {
-        self.dir.path().join("sock")
+        self.0.socket()
     }
 
     fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join("log").join(name)).unwrap_or_default()
+        std::fs::read_to_string(self.0.path("log").join(name)).unwrap_or_default()
     }
 
     /// The reset path's address, from the init log.
@@ -309,19 +275,6 @@ impl Daemon {
         let mut a = args.to_vec();
         a.extend(["--control-socket", &socket]);
         haconn(&a)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child, not yet reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -451,7 +404,7 @@ fn show_hamonitor_and_server_reset_against_a_daemon() {
     );
 
     // Unreachable daemon: exit 2.
-    let gone = d.dir.path().join("nosock").display().to_string();
+    let gone = d.0.path("nosock").display().to_string();
     haconn(&[
         "server",
         "reset",

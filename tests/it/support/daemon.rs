@@ -105,6 +105,7 @@ impl Prng {
     }
 }
 
+#[allow(unused_imports)] // the benchmarks include this file without the closed-pipe tests
 pub use super::run::{Run, assert_quiet_on_epipe, haconn, haconn_into_closed_pipe};
 
 /// One write to the event log: lines that share a timestamp.
@@ -194,6 +195,10 @@ pub struct Daemon {
     umask: Option<u32>,
     child: Option<Child>,
     starts: u32,
+    /// Follow the spec file (`--poll-ms 300 --debounce-ms 100`), or `--no-watch`.
+    watch: bool,
+    /// Listen for fence_kdump messages on an ephemeral loopback port, or not at all.
+    fence_kdump: bool,
 }
 
 impl Daemon {
@@ -214,7 +219,21 @@ impl Daemon {
             umask: None,
             child: None,
             starts: 0,
+            watch: true,
+            fence_kdump: false,
         }
+    }
+
+    /// Does not follow the spec file (`--no-watch`).
+    pub fn no_watch(mut self) -> Daemon {
+        self.watch = false;
+        self
+    }
+
+    /// Listens for fence_kdump messages on an ephemeral loopback port.
+    pub fn with_fence_kdump(mut self) -> Daemon {
+        self.fence_kdump = true;
+        self
     }
 
     /// An extra `haconn daemon` argument.
@@ -284,16 +303,22 @@ impl Daemon {
             self.path("log").display().to_string(),
             "--control-socket".into(),
             self.socket_arg(),
-            "--poll-ms".into(),
-            "300".into(),
-            "--debounce-ms".into(),
-            "100".into(),
-            // Tests run in parallel: an ephemeral reset-path port each, no fence_kdump port.
+            // Tests run in parallel: an ephemeral reset-path (and fence_kdump) port each.
             "--reset-path-bind".into(),
             "127.0.0.1:0".into(),
             "--fence-kdump-bind".into(),
-            "off".into(),
+            if self.fence_kdump {
+                "127.0.0.1:0"
+            } else {
+                "off"
+            }
+            .into(),
         ];
+        if self.watch {
+            a.extend(["--poll-ms", "300", "--debounce-ms", "100"].map(String::from));
+        } else {
+            a.push("--no-watch".into());
+        }
         if self.test_hooks {
             a.push("--test-hooks".into());
         }
@@ -327,6 +352,23 @@ impl Daemon {
             .spawn()
             .expect("spawn haconn daemon");
         self.child = Some(child);
+    }
+
+    /// The exit status, if the process has exited (it is then forgotten).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
+        self.child = None;
+        Some(status)
+    }
+
+    /// Everything the process wrote to stderr, over every start.
+    pub fn stderr(&self) -> String {
+        (1..=self.starts)
+            .map(|n| {
+                std::fs::read_to_string(self.path(&format!("daemon-{n}.stderr")))
+                    .unwrap_or_default()
+            })
+            .collect()
     }
 
     /// Starts the process and waits until its control socket accepts connections.

@@ -5,9 +5,8 @@
 //! assertion prints the whole run (arguments, exit code, stdout, stderr) when it fails.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use tempfile::TempDir;
 
@@ -80,29 +79,16 @@ impl Test {
     /// Runs another program (a shell wrapping `haconn`, say) the same way.
     pub fn run_with(self, program: &str) -> Output {
         let mut cmd = Command::new(program);
-        cmd.args(&self.args)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.current_dir(self.dir.path());
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn haconn");
-        let mut input = child.stdin.take().expect("child stdin");
-        let stdin = self.stdin;
-        // Feed stdin from a thread: the child may stop reading early (a size limit) or
-        // fill its stdout pipe before it finishes reading.
-        let feeder = std::thread::spawn(move || {
-            let _ = input.write_all(&stdin);
-        });
-        let out = child.wait_with_output().expect("wait for haconn");
-        feeder.join().expect("stdin feeder");
+        let run = super::run::execute(cmd, self.args, self.stdin);
         Output {
-            args: self.args,
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            args: run.args,
+            code: run.code,
+            stdout: run.stdout,
+            stderr: run.stderr,
             _dir: self.dir,
         }
     }

@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
+use super::daemon::Daemon;
 
 /// How long a daemon may take to bind its sockets.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -97,12 +97,10 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
     std::array::from_fn(|i| held[i].0)
 }
 
-/// A running lab daemon under its own temporary directory.
+/// A daemon with a reset path and a fence_kdump listener on loopback, built by the one
+/// daemon builder ([`Daemon`]), with the lab spec and its key file.
 pub struct Lab {
-    dir: TempDir,
-    child: Option<Child>,
-    /// Daemon arguments beyond the lab's own.
-    extra: Vec<String>,
+    daemon: Daemon,
     /// Where the reset path listens.
     pub reset_path: SocketAddr,
     /// Where fence_kdump messages are received.
@@ -128,23 +126,22 @@ impl Lab {
     }
 
     fn launch(hispeed: u32, edit: impl FnOnce(String) -> String, extra: &[&str]) -> Lab {
-        let dir = tempfile::Builder::new()
-            .prefix("haconn-resetpath-")
-            .tempdir()
-            .expect("temporary directory");
-        let key = dir.path().join("reset-path.key");
-        std::fs::write(&key, format!("{KEY}\n")).expect("write the key");
+        let mut daemon = Daemon::new("")
+            .without_test_hooks()
+            .no_watch()
+            .with_fence_kdump();
+        for a in extra {
+            daemon = daemon.arg(a);
+        }
+        let key = daemon.write("reset-path.key", &format!("{KEY}\n"));
         let spec = edit(
             SPEC.replace("KEYFILE", &key.display().to_string())
                 .replace("HISPEED", &hispeed.to_string()),
         );
         loopback_only(&spec);
-        let spec_path = dir.path().join("cluster.yaml");
-        std::fs::write(&spec_path, spec).expect("write the spec");
+        daemon.write("cluster.yaml", &spec);
         let mut lab = Lab {
-            dir,
-            child: None,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            daemon,
             reset_path: "127.0.0.1:0".parse().expect("addr"),
             fence_kdump: "127.0.0.1:0".parse().expect("addr"),
         };
@@ -155,40 +152,14 @@ impl Lab {
     /// Stops the daemon (SIGTERM, bounded wait) and starts it again on the same spec,
     /// state and log directories; the ports are new.
     pub fn restart(&mut self) {
-        self.stop();
+        self.daemon.stop();
         let _ = std::fs::remove_file(self.path("log/init.log"));
         self.spawn_daemon();
     }
 
-    /// Starts the daemon and waits until both sockets are bound.
+    /// Starts the daemon and waits until both sockets are bound (from its init log).
     fn spawn_daemon(&mut self) {
-        let stderr = std::fs::File::create(self.path("daemon.stderr")).expect("stderr");
-        let p = |rel: &str| self.path(rel).display().to_string();
-        let child = Command::new(env!("CARGO_BIN_EXE_haconn"))
-            .args([
-                "daemon",
-                "--spec",
-                &p("cluster.yaml"),
-                "--state-dir",
-                &p("state"),
-                "--log-dir",
-                &p("log"),
-                "--control-socket",
-                &p("sock"),
-                "--no-watch",
-                "--reset-path-bind",
-                "127.0.0.1:0",
-                "--fence-kdump-bind",
-                "127.0.0.1:0",
-            ])
-            .args(&self.extra)
-            .env("HACONN_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn haconn daemon");
-        self.child = Some(child);
+        self.daemon.spawn();
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             let init = self.log("init.log");
@@ -206,12 +177,7 @@ impl Lab {
                 self.fence_kdump = k;
                 return;
             }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
+            if let Some(status) = self.daemon.exited() {
                 panic!(
                     "the daemon exited before binding ({status})\n{}",
                     self.diagnostics()
@@ -227,7 +193,7 @@ impl Lab {
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
+        self.daemon.path(rel)
     }
 
     pub fn key_file(&self) -> String {
@@ -403,39 +369,13 @@ impl Lab {
 
     /// Init, reset and error logs and the daemon's stderr, for a failure message.
     pub fn diagnostics(&self) -> String {
-        let stderr = std::fs::read_to_string(self.path("daemon.stderr")).unwrap_or_default();
+        let stderr = self.daemon.stderr();
         format!(
             "--- init.log\n{}--- reset.log\n{}--- error.log\n{}--- daemon stderr\n{stderr}",
             self.log("init.log"),
             self.log("reset.log"),
             self.log("error.log")
         )
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-impl Lab {
-    /// SIGTERM to the daemon, then a bounded wait (SIGKILL after 5 s).
-    fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // SAFETY: kill(2) on our own child, not yet reaped.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 

@@ -48,11 +48,26 @@ impl Run {
 /// Runs `haconn` with these arguments.
 pub fn haconn<S: AsRef<str>>(args: &[S]) -> Run {
     let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
-    let out = Command::new(env!("CARGO_BIN_EXE_haconn"))
-        .args(&args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run haconn");
+    execute(Command::new(env!("CARGO_BIN_EXE_haconn")), args, Vec::new())
+}
+
+/// The one place a test runs a program (the `haconn` binary, or a wrapper around it) to
+/// its end: `cmd` as the caller set it up (directory, environment), with `args`, `stdin`
+/// fed from a thread (the program may stop reading early, or fill its stdout pipe before
+/// it has read everything), and what it wrote collected.
+pub fn execute(mut cmd: Command, args: Vec<String>, stdin: Vec<u8>) -> Run {
+    use std::io::Write as _;
+    cmd.args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn the program");
+    let mut input = child.stdin.take().expect("the child's stdin");
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let out = child.wait_with_output().expect("wait for the program");
+    feeder.join().expect("stdin feeder");
     Run {
         args,
         code: out.status.code(),
