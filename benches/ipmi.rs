@@ -28,7 +28,6 @@
 mod harness;
 
 #[path = "../tests/it/support/daemon.rs"]
-#[allow(dead_code)]
 mod daemon;
 #[path = "../tests/it/support/ipmi/mod.rs"]
 mod ipmi_support;

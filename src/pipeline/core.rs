@@ -172,7 +172,17 @@ pub struct Core {
     refusal_log: LogBudget,
     simulated_monitors: BTreeSet<String>,
     simulated_resets: BTreeSet<String>,
+    /// Moves whenever a monitor registers at a new address or an entry goes.
+    registrations: u64,
+    /// Moves whenever what [`Core::facts`] reports may change other than by time.
+    facts_gen: u64,
+    /// The last facts, with when and at which `facts_gen` they were built.
+    facts_cache: Option<(Instant, u64, Arc<LiveFacts>)>,
 }
+
+/// How old cached facts may be: a reload plans from them, and the commit checks its guards
+/// against the table at that instant anyway.
+const FACTS_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// A name from the network as it may be printed: a spec-shaped name as it is, anything
 /// else (control characters, spaces, overlong) as a placeholder.
@@ -182,6 +192,19 @@ pub fn shown(name: &str) -> &str {
     } else {
         "<invalid-name>"
     }
+}
+
+/// Whether two specs hold the same systems (same servers, same guests): a reload that
+/// changes none leaves every entry of the table valid.
+fn same_systems(a: &Spec, b: &Spec) -> bool {
+    a.servers.len() == b.servers.len()
+        && a.servers
+            .iter()
+            .zip(&b.servers)
+            .all(|((na, sa), (nb, sb))| {
+                na == nb
+                    && sa.esxi.as_ref().map(|e| &e.guests) == sb.esxi.as_ref().map(|e| &e.guests)
+            })
 }
 
 pub fn result_word(r: ResetResult) -> &'static str {
@@ -209,7 +232,23 @@ impl Core {
             refusal_log: LogBudget::new(100, Duration::from_millis(200)),
             simulated_monitors: BTreeSet::new(),
             simulated_resets: BTreeSet::new(),
+            registrations: 0,
+            facts_gen: 0,
+            facts_cache: None,
         }
+    }
+
+    /// A number that moves whenever the set of registered monitor addresses may have.
+    pub fn registrations(&self) -> u64 {
+        self.registrations
+    }
+
+    /// The addresses of every registered monitor (cheap: no names, no sorting).
+    pub fn monitor_ips(&self) -> std::collections::HashSet<IpAddr> {
+        self.systems
+            .values()
+            .filter_map(|s| s.monitor.as_ref().map(|m| m.addr.ip()))
+            .collect()
     }
 
     pub fn spec(&self) -> &Arc<Spec> {
@@ -346,6 +385,14 @@ impl Core {
                     )));
                 }
             } else {
+                if sys
+                    .monitor
+                    .as_ref()
+                    .is_none_or(|m| m.addr.ip() != from.ip())
+                {
+                    self.registrations += 1;
+                    self.facts_gen += 1;
+                }
                 sys.monitor = Some(Monitor {
                     subsystem,
                     addr: SocketAddr::new(from.ip(), port),
@@ -591,6 +638,7 @@ impl Core {
             evidence: Evidence::default(),
         }));
         self.busy.insert(name.clone());
+        self.facts_gen += 1;
         out.push(Effect::Start {
             id,
             system: name.to_string(),
@@ -982,6 +1030,7 @@ impl Core {
         if let Some(sys) = self.systems.get_mut(name) {
             sys.state = state;
         }
+        self.facts_gen += 1;
     }
 
     /// Tells the cluster: every requester (with its req#), every registered monitor but
@@ -1111,6 +1160,10 @@ impl Core {
         }
         let old = std::mem::replace(&mut self.spec, spec);
         let spec = self.spec.clone();
+        if same_systems(&old, &spec) {
+            return Ok(old);
+        }
+        self.facts_gen += 1;
         let gone: Vec<Name> = self
             .systems
             .iter()
@@ -1118,6 +1171,7 @@ impl Core {
             .map(|(n, _)| n.clone())
             .collect();
         for n in gone {
+            self.registrations += 1;
             self.systems.remove(&n);
             self.busy.remove(&n);
             self.requests.forget(n.as_str());
@@ -1158,6 +1212,7 @@ impl Core {
     }
 
     pub fn simulate_monitor(&mut self, system: String, up: bool) {
+        self.facts_gen += 1;
         if up {
             self.simulated_monitors.insert(system);
         } else {
@@ -1166,6 +1221,7 @@ impl Core {
     }
 
     pub fn simulate_reset(&mut self, system: String, started: bool) {
+        self.facts_gen += 1;
         if started {
             self.simulated_resets.insert(system);
         } else {
@@ -1173,8 +1229,21 @@ impl Core {
         }
     }
 
-    /// Monitors that checked recently, and resets in flight (plus simulated ones).
-    pub fn facts(&self, now: Instant) -> LiveFacts {
+    /// Monitors that checked recently, and resets in flight (plus simulated ones), built
+    /// at most once a [`FACTS_MAX_AGE`] while nothing but time moved.
+    pub fn facts(&mut self, now: Instant) -> Arc<LiveFacts> {
+        if let Some((at, generation, facts)) = &self.facts_cache
+            && *generation == self.facts_gen
+            && now.saturating_duration_since(*at) < FACTS_MAX_AGE
+        {
+            return facts.clone();
+        }
+        let facts = Arc::new(self.build_facts(now));
+        self.facts_cache = Some((now, self.facts_gen, facts.clone()));
+        facts
+    }
+
+    fn build_facts(&self, now: Instant) -> LiveFacts {
         let mut monitors_active = self.simulated_monitors.clone();
         let mut resetting = self.simulated_resets.clone();
         for (name, s) in &self.systems {

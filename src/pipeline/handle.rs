@@ -83,7 +83,8 @@ pub struct Counters {
 /// Messages the pipeline thread accepts from the rest of the daemon.
 #[derive(Debug)]
 pub enum PipelineMsg {
-    Facts(oneshot::Sender<LiveFacts>),
+    /// The facts a plan needs; shared, so a large set is copied off the pipeline thread.
+    Facts(oneshot::Sender<Arc<LiveFacts>>),
     Commit {
         spec: Arc<Spec>,
         guards: Vec<Guard>,
@@ -243,7 +244,7 @@ impl Pipeline {
     }
 
     pub async fn facts(&self) -> Result<LiveFacts, PipelineGone> {
-        self.ask(PipelineMsg::Facts).await
+        self.ask(PipelineMsg::Facts).await.map(Arc::unwrap_or_clone)
     }
 
     pub async fn commit(

@@ -158,6 +158,8 @@ struct Shell {
     notify: Option<std::sync::mpsc::Sender<Fanout>>,
     /// Addresses of registered monitors, for the receive thread to serve first.
     monitor_ips: Arc<ArcSwap<HashSet<IpAddr>>>,
+    /// The core's registration count when `monitor_ips` was last built.
+    monitor_ips_at: u64,
     ticks: u32,
     /// The length of the datagram being handled: no reply to it may be longer.
     request_len: Option<usize>,
@@ -307,6 +309,7 @@ impl Shell {
                 error_log: config.error_log,
                 send,
                 monitor_ips,
+                monitor_ips_at: u64::MAX,
                 ticks: 0,
                 request_len: None,
                 reset_lens: HashMap::new(),
@@ -680,14 +683,12 @@ impl Shell {
     fn tick(&mut self) {
         self.feed(Input::Tick);
         self.ticks = self.ticks.wrapping_add(1);
-        if self.ticks.is_multiple_of(10) {
-            let ips: HashSet<IpAddr> = self
-                .core
-                .monitor_views(Instant::now())
-                .into_iter()
-                .map(|m| m.ip)
-                .collect();
-            self.monitor_ips.store(Arc::new(ips));
+        // The receive thread's set of registered addresses, rebuilt only when it may have
+        // changed (with thousands of monitors, a rebuild is not free).
+        let registrations = self.core.registrations();
+        if self.ticks.is_multiple_of(10) && registrations != self.monitor_ips_at {
+            self.monitor_ips_at = registrations;
+            self.monitor_ips.store(Arc::new(self.core.monitor_ips()));
         }
     }
 
