@@ -160,7 +160,6 @@ struct Shell {
     monitor_ips: Arc<ArcSwap<HashSet<IpAddr>>>,
     /// The core's registration count when `monitor_ips` was last built.
     monitor_ips_at: u64,
-    ticks: u32,
     /// The length of the datagram being handled: no reply to it may be longer.
     request_len: Option<usize>,
     /// Lengths of reset requests still to be answered finally, by where their replies go
@@ -310,7 +309,6 @@ impl Shell {
                 send,
                 monitor_ips,
                 monitor_ips_at: u64::MAX,
-                ticks: 0,
                 request_len: None,
                 reset_lens: HashMap::new(),
                 tasks: HashMap::new(),
@@ -682,11 +680,12 @@ impl Shell {
     /// receive thread.
     fn tick(&mut self) {
         self.feed(Input::Tick);
-        self.ticks = self.ticks.wrapping_add(1);
-        // The receive thread's set of registered addresses, rebuilt only when it may have
-        // changed (with thousands of monitors, a rebuild is not free).
+        // The receive thread's set of registered addresses, rebuilt on the next tick after
+        // it may have changed (with thousands of monitors a rebuild is not free; until it
+        // is, a monitor that just registered is held to a stranger's rate, whose burst
+        // covers a tick).
         let registrations = self.core.registrations();
-        if self.ticks.is_multiple_of(10) && registrations != self.monitor_ips_at {
+        if registrations != self.monitor_ips_at {
             self.monitor_ips_at = registrations;
             self.monitor_ips.store(Arc::new(self.core.monitor_ips()));
         }
