@@ -187,7 +187,7 @@ const FACTS_MAX_AGE: Duration = Duration::from_secs(1);
 /// A name from the network as it may be printed: a spec-shaped name as it is, anything
 /// else (control characters, spaces, overlong) as a placeholder.
 pub fn shown(name: &str) -> &str {
-    if Name::parse(name).is_ok() {
+    if Name::is_valid(name) {
         name
     } else {
         "<invalid-name>"

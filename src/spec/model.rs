@@ -21,6 +21,11 @@ pub use super::raw::{Mode, Scale};
 pub struct Name(String);
 
 impl Name {
+    /// Whether `s` is a valid name (what [`Name::parse`] accepts), without allocating.
+    pub fn is_valid(s: &str) -> bool {
+        (1..=31).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric())
+    }
+
     pub fn parse(s: &str) -> Result<Name, String> {
         if s.is_empty() || s.len() > 31 {
             return Err(format!(
@@ -358,21 +363,6 @@ impl Spec {
                 })
             }
         }
-    }
-
-    /// Every system of the spec, server by server.
-    pub fn system_refs(&self) -> impl Iterator<Item = SystemRef<'_>> {
-        self.servers.values().flat_map(|s| {
-            let guests: Box<dyn Iterator<Item = SystemRef<'_>>> = match &s.esxi {
-                None => Box::new(std::iter::once(SystemRef::Physical(s))),
-                Some(host) => Box::new(host.guests.iter().map(move |vm| SystemRef::Guest {
-                    server: s,
-                    host,
-                    vm,
-                })),
-            };
-            guests
-        })
     }
 
     /// Rebuilds the system index after `servers` changed.
