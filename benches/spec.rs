@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use haconn::plan::summary::ReloadOutcome;
 use haconn::plan::{self, LiveFacts};
-use haconn::spec::model::Spec;
+use haconn::spec::model::{Name, Spec};
 use haconn::spec::raw::RawSpec;
 use haconn::spec::{self, CheckOptions};
 
@@ -280,9 +280,11 @@ fn fixture() -> Fixture {
     let desired = load(&desired_text, "desired");
     let mut facts = LiveFacts::default();
     for s in live.servers.values().step_by(3) {
-        facts.monitors_active.insert(s.name.as_str().to_string());
+        facts.monitors_active.insert(s.name.clone());
     }
-    facts.resetting.insert("node0121".into());
+    facts
+        .resetting
+        .insert(Name::parse("node0121").expect("a name"));
     Fixture {
         live_text,
         desired_text,

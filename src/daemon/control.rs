@@ -21,6 +21,7 @@ use super::protocol::{
     ServerResetReply, StatusReply,
 };
 use super::supervisor::{Command, Origin, ReloadReply, Shared};
+use crate::spec::model::Name;
 use crate::spec::render::normalized_yaml;
 
 /// How long a connection may stay silent in the middle of or between requests.
@@ -390,8 +391,8 @@ async fn handle(
                 spec: normalized_yaml(&live),
                 settings: live.to_value(&crate::spec::model::Masked),
                 facts: FactsView {
-                    monitors_active: facts.monitors_active,
-                    resetting: facts.resetting,
+                    monitors_active: facts.monitors_active.iter().map(Name::to_string).collect(),
+                    resetting: facts.resetting.iter().map(Name::to_string).collect(),
                 },
             })
         }

@@ -177,7 +177,7 @@ pub struct Core {
     /// Moves whenever what [`Core::facts`] reports may change other than by time.
     facts_gen: u64,
     /// The last facts, with when and at which `facts_gen` they were built.
-    facts_cache: Option<(Instant, u64, Arc<LiveFacts>)>,
+    facts_cache: Option<(Instant, u64, Arc<FactsSnapshot>)>,
 }
 
 /// How old cached facts may be: a reload plans from them, and the commit checks its guards
@@ -196,6 +196,24 @@ pub fn shown(name: &str) -> &str {
 
 /// Whether two specs hold the same systems (same servers, same guests): a reload that
 /// changes none leaves every entry of the table valid.
+/// The live facts as the pipeline thread hands them out: names in no order.
+#[derive(Debug, Clone, Default)]
+pub struct FactsSnapshot {
+    monitors_active: Vec<Name>,
+    resetting: Vec<Name>,
+}
+
+impl FactsSnapshot {
+    /// The planner's facts (sorted sets), built on the caller's thread.
+    pub fn live(&self) -> LiveFacts {
+        LiveFacts {
+            monitors_active: self.monitors_active.iter().cloned().collect(),
+            resetting: self.resetting.iter().cloned().collect(),
+            active: None,
+        }
+    }
+}
+
 fn same_systems(a: &Spec, b: &Spec) -> bool {
     a.servers.len() == b.servers.len()
         && a.servers
@@ -1231,7 +1249,7 @@ impl Core {
 
     /// Monitors that checked recently, and resets in flight (plus simulated ones), built
     /// at most once a [`FACTS_MAX_AGE`] while nothing but time moved.
-    pub fn facts(&mut self, now: Instant) -> Arc<LiveFacts> {
+    pub fn facts(&mut self, now: Instant) -> Arc<FactsSnapshot> {
         if let Some((at, generation, facts)) = &self.facts_cache
             && *generation == self.facts_gen
             && now.saturating_duration_since(*at) < FACTS_MAX_AGE
@@ -1243,24 +1261,33 @@ impl Core {
         facts
     }
 
-    fn build_facts(&self, now: Instant) -> LiveFacts {
-        let mut monitors_active = self.simulated_monitors.clone();
-        let mut resetting = self.simulated_resets.clone();
+    /// One pass over the table, copying names (inline, no allocation); the sorting into
+    /// the planner's sets is left to the caller's thread ([`FactsSnapshot::live`]).
+    fn build_facts(&self, now: Instant) -> FactsSnapshot {
+        let expiry = self.config.monitor_expiry;
+        let mut monitors_active = Vec::with_capacity(self.systems.len());
+        let mut resetting = Vec::new();
         for (name, s) in &self.systems {
             if s.monitor
                 .as_ref()
-                .is_some_and(|m| now.duration_since(m.last_seen) <= self.config.monitor_expiry)
+                .is_some_and(|m| now.duration_since(m.last_seen) <= expiry)
             {
-                monitors_active.insert(name.to_string());
+                monitors_active.push(name.clone());
             }
             if s.resetting().is_some() {
-                resetting.insert(name.to_string());
+                resetting.push(name.clone());
             }
         }
-        LiveFacts {
+        let simulated = |set: &BTreeSet<String>| {
+            set.iter()
+                .filter_map(|s| Name::parse(s).ok())
+                .collect::<Vec<_>>()
+        };
+        monitors_active.extend(simulated(&self.simulated_monitors));
+        resetting.extend(simulated(&self.simulated_resets));
+        FactsSnapshot {
             monitors_active,
             resetting,
-            active: None,
         }
     }
 

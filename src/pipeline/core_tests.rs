@@ -1667,7 +1667,7 @@ impl Run2 {
         use crate::plan::merge::{guards, merge};
         let live = self.w.core.spec().clone();
         let desired = if *live == *spec() { spec_b() } else { spec() };
-        let now_facts = (*self.w.core.facts(self.w.now)).clone();
+        let now_facts = self.w.core.facts(self.w.now).live();
         let facts = self
             .stale_facts
             .replace(now_facts.clone())
@@ -1752,7 +1752,7 @@ fn a_reload_planned_before_a_reset_started_is_refused_and_changes_nothing() {
         run.apply(&ev).unwrap();
     }
     // The reload plans with facts from before node02's reset started.
-    run.stale_facts = Some((*run.w.core.facts(run.w.now)).clone());
+    run.stale_facts = Some(run.w.core.facts(run.w.now).live());
     run.apply(&Ev::Reset {
         at: 1,
         req: 1,

@@ -18,6 +18,7 @@ use crate::plan::LiveFacts;
 use crate::plan::merge::Guard;
 use crate::spec::model::Spec;
 
+use super::core::FactsSnapshot;
 use super::pdutest;
 
 /// The pipeline's answer to a commit.
@@ -84,7 +85,7 @@ pub struct Counters {
 #[derive(Debug)]
 pub enum PipelineMsg {
     /// The facts a plan needs; shared, so a large set is copied off the pipeline thread.
-    Facts(oneshot::Sender<Arc<LiveFacts>>),
+    Facts(oneshot::Sender<Arc<FactsSnapshot>>),
     Commit {
         spec: Arc<Spec>,
         guards: Vec<Guard>,
@@ -244,7 +245,8 @@ impl Pipeline {
     }
 
     pub async fn facts(&self) -> Result<LiveFacts, PipelineGone> {
-        self.ask(PipelineMsg::Facts).await.map(Arc::unwrap_or_clone)
+        // Sorted into sets here, on the caller's thread, not the pipeline's.
+        self.ask(PipelineMsg::Facts).await.map(|f| f.live())
     }
 
     pub async fn commit(

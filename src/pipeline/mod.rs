@@ -176,6 +176,10 @@ struct Shell {
     /// Servers with an operator PDU job running.
     pdu_jobs: HashSet<String>,
     effects: Vec<Effect>,
+    /// The rest of an input's effects after it started a reset task, with the length of
+    /// the request they answer: carried out once the loop has yielded, so that the task
+    /// has sent its first command (the NMI) before replies, fan-outs and log lines.
+    deferred: Vec<(Option<usize>, Vec<Effect>)>,
 }
 
 /// The reset-path key of a spec, read now. `Err` when an authenticated path's key cannot
@@ -320,6 +324,7 @@ impl Shell {
                 health: watch::Health::default(),
                 pdu_jobs: HashSet::new(),
                 effects: Vec::new(),
+                deferred: Vec::new(),
             },
             Sockets {
                 reset_path,
@@ -373,6 +378,16 @@ impl Shell {
                     }
                 }
             }
+            if !self.deferred.is_empty() {
+                // A reset task was just spawned: let it run up to its first await (the
+                // NMI is sent by then), then carry out the rest of what its input said.
+                tokio::task::yield_now().await;
+                for (len, mut rest) in std::mem::take(&mut self.deferred) {
+                    self.request_len = len;
+                    self.execute(&mut rest);
+                }
+                self.request_len = None;
+            }
         }
         // The daemon is stopping: close what the backends keep open (IPMI sessions, SSH
         // connections), bounded so a dead device cannot hold the exit up.
@@ -384,12 +399,35 @@ impl Shell {
         let _ = tokio::time::timeout(Duration::from_secs(3), close).await;
     }
 
-    /// Gives the core one input and carries out what it says.
+    /// Gives the core one input and carries out what it says: hardware first. When the
+    /// input starts a reset, the task is spawned before anything else and the rest waits
+    /// until the loop has let it send its first command (see [`Shell::run`]): the reply,
+    /// log lines and fan-outs of the same input are not worth a later NMI. Nothing else
+    /// depends on their order: a task only runs when the loop yields.
     fn feed(&mut self, input: Input) {
         let mut effects = std::mem::take(&mut self.effects);
         self.core.handle(Instant::now(), input, &mut effects);
-        self.execute(&mut effects);
-        self.effects = effects;
+        let mut started = false;
+        for e in effects.extract_if(.., |e| matches!(e, Effect::Start { .. })) {
+            if let Effect::Start {
+                id,
+                target,
+                timing,
+                test,
+                ..
+            } = e
+            {
+                self.spawn_reset(id, target, timing, test);
+                started = true;
+            }
+        }
+        if started || !self.deferred.is_empty() {
+            // Later inputs before the loop yields wait behind the first, in order.
+            self.deferred.push((self.request_len, effects));
+        } else {
+            self.execute(&mut effects);
+            self.effects = effects;
+        }
     }
 
     fn execute(&mut self, effects: &mut Vec<Effect>) {

@@ -139,30 +139,35 @@ pub fn attach_filter(sock: &UdpSocket) -> io::Result<()> {
 
 /// Starts the thread; it ends when the pipeline thread has gone.
 pub fn spawn(r: Receiver) -> io::Result<std::thread::JoinHandle<()>> {
-    // The kernel's drop count is read from /proc/net/udp, whose size grows with every UDP
-    // socket of the machine (milliseconds to parse with thousands): a thread of its own
-    // reads it, never the one that receives.
-    if let Some(inode) = socket_inode(&r.sock) {
-        let counters = r.counters.clone();
-        let alive = r.monitor_tx.clone();
-        std::thread::Builder::new()
-            .name("haconn-udp-drops".into())
-            .spawn(move || {
-                while !alive.is_closed() {
-                    if let Some(drops) = socket_drops(inode) {
-                        counters.socket_drops.store(drops, Ordering::Relaxed);
-                    }
-                    std::thread::sleep(DROPS_EVERY);
-                }
-            })?;
-    }
+    count_drops(&r.sock)?;
     std::thread::Builder::new()
         .name("haconn-resetpath-rx".into())
         .spawn(move || Thread::new(r).run())
 }
 
-/// How often the kernel's drop count of the reset-path socket is read.
-const DROPS_EVERY: Duration = Duration::from_secs(1);
+/// Asks the kernel to attach its drop count to each datagram (`SO_RXQ_OVFL`): the
+/// datagrams it threw away at this socket before queueing that one, because the buffer
+/// was full or the socket filter refused them (the kernel keeps one count for both; it
+/// attaches none while the count is 0). It
+/// costs nothing per datagram, where reading `/proc/net/udp` costs milliseconds on a
+/// machine with thousands of UDP sockets.
+pub fn count_drops(sock: &UdpSocket) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt on a socket we own, with an int option of the right size.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RXQ_OVFL,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
 
 struct Thread {
     r: Receiver,
@@ -193,7 +198,10 @@ impl Thread {
                     return;
                 }
             }
-            let Ok(got) = got else { continue };
+            let Ok((got, drops)) = got else { continue };
+            if let Some(d) = drops {
+                self.r.counters.socket_drops.store(d, Ordering::Relaxed);
+            }
             let monitors = self.r.monitors.load();
             let now = Instant::now();
             for &(i, n, from) in &got {
@@ -303,14 +311,18 @@ impl Thread {
     }
 }
 
+/// A received datagram: its buffer's index, its length and its source.
+type Received = (usize, usize, SocketAddr);
+
 /// Up to [`BATCH`] datagrams in one `recvmmsg`, after waiting up to [`WAKE`] for the
 /// first; for each, its buffer, its length (a datagram longer than the buffer shows as
-/// `MAX_DATAGRAM + 1`) and its source. (The socket may be non-blocking: its send side is
+/// `MAX_DATAGRAM + 1`) and its source; with the kernel's drop count as the last datagram
+/// carried it (see [`count_drops`]). (The socket may be non-blocking: its send side is
 /// shared with the pipeline thread.)
 fn recv_batch(
     sock: &UdpSocket,
     bufs: &mut [[u8; MAX_DATAGRAM + 1]],
-) -> io::Result<Vec<(usize, usize, SocketAddr)>> {
+) -> io::Result<(Vec<Received>, Option<u64>)> {
     let mut pfd = libc::pollfd {
         fd: sock.as_raw_fd(),
         events: libc::POLLIN,
@@ -318,9 +330,11 @@ fn recv_batch(
     };
     // SAFETY: poll on one pollfd we own.
     if unsafe { libc::poll(&mut pfd, 1, WAKE.as_millis() as libc::c_int) } <= 0 {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     }
     let n = bufs.len().min(BATCH);
+    // Room for one SO_RXQ_OVFL message (a u32) per datagram, aligned for cmsghdr.
+    let mut controls = [[0u64; 4]; BATCH];
     let mut addrs: [MaybeUninit<libc::sockaddr_storage>; BATCH] =
         [const { MaybeUninit::uninit() }; BATCH];
     let mut iovs: Vec<libc::iovec> = bufs[..n]
@@ -332,11 +346,18 @@ fn recv_batch(
         .collect();
     // SAFETY: zeroed mmsghdr is a valid "no control data" header.
     let mut msgs: Vec<libc::mmsghdr> = (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
-    for ((m, addr), iov) in msgs.iter_mut().zip(addrs.iter_mut()).zip(iovs.iter_mut()) {
+    for (((m, addr), iov), control) in msgs
+        .iter_mut()
+        .zip(addrs.iter_mut())
+        .zip(iovs.iter_mut())
+        .zip(controls.iter_mut())
+    {
         m.msg_hdr.msg_name = addr.as_mut_ptr().cast();
         m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
         m.msg_hdr.msg_iov = iov;
         m.msg_hdr.msg_iovlen = 1;
+        m.msg_hdr.msg_control = control.as_mut_ptr().cast();
+        m.msg_hdr.msg_controllen = std::mem::size_of_val(control);
     }
     // SAFETY: every header points at a live buffer and address slot of the right size,
     // all outliving the call.
@@ -353,7 +374,20 @@ fn recv_batch(
         return Err(io::Error::last_os_error());
     }
     let mut out = Vec::with_capacity(got as usize);
+    let mut drops = None;
     for (i, m) in msgs.iter().take(got as usize).enumerate() {
+        // SAFETY: the kernel filled this header's control buffer (msg_controllen says how
+        // much of it); the CMSG macros walk only within it.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&m.msg_hdr);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_RXQ_OVFL {
+                    let n = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u32>());
+                    drops = Some(u64::from(n));
+                }
+                c = libc::CMSG_NXTHDR(&m.msg_hdr, c);
+            }
+        }
         // SAFETY: the kernel filled this slot (an IPv4 or IPv6 address on a UDP socket).
         let Some(from) = (unsafe { socket_addr(addrs[i].assume_init_ref()) }) else {
             continue;
@@ -365,7 +399,7 @@ fn recv_batch(
         };
         out.push((i, len, from));
     }
-    Ok(out)
+    Ok((out, drops))
 }
 
 /// The address in `ss`, when it is IPv4 or IPv6.
@@ -396,29 +430,6 @@ unsafe fn socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-fn socket_inode(sock: &UdpSocket) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt;
-    let fd = sock.as_raw_fd();
-    std::fs::metadata(format!("/proc/self/fd/{fd}"))
-        .ok()
-        .map(|m| m.ino())
-}
-
-/// The kernel's count of datagrams dropped at this socket (a full receive buffer), from
-/// the last column of `/proc/net/udp` or `udp6`.
-fn socket_drops(inode: u64) -> Option<u64> {
-    let inode = inode.to_string();
-    ["/proc/net/udp", "/proc/net/udp6"].iter().find_map(|p| {
-        let text = std::fs::read_to_string(p).ok()?;
-        text.lines().skip(1).find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(9) == Some(&inode.as_str()))
-                .then(|| f.last()?.parse().ok())
-                .flatten()
-        })
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,7 +449,7 @@ mod tests {
             if seen.len() == 11 {
                 break;
             }
-            seen.extend(recv_batch(&rx, &mut bufs).unwrap());
+            seen.extend(recv_batch(&rx, &mut bufs).unwrap().0);
         }
         assert_eq!(seen.len(), 11);
         assert!(seen.iter().all(|&(_, _, f)| f == tx.local_addr().unwrap()));
@@ -447,7 +458,6 @@ mod tests {
             MAX_DATAGRAM + 1,
             "a long datagram is seen as too long"
         );
-        assert!(socket_inode(&rx).and_then(socket_drops).is_some());
         assert!(size_buffer(&rx).unwrap() > 0);
     }
 
@@ -464,8 +474,29 @@ mod tests {
             tx.send_to(good, to).unwrap();
         }
         let mut bufs = vec![[0u8; MAX_DATAGRAM + 1]; BATCH];
-        let got = recv_batch(&rx, &mut bufs).unwrap();
+        let got = recv_batch(&rx, &mut bufs).unwrap().0;
         let seen: Vec<&[u8]> = got.iter().map(|&(i, n, _)| &bufs[i][..n]).collect();
         assert_eq!(seen, [b"HCN1".as_slice(), b"HCN1\x00x", b"HCN1\x07x"]);
+    }
+
+    #[test]
+    fn the_kernels_drop_count_comes_with_the_datagrams() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        count_drops(&rx).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        tx.send_to(b"HCN1 first", to).unwrap();
+        let mut bufs = vec![[0u8; MAX_DATAGRAM + 1]; BATCH];
+        let (got, drops) = recv_batch(&rx, &mut bufs).unwrap();
+        // No drops yet: the kernel attaches no count.
+        assert_eq!((got.len(), drops), (1, None));
+        // The filter refuses three: the next datagram carries the count.
+        attach_filter(&rx).unwrap();
+        for _ in 0..3 {
+            tx.send_to(b"junk", to).unwrap();
+        }
+        tx.send_to(b"HCN1 second", to).unwrap();
+        let (got, drops) = recv_batch(&rx, &mut bufs).unwrap();
+        assert_eq!((got.len(), drops), (1, Some(3)));
     }
 }

@@ -24,16 +24,16 @@ use crate::spec::model::{Fingerprinted, Name, PhysicalServer, SECRET_FINGERPRINT
 pub struct LiveFacts {
     /// Systems (physical server names or guest VM names) whose HA monitor is active.
     #[serde(default)]
-    pub monitors_active: BTreeSet<String>,
+    pub monitors_active: BTreeSet<Name>,
     /// Systems being reset right now.
     #[serde(default)]
-    pub resetting: BTreeSet<String>,
+    pub resetting: BTreeSet<Name>,
     /// The active management server (default: the first by name).
     pub active: Option<String>,
 }
 
 impl LiveFacts {
-    fn touches(set: &BTreeSet<String>, server: &PhysicalServer) -> bool {
+    fn touches(set: &BTreeSet<Name>, server: &PhysicalServer) -> bool {
         set.contains(server.name.as_str())
             || server
                 .esxi

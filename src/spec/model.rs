@@ -17,17 +17,27 @@ use super::secret::Secret;
 pub use super::raw::{Mode, Scale};
 
 /// A system, VM or management server name: 1–31 ASCII letters and digits.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Name(String);
+///
+/// Held inline (32 bytes, no allocation): the reset core clones names into its tables,
+/// its request cache and the live facts a reload plans against, and a clone is a copy of
+/// 32 bytes (it is not `Copy` only to keep clones visible).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Name {
+    len: u8,
+    bytes: [u8; Name::MAX],
+}
 
 impl Name {
+    /// The longest name.
+    pub const MAX: usize = 31;
+
     /// Whether `s` is a valid name (what [`Name::parse`] accepts), without allocating.
     pub fn is_valid(s: &str) -> bool {
-        (1..=31).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric())
+        (1..=Name::MAX).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric())
     }
 
     pub fn parse(s: &str) -> Result<Name, String> {
-        if s.is_empty() || s.len() > 31 {
+        if s.is_empty() || s.len() > Name::MAX {
             return Err(format!(
                 "name must be 1–31 characters (`{s}` has {})",
                 s.chars().count()
@@ -36,23 +46,70 @@ impl Name {
         if !s.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(format!("name `{s}` may hold letters and digits only"));
         }
-        Ok(Name(s.to_string()))
+        let mut bytes = [0u8; Name::MAX];
+        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        Ok(Name {
+            len: s.len() as u8,
+            bytes,
+        })
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        // SAFETY: a `Name` is made only by `parse`, from ASCII letters and digits.
+        unsafe { std::str::from_utf8_unchecked(&self.bytes[..usize::from(self.len)]) }
+    }
+}
+
+// Hashed and ordered as the text is (as `Borrow<str>` requires: maps keyed by names are
+// looked up by `&str`), not by the inline layout.
+impl std::hash::Hash for Name {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl Ord for Name {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // The padding is zeros and a name holds none, so the padded bytes compare as the
+        // text does ("ab" < "abc" as 0 < b'c').
+        self.bytes.cmp(&other.bytes)
+    }
+}
+
+impl PartialOrd for Name {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Name({:?})", self.as_str())
     }
 }
 
 impl std::borrow::Borrow<str> for Name {
     fn borrow(&self) -> &str {
-        &self.0
+        self.as_str()
+    }
+}
+
+impl serde::Serialize for Name {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Name {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Name, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Name::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -612,5 +669,41 @@ impl Spec {
         }
         m["servers"] = self.servers.values().map(|s| s.to_value(v)).collect();
         m
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::Name;
+    use std::collections::{BTreeSet, HashMap};
+
+    #[test]
+    fn a_name_is_found_by_its_text_and_ordered_as_text() {
+        let names = ["node2", "node10", "a", "Z9", &"x".repeat(31)];
+        let map: HashMap<Name, usize> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (Name::parse(n).unwrap(), i))
+            .collect();
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(map.get(*n), Some(&i), "{n}");
+        }
+        let set: BTreeSet<Name> = names.iter().map(|n| Name::parse(n).unwrap()).collect();
+        let mut sorted = names.to_vec();
+        sorted.sort();
+        assert_eq!(set.iter().map(Name::as_str).collect::<Vec<_>>(), sorted);
+        assert!(set.contains("node10"));
+    }
+
+    #[test]
+    fn names_are_checked_wherever_they_come_from() {
+        for bad in ["", "node-1", "nöde", &"x".repeat(32)] {
+            assert!(Name::parse(bad).is_err(), "{bad:?}");
+            assert!(!Name::is_valid(bad), "{bad:?}");
+            assert!(serde_json::from_str::<Name>(&format!("{bad:?}")).is_err());
+        }
+        let n: Name = serde_json::from_str("\"node01\"").unwrap();
+        assert_eq!(serde_json::to_string(&n).unwrap(), "\"node01\"");
+        assert_eq!(format!("{n} {n:?}"), "node01 Name(\"node01\")");
     }
 }

@@ -74,7 +74,7 @@ fn pdu_delete_is_refused_while_a_refused_server_still_uses_it() {
     let desired_text = server("a", 11, "{pdu: 192.168.30.2, outlet: 1}").replace("admin", "root");
     let desired = spec(&desired_text, PDU2);
     let facts = LiveFacts {
-        monitors_active: ["a".to_string()].into(),
+        monitors_active: [haconn::spec::model::Name::parse("a").expect("a name")].into(),
         ..Default::default()
     };
     let p = plan(&live, &desired, &facts);
@@ -105,7 +105,7 @@ fn an_add_on_an_outlet_a_refused_change_still_holds_is_refused() {
         PDU1,
     );
     let facts = LiveFacts {
-        resetting: ["a".to_string()].into(),
+        resetting: [haconn::spec::model::Name::parse("a").expect("a name")].into(),
         ..Default::default()
     };
     let p = plan(&live, &desired, &facts);
@@ -130,7 +130,7 @@ fn a_refused_delete_keeps_an_add_from_passing_the_limit() {
         .collect();
     let desired = spec(&desired_servers, PDU1);
     let facts = LiveFacts {
-        monitors_active: ["s0".to_string()].into(),
+        monitors_active: [haconn::spec::model::Name::parse("s0").expect("a name")].into(),
         ..Default::default()
     };
     let p = plan(&live, &desired, &facts);
