@@ -222,7 +222,10 @@ impl Pipeline {
         };
         let handle = thread::Builder::new()
             .name("haconn-pipeline".into())
-            .spawn(move || runtime.block_on(shell.run(rx, sockets)))?;
+            .spawn(move || {
+                super::limits::nice_this_thread(super::limits::FENCING_NICE);
+                runtime.block_on(shell.run(rx, sockets))
+            })?;
         Ok((Pipeline { tx, live, counters }, PipelineThread { handle }))
     }
 

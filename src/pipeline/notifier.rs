@@ -42,7 +42,8 @@ pub fn state_word(s: AttentionState) -> &'static str {
     }
 }
 
-/// The notifier thread's nice value (the pipeline thread keeps the process's).
+/// The notifier thread's nice value (behind the process's; the pipeline thread is ahead,
+/// [`super::limits::FENCING_NICE`]).
 const NOTIFIER_NICE: libc::c_int = 10;
 
 /// Starts the notifier thread; it ends when the returned sender is dropped.
@@ -59,14 +60,7 @@ pub fn spawn(
             // Below the pipeline thread: a fan-out to thousands of monitors takes a core
             // for milliseconds, and the next reset request must not wait behind it. (Linux
             // keeps a nice value per thread; where it cannot be set, nothing changes.)
-            // SAFETY: setpriority on this thread's own id has no memory effects.
-            unsafe {
-                libc::setpriority(
-                    libc::PRIO_PROCESS,
-                    libc::gettid() as libc::id_t,
-                    NOTIFIER_NICE,
-                );
-            }
+            super::limits::nice_this_thread(NOTIFIER_NICE);
             for f in rx {
                 let word = state_word(f.state);
                 let mut sent_to = HashSet::with_capacity(f.to.len());

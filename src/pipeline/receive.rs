@@ -142,7 +142,10 @@ pub fn spawn(r: Receiver) -> io::Result<std::thread::JoinHandle<()>> {
     count_drops(&r.sock)?;
     std::thread::Builder::new()
         .name("haconn-resetpath-rx".into())
-        .spawn(move || Thread::new(r).run())
+        .spawn(move || {
+            super::limits::nice_this_thread(super::limits::FENCING_NICE);
+            Thread::new(r).run()
+        })
 }
 
 /// Asks the kernel to attach its drop count to each datagram (`SO_RXQ_OVFL`): the
