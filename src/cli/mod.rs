@@ -194,8 +194,15 @@ pub const EXIT_CODES: &[CommandCodes] = &[
         command: "server reset",
         style: ExitStyle::Standard,
         meanings: &[
-            (Outcome::Ok, "accepted"),
-            (Outcome::Failed, "refused"),
+            (
+                Outcome::Ok,
+                "`stopped (dump)`: NMI acknowledged, then the node's stop notice",
+            ),
+            (
+                Outcome::Failed,
+                "refused (e.g. BMC known NG), NMI failed, no stop notice within 60 s, or \
+                 powered off (nothing tested)",
+            ),
             (Outcome::Trouble, USAGE_UNREACHABLE),
         ],
     },

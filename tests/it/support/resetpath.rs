@@ -196,6 +196,11 @@ impl Lab {
         self.daemon.path(rel)
     }
 
+    /// The daemon's control socket, as `--control-socket` takes it.
+    pub fn socket_arg(&self) -> String {
+        self.daemon.socket_arg()
+    }
+
     pub fn key_file(&self) -> String {
         self.path("reset-path.key").display().to_string()
     }
