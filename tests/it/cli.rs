@@ -109,6 +109,30 @@ fn invalid_yaml_syntax() {
         .stdout_contains("spec.yaml: invalid (1 error, 0 warnings)");
 }
 
+/// Issue 18.12: a tab in the indentation is reported at the tab's own line and column
+/// (the scanner notices it at the end of the line before), saying tabs are not allowed.
+#[test]
+fn a_tab_in_the_indentation_is_reported_at_the_tab() {
+    for (from, to, column) in [
+        ("  auth:\n", "\tauth:\n", 1),
+        (
+            "    key: {env: HACONN_TEST_RESET_KEY}\n",
+            "  \tkey: {env: HACONN_TEST_RESET_KEY}\n",
+            3,
+        ),
+    ] {
+        let spec = edit(BASE, from, to);
+        let line = line_of(&spec, to.trim());
+        validate(&spec, &[])
+            .status(1)
+            .stdout_contains(&format!(
+                "spec.yaml:{line}:{column}: error[yaml]: invalid YAML: tabs are not allowed for \
+                 indentation (indent with spaces)\n"
+            ))
+            .stdout_contains("spec.yaml: invalid (1 error, 0 warnings)");
+    }
+}
+
 #[test]
 fn string_where_a_port_number_belongs() {
     let spec = edit(BASE, "port: 623", "port: \"623\"");
