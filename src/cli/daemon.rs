@@ -38,10 +38,10 @@ pub struct Args {
     /// Interval of the fallback poll of the spec file, in milliseconds.
     #[arg(long, default_value_t = 2000, value_name = "MS")]
     pub poll_ms: u64,
-    /// Size at which the event log is rotated, in bytes.
+    /// Size at which each log file (event, reset, error, init) is rotated, in bytes.
     #[arg(long, default_value_t = 10 * 1024 * 1024)]
     pub log_max_bytes: u64,
-    /// Old event logs kept (event.log.1 ...).
+    /// Old generations kept of each log file (event.log.1 ...).
     #[arg(long, default_value_t = 5)]
     pub log_generations: u32,
     /// Accept `simulate` requests on the control socket (tests and labs only).

@@ -73,6 +73,15 @@ pub struct SocketArg {
     pub control_socket: std::path::PathBuf,
 }
 
+/// `--quiet` of the commands that act through the daemon (`server …`, `act`/`sby`).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct QuietArg {
+    /// No progress lines and nothing on success; a failure or refusal still prints (on
+    /// stderr), and the exit code tells. No effect with `--output json`.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+}
+
 /// How a command ended, in the operator's terms. [`Outcome::code`] is the one place that
 /// turns it into an exit code, and [`EXIT_CODES`] says what each code means per command
 /// (README.md's table is generated from it and checked by `tests/it/cli.rs`).

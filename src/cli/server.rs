@@ -12,7 +12,7 @@
 
 use std::net::IpAddr;
 
-use super::{Outcome, OutputArg, SocketArg, print_json};
+use super::{Outcome, OutputArg, QuietArg, SocketArg, print_json};
 use crate::daemon::client::{ClientError, request_with_progress};
 use crate::daemon::protocol::{PduJobReply, Request, ServerResetReply, VERSION};
 use crate::pipeline::pdutest::Mode;
@@ -25,6 +25,8 @@ pub struct Args {
     pub socket: SocketArg,
     #[command(flatten)]
     pub output: OutputArg,
+    #[command(flatten)]
+    pub quiet: QuietArg,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -142,7 +144,13 @@ pub fn run(args: &Args) -> Outcome {
                 wait_time: Some(test.wtime),
                 force: *force,
             };
-            pdu_job(&args.socket, &args.output, "server ipdusd", &req)
+            pdu_job(
+                &args.socket,
+                &args.output,
+                args.quiet,
+                "server ipdusd",
+                &req,
+            )
         }
         Action::Acrecovery { name, addr } => {
             let req = Request::ServerIpdu {
@@ -154,16 +162,25 @@ pub fn run(args: &Args) -> Outcome {
                 wait_time: None,
                 force: false,
             };
-            pdu_job(&args.socket, &args.output, "server acrecovery", &req)
+            pdu_job(
+                &args.socket,
+                &args.output,
+                args.quiet,
+                "server acrecovery",
+                &req,
+            )
         }
     }
 }
 
 /// Prints a progress line as it comes, with the time; in JSON an object of its own:
-/// `{"progress": TEXT, "at": TIME}`.
-fn progress(json: bool) -> impl FnMut(&str) {
+/// `{"progress": TEXT, "at": TIME}`; nothing in text with `--quiet`.
+fn progress(json: bool, quiet: QuietArg) -> impl FnMut(&str) {
     move |line: &str| {
         let at = chrono::Local::now();
+        if quiet.quiet && !json {
+            return;
+        }
         if json {
             outln!(
                 "{}",
@@ -180,15 +197,16 @@ fn progress(json: bool) -> impl FnMut(&str) {
 pub(super) fn pdu_job(
     socket: &SocketArg,
     output: &OutputArg,
+    quiet: QuietArg,
     what: &str,
     req: &Request,
 ) -> Outcome {
     let json = output.is_json();
-    match request_with_progress::<PduJobReply>(&socket.control_socket, req, progress(json)) {
+    match request_with_progress::<PduJobReply>(&socket.control_socket, req, progress(json, quiet)) {
         Ok(reply) => {
             if json {
                 print_json(&reply);
-            } else {
+            } else if !quiet.quiet {
                 outln!("{}", reply.summary);
             }
             Outcome::Ok
@@ -216,19 +234,19 @@ fn reset(args: &Args, name: &str, subsystem: u32) -> Outcome {
     match request_with_progress::<ServerResetReply>(
         &args.socket.control_socket,
         &req,
-        progress(json),
+        progress(json, args.quiet),
     ) {
         Ok(reply) => {
             let ok = reply.succeeded();
             if json {
                 print_json(&reply);
-            } else if ok {
-                outln!("{name} (subsystem {subsystem}): {}", reply.message);
-            } else {
+            } else if !ok {
                 errln!(
                     "haconn server reset: {name} (subsystem {subsystem}): {}",
                     reply.message
                 );
+            } else if !args.quiet.quiet {
+                outln!("{name} (subsystem {subsystem}): {}", reply.message);
             }
             if ok { Outcome::Ok } else { Outcome::Failed }
         }

@@ -133,6 +133,33 @@ fn a_tab_in_the_indentation_is_reported_at_the_tab() {
     }
 }
 
+/// Issue 18.11: `--quiet` drops what is only informational (a valid file's summary, the
+/// diff and plan); problems and errors still print, and the exit code is unchanged.
+#[test]
+fn quiet_validate_and_diff_print_only_problems() {
+    validate(BASE, &["--quiet"]).status(0).stdout_is("");
+    let bad = edit(BASE, "timeout: 10", "timeout: 70");
+    validate(&bad, &["-q"])
+        .status(1)
+        .stdout_contains("error[range]: servers[0].ipdu.timeout")
+        .stdout_contains("spec.yaml: invalid (1 error, 0 warnings)");
+    let quiet_diff = |new: &str| {
+        Test::new()
+            .file("old.yaml", BASE)
+            .file("new.yaml", new)
+            .args(&["diff", "old.yaml", "new.yaml", "--quiet"])
+            .run()
+    };
+    quiet_diff(&edit(BASE, "timeout: 10", "timeout: 20"))
+        .status(2)
+        .stdout_is("");
+    quiet_diff(BASE).status(0).stdout_is("");
+    quiet_diff(&bad)
+        .status(1)
+        .stdout_is("")
+        .stderr_contains("servers[0].ipdu.timeout: timeout must be 5–60 seconds (got 70)");
+}
+
 #[test]
 fn string_where_a_port_number_belongs() {
     let spec = edit(BASE, "port: 623", "port: \"623\"");

@@ -767,6 +767,13 @@ fn server_reset_reports_a_failed_nmi_and_exits_1() {
         .stdout_has("NMI sent to BMC")
         .stderr_has("haconn server reset: labnode02 (subsystem 2): NMI failed: ");
     assert!(started.elapsed() < Duration::from_secs(20), "{run}");
+    // --quiet (issue 18.11): no progress lines; the failure still prints.
+    let mut quiet = args.to_vec();
+    quiet.push("--quiet");
+    let run = haconn(&quiet);
+    run.code(1)
+        .stderr_has("haconn server reset: labnode02 (subsystem 2): NMI failed: ");
+    assert_eq!(run.stdout, "", "{run}");
     let mut json = args.to_vec();
     json.extend(["--output", "json"]);
     let run = haconn(&json);
