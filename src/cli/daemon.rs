@@ -48,11 +48,11 @@ pub struct Args {
     #[arg(long, hide = true)]
     pub test_hooks: bool,
     /// Listen for the reset path here instead of the spec's resetPath address and port.
-    #[arg(long, value_name = "ADDR:PORT")]
+    #[arg(long, value_name = "ADDR:PORT", env = "HACONN_RESET_PATH_BIND")]
     pub reset_path_bind: Option<std::net::SocketAddr>,
     /// Where fence_kdump_send messages arrive: ADDR:PORT, or `off` (default: the reset-path
     /// address, port 7410).
-    #[arg(long, value_name = "ADDR:PORT|off")]
+    #[arg(long, value_name = "ADDR:PORT|off", env = "HACONN_FENCE_KDUMP_BIND")]
     pub fence_kdump_bind: Option<String>,
     /// Drive simulated BMCs, PDUs and ESXi hosts instead of real ones (labs only).
     #[arg(long, hide = true)]
