@@ -864,7 +864,10 @@ fn diff_reports_a_change_with_exit_2() {
         .stdout_contains("+++ new.yaml")
         .stdout_contains("~ physical server node01")
         .stdout_contains("~ ipdu.timeout: 10 -> 20")
-        .stdout_contains("Plan: 0 to add, 1 to change, 0 to delete");
+        .stdout_contains("Plan: 0 to add, 1 to change, 0 to delete")
+        // Two files: no daemon is involved, and nothing speaks of one (issue 18.12).
+        .never_shows("live")
+        .never_shows("daemon");
 }
 
 #[test]
