@@ -3,8 +3,8 @@
 //! [`Core::handle`] takes the time and one [`Input`] — an authenticated datagram with its
 //! source, a step or the end of a reset task, the end of a task, a power loss seen by the
 //! watch, a timer tick — and appends the [`Effect`]s the shell must carry out: replies,
-//! attention fan-outs, reset-log and error-log lines, and starting, signalling or
-//! cancelling a reset task. It holds no socket, no runtime and no clock, so it is tested
+//! attention fan-outs, reset-log and error-log lines, starting, signalling or cancelling
+//! a reset task, and the end of an operator's test reset (for whoever waits for it). It holds no socket, no runtime and no clock, so it is tested
 //! with tables of inputs and explored exhaustively (`core_tests.rs`).
 //!
 //! It owns the per-system table ([`super::system`]): one state per system of the live
