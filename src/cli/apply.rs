@@ -19,6 +19,11 @@ pub struct Args {
     /// apply that file again at its next change, undoing this reload).
     #[arg(long)]
     pub force: bool,
+    /// Print nothing when the reload completes (or, with --dry-run, would complete); when
+    /// it fails, only the summary that says which object failed and why. Errors still
+    /// print. No effect with `--output json`.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
     #[command(flatten)]
     pub socket: SocketArg,
     #[command(flatten)]
@@ -89,6 +94,12 @@ pub fn run(args: &Args) -> Outcome {
         errln!("{}: the daemon refused the spec:", args.spec);
         for d in &reply.diagnostics {
             errln!("{}", d.render(&args.spec));
+        }
+        return outcome;
+    }
+    if args.quiet {
+        if outcome != Outcome::Ok {
+            out!("{}", reply.summary);
         }
         return outcome;
     }

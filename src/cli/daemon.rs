@@ -38,21 +38,21 @@ pub struct Args {
     /// Interval of the fallback poll of the spec file, in milliseconds.
     #[arg(long, default_value_t = 2000, value_name = "MS")]
     pub poll_ms: u64,
-    /// Size at which the event log is rotated, in bytes.
+    /// Size at which each log file (event, reset, error, init) is rotated, in bytes.
     #[arg(long, default_value_t = 10 * 1024 * 1024)]
     pub log_max_bytes: u64,
-    /// Old event logs kept (event.log.1 ...).
+    /// Old generations kept of each log file (event.log.1 ...).
     #[arg(long, default_value_t = 5)]
     pub log_generations: u32,
     /// Accept `simulate` requests on the control socket (tests and labs only).
     #[arg(long, hide = true)]
     pub test_hooks: bool,
     /// Listen for the reset path here instead of the spec's resetPath address and port.
-    #[arg(long, value_name = "ADDR:PORT")]
+    #[arg(long, value_name = "ADDR:PORT", env = "HACONN_RESET_PATH_BIND")]
     pub reset_path_bind: Option<std::net::SocketAddr>,
     /// Where fence_kdump_send messages arrive: ADDR:PORT, or `off` (default: the reset-path
     /// address, port 7410).
-    #[arg(long, value_name = "ADDR:PORT|off")]
+    #[arg(long, value_name = "ADDR:PORT|off", env = "HACONN_FENCE_KDUMP_BIND")]
     pub fence_kdump_bind: Option<String>,
     /// Drive simulated BMCs, PDUs and ESXi hosts instead of real ones (labs only).
     #[arg(long, hide = true)]

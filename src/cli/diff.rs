@@ -25,6 +25,10 @@ pub struct Args {
     /// Facts about the running cluster (YAML: monitorsActive, resetting, active) to predict refusals.
     #[arg(long, value_name = "FILE")]
     pub facts: Option<String>,
+    /// Print nothing but errors; the exit code says whether there are changes (as `git
+    /// diff --quiet`). No effect with `--output json`.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 /// Loads and validates a spec, printing its errors; `Err` carries the outcome to exit with.
@@ -97,7 +101,7 @@ fn show(args: &Args, diff: &str, p: &crate::plan::Plan) -> Outcome {
             "diff": diff,
             "changes": p.to_value(),
         }));
-    } else {
+    } else if !args.quiet {
         out!("{diff}");
         out!("{}", p.render());
     }
@@ -147,7 +151,7 @@ fn live(args: &Args) -> Outcome {
                     "diff": reply.diff.unwrap_or_default(),
                     "changes": reply.plan_changes,
                 }));
-            } else {
+            } else if !args.quiet {
                 out!("{}", reply.diff.unwrap_or_default());
                 out!("{}", reply.plan);
             }
@@ -159,10 +163,12 @@ fn live(args: &Args) -> Outcome {
         }
         Err(crate::daemon::client::ClientError::Unreachable { source, .. }) => {
             let state = args.state_dir.join("applied.yaml");
-            errln!(
-                "haconn diff: the daemon is not reachable ({source}); comparing with the last applied spec {}",
-                state.display()
-            );
+            if !args.quiet {
+                errln!(
+                    "haconn diff: the daemon is not reachable ({source}); comparing with the last applied spec {}",
+                    state.display()
+                );
+            }
             let old = match load(&state.display().to_string()) {
                 Ok(s) => s,
                 Err(e) => return e,

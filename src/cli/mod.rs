@@ -73,6 +73,15 @@ pub struct SocketArg {
     pub control_socket: std::path::PathBuf,
 }
 
+/// `--quiet` of the commands that act through the daemon (`server …`, `act`/`sby`).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct QuietArg {
+    /// No progress lines and nothing on success; a failure or refusal still prints (on
+    /// stderr), and the exit code tells. No effect with `--output json`.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+}
+
 /// How a command ended, in the operator's terms. [`Outcome::code`] is the one place that
 /// turns it into an exit code, and [`EXIT_CODES`] says what each code means per command
 /// (README.md's table is generated from it and checked by `tests/it/cli.rs`).
@@ -194,8 +203,15 @@ pub const EXIT_CODES: &[CommandCodes] = &[
         command: "server reset",
         style: ExitStyle::Standard,
         meanings: &[
-            (Outcome::Ok, "accepted"),
-            (Outcome::Failed, "refused"),
+            (
+                Outcome::Ok,
+                "`stopped (dump)`: NMI acknowledged, then the node's stop notice",
+            ),
+            (
+                Outcome::Failed,
+                "refused (e.g. BMC known NG), NMI failed, no stop notice within 60 s, or \
+                 powered off (nothing tested)",
+            ),
             (Outcome::Trouble, USAGE_UNREACHABLE),
         ],
     },

@@ -6,7 +6,7 @@
 //! supply); everything else is refused with the reason until duplication exists.
 
 use super::server::{PduTest, pdu_job};
-use super::{Outcome, OutputArg, SocketArg};
+use super::{Outcome, OutputArg, QuietArg, SocketArg};
 use crate::daemon::protocol::{Request, VERSION};
 
 #[derive(Debug, clap::Args)]
@@ -17,6 +17,8 @@ pub struct Args {
     pub socket: SocketArg,
     #[command(flatten)]
     pub output: OutputArg,
+    #[command(flatten)]
+    pub quiet: QuietArg,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -46,5 +48,5 @@ pub fn run(args: &Args, role: &str) -> Outcome {
         off_time: Some(test.offtime),
         wait_time: Some(test.wtime),
     };
-    pdu_job(&args.socket, &args.output, what, &req)
+    pdu_job(&args.socket, &args.output, args.quiet, what, &req)
 }

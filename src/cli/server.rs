@@ -1,9 +1,10 @@
 //! `haconn server ...`: operator actions on a managed server through the daemon.
 //!
-//! `reset` is the test reset of SPEC §8: the pipeline runs the same sequence as for an HA
-//! monitor's request (soft reset, then hard reset, then PDU cut as configured), logged
-//! with `----` for the requester. Exit 0 when the pipeline accepted it, 1 when it was
-//! refused, 2 when the daemon could not be reached.
+//! `reset` is the test soft reset of SPEC §8: the NMI only (never a hard reset or a PDU
+//! cut), logged with `----` for the requester. Like `stonith_admin`, it waits for the
+//! outcome and prints it: exit 0 only when the NMI was acknowledged and the node's stop
+//! notice came (it is dumping), 1 when it was refused or the soft reset did not work, 2
+//! when the daemon could not be reached.
 //!
 //! `ipdusd` is the PDU-cut test (SPEC §8) and `acrecovery` switches a server's outlets back
 //! on; both print each outlet switch as it happens and exit 0 only when every switch was
@@ -11,8 +12,8 @@
 
 use std::net::IpAddr;
 
-use super::{Outcome, OutputArg, SocketArg, print_json};
-use crate::daemon::client::{ClientError, request, request_with_progress};
+use super::{Outcome, OutputArg, QuietArg, SocketArg, print_json};
+use crate::daemon::client::{ClientError, request_with_progress};
 use crate::daemon::protocol::{PduJobReply, Request, ServerResetReply, VERSION};
 use crate::pipeline::pdutest::Mode;
 
@@ -24,12 +25,17 @@ pub struct Args {
     pub socket: SocketArg,
     #[command(flatten)]
     pub output: OutputArg,
+    #[command(flatten)]
+    pub quiet: QuietArg,
 }
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Action {
-    /// Test reset of a system (a physical server, or a guest of an ESXi host): the daemon
-    /// answers once the pipeline has started it; follow it in the reset log.
+    /// Test soft reset of a system (a physical server, or a guest of an ESXi host): an NMI
+    /// through its BMC (or ESXi host), then up to 60 s for the node's stop notice; never a
+    /// hard reset or a PDU cut. Waits for the outcome and prints it (`stopped (dump)`,
+    /// NMI failed, no stop notice within 60 s, powered off); refused at once when the
+    /// hardware watch knows the BMC (ESXi host) is NG.
     Reset {
         /// The system name (the HA monitor's partition name).
         name: String,
@@ -138,7 +144,13 @@ pub fn run(args: &Args) -> Outcome {
                 wait_time: Some(test.wtime),
                 force: *force,
             };
-            pdu_job(&args.socket, &args.output, "server ipdusd", &req)
+            pdu_job(
+                &args.socket,
+                &args.output,
+                args.quiet,
+                "server ipdusd",
+                &req,
+            )
         }
         Action::Acrecovery { name, addr } => {
             let req = Request::ServerIpdu {
@@ -150,7 +162,32 @@ pub fn run(args: &Args) -> Outcome {
                 wait_time: None,
                 force: false,
             };
-            pdu_job(&args.socket, &args.output, "server acrecovery", &req)
+            pdu_job(
+                &args.socket,
+                &args.output,
+                args.quiet,
+                "server acrecovery",
+                &req,
+            )
+        }
+    }
+}
+
+/// Prints a progress line as it comes, with the time; in JSON an object of its own:
+/// `{"progress": TEXT, "at": TIME}`; nothing in text with `--quiet`.
+fn progress(json: bool, quiet: QuietArg) -> impl FnMut(&str) {
+    move |line: &str| {
+        let at = chrono::Local::now();
+        if quiet.quiet && !json {
+            return;
+        }
+        if json {
+            outln!(
+                "{}",
+                serde_json::json!({"progress": line, "at": at.to_rfc3339()})
+            );
+        } else {
+            outln!("[{}] {line}", at.format("%H:%M:%S"));
         }
     }
 }
@@ -160,27 +197,16 @@ pub fn run(args: &Args) -> Outcome {
 pub(super) fn pdu_job(
     socket: &SocketArg,
     output: &OutputArg,
+    quiet: QuietArg,
     what: &str,
     req: &Request,
 ) -> Outcome {
     let json = output.is_json();
-    // In JSON, progress lines are objects of their own: `{"progress": TEXT, "at": TIME}`.
-    let progress = |line: &str| {
-        let at = chrono::Local::now();
-        if json {
-            outln!(
-                "{}",
-                serde_json::json!({"progress": line, "at": at.to_rfc3339()})
-            );
-        } else {
-            outln!("[{}] {line}", at.format("%H:%M:%S"));
-        }
-    };
-    match request_with_progress::<PduJobReply>(&socket.control_socket, req, progress) {
+    match request_with_progress::<PduJobReply>(&socket.control_socket, req, progress(json, quiet)) {
         Ok(reply) => {
             if json {
                 print_json(&reply);
-            } else {
+            } else if !quiet.quiet {
                 outln!("{}", reply.summary);
             }
             Outcome::Ok
@@ -204,16 +230,25 @@ fn reset(args: &Args, name: &str, subsystem: u32) -> Outcome {
         system: name.to_string(),
         subsystem,
     };
-    match request::<ServerResetReply>(&args.socket.control_socket, &req) {
-        Ok(reply) if args.output.is_json() => {
-            print_json(&reply);
-            Outcome::Ok
-        }
-        Ok(_) => {
-            outln!(
-                "test reset of {name} (subsystem {subsystem}) accepted; its steps go to the reset log"
-            );
-            Outcome::Ok
+    let json = args.output.is_json();
+    match request_with_progress::<ServerResetReply>(
+        &args.socket.control_socket,
+        &req,
+        progress(json, args.quiet),
+    ) {
+        Ok(reply) => {
+            let ok = reply.succeeded();
+            if json {
+                print_json(&reply);
+            } else if !ok {
+                errln!(
+                    "haconn server reset: {name} (subsystem {subsystem}): {}",
+                    reply.message
+                );
+            } else if !args.quiet.quiet {
+                outln!("{name} (subsystem {subsystem}): {}", reply.message);
+            }
+            if ok { Outcome::Ok } else { Outcome::Failed }
         }
         Err(e) if args.output.is_json() => super::client_error(true, "server reset", &e),
         Err(e) => {

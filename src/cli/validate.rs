@@ -20,6 +20,10 @@ pub struct Args {
     /// Read every secret reference (files, environment variables) and check its value.
     #[arg(long)]
     pub resolve_secrets: bool,
+    /// Print only problems (errors and warnings, and the summary of an invalid file): no
+    /// `FILE: valid (…)` line. No effect with `--output json`.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -76,6 +80,9 @@ pub fn run(args: &Args) -> Outcome {
                     outln!("{}", d.render(file));
                 }
                 let verdict = if errors == 0 { "valid" } else { "invalid" };
+                if args.quiet && errors == 0 {
+                    continue;
+                }
                 outln!(
                     "{file}: {verdict} ({errors} error{}, {warnings} warning{})",
                     plural(errors),

@@ -300,6 +300,12 @@ async fn connection(
                         None => return,
                     }
                 }
+                Ok(Request::ServerReset {
+                    system, subsystem, ..
+                }) => match server_reset(&shared, system, subsystem, &mut write).await {
+                    Some(v) => v,
+                    None => return,
+                },
                 Ok(Request::MserverIpdu {
                     role,
                     mode,
@@ -422,10 +428,8 @@ async fn handle(
             }
         }
         Request::Hamonitor { name, .. } => hamonitor(shared, name.as_deref()).await,
-        Request::ServerReset {
-            system, subsystem, ..
-        } => server_reset(shared, system, subsystem).await,
-        // Streams progress: handled by the connection itself.
+        // Stream progress: handled by the connection itself.
+        Request::ServerReset { .. } => protocol::error("bad-request", "not here"),
         Request::ServerIpdu { .. } => protocol::error("bad-request", "not here"),
         Request::IpduSetting { .. } => ipdu_setting(&shared.pipeline.live()),
         Request::MserverIpdu { .. } => protocol::error("bad-request", "not here"),
@@ -648,37 +652,70 @@ async fn hamonitor(shared: &Shared, name: Option<&str>) -> Value {
     protocol::ok(&HamonitorReply { monitors: rows })
 }
 
-/// A test reset through the pipeline. A system whose monitor registered another subsystem
-/// number is refused here, so a typo cannot reset it under a wrong number.
-async fn server_reset(shared: &Shared, system: String, subsystem: u32) -> Value {
+/// A test reset through the pipeline, answered when it ended (progress lines before);
+/// `None` when the client stopped reading and was dropped (the test goes on). A system
+/// whose monitor registered another subsystem number is refused here, so a typo cannot
+/// reset it under a wrong number.
+async fn server_reset(
+    shared: &Shared,
+    system: String,
+    subsystem: u32,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+) -> Option<Value> {
+    use crate::pipeline::TestEvent;
     if let Some(why) = known_unreachable(shared, &system).await {
-        return protocol::error("refused", &why);
+        return Some(protocol::error("refused", &why));
     }
     match shared.pipeline.monitors().await {
         Ok(monitors) => {
             if let Some(m) = monitors.iter().find(|m| m.system == system)
                 && m.subsystem != subsystem
             {
-                return protocol::error(
+                return Some(protocol::error(
                     "refused",
                     &format!(
                         "{system} is registered as subsystem {}, not {subsystem}",
                         m.subsystem
                     ),
-                );
+                ));
             }
         }
-        Err(e) => return protocol::error("pipeline", &e.to_string()),
+        Err(e) => return Some(protocol::error("pipeline", &e.to_string())),
     }
-    match shared.pipeline.test_reset(system.clone(), subsystem).await {
-        Ok(Ok(())) => protocol::ok(&ServerResetReply {
-            accepted: true,
-            system,
-            subsystem,
-        }),
-        Ok(Err(why)) => protocol::error("refused", &why),
-        Err(e) => protocol::error("pipeline", &e.to_string()),
+    let mut rx = match shared.pipeline.test_reset(system.clone(), subsystem).await {
+        Ok(Ok(rx)) => rx,
+        Ok(Err(why)) => return Some(protocol::error("refused", &why)),
+        Err(e) => return Some(protocol::error("pipeline", &e.to_string())),
+    };
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            TestEvent::Line(line) => {
+                let mut v =
+                    serde_json::to_value(Progress { progress: line }).expect("progress serializes");
+                v["v"] = protocol::VERSION.into();
+                if let Err(e) = send(write, &v).await {
+                    tracing::warn!(%system, error = %e, "test reset client dropped; the test goes on");
+                    return None;
+                }
+            }
+            TestEvent::Done(outcome) => {
+                return Some(protocol::ok(&ServerResetReply {
+                    system,
+                    subsystem,
+                    outcome: outcome.code().to_string(),
+                    message: outcome.message(),
+                    stop_notice_from: match outcome {
+                        crate::pipeline::core::TestOutcome::Stopped { from } => from,
+                        _ => None,
+                    },
+                }));
+            }
+        }
     }
+    Some(protocol::error(
+        "pipeline",
+        "the test reset ended without an outcome",
+    ))
 }
 
 /// Why applying `spec` would be undone by the file watcher: the daemon watches its spec

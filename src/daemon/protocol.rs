@@ -56,7 +56,9 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
     },
-    /// An operator's test reset of a system (`haconn server reset`).
+    /// An operator's test soft reset of a system (`haconn server reset`). Answered with
+    /// progress lines as the NMI goes out and is acknowledged, then, when the test ended
+    /// (at most about 75 s), the response with its `outcome`.
     ServerReset {
         v: u64,
         system: String,
@@ -357,12 +359,28 @@ pub struct MonitorRow {
     pub last_check_ms_ago: Option<u64>,
 }
 
-/// `serverReset`: the pipeline accepted the test reset.
+/// `serverReset`: how the test soft reset ended (sent when it ended; progress lines
+/// before).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ServerResetReply {
-    pub accepted: bool,
     pub system: String,
     pub subsystem: u32,
+    /// `stopped` (NMI acknowledged, then the node's stop notice: it is dumping; the only
+    /// success), `powered-off` (no NMI sent), `nmi-failed`, `no-stop-notice` (none within
+    /// the 60 s window), `failed` (anything else).
+    pub outcome: String,
+    /// The outcome in words.
+    pub message: String,
+    /// Where the stop notice came from (`stopped` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_notice_from: Option<IpAddr>,
+}
+
+impl ServerResetReply {
+    pub fn succeeded(&self) -> bool {
+        self.outcome == "stopped"
+    }
 }
 
 /// `serverIpdu` / `mserverIpdu`: every switch was confirmed.

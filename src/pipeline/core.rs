@@ -3,8 +3,8 @@
 //! [`Core::handle`] takes the time and one [`Input`] — an authenticated datagram with its
 //! source, a step or the end of a reset task, the end of a task, a power loss seen by the
 //! watch, a timer tick — and appends the [`Effect`]s the shell must carry out: replies,
-//! attention fan-outs, reset-log and error-log lines, and starting, signalling or
-//! cancelling a reset task. It holds no socket, no runtime and no clock, so it is tested
+//! attention fan-outs, reset-log and error-log lines, starting, signalling or cancelling
+//! a reset task, and the end of an operator's test reset (for whoever waits for it). It holds no socket, no runtime and no clock, so it is tested
 //! with tables of inputs and explored exhaustively (`core_tests.rs`).
 //!
 //! It owns the per-system table ([`super::system`]): one state per system of the live
@@ -144,6 +144,67 @@ pub enum Effect {
     Cancel {
         id: ResetId,
     },
+    /// An operator's test reset `id` ended: tell whoever waits for it (`haconn server
+    /// reset`).
+    TestEnded {
+        id: ResetId,
+        outcome: TestOutcome,
+    },
+}
+
+/// How an operator's test soft reset ended, as the core's own evidence shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TestOutcome {
+    /// The node's stop notice came after the NMI (from this address): it is dumping.
+    Stopped { from: Option<IpAddr> },
+    /// The node was already powered off: no NMI was sent, nothing was tested.
+    PoweredOff,
+    /// The BMC or ESXi did not carry out the NMI.
+    NmiFailed(String),
+    /// The NMI was acknowledged, but no stop notice came within the test's window.
+    NoStopNotice,
+    /// Ended otherwise (its deadline passed, its task stopped).
+    Failed(String),
+}
+
+impl TestOutcome {
+    /// The outcome's name in the control protocol (`outcome`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            TestOutcome::Stopped { .. } => "stopped",
+            TestOutcome::PoweredOff => "powered-off",
+            TestOutcome::NmiFailed(_) => "nmi-failed",
+            TestOutcome::NoStopNotice => "no-stop-notice",
+            TestOutcome::Failed(_) => "failed",
+        }
+    }
+
+    /// Only a stop notice after the NMI shows the soft reset works.
+    pub fn is_success(&self) -> bool {
+        matches!(self, TestOutcome::Stopped { .. })
+    }
+
+    /// What the operator reads.
+    pub fn message(&self) -> String {
+        match self {
+            TestOutcome::Stopped { from: Some(ip) } => {
+                format!("stopped (dump): NMI acknowledged, stop notice from {ip}")
+            }
+            TestOutcome::Stopped { from: None } => {
+                "stopped (dump): NMI acknowledged, stop notice received".into()
+            }
+            TestOutcome::PoweredOff => {
+                "not tested: the node is powered off, no NMI was sent".into()
+            }
+            TestOutcome::NmiFailed(e) => format!("NMI failed: {e}"),
+            TestOutcome::NoStopNotice => format!(
+                "NMI acknowledged, but no stop notice within {} s: the node's dump agent \
+                 did not report (is it installed and configured for this connector?)",
+                reset::TEST_STOP_WINDOW.as_secs()
+            ),
+            TestOutcome::Failed(why) => format!("failed: {why}"),
+        }
+    }
 }
 
 /// What log lines about a reset need after it ended (its outlets' recovery).
@@ -850,16 +911,26 @@ impl Core {
                     kind,
                 )));
             }
-            Step::SoftAcked => out.push(Effect::ResetLog(resetlog::soft_reset(
-                system,
-                target,
-                Dir::Recv,
-                peer,
-                kind,
-            ))),
-            Step::SoftFailed(e) => out.push(Effect::ErrorLog(format!(
-                "soft reset of {system} failed: {e}"
-            ))),
+            Step::SoftAcked => {
+                if let Some(r) = running {
+                    r.evidence.nmi_acked = true;
+                }
+                out.push(Effect::ResetLog(resetlog::soft_reset(
+                    system,
+                    target,
+                    Dir::Recv,
+                    peer,
+                    kind,
+                )))
+            }
+            Step::SoftFailed(e) => {
+                out.push(Effect::ErrorLog(format!(
+                    "soft reset of {system} failed: {e}"
+                )));
+                if let Some(r) = running {
+                    r.evidence.nmi_failed = Some(e);
+                }
+            }
             Step::Stopped => {}
             Step::HardSent => {
                 if let Some(r) = running {
@@ -987,6 +1058,22 @@ impl Core {
         verdict: Result<AttentionState, String>,
         out: &mut Vec<Effect>,
     ) {
+        if r.test {
+            let ev = &r.evidence;
+            let outcome = match &verdict {
+                Ok(AttentionState::Dump) => TestOutcome::Stopped {
+                    from: ev.stop.and_then(|p| p.ip),
+                },
+                Ok(AttentionState::Poff) => TestOutcome::PoweredOff,
+                Ok(other) => TestOutcome::Failed(format!("ended as {other:?}, not a dump")),
+                Err(_) if ev.nmi_failed.is_some() => {
+                    TestOutcome::NmiFailed(ev.nmi_failed.clone().unwrap_or_default())
+                }
+                Err(_) if ev.nmi_acked => TestOutcome::NoStopNotice,
+                Err(why) => TestOutcome::Failed(why.clone()),
+            };
+            out.push(Effect::TestEnded { id: r.id, outcome });
+        }
         let (result, reason) = match &verdict {
             Ok(AttentionState::Poff) => (ResetResult::Poff, None),
             Ok(_) => (ResetResult::Dump, None),

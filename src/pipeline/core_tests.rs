@@ -786,6 +786,135 @@ fn an_operator_test_is_a_soft_reset_of_a_known_idle_system() {
     assert_eq!(attentions(&e), vec![AttentionState::Dump]);
 }
 
+fn test_ended(e: &[Effect]) -> Vec<(ResetId, TestOutcome)> {
+    e.iter()
+        .filter_map(|e| match e {
+            Effect::TestEnded { id, outcome } => Some((*id, outcome.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Issue 18.4: an operator's test reset ends with exactly one `TestEnded`, whose outcome
+/// comes from the core's evidence (a task's claim without it is not believed), and a
+/// monitor's request never has one.
+#[test]
+fn an_operator_test_reports_how_it_ended_from_the_evidence() {
+    enum Do {
+        Task(Step),
+        /// node03's stop notice from its registered address.
+        StopNotice,
+        Done(Outcome),
+        After(u64),
+        TaskEnded,
+    }
+    use Do::*;
+    let nmi_error = "BMC 127.0.1.3: no answer in 5 s".to_string();
+    let no_stop = || Outcome::Failed("test soft reset: no stopped notification".into());
+    let cases: Vec<(&str, Vec<Do>, TestOutcome)> = vec![
+        (
+            "NMI acknowledged, then the stop notice",
+            vec![
+                Task(Step::NmiIssued),
+                Task(Step::SoftAcked),
+                StopNotice,
+                Task(Step::Stopped),
+                Done(Outcome::Dumped),
+            ],
+            TestOutcome::Stopped { from: Some(ip(3)) },
+        ),
+        (
+            "already powered off",
+            vec![Task(Step::PowerOff), Done(Outcome::PowerOff)],
+            TestOutcome::PoweredOff,
+        ),
+        (
+            "the NMI failed",
+            vec![
+                Task(Step::NmiIssued),
+                Task(Step::SoftFailed(nmi_error.clone())),
+                Done(Outcome::Failed(format!(
+                    "test soft reset: NMI failed: {nmi_error}"
+                ))),
+            ],
+            TestOutcome::NmiFailed(nmi_error.clone()),
+        ),
+        (
+            "NMI acknowledged, no stop notice in the window",
+            vec![
+                Task(Step::NmiIssued),
+                Task(Step::SoftAcked),
+                After(60),
+                Done(no_stop()),
+            ],
+            TestOutcome::NoStopNotice,
+        ),
+        (
+            "a stop notice before the NMI does not count",
+            vec![
+                StopNotice,
+                Task(Step::NmiIssued),
+                Task(Step::SoftAcked),
+                Done(no_stop()),
+            ],
+            TestOutcome::NoStopNotice,
+        ),
+        (
+            "a claimed dump without the stop notice",
+            vec![
+                Task(Step::NmiIssued),
+                Task(Step::SoftAcked),
+                Done(Outcome::Dumped),
+            ],
+            TestOutcome::NoStopNotice,
+        ),
+        (
+            "a claimed power off without the power read",
+            vec![Done(Outcome::PowerOff)],
+            TestOutcome::Failed("the reset could not be confirmed".into()),
+        ),
+        (
+            "nothing by the deadline",
+            vec![Task(Step::NmiIssued), After(80)],
+            TestOutcome::Failed("no outcome by the reset's deadline: abandoned".into()),
+        ),
+        (
+            "the task stopped before the NMI",
+            vec![TaskEnded],
+            TestOutcome::Failed("the reset task stopped without an outcome".into()),
+        ),
+    ];
+    for (name, script, expected) in cases {
+        let mut w = World::new();
+        w.check("node03");
+        let mut out = Vec::new();
+        let id = w.core.test_reset(w.now, "node03", 3, &mut out).unwrap();
+        let mut ended = test_ended(&out);
+        for d in script {
+            let e = match d {
+                Task(s) => w.step(id, s),
+                StopNotice => w.input(stopped_input(3, "node03")),
+                Done(o) => w.done(id, o),
+                After(s) => w.advance(secs(s)),
+                TaskEnded => w.input(Input::TaskEnded { id }),
+            };
+            ended.extend(test_ended(&e));
+        }
+        // Whatever comes later (the task's end, time) reports nothing more.
+        ended.extend(test_ended(&w.input(Input::TaskEnded { id })));
+        ended.extend(test_ended(&w.advance(secs(120))));
+        assert_eq!(ended, vec![(id, expected)], "{name}");
+    }
+
+    // A monitor's request, dumped or failed, never reports a test outcome.
+    let (mut w, id) = World::node02_reset_started();
+    assert!(test_ended(&dump_node02(&mut w, id)).is_empty());
+    let (mut w, id) = World::node02_reset_started();
+    w.step(id, Step::NmiIssued);
+    assert!(test_ended(&w.done(id, Outcome::Failed("x".into()))).is_empty());
+    assert!(test_ended(&w.advance(secs(600))).is_empty());
+}
+
 // --- the oracle ---------------------------------------------------------------------------
 
 /// One reset as the oracle saw it.

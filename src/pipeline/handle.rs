@@ -108,12 +108,22 @@ pub enum PipelineMsg {
         progress: mpsc::UnboundedSender<PduJobEvent>,
         reply: oneshot::Sender<Result<(), String>>,
     },
-    /// An operator's test reset of a registered system (`haconn server reset`).
+    /// An operator's test reset of a registered system (`haconn server reset`): refused
+    /// at once (`Err`), or started, reporting its progress lines and then how it ended
+    /// through `progress`.
     TestReset {
         system: String,
         subsystem: u32,
+        progress: mpsc::UnboundedSender<TestEvent>,
         reply: oneshot::Sender<Result<(), String>>,
     },
+}
+
+/// A running test reset's report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TestEvent {
+    Line(String),
+    Done(super::core::TestOutcome),
 }
 
 /// An operator's PDU action on a server.
@@ -303,16 +313,21 @@ impl Pipeline {
         Ok(started.map(|()| rx))
     }
 
+    /// Starts a test reset; its progress lines and outcome arrive on the returned channel.
     pub async fn test_reset(
         &self,
         system: String,
         subsystem: u32,
-    ) -> Result<Result<(), String>, PipelineGone> {
-        self.ask(|reply| PipelineMsg::TestReset {
-            system,
-            subsystem,
-            reply,
-        })
-        .await
+    ) -> Result<Result<mpsc::UnboundedReceiver<TestEvent>, String>, PipelineGone> {
+        let (progress, rx) = mpsc::unbounded_channel();
+        let started = self
+            .ask(|reply| PipelineMsg::TestReset {
+                system,
+                subsystem,
+                progress,
+                reply,
+            })
+            .await?;
+        Ok(started.map(|()| rx))
     }
 }

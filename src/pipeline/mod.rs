@@ -36,7 +36,7 @@ pub mod watch;
 
 pub use handle::{
     CommitReply, Counters, MonitorView, PduJobEvent, PduRequest, Pipeline, PipelineConfig,
-    PipelineGone, PipelineMsg, PipelineThread, Simulation,
+    PipelineGone, PipelineMsg, PipelineThread, Simulation, TestEvent,
 };
 
 use std::collections::{HashMap, HashSet};
@@ -175,6 +175,8 @@ struct Shell {
     health: watch::Health,
     /// Servers with an operator PDU job running.
     pdu_jobs: HashSet<String>,
+    /// Operators waiting for their test resets, with the device each one's NMI goes to.
+    test_waiters: HashMap<ResetId, (String, mpsc::UnboundedSender<TestEvent>)>,
     effects: Vec<Effect>,
     /// The rest of an input's effects after it started a reset task, with the length of
     /// the request they answer: carried out once the loop has yielded, so that the task
@@ -323,6 +325,7 @@ impl Shell {
                 watch_interval: config.watch,
                 health: watch::Health::default(),
                 pdu_jobs: HashSet::new(),
+                test_waiters: HashMap::new(),
                 effects: Vec::new(),
                 deferred: Vec::new(),
             },
@@ -456,6 +459,11 @@ impl Shell {
                 Effect::Cancel { id } => {
                     if let Some(t) = self.tasks.remove(&id) {
                         t.abort.abort();
+                    }
+                }
+                Effect::TestEnded { id, outcome } => {
+                    if let Some((_, tx)) = self.test_waiters.remove(&id) {
+                        let _ = tx.send(TestEvent::Done(outcome));
                     }
                 }
             }
@@ -685,17 +693,25 @@ impl Shell {
             PipelineMsg::TestReset {
                 system,
                 subsystem,
+                progress,
                 reply,
             } => {
                 // SPEC §8: a test soft reset; never escalates to a hard reset or PDU cut.
                 let mut effects = std::mem::take(&mut self.effects);
                 let r = self
                     .core
-                    .test_reset(Instant::now(), &system, subsystem, &mut effects)
-                    .map(|_| ());
+                    .test_reset(Instant::now(), &system, subsystem, &mut effects);
+                if let Ok(id) = r {
+                    let device = effects.iter().find_map(|e| match e {
+                        Effect::Start { id: i, target, .. } if *i == id => Some(target.device()),
+                        _ => None,
+                    });
+                    self.test_waiters
+                        .insert(id, (device.unwrap_or_default(), progress));
+                }
                 self.execute(&mut effects);
                 self.effects = effects;
-                let _ = reply.send(r);
+                let _ = reply.send(r.map(|_| ()));
             }
         }
     }
@@ -866,9 +882,31 @@ impl Shell {
         self.feed(Input::FenceKdump { from });
     }
 
+    /// A progress line for the operator waiting for test reset `id`, if any; what counts
+    /// (a stop notice, the outcome) is the core's, reported by `Effect::TestEnded`.
+    fn test_progress(&self, id: ResetId, step: &Step) {
+        let Some((device, tx)) = self.test_waiters.get(&id) else {
+            return;
+        };
+        let line = match step {
+            Step::PowerOff => format!("{device} reports the power off"),
+            Step::NmiIssued => format!("NMI sent to {device}"),
+            Step::SoftAcked => format!(
+                "NMI acknowledged by {device}; waiting up to {} s for the node's stop notice",
+                reset::TEST_STOP_WINDOW.as_secs()
+            ),
+            Step::SoftFailed(e) => format!("NMI failed: {e}"),
+            _ => return,
+        };
+        let _ = tx.send(TestEvent::Line(line));
+    }
+
     fn internal(&mut self, ev: Internal) {
         match ev {
-            Internal::Step { id, step } => self.feed(Input::Step { id, step }),
+            Internal::Step { id, step } => {
+                self.test_progress(id, &step);
+                self.feed(Input::Step { id, step })
+            }
             Internal::Done { id, outcome } => self.feed(Input::Done { id, outcome }),
             Internal::TaskEnded { id } => {
                 self.tasks.remove(&id);

@@ -85,6 +85,10 @@ pub struct Evidence {
     pub hard_acked: bool,
     /// Outlets this reset confirmed cut.
     pub cut: Vec<OutletLink>,
+    /// The BMC or ESXi acknowledged this reset's NMI.
+    pub nmi_acked: bool,
+    /// This reset's NMI failed: why (an operator's test reports it).
+    pub nmi_failed: Option<String>,
 }
 
 /// A reset in flight.

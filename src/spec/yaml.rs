@@ -196,10 +196,26 @@ enum Frame {
 }
 
 struct Builder<'a> {
+    text: &'a str,
     parser: Parser<'a, saphyr_parser::StrInput<'a>>,
     anchors: HashMap<usize, (Rc<Node>, Size)>,
     stack: Vec<Frame>,
     expanded: Size,
+}
+
+/// The tab in a line's leading whitespace nearest to line `near` (the line after it
+/// first: the scanner often stops at the end of the line before the tab).
+fn indentation_tab(text: &str, near: usize) -> Option<Pos> {
+    let tabs = text.lines().enumerate().filter_map(|(i, line)| {
+        let lead = line.chars().take_while(|c| *c == ' ' || *c == '\t');
+        let column = lead.take_while(|c| *c == ' ').count() + 1;
+        line.chars().nth(column - 1).filter(|c| *c == '\t')?;
+        Some(Pos {
+            line: i + 1,
+            column,
+        })
+    });
+    tabs.min_by_key(|p| (p.line.abs_diff(near), p.line < near))
 }
 
 /// How much a subtree weighs once expanded: nodes and bytes of scalar text.
@@ -212,6 +228,7 @@ struct Size {
 impl<'a> Builder<'a> {
     fn new(text: &'a str) -> Self {
         Builder {
+            text,
             parser: Parser::new_from_str(text),
             anchors: HashMap::new(),
             stack: Vec::new(),
@@ -222,10 +239,20 @@ impl<'a> Builder<'a> {
     fn next(&mut self) -> Result<(Event<'a>, Span), LoadError> {
         match self.parser.next_event() {
             Some(Ok(ev)) => Ok(ev),
-            Some(Err(e)) => Err(LoadError::at(
-                Pos::from_marker(*e.marker()),
-                format!("invalid YAML: {}", e.info()),
-            )),
+            Some(Err(e)) => {
+                let pos = Pos::from_marker(*e.marker());
+                // The scanner reports a tab where it gave up, often the end of the line
+                // before: point at the tab itself.
+                if e.info().contains("tab")
+                    && let Some(tab) = indentation_tab(self.text, pos.line)
+                {
+                    return Err(LoadError::at(
+                        tab,
+                        "invalid YAML: tabs are not allowed for indentation (indent with spaces)",
+                    ));
+                }
+                Err(LoadError::at(pos, format!("invalid YAML: {}", e.info())))
+            }
             None => Err(LoadError {
                 pos: None,
                 message: "invalid YAML: unexpected end of input".into(),
@@ -564,6 +591,28 @@ mod tests {
         let e = err("a: [1, 2\nb: 3\n");
         assert!(e.pos.is_some());
         assert!(e.message.starts_with("invalid YAML"));
+    }
+
+    /// Issue 18.12: a tab in the indentation is reported at the tab, wherever the
+    /// scanner noticed it, saying tabs are not allowed.
+    #[test]
+    fn a_tab_in_the_indentation_is_reported_at_the_tab() {
+        for (text, line, column) in [
+            ("a:\n  b: 1\n\tc: 2\n", 3, 1),
+            ("a:\n  b:\n  \tc: 2\n", 3, 3),
+            ("a:\n\tb: 1\n", 2, 1),
+            ("a: 1\nb:\n  - x\n\t- y\n", 4, 1),
+            ("a: 1\nb: 2\nc:\n    d: 1\n  \t  e: 2\n", 5, 3),
+        ] {
+            let e = err(text);
+            assert_eq!(e.pos, Some(Pos { line, column }), "{text:?}: {e}");
+            assert!(
+                e.message.contains("tabs are not allowed for indentation"),
+                "{text:?}: {e}"
+            );
+        }
+        // A tab inside a value is no indentation.
+        assert_eq!(load_str("a: \"x\ty\"\n").unwrap().value["a"], "x\ty");
     }
 
     #[test]

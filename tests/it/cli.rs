@@ -109,6 +109,57 @@ fn invalid_yaml_syntax() {
         .stdout_contains("spec.yaml: invalid (1 error, 0 warnings)");
 }
 
+/// Issue 18.12: a tab in the indentation is reported at the tab's own line and column
+/// (the scanner notices it at the end of the line before), saying tabs are not allowed.
+#[test]
+fn a_tab_in_the_indentation_is_reported_at_the_tab() {
+    for (from, to, column) in [
+        ("  auth:\n", "\tauth:\n", 1),
+        (
+            "    key: {env: HACONN_TEST_RESET_KEY}\n",
+            "  \tkey: {env: HACONN_TEST_RESET_KEY}\n",
+            3,
+        ),
+    ] {
+        let spec = edit(BASE, from, to);
+        let line = line_of(&spec, to.trim());
+        validate(&spec, &[])
+            .status(1)
+            .stdout_contains(&format!(
+                "spec.yaml:{line}:{column}: error[yaml]: invalid YAML: tabs are not allowed for \
+                 indentation (indent with spaces)\n"
+            ))
+            .stdout_contains("spec.yaml: invalid (1 error, 0 warnings)");
+    }
+}
+
+/// Issue 18.11: `--quiet` drops what is only informational (a valid file's summary, the
+/// diff and plan); problems and errors still print, and the exit code is unchanged.
+#[test]
+fn quiet_validate_and_diff_print_only_problems() {
+    validate(BASE, &["--quiet"]).status(0).stdout_is("");
+    let bad = edit(BASE, "timeout: 10", "timeout: 70");
+    validate(&bad, &["-q"])
+        .status(1)
+        .stdout_contains("error[range]: servers[0].ipdu.timeout")
+        .stdout_contains("spec.yaml: invalid (1 error, 0 warnings)");
+    let quiet_diff = |new: &str| {
+        Test::new()
+            .file("old.yaml", BASE)
+            .file("new.yaml", new)
+            .args(&["diff", "old.yaml", "new.yaml", "--quiet"])
+            .run()
+    };
+    quiet_diff(&edit(BASE, "timeout: 10", "timeout: 20"))
+        .status(2)
+        .stdout_is("");
+    quiet_diff(BASE).status(0).stdout_is("");
+    quiet_diff(&bad)
+        .status(1)
+        .stdout_is("")
+        .stderr_contains("servers[0].ipdu.timeout: timeout must be 5–60 seconds (got 70)");
+}
+
 #[test]
 fn string_where_a_port_number_belongs() {
     let spec = edit(BASE, "port: 623", "port: \"623\"");
@@ -813,7 +864,10 @@ fn diff_reports_a_change_with_exit_2() {
         .stdout_contains("+++ new.yaml")
         .stdout_contains("~ physical server node01")
         .stdout_contains("~ ipdu.timeout: 10 -> 20")
-        .stdout_contains("Plan: 0 to add, 1 to change, 0 to delete");
+        .stdout_contains("Plan: 0 to add, 1 to change, 0 to delete")
+        // Two files: no daemon is involved, and nothing speaks of one (issue 18.12).
+        .never_shows("live")
+        .never_shows("daemon");
 }
 
 #[test]

@@ -1139,6 +1139,43 @@ fn a_dry_run_of_a_failing_reload_exits_non_zero() {
     let fine = d.write("fine.yaml", &lab(17021, 16232));
     d.haconn(&["apply", "--spec", &fine.display().to_string(), "--dry-run"])
         .code(0);
+
+    // --quiet (issue 18.11): nothing when it would complete or completes; only the
+    // summary (which object fails, why) when it would fail.
+    let quiet = |file: &std::path::Path, dry: bool| {
+        let file = file.display().to_string();
+        let mut a = vec!["apply", "--spec", &file, "--quiet"];
+        a.push(if dry { "--dry-run" } else { "--force" });
+        d.haconn(&a)
+    };
+    let run = quiet(&fine, true);
+    run.code(0);
+    assert_eq!(
+        (run.stdout.as_str(), run.stderr.as_str()),
+        ("", ""),
+        "{run}"
+    );
+    let run = quiet(&slower, true);
+    run.code(1)
+        .stdout_has("-- HA monitor connector reload : failed. --")
+        .stdout_has("Error (needs restart)");
+    assert!(!run.stdout.contains("Plan:"), "{run}");
+    let run = quiet(&fine, false);
+    run.code(0);
+    assert_eq!(
+        (run.stdout.as_str(), run.stderr.as_str()),
+        ("", ""),
+        "{run}"
+    );
+}
+
+/// Issue 18.12: `show ipdu` with no PDU in the live spec says so (exit 0).
+#[test]
+fn show_ipdu_without_pdus_says_so() {
+    let d = Daemon::new(&lab(16231, 16232)).start();
+    d.haconn(&["show", "ipdu"])
+        .code(0)
+        .stdout_has("no PDU in the live spec");
 }
 
 /// `--output json` (issue 18.8): every `show` prints the reply without the socket's

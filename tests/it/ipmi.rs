@@ -697,6 +697,102 @@ fn daemon_reset_with_a_stop_notification_sends_no_hard_reset() {
     assert!(node1.nmis().is_empty() && node1.chassis().is_empty());
 }
 
+/// Issue 18.4: `haconn server reset` waits for the test soft reset's outcome and prints
+/// it, like `stonith_admin`: the NMI at the real BMC, its acknowledgement, the node's stop
+/// notice → `stopped (dump)`, exit 0; never a hard reset, even long after hispeed.
+#[test]
+fn server_reset_waits_for_the_stop_notice_and_prints_the_outcome() {
+    let (node1, node2) = two_nodes();
+    let lab = Lab::start_real(1000, 1000, ipmi_support::on_sims(&node1, &node2));
+    register(&lab);
+    let socket = lab.socket_arg();
+    let mut run = resetpath_support::Bg::spawn(
+        [
+            "server",
+            "reset",
+            "labnode02",
+            "--subsystem",
+            "2",
+            "--control-socket",
+            &socket,
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    run.wait_line(resetpath_support::Stream::Out, "NMI acknowledged by BMC");
+    node2.wait_for("the NMI at labnode02's BMC", Duration::from_secs(5), |s| {
+        s.nmis().len() == 1
+    });
+    // Past hispeed (1 s): a monitor's reset would hard-reset by now; a test never does.
+    std::thread::sleep(Duration::from_millis(1500));
+    lab.node("stopped", &["--system", "labnode02", "--subsystem", "2"])
+        .code(0);
+    let run = run.finish(RESET_TIMEOUT);
+    run.code(0)
+        .stdout_has("NMI sent to BMC")
+        .stdout_has("waiting up to 60 s for the node's stop notice")
+        .stdout_has(
+            "labnode02 (subsystem 2): stopped (dump): NMI acknowledged, stop notice from 127.0.0.1",
+        );
+    assert_eq!(node2.nmis().len(), 1);
+    assert!(node2.resets().is_empty(), "{:?}", node2.chassis());
+    assert!(node1.nmis().is_empty());
+    lab.wait_log("reset.log", "the test's ATTENTION RECV", |l| {
+        l.contains("ATTENTION labnode02 2 RECV 127.0.0.1")
+    });
+}
+
+/// Issue 18.4: a test soft reset whose NMI fails says so and exits 1; in JSON the outcome
+/// is the last object. The watch is off here, so the daemon does not know the BMC is gone
+/// (with the watch on, the request is refused at once: daemon.rs).
+#[test]
+fn server_reset_reports_a_failed_nmi_and_exits_1() {
+    let (node1, mut node2) = two_nodes();
+    let lab = Lab::start_real(1000, 0, ipmi_support::on_sims(&node1, &node2));
+    register(&lab);
+    node2.kill();
+    let socket = lab.socket_arg();
+    let args = [
+        "server",
+        "reset",
+        "labnode02",
+        "--subsystem",
+        "2",
+        "--control-socket",
+        &socket,
+    ];
+    let started = Instant::now();
+    let run = haconn(&args);
+    run.code(1)
+        .stdout_has("NMI sent to BMC")
+        .stderr_has("haconn server reset: labnode02 (subsystem 2): NMI failed: ");
+    assert!(started.elapsed() < Duration::from_secs(20), "{run}");
+    // --quiet (issue 18.11): no progress lines; the failure still prints.
+    let mut quiet = args.to_vec();
+    quiet.push("--quiet");
+    let run = haconn(&quiet);
+    run.code(1)
+        .stderr_has("haconn server reset: labnode02 (subsystem 2): NMI failed: ");
+    assert_eq!(run.stdout, "", "{run}");
+    let mut json = args.to_vec();
+    json.extend(["--output", "json"]);
+    let run = haconn(&json);
+    run.code(1);
+    let last: serde_json::Value =
+        serde_json::from_str(&run.stdout[run.stdout.rfind("\n{\n").map_or(0, |i| i + 1)..])
+            .unwrap_or_else(|e| panic!("{e}: {run}"));
+    assert_eq!(last["outcome"], "nmi-failed", "{run}");
+    assert_eq!(last["system"], "labnode02");
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("NMI failed: "),
+        "{run}"
+    );
+    assert!(last.get("v").is_none() && last.get("ok").is_none(), "{run}");
+}
+
 #[test]
 fn bmc_key_kg_is_used_when_the_spec_sets_one() {
     let sim = SimBmc::with(SimConfig {

@@ -377,22 +377,49 @@ fn show_hamonitor_and_server_reset_against_a_daemon() {
     d.haconn(&["server", "reset", "nosuch", "--address", "1"])
         .code(1);
 
-    // Accepted: a test soft reset of labnode02 (SPEC §8): the NMI, then up to 60 s for a
-    // stop notice (this lab has no dump agent), and never a hard reset, not even after
-    // the hard-reset issue time (1 s here). How it ends is tested in virtual time
-    // (pipeline_timing::an_operators_test_waits_60_s_for_the_stop_and_never_hard_resets).
-    d.haconn(&["server", "reset", "labnode02", "--address", "2"])
-        .code(0)
-        .has("accepted");
+    // A test soft reset of labnode02 (SPEC §8): the NMI, then up to 60 s for a stop
+    // notice, and never a hard reset, not even after the hard-reset issue time (1 s here).
+    // The command waits for the outcome (issue 18.4): here the stop notice sent below.
+    // A test that gets none is tested in virtual time
+    // (pipeline_timing::an_operators_test_waits_60_s_for_the_stop_and_never_hard_resets)
+    // and in the core's tables.
+    let socket = d.socket().display().to_string();
+    let test = std::process::Command::new(env!("CARGO_BIN_EXE_haconn"))
+        .args(["server", "reset", "labnode02", "--address", "2"])
+        .args(["--control-socket", &socket])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !d
         .log("reset.log")
-        .contains("SOFTRESET labnode02 2 SEND ---- ---- ---- P")
+        .contains("SOFTRESET labnode02 2 RECV ---- ---- ---- P")
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_millis(1500));
+    let stopped = Message::Stopped {
+        system: "labnode02".into(),
+        subsystem: 2,
+    };
+    monitor
+        .send_to(
+            &codec::encode(&Envelope::new(stopped), &Key::None),
+            d.reset_path(),
+        )
+        .unwrap();
+    let out = test.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("labnode02 (subsystem 2): stopped (dump)"),
+        "{stdout}\n{stderr}"
+    );
     let log = d.log("reset.log");
     assert!(
         log.contains("SOFTRESET labnode02 2 SEND ---- ---- ---- P"),

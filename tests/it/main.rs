@@ -17,6 +17,7 @@ mod merge;
 mod operator;
 mod pipeline_smoke;
 mod pipeline_timing;
+mod readme;
 mod reconcile;
 mod resetpath;
 mod schema;

@@ -225,6 +225,16 @@ fn acrecovery_switches_the_outlets_on_and_mserver_tests_are_refused_with_the_rea
         "{log}"
     );
 
+    // --quiet (issue 18.11): no progress lines, no summary; the exit code tells. A
+    // refusal still prints.
+    let quiet = server(&lab, &["acrecovery", "labnode03", "--quiet"]);
+    quiet.code(0);
+    assert_eq!(quiet.stdout, "", "{quiet}");
+    assert_eq!(quiet.stderr, "", "{quiet}");
+    server(&lab, &["acrecovery", "labnode01", "-q"])
+        .code(1)
+        .stderr_has("haconn server acrecovery: ");
+
     let sock = lab.path("sock").display().to_string();
     haconn(&["act", "ipdusd", "--mode", "same", "--control-socket", &sock])
         .code(1)

@@ -157,7 +157,8 @@ impl Lab {
         self.spawn_daemon();
     }
 
-    /// Starts the daemon and waits until both sockets are bound (from its init log).
+    /// Starts the daemon and waits until both UDP sockets are bound (from its init log) and
+    /// its control socket is there.
     fn spawn_daemon(&mut self) {
         self.daemon.spawn();
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -168,9 +169,12 @@ impl Lab {
                     .find_map(|l| l.split_once(prefix))
                     .and_then(|(_, a)| a.trim().parse().ok())
             };
-            if let (Some(r), Some(k)) = (
+            // The control socket is bound after the UDP sockets: a loaded machine can
+            // leave a test between the two, its first `show status` unreachable.
+            if let (Some(r), Some(k), true) = (
                 addr("reset path listening on "),
                 addr("fence_kdump listener on "),
+                self.daemon.socket().exists(),
             ) {
                 assert!(r.ip().is_loopback() && k.ip().is_loopback());
                 self.reset_path = r;
@@ -194,6 +198,11 @@ impl Lab {
 
     pub fn path(&self, rel: &str) -> PathBuf {
         self.daemon.path(rel)
+    }
+
+    /// The daemon's control socket, as `--control-socket` takes it.
+    pub fn socket_arg(&self) -> String {
+        self.daemon.socket_arg()
     }
 
     pub fn key_file(&self) -> String {
