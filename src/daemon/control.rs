@@ -359,7 +359,7 @@ async fn handle(
                 Ok(h) => h,
                 Err(e) => return protocol::error("pipeline", &e.to_string()),
             };
-            let hardware = match serde_json::from_value(hardware) {
+            let mut hardware: protocol::Hardware = match serde_json::from_value(hardware) {
                 Ok(h) => h,
                 Err(e) => {
                     return protocol::error(
@@ -368,9 +368,11 @@ async fn handle(
                     );
                 }
             };
+            let status = shared.status();
+            hardware.assign_roles(&status.local_management_server);
             protocol::ok(&StatusReply {
                 hardware,
-                status: shared.status(),
+                status,
                 reset_path: shared.pipeline.counters().into(),
                 live: LiveCounts {
                     management_servers: live.management_servers.len(),
@@ -632,7 +634,9 @@ async fn hamonitor(shared: &Shared, name: Option<&str>) -> Value {
         .map(|(system, server, kind)| {
             let m = monitors.iter().find(|m| m.system == system);
             MonitorRow {
-                state: m.map_or("----", |m| m.state.as_str()).to_string(),
+                state: m.map_or("----", |m| m.state).to_string(),
+                detail: m.map(|m| m.detail.to_string()),
+                reason: m.and_then(|m| m.unresettable.clone()),
                 system,
                 server,
                 kind: kind.to_string(),

@@ -182,6 +182,17 @@ pub struct Hardware {
     pub pdus: Vec<PduHealth>,
 }
 
+impl Hardware {
+    /// The act/sby column: this daemon's own management server is `active` (it holds the
+    /// reset path); any other is `----`, the manual's "not decided", until
+    /// management-server duplication exists to say what the peer is. Never two `active`.
+    pub fn assign_roles(&mut self, local: &str) {
+        for m in &mut self.mservers {
+            m.role = if m.name == local { "active" } else { "----" }.to_string();
+        }
+    }
+}
+
 /// A link: `OK`, `NG` (with the reason) or `--` (not configured, or not polled yet).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -196,6 +207,7 @@ pub struct LinkView {
 pub struct MserverHealth {
     pub name: String,
     pub bmc_address: String,
+    /// `active` (the management server this daemon runs on) or `----` (not decided).
     pub role: String,
     pub status: String,
     pub bmc: LinkView,
@@ -349,10 +361,20 @@ pub struct MonitorRow {
     /// `P` (physical), `V` (guest) or `-` (not in the live spec).
     pub kind: String,
     pub subsystem: Option<u32>,
-    /// normal / reset / dump / reboot / poff / error, or `----` with no monitor.
+    /// The manual's state: normal / reset / dump / poff / error (cannot be reset now), or
+    /// `----` (no monitor, or it stopped checking).
     pub state: String,
+    /// The finer state: normal / expired / reset / dump / reboot (hard reset or PDU cut
+    /// done; `dump` in `state`) / poff / failed (the last reset failed); null with no
+    /// monitor.
+    pub detail: Option<String>,
+    /// Why the system cannot be reset now (state `error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub ip: Option<IpAddr>,
     pub port: Option<u16>,
+    /// The monitor pair's subsystem#; null when the server's `cluster` flag is off or no
+    /// pair was learned yet.
     pub pair: Option<u32>,
     pub last_check_ms_ago: Option<u64>,
 }
