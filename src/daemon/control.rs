@@ -16,9 +16,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::protocol::{
-    self, FactsView, GetReply, HamonitorReply, IpduSettingReply, IpduSettingRow, LiveCounts,
-    MAX_LINE, MonitorRow, OutletRef, PduJobReply, Progress, RemoteDiagnostic, Request,
-    ServerResetReply, StatusReply,
+    self, FactsView, GetReply, HamonitorReply, IpduSettingReply, LiveCounts, MAX_LINE, MonitorRow,
+    PduJobReply, Progress, RemoteDiagnostic, Request, ServerResetReply, SettingsView, StatusReply,
 };
 use super::supervisor::{Command, Origin, ReloadReply, Shared};
 use crate::spec::render::normalized_yaml;
@@ -391,6 +390,7 @@ async fn handle(
             protocol::ok(&GetReply {
                 spec: normalized_yaml(&live),
                 settings: live.to_value(&crate::spec::model::Masked),
+                view: SettingsView::of(&live),
                 facts: FactsView {
                     monitors_active: facts.monitors_active,
                     resetting: facts.resetting,
@@ -428,7 +428,7 @@ async fn handle(
         } => server_reset(shared, system, subsystem).await,
         // Streams progress: handled by the connection itself.
         Request::ServerIpdu { .. } => protocol::error("bad-request", "not here"),
-        Request::IpduSetting { .. } => ipdu_setting(&shared.pipeline.live()),
+        Request::IpduSetting { .. } => protocol::ok(&IpduSettingReply::of(&shared.pipeline.live())),
         Request::MserverIpdu { .. } => protocol::error("bad-request", "not here"),
     }
 }
@@ -564,42 +564,6 @@ async fn pdu_job_run(
         "pipeline",
         "the PDU job ended without a result",
     ))
-}
-
-/// The PDU settings of every management server and server (`show ipdu-setting`).
-fn ipdu_setting(live: &crate::spec::model::Spec) -> Value {
-    let outlets = |o: &[crate::spec::model::OutletLink]| -> Vec<OutletRef> {
-        o.iter()
-            .map(|l| OutletRef {
-                pdu: l.pdu,
-                outlet: l.outlet,
-            })
-            .collect()
-    };
-    let mut rows: Vec<IpduSettingRow> = Vec::new();
-    for m in live.management_servers.values() {
-        let i = m.ipdu.as_ref();
-        rows.push(IpduSettingRow {
-            name: m.name.to_string(),
-            kind: "M".into(),
-            ipdusd: i.map(|i| i.enabled),
-            timeout: i.and_then(|i| i.timeout).map(|t| t.get().into()),
-            recovery_time: None,
-            outlets: i.map_or_else(Vec::new, |i| outlets(&i.outlets)),
-        });
-    }
-    for s in live.servers.values() {
-        let i = s.ipdu.as_ref();
-        rows.push(IpduSettingRow {
-            name: s.name.to_string(),
-            kind: "P".into(),
-            ipdusd: i.map(|i| i.enabled),
-            timeout: i.and_then(|i| i.timeout).map(|t| t.get().into()),
-            recovery_time: i.and_then(|i| i.recovery_time).map(|t| t.get().into()),
-            outlets: i.map_or_else(Vec::new, |i| outlets(&i.outlets)),
-        });
-    }
-    protocol::ok(&IpduSettingReply { settings: rows })
 }
 
 /// Every system of the live spec (a physical server, or a guest of an ESXi host) joined

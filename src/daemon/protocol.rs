@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::pipeline::Simulation;
+use crate::spec::model::Spec;
 
 pub const VERSION: u64 = 1;
 /// Longest request line accepted: a spec file is at most 8 MiB
@@ -262,7 +263,8 @@ pub struct OutletHealth {
     pub forced_reset: bool,
 }
 
-/// `get`: the live spec, masked, as YAML text and as JSON, and the live facts.
+/// `get`: the live spec, masked, as YAML text and as JSON, the settings views, and the
+/// live facts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GetReply {
@@ -270,7 +272,137 @@ pub struct GetReply {
     pub spec: String,
     /// The same spec as JSON (its normalized form, secrets masked).
     pub settings: Value,
+    /// What `show settings` and `show mserver-settings` print, in the manual's sections.
+    pub view: SettingsView,
     pub facts: FactsView,
+}
+
+/// The live spec as the original's setting displays group it: the service settings
+/// (`show settings`: mode, reset path, physical servers, virtual servers, hispeed) and
+/// the management servers (`show mserver-settings`). No secret is in it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SettingsView {
+    /// `pair` (the manual's "2:server duplication") or `single`.
+    pub mode: String,
+    pub reset_path: ResetPathSetting,
+    pub servers: Vec<ServerSetting>,
+    /// The hard-reset issue time in ms; null when hispeed is off (5000 ms).
+    pub hispeed: Option<u32>,
+    pub management_servers: Vec<MserverSetting>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResetPathSetting {
+    pub address: IpAddr,
+    pub prefix_len: u8,
+    pub port: u16,
+    /// Where attention notices go (the spec's, or the one derived from the prefix).
+    pub broadcast: Option<IpAddr>,
+    /// `hmac` (a shared key, never shown) or `none`.
+    pub auth: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerSetting {
+    pub name: String,
+    pub bmc_address: IpAddr,
+    pub account: String,
+    pub cluster: bool,
+    /// PDU forced reset on (false without an `ipdu` block).
+    pub ipdusd: bool,
+    pub timeout: Option<u32>,
+    pub recovery_time: Option<u32>,
+    pub esxi: Option<EsxiSetting>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EsxiSetting {
+    pub address: IpAddr,
+    pub port: u16,
+    pub account: String,
+    pub enabled: bool,
+    pub guests: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MserverSetting {
+    pub name: String,
+    pub bmc_address: IpAddr,
+    pub account: String,
+    pub ipdusd: bool,
+    pub timeout: Option<u32>,
+    pub mlan_address: IpAddr,
+    pub mlan_port: u16,
+}
+
+impl SettingsView {
+    pub fn of(spec: &Spec) -> SettingsView {
+        use crate::spec::model::{Auth, Mode};
+        let rp = &spec.reset_path;
+        SettingsView {
+            mode: match spec.mode {
+                Mode::Pair => "pair",
+                Mode::Single => "single",
+            }
+            .into(),
+            reset_path: ResetPathSetting {
+                address: rp.address,
+                prefix_len: rp.prefix_len,
+                port: rp.port.get(),
+                broadcast: rp.broadcast_resolved,
+                auth: match rp.auth {
+                    Auth::None => "none",
+                    Auth::Hmac(_) => "hmac",
+                }
+                .into(),
+            },
+            servers: spec
+                .servers
+                .values()
+                .map(|s| {
+                    let i = s.ipdu.as_ref();
+                    ServerSetting {
+                        name: s.name.to_string(),
+                        bmc_address: s.bmc.address,
+                        account: s.bmc.username.clone(),
+                        cluster: s.cluster,
+                        ipdusd: i.is_some_and(|i| i.enabled),
+                        timeout: i.and_then(|i| i.timeout).map(|t| t.get()),
+                        recovery_time: i.and_then(|i| i.recovery_time).map(|t| t.get()),
+                        esxi: s.esxi.as_ref().map(|e| EsxiSetting {
+                            address: e.address,
+                            port: e.port,
+                            account: e.username.clone(),
+                            enabled: e.enabled,
+                            guests: e.guests.iter().map(|g| g.to_string()).collect(),
+                        }),
+                    }
+                })
+                .collect(),
+            hispeed: spec.hispeed.map(|h| h.get()),
+            management_servers: spec
+                .management_servers
+                .values()
+                .map(|m| {
+                    let i = m.ipdu.as_ref();
+                    MserverSetting {
+                        name: m.name.to_string(),
+                        bmc_address: m.bmc.address,
+                        account: m.bmc.username.clone(),
+                        ipdusd: i.is_some_and(|i| i.enabled),
+                        timeout: i.and_then(|i| i.timeout).map(|t| t.get()),
+                        mlan_address: m.mlan.address,
+                        mlan_port: m.mlan.port.get(),
+                    }
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -394,10 +526,70 @@ pub struct PduJobReply {
     pub summary: String,
 }
 
-/// `ipduSetting`: the PDU settings of every management server and server.
+/// `ipduSetting`: the PDU settings of every management server and server, the SNMP
+/// community (masked: `********` inline, or its reference) and the declared PDUs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IpduSettingReply {
     pub settings: Vec<IpduSettingRow>,
+    /// The SNMP community as secrets are shown: `********`, or `{env: NAME}` /
+    /// `{file: PATH}`; null when the spec has none.
+    pub community: Option<String>,
+    pub pdus: Vec<PduSetting>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PduSetting {
+    pub address: IpAddr,
+    pub model: String,
+}
+
+impl IpduSettingReply {
+    pub fn of(live: &Spec) -> IpduSettingReply {
+        let outlets = |o: &[crate::spec::model::OutletLink]| -> Vec<OutletRef> {
+            o.iter()
+                .map(|l| OutletRef {
+                    pdu: l.pdu,
+                    outlet: l.outlet,
+                })
+                .collect()
+        };
+        let mut rows: Vec<IpduSettingRow> = Vec::new();
+        for m in live.management_servers.values() {
+            let i = m.ipdu.as_ref();
+            rows.push(IpduSettingRow {
+                name: m.name.to_string(),
+                kind: "M".into(),
+                ipdusd: i.map(|i| i.enabled),
+                timeout: i.and_then(|i| i.timeout).map(|t| t.get().into()),
+                recovery_time: None,
+                outlets: i.map_or_else(Vec::new, |i| outlets(&i.outlets)),
+            });
+        }
+        for s in live.servers.values() {
+            let i = s.ipdu.as_ref();
+            rows.push(IpduSettingRow {
+                name: s.name.to_string(),
+                kind: "P".into(),
+                ipdusd: i.map(|i| i.enabled),
+                timeout: i.and_then(|i| i.timeout).map(|t| t.get().into()),
+                recovery_time: i.and_then(|i| i.recovery_time).map(|t| t.get().into()),
+                outlets: i.map_or_else(Vec::new, |i| outlets(&i.outlets)),
+            });
+        }
+        IpduSettingReply {
+            settings: rows,
+            // `Secret`'s Display masks an inline value and shows only a reference.
+            community: live.community.as_ref().map(|c| c.to_string()),
+            pdus: live
+                .pdus
+                .values()
+                .map(|p| PduSetting {
+                    address: p.address,
+                    model: p.model.name.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -100,10 +100,19 @@ fn show_status_reports_what_the_watch_found() {
         .stdout_has("     7  Enable    P      labnode03  on");
     assert!(!run.stdout.contains("127.0.0.31"), "{run}");
     show(&lab, &["ipdu", "--addr", "127.0.0.99"]).code(1);
+    // The manual's ipdusetting layout: community (masked), PDUs with models, outlets.
     let run = show(&lab, &["ipdu-setting"]);
     run.code(0)
-        .stdout_has("labnode03")
-        .stdout_has("127.0.0.31#3,127.0.0.32#7");
+        .stdout_has("-- HA monitor connector ipdu setting --")
+        .stdout_has("SNMP Community : ********\n")
+        .stdout_has("<physical server>")
+        .stdout_has("127.0.0.31     3  127.0.0.32     7");
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.split_whitespace().skip(1).eq(["127.0.0.32", "APC_RPDU"])),
+        "{run}"
+    );
     let run = show(&lab, &["ipdu-setting", "--output", "json"]);
     let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
     let row = v["settings"]
