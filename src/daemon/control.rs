@@ -304,7 +304,11 @@ async fn connection(
                     off_time,
                     wait_time,
                     ..
-                }) => match own_pdu_test(&shared, &role, mode) {
+                }) => match crate::pipeline::pdutest::same_refuses(mode, None, wait_time)
+                    .map_or_else(
+                        || own_pdu_test(&shared, &role, mode),
+                        |why| Err(protocol::error("bad-request", &why)),
+                    ) {
                     Ok(server) => {
                         let req = PduJobArgs {
                             server,
@@ -521,6 +525,9 @@ async fn pdu_job_run(
     let test = match a.mode {
         None => None,
         Some(mode) => {
+            if let Some(why) = crate::pipeline::pdutest::same_refuses(mode, a.pdu, a.wait_time) {
+                return Err(Some(protocol::error("bad-request", &why)));
+            }
             let off = seconds(a.off_time, "offtime").map_err(Some)?;
             let wait = seconds(a.wait_time, "wtime").map_err(Some)?;
             Some((mode, off, wait))

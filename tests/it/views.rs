@@ -121,3 +121,25 @@ fn hamonitor_shows_pair_only_with_the_cluster_flag() {
     assert_eq!((node01[4], node01[7]), ("normal", "2"), "{run}");
     assert_eq!(row(&run.stdout, "labnode03")[7], "----", "{run}");
 }
+
+/// The daemon refuses `same` with a PDU or a wait time from any client, not only from
+/// the CLI (the manual: neither can be given with `mode=same`).
+#[test]
+fn the_daemon_refuses_same_with_the_options_of_serial() {
+    let d = Daemon::new(&daemon_support::lab(16231, 16232)).start();
+    for extra in [r#""waitTime":5"#, r#""pdu":"127.0.0.31""#] {
+        let reply = d.request(&format!(
+            r#"{{"v":1,"op":"serverIpdu","server":"labnode01","mode":"same",{extra}}}"#
+        ));
+        assert_eq!(reply["error"]["code"], "bad-request", "{reply}");
+        assert!(
+            reply["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("is for --mode serial only")),
+            "{reply}"
+        );
+    }
+    let reply =
+        d.request(r#"{"v":1,"op":"mserverIpdu","role":"active","mode":"same","waitTime":5}"#);
+    assert_eq!(reply["error"]["code"], "bad-request", "{reply}");
+}
