@@ -129,3 +129,18 @@ fn hamonitor_shows_the_manuals_states_and_why_a_system_cannot_be_reset() {
     ];
     expect("hamonitor.txt", &render_monitors(&rows));
 }
+
+/// README.md shows the setting displays as the golden files hold them.
+#[test]
+fn readme_shows_the_golden_setting_displays() {
+    let readme =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    for name in ["settings.txt", "mserver-settings.txt", "ipdu-setting.txt"] {
+        let golden = std::fs::read_to_string(golden_dir().join(name)).unwrap();
+        assert!(
+            readme.contains(&format!("```\n{golden}```\n")),
+            "README.md does not show {name} as tests/golden/show/{name} holds it"
+        );
+    }
+}
