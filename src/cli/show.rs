@@ -500,7 +500,7 @@ fn mask(address: std::net::IpAddr, prefix_len: u8) -> String {
 /// `show settings`: the manual's `haconnshow setting` (sections <mode>, <resetpath>,
 /// <physical server>, <virtual server>, <hispeed failover>); haconn adds the reset path's
 /// broadcast and auth as a second <resetpath> line and the guests of each ESXi host as a
-/// <virtual server guest> section.
+/// <virtual server guest> section (left out when no server runs ESXi).
 pub(crate) fn render_settings(v: &SettingsView) -> String {
     let mut t = String::new();
     t.push_str("-- HA monitor connector service setting --\n\n");
@@ -577,7 +577,6 @@ pub(crate) fn render_settings(v: &SettingsView) -> String {
         &[true, false, false, true, false, false],
         rows,
     );
-    t.push_str("\n<virtual server guest>\n");
     let mut rows = Vec::new();
     for (i, s) in v.servers.iter().enumerate() {
         let Some(e) = &s.esxi else { continue };
@@ -592,13 +591,16 @@ pub(crate) fn render_settings(v: &SettingsView) -> String {
             });
         }
     }
-    write_table(
-        &mut t,
-        " ",
-        &["#", "name", "VM name"],
-        &[true, false, false],
-        rows,
-    );
+    if !rows.is_empty() {
+        t.push_str("\n<virtual server guest>\n");
+        write_table(
+            &mut t,
+            " ",
+            &["#", "name", "VM name"],
+            &[true, false, false],
+            rows,
+        );
+    }
     t.push_str("\n<hispeed failover>\n");
     let _ = writeln!(t, " status   :{}", on_off(v.hispeed.is_some()));
     match v.hispeed {

@@ -70,6 +70,16 @@ fn hispeed_off_and_a_single_server_as_the_manual_shows_unset_values() {
         "{text}"
     );
     assert!(text.contains("<mode>\n 1:single server"), "{text}");
+    assert!(text.contains("<virtual server guest>"), "{text}");
+    for s in &mut v.servers {
+        s.esxi = None;
+    }
+    let text = render_settings(&v);
+    assert!(!text.contains("<virtual server guest>"), "{text}");
+    assert!(
+        text.contains(" 2  esx01    ----  ----  ----     Disable\n"),
+        "{text}"
+    );
 }
 
 #[test]
