@@ -143,3 +143,42 @@ fn the_daemon_refuses_same_with_the_options_of_serial() {
         d.request(r#"{"v":1,"op":"mserverIpdu","role":"active","mode":"same","waitTime":5}"#);
     assert_eq!(reply["error"]["code"], "bad-request", "{reply}");
 }
+
+/// No view prints a secret: the SNMP community (shown masked in `ipdu-setting`) and every
+/// BMC password hold a recognizable value; every `show` of the settings family, in every
+/// output, shows it nowhere.
+#[test]
+fn no_view_shows_a_secret() {
+    const MARK: &str = "Qx9LeakMark0Zz7w";
+    let lab = Lab::start_with(1000, |s| {
+        s.replace("labpassw0rd", MARK).replace(
+            "servers:\n",
+            &format!(
+                "snmp: {{community: {MARK}}}\npdus:\n  - {{address: 127.0.0.31, model: IBM_PDU}}\nservers:\n"
+            ),
+        )
+    });
+    let sock = lab.path("sock").display().to_string();
+    for view in [
+        "settings",
+        "mserver-settings",
+        "ipdu-setting",
+        "status",
+        "hamonitor",
+    ] {
+        for output in ["text", "json", "yaml"] {
+            if output == "yaml" && view != "settings" {
+                continue;
+            }
+            let run = haconn(&["show", view, "--output", output, "--control-socket", &sock]);
+            run.code(0);
+            assert!(
+                !run.stdout.contains(MARK) && !run.stderr.contains(MARK),
+                "show {view} --output {output} shows a secret:\n{run}"
+            );
+        }
+    }
+    haconn(&["show", "ipdu-setting", "--control-socket", &sock])
+        .code(0)
+        .stdout_has("SNMP Community : ********\n");
+}
