@@ -38,14 +38,16 @@ pub enum Action {
         #[arg(long = "subsystem", alias = "address", value_name = "N")]
         address: u32,
     },
-    /// PDU-cut test: switch the server's outlets off and on again (`same`: all at once;
-    /// `serial`: one at a time). Refused while its HA monitor is active, unless --force.
+    /// PDU-cut test: switch the server's outlets off and on again (`same`: all at once,
+    /// refused while its HA monitor is active unless --force; `serial`: one at a time,
+    /// for a server in service).
     Ipdusd {
         /// The server (as named in the spec).
         name: String,
         #[command(flatten)]
         test: PduTest,
-        /// Only the outlets on this PDU (its address); `--addr` is an old spelling.
+        /// Only the outlets on this PDU (its address), `--mode serial` only; `--addr` is an
+        /// old spelling.
         #[arg(long = "pdu", alias = "addr", value_name = "IP")]
         addr: Option<IpAddr>,
         /// Run even though the server's HA monitor is active (it will go down).
