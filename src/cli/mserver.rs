@@ -37,6 +37,22 @@ pub fn run(args: &Args, role: &str) -> Outcome {
     } else {
         "sby ipdusd"
     };
+    if let Some(why) = test.refused(None) {
+        super::print_error(args.output.is_json(), what, "usage", &why);
+        return Outcome::Trouble;
+    }
+    let advised = crate::pipeline::pdutest::MSERVER_SERIAL_OFF_ADVISED;
+    if test.mode() == crate::pipeline::pdutest::Mode::Serial
+        && test
+            .offtime
+            .unwrap_or(crate::pipeline::pdutest::DEFAULT_SECONDS)
+            < advised
+    {
+        errln!(
+            "haconn {what}: note: for a management server's serial test the original's manual \
+             asks for an off time of {advised} s or more (--offtime {advised})"
+        );
+    }
     if !test.confirmed(&format!("the {role} management server")) {
         errln!("haconn {what}: cancelled; nothing was switched");
         return Outcome::Failed;
@@ -45,8 +61,8 @@ pub fn run(args: &Args, role: &str) -> Outcome {
         v: VERSION,
         role: role.to_string(),
         mode: test.mode(),
-        off_time: Some(test.offtime),
-        wait_time: Some(test.wtime),
+        off_time: test.offtime,
+        wait_time: test.wtime,
     };
     pdu_job(&args.socket, &args.output, args.quiet, what, &req)
 }

@@ -44,14 +44,16 @@ pub enum Action {
         #[arg(long = "subsystem", alias = "address", value_name = "N")]
         address: u32,
     },
-    /// PDU-cut test: switch the server's outlets off and on again (`same`: all at once;
-    /// `serial`: one at a time). Refused while its HA monitor is active, unless --force.
+    /// PDU-cut test: switch the server's outlets off and on again (`same`: all at once,
+    /// refused while its HA monitor is active unless --force; `serial`: one at a time,
+    /// for a server in service).
     Ipdusd {
         /// The server (as named in the spec).
         name: String,
         #[command(flatten)]
         test: PduTest,
-        /// Only the outlets on this PDU (its address); `--addr` is an old spelling.
+        /// Only the outlets on this PDU (its address), `--mode serial` only; `--addr` is an
+        /// old spelling.
         #[arg(long = "pdu", alias = "addr", value_name = "IP")]
         addr: Option<IpAddr>,
         /// Run even though the server's HA monitor is active (it will go down).
@@ -75,12 +77,12 @@ pub struct PduTest {
     /// `same`: every outlet off at once; `serial`: one outlet at a time.
     #[arg(long, value_enum)]
     mode: ModeArg,
-    /// Seconds each outlet stays off (5–60).
-    #[arg(long, value_name = "S", default_value_t = 5)]
-    pub offtime: u64,
-    /// Seconds between outlets in serial mode (5–60).
-    #[arg(long, value_name = "S", default_value_t = 5)]
-    pub wtime: u64,
+    /// Seconds each outlet stays off (5–60; default 5).
+    #[arg(long, value_name = "S")]
+    pub offtime: Option<u64>,
+    /// Seconds between outlets, `--mode serial` only (5–60; default 5).
+    #[arg(long, value_name = "S")]
+    pub wtime: Option<u64>,
     /// Do not ask for confirmation (asked only when standard input is a terminal).
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -93,12 +95,14 @@ impl PduTest {
         if self.yes || !std::io::stdin().is_terminal() {
             return true;
         }
+        let default = crate::pipeline::pdutest::DEFAULT_SECONDS;
         errln!(
             "This cuts the power of {whose}'s PDU outlets ({} s off{}). Continue? [y/N]",
-            self.offtime,
+            self.offtime.unwrap_or(default),
             match self.mode {
                 ModeArg::Same => ", all at once".to_string(),
-                ModeArg::Serial => format!(", one at a time, {} s apart", self.wtime),
+                ModeArg::Serial =>
+                    format!(", one at a time, {} s apart", self.wtime.unwrap_or(default)),
             }
         );
         let mut answer = String::new();
@@ -114,6 +118,11 @@ enum ModeArg {
 }
 
 impl PduTest {
+    /// A usage error before anything is asked: `--mode same` with options of `serial`.
+    pub fn refused(&self, pdu: Option<IpAddr>) -> Option<String> {
+        crate::pipeline::pdutest::same_refuses(self.mode(), pdu, self.wtime)
+    }
+
     pub fn mode(&self) -> Mode {
         match self.mode {
             ModeArg::Same => Mode::Same,
@@ -131,6 +140,10 @@ pub fn run(args: &Args) -> Outcome {
             addr,
             force,
         } => {
+            if let Some(why) = test.refused(*addr) {
+                super::print_error(args.output.is_json(), "server ipdusd", "usage", &why);
+                return Outcome::Trouble;
+            }
             if !test.confirmed(name) {
                 errln!("haconn server ipdusd: cancelled; nothing was switched");
                 return Outcome::Failed;
@@ -140,8 +153,8 @@ pub fn run(args: &Args) -> Outcome {
                 server: name.clone(),
                 pdu: *addr,
                 mode: Some(test.mode()),
-                off_time: Some(test.offtime),
-                wait_time: Some(test.wtime),
+                off_time: test.offtime,
+                wait_time: test.wtime,
                 force: *force,
             };
             pdu_job(

@@ -1,11 +1,20 @@
 //! `haconn show ...`: what the daemon knows, as tables or (`--output json`) as the typed
 //! reply of the control protocol without its socket envelope.
+//!
+//! The setting displays (`settings`, `mserver-settings`, `ipdu-setting`) follow the
+//! original product's manual, section by section and column by column (its "display
+//! commands": `haconnshow setting`, `mserversetting`, `ipdusetting`); haconn's additions
+//! (the reset path's broadcast and auth, the guests of each ESXi host) come as extra lines
+//! or sections, never as changed columns. The text is built by pure functions
+//! (`render_*`), pinned by the golden files in `tests/golden/show/`.
 
-use super::{Outcome, OutputArg, SocketArg, client_error, print_error, print_json};
+use std::fmt::Write as _;
+
+use super::{Outcome, SocketArg, client_error, print_error, print_json};
 use crate::daemon::client::request;
 use crate::daemon::protocol::{
-    GetReply, HamonitorReply, Hardware, IpduSettingReply, IpduSettingRow, LinkView, MonitorRow,
-    PduHealth, Request, StatusReply, VERSION,
+    GetReply, HamonitorReply, Hardware, IpduSettingReply, LinkView, MonitorRow, MserverSetting,
+    PduHealth, Request, SettingsView, StatusReply, VERSION,
 };
 
 #[derive(Debug, clap::Args)]
@@ -15,7 +24,38 @@ pub struct Args {
     #[command(flatten)]
     pub socket: SocketArg,
     #[command(flatten)]
-    pub output: OutputArg,
+    pub output: ShowOutputArg,
+}
+
+/// `show`'s output: `text`, `json`, or (`show settings` only) the normalized `yaml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ShowOutput {
+    #[default]
+    Text,
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ShowOutputArg {
+    /// `text` for people (the original's layouts), `json` for scripts (stable field names;
+    /// errors as `{"error": {"code", "message"}}` on stdout), `yaml` (`show settings`
+    /// only: the live spec as normalized YAML, secrets masked).
+    #[arg(long, global = true, value_enum, default_value_t = ShowOutput::Text)]
+    pub output: ShowOutput,
+    /// Same as `--output json`.
+    #[arg(long, global = true, hide = true)]
+    pub json: bool,
+}
+
+impl ShowOutputArg {
+    fn get(&self) -> ShowOutput {
+        if self.json {
+            ShowOutput::Json
+        } else {
+            self.output
+        }
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -23,10 +63,15 @@ pub enum What {
     /// The daemon and the hardware: management servers (BMC address, act/sby, status, BMC,
     /// PDU), servers (power, BMC, PDU, VMware) as the watch last found them, the last reload.
     Status,
-    /// The live spec (secrets masked): normalized YAML, or its JSON form.
+    /// The service settings in the original's sections: mode, reset path, physical
+    /// servers, virtual servers (and their guests), hispeed. `--output yaml`: the live
+    /// spec as normalized YAML; `--output json`: its JSON form (secrets masked).
     Settings,
-    /// HA monitors per system: subsystem#, state, address, port and pair# as the reset
-    /// path registered them, and how long ago its last check came.
+    /// The management servers' settings: BMC, PDU forced reset, management LAN.
+    MserverSettings,
+    /// HA monitors per system: subsystem#, state (normal, reset, dump, poff, error = cannot
+    /// be reset now, ---- = no monitor), address, port, pair# (cluster flag on only) as the
+    /// reset path registered them, and how long ago its last check came.
     Hamonitor {
         /// Only this system, or the guests of this ESXi host.
         #[arg(long, value_name = "NAME")]
@@ -40,8 +85,8 @@ pub enum What {
         #[arg(long = "pdu", alias = "addr", value_name = "IP")]
         addr: Option<std::net::IpAddr>,
     },
-    /// PDU settings of every management server and server: PDU forced reset on/off,
-    /// timeout, recovery time, outlets.
+    /// PDU settings: the SNMP community (masked), the PDUs with their models, and the
+    /// outlets feeding every management server and server.
     IpduSetting,
 }
 
@@ -51,8 +96,20 @@ struct PdusReply<'a> {
     pdus: Vec<&'a PduHealth>,
 }
 
+/// `show mserver-settings`' JSON: the management servers' settings.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MserverSettingsReply<'a> {
+    management_servers: &'a [MserverSetting],
+}
+
 pub fn run(args: &Args) -> Outcome {
-    let json = args.output.is_json();
+    let output = args.output.get();
+    let json = output == ShowOutput::Json;
+    if output == ShowOutput::Yaml && !matches!(args.what, What::Settings) {
+        errln!("haconn show: --output yaml is for `show settings` only (use text or json)");
+        return Outcome::Trouble;
+    }
     let socket = &args.socket.control_socket;
     let v = VERSION;
     macro_rules! ask {
@@ -74,10 +131,20 @@ pub fn run(args: &Args) -> Outcome {
         }
         What::Settings => {
             let reply: GetReply = ask!(Request::Get { v });
+            match output {
+                ShowOutput::Json => print_json(&reply.settings),
+                ShowOutput::Yaml => out!("{}", reply.spec),
+                ShowOutput::Text => out!("{}", render_settings(&reply.view)),
+            }
+        }
+        What::MserverSettings => {
+            let reply: GetReply = ask!(Request::Get { v });
             if json {
-                print_json(&reply.settings);
+                print_json(&MserverSettingsReply {
+                    management_servers: &reply.view.management_servers,
+                });
             } else {
-                out!("{}", reply.spec);
+                out!("{}", render_mserver_settings(&reply.view));
             }
         }
         What::Hamonitor { name } => {
@@ -95,7 +162,7 @@ pub fn run(args: &Args) -> Outcome {
             if json {
                 print_json(&reply);
             } else {
-                print_monitors(&reply.monitors);
+                out!("{}", render_monitors(&reply.monitors));
             }
         }
         What::Ipdu { addr } => {
@@ -126,7 +193,7 @@ pub fn run(args: &Args) -> Outcome {
             if json {
                 print_json(&reply);
             } else {
-                print_ipdu_settings(&reply.settings);
+                out!("{}", render_ipdu_settings(&reply));
             }
         }
     }
@@ -196,6 +263,20 @@ fn cell<T: ToString>(v: Option<T>) -> String {
 
 /// Prints aligned columns under a header, indented; `right` marks numeric columns.
 fn print_table(header: &[&str], right: &[bool], rows: Vec<Vec<String>>) {
+    let mut text = String::new();
+    write_table(&mut text, "    ", header, right, rows);
+    out!("{text}");
+}
+
+/// Aligned columns under a header, each line after `indent`, two spaces apart; `right`
+/// marks numeric columns. Trailing spaces are trimmed.
+fn write_table(
+    text: &mut String,
+    indent: &str,
+    header: &[&str],
+    right: &[bool],
+    rows: Vec<Vec<String>>,
+) {
     let table: Vec<Vec<String>> = std::iter::once(header.iter().map(|h| h.to_string()).collect())
         .chain(rows)
         .collect();
@@ -215,7 +296,7 @@ fn print_table(header: &[&str], right: &[bool], rows: Vec<Vec<String>>) {
                 }
             })
             .collect();
-        outln!("    {}", cells.join("  ").trim_end());
+        let _ = writeln!(text, "{indent}{}", cells.join("  ").trim_end());
     }
 }
 
@@ -263,47 +344,6 @@ fn print_pdus(pdus: &[&PduHealth]) {
             );
         }
     }
-}
-
-fn print_ipdu_settings(rows: &[IpduSettingRow]) {
-    let rows: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            let outlets: Vec<String> = r
-                .outlets
-                .iter()
-                .map(|o| format!("{}#{}", o.pdu, o.outlet))
-                .collect();
-            vec![
-                r.name.clone(),
-                r.kind.clone(),
-                match r.ipdusd {
-                    Some(true) => "on".into(),
-                    Some(false) => "off".into(),
-                    None => "--".into(),
-                },
-                cell(r.timeout),
-                cell(r.recovery_time),
-                if outlets.is_empty() {
-                    "--".into()
-                } else {
-                    outlets.join(",")
-                },
-            ]
-        })
-        .collect();
-    print_table(
-        &[
-            "<Name>",
-            "<P/M>",
-            "<ipdusd>",
-            "<Timeout>",
-            "<RecoveryTime>",
-            "<Outlets>",
-        ],
-        &[false, false, false, true, true, false],
-        rows,
-    );
 }
 
 /// The SPEC §8 status tables, then every NG link's reason.
@@ -384,9 +424,11 @@ fn print_hardware(h: &Hardware) {
     }
 }
 
-/// The SPEC §8 table: one row per system; `----` where the reset path knows nothing.
-fn print_monitors(rows: &[MonitorRow]) {
-    let rows: Vec<Vec<String>> = rows
+/// The SPEC §8 table: one row per system; `----` where the reset path knows nothing;
+/// then why each system in state `error` cannot be reset now.
+pub(crate) fn render_monitors(rows: &[MonitorRow]) -> String {
+    let mut text = String::new();
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
             vec![
@@ -402,7 +444,9 @@ fn print_monitors(rows: &[MonitorRow]) {
             ]
         })
         .collect();
-    print_table(
+    write_table(
+        &mut text,
+        "    ",
         &[
             "<SystemName>",
             "<Server>",
@@ -415,6 +459,269 @@ fn print_monitors(rows: &[MonitorRow]) {
             "<LastCheck>",
         ],
         &[false, false, false, true, false, false, true, true, true],
+        cells,
+    );
+    let why: Vec<String> = rows
+        .iter()
+        .filter_map(|r| Some(format!("    {}: {}", r.system, r.reason.as_ref()?)))
+        .collect();
+    if !why.is_empty() {
+        text.push_str("cannot be reset now:\n");
+        for w in why {
+            let _ = writeln!(text, "{w}");
+        }
+    }
+    text
+}
+
+/// `on` / `off`.
+fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
+}
+
+/// A setting in seconds, or `--` when not set (the manual's unset timeout).
+fn secs(v: Option<u32>) -> String {
+    v.map_or_else(|| "--".into(), |v| v.to_string())
+}
+
+/// The manual's mask column: a dotted mask for IPv4, `/LEN` for IPv6.
+fn mask(address: std::net::IpAddr, prefix_len: u8) -> String {
+    match address {
+        std::net::IpAddr::V4(_) => {
+            let bits = u32::MAX
+                .checked_shl(32 - u32::from(prefix_len))
+                .unwrap_or(0);
+            std::net::Ipv4Addr::from(bits).to_string()
+        }
+        std::net::IpAddr::V6(_) => format!("/{prefix_len}"),
+    }
+}
+
+/// `show settings`: the manual's `haconnshow setting` (sections <mode>, <resetpath>,
+/// <physical server>, <virtual server>, <hispeed failover>); haconn adds the reset path's
+/// broadcast and auth as a second <resetpath> line and the guests of each ESXi host as a
+/// <virtual server guest> section (left out when no server runs ESXi).
+pub(crate) fn render_settings(v: &SettingsView) -> String {
+    let mut t = String::new();
+    t.push_str("-- HA monitor connector service setting --\n\n");
+    t.push_str("<mode>\n");
+    t.push_str(match v.mode.as_str() {
+        "pair" => " 2:server duplication\n",
+        _ => " 1:single server (not redundant)\n",
+    });
+    let rp = &v.reset_path;
+    let _ = writeln!(
+        t,
+        "\n<resetpath>\n addr:{}    mask:{}    port number:{}",
+        rp.address,
+        mask(rp.address, rp.prefix_len),
+        rp.port
+    );
+    let _ = writeln!(t, " broadcast:{}    auth:{}", cell(rp.broadcast), rp.auth);
+    t.push_str("\n<physical server>\n");
+    let rows = v
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            vec![
+                (i + 1).to_string(),
+                s.name.clone(),
+                s.bmc_address.to_string(),
+                s.account.clone(),
+                on_off(s.ipdusd).into(),
+                secs(s.timeout),
+                secs(s.recovery_time),
+                on_off(s.cluster).into(),
+            ]
+        })
+        .collect();
+    write_table(
+        &mut t,
+        " ",
+        &[
+            "#", "name", "bmc addr", "account", "ipdusd", "timeout", "rc time", "cluster",
+        ],
+        &[true, false, false, false, false, true, true, false],
         rows,
     );
+    t.push_str("\n<virtual server>\n");
+    let rows = v
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let (addr, port, account, enabled) = match &s.esxi {
+                Some(e) => (
+                    e.address.to_string(),
+                    e.port.to_string(),
+                    e.account.clone(),
+                    e.enabled,
+                ),
+                None => ("----".into(), "----".into(), "----".into(), false),
+            };
+            vec![
+                (i + 1).to_string(),
+                s.name.clone(),
+                addr,
+                port,
+                account,
+                if enabled { "Enable" } else { "Disable" }.into(),
+            ]
+        })
+        .collect();
+    write_table(
+        &mut t,
+        " ",
+        &["#", "name", "VMware addr", "port", "account", "VMware"],
+        &[true, false, false, true, false, false],
+        rows,
+    );
+    let mut rows = Vec::new();
+    for (i, s) in v.servers.iter().enumerate() {
+        let Some(e) = &s.esxi else { continue };
+        if e.guests.is_empty() {
+            rows.push(vec![(i + 1).to_string(), s.name.clone(), "----".into()]);
+        }
+        for (k, g) in e.guests.iter().enumerate() {
+            rows.push(if k == 0 {
+                vec![(i + 1).to_string(), s.name.clone(), g.clone()]
+            } else {
+                vec![String::new(), String::new(), g.clone()]
+            });
+        }
+    }
+    if !rows.is_empty() {
+        t.push_str("\n<virtual server guest>\n");
+        write_table(
+            &mut t,
+            " ",
+            &["#", "name", "VM name"],
+            &[true, false, false],
+            rows,
+        );
+    }
+    t.push_str("\n<hispeed failover>\n");
+    let _ = writeln!(t, " status   :{}", on_off(v.hispeed.is_some()));
+    match v.hispeed {
+        Some(ms) => {
+            let _ = writeln!(t, " resettime: {ms} msec");
+        }
+        None => t.push_str(" resettime: ----\n"),
+    }
+    t
 }
+
+/// `show mserver-settings`: the manual's `haconnshow mserversetting` (<management
+/// server>, <management LAN>).
+pub(crate) fn render_mserver_settings(v: &SettingsView) -> String {
+    let mut t = String::new();
+    t.push_str("-- HA monitor connector management server setting --\n\n");
+    t.push_str("<management server>\n");
+    let rows = v
+        .management_servers
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            vec![
+                (i + 1).to_string(),
+                m.name.clone(),
+                m.bmc_address.to_string(),
+                m.account.clone(),
+                on_off(m.ipdusd).into(),
+                secs(m.timeout),
+            ]
+        })
+        .collect();
+    write_table(
+        &mut t,
+        " ",
+        &["#", "name", "bmc addr", "account", "ipdusd", "timeout"],
+        &[true, false, false, false, false, true],
+        rows,
+    );
+    t.push_str("\n<management LAN>\n");
+    let rows = v
+        .management_servers
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            vec![
+                (i + 1).to_string(),
+                m.name.clone(),
+                m.mlan_address.to_string(),
+                m.mlan_port.to_string(),
+            ]
+        })
+        .collect();
+    write_table(
+        &mut t,
+        " ",
+        &["#", "name", "LAN addr", "port"],
+        &[true, false, false, true],
+        rows,
+    );
+    t
+}
+
+/// `show ipdu-setting`: the manual's `haconnshow ipdusetting` (<ipdu> with the SNMP
+/// community, masked, and the PDUs with their models; <management server> and <physical
+/// server> with two outlets a line, continued on the next lines). A server without
+/// outlets shows `----`.
+pub(crate) fn render_ipdu_settings(r: &IpduSettingReply) -> String {
+    let mut t = String::new();
+    t.push_str("-- HA monitor connector ipdu setting --\n\n");
+    t.push_str("<ipdu>\n");
+    let _ = writeln!(t, "SNMP Community : {}", cell(r.community.as_ref()));
+    let rows = r
+        .pdus
+        .iter()
+        .enumerate()
+        .map(|(i, p)| vec![(i + 1).to_string(), p.address.to_string(), p.model.clone()])
+        .collect();
+    write_table(
+        &mut t,
+        " ",
+        &["#", "ipdu addr", "model"],
+        &[true, false, false],
+        rows,
+    );
+    for (kind, title) in [("M", "management server"), ("P", "physical server")] {
+        let _ = writeln!(t, "\n<{title}>");
+        let mut rows = Vec::new();
+        for (i, s) in r.settings.iter().filter(|s| s.kind == kind).enumerate() {
+            let mut pairs: Vec<[String; 2]> = s
+                .outlets
+                .iter()
+                .map(|o| [o.pdu.to_string(), o.outlet.to_string()])
+                .collect();
+            if pairs.is_empty() {
+                pairs.push(["----".into(), "----".into()]);
+            }
+            for (k, two) in pairs.chunks(2).enumerate() {
+                let mut row = if k == 0 {
+                    vec![(i + 1).to_string(), s.name.clone()]
+                } else {
+                    vec![String::new(), String::new()]
+                };
+                for p in two {
+                    row.extend(p.iter().cloned());
+                }
+                row.resize(6, String::new());
+                rows.push(row);
+            }
+        }
+        write_table(
+            &mut t,
+            " ",
+            &["#", "name", "ipdu addr", "con#", "ipdu addr", "con#"],
+            &[true, false, false, true, false, true],
+            rows,
+        );
+    }
+    t
+}
+
+#[cfg(test)]
+#[path = "show_tests.rs"]
+mod tests;

@@ -16,9 +16,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::protocol::{
-    self, FactsView, GetReply, HamonitorReply, IpduSettingReply, IpduSettingRow, LiveCounts,
-    MAX_LINE, MonitorRow, OutletRef, PduJobReply, Progress, RemoteDiagnostic, Request,
-    ServerResetReply, StatusReply,
+    self, FactsView, GetReply, HamonitorReply, IpduSettingReply, LiveCounts, MAX_LINE, MonitorRow,
+    PduJobReply, Progress, RemoteDiagnostic, Request, ServerResetReply, SettingsView, StatusReply,
 };
 use super::supervisor::{Command, Origin, ReloadReply, Shared};
 use crate::spec::model::Name;
@@ -312,7 +311,11 @@ async fn connection(
                     off_time,
                     wait_time,
                     ..
-                }) => match own_pdu_test(&shared, &role, mode) {
+                }) => match crate::pipeline::pdutest::same_refuses(mode, None, wait_time)
+                    .map_or_else(
+                        || own_pdu_test(&shared, &role, mode),
+                        |why| Err(protocol::error("bad-request", &why)),
+                    ) {
                     Ok(server) => {
                         let req = PduJobArgs {
                             server,
@@ -366,7 +369,7 @@ async fn handle(
                 Ok(h) => h,
                 Err(e) => return protocol::error("pipeline", &e.to_string()),
             };
-            let hardware = match serde_json::from_value(hardware) {
+            let mut hardware: protocol::Hardware = match serde_json::from_value(hardware) {
                 Ok(h) => h,
                 Err(e) => {
                     return protocol::error(
@@ -375,9 +378,11 @@ async fn handle(
                     );
                 }
             };
+            let status = shared.status();
+            hardware.assign_roles(&status.local_management_server);
             protocol::ok(&StatusReply {
                 hardware,
-                status: shared.status(),
+                status,
                 reset_path: shared.pipeline.counters().into(),
                 live: LiveCounts {
                     management_servers: live.management_servers.len(),
@@ -396,6 +401,7 @@ async fn handle(
             protocol::ok(&GetReply {
                 spec: normalized_yaml(&live),
                 settings: live.to_value(&crate::spec::model::Masked),
+                view: SettingsView::of(&live),
                 facts: FactsView {
                     monitors_active: facts.monitors_active.iter().map(Name::to_string).collect(),
                     resetting: facts.resetting.iter().map(Name::to_string).collect(),
@@ -431,7 +437,7 @@ async fn handle(
         // Stream progress: handled by the connection itself.
         Request::ServerReset { .. } => protocol::error("bad-request", "not here"),
         Request::ServerIpdu { .. } => protocol::error("bad-request", "not here"),
-        Request::IpduSetting { .. } => ipdu_setting(&shared.pipeline.live()),
+        Request::IpduSetting { .. } => protocol::ok(&IpduSettingReply::of(&shared.pipeline.live())),
         Request::MserverIpdu { .. } => protocol::error("bad-request", "not here"),
     }
 }
@@ -524,6 +530,9 @@ async fn pdu_job_run(
     let test = match a.mode {
         None => None,
         Some(mode) => {
+            if let Some(why) = crate::pipeline::pdutest::same_refuses(mode, a.pdu, a.wait_time) {
+                return Err(Some(protocol::error("bad-request", &why)));
+            }
             let off = seconds(a.off_time, "offtime").map_err(Some)?;
             let wait = seconds(a.wait_time, "wtime").map_err(Some)?;
             Some((mode, off, wait))
@@ -569,42 +578,6 @@ async fn pdu_job_run(
     ))
 }
 
-/// The PDU settings of every management server and server (`show ipdu-setting`).
-fn ipdu_setting(live: &crate::spec::model::Spec) -> Value {
-    let outlets = |o: &[crate::spec::model::OutletLink]| -> Vec<OutletRef> {
-        o.iter()
-            .map(|l| OutletRef {
-                pdu: l.pdu,
-                outlet: l.outlet,
-            })
-            .collect()
-    };
-    let mut rows: Vec<IpduSettingRow> = Vec::new();
-    for m in live.management_servers.values() {
-        let i = m.ipdu.as_ref();
-        rows.push(IpduSettingRow {
-            name: m.name.to_string(),
-            kind: "M".into(),
-            ipdusd: i.map(|i| i.enabled),
-            timeout: i.and_then(|i| i.timeout).map(|t| t.get().into()),
-            recovery_time: None,
-            outlets: i.map_or_else(Vec::new, |i| outlets(&i.outlets)),
-        });
-    }
-    for s in live.servers.values() {
-        let i = s.ipdu.as_ref();
-        rows.push(IpduSettingRow {
-            name: s.name.to_string(),
-            kind: "P".into(),
-            ipdusd: i.map(|i| i.enabled),
-            timeout: i.and_then(|i| i.timeout).map(|t| t.get().into()),
-            recovery_time: i.and_then(|i| i.recovery_time).map(|t| t.get().into()),
-            outlets: i.map_or_else(Vec::new, |i| outlets(&i.outlets)),
-        });
-    }
-    protocol::ok(&IpduSettingReply { settings: rows })
-}
-
 /// Every system of the live spec (a physical server, or a guest of an ESXi host) joined
 /// with the monitor registered for it; monitors of systems a reload removed come last.
 async fn hamonitor(shared: &Shared, name: Option<&str>) -> Value {
@@ -637,7 +610,9 @@ async fn hamonitor(shared: &Shared, name: Option<&str>) -> Value {
         .map(|(system, server, kind)| {
             let m = monitors.iter().find(|m| m.system == system);
             MonitorRow {
-                state: m.map_or("----", |m| m.state.as_str()).to_string(),
+                state: m.map_or("----", |m| m.state).to_string(),
+                detail: m.map(|m| m.detail.to_string()),
+                reason: m.and_then(|m| m.unresettable.clone()),
                 system,
                 server,
                 kind: kind.to_string(),

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::pipeline::Simulation;
+use crate::spec::model::Spec;
 
 pub const VERSION: u64 = 1;
 /// Longest request line accepted: a spec file is at most 8 MiB
@@ -184,6 +185,17 @@ pub struct Hardware {
     pub pdus: Vec<PduHealth>,
 }
 
+impl Hardware {
+    /// The act/sby column: this daemon's own management server is `active` (it holds the
+    /// reset path); any other is `----`, the manual's "not decided", until
+    /// management-server duplication exists to say what the peer is. Never two `active`.
+    pub fn assign_roles(&mut self, local: &str) {
+        for m in &mut self.mservers {
+            m.role = if m.name == local { "active" } else { "----" }.to_string();
+        }
+    }
+}
+
 /// A link: `OK`, `NG` (with the reason) or `--` (not configured, or not polled yet).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -198,6 +210,7 @@ pub struct LinkView {
 pub struct MserverHealth {
     pub name: String,
     pub bmc_address: String,
+    /// `active` (the management server this daemon runs on) or `----` (not decided).
     pub role: String,
     pub status: String,
     pub bmc: LinkView,
@@ -252,7 +265,8 @@ pub struct OutletHealth {
     pub forced_reset: bool,
 }
 
-/// `get`: the live spec, masked, as YAML text and as JSON, and the live facts.
+/// `get`: the live spec, masked, as YAML text and as JSON, the settings views, and the
+/// live facts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GetReply {
@@ -260,7 +274,137 @@ pub struct GetReply {
     pub spec: String,
     /// The same spec as JSON (its normalized form, secrets masked).
     pub settings: Value,
+    /// What `show settings` and `show mserver-settings` print, in the manual's sections.
+    pub view: SettingsView,
     pub facts: FactsView,
+}
+
+/// The live spec as the original's setting displays group it: the service settings
+/// (`show settings`: mode, reset path, physical servers, virtual servers, hispeed) and
+/// the management servers (`show mserver-settings`). No secret is in it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SettingsView {
+    /// `pair` (the manual's "2:server duplication") or `single`.
+    pub mode: String,
+    pub reset_path: ResetPathSetting,
+    pub servers: Vec<ServerSetting>,
+    /// The hard-reset issue time in ms; null when hispeed is off (5000 ms).
+    pub hispeed: Option<u32>,
+    pub management_servers: Vec<MserverSetting>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResetPathSetting {
+    pub address: IpAddr,
+    pub prefix_len: u8,
+    pub port: u16,
+    /// Where attention notices go (the spec's, or the one derived from the prefix).
+    pub broadcast: Option<IpAddr>,
+    /// `hmac` (a shared key, never shown) or `none`.
+    pub auth: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerSetting {
+    pub name: String,
+    pub bmc_address: IpAddr,
+    pub account: String,
+    pub cluster: bool,
+    /// PDU forced reset on (false without an `ipdu` block).
+    pub ipdusd: bool,
+    pub timeout: Option<u32>,
+    pub recovery_time: Option<u32>,
+    pub esxi: Option<EsxiSetting>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EsxiSetting {
+    pub address: IpAddr,
+    pub port: u16,
+    pub account: String,
+    pub enabled: bool,
+    pub guests: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MserverSetting {
+    pub name: String,
+    pub bmc_address: IpAddr,
+    pub account: String,
+    pub ipdusd: bool,
+    pub timeout: Option<u32>,
+    pub mlan_address: IpAddr,
+    pub mlan_port: u16,
+}
+
+impl SettingsView {
+    pub fn of(spec: &Spec) -> SettingsView {
+        use crate::spec::model::{Auth, Mode};
+        let rp = &spec.reset_path;
+        SettingsView {
+            mode: match spec.mode {
+                Mode::Pair => "pair",
+                Mode::Single => "single",
+            }
+            .into(),
+            reset_path: ResetPathSetting {
+                address: rp.address,
+                prefix_len: rp.prefix_len,
+                port: rp.port.get(),
+                broadcast: rp.broadcast_resolved,
+                auth: match rp.auth {
+                    Auth::None => "none",
+                    Auth::Hmac(_) => "hmac",
+                }
+                .into(),
+            },
+            servers: spec
+                .servers
+                .values()
+                .map(|s| {
+                    let i = s.ipdu.as_ref();
+                    ServerSetting {
+                        name: s.name.to_string(),
+                        bmc_address: s.bmc.address,
+                        account: s.bmc.username.clone(),
+                        cluster: s.cluster,
+                        ipdusd: i.is_some_and(|i| i.enabled),
+                        timeout: i.and_then(|i| i.timeout).map(|t| t.get()),
+                        recovery_time: i.and_then(|i| i.recovery_time).map(|t| t.get()),
+                        esxi: s.esxi.as_ref().map(|e| EsxiSetting {
+                            address: e.address,
+                            port: e.port,
+                            account: e.username.clone(),
+                            enabled: e.enabled,
+                            guests: e.guests.iter().map(|g| g.to_string()).collect(),
+                        }),
+                    }
+                })
+                .collect(),
+            hispeed: spec.hispeed.map(|h| h.get()),
+            management_servers: spec
+                .management_servers
+                .values()
+                .map(|m| {
+                    let i = m.ipdu.as_ref();
+                    MserverSetting {
+                        name: m.name.to_string(),
+                        bmc_address: m.bmc.address,
+                        account: m.bmc.username.clone(),
+                        ipdusd: i.is_some_and(|i| i.enabled),
+                        timeout: i.and_then(|i| i.timeout).map(|t| t.get()),
+                        mlan_address: m.mlan.address,
+                        mlan_port: m.mlan.port.get(),
+                    }
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -351,10 +495,20 @@ pub struct MonitorRow {
     /// `P` (physical), `V` (guest) or `-` (not in the live spec).
     pub kind: String,
     pub subsystem: Option<u32>,
-    /// normal / reset / dump / reboot / poff / error, or `----` with no monitor.
+    /// The manual's state: normal / reset / dump / poff / error (cannot be reset now), or
+    /// `----` (no monitor, or it stopped checking).
     pub state: String,
+    /// The finer state: normal / expired / reset / dump / reboot (hard reset or PDU cut
+    /// done; `dump` in `state`) / poff / failed (the last reset failed); null with no
+    /// monitor.
+    pub detail: Option<String>,
+    /// Why the system cannot be reset now (state `error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub ip: Option<IpAddr>,
     pub port: Option<u16>,
+    /// The monitor pair's subsystem#; null when the server's `cluster` flag is off or no
+    /// pair was learned yet.
     pub pair: Option<u32>,
     pub last_check_ms_ago: Option<u64>,
 }
@@ -390,10 +544,70 @@ pub struct PduJobReply {
     pub summary: String,
 }
 
-/// `ipduSetting`: the PDU settings of every management server and server.
+/// `ipduSetting`: the PDU settings of every management server and server, the SNMP
+/// community (masked: `********` inline, or its reference) and the declared PDUs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IpduSettingReply {
     pub settings: Vec<IpduSettingRow>,
+    /// The SNMP community as secrets are shown: `********`, or `{env: NAME}` /
+    /// `{file: PATH}`; null when the spec has none.
+    pub community: Option<String>,
+    pub pdus: Vec<PduSetting>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PduSetting {
+    pub address: IpAddr,
+    pub model: String,
+}
+
+impl IpduSettingReply {
+    pub fn of(live: &Spec) -> IpduSettingReply {
+        let outlets = |o: &[crate::spec::model::OutletLink]| -> Vec<OutletRef> {
+            o.iter()
+                .map(|l| OutletRef {
+                    pdu: l.pdu,
+                    outlet: l.outlet,
+                })
+                .collect()
+        };
+        let mut rows: Vec<IpduSettingRow> = Vec::new();
+        for m in live.management_servers.values() {
+            let i = m.ipdu.as_ref();
+            rows.push(IpduSettingRow {
+                name: m.name.to_string(),
+                kind: "M".into(),
+                ipdusd: i.map(|i| i.enabled),
+                timeout: i.and_then(|i| i.timeout).map(|t| t.get().into()),
+                recovery_time: None,
+                outlets: i.map_or_else(Vec::new, |i| outlets(&i.outlets)),
+            });
+        }
+        for s in live.servers.values() {
+            let i = s.ipdu.as_ref();
+            rows.push(IpduSettingRow {
+                name: s.name.to_string(),
+                kind: "P".into(),
+                ipdusd: i.map(|i| i.enabled),
+                timeout: i.and_then(|i| i.timeout).map(|t| t.get().into()),
+                recovery_time: i.and_then(|i| i.recovery_time).map(|t| t.get().into()),
+                outlets: i.map_or_else(Vec::new, |i| outlets(&i.outlets)),
+            });
+        }
+        IpduSettingReply {
+            settings: rows,
+            // `Secret`'s Display masks an inline value and shows only a reference.
+            community: live.community.as_ref().map(|c| c.to_string()),
+            pdus: live
+                .pdus
+                .values()
+                .map(|p| PduSetting {
+                    address: p.address,
+                    model: p.model.name.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1378,39 +1378,66 @@ impl Core {
         }
     }
 
-    /// Registered monitors as `show hamonitor` lists them.
-    pub fn monitor_views(&self, now: Instant) -> Vec<MonitorView> {
+    /// Registered monitors as `show hamonitor` lists them, in the manual's states (SPEC §8).
+    /// `unresettable` is the watch's word on a system: why it cannot be reset now (its
+    /// BMC or ESXi link NG and no PDU path), `None` when it can. A reset in flight or a
+    /// recent outcome wins over it; a failed reset is no state of its own (the reset log
+    /// and `detail` say it): the system then shows what the links and its monitor say.
+    pub fn monitor_views(
+        &self,
+        now: Instant,
+        unresettable: impl Fn(&str) -> Option<String>,
+    ) -> Vec<MonitorView> {
         let mut v: Vec<MonitorView> = self
             .systems
             .iter()
             .filter_map(|(name, s)| {
                 let m = s.monitor.as_ref()?;
                 let expired = now.duration_since(m.last_seen) > self.config.monitor_expiry;
-                let state = match &s.state {
-                    State::Resetting(_) => "reset",
+                // The outcome of a reset in flight or just done, as the manual shows it;
+                // `None`: the links and the monitor's checks say the state.
+                let (detail, outcome) = match &s.state {
+                    State::Resetting(_) => ("reset", Some("reset")),
                     State::Done {
                         state: AttentionState::Dump,
                         ..
-                    } => "dump",
+                    } => ("dump", Some("dump")),
+                    // The manual's dump covers a completed hard reset too.
                     State::Done {
                         state: AttentionState::Reboot,
                         ..
-                    } => "reboot",
+                    } => ("reboot", Some("dump")),
                     State::Done {
                         state: AttentionState::Poff,
                         ..
-                    } => "poff",
-                    State::Failed { .. } => "error",
-                    State::Normal if expired => "----",
-                    State::Normal => "normal",
+                    } => ("poff", Some("poff")),
+                    State::Failed { .. } => ("failed", None),
+                    State::Normal if expired => ("expired", None),
+                    State::Normal => ("normal", None),
                 };
+                let why = outcome
+                    .is_none()
+                    .then(|| unresettable(name.as_str()))
+                    .flatten();
+                let state = match (outcome, &why) {
+                    (Some(o), _) => o,
+                    (None, Some(_)) => "error",
+                    (None, None) if expired => "----",
+                    (None, None) => "normal",
+                };
+                let cluster = self
+                    .spec
+                    .system(name.as_str())
+                    .is_some_and(|r| r.server().cluster);
                 Some(MonitorView {
                     system: name.to_string(),
                     subsystem: m.subsystem,
                     ip: m.addr.ip(),
                     port: m.addr.port(),
-                    pair: m.pair,
-                    state: state.into(),
+                    pair: m.pair.filter(|_| cluster),
+                    state,
+                    detail,
+                    unresettable: why,
                     last_check_ms_ago: now.duration_since(m.last_seen).as_millis() as u64,
                 })
             })

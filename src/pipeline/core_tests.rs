@@ -486,7 +486,8 @@ fn spec_2_step_7_failure_is_fail_and_no_attention() {
     let e = w.done(id, Outcome::Failed("hard reset failed".into()));
     assert_eq!(results(&e), vec![ResetResult::Fail]);
     assert!(attentions(&e).is_empty());
-    assert_eq!(w.core.monitor_views(w.now)[1].state, "error");
+    let v = &w.core.monitor_views(w.now, |_| None)[1];
+    assert_eq!((v.state, v.detail), ("normal", "failed"));
 }
 
 #[test]
@@ -520,6 +521,182 @@ fn every_accepted_request_is_answered_by_the_reset_deadline() {
     w.step(id, Step::HardSent);
     w.step(id, Step::HardAcked);
     assert!(results(&w.done(id, Outcome::Rebooted)).is_empty());
+}
+
+// --- table tests: SPEC §8, `show hamonitor` ----------------------------------------------
+
+/// The manual's monitor states: `error` only when the system cannot be reset now (the
+/// watch's word), never for a failed last reset; a completed hard reset is `dump`, its
+/// finer state kept in `detail`; a reset in flight or just done wins over the links.
+#[test]
+fn spec_8_monitor_states_follow_the_manual() {
+    struct Case {
+        name: &'static str,
+        world: fn() -> World,
+        ng: bool,
+        want: (&'static str, &'static str),
+    }
+    fn checked() -> World {
+        let mut w = World::new();
+        w.check("node01");
+        w.check("node02");
+        w
+    }
+    fn expired() -> World {
+        let mut w = checked();
+        w.advance(secs(61));
+        w
+    }
+    fn resetting() -> World {
+        World::node02_reset_started().0
+    }
+    fn dumped() -> World {
+        let (mut w, id) = World::node02_reset_started();
+        dump_node02(&mut w, id);
+        w
+    }
+    fn rebooted() -> World {
+        let (mut w, id) = World::node02_reset_started();
+        w.step(id, Step::NmiIssued);
+        w.step(id, Step::HardSent);
+        w.step(id, Step::HardAcked);
+        w.done(id, Outcome::Rebooted);
+        w
+    }
+    fn powered_off() -> World {
+        let (mut w, id) = World::node02_reset_started();
+        w.step(id, Step::PowerOff);
+        w.done(id, Outcome::PowerOff);
+        w
+    }
+    fn failed() -> World {
+        let (mut w, id) = World::node02_reset_started();
+        w.done(id, Outcome::Failed("hard reset failed".into()));
+        w
+    }
+    let cases = [
+        Case {
+            name: "checking, links OK",
+            world: checked,
+            ng: false,
+            want: ("normal", "normal"),
+        },
+        Case {
+            name: "checking, BMC NG, no PDU path",
+            world: checked,
+            ng: true,
+            want: ("error", "normal"),
+        },
+        Case {
+            name: "monitor stopped checking",
+            world: expired,
+            ng: false,
+            want: ("----", "expired"),
+        },
+        Case {
+            name: "monitor stopped, BMC NG",
+            world: expired,
+            ng: true,
+            want: ("error", "expired"),
+        },
+        Case {
+            name: "being reset",
+            world: resetting,
+            ng: false,
+            want: ("reset", "reset"),
+        },
+        Case {
+            name: "being reset, BMC NG",
+            world: resetting,
+            ng: true,
+            want: ("reset", "reset"),
+        },
+        Case {
+            name: "stop notice received",
+            world: dumped,
+            ng: false,
+            want: ("dump", "dump"),
+        },
+        Case {
+            name: "hard reset done",
+            world: rebooted,
+            ng: false,
+            want: ("dump", "reboot"),
+        },
+        Case {
+            name: "hard reset done, BMC NG",
+            world: rebooted,
+            ng: true,
+            want: ("dump", "reboot"),
+        },
+        Case {
+            name: "power off",
+            world: powered_off,
+            ng: false,
+            want: ("poff", "poff"),
+        },
+        Case {
+            name: "last reset failed, links OK",
+            world: failed,
+            ng: false,
+            want: ("normal", "failed"),
+        },
+        Case {
+            name: "last reset failed, BMC NG",
+            world: failed,
+            ng: true,
+            want: ("error", "failed"),
+        },
+    ];
+    for c in cases {
+        let w = (c.world)();
+        let views = w.core.monitor_views(w.now, |s| {
+            (c.ng && s == "node02").then(|| "BMC: timeout".to_string())
+        });
+        let v = views
+            .iter()
+            .find(|v| v.system == "node02")
+            .unwrap_or_else(|| panic!("{}: no view of node02", c.name));
+        assert_eq!((v.state, v.detail), c.want, "{}", c.name);
+        assert_eq!(
+            v.unresettable.as_deref(),
+            (c.want.0 == "error").then_some("BMC: timeout"),
+            "{}",
+            c.name
+        );
+        assert!(views.iter().all(|v| v.state != "reboot"), "{}", c.name);
+    }
+}
+
+/// pair# is shown only when the server's `cluster` flag is on: node03 (cluster off)
+/// reports a pair in its check, and it is not shown.
+#[test]
+fn spec_8_pair_shows_only_with_the_cluster_flag() {
+    let mut w = World::new();
+    w.check("node02");
+    let Input::Check {
+        from,
+        system,
+        subsystem,
+        port,
+        verdict,
+        ..
+    } = check_input("node03", home("node03"))
+    else {
+        unreachable!()
+    };
+    w.input(Input::Check {
+        from,
+        system,
+        subsystem,
+        port,
+        pair: Some(9),
+        verdict,
+    });
+    let views = w.core.monitor_views(w.now, |_| None);
+    let pair = |s: &str| views.iter().find(|v| v.system == s).map(|v| v.pair);
+    assert_eq!(pair("node02"), Some(Some(1)));
+    assert_eq!(pair("node03"), Some(None));
 }
 
 // --- table tests: the holes of issue 11 ---------------------------------------------------

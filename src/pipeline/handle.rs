@@ -48,9 +48,18 @@ pub struct MonitorView {
     pub subsystem: u32,
     pub ip: IpAddr,
     pub port: u16,
+    /// The monitor pair's subsystem number; `None` when the server's `cluster` flag is off
+    /// (pairs are not managed then, as the manual shows `----`) or no pair was learned.
     pub pair: Option<u32>,
-    /// `normal`, `reset`, `dump`, `reboot`, `poff` or `error`.
-    pub state: String,
+    /// The manual's state: `normal`, `reset`, `dump` (stop notice received, or hard reset
+    /// or PDU cut done), `poff`, `error` (cannot be reset now: its BMC or ESXi link is NG
+    /// and no PDU path) or `----` (its monitor stopped checking).
+    pub state: &'static str,
+    /// The finer state behind it: `normal`, `expired`, `reset`, `dump`, `reboot`, `poff`
+    /// or `failed` (the last reset failed; the state follows the links and the monitor).
+    pub detail: &'static str,
+    /// Why the system cannot be reset now (state `error`).
+    pub unresettable: Option<String>,
     pub last_check_ms_ago: u64,
 }
 

@@ -677,7 +677,11 @@ impl Shell {
                 Simulation::ResetFinished { system } => self.core.simulate_reset(system, false),
             },
             PipelineMsg::Monitors(reply) => {
-                let _ = reply.send(self.core.monitor_views(Instant::now()));
+                let views = self.core.monitor_views(Instant::now(), |system| {
+                    let v = self.verdict(system);
+                    (!v.resettable).then(|| v.problem.unwrap_or_else(|| "not resettable".into()))
+                });
+                let _ = reply.send(views);
             }
             PipelineMsg::PduJob {
                 request,

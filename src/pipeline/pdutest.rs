@@ -17,10 +17,40 @@ use crate::spec::model::{OutletLink, Pdu};
 
 use super::resetlog::{self, Dir, Peer};
 
-/// Off time and wait time limits of a PDU test, in seconds (SPEC §8).
+/// Off time and wait time limits of a PDU test, in seconds (SPEC §8; the manual's
+/// `offtime`/`wtime`: 5–60).
 pub const SECONDS: std::ops::RangeInclusive<u64> = 5..=60;
-/// The off time and wait time when the operator gives none.
+/// The off time and wait time when the operator gives none (the manual's 5 s).
 pub const DEFAULT_SECONDS: u64 = 5;
+/// The least off time the manual asks for in a management server's `serial` test.
+pub const MSERVER_SERIAL_OFF_ADVISED: u64 = 30;
+
+/// Why a `same` test refuses options that belong to `serial` (the manual: `addr` and
+/// `wtime` cannot be given with `mode=same`): all the outlets switch at once, so there is
+/// no PDU to single out and no wait between outlets. `None` when nothing is refused.
+pub fn same_refuses(
+    mode: Mode,
+    pdu: Option<std::net::IpAddr>,
+    wait: Option<u64>,
+) -> Option<String> {
+    if mode != Mode::Same {
+        return None;
+    }
+    let mut given = Vec::new();
+    if let Some(p) = pdu {
+        given.push(format!("--pdu {p}"));
+    }
+    if let Some(w) = wait {
+        given.push(format!("--wtime {w}"));
+    }
+    (!given.is_empty()).then(|| {
+        format!(
+            "--mode same switches every outlet at once: {} is for --mode serial only (one \
+             outlet at a time); drop it, or use --mode serial",
+            given.join(" and ")
+        )
+    })
+}
 /// How long one outlet switch may take, read-back included.
 pub const SWITCH_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -201,6 +231,25 @@ mod tests {
     use super::*;
     use crate::backend::sim::{Behavior, DeviceId, Sim, SimEvent};
     use crate::spec::pdu_model;
+
+    /// The manual: `addr` and `wtime` cannot be given with `mode=same`; both are fine
+    /// with `serial`; the defaults and range are the manual's.
+    #[test]
+    fn same_refuses_the_options_of_serial() {
+        let ip = Some("127.0.0.31".parse().unwrap());
+        assert_eq!(same_refuses(Mode::Same, None, None), None);
+        assert_eq!(same_refuses(Mode::Serial, ip, Some(5)), None);
+        let why = same_refuses(Mode::Same, ip, None).unwrap();
+        assert!(
+            why.contains("--pdu 127.0.0.31 is for --mode serial only"),
+            "{why}"
+        );
+        let why = same_refuses(Mode::Same, None, Some(7)).unwrap();
+        assert!(why.contains("--wtime 7 is for --mode serial only"), "{why}");
+        let why = same_refuses(Mode::Same, ip, Some(7)).unwrap();
+        assert!(why.contains("--pdu 127.0.0.31 and --wtime 7"), "{why}");
+        assert_eq!((DEFAULT_SECONDS, SECONDS), (5, 5..=60));
+    }
 
     fn pdu(a: &str) -> Pdu {
         Pdu {

@@ -488,8 +488,9 @@ impl Health {
                 json!({
                     "name": m.name.as_str(),
                     "bmcAddress": m.bmc.address.to_string(),
-                    // Duplication is not built: the one running server is the active one.
-                    "role": "active",
+                    // Which one is active is the daemon's to say (it knows which server it
+                    // runs on): the watch does not know, as the manual's undecided `----`.
+                    "role": "----",
                     // From its BMC, as the old product: normal (powered on) or poff.
                     "status": match polled.and_then(|p| p.last) {
                         Some(PowerState::On) => "normal",

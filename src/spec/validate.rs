@@ -40,6 +40,10 @@ impl Limits {
 }
 
 pub const MAX_GUESTS_PER_HOST: usize = 16;
+/// Guests that can run on one ESXi host at once, HA monitor guests or not (the manual's
+/// limits table: 33). haconn sees only the guests a spec lists, so more listed for one
+/// host (several `esxi` blocks naming the same address) is a warning: they cannot all run.
+pub const MAX_RUNNING_GUESTS_PER_HOST: usize = 33;
 pub const MAX_OUTLETS_PER_MSERVER: usize = 2;
 pub const MAX_OUTLETS_PER_SERVER: usize = 4;
 
@@ -613,6 +617,7 @@ fn build(v: &mut V, raw: &RawSpec) -> Option<Spec> {
             );
         }
     }
+    running_guests(v, &sv_path, &raw.servers);
     if systems > limits.systems {
         v.err(
             "limit",
@@ -845,6 +850,34 @@ fn claim_system(v: &mut V, names: &mut HashMap<String, Path>, name: &str, here: 
         );
     } else {
         names.insert(name.to_string(), here);
+    }
+}
+
+/// Warns when the `esxi` blocks naming one host list more guests than can run on it at
+/// once ([`MAX_RUNNING_GUESTS_PER_HOST`]), at the block that passes the limit.
+fn running_guests(v: &mut V, sv_path: &Path, servers: &[RawServer]) {
+    let mut hosts: HashMap<IpAddr, (usize, Vec<String>)> = HashMap::new();
+    for (i, s) in servers.iter().enumerate() {
+        let Some(e) = &s.esxi else { continue };
+        let Ok(address) = e.address.parse::<IpAddr>() else {
+            continue; // reported by `esxi`
+        };
+        let (listed, names) = hosts.entry(address).or_default();
+        let before = *listed;
+        *listed += e.guests.len();
+        names.push(s.name.clone());
+        if before <= MAX_RUNNING_GUESTS_PER_HOST && *listed > MAX_RUNNING_GUESTS_PER_HOST {
+            v.warn(
+                "guest-limit",
+                sv_path.index(i).key("esxi").key("guests"),
+                format!(
+                    "{listed} guests listed for ESXi host {address} (servers {}); at most \
+                     {MAX_RUNNING_GUESTS_PER_HOST} guests can run on one ESXi host at once, \
+                     HA monitor guests or not",
+                    names.join(", ")
+                ),
+            );
+        }
     }
 }
 

@@ -92,6 +92,47 @@ fn spec_from_stdin() {
         .stdout_contains("-: valid (0 errors, 0 warnings)");
 }
 
+/// The manual's limit of 33 guests running on one ESXi host (HA monitor guests or not):
+/// more listed for one host (three `esxi` blocks naming one address, 12 guests each) is a
+/// warning — not an error: the spec stays valid — at the block that passes the limit,
+/// with its line and column; 33 is fine.
+#[test]
+fn more_guests_than_can_run_on_one_esxi_host_is_a_warning() {
+    let host = |name: &str, bmc: u8, prefix: &str, n: usize| {
+        let guests: Vec<String> = (1..=n).map(|i| format!("{prefix}{i:02}")).collect();
+        format!(
+            "  - name: {name}\n    bmc: {{address: 192.168.20.{bmc}, username: admin, password: {{env: BMC}}}}\n    esxi: {{address: 192.168.20.131, username: root, password: {{env: ESX}}, trustOnFirstUse: true,\n      guests: [{}]}}\n",
+            guests.join(", ")
+        )
+    };
+    let spec = |third: usize| {
+        format!(
+            "{BASE}{}{}{}",
+            host("esx01", 31, "a", 12),
+            host("esx02", 32, "b", 12),
+            host("esx03", 33, "c", third)
+        )
+    };
+    let over = spec(12);
+    validate(&over, &[])
+        .status(0)
+        .diagnostic(
+            "spec.yaml",
+            line_of(&over, "guests: [c01"),
+            "warning[guest-limit]",
+            "servers[4].esxi.guests",
+            &[
+                "36 guests listed for ESXi host 192.168.20.131",
+                "esx01, esx02, esx03",
+                "at most 33",
+            ],
+        )
+        .stdout_contains("spec.yaml: valid (0 errors, 1 warning)");
+    validate(&spec(9), &[])
+        .status(0)
+        .stdout_is("spec.yaml: valid (0 errors, 0 warnings)\n");
+}
+
 // ---- validate: one problem each, named with its line --------------------------------
 
 #[test]

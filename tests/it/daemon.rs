@@ -1106,6 +1106,8 @@ fn every_daemon_command_is_quiet_on_a_closed_pipe() {
         (vec!["show", "status"], 0),
         (vec!["show", "status", "--output", "json"], 0),
         (vec!["show", "settings"], 0),
+        (vec!["show", "settings", "--output", "yaml"], 0),
+        (vec!["show", "mserver-settings"], 0),
         (vec!["show", "hamonitor"], 0),
         (vec!["show", "ipdu"], 0),
         (vec!["show", "ipdu-setting"], 0),
@@ -1213,7 +1215,14 @@ fn json_output_has_no_envelope_and_errors_are_json() {
     );
     assert_eq!(keys(&json(&["show", "hamonitor"], 0)), ["monitors"]);
     assert_eq!(keys(&json(&["show", "ipdu"], 0)), ["pdus"]);
-    assert_eq!(keys(&json(&["show", "ipdu-setting"], 0)), ["settings"]);
+    assert_eq!(
+        keys(&json(&["show", "ipdu-setting"], 0)),
+        ["community", "pdus", "settings"]
+    );
+    assert_eq!(
+        keys(&json(&["show", "mserver-settings"], 0)),
+        ["managementServers"]
+    );
     let settings = json(&["show", "settings"], 0);
     assert_eq!(settings["apiVersion"], "haconn/v1");
     assert_eq!(settings["servers"][0]["name"], "labnode01");

@@ -24,4 +24,5 @@ mod schema;
 mod sd_notify;
 mod snmp;
 mod storm;
+mod views;
 mod watch;

@@ -100,10 +100,19 @@ fn show_status_reports_what_the_watch_found() {
         .stdout_has("     7  Enable    P      labnode03  on");
     assert!(!run.stdout.contains("127.0.0.31"), "{run}");
     show(&lab, &["ipdu", "--addr", "127.0.0.99"]).code(1);
+    // The manual's ipdusetting layout: community (masked), PDUs with models, outlets.
     let run = show(&lab, &["ipdu-setting"]);
     run.code(0)
-        .stdout_has("labnode03")
-        .stdout_has("127.0.0.31#3,127.0.0.32#7");
+        .stdout_has("-- HA monitor connector ipdu setting --")
+        .stdout_has("SNMP Community : ********\n")
+        .stdout_has("<physical server>")
+        .stdout_has("127.0.0.31     3  127.0.0.32     7");
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.split_whitespace().skip(1).eq(["127.0.0.32", "APC_RPDU"])),
+        "{run}"
+    );
     let run = show(&lab, &["ipdu-setting", "--output", "json"]);
     let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
     let row = v["settings"]
@@ -164,6 +173,21 @@ fn a_pdu_test_is_refused_while_the_monitor_is_active_and_runs_with_force() {
     // A usage error (README's exit-code table): 2.
     .code(2)
     .stderr_has("offtime must be 5–60");
+    // The manual: `same` takes neither a PDU nor a wait time (they belong to `serial`):
+    // a usage error naming them, before anything is asked or switched.
+    for extra in [
+        &["--pdu", "127.0.0.31"][..],
+        &["--wtime", "5"],
+        &["--addr", "127.0.0.32"],
+    ] {
+        let mut args = vec!["ipdusd", "labnode03", "--mode", "same", "--force"];
+        args.extend(extra);
+        server(&lab, &args).code(2).stderr_has(&format!(
+            "{} {} is for --mode serial only",
+            extra[0].replace("addr", "pdu"),
+            extra[1]
+        ));
+    }
     server(&lab, &["ipdusd", "labnode09", "--mode", "same"])
         .code(1)
         .stderr_has("no server named labnode09");
@@ -283,7 +307,11 @@ fn a_single_management_server_tests_its_own_outlets_one_at_a_time() {
         "--control-socket",
         &sock,
     ]);
-    run.code(0).stdout_has("labms01: all 2 outlet(s) switched");
+    run.code(0)
+        .stdout_has("labms01: all 2 outlet(s) switched")
+        // The manual asks for 30 s or more off in a management server's serial test; the
+        // range stays 5–60, so it is a note, not a refusal.
+        .stderr_has("an off time of 30 s or more");
     assert!(
         started.elapsed() >= Duration::from_secs(15),
         "5 s off, 5 s, 5 s off"

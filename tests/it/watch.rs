@@ -268,6 +268,39 @@ fn a_wrong_password_is_link_ng_with_the_reason_and_no_reset_is_reported() {
         b1.nmis().is_empty() && b1.resets().is_empty(),
         "nothing reached the BMC"
     );
+
+    // show hamonitor (the manual's states): `error` because labnode01 cannot be reset
+    // now (BMC NG, no PDU path), with the reason; the failed reset is only the finer
+    // state, never the state.
+    let m = monitor(&lab, "labnode01");
+    assert_eq!(
+        (&m["state"], &m["detail"]),
+        (&"error".into(), &"failed".into()),
+        "{m:#}"
+    );
+    assert!(
+        m["reason"].as_str().is_some_and(|r| r.starts_with("BMC: ")),
+        "{m:#}"
+    );
+    let text = haconn(&[
+        "show",
+        "hamonitor",
+        "--control-socket",
+        &lab.path("sock").display().to_string(),
+    ]);
+    text.code(0)
+        .stdout_has("cannot be reset now:")
+        .stdout_has("    labnode01: BMC: ");
+}
+
+/// One row of `show hamonitor --json`.
+fn monitor(lab: &Lab, system: &str) -> serde_json::Value {
+    let all = lab.monitors();
+    all["monitors"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["system"] == system))
+        .cloned()
+        .unwrap_or_else(|| panic!("no monitor row for {system}: {all:#}"))
 }
 
 #[test]
@@ -336,6 +369,14 @@ fn a_dead_bmc_falls_back_to_the_pdu_which_cuts_only_that_servers_outlets() {
         b1.nmis().is_empty() && b2.nmis().is_empty(),
         "no other node touched"
     );
+    // The cut is a completed hard reset: the manual's `dump`, `reboot` only as the finer
+    // state.
+    let m = monitor(&lab, "labnode03");
+    assert_eq!(
+        (&m["state"], &m["detail"]),
+        (&"dump".into(), &"reboot".into()),
+        "{m:#}"
+    );
 
     // The PDU dies too: nothing can reset labnode03 now, and the check says so.
     pdu.kill();
@@ -344,6 +385,14 @@ fn a_dead_bmc_falls_back_to_the_pdu_which_cuts_only_that_servers_outlets() {
     });
     let reply = check(&lab, "labnode03", 3, port);
     assert!(reply.contains("resettable=no"), "{reply}");
+    let m = monitor(&lab, "labnode03");
+    assert_eq!(
+        (&m["state"], &m["detail"]),
+        (&"error".into(), &"normal".into()),
+        "{m:#}"
+    );
+    let reason = m["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("BMC: ") && reason.contains("PDU"), "{m:#}");
 }
 
 #[test]

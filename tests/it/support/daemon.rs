@@ -460,9 +460,9 @@ impl Daemon {
         self.haconn(&["apply", "--spec", &file.display().to_string(), "--force"])
     }
 
-    /// The live spec, masked: `haconn show settings`.
+    /// The live spec, masked: `haconn show settings --output yaml`.
     pub fn settings(&self) -> String {
-        let run = self.haconn(&["show", "settings"]);
+        let run = self.haconn(&["show", "settings", "--output", "yaml"]);
         run.code(0);
         assert!(
             run.stdout.contains("password: \"********\"") && !run.stdout.contains("labpassw0rd"),
