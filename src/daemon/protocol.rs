@@ -130,6 +130,8 @@ pub struct ResetPathCounters {
     pub send_errors: u64,
     pub high_water_errors: u64,
     pub replies_withheld: u64,
+    #[serde(default)]
+    pub replies_unregistered: u64,
     pub rate_limited: u64,
     pub busy_dropped: u64,
     pub socket_drops: u64,
@@ -149,6 +151,7 @@ impl From<&crate::pipeline::Counters> for ResetPathCounters {
             send_errors: c.send_errors.load(Relaxed),
             high_water_errors: c.high_water_errors.load(Relaxed),
             replies_withheld: c.replies_withheld.load(Relaxed),
+            replies_unregistered: c.replies_unregistered.load(Relaxed),
             rate_limited: c.rate_limited.load(Relaxed),
             busy_dropped: c.busy_dropped.load(Relaxed),
             socket_drops: c.socket_drops.load(Relaxed),
