@@ -12,13 +12,27 @@ use std::time::Duration;
 
 use haconn::resetpath::codec::{self, Envelope, Key, MAX_DATAGRAM, Message};
 use haconn::resetpath::fence_kdump::{self, ByteOrder};
-use resetpath_support::{KEY, Lab, free_port, free_ports, haconn, log_time_us};
+use resetpath_support::{KEY, Lab, SYSTEMS, free_port, free_ports, haconn, log_time_us};
 
 /// How long a whole `node reset` may take here (the soft→hard window is 1–5 s).
 const RESET_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn key() -> Key {
+/// The key `system`'s node signs with (per-node keys, the lab's default).
+fn key(system: &str) -> Key {
+    Key::Hmac(resetpath_support::node_key(system).into_bytes())
+}
+
+/// The cluster key: every node's in shared mode, no node's with per-node keys.
+fn cluster_key() -> Key {
     Key::Hmac(KEY.as_bytes().to_vec())
+}
+
+/// The lab spec in shared-key mode.
+fn shared(spec: String) -> String {
+    spec.replace(
+        "auth: {key: {file:",
+        "auth: {keyMode: shared, key: {file:",
+    )
 }
 
 /// A raw UDP socket on 127.0.0.1 for hand-made datagrams; reads time out (bounded).
@@ -38,11 +52,20 @@ fn check_msg(system: &str, subsystem: u32, port: u16) -> Message {
     }
 }
 
-/// The next reset-path message on `sock`, verified with the lab key.
+/// The next reset-path message on `sock`, verified with one of the lab's keys (a node's
+/// own, or the cluster key in shared mode).
 fn recv_msg(sock: &UdpSocket) -> Message {
     let mut buf = [0u8; 2048];
     let (n, _) = sock.recv_from(&mut buf).expect("a reply within 10 s");
-    codec::decode(&buf[..n], &key()).expect("a valid reply").msg
+    decode_any(&buf[..n]).expect("a valid reply").msg
+}
+
+fn decode_any(bytes: &[u8]) -> Option<Envelope> {
+    SYSTEMS
+        .iter()
+        .map(|s| key(s))
+        .chain([cluster_key()])
+        .find_map(|k| codec::decode(bytes, &k).ok())
 }
 
 /// Three monitors on 127.0.0.1: labnode01 (requester) and labnode02 (target) paired,
@@ -107,20 +130,25 @@ fn check_registers_the_monitor_and_answers_resettable() {
     assert_eq!(reply["type"], "check-reply", "{run}");
     assert_eq!(reply["resettable"], true, "{run}");
 
-    // Unknown systems are not resettable: exit 1, with the reason.
-    lab.node("check", &["--system", "nosuch", "--subsystem", "9"])
-        .code(1)
-        .stdout_has("resettable=no")
-        .stdout_has("reason=\"unknown system nosuch\"");
+    // With per-node keys a name the spec does not hold has no key: its check is dropped
+    // unanswered (the shared-key test below has the "unknown system" answer).
+    lab.node(
+        "check",
+        &["--system", "nosuch", "--subsystem", "9", "--wait", "1"],
+    )
+    .code(2);
 }
 
 #[test]
 fn reset_without_dump_agent_hard_resets_after_hispeed_and_notifies_reboot() {
-    let lab = Lab::start(1000);
+    // In shared-key mode (which this shows still works end to end): every node holds the
+    // cluster key, so the attention is broadcast too.
+    let lab = Lab::start_with(1000, shared);
+    assert!(lab.shared());
     let [p1, _, p3] = three_monitors(&lab);
     // The onlooker hears it both ways: unicast, and broadcast on 127.255.255.255.
-    let unicast = lab.listener("127.0.0.1", p3);
-    let broadcast = lab.listener("127.255.255.255", p3);
+    let unicast = lab.listener("labnode03", "127.0.0.1", p3);
+    let broadcast = lab.listener("labnode03", "127.255.255.255", p3);
 
     let run = lab.reset_node02(p1, 7).finish(RESET_TIMEOUT);
     run.code(0);
@@ -198,7 +226,7 @@ fn stopped_during_the_soft_reset_window_gives_dump() {
     // A wide window (hispeed 5000 ms), so a loaded machine cannot make the test flaky.
     let lab = Lab::start(5000);
     let [p1, _, p3] = three_monitors(&lab);
-    let onlooker = lab.listener("127.0.0.1", p3);
+    let onlooker = lab.listener("labnode03", "127.0.0.1", p3);
     let reset = lab.reset_node02(p1, 11);
     lab.wait_log("reset.log", "SOFTRESET SEND", |l| {
         l.contains("] SOFTRESET labnode02 2 SEND")
@@ -312,7 +340,7 @@ fn barrier(lab: &Lab) {
     let s = raw();
     let port = s.local_addr().unwrap().port();
     s.send_to(
-        &codec::encode(&Envelope::new(check_msg("labnode03", 3, port)), &key()),
+        &codec::encode(&Envelope::new(check_msg("labnode03", 3, port)), &key("labnode03")),
         lab.reset_path,
     )
     .unwrap();
@@ -408,11 +436,11 @@ fn replayed_datagram_is_refused_and_logged_once() {
     let lab = Lab::start(1000);
     let s = raw();
     let port = s.local_addr().unwrap().port();
-    let first = codec::encode(&Envelope::new(check_msg("labnode01", 1, port)), &key());
+    let first = codec::encode(&Envelope::new(check_msg("labnode01", 1, port)), &key("labnode01"));
     s.send_to(&first, lab.reset_path).unwrap();
     s.send_to(&first, lab.reset_path).unwrap();
     s.send_to(&first, lab.reset_path).unwrap();
-    let fresh = codec::encode(&Envelope::new(check_msg("labnode02", 2, port)), &key());
+    let fresh = codec::encode(&Envelope::new(check_msg("labnode02", 2, port)), &key("labnode02"));
     s.send_to(&fresh, lab.reset_path).unwrap();
     // Handled in order: one reply to the first copy, then the fresh check's.
     let systems: Vec<String> = (0..2)
@@ -437,7 +465,7 @@ fn replayed_datagram_is_refused_and_logged_once() {
     // A datagram from outside the 30 s window is stale, whatever its nonce.
     let mut old = Envelope::new(check_msg("labnode01", 1, port));
     old.ts -= 31_000;
-    s.send_to(&codec::encode(&old, &key()), lab.reset_path)
+    s.send_to(&codec::encode(&old, &key("labnode01")), lab.reset_path)
         .unwrap();
     logged_once(&lab, "timestamp outside the replay window");
 }
@@ -461,7 +489,7 @@ fn captured_check_replayed_from_other_addresses_is_refused() {
     let lab = Lab::start(1000);
     let s = raw();
     let port = s.local_addr().unwrap().port();
-    let captured = codec::encode(&Envelope::new(check_msg("labnode01", 1, port)), &key());
+    let captured = codec::encode(&Envelope::new(check_msg("labnode01", 1, port)), &key("labnode01"));
     s.send_to(&captured, lab.reset_path).unwrap();
     assert!(matches!(recv_msg(&s), Message::CheckReply { .. }));
     assert_eq!(registered_ip(&lab, "labnode01"), "127.0.0.1");
@@ -500,7 +528,7 @@ fn captured_reset_replayed_across_a_restart_does_not_reset_again() {
     let register = |lab: &Lab| {
         requester
             .send_to(
-                &codec::encode(&Envelope::new(check_msg("labnode01", 1, port)), &key()),
+                &codec::encode(&Envelope::new(check_msg("labnode01", 1, port)), &key("labnode01")),
                 lab.reset_path,
             )
             .unwrap();
@@ -521,7 +549,7 @@ fn captured_reset_replayed_across_a_restart_does_not_reset_again() {
             target_system: "labnode02".into(),
             target_subsystem: 2,
         }),
-        &key(),
+        &key("labnode01"),
     );
     requester.send_to(&captured, lab.reset_path).unwrap();
     assert_eq!(final_reply(&requester), codec::ResetResult::Dump);
@@ -571,7 +599,9 @@ fn reply_len(sock: &UdpSocket) -> Option<usize> {
 
 #[test]
 fn replies_are_never_longer_than_their_request() {
-    let lab = Lab::start(1000);
+    // Shared mode: a check for a name the spec does not hold is verified (with per-node
+    // keys it has no key and is dropped unanswered) and answered "unknown system".
+    let lab = Lab::start_with(1000, shared);
     let s = raw();
     let port = s.local_addr().unwrap().port();
     // A 1394-byte check for a long unknown name: its reply would echo the name and add
@@ -579,7 +609,7 @@ fn replies_are_never_longer_than_their_request() {
     let long_check = |len: usize| {
         let mut env = Envelope::new(check_msg(&"a".repeat(len), 1, port));
         env.nonce = 1 << 63;
-        codec::encode(&env, &key())
+        codec::encode(&env, &cluster_key())
     };
     let name_len = 1394 - (long_check(1000).len() - 1000);
     let request = long_check(name_len);
@@ -613,7 +643,7 @@ fn replies_are_never_longer_than_their_request() {
         "a {n}-byte reply to a {}-byte check",
         request.len()
     );
-    match codec::decode(&buf[..n], &key()).expect("a valid reply").msg {
+    match codec::decode(&buf[..n], &cluster_key()).expect("a valid reply").msg {
         Message::CheckReply {
             reason: Some(r), ..
         } => assert!(r.ends_with("..."), "{r:?}"),
@@ -689,12 +719,13 @@ fn malformed_datagrams_are_ignored_and_the_daemon_still_answers() {
     let lab = Lab::start(1000);
     let s = raw();
     let port = s.local_addr().unwrap().port();
-    let valid = codec::encode(&Envelope::new(check_msg("labnode01", 1, port)), &key());
+    let valid = codec::encode(&Envelope::new(check_msg("labnode01", 1, port)), &key("labnode01"));
     let signed = |payload: &[u8]| {
         use hmac::{KeyInit, Mac};
         let mut out = b"HCN1\x01".to_vec();
         out.extend_from_slice(payload);
-        let mut m = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(KEY.as_bytes()).unwrap();
+        let key = resetpath_support::node_key("labnode01");
+        let mut m = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key.as_bytes()).unwrap();
         m.update(&out);
         out.extend_from_slice(&m.finalize().into_bytes());
         out
@@ -726,7 +757,7 @@ fn malformed_datagrams_are_ignored_and_the_daemon_still_answers() {
                 system: "labnode01".into(),
                 subsystem: 1,
             }),
-            &key(),
+            &key("labnode01"),
         ),
     ];
     for d in &datagrams {
@@ -754,6 +785,7 @@ fn malformed_datagrams_are_ignored_and_the_daemon_still_answers() {
         "unknown authentication mode 7",
         "datagram longer than 1400 bytes",
         "bad authentication tag (wrong key?)",
+        "signed by no system of the spec",
         "malformed payload",
         "unsupported protocol version 2",
         "unexpected message type",
@@ -780,7 +812,7 @@ fn malformed_datagrams_are_ignored_and_the_daemon_still_answers() {
 fn fence_kdump_gives_dump(notify: impl FnOnce(&Lab)) {
     let lab = Lab::start(5000);
     let [p1, _, p3] = three_monitors(&lab);
-    let onlooker = lab.listener("127.0.0.1", p3);
+    let onlooker = lab.listener("labnode03", "127.0.0.1", p3);
     let reset = lab.reset_node02(p1, 21);
     lab.wait_log("reset.log", "SOFTRESET SEND", |l| {
         l.contains("] SOFTRESET labnode02 2 SEND")
@@ -902,7 +934,7 @@ fn kdump_pre_hook_sends_stopped_with_haconn() {
              HACONN_KEY_FILE={}\nHACONN_WAIT=5\nHACONN_BIN={}\n\
              HACONN_FENCE_KDUMP_SEND=/nonexistent/fence_kdump_send\n",
             lab.reset_path,
-            lab.key_file(),
+            lab.key_file_for("labnode02"),
             env!("CARGO_BIN_EXE_haconn"),
         );
         kdump_pre(lab, &settings)
