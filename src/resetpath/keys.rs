@@ -266,6 +266,35 @@ servers:
     }
 
     #[test]
+    fn key_mode_defaults_to_per_node_and_shared_is_warned_about() {
+        use crate::spec::model::Auth;
+        let mode = |text: &str| match spec(text).reset_path.auth {
+            Auth::Hmac(_, m) => m,
+            Auth::None => panic!("no key"),
+        };
+        assert_eq!(mode(SPEC), KeyMode::PerNode);
+        let shared = SPEC.replace("auth: {key: KEY}", "auth: {key: KEY, keyMode: shared}");
+        assert_eq!(mode(&shared), KeyMode::Shared);
+        let c = check_bytes(
+            shared.replace("KEY", "0123456789abcdef").as_bytes(),
+            CheckOptions::default(),
+        );
+        assert!(
+            c.diagnostics
+                .iter()
+                .any(|d| format!("{d:?}").contains("keyMode: shared")),
+            "{:?}",
+            c.diagnostics
+        );
+        let bogus = SPEC.replace("auth: {key: KEY}", "auth: {key: KEY, keyMode: perHost}");
+        let c = check_bytes(
+            bogus.replace("KEY", "0123456789abcdef").as_bytes(),
+            CheckOptions::default(),
+        );
+        assert!(c.spec.is_none(), "keyMode: perHost accepted");
+    }
+
+    #[test]
     fn shared_mode_accepts_the_cluster_key_for_any_system() {
         let s = spec(SPEC);
         let ring = KeyRing::new(b"0123456789abcdef", KeyMode::Shared, &s);
