@@ -160,9 +160,12 @@ fn haconn_resets(lab: &Lab, node2: &SimBmc, n: usize) -> Vec<u128> {
     register(lab, "labnode01", 1, port);
     let local: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let mut client = Client::bind(local, lab.reset_path, key_of("labnode01")).expect("bind");
-    let agent =
-        Client::bind("127.0.0.1:0".parse().expect("addr"), lab.reset_path, key_of("labnode02"))
-            .expect("bind");
+    let agent = Client::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        lab.reset_path,
+        key_of("labnode02"),
+    )
+    .expect("bind");
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let before = node2.nmis().len();

@@ -383,8 +383,7 @@ impl Bench {
                     .iter()
                     .map(|s| match auth {
                         true => Key::Hmac(
-                            haconn::resetpath::keys::node_key(KEY.as_bytes(), &s.name)
-                                .into_bytes(),
+                            haconn::resetpath::keys::node_key(KEY.as_bytes(), &s.name).into_bytes(),
                         ),
                         false => Key::None,
                     })

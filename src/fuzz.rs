@@ -48,7 +48,10 @@ pub fn datagram(data: &[u8]) {
                     assert_eq!(codec::decode(&again, k).as_ref(), Ok(&env), "round trip");
                     // What we encode, the sender scan reads as serde does.
                     if matches!(k, codec::Key::Hmac(_))
-                        && env.msg.sender().is_some_and(crate::spec::model::Name::is_valid)
+                        && env
+                            .msg
+                            .sender()
+                            .is_some_and(crate::spec::model::Name::is_valid)
                     {
                         assert_eq!(
                             codec::decode_claimed(&again, |_| Some(&key)).as_ref(),

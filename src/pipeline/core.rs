@@ -594,7 +594,10 @@ impl Core {
             None => self.start(now, target, r.target_subsystem, requester, false, out),
         };
         self.requests.insert(requester_name, key, target_name, id);
-        debug_assert!(to_monitor, "admitted from the requester's registered address");
+        debug_assert!(
+            to_monitor,
+            "admitted from the requester's registered address"
+        );
         answer(out, ResetResult::Accepted, None);
     }
 

@@ -1159,7 +1159,9 @@ impl Oracle {
                     _ => false,
                 };
                 if !ok {
-                    return Err(format!("reply {msg:?} to {to} (for {signer}) after {input:?}"));
+                    return Err(format!(
+                        "reply {msg:?} to {to} (for {signer}) after {input:?}"
+                    ));
                 }
             }
         }

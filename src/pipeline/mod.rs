@@ -620,7 +620,7 @@ impl Shell {
                             self.keys.store(Arc::new(keys));
                         }
                         CommitReply {
-                        violated: Vec::new(),
+                            violated: Vec::new(),
                             replaced: Some(self.live.swap(spec)),
                         }
                     }

@@ -469,7 +469,10 @@ mod tests {
     #[test]
     fn the_claimed_sender_is_the_top_level_system_member_only() {
         for (json, want) in [
-            (r#"{"v":1,"type":"check","system":"node01","port":1}"#, Some("node01")),
+            (
+                r#"{"v":1,"type":"check","system":"node01","port":1}"#,
+                Some("node01"),
+            ),
             (r#" { "system" : "node01" , "v":1}  "#, Some("node01")),
             (
                 r#"{"x":{"system":"inner"},"y":["system","a"],"s":"\"system\":\"fake\"","system":"real01"}"#,

@@ -320,7 +320,10 @@ servers:
             _ => panic!("no key for {n}"),
         };
         assert_eq!(key(&next, "node01"), key(&ring, "node01"));
-        assert_eq!(key(&next, "node03"), node_key(b"0123456789abcdef", "node03"));
+        assert_eq!(
+            key(&next, "node03"),
+            node_key(b"0123456789abcdef", "node03")
+        );
         // And back: node03's key goes with it.
         assert!(next.for_spec(&s).unwrap().key_for("node03").is_none());
     }

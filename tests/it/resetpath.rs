@@ -29,10 +29,7 @@ fn cluster_key() -> Key {
 
 /// The lab spec in shared-key mode.
 fn shared(spec: String) -> String {
-    spec.replace(
-        "auth: {key: {file:",
-        "auth: {keyMode: shared, key: {file:",
-    )
+    spec.replace("auth: {key: {file:", "auth: {keyMode: shared, key: {file:")
 }
 
 /// A raw UDP socket on 127.0.0.1 for hand-made datagrams; reads time out (bounded).
@@ -339,7 +336,10 @@ fn barrier(lab: &Lab) {
     let s = raw();
     let port = s.local_addr().unwrap().port();
     s.send_to(
-        &codec::encode(&Envelope::new(check_msg("labnode03", 3, port)), &key("labnode03")),
+        &codec::encode(
+            &Envelope::new(check_msg("labnode03", 3, port)),
+            &key("labnode03"),
+        ),
         lab.reset_path,
     )
     .unwrap();
@@ -435,11 +435,17 @@ fn replayed_datagram_is_refused_and_logged_once() {
     let lab = Lab::start(1000);
     let s = raw();
     let port = s.local_addr().unwrap().port();
-    let first = codec::encode(&Envelope::new(check_msg("labnode01", 1, port)), &key("labnode01"));
+    let first = codec::encode(
+        &Envelope::new(check_msg("labnode01", 1, port)),
+        &key("labnode01"),
+    );
     s.send_to(&first, lab.reset_path).unwrap();
     s.send_to(&first, lab.reset_path).unwrap();
     s.send_to(&first, lab.reset_path).unwrap();
-    let fresh = codec::encode(&Envelope::new(check_msg("labnode02", 2, port)), &key("labnode02"));
+    let fresh = codec::encode(
+        &Envelope::new(check_msg("labnode02", 2, port)),
+        &key("labnode02"),
+    );
     s.send_to(&fresh, lab.reset_path).unwrap();
     // Handled in order: one reply to the first copy, then the fresh check's.
     let systems: Vec<String> = (0..2)
@@ -488,7 +494,10 @@ fn captured_check_replayed_from_other_addresses_is_refused() {
     let lab = Lab::start(1000);
     let s = raw();
     let port = s.local_addr().unwrap().port();
-    let captured = codec::encode(&Envelope::new(check_msg("labnode01", 1, port)), &key("labnode01"));
+    let captured = codec::encode(
+        &Envelope::new(check_msg("labnode01", 1, port)),
+        &key("labnode01"),
+    );
     s.send_to(&captured, lab.reset_path).unwrap();
     assert!(matches!(recv_msg(&s), Message::CheckReply { .. }));
     assert_eq!(registered_ip(&lab, "labnode01"), "127.0.0.1");
@@ -527,7 +536,10 @@ fn captured_reset_replayed_across_a_restart_does_not_reset_again() {
     let register = |lab: &Lab| {
         requester
             .send_to(
-                &codec::encode(&Envelope::new(check_msg("labnode01", 1, port)), &key("labnode01")),
+                &codec::encode(
+                    &Envelope::new(check_msg("labnode01", 1, port)),
+                    &key("labnode01"),
+                ),
                 lab.reset_path,
             )
             .unwrap();
@@ -642,7 +654,10 @@ fn replies_are_never_longer_than_their_request() {
         "a {n}-byte reply to a {}-byte check",
         request.len()
     );
-    match codec::decode(&buf[..n], &cluster_key()).expect("a valid reply").msg {
+    match codec::decode(&buf[..n], &cluster_key())
+        .expect("a valid reply")
+        .msg
+    {
         Message::CheckReply {
             reason: Some(r), ..
         } => assert!(r.ends_with("..."), "{r:?}"),
@@ -718,7 +733,10 @@ fn malformed_datagrams_are_ignored_and_the_daemon_still_answers() {
     let lab = Lab::start(1000);
     let s = raw();
     let port = s.local_addr().unwrap().port();
-    let valid = codec::encode(&Envelope::new(check_msg("labnode01", 1, port)), &key("labnode01"));
+    let valid = codec::encode(
+        &Envelope::new(check_msg("labnode01", 1, port)),
+        &key("labnode01"),
+    );
     let signed = |payload: &[u8]| {
         use hmac::{KeyInit, Mac};
         let mut out = b"HCN1\x01".to_vec();
@@ -1134,7 +1152,9 @@ fn a_request_after_a_reset_acts_again_whatever_its_number() {
 fn maybe_recv(sock: &UdpSocket) -> Option<Vec<u8>> {
     sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let mut buf = [0u8; 2048];
-    sock.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec())
+    sock.recv_from(&mut buf)
+        .ok()
+        .map(|(n, _)| buf[..n].to_vec())
 }
 
 /// A node holding its own key cannot sign as another: a check and a reset claiming
@@ -1147,8 +1167,12 @@ fn a_datagram_for_one_system_signed_with_anothers_key_is_refused() {
     let s = raw();
     let port = s.local_addr().unwrap().port();
     let as_01 = |key: &Key| codec::encode(&Envelope::new(check_msg("labnode01", 1, port)), key);
-    s.send_to(&as_01(&key("labnode02")), lab.reset_path).unwrap();
-    assert!(maybe_recv(&s).is_none(), "a reply to a check signed as another");
+    s.send_to(&as_01(&key("labnode02")), lab.reset_path)
+        .unwrap();
+    assert!(
+        maybe_recv(&s).is_none(),
+        "a reply to a check signed as another"
+    );
     let monitors = lab.monitors();
     assert!(
         monitors["monitors"]
@@ -1179,7 +1203,8 @@ fn a_datagram_for_one_system_signed_with_anothers_key_is_refused() {
         l.contains("bad authentication tag (wrong key?)")
     });
     // labnode01's own key: answered, and the reply verifies with that key only.
-    s.send_to(&as_01(&key("labnode01")), lab.reset_path).unwrap();
+    s.send_to(&as_01(&key("labnode01")), lab.reset_path)
+        .unwrap();
     let reply = maybe_recv(&s).expect("a reply to labnode01's own check");
     assert!(matches!(
         codec::decode(&reply, &key("labnode01")).map(|e| e.msg),
@@ -1233,22 +1258,63 @@ fn node_key_output_works_as_a_nodes_key_file_in_a_reset() {
     let [p1, p2] = free_ports();
     for (system, sub, port, key) in [("labnode01", "1", p1, &k1), ("labnode02", "2", p2, &k2)] {
         haconn(&[
-            "node", "check", "--connector", &connector, "--key-file", key, "--system", system,
-            "--subsystem", sub, "--port", &port.to_string(), "--bind", "127.0.0.1",
+            "node",
+            "check",
+            "--connector",
+            &connector,
+            "--key-file",
+            key,
+            "--system",
+            system,
+            "--subsystem",
+            sub,
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
         ])
         .code(0)
         .stdout_has("resettable=yes");
     }
     let run = haconn(&[
-        "node", "reset", "--connector", &connector, "--key-file", &k1, "--system", "labnode01",
-        "--subsystem", "1", "--port", &p1.to_string(), "--bind", "127.0.0.1",
-        "--target-system", "labnode02", "--target", "2", "--req", "31",
+        "node",
+        "reset",
+        "--connector",
+        &connector,
+        "--key-file",
+        &k1,
+        "--system",
+        "labnode01",
+        "--subsystem",
+        "1",
+        "--port",
+        &p1.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--target-system",
+        "labnode02",
+        "--target",
+        "2",
+        "--req",
+        "31",
     ]);
-    run.code(0).stdout_has("result=ACCEPTED").stdout_has("result=DUMP");
+    run.code(0)
+        .stdout_has("result=ACCEPTED")
+        .stdout_has("result=DUMP");
     // labnode02's key does not sign labnode01's request.
     haconn(&[
-        "node", "check", "--connector", &connector, "--key-file", &k2, "--system", "labnode01",
-        "--subsystem", "1", "--wait", "1",
+        "node",
+        "check",
+        "--connector",
+        &connector,
+        "--key-file",
+        &k2,
+        "--system",
+        "labnode01",
+        "--subsystem",
+        "1",
+        "--wait",
+        "1",
     ])
     .code(2);
     // No key for a name the spec does not hold, and none printed in shared mode.
@@ -1291,7 +1357,9 @@ fn per_node_attention_is_unicast_to_each_monitor_with_its_key() {
     );
     assert_reset_log(
         &lab,
-        &[format!("ATTENTION labnode02 2 SEND 127.0.0.1 {p3} ---- P REBOOT")],
+        &[format!(
+            "ATTENTION labnode02 2 SEND 127.0.0.1 {p3} ---- P REBOOT"
+        )],
     );
     assert!(
         !lab.log("reset.log").contains("SEND 127.255.255.255"),
@@ -1336,7 +1404,10 @@ fn a_refusal_to_a_foreign_source_is_not_sent() {
     }
     // From 127.0.3.3, where nobody is registered: refused, logged, not sent.
     let s = reset_from("127.0.3.3", 2);
-    assert!(maybe_recv(&s).is_none(), "a refusal sent to a foreign source");
+    assert!(
+        maybe_recv(&s).is_none(),
+        "a refusal sent to a foreign source"
+    );
     lab.wait_log("error.log", "the refusal", |l| {
         l.contains("reset request 2 of labnode01")
             && l.contains("registered at 127.0.0.1, the request came from 127.0.3.3")
@@ -1352,7 +1423,10 @@ fn a_refusal_to_a_foreign_source_is_not_sent() {
         lab.reset_path,
     )
     .unwrap();
-    assert!(maybe_recv(&s).is_none(), "a stop acknowledgement to a foreign source");
+    assert!(
+        maybe_recv(&s).is_none(),
+        "a stop acknowledgement to a foreign source"
+    );
     barrier(&lab);
     let status = lab.status();
     assert_eq!(
