@@ -810,12 +810,13 @@ impl Shell {
         }
         let Some(sock) = &self.send else { return };
         let keys = self.keys.load();
-        // Per-node keys: signed with the key of the monitor it is for (a system a reload
-        // removed meanwhile has none: nothing is sent).
-        let bytes = keys
-            .key_for(signer)
-            .and_then(|key| codec::encode_within(Envelope::new(msg), key, limit));
-        let Some(bytes) = bytes else {
+        // Per-node keys: signed with the key of the monitor it is for. A system a reload
+        // removed meanwhile has none: nothing is sent.
+        let Some(key) = keys.key_for(signer) else {
+            self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let Some(bytes) = codec::encode_within(Envelope::new(msg), key, limit) else {
             self.counters
                 .replies_withheld
                 .fetch_add(1, Ordering::Relaxed);
