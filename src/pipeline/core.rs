@@ -273,7 +273,7 @@ impl Core {
         self.monitor_at.contains_key(&ip)
     }
 
-    /// Counts a reply that is not sent because `ip` is no registered monitor's address.
+    /// Counts a reply that is not sent: its destination is no registered monitor's address.
     fn unaddressed(&self) {
         self.counters
             .replies_unregistered
