@@ -151,14 +151,21 @@ fn row(name: &str, f: Figures) {
 
 /// haconn: reset datagram → NMI, through the daemon; each reset ended with DUMP.
 fn haconn_resets(lab: &Lab, node2: &SimBmc, n: usize) -> Vec<u128> {
-    let key = read_key_file(std::path::Path::new(&lab.key_file())).expect("the key file");
+    // Each node signs with its own key file (per-node keys).
+    let key_of = |system: &str| {
+        read_key_file(std::path::Path::new(&lab.key_file_for(system))).expect("the key file")
+    };
     let port = free_port();
     register(lab, "labnode02", 2, free_port());
     register(lab, "labnode01", 1, port);
     let local: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let mut client = Client::bind(local, lab.reset_path, key.clone()).expect("bind");
-    let agent =
-        Client::bind("127.0.0.1:0".parse().expect("addr"), lab.reset_path, key).expect("bind");
+    let mut client = Client::bind(local, lab.reset_path, key_of("labnode01")).expect("bind");
+    let agent = Client::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        lab.reset_path,
+        key_of("labnode02"),
+    )
+    .expect("bind");
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let before = node2.nmis().len();

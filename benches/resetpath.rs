@@ -264,7 +264,8 @@ fn parse(text: &str) -> Spec {
 }
 
 struct Bench {
-    key: Key,
+    /// Each system's own key (per-node keys), by system index.
+    keys: Arc<Vec<Key>>,
     systems: Vec<System>,
     sockets: Arc<Vec<UdpSocket>>,
     connector: SocketAddr,
@@ -377,11 +378,17 @@ impl Bench {
             })
             .collect();
         Bench {
-            key: if auth {
-                Key::Hmac(KEY.as_bytes().to_vec())
-            } else {
-                Key::None
-            },
+            keys: Arc::new(
+                systems
+                    .iter()
+                    .map(|s| match auth {
+                        true => Key::Hmac(
+                            haconn::resetpath::keys::node_key(KEY.as_bytes(), &s.name).into_bytes(),
+                        ),
+                        false => Key::None,
+                    })
+                    .collect(),
+            ),
             systems,
             sockets: Arc::new(sockets),
             connector,
@@ -407,7 +414,7 @@ impl Bench {
             pair: None,
         };
         let _ = sock.send_to(
-            &codec::encode(&Envelope::new(msg), &self.key),
+            &codec::encode(&Envelope::new(msg), &self.keys[k]),
             self.connector,
         );
     }
@@ -508,7 +515,7 @@ impl Bench {
                 target_system: target.name.clone(),
                 target_subsystem: target.subsystem,
             };
-            let bytes = codec::encode(&Envelope::new(msg.clone()), &self.key);
+            let bytes = codec::encode(&Envelope::new(msg.clone()), &self.keys[r]);
             let at = Instant::now();
             let _ = sock.send_to(&bytes, self.connector);
             sent.push((target.bmc.expect("targets are physical"), at));
@@ -598,7 +605,7 @@ impl Bench {
                 if let Ok(Envelope {
                     msg: Message::ResetReply { req, .. },
                     ..
-                }) = codec::decode(&buf[..n], &self.key)
+                }) = codec::decode(&buf[..n], &self.keys[r])
                 {
                     pending.remove(&req);
                 }
@@ -613,7 +620,7 @@ impl Bench {
             if p.sends == 1 {
                 *resent += 1;
             }
-            let bytes = codec::encode(&Envelope::new(p.msg.clone()), &self.key);
+            let bytes = codec::encode(&Envelope::new(p.msg.clone()), &self.keys[p.r]);
             let _ = self.sockets[p.r].send_to(&bytes, self.connector);
             p.sends += 1;
             p.last = now;
@@ -698,7 +705,7 @@ impl Bench {
         let systems = self.systems.clone();
         let sockets = self.sockets.clone();
         let connector = self.connector;
-        let key = self.key.clone();
+        let keys = self.keys.clone();
         std::thread::spawn(move || {
             let start = Instant::now();
             let mut sent = 0u64;
@@ -714,7 +721,7 @@ impl Bench {
                         port: sock.local_addr().unwrap().port(),
                         pair: None,
                     };
-                    let _ = sock.send_to(&codec::encode(&Envelope::new(msg), &key), connector);
+                    let _ = sock.send_to(&codec::encode(&Envelope::new(msg), &keys[k]), connector);
                     sent += 1;
                 }
                 std::thread::sleep(CHECK_TICK);

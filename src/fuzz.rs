@@ -32,6 +32,9 @@ pub fn datagram(data: &[u8]) {
     let key = codec::Key::Hmac(b"fuzz-reset-path-key-0123".to_vec());
     let _ = codec::decode(data, &key);
     let _ = codec::decode(data, &codec::Key::None);
+    // Per-node keys: the sender is found in the payload before the tag is checked.
+    let _ = codec::decode_claimed(data, |_| Some(&key));
+    let _ = codec::claimed_sender(data);
 
     let mut framed = Vec::with_capacity(data.len() + 5);
     framed.extend_from_slice(codec::MAGIC);
@@ -43,6 +46,19 @@ pub fn datagram(data: &[u8]) {
                 let again = codec::encode(&env, k);
                 if again.len() <= codec::MAX_DATAGRAM {
                     assert_eq!(codec::decode(&again, k).as_ref(), Ok(&env), "round trip");
+                    // What we encode, the sender scan reads as serde does.
+                    if matches!(k, codec::Key::Hmac(_))
+                        && env
+                            .msg
+                            .sender()
+                            .is_some_and(crate::spec::model::Name::is_valid)
+                    {
+                        assert_eq!(
+                            codec::decode_claimed(&again, |_| Some(&key)).as_ref(),
+                            Ok(&env),
+                            "per-node round trip"
+                        );
+                    }
                 }
             }
         }

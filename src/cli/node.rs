@@ -2,7 +2,8 @@
 //!
 //! `check`, `reset` and `listen` play an HA monitor's part (for tests, labs and monitors
 //! driven by scripts); `stopped` is the dump agent's notification, run from a kdump hook
-//! (contrib/kdump/). Each prints one line per message it receives, `KIND key=value ...`,
+//! (contrib/kdump/); `key` prints a system's own key for its key file (per-node keys,
+//! derived from the spec's cluster key). Each prints one line per message it receives, `KIND key=value ...`,
 //! or with `--output json` one JSON object per line; diagnostics go to stderr. Every wait is
 //! bounded.
 
@@ -42,6 +43,28 @@ enum NodeCommand {
     /// Exit 0 once --count arrived (or at --timeout without --count); 1 at --timeout short
     /// of --count.
     Listen(ListenArgs),
+    /// Print a system's own reset-path key, for that node's --key-file.
+    ///
+    /// With `keyMode: perNode` (the default) each system signs with a key derived from the
+    /// spec's cluster key and its name (PROTOCOL.md); the node holds only its own. Printed
+    /// with one trailing newline, as a key file holds it. Exit 1: no such system, no key
+    /// (auth: none), or `keyMode: shared` (every node holds the cluster key itself, which
+    /// haconn never prints); 2: the spec or its key cannot be read.
+    Key(KeyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct KeyArgs {
+    /// The cluster spec (its `resetPath.auth.key` is read).
+    #[arg(long, env = "HACONN_SPEC", default_value = "/etc/haconn/cluster.yaml")]
+    spec: String,
+    /// The system whose key to print (a server's or VM's name in the spec).
+    #[arg(long, value_name = "NAME")]
+    system: String,
+    /// Write the key file here (created with mode 0600; an existing file is replaced)
+    /// instead of printing it.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 /// Where the connector is and how datagrams are signed.
@@ -181,17 +204,85 @@ pub fn run(args: &Args) -> Outcome {
         NodeCommand::Reset(a) => reset(a),
         NodeCommand::Stopped(a) => stopped(a),
         NodeCommand::Listen(a) => listen(a),
+        NodeCommand::Key(a) => node_key(a),
     };
     let json = match &args.command {
         NodeCommand::Check(a) => a.connector.output.is_json(),
         NodeCommand::Reset(a) => a.connector.output.is_json(),
         NodeCommand::Stopped(a) => a.connector.output.is_json(),
         NodeCommand::Listen(a) => a.output.is_json(),
+        NodeCommand::Key(_) => false,
     };
     r.unwrap_or_else(|e| {
         super::print_error(json, "node", "failed", &format!("{e:#}"));
         Outcome::Trouble
     })
+}
+
+/// `haconn node key`: the system's per-node key, from the spec's cluster key.
+fn node_key(a: &KeyArgs) -> anyhow::Result<Outcome> {
+    use crate::spec::model::{Auth, KeyMode};
+    use anyhow::Context;
+    let bytes = super::read_input(&a.spec).with_context(|| format!("cannot read {}", a.spec))?;
+    let checked = crate::spec::check_bytes(&bytes, crate::spec::CheckOptions::default());
+    let Some(spec) = checked.spec else {
+        for d in checked.diagnostics.iter() {
+            errln!("{}", d.render(&a.spec));
+        }
+        errln!("haconn node key: {} is not a valid spec", a.spec);
+        return Ok(Outcome::Failed);
+    };
+    let refuse = |why: String| {
+        errln!("haconn node key: {why}");
+        Ok(Outcome::Failed)
+    };
+    let Some(system) = spec.system(&a.system) else {
+        return refuse(format!(
+            "{} holds no system named {}",
+            a.spec,
+            crate::pipeline::core::shown(&a.system)
+        ));
+    };
+    let master = match &spec.reset_path.auth {
+        Auth::None => return refuse("the reset path has no key (`auth: none`)".into()),
+        Auth::Hmac(_, KeyMode::Shared) => {
+            return refuse(
+                "`keyMode: shared`: every node's key file holds the cluster key itself \
+                 (resetPath.auth.key), which haconn does not print"
+                    .into(),
+            );
+        }
+        Auth::Hmac(secret, KeyMode::PerNode) => secret
+            .resolve()
+            .context("cannot read the reset-path key (resetPath.auth.key)")?,
+    };
+    if master.is_empty() {
+        return refuse("the reset-path key (resetPath.auth.key) is empty".into());
+    }
+    let text = format!(
+        "{}\n",
+        crate::resetpath::keys::node_key(master.as_bytes(), system.name().as_str())
+    );
+    match &a.out {
+        None => out!("{text}"),
+        Some(path) => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            // An existing file keeps its mode on open: make it private before writing.
+            f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .with_context(|| format!("cannot restrict {}", path.display()))?;
+            f.write_all(text.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    Ok(Outcome::Ok)
 }
 
 fn key(file: &Option<PathBuf>) -> anyhow::Result<Key> {

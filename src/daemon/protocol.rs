@@ -133,6 +133,8 @@ pub struct ResetPathCounters {
     pub send_errors: u64,
     pub high_water_errors: u64,
     pub replies_withheld: u64,
+    #[serde(default)]
+    pub replies_unregistered: u64,
     pub rate_limited: u64,
     pub busy_dropped: u64,
     pub socket_drops: u64,
@@ -152,6 +154,7 @@ impl From<&crate::pipeline::Counters> for ResetPathCounters {
             send_errors: c.send_errors.load(Relaxed),
             high_water_errors: c.high_water_errors.load(Relaxed),
             replies_withheld: c.replies_withheld.load(Relaxed),
+            replies_unregistered: c.replies_unregistered.load(Relaxed),
             rate_limited: c.rate_limited.load(Relaxed),
             busy_dropped: c.busy_dropped.load(Relaxed),
             socket_drops: c.socket_drops.load(Relaxed),
@@ -344,7 +347,7 @@ pub struct MserverSetting {
 
 impl SettingsView {
     pub fn of(spec: &Spec) -> SettingsView {
-        use crate::spec::model::{Auth, Mode};
+        use crate::spec::model::{Auth, KeyMode, Mode};
         let rp = &spec.reset_path;
         SettingsView {
             mode: match spec.mode {
@@ -359,7 +362,8 @@ impl SettingsView {
                 broadcast: rp.broadcast_resolved,
                 auth: match rp.auth {
                     Auth::None => "none",
-                    Auth::Hmac(_) => "hmac",
+                    Auth::Hmac(_, KeyMode::PerNode) => "hmac (per-node keys)",
+                    Auth::Hmac(_, KeyMode::Shared) => "hmac (shared key)",
                 }
                 .into(),
             },

@@ -124,7 +124,7 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Report> {
     writeln!(out, "  {}", cast.story)?;
     writeln!(
         out,
-        "  reset path {connector}, HMAC-SHA256 with a random key held in memory; everything on 127.0.0.0/8"
+        "  reset path {connector}, HMAC-SHA256 with per-node keys derived from a random key held in memory; everything on 127.0.0.0/8"
     )?;
     writeln!(
         out,
@@ -220,7 +220,7 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Report> {
     let world = World {
         sim: sim.clone(),
         cast: &cast,
-        key: Key::Hmac(key.into_bytes()),
+        master: key.into_bytes(),
         connector,
         timings: t,
     };
@@ -275,7 +275,8 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Report> {
 struct World<'a> {
     sim: Arc<Sim>,
     cast: &'a Cast,
-    key: Key,
+    /// The spec's cluster key: each node signs with its own key derived from it.
+    master: Vec<u8>,
     connector: SocketAddr,
     timings: Timings,
 }
@@ -368,8 +369,14 @@ impl Seen {
 }
 
 impl World<'_> {
+    /// The per-node key of `system`, as its key file would hold it.
+    fn key_of(&self, system: &str) -> Key {
+        Key::Hmac(crate::resetpath::keys::node_key(&self.master, system).into_bytes())
+    }
+
     async fn send(&self, sock: &UdpSocket, msg: &Message) -> anyhow::Result<()> {
-        let bytes = codec::encode(&Envelope::new(msg.clone()), &self.key);
+        let key = self.key_of(msg.sender().unwrap_or_default());
+        let bytes = codec::encode(&Envelope::new(msg.clone()), &key);
         sock.send_to(&bytes, self.connector)
             .await
             .with_context(|| format!("sending to the reset path {}", self.connector))?;
@@ -403,7 +410,7 @@ impl World<'_> {
                 tasks.push(tokio::spawn(listen(
                     sock.clone(),
                     actor,
-                    self.key.clone(),
+                    self.key_of(&cast.nodes[i].system),
                     tx.clone(),
                 )));
                 list.push(sock);
@@ -414,7 +421,7 @@ impl World<'_> {
             let tx = tx.clone();
             let agents = agents.clone();
             let nodes = cast.nodes.clone();
-            let key = self.key.clone();
+            let keys: Vec<Key> = cast.nodes.iter().map(|n| self.key_of(&n.system)).collect();
             let connector = self.connector;
             tasks.push(tokio::spawn(async move {
                 loop {
@@ -426,7 +433,7 @@ impl World<'_> {
                     if let SimEvent::Nmi(d) = &ev
                         && let Some(i) = nodes.iter().position(|n| &n.device == d && n.dump_agent)
                     {
-                        let (sock, tx, key) = (agents[i].clone(), tx.clone(), key.clone());
+                        let (sock, tx, key) = (agents[i].clone(), tx.clone(), keys[i].clone());
                         let msg = Message::Stopped {
                             system: nodes[i].system.clone(),
                             subsystem: nodes[i].subsystem,

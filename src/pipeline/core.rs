@@ -25,6 +25,9 @@
 //! - a stop notice counts only for a reset whose NMI was issued and whose hard reset was
 //!   not, from the system's registered address; anything else changes nothing and is
 //!   logged at most once per system per minute;
+//! - replies go only to a registered monitor's address, or for a check to its source: a
+//!   refusal or stop acknowledgement for a datagram from any other address is counted and
+//!   not sent (an admitted request always comes from its requester's registered address);
 //! - everything kept is keyed by systems of the spec; every log line caused by the
 //!   network is capped ([`super::limits`]) and names are shown only once they are known
 //!   to be safe to print.
@@ -38,7 +41,7 @@ use std::time::{Duration, Instant};
 use crate::plan::LiveFacts;
 use crate::plan::merge::Guard;
 use crate::resetpath::codec::{AttentionState, Message, ResetResult};
-use crate::spec::model::{Mode, Name, Spec, SystemRef};
+use crate::spec::model::{Auth, KeyMode, Mode, Name, Spec, SystemRef};
 
 use super::admission::{self, Refusal, Request};
 use super::limits::{LogBudget, with_suppressed};
@@ -123,6 +126,9 @@ pub enum Input {
 pub enum Effect {
     Reply {
         to: SocketAddr,
+        /// The system the reply is for (the checking monitor, the requester, the stopped
+        /// system): with per-node keys, its key signs the reply.
+        signer: String,
         msg: Message,
     },
     Attention(Fanout),
@@ -235,6 +241,8 @@ pub struct Core {
     simulated_resets: BTreeSet<String>,
     /// Moves whenever a monitor registers at a new address or an entry goes.
     registrations: u64,
+    /// How many monitors are registered at each address: where replies may go.
+    monitor_at: HashMap<IpAddr, u32>,
     /// Moves whenever what [`Core::facts`] reports may change other than by time.
     facts_gen: u64,
     /// The last facts, with when and at which `facts_gen` they were built.
@@ -286,6 +294,16 @@ fn same_systems(a: &Spec, b: &Spec) -> bool {
             })
 }
 
+/// One monitor fewer registered at `ip`.
+fn forget_address(at: &mut HashMap<IpAddr, u32>, ip: IpAddr) {
+    if let Some(n) = at.get_mut(&ip) {
+        *n -= 1;
+        if *n == 0 {
+            at.remove(&ip);
+        }
+    }
+}
+
 pub fn result_word(r: ResetResult) -> &'static str {
     match r {
         ResetResult::Accepted => "ACCEPTED",
@@ -312,6 +330,7 @@ impl Core {
             simulated_monitors: BTreeSet::new(),
             simulated_resets: BTreeSet::new(),
             registrations: 0,
+            monitor_at: HashMap::new(),
             facts_gen: 0,
             facts_cache: None,
         }
@@ -324,10 +343,20 @@ impl Core {
 
     /// The addresses of every registered monitor (cheap: no names, no sorting).
     pub fn monitor_ips(&self) -> std::collections::HashSet<IpAddr> {
-        self.systems
-            .values()
-            .filter_map(|s| s.monitor.as_ref().map(|m| m.addr.ip()))
-            .collect()
+        self.monitor_at.keys().copied().collect()
+    }
+
+    /// Whether a monitor is registered at `ip`: a reply other than a check's may go
+    /// there.
+    pub fn is_monitor_address(&self, ip: IpAddr) -> bool {
+        self.monitor_at.contains_key(&ip)
+    }
+
+    /// Counts a reply that is not sent: its destination is no registered monitor's address.
+    fn unaddressed(&self) {
+        self.counters
+            .replies_unregistered
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn spec(&self) -> &Arc<Spec> {
@@ -383,13 +412,18 @@ impl Core {
                 subsystem,
             } => {
                 self.counters.stopped.fetch_add(1, Ordering::Relaxed);
-                out.push(Effect::Reply {
-                    to: from,
-                    msg: Message::StoppedAck {
-                        system: system.clone(),
-                        subsystem,
-                    },
-                });
+                if self.is_monitor_address(from.ip()) {
+                    out.push(Effect::Reply {
+                        to: from,
+                        signer: system.clone(),
+                        msg: Message::StoppedAck {
+                            system: system.clone(),
+                            subsystem,
+                        },
+                    });
+                } else {
+                    self.unaddressed();
+                }
                 self.stop_notice(now, &system, Some(subsystem), from, out);
             }
             Input::FenceKdump { from } => {
@@ -464,13 +498,14 @@ impl Core {
                     )));
                 }
             } else {
-                if sys
-                    .monitor
-                    .as_ref()
-                    .is_none_or(|m| m.addr.ip() != from.ip())
-                {
+                let before = sys.monitor.as_ref().map(|m| m.addr.ip());
+                if before != Some(from.ip()) {
                     self.registrations += 1;
                     self.facts_gen += 1;
+                    if let Some(ip) = before {
+                        forget_address(&mut self.monitor_at, ip);
+                    }
+                    *self.monitor_at.entry(from.ip()).or_default() += 1;
                 }
                 sys.monitor = Some(Monitor {
                     subsystem,
@@ -505,6 +540,7 @@ impl Core {
         };
         out.push(Effect::Reply {
             to: SocketAddr::new(from.ip(), port),
+            signer: system.clone(),
             msg: Message::CheckReply {
                 system,
                 subsystem,
@@ -539,15 +575,29 @@ impl Core {
         out: &mut Vec<Effect>,
     ) {
         self.counters.resets.fetch_add(1, Ordering::Relaxed);
-        let answer = |result, reason| Effect::Reply {
-            to: reply_to,
-            msg: Message::ResetReply {
-                req,
-                target_system: r.target.to_string(),
-                target_subsystem: r.target_subsystem,
-                result,
-                reason,
-            },
+        // Replies go only to a registered monitor's address. An admitted request comes
+        // from its requester's registered address, so only refusals (and repeats) of
+        // datagrams from elsewhere go unanswered: counted, and logged as refusals are.
+        let to_monitor = self.is_monitor_address(r.from);
+        let counters = self.counters.clone();
+        let answer = |out: &mut Vec<Effect>, result, reason| {
+            if !to_monitor {
+                counters
+                    .replies_unregistered
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            out.push(Effect::Reply {
+                to: reply_to,
+                signer: r.system.to_string(),
+                msg: Message::ResetReply {
+                    req,
+                    target_system: r.target.to_string(),
+                    target_subsystem: r.target_subsystem,
+                    result,
+                    reason,
+                },
+            });
         };
         let key = Key {
             requester: r.system,
@@ -558,11 +608,11 @@ impl Core {
         };
         match self.requests.lookup(now, key) {
             Some(Repeat::InFlight(_)) => {
-                out.push(answer(ResetResult::Accepted, None));
+                answer(out, ResetResult::Accepted, None);
                 return;
             }
             Some(Repeat::Final(result, reason)) => {
-                out.push(answer(result, reason));
+                answer(out, result, reason);
                 return;
             }
             None => {}
@@ -582,7 +632,7 @@ impl Core {
             Ok(a) => a,
             Err(refusal) => {
                 self.refuse(now, r, req, peer, kind, &refusal, out);
-                out.push(answer(refusal.result(), Some(refusal.to_string())));
+                answer(out, refusal.result(), Some(refusal.to_string()));
                 return;
             }
         };
@@ -623,7 +673,11 @@ impl Core {
             None => self.start(now, target, r.target_subsystem, requester, false, out),
         };
         self.requests.insert(requester_name, key, target_name, id);
-        out.push(answer(ResetResult::Accepted, None));
+        debug_assert!(
+            to_monitor,
+            "admitted from the requester's registered address"
+        );
+        answer(out, ResetResult::Accepted, None);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1088,9 +1142,10 @@ impl Core {
                 r.kind,
                 Some(result_word(result)),
             )));
-            if let (Some(addr), Some(req)) = (q.addr, q.req) {
+            if let (Some(addr), Some(req), Some(signer)) = (q.addr, q.req, &q.system) {
                 out.push(Effect::Reply {
                     to: addr,
+                    signer: signer.to_string(),
                     msg: Message::ResetReply {
                         req,
                         target_system: name.to_string(),
@@ -1139,7 +1194,9 @@ impl Core {
     }
 
     /// Tells the cluster: every requester (with its req#), every registered monitor but
-    /// the system's own, and the broadcast address at each monitor's port.
+    /// the system's own, and the broadcast address at each monitor's port — except with
+    /// per-node keys, where no key is every node's: a broadcast copy would verify at one
+    /// node and be noise at all the others, and each monitor has its unicast copy.
     fn attention(
         &self,
         system: &str,
@@ -1149,12 +1206,14 @@ impl Core {
         requesters: &[Requester],
         out: &mut Vec<Effect>,
     ) {
-        let broadcast = self.spec.attention_broadcast();
+        let per_node = matches!(self.spec.reset_path.auth, Auth::Hmac(_, KeyMode::PerNode));
+        let broadcast = self.spec.attention_broadcast().filter(|_| !per_node);
         let mut to = Vec::with_capacity(requesters.len() + 2 * self.systems.len());
         to.extend(requesters.iter().filter_map(|q| {
             Some(Dest {
                 addr: q.addr?,
                 req: q.req,
+                system: q.system.clone()?,
             })
         }));
         for (name, s) in &self.systems {
@@ -1165,11 +1224,13 @@ impl Core {
             to.push(Dest {
                 addr: m.addr,
                 req: None,
+                system: name.clone(),
             });
             if let Some(b) = broadcast {
                 to.push(Dest {
                     addr: SocketAddr::new(b, m.addr.port()),
                     req: None,
+                    system: name.clone(),
                 });
             }
         }
@@ -1277,6 +1338,9 @@ impl Core {
             .collect();
         for n in gone {
             self.registrations += 1;
+            if let Some(m) = self.systems.get(&n).and_then(|s| s.monitor.as_ref()) {
+                forget_address(&mut self.monitor_at, m.addr.ip());
+            }
             self.systems.remove(&n);
             self.busy.remove(&n);
             self.requests.forget(n.as_str());

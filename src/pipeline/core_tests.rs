@@ -379,13 +379,31 @@ fn spec_2_step_1_refusals_fail_or_error_and_start_nothing() {
         let mut w = World::new();
         w.check("node01");
         w.check("node02");
+        let Input::Reset { from, .. } = &c.input else {
+            unreachable!()
+        };
+        // Only node01's and node02's addresses are registered: a refusal of a datagram
+        // from anywhere else is logged, not sent (see the reply-address table).
+        let to_monitor = [ip(1), ip(2)].contains(&from.ip());
         let e = w.input(c.input);
-        assert_eq!(results(&e), vec![c.want], "{}: {e:#?}", c.name);
+        if to_monitor {
+            assert_eq!(results(&e), vec![c.want], "{}: {e:#?}", c.name);
+            assert!(
+                reasons(&e)[0].contains(c.reason),
+                "{}: reason {:?}",
+                c.name,
+                reasons(&e)
+            );
+        } else {
+            assert!(results(&e).is_empty(), "{}: {e:#?}", c.name);
+        }
+        let word = format!("({})", result_word(c.want));
         assert!(
-            reasons(&e)[0].contains(c.reason),
-            "{}: reason {:?}",
-            c.name,
-            reasons(&e)
+            logs(&e)
+                .iter()
+                .any(|l| l.contains(c.reason) && l.contains(&word)),
+            "{}: the refusal is logged: {e:#?}",
+            c.name
         );
         assert!(started(&e).is_none(), "{}: nothing may start", c.name);
         for l in logs(&e) {
@@ -394,6 +412,108 @@ fn spec_2_step_1_refusals_fail_or_error_and_start_nothing() {
                 "{}: a log line holds a newline: {l:?}",
                 c.name
             );
+        }
+    }
+}
+
+/// Issue 12 item 5: replies go only to registered monitors' addresses, or to a check's
+/// source. A refusal or a stop acknowledgement for a datagram from any other address is
+/// counted and not sent; a legitimate monitor (registered, speaking from its address) is
+/// always answered.
+#[test]
+fn replies_go_only_to_registered_monitors_or_to_a_checks_source() {
+    struct Case {
+        name: &'static str,
+        input: Input,
+        /// Where the one reply goes; `None`: no reply.
+        to: Option<SocketAddr>,
+        signer: &'static str,
+    }
+    let stranger = SocketAddr::new(ip(7), 40_007);
+    let cases = [
+        Case {
+            name: "check of a known system from anywhere",
+            input: check_input("node03", 7),
+            to: Some(SocketAddr::new(ip(7), port_of(7))),
+            signer: "node03",
+        },
+        Case {
+            name: "check of an unknown system: answered at its source",
+            input: check_input("ghost01", 7),
+            to: Some(SocketAddr::new(ip(7), port_of(7))),
+            signer: "ghost01",
+        },
+        Case {
+            name: "admitted request from the requester's registered address",
+            input: reset_input(1, 1, "node01", "node03"),
+            to: Some(SocketAddr::new(ip(1), port_of(1))),
+            signer: "node01",
+        },
+        Case {
+            name: "refusal at a registered address (another system's)",
+            input: reset_input(2, 1, "node01", "node03"),
+            to: Some(SocketAddr::new(ip(2), port_of(2))),
+            signer: "node01",
+        },
+        Case {
+            name: "refusal to a foreign source: requester registered elsewhere",
+            input: reset_input(7, 1, "node01", "node03"),
+            to: None,
+            signer: "",
+        },
+        Case {
+            name: "refusal to a foreign source: requester never registered",
+            input: reset_input(7, 1, "node03", "node01"),
+            to: None,
+            signer: "",
+        },
+        Case {
+            name: "refusal to a foreign source: unknown requester",
+            input: reset_input(7, 1, "ghost01", "node01"),
+            to: None,
+            signer: "",
+        },
+        Case {
+            name: "stop notice from a registered address: acknowledged",
+            input: stopped_input(2, "node02"),
+            to: Some(from(2)),
+            signer: "node02",
+        },
+        Case {
+            name: "stop notice from a foreign source: not acknowledged",
+            input: Input::Stopped {
+                from: stranger,
+                system: "node02".into(),
+                subsystem: 2,
+            },
+            to: None,
+            signer: "",
+        },
+    ];
+    for c in cases {
+        let mut w = World::new();
+        w.check("node01");
+        w.check("node02");
+        let before = w.core.counters.replies_unregistered.load(Ordering::Relaxed);
+        let e = w.input(c.input);
+        let replies: Vec<(SocketAddr, &str)> = e
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Reply { to, signer, .. } => Some((*to, signer.as_str())),
+                _ => None,
+            })
+            .collect();
+        let unsent = w.core.counters.replies_unregistered.load(Ordering::Relaxed) - before;
+        match c.to {
+            Some(to) => {
+                assert_eq!(replies, vec![(to, c.signer)], "{}", c.name);
+                assert_eq!(unsent, 0, "{}", c.name);
+            }
+            None => {
+                assert!(replies.is_empty(), "{}: {replies:?}", c.name);
+                assert_eq!(unsent, 1, "{}: counted", c.name);
+                assert!(started(&e).is_none(), "{}", c.name);
+            }
         }
     }
 }
@@ -1325,7 +1445,32 @@ impl Oracle {
                 ));
             }
         }
-        // Replies.
+        // Replies go only to registered monitors' addresses, or to a check's source
+        // (issue 12 item 5: no reflection towards a stranger's address).
+        let monitor_address = |ip: IpAddr| self.reg.values().any(|r| *r == ip);
+        for e in effects {
+            if let Effect::Reply { to, signer, msg } = e {
+                let ok = match (input, msg) {
+                    (Input::Check { from, system, .. }, Message::CheckReply { .. }) => {
+                        to.ip() == from.ip() && signer == system
+                    }
+                    (Input::Stopped { from, system, .. }, Message::StoppedAck { .. }) => {
+                        *to == *from && signer == system && monitor_address(from.ip())
+                    }
+                    (Input::Reset { from, system, .. }, Message::ResetReply { .. }) => {
+                        to.ip() == from.ip() && signer == system && monitor_address(from.ip())
+                    }
+                    // Final replies: checked against the accepted requests below.
+                    (_, Message::ResetReply { .. }) => true,
+                    _ => false,
+                };
+                if !ok {
+                    return Err(format!(
+                        "reply {msg:?} to {to} (for {signer}) after {input:?}"
+                    ));
+                }
+            }
+        }
         let replies: Vec<(SocketAddr, u32, &String, ResetResult)> = effects
             .iter()
             .filter_map(|e| match e {
@@ -1338,11 +1483,20 @@ impl Oracle {
                             result,
                             ..
                         },
+                    ..
                 } => Some((*to, *req, target_system, *result)),
                 _ => None,
             })
             .collect();
-        if let Input::Reset {
+        if let Input::Reset { from, .. } = input
+            && !monitor_address(from.ip())
+        {
+            // No registered monitor there: no answer, and nothing may start (admission
+            // needs the requester's registered address).
+            if !replies.is_empty() || !starts.is_empty() {
+                return Err(format!("a request from {from} was answered: {replies:?}"));
+            }
+        } else if let Input::Reset {
             from,
             req,
             port,
@@ -1350,7 +1504,7 @@ impl Oracle {
             ..
         } = input
         {
-            // Invariant 4, first half: one immediate answer.
+            // Invariant 4, first half: one immediate answer to a registered monitor.
             let to = SocketAddr::new(from.ip(), *port);
             let mine: Vec<_> = replies
                 .iter()

@@ -79,6 +79,9 @@ pub struct Counters {
     pub high_water_errors: AtomicU64,
     /// Replies not sent because they would have been longer than their request.
     pub replies_withheld: AtomicU64,
+    /// Refusals and stop acknowledgements not sent because their source (where they
+    /// would go) is no registered monitor's address.
+    pub replies_unregistered: AtomicU64,
     /// Datagrams over their source's rate (registered monitors have none), dropped unread.
     pub rate_limited: AtomicU64,
     /// Valid datagrams from sources other than registered monitors, dropped because the

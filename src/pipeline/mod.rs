@@ -52,7 +52,8 @@ use tokio::sync::{mpsc, oneshot};
 use self::core::{Core, CoreConfig, Effect, Input};
 use crate::backend::Backends;
 use crate::log::LogSink;
-use crate::resetpath::codec::{self, Envelope, Key, Message, REQUEST_MIN_LEN, ResetResult};
+use crate::resetpath::codec::{self, Envelope, Message, REQUEST_MIN_LEN, ResetResult};
+use crate::resetpath::keys::KeyRing;
 use crate::resetpath::replay::{HighWater, ReplayGuard};
 use crate::spec::model::{Auth, Spec, SystemRef};
 use limits::{LogBudget, with_suppressed};
@@ -150,8 +151,10 @@ struct Shell {
     backends: Backends,
     reset_log: LogSink,
     error_log: LogSink,
-    /// The reset-path key, resolved once: changing it needs a restart.
-    key: Key,
+    /// The reset-path keys of the live spec: the cluster key is resolved once (changing
+    /// it needs a restart); per-node keys are derived when a spec is committed, before
+    /// the spec is swapped in. Read by the receive and notifier threads too.
+    keys: Arc<ArcSwap<KeyRing>>,
     /// Sends replies (a plain non-blocking socket: a UDP send never waits).
     send: Option<std::net::UdpSocket>,
     /// Queues attention fan-outs for the notifier thread.
@@ -184,14 +187,14 @@ struct Shell {
     deferred: Vec<(Option<usize>, Vec<Effect>)>,
 }
 
-/// The reset-path key of a spec, read now. `Err` when an authenticated path's key cannot
-/// be read: the caller must not run the reset path (an empty key would be one anyone can
-/// compute).
-pub fn reset_key(spec: &Spec) -> std::io::Result<Key> {
+/// The reset-path keys of a spec, with its cluster key read now. `Err` when an
+/// authenticated path's key cannot be read: the caller must not run the reset path (an
+/// empty key would be one anyone can compute).
+pub fn reset_keys(spec: &Spec) -> std::io::Result<KeyRing> {
     match &spec.reset_path.auth {
-        Auth::None => Ok(Key::None),
-        Auth::Hmac(secret) => match secret.resolve() {
-            Ok(k) if !k.is_empty() => Ok(Key::Hmac(k.into_bytes())),
+        Auth::None => Ok(KeyRing::unsigned()),
+        Auth::Hmac(secret, mode) => match secret.resolve() {
+            Ok(k) if !k.is_empty() => Ok(KeyRing::new(k.as_bytes(), *mode, spec)),
             Ok(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 "the reset-path key (resetPath.auth.key) is empty: refusing to run the reset path",
@@ -216,10 +219,10 @@ impl Shell {
         let spec = live.load_full();
         // Without a reset path there is nothing to authenticate; with one, a key that
         // cannot be read stops the start.
-        let key = match &config.reset_path {
-            Some(_) => reset_key(&spec)?,
-            None => Key::None,
-        };
+        let keys = Arc::new(ArcSwap::from_pointee(match &config.reset_path {
+            Some(_) => reset_keys(&spec)?,
+            None => KeyRing::unsigned(),
+        }));
         let to_tokio = |s: Option<std::net::UdpSocket>| -> std::io::Result<Option<UdpSocket>> {
             s.map(|s| {
                 s.set_nonblocking(true)?;
@@ -271,7 +274,7 @@ impl Shell {
                 let (other_tx, other_rx) = mpsc::channel(receive::CHANNEL);
                 receive::spawn(receive::Receiver {
                     sock,
-                    key: key.clone(),
+                    keys: keys.clone(),
                     live: live.clone(),
                     counters: counters.clone(),
                     error_log: config.error_log.clone(),
@@ -288,7 +291,7 @@ impl Shell {
         let notify = match &send {
             Some(s) => Some(notifier::spawn(
                 s.try_clone()?,
-                key.clone(),
+                keys.clone(),
                 config.reset_log.clone(),
                 counters.clone(),
             )?),
@@ -305,7 +308,7 @@ impl Shell {
         Ok((
             Shell {
                 core,
-                key,
+                keys,
                 notify,
                 live,
                 counters,
@@ -436,7 +439,7 @@ impl Shell {
     fn execute(&mut self, effects: &mut Vec<Effect>) {
         for effect in effects.drain(..) {
             match effect {
-                Effect::Reply { to, msg } => self.reply(to, msg),
+                Effect::Reply { to, signer, msg } => self.reply(to, &signer, msg),
                 Effect::Attention(f) => {
                     if let Some(n) = &self.notify {
                         let _ = n.send(f);
@@ -656,10 +659,17 @@ impl Shell {
                 reply,
             } => {
                 let r = match self.core.commit(Instant::now(), spec.clone(), &guards) {
-                    Ok(_) => CommitReply {
-                        violated: Vec::new(),
-                        replaced: Some(self.live.swap(spec)),
-                    },
+                    Ok(_) => {
+                        // Keys first: a datagram of a new system is verified as soon as
+                        // the receive thread sees the system in the spec.
+                        if let Some(keys) = self.keys.load().for_spec(&spec) {
+                            self.keys.store(Arc::new(keys));
+                        }
+                        CommitReply {
+                            violated: Vec::new(),
+                            replaced: Some(self.live.swap(spec)),
+                        }
+                    }
                     Err(violated) => CommitReply {
                         violated,
                         replaced: None,
@@ -837,7 +847,7 @@ impl Shell {
     /// a spoofed source): the datagram being handled, or for a reset's later replies the
     /// reset request; [`REQUEST_MIN_LEN`] when that is no longer known. A reason that does
     /// not fit is cut; a reply that does not fit even without it is not sent.
-    fn reply(&mut self, to: SocketAddr, msg: Message) {
+    fn reply(&mut self, to: SocketAddr, signer: &str, msg: Message) {
         let reset = match &msg {
             Message::ResetReply { req, result, .. } => Some((*req, *result)),
             _ => None,
@@ -857,7 +867,14 @@ impl Shell {
             self.reset_lens.remove(&(to, req));
         }
         let Some(sock) = &self.send else { return };
-        let Some(bytes) = codec::encode_within(Envelope::new(msg), &self.key, limit) else {
+        let keys = self.keys.load();
+        // Per-node keys: signed with the key of the monitor it is for. A system a reload
+        // removed meanwhile has none: nothing is sent.
+        let Some(key) = keys.key_for(signer) else {
+            self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let Some(bytes) = codec::encode_within(Envelope::new(msg), key, limit) else {
             self.counters
                 .replies_withheld
                 .fetch_add(1, Ordering::Relaxed);

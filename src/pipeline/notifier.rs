@@ -10,21 +10,27 @@ use std::thread;
 use std::time::Duration;
 
 use crate::log::LogSink;
-use crate::resetpath::codec::{self, AttentionState, Envelope, Key, Message};
+use crate::resetpath::codec::{self, AttentionState, Envelope, Message};
+use crate::resetpath::keys::KeyRing;
+use crate::spec::model::Name;
 
 use super::Counters;
 use super::resetlog::{self, Dir, Kind, Peer};
 
 /// One destination of an attention notification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dest {
     pub addr: SocketAddr,
     /// The requester's request number, on the copies sent to requesters.
     pub req: Option<u32>,
+    /// The monitor's system (the requester's, for a requester): with per-node keys, its
+    /// key signs the copy.
+    pub system: Name,
 }
 
 /// One attention notification. Destinations may repeat (a requester is often a
-/// registered monitor too): the first occurrence of an address is the one sent.
+/// registered monitor too): the first occurrence of an address (with per-node keys, of an
+/// address and system) is the one sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fanout {
     pub system: String,
@@ -49,7 +55,7 @@ const NOTIFIER_NICE: libc::c_int = 10;
 /// Starts the notifier thread; it ends when the returned sender is dropped.
 pub fn spawn(
     sock: std::net::UdpSocket,
-    key: Key,
+    keys: Arc<arc_swap::ArcSwap<KeyRing>>,
     reset_log: LogSink,
     counters: Arc<Counters>,
 ) -> std::io::Result<std::sync::mpsc::Sender<Fanout>> {
@@ -63,9 +69,14 @@ pub fn spawn(
             super::limits::nice_this_thread(NOTIFIER_NICE);
             for f in rx {
                 let word = state_word(f.state);
+                let keys = keys.load_full();
+                let per_node = keys.per_node();
                 let mut sent_to = HashSet::with_capacity(f.to.len());
-                for Dest { addr, req } in f.to {
-                    if !sent_to.insert(addr) {
+                for Dest { addr, req, system } in f.to {
+                    let Some(key) = keys.key_for(system.as_str()) else {
+                        continue;
+                    };
+                    if !sent_to.insert((addr, per_node.then_some(system))) {
                         continue;
                     }
                     let msg = Message::Attention {
@@ -74,7 +85,7 @@ pub fn spawn(
                         state: f.state,
                         req,
                     };
-                    let bytes = codec::encode(&Envelope::new(msg), &key);
+                    let bytes = codec::encode(&Envelope::new(msg), key);
                     // The socket is shared with the pipeline's non-blocking reads: when
                     // the send buffer is full, wait a little here (this is our own thread).
                     let mut sent = sock.send_to(&bytes, addr);

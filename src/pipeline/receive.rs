@@ -30,7 +30,8 @@ use tokio::sync::mpsc;
 use super::Counters;
 use super::limits::{LogBudget, with_suppressed};
 use crate::log::LogSink;
-use crate::resetpath::codec::{self, DecodeError, Envelope, Key, MAX_DATAGRAM};
+use crate::resetpath::codec::{self, DecodeError, Envelope, MAX_DATAGRAM};
+use crate::resetpath::keys::KeyRing;
 use crate::resetpath::replay::{HighWater, ReplayGuard};
 use crate::spec::model::Spec;
 
@@ -62,7 +63,8 @@ pub struct Accepted {
 /// What the receive thread needs.
 pub struct Receiver {
     pub sock: UdpSocket,
-    pub key: Key,
+    /// The live spec's keys (per-node keys are looked up by the claimed system).
+    pub keys: Arc<ArcSwap<KeyRing>>,
     pub live: Arc<ArcSwap<Spec>>,
     pub counters: Arc<Counters>,
     pub error_log: LogSink,
@@ -175,7 +177,10 @@ pub fn count_drops(sock: &UdpSocket) -> io::Result<()> {
 struct Thread {
     r: Receiver,
     buckets: HashMap<IpAddr, LogBudget>,
-    logged: HashSet<(IpAddr, String)>,
+    /// Refusals logged: source and a keyed hash of the reason's text, so a refusal
+    /// already logged costs no allocation.
+    logged: HashSet<(IpAddr, u64)>,
+    reasons: std::collections::hash_map::RandomState,
     refusal_log: LogBudget,
 }
 
@@ -185,6 +190,7 @@ impl Thread {
             r,
             buckets: HashMap::new(),
             logged: HashSet::new(),
+            reasons: std::collections::hash_map::RandomState::new(),
             refusal_log: LogBudget::new(20, Duration::from_secs(3)),
         }
     }
@@ -206,10 +212,11 @@ impl Thread {
                 self.r.counters.socket_drops.store(d, Ordering::Relaxed);
             }
             let monitors = self.r.monitors.load();
+            let keys = self.r.keys.load_full();
             let now = Instant::now();
             for &(i, n, from) in &got {
                 let monitor = monitors.contains(&from.ip());
-                if let Some(a) = self.accept(&bufs[i][..n], from, monitor, now) {
+                if let Some(a) = self.accept(&bufs[i][..n], from, monitor, &keys, now) {
                     batch.push((monitor, a));
                 }
             }
@@ -234,6 +241,7 @@ impl Thread {
         bytes: &[u8],
         from: SocketAddr,
         monitor: bool,
+        keys: &KeyRing,
         now: Instant,
     ) -> Option<Accepted> {
         let c = &self.r.counters;
@@ -250,17 +258,18 @@ impl Thread {
                 return None;
             }
         }
-        let env = match codec::decode(bytes, &self.r.key) {
+        let env = match keys.decode(bytes) {
             Ok(env) => env,
             Err(e) => {
                 let counter = match e {
                     DecodeError::BadTag
+                    | DecodeError::UnknownSender
                     | DecodeError::Unsigned
                     | DecodeError::UnexpectedSignature => &c.rejected_auth,
                     _ => &c.malformed,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
-                self.refuse(from, e.to_string(), now);
+                self.refuse(from, &e, now);
                 return None;
             }
         };
@@ -276,7 +285,7 @@ impl Thread {
         };
         if let Err(e) = fresh {
             c.replayed.fetch_add(1, Ordering::Relaxed);
-            self.refuse(from, e.to_string(), now);
+            self.refuse(from, &e, now);
             return None;
         }
         if known.is_some()
@@ -286,7 +295,7 @@ impl Thread {
             c.high_water_errors.fetch_add(1, Ordering::Relaxed);
             self.refuse(
                 from,
-                format!(
+                &format_args!(
                     "cannot keep the replay high-water mark ({e}): a restart may accept this \
                      datagram again"
                 ),
@@ -300,10 +309,21 @@ impl Thread {
         })
     }
 
-    /// Logs a refusal once per sender and reason (and within the log cap).
-    fn refuse(&mut self, from: SocketAddr, reason: String, now: Instant) {
+    /// Logs a refusal once per sender and reason (and within the log cap). A refusal
+    /// already logged allocates nothing: the reason is hashed as it is formatted.
+    fn refuse(&mut self, from: SocketAddr, reason: &dyn std::fmt::Display, now: Instant) {
+        use std::hash::{BuildHasher, Hasher};
+        struct HashText<H>(H);
+        impl<H: Hasher> std::fmt::Write for HashText<H> {
+            fn write_str(&mut self, s: &str) -> std::fmt::Result {
+                self.0.write(s.as_bytes());
+                Ok(())
+            }
+        }
+        let mut h = HashText(self.reasons.build_hasher());
+        let _ = std::fmt::write(&mut h, format_args!("{reason}"));
         if self.logged.len() < 10_000
-            && self.logged.insert((from.ip(), reason.clone()))
+            && self.logged.insert((from.ip(), h.0.finish()))
             && let Some(s) = self.refusal_log.allow(now)
         {
             self.r.error_log.line(with_suppressed(

@@ -180,6 +180,9 @@ pub enum DecodeError {
     AuthMode(u8),
     #[error("bad authentication tag (wrong key?)")]
     BadTag,
+    /// Per-node keys: the payload names no system the connector has a key for.
+    #[error("signed by no system of the spec (unknown or missing `system`)")]
+    UnknownSender,
     #[error("malformed payload: {0}")]
     Payload(String),
     #[error("unsupported protocol version {0}")]
@@ -260,14 +263,124 @@ fn json_len(c: char) -> usize {
     }
 }
 
-/// Checks framing and authentication, then parses. Does not check freshness: see
-/// [`ReplayGuard`](super::replay::ReplayGuard).
-pub fn decode(bytes: &[u8], key: &Key) -> Result<Envelope, DecodeError> {
+/// The mode byte and what follows it, after the length and the magic.
+fn frame(bytes: &[u8]) -> Result<(u8, &[u8]), DecodeError> {
     if bytes.len() > MAX_DATAGRAM {
         return Err(DecodeError::TooLong);
     }
     let rest = bytes.strip_prefix(MAGIC).ok_or(DecodeError::Magic)?;
     let (&mode, rest) = rest.split_first().ok_or(DecodeError::Magic)?;
+    Ok((mode, rest))
+}
+
+/// Checks framing and authentication with the key of the system the datagram claims to
+/// come from (the payload's top-level `system`, found by [`claimed_sender`] before
+/// anything is parsed), then parses; the parsed message must claim that same system.
+/// `key_of` gives a system's key (`None`: no such system). Per-node keys (PROTOCOL.md).
+pub fn decode_claimed<'k>(
+    bytes: &[u8],
+    key_of: impl FnOnce(&str) -> Option<&'k Key>,
+) -> Result<Envelope, DecodeError> {
+    let (mode, rest) = frame(bytes)?;
+    match mode {
+        AUTH_HMAC if rest.len() < TAG_LEN => Err(DecodeError::BadTag),
+        AUTH_HMAC => {
+            let payload = &rest[..rest.len() - TAG_LEN];
+            let sender = claimed_sender(payload).ok_or(DecodeError::UnknownSender)?;
+            let key = key_of(sender).ok_or(DecodeError::UnknownSender)?;
+            if !matches!(key, Key::Hmac(_)) {
+                return Err(DecodeError::UnexpectedSignature);
+            }
+            let env = decode(bytes, key)?;
+            // The tag was checked with `sender`'s key: the message must be `sender`'s.
+            if env.msg.sender() != Some(sender) {
+                return Err(DecodeError::UnknownSender);
+            }
+            Ok(env)
+        }
+        AUTH_NONE => Err(DecodeError::Unsigned),
+        other => Err(DecodeError::AuthMode(other)),
+    }
+}
+
+/// The value of the top-level `"system"` member of a JSON object, without parsing it
+/// into anything or allocating: `None` when there is none, when it is not a string of
+/// letters and digits (no escapes), or when the text is not a well-nested object. Only a
+/// hint of whose key to try: the caller checks the parsed message names the same system.
+pub fn claimed_sender(payload: &[u8]) -> Option<&str> {
+    let ws = |i: &mut usize| {
+        while payload.get(*i).is_some_and(|b| b" \t\r\n".contains(b)) {
+            *i += 1;
+        }
+    };
+    // The end of the string starting at `i` (on its opening quote): the index past its
+    // closing quote.
+    let string_end = |mut i: usize| -> Option<usize> {
+        i += 1;
+        loop {
+            match *payload.get(i)? {
+                b'"' => return Some(i + 1),
+                b'\\' => i += 2,
+                _ => i += 1,
+            }
+        }
+    };
+    let mut i = 0;
+    ws(&mut i);
+    if payload.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    loop {
+        ws(&mut i);
+        if payload.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(i)?;
+        let key = &payload[i + 1..key_end - 1];
+        i = key_end;
+        ws(&mut i);
+        if payload.get(i) != Some(&b':') {
+            return None;
+        }
+        i += 1;
+        ws(&mut i);
+        let value = i;
+        // Skip the value: a string, or anything up to the `,` or `}` at this depth.
+        let mut depth = 0usize;
+        loop {
+            match *payload.get(i)? {
+                b'"' => i = string_end(i)?,
+                b'{' | b'[' => {
+                    depth += 1;
+                    i += 1;
+                }
+                b'}' | b']' if depth > 0 => {
+                    depth -= 1;
+                    i += 1;
+                }
+                b',' | b'}' if depth == 0 => break,
+                _ => i += 1,
+            }
+        }
+        if key == b"system" {
+            let text = payload.get(value..i)?.trim_ascii_end();
+            let name = text.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+            return std::str::from_utf8(name)
+                .ok()
+                .filter(|n| crate::spec::model::Name::is_valid(n));
+        }
+        if payload[i] == b'}' {
+            return None;
+        }
+        i += 1;
+    }
+}
+
+/// Checks framing and authentication, then parses. Does not check freshness: see
+/// [`ReplayGuard`](super::replay::ReplayGuard).
+pub fn decode(bytes: &[u8], key: &Key) -> Result<Envelope, DecodeError> {
+    let (mode, rest) = frame(bytes)?;
     let payload = match (mode, key) {
         (AUTH_NONE, Key::None) => rest,
         (AUTH_NONE, Key::Hmac(_)) => return Err(DecodeError::Unsigned),
@@ -351,6 +464,63 @@ mod tests {
             decode(&bytes, &key).unwrap().msg,
             Message::ResetReply { reason: None, .. }
         ));
+    }
+
+    #[test]
+    fn the_claimed_sender_is_the_top_level_system_member_only() {
+        for (json, want) in [
+            (
+                r#"{"v":1,"type":"check","system":"node01","port":1}"#,
+                Some("node01"),
+            ),
+            (r#" { "system" : "node01" , "v":1}  "#, Some("node01")),
+            (
+                r#"{"x":{"system":"inner"},"y":["system","a"],"s":"\"system\":\"fake\"","system":"real01"}"#,
+                Some("real01"),
+            ),
+            (r#"{"target_system":"node02","req":1}"#, None),
+            (r#"{"sys\u0074em":"node01"}"#, None),
+            (r#"{"system":"no\u0064e01"}"#, None),
+            (r#"{"system":"two words"}"#, None),
+            (r#"{"system":1}"#, None),
+            (r#"{"system":"node01""#, None),
+            (r#"["system","node01"]"#, None),
+            ("", None),
+            (r#"{"a":"\"#, None),
+        ] {
+            assert_eq!(claimed_sender(json.as_bytes()), want, "{json}");
+        }
+    }
+
+    #[test]
+    fn decode_claimed_verifies_with_the_claimed_systems_key() {
+        let k1 = Key::Hmac(b"key of node01 .....".to_vec());
+        let k2 = Key::Hmac(b"key of node02 .....".to_vec());
+        let key_of = |s: &str| match s {
+            "node01" => Some(&k1),
+            "node02" => Some(&k2),
+            _ => None,
+        };
+        let env = check_msg();
+        assert_eq!(decode_claimed(&encode(&env, &k1), key_of), Ok(env.clone()));
+        assert_eq!(
+            decode_claimed(&encode(&env, &k2), key_of),
+            Err(DecodeError::BadTag)
+        );
+        assert_eq!(
+            decode_claimed(&encode(&env, &Key::None), key_of),
+            Err(DecodeError::Unsigned)
+        );
+        // A payload whose first `system` is not the one serde reads (a duplicate member)
+        // is refused, whoever signed it.
+        let mut dup = b"HCN1\x01".to_vec();
+        dup.extend_from_slice(
+            br#"{"v":1,"ts":1,"nonce":1,"type":"check","system":"node01","subsystem":1,"port":2,"system":"node02"}"#,
+        );
+        let mut m = mac(b"key of node01 .....");
+        m.update(&dup);
+        dup.extend_from_slice(&m.finalize().into_bytes());
+        assert!(decode_claimed(&dup, key_of).is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::pdu_model::PduModel;
 use super::secret::Secret;
 
-pub use super::raw::{Mode, Scale};
+pub use super::raw::{KeyMode, Mode, Scale};
 
 /// A system, VM or management server name: 1–31 ASCII letters and digits.
 ///
@@ -170,7 +170,8 @@ impl ServicePort {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Auth {
     None,
-    Hmac(Secret),
+    /// The cluster key, and whether nodes hold it or keys derived from it.
+    Hmac(Secret, KeyMode),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -620,7 +621,10 @@ impl Spec {
         }
         reset_path["auth"] = match &rp.auth {
             Auth::None => "none".into(),
-            Auth::Hmac(k) => json!({"key": v.secret(k)}),
+            Auth::Hmac(k, mode) => json!({
+                "key": v.secret(k),
+                "keyMode": match mode { KeyMode::PerNode => "perNode", KeyMode::Shared => "shared" },
+            }),
         };
         let mut m = json!({
             "mode": match self.mode { Mode::Pair => "pair", Mode::Single => "single" },

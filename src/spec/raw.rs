@@ -104,8 +104,25 @@ pub enum NoneWord {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RawAuthKey {
-    /// Shared HMAC key (16–256 printable characters).
+    /// The cluster's HMAC key (16–256 printable characters). With `keyMode: perNode` it is
+    /// the master key each system's own key is derived from (`haconn node key`).
     pub key: RawHmacKey,
+    /// `perNode` (default): each system signs with its own key, derived from `key` with
+    /// HKDF-SHA256 and its name, so a node cannot sign as another. `shared`: every node
+    /// holds `key` itself (weaker: any node can sign as any other; for migration).
+    #[serde(default)]
+    pub key_mode: KeyMode,
+}
+
+/// How the reset-path key is held by the nodes (PROTOCOL.md, "Authentication").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum KeyMode {
+    /// Each system has its own key, derived from the cluster key and its name.
+    #[default]
+    PerNode,
+    /// Every node holds the cluster key itself.
+    Shared,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

@@ -693,9 +693,18 @@ fn reset_path(v: &mut V, path: &Path, raw: &RawResetPath) -> Option<ResetPath> {
             );
             Some(Auth::None)
         }
-        RawAuth::Key(k) => v
-            .secret(path.key("auth").key("key"), &k.key)
-            .map(Auth::Hmac),
+        RawAuth::Key(k) => {
+            if k.key_mode == KeyMode::Shared {
+                v.warn(
+                    "auth",
+                    path.key("auth").key("keyMode"),
+                    "`keyMode: shared`: every node holds the cluster key and can sign as any \
+                     other; prefer `perNode` (`haconn node key` prints each node's key)",
+                );
+            }
+            v.secret(path.key("auth").key("key"), &k.key)
+                .map(|key| Auth::Hmac(key, k.key_mode))
+        }
     };
     let (address, prefix_len) = cidr?;
     let broadcast = broadcast?;

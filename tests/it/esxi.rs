@@ -487,14 +487,17 @@ fn daemon_resets_a_guest_through_esxi_and_fails_on_a_hanging_reset() {
         esxi_support::free_tcp_port(),
     ];
     let node = |sub: &str, args: &[&str]| {
-        let mut a = vec![
-            "node",
-            sub,
-            "--connector",
-            &connector,
-            "--key-file",
-            &key_file,
-        ];
+        // Each node's own key file (per-node keys, derived from the spec's key).
+        let system = args
+            .iter()
+            .position(|a| *a == "--system")
+            .map(|i| args[i + 1])
+            .expect("--system");
+        let own = tmp.path().join(format!("{system}.key"));
+        let derived = haconn::resetpath::keys::node_key(key.as_bytes(), system);
+        std::fs::write(&own, format!("{derived}\n")).unwrap();
+        let own = own.display().to_string();
+        let mut a = vec!["node", sub, "--connector", &connector, "--key-file", &own];
         a.extend_from_slice(args);
         daemon_support::haconn(&a)
     };

@@ -25,19 +25,27 @@ servers:
   - {name: node02, bmc: {address: 127.0.0.12, username: admin, password: labpassw0rd}, cluster: true}
 "#;
 
-fn key() -> Key {
-    Key::Hmac(b"0123456789abcdef0123".to_vec())
+/// `system`'s own key (per-node keys, the spec's default).
+fn key(system: &str) -> Key {
+    let k = haconn::resetpath::keys::node_key(b"0123456789abcdef0123", system);
+    Key::Hmac(k.into_bytes())
 }
 
 fn send(sock: &UdpSocket, to: SocketAddr, msg: Message) {
-    sock.send_to(&codec::encode(&Envelope::new(msg), &key()), to)
+    let key = key(msg.sender().expect("a client message"));
+    sock.send_to(&codec::encode(&Envelope::new(msg), &key), to)
         .unwrap();
 }
 
+/// The next message, signed with node01's or node02's key.
 fn recv(sock: &UdpSocket) -> Message {
     let mut buf = [0u8; 2048];
     let (n, _) = sock.recv_from(&mut buf).expect("a reply");
-    codec::decode(&buf[..n], &key()).unwrap().msg
+    ["node01", "node02"]
+        .iter()
+        .find_map(|s| codec::decode(&buf[..n], &key(s)).ok())
+        .expect("signed with a node's key")
+        .msg
 }
 
 fn port(sock: &UdpSocket) -> u16 {

@@ -12,13 +12,24 @@ use std::time::Duration;
 
 use haconn::resetpath::codec::{self, Envelope, Key, MAX_DATAGRAM, Message};
 use haconn::resetpath::fence_kdump::{self, ByteOrder};
-use resetpath_support::{KEY, Lab, free_port, free_ports, haconn, log_time_us};
+use resetpath_support::{KEY, Lab, SYSTEMS, free_port, free_ports, haconn, log_time_us};
 
 /// How long a whole `node reset` may take here (the soft→hard window is 1–5 s).
 const RESET_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn key() -> Key {
+/// The key `system`'s node signs with (per-node keys, the lab's default).
+fn key(system: &str) -> Key {
+    Key::Hmac(resetpath_support::node_key(system).into_bytes())
+}
+
+/// The cluster key: every node's in shared mode, no node's with per-node keys.
+fn cluster_key() -> Key {
     Key::Hmac(KEY.as_bytes().to_vec())
+}
+
+/// The lab spec in shared-key mode.
+fn shared(spec: String) -> String {
+    spec.replace("auth: {key: {file:", "auth: {keyMode: shared, key: {file:")
 }
 
 /// A raw UDP socket on 127.0.0.1 for hand-made datagrams; reads time out (bounded).
@@ -38,11 +49,20 @@ fn check_msg(system: &str, subsystem: u32, port: u16) -> Message {
     }
 }
 
-/// The next reset-path message on `sock`, verified with the lab key.
+/// The next reset-path message on `sock`, verified with one of the lab's keys (a node's
+/// own, or the cluster key in shared mode).
 fn recv_msg(sock: &UdpSocket) -> Message {
     let mut buf = [0u8; 2048];
     let (n, _) = sock.recv_from(&mut buf).expect("a reply within 10 s");
-    codec::decode(&buf[..n], &key()).expect("a valid reply").msg
+    decode_any(&buf[..n]).expect("a valid reply").msg
+}
+
+fn decode_any(bytes: &[u8]) -> Option<Envelope> {
+    SYSTEMS
+        .iter()
+        .map(|s| key(s))
+        .chain([cluster_key()])
+        .find_map(|k| codec::decode(bytes, &k).ok())
 }
 
 /// Three monitors on 127.0.0.1: labnode01 (requester) and labnode02 (target) paired,
@@ -107,20 +127,25 @@ fn check_registers_the_monitor_and_answers_resettable() {
     assert_eq!(reply["type"], "check-reply", "{run}");
     assert_eq!(reply["resettable"], true, "{run}");
 
-    // Unknown systems are not resettable: exit 1, with the reason.
-    lab.node("check", &["--system", "nosuch", "--subsystem", "9"])
-        .code(1)
-        .stdout_has("resettable=no")
-        .stdout_has("reason=\"unknown system nosuch\"");
+    // With per-node keys a name the spec does not hold has no key: its check is dropped
+    // unanswered (the shared-key test below has the "unknown system" answer).
+    lab.node(
+        "check",
+        &["--system", "nosuch", "--subsystem", "9", "--wait", "1"],
+    )
+    .code(2);
 }
 
 #[test]
 fn reset_without_dump_agent_hard_resets_after_hispeed_and_notifies_reboot() {
-    let lab = Lab::start(1000);
+    // In shared-key mode (which this shows still works end to end): every node holds the
+    // cluster key, so the attention is broadcast too.
+    let lab = Lab::start_with(1000, shared);
+    assert!(lab.shared());
     let [p1, _, p3] = three_monitors(&lab);
     // The onlooker hears it both ways: unicast, and broadcast on 127.255.255.255.
-    let unicast = lab.listener("127.0.0.1", p3);
-    let broadcast = lab.listener("127.255.255.255", p3);
+    let unicast = lab.listener("labnode03", "127.0.0.1", p3);
+    let broadcast = lab.listener("labnode03", "127.255.255.255", p3);
 
     let run = lab.reset_node02(p1, 7).finish(RESET_TIMEOUT);
     run.code(0);
@@ -198,7 +223,7 @@ fn stopped_during_the_soft_reset_window_gives_dump() {
     // A wide window (hispeed 5000 ms), so a loaded machine cannot make the test flaky.
     let lab = Lab::start(5000);
     let [p1, _, p3] = three_monitors(&lab);
-    let onlooker = lab.listener("127.0.0.1", p3);
+    let onlooker = lab.listener("labnode03", "127.0.0.1", p3);
     let reset = lab.reset_node02(p1, 11);
     lab.wait_log("reset.log", "SOFTRESET SEND", |l| {
         l.contains("] SOFTRESET labnode02 2 SEND")
@@ -238,7 +263,6 @@ fn stopped_during_the_soft_reset_window_gives_dump() {
             format!("SOFTRESET labnode02 2 SEND 127.0.0.1 {p1} 1 P"),
             format!("RM-RESET labnode02 2 SEND 127.0.0.1 {p1} 1 P DUMP"),
             format!("ATTENTION labnode02 2 SEND 127.0.0.1 {p3} ---- P DUMP"),
-            format!("ATTENTION labnode02 2 SEND 127.255.255.255 {p3} ---- P DUMP"),
         ],
     );
     let bodies = lab.log_bodies("reset.log");
@@ -312,7 +336,10 @@ fn barrier(lab: &Lab) {
     let s = raw();
     let port = s.local_addr().unwrap().port();
     s.send_to(
-        &codec::encode(&Envelope::new(check_msg("labnode03", 3, port)), &key()),
+        &codec::encode(
+            &Envelope::new(check_msg("labnode03", 3, port)),
+            &key("labnode03"),
+        ),
         lab.reset_path,
     )
     .unwrap();
@@ -408,11 +435,17 @@ fn replayed_datagram_is_refused_and_logged_once() {
     let lab = Lab::start(1000);
     let s = raw();
     let port = s.local_addr().unwrap().port();
-    let first = codec::encode(&Envelope::new(check_msg("labnode01", 1, port)), &key());
+    let first = codec::encode(
+        &Envelope::new(check_msg("labnode01", 1, port)),
+        &key("labnode01"),
+    );
     s.send_to(&first, lab.reset_path).unwrap();
     s.send_to(&first, lab.reset_path).unwrap();
     s.send_to(&first, lab.reset_path).unwrap();
-    let fresh = codec::encode(&Envelope::new(check_msg("labnode02", 2, port)), &key());
+    let fresh = codec::encode(
+        &Envelope::new(check_msg("labnode02", 2, port)),
+        &key("labnode02"),
+    );
     s.send_to(&fresh, lab.reset_path).unwrap();
     // Handled in order: one reply to the first copy, then the fresh check's.
     let systems: Vec<String> = (0..2)
@@ -437,7 +470,7 @@ fn replayed_datagram_is_refused_and_logged_once() {
     // A datagram from outside the 30 s window is stale, whatever its nonce.
     let mut old = Envelope::new(check_msg("labnode01", 1, port));
     old.ts -= 31_000;
-    s.send_to(&codec::encode(&old, &key()), lab.reset_path)
+    s.send_to(&codec::encode(&old, &key("labnode01")), lab.reset_path)
         .unwrap();
     logged_once(&lab, "timestamp outside the replay window");
 }
@@ -461,7 +494,10 @@ fn captured_check_replayed_from_other_addresses_is_refused() {
     let lab = Lab::start(1000);
     let s = raw();
     let port = s.local_addr().unwrap().port();
-    let captured = codec::encode(&Envelope::new(check_msg("labnode01", 1, port)), &key());
+    let captured = codec::encode(
+        &Envelope::new(check_msg("labnode01", 1, port)),
+        &key("labnode01"),
+    );
     s.send_to(&captured, lab.reset_path).unwrap();
     assert!(matches!(recv_msg(&s), Message::CheckReply { .. }));
     assert_eq!(registered_ip(&lab, "labnode01"), "127.0.0.1");
@@ -500,7 +536,10 @@ fn captured_reset_replayed_across_a_restart_does_not_reset_again() {
     let register = |lab: &Lab| {
         requester
             .send_to(
-                &codec::encode(&Envelope::new(check_msg("labnode01", 1, port)), &key()),
+                &codec::encode(
+                    &Envelope::new(check_msg("labnode01", 1, port)),
+                    &key("labnode01"),
+                ),
                 lab.reset_path,
             )
             .unwrap();
@@ -521,7 +560,7 @@ fn captured_reset_replayed_across_a_restart_does_not_reset_again() {
             target_system: "labnode02".into(),
             target_subsystem: 2,
         }),
-        &key(),
+        &key("labnode01"),
     );
     requester.send_to(&captured, lab.reset_path).unwrap();
     assert_eq!(final_reply(&requester), codec::ResetResult::Dump);
@@ -571,7 +610,9 @@ fn reply_len(sock: &UdpSocket) -> Option<usize> {
 
 #[test]
 fn replies_are_never_longer_than_their_request() {
-    let lab = Lab::start(1000);
+    // Shared mode: a check for a name the spec does not hold is verified (with per-node
+    // keys it has no key and is dropped unanswered) and answered "unknown system".
+    let lab = Lab::start_with(1000, shared);
     let s = raw();
     let port = s.local_addr().unwrap().port();
     // A 1394-byte check for a long unknown name: its reply would echo the name and add
@@ -579,7 +620,7 @@ fn replies_are_never_longer_than_their_request() {
     let long_check = |len: usize| {
         let mut env = Envelope::new(check_msg(&"a".repeat(len), 1, port));
         env.nonce = 1 << 63;
-        codec::encode(&env, &key())
+        codec::encode(&env, &cluster_key())
     };
     let name_len = 1394 - (long_check(1000).len() - 1000);
     let request = long_check(name_len);
@@ -613,7 +654,10 @@ fn replies_are_never_longer_than_their_request() {
         "a {n}-byte reply to a {}-byte check",
         request.len()
     );
-    match codec::decode(&buf[..n], &key()).expect("a valid reply").msg {
+    match codec::decode(&buf[..n], &cluster_key())
+        .expect("a valid reply")
+        .msg
+    {
         Message::CheckReply {
             reason: Some(r), ..
         } => assert!(r.ends_with("..."), "{r:?}"),
@@ -689,12 +733,16 @@ fn malformed_datagrams_are_ignored_and_the_daemon_still_answers() {
     let lab = Lab::start(1000);
     let s = raw();
     let port = s.local_addr().unwrap().port();
-    let valid = codec::encode(&Envelope::new(check_msg("labnode01", 1, port)), &key());
+    let valid = codec::encode(
+        &Envelope::new(check_msg("labnode01", 1, port)),
+        &key("labnode01"),
+    );
     let signed = |payload: &[u8]| {
         use hmac::{KeyInit, Mac};
         let mut out = b"HCN1\x01".to_vec();
         out.extend_from_slice(payload);
-        let mut m = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(KEY.as_bytes()).unwrap();
+        let key = resetpath_support::node_key("labnode01");
+        let mut m = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key.as_bytes()).unwrap();
         m.update(&out);
         out.extend_from_slice(&m.finalize().into_bytes());
         out
@@ -720,13 +768,13 @@ fn malformed_datagrams_are_ignored_and_the_daemon_still_answers() {
             format!(r#"{{"v":1,"ts":{now},"nonce":3,"type":"stopped","system":"labnode01","subsystem":1,"extra":true}}"#)
                 .as_bytes(),
         ),
-        // A message only haconn sends.
+        // A message only haconn sends (a captured reply to labnode01, signed with its key).
         codec::encode(
             &Envelope::new(Message::StoppedAck {
                 system: "labnode01".into(),
                 subsystem: 1,
             }),
-            &key(),
+            &key("labnode01"),
         ),
     ];
     for d in &datagrams {
@@ -754,9 +802,11 @@ fn malformed_datagrams_are_ignored_and_the_daemon_still_answers() {
         "unknown authentication mode 7",
         "datagram longer than 1400 bytes",
         "bad authentication tag (wrong key?)",
+        "signed by no system of the spec",
         "malformed payload",
         "unsupported protocol version 2",
-        "unexpected message type",
+        // (A message only haconn sends names no sender: with per-node keys it is refused
+        // as "signed by no system of the spec", before its type is looked at.)
         "not a fence_kdump message",
     ] {
         lab.wait_log("error.log", reason, |l| l.contains(reason));
@@ -780,7 +830,7 @@ fn malformed_datagrams_are_ignored_and_the_daemon_still_answers() {
 fn fence_kdump_gives_dump(notify: impl FnOnce(&Lab)) {
     let lab = Lab::start(5000);
     let [p1, _, p3] = three_monitors(&lab);
-    let onlooker = lab.listener("127.0.0.1", p3);
+    let onlooker = lab.listener("labnode03", "127.0.0.1", p3);
     let reset = lab.reset_node02(p1, 21);
     lab.wait_log("reset.log", "SOFTRESET SEND", |l| {
         l.contains("] SOFTRESET labnode02 2 SEND")
@@ -802,12 +852,14 @@ fn fence_kdump_gives_dump(notify: impl FnOnce(&Lab)) {
         1,
         "{l}"
     );
-    // The last line of the reset: every line before it is written too.
+    // The last lines of the reset (per-node keys: no broadcast copy): every line before
+    // them is written too.
     assert_reset_log(
         &lab,
-        &[format!(
-            "ATTENTION labnode02 2 SEND 127.255.255.255 {p3} ---- P DUMP"
-        )],
+        &[
+            format!("ATTENTION labnode02 2 SEND 127.0.0.1 {p1} ---- P DUMP"),
+            format!("ATTENTION labnode02 2 SEND 127.0.0.1 {p3} ---- P DUMP"),
+        ],
     );
     let bodies = lab.log_bodies("reset.log");
     assert!(
@@ -902,7 +954,7 @@ fn kdump_pre_hook_sends_stopped_with_haconn() {
              HACONN_KEY_FILE={}\nHACONN_WAIT=5\nHACONN_BIN={}\n\
              HACONN_FENCE_KDUMP_SEND=/nonexistent/fence_kdump_send\n",
             lab.reset_path,
-            lab.key_file(),
+            lab.key_file_for("labnode02"),
             env!("CARGO_BIN_EXE_haconn"),
         );
         kdump_pre(lab, &settings)
@@ -1048,9 +1100,11 @@ fn a_node_being_reset_cannot_get_its_partner_reset_under_any_name() {
         run.stdout.contains("labnode02, which is being reset"),
         "{run}"
     );
-    // A name that never checked in.
+    // A name the spec does not hold: with per-node keys it has no key, and 127.0.20.4 is
+    // no monitor's address: dropped unanswered.
     let run = reset_as(&lab, "127.0.20.4", "labnode04", 4, ("labnode01", 1), 4);
-    assert!(run.stdout.contains("result=ERROR"), "{run}");
+    run.code(1);
+    assert!(!run.stdout.contains("RESET-REPLY"), "{run}");
 
     reset.finish(RESET_TIMEOUT).code(0);
     let bodies = lab.log_bodies("reset.log");
@@ -1090,4 +1144,294 @@ fn a_request_after_a_reset_acts_again_whatever_its_number() {
     let run = reset_as(&lab, "127.0.0.1", "labnode01", 1, ("labnode02", 2), 42);
     assert!(run.stdout.contains("result=ACCEPTED"), "{run}");
     assert_eq!(nmis(&lab), 3, "{}", lab.diagnostics());
+}
+
+// --- per-node keys and reply addresses (issue 12 items 3 and 5) -----------------------
+
+/// Waits up to 2 s for a datagram on `sock`; `None` when none came.
+fn maybe_recv(sock: &UdpSocket) -> Option<Vec<u8>> {
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 2048];
+    sock.recv_from(&mut buf)
+        .ok()
+        .map(|(n, _)| buf[..n].to_vec())
+}
+
+/// A node holding its own key cannot sign as another: a check and a reset claiming
+/// labnode01, signed with labnode02's key, are refused (no reply, no registration, no
+/// reset), while labnode01's own key is accepted and its reply is signed with it.
+#[test]
+fn a_datagram_for_one_system_signed_with_anothers_key_is_refused() {
+    let lab = Lab::start(1000);
+    lab.register("labnode02", 2, free_port(), None);
+    let s = raw();
+    let port = s.local_addr().unwrap().port();
+    let as_01 = |key: &Key| codec::encode(&Envelope::new(check_msg("labnode01", 1, port)), key);
+    s.send_to(&as_01(&key("labnode02")), lab.reset_path)
+        .unwrap();
+    assert!(
+        maybe_recv(&s).is_none(),
+        "a reply to a check signed as another"
+    );
+    let monitors = lab.monitors();
+    assert!(
+        monitors["monitors"]
+            .as_array()
+            .expect("monitors")
+            .iter()
+            .any(|r| r["system"] == "labnode01" && r["ip"].is_null()),
+        "registered with another node's key: {monitors:#}"
+    );
+    // A reset claiming labnode01 (who never checked in), signed with labnode02's key.
+    let reset = Message::Reset {
+        req: 5,
+        system: "labnode01".into(),
+        subsystem: 1,
+        port,
+        target_system: "labnode02".into(),
+        target_subsystem: 2,
+    };
+    s.send_to(
+        &codec::encode(&Envelope::new(reset), &key("labnode02")),
+        lab.reset_path,
+    )
+    .unwrap();
+    // The cluster key is no node's key either.
+    s.send_to(&as_01(&cluster_key()), lab.reset_path).unwrap();
+    assert!(maybe_recv(&s).is_none(), "a reply to a forged datagram");
+    lab.wait_log("error.log", "the refusal", |l| {
+        l.contains("bad authentication tag (wrong key?)")
+    });
+    // labnode01's own key: answered, and the reply verifies with that key only.
+    s.send_to(&as_01(&key("labnode01")), lab.reset_path)
+        .unwrap();
+    let reply = maybe_recv(&s).expect("a reply to labnode01's own check");
+    assert!(matches!(
+        codec::decode(&reply, &key("labnode01")).map(|e| e.msg),
+        Ok(Message::CheckReply { .. })
+    ));
+    assert!(codec::decode(&reply, &key("labnode02")).is_err());
+    assert!(codec::decode(&reply, &cluster_key()).is_err());
+    let status = lab.status();
+    assert!(
+        status["resetPath"]["rejectedAuth"].as_u64().unwrap_or(0) >= 3,
+        "{status:#}"
+    );
+    assert!(
+        !lab.log("reset.log").contains("RM-RESET labnode02"),
+        "{}",
+        lab.diagnostics()
+    );
+}
+
+/// What `haconn node key` prints is a node's key file: labnode01 and labnode02 check in
+/// and labnode01 resets labnode02 with the printed keys, through the real node tools.
+#[test]
+fn node_key_output_works_as_a_nodes_key_file_in_a_reset() {
+    let lab = Lab::start(1000);
+    let spec = lab.path("cluster.yaml").display().to_string();
+    let run = haconn(&["node", "key", "--spec", &spec, "--system", "labnode01"]);
+    run.code(0);
+    assert_eq!(
+        run.stdout,
+        format!("{}\n", resetpath_support::node_key("labnode01"))
+    );
+    let k1 = lab.write_key("printed01.key", run.stdout.trim_end());
+    // --out writes the same, private.
+    let k2 = lab.path("printed02.key");
+    haconn(&[
+        "node",
+        "key",
+        "--spec",
+        &spec,
+        "--system",
+        "labnode02",
+        "--out",
+        &k2.display().to_string(),
+    ])
+    .code(0);
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(&k2).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let k2 = k2.display().to_string();
+    let connector = lab.reset_path.to_string();
+    let [p1, p2] = free_ports();
+    for (system, sub, port, key) in [("labnode01", "1", p1, &k1), ("labnode02", "2", p2, &k2)] {
+        haconn(&[
+            "node",
+            "check",
+            "--connector",
+            &connector,
+            "--key-file",
+            key,
+            "--system",
+            system,
+            "--subsystem",
+            sub,
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .code(0)
+        .stdout_has("resettable=yes");
+    }
+    let run = haconn(&[
+        "node",
+        "reset",
+        "--connector",
+        &connector,
+        "--key-file",
+        &k1,
+        "--system",
+        "labnode01",
+        "--subsystem",
+        "1",
+        "--port",
+        &p1.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--target-system",
+        "labnode02",
+        "--target",
+        "2",
+        "--req",
+        "31",
+    ]);
+    run.code(0)
+        .stdout_has("result=ACCEPTED")
+        .stdout_has("result=DUMP");
+    // labnode02's key does not sign labnode01's request.
+    haconn(&[
+        "node",
+        "check",
+        "--connector",
+        &connector,
+        "--key-file",
+        &k2,
+        "--system",
+        "labnode01",
+        "--subsystem",
+        "1",
+        "--wait",
+        "1",
+    ])
+    .code(2);
+    // No key for a name the spec does not hold, and none printed in shared mode.
+    haconn(&["node", "key", "--spec", &spec, "--system", "nosuch"])
+        .code(1)
+        .stderr_has("no system named nosuch");
+    let shared_spec = lab.path("shared.yaml");
+    std::fs::write(
+        &shared_spec,
+        shared(std::fs::read_to_string(&spec).unwrap()),
+    )
+    .unwrap();
+    let run = haconn(&[
+        "node",
+        "key",
+        "--spec",
+        &shared_spec.display().to_string(),
+        "--system",
+        "labnode01",
+    ]);
+    run.code(1).stderr_has("keyMode: shared");
+    assert!(run.stdout.is_empty(), "{run}");
+}
+
+/// Per-node keys: no broadcast copy of the attention (no key is every node's); each
+/// registered monitor gets its unicast copy, signed with its own key.
+#[test]
+fn per_node_attention_is_unicast_to_each_monitor_with_its_key() {
+    let lab = Lab::start(1000);
+    let [p1, _, p3] = three_monitors(&lab);
+    let onlooker = lab.listener("labnode03", "127.0.0.1", p3);
+    lab.reset_node02(p1, 8).finish(RESET_TIMEOUT).code(0);
+    let l = onlooker.finish(RESET_TIMEOUT);
+    l.code(0);
+    assert_eq!(
+        l.lines_with("ATTENTION", &["system=labnode02", "state=REBOOT"])
+            .len(),
+        1,
+        "{l}"
+    );
+    assert_reset_log(
+        &lab,
+        &[format!(
+            "ATTENTION labnode02 2 SEND 127.0.0.1 {p3} ---- P REBOOT"
+        )],
+    );
+    assert!(
+        !lab.log("reset.log").contains("SEND 127.255.255.255"),
+        "{}",
+        lab.diagnostics()
+    );
+}
+
+/// Replies go only to registered monitors' addresses (issue 12 item 5): a refused reset
+/// and a stop notice from an address where no monitor is registered get nothing back
+/// (counted, and the refusal logged); the same refusal from a registered address is
+/// answered.
+#[test]
+fn a_refusal_to_a_foreign_source_is_not_sent() {
+    let lab = Lab::start(1000);
+    check_from(&lab, "127.0.0.1", "labnode01", 1);
+    let reset_from = |bind: &str, req: u32| {
+        let s = UdpSocket::bind((bind, 0)).expect("bind");
+        let port = s.local_addr().unwrap().port();
+        let msg = Message::Reset {
+            req,
+            system: "labnode01".into(),
+            subsystem: 1,
+            port,
+            target_system: "nosuch".into(),
+            target_subsystem: 9,
+        };
+        s.send_to(
+            &codec::encode(&Envelope::new(msg), &key("labnode01")),
+            lab.reset_path,
+        )
+        .unwrap();
+        s
+    };
+    // From labnode01's registered address: ERROR (unknown target), answered.
+    let s = reset_from("127.0.0.1", 1);
+    match maybe_recv(&s).map(|b| codec::decode(&b, &key("labnode01")).map(|e| e.msg)) {
+        Some(Ok(Message::ResetReply { result, .. })) => {
+            assert_eq!(result, codec::ResetResult::Error)
+        }
+        other => panic!("no refusal to the registered address: {other:?}"),
+    }
+    // From 127.0.3.3, where nobody is registered: refused, logged, not sent.
+    let s = reset_from("127.0.3.3", 2);
+    assert!(
+        maybe_recv(&s).is_none(),
+        "a refusal sent to a foreign source"
+    );
+    lab.wait_log("error.log", "the refusal", |l| {
+        l.contains("reset request 2 of labnode01")
+            && l.contains("registered at 127.0.0.1, the request came from 127.0.3.3")
+    });
+    // A stop notice from there is not acknowledged either.
+    let s = UdpSocket::bind("127.0.3.3:0").expect("bind");
+    let stopped = Message::Stopped {
+        system: "labnode01".into(),
+        subsystem: 1,
+    };
+    s.send_to(
+        &codec::encode(&Envelope::new(stopped), &key("labnode01")),
+        lab.reset_path,
+    )
+    .unwrap();
+    assert!(
+        maybe_recv(&s).is_none(),
+        "a stop acknowledgement to a foreign source"
+    );
+    barrier(&lab);
+    let status = lab.status();
+    assert_eq!(
+        status["resetPath"]["repliesUnregistered"].as_u64(),
+        Some(2),
+        "{status:#}"
+    );
 }

@@ -557,8 +557,16 @@ servers:
         std::thread::sleep(Duration::from_millis(10));
     };
     let node = |args: &[&str]| {
+        // Each node's own key file (per-node keys, derived from the spec's key).
+        let system = args
+            .iter()
+            .position(|a| *a == "--system")
+            .map(|i| args[i + 1])
+            .expect("--system");
+        let key = p(&format!("{system}.key"));
+        let own = haconn::resetpath::keys::node_key(b"haconn-snmp-e2e-key-0123456789", system);
+        std::fs::write(&key, format!("{own}\n")).expect("key");
         let mut a = vec!["node", args[0], "--connector", &connector, "--key-file"];
-        let key = p("key");
         a.push(&key);
         a.extend_from_slice(&args[1..]);
         run_bounded(&a, Duration::from_secs(60))

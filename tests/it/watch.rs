@@ -180,7 +180,7 @@ fn a_power_off_sends_poff_attention_within_one_poll_interval() {
     lab.register("labnode01", 1, port, None);
     let listen_port = free_port();
     lab.register("labnode02", 2, listen_port, None);
-    let mut listener = lab.listener("127.0.0.1", listen_port);
+    let mut listener = lab.listener("labnode02", "127.0.0.1", listen_port);
 
     // The node loses power (as a power button or a PDU would do it), behind haconn's back.
     let off = std::process::Command::new("ipmitool")
@@ -573,7 +573,7 @@ fn esxi_guests_are_watched_a_powered_off_guest_is_told_and_a_dead_host_is_ng() {
     lab.register("vm01", 5, free_port(), None);
     let listen_port = free_port();
     lab.register("g01", 6, listen_port, None);
-    let mut listener = lab.listener("127.0.0.1", listen_port);
+    let mut listener = lab.listener("g01", "127.0.0.1", listen_port);
     // vm01 (vmid 3) is powered off on the host, behind haconn's back.
     let out = sshd.local("vim-cmd", &["vmsvc/power.off", "3"]);
     assert!(!out.contains("fault"), "{out}");

@@ -2,7 +2,8 @@
 //! ephemeral 127.0.0.1 ports, and the node-side tools to drive it, for tests/resetpath.rs.
 //!
 //! [`Lab`] writes a loopback-only spec (three servers, an HMAC key file, broadcast
-//! 127.255.255.255) into a fresh temporary directory, starts the real binary, reads the
+//! 127.255.255.255) and each node's own key file (per-node keys, the default; the cluster
+//! key for every node when the spec says `keyMode: shared`) into a fresh temporary directory, starts the real binary, reads the
 //! bound ports from its init log, and stops the process when dropped. [`Bg`] is a
 //! `haconn node` command running in the background whose output lines are read as they
 //! come. Every wait polls against a deadline and panics with what it saw.
@@ -23,8 +24,16 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a log line or an output line may take to show up.
 pub const LINE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The key both ends use (16–256 printable characters, as the spec requires).
+/// The cluster key of the lab spec (16–256 printable characters, as the spec requires).
 pub const KEY: &str = "haconn-test-key-0123456789";
+
+/// The systems of the lab spec.
+pub const SYSTEMS: [&str; 3] = ["labnode01", "labnode02", "labnode03"];
+
+/// The key `system` holds with per-node keys, derived from [`KEY`].
+pub fn node_key(system: &str) -> String {
+    haconn::resetpath::keys::node_key(KEY.as_bytes(), system)
+}
 
 /// The lab spec; `HISPEED` and `KEYFILE` are filled in.
 const SPEC: &str = r#"apiVersion: haconn/v1
@@ -101,6 +110,8 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
 /// daemon builder ([`Daemon`]), with the lab spec and its key file.
 pub struct Lab {
     daemon: Daemon,
+    /// `keyMode: shared`: every node's key file is the cluster key.
+    shared: bool,
     /// Where the reset path listens.
     pub reset_path: SocketAddr,
     /// Where fence_kdump messages are received.
@@ -140,8 +151,10 @@ impl Lab {
         );
         loopback_only(&spec);
         daemon.write("cluster.yaml", &spec);
+        let shared = spec.contains("keyMode: shared");
         let mut lab = Lab {
             daemon,
+            shared,
             reset_path: "127.0.0.1:0".parse().expect("addr"),
             fence_kdump: "127.0.0.1:0".parse().expect("addr"),
         };
@@ -205,8 +218,39 @@ impl Lab {
         self.daemon.socket_arg()
     }
 
+    /// The spec's cluster key file (with per-node keys, no node's key).
     pub fn key_file(&self) -> String {
         self.path("reset-path.key").display().to_string()
+    }
+
+    /// The key file of `system`'s node (written when first asked for): its own key, as
+    /// `haconn node key` prints it; the cluster key in shared mode. (A name the spec does
+    /// not hold gets a key derived the same way, which the connector does not know.)
+    pub fn key_file_for(&self, system: &str) -> String {
+        if self.shared {
+            return self.key_file();
+        }
+        let path = self.path(&format!("{system}.key"));
+        if !path.exists() {
+            self.daemon
+                .write(&format!("{system}.key"), &format!("{}\n", node_key(system)));
+        }
+        path.display().to_string()
+    }
+
+    /// The key `system`'s node signs with.
+    pub fn key_of(&self, system: &str) -> haconn::resetpath::codec::Key {
+        let key = if self.shared {
+            KEY.to_string()
+        } else {
+            node_key(system)
+        };
+        haconn::resetpath::codec::Key::Hmac(key.into_bytes())
+    }
+
+    /// Whether the spec says `keyMode: shared`.
+    pub fn shared(&self) -> bool {
+        self.shared
     }
 
     /// Writes another key file (for wrong-key tests) and returns its path.
@@ -264,8 +308,9 @@ impl Lab {
         }
     }
 
-    /// `haconn node listen` on `bind:port` for one attention, started and ready.
-    pub fn listener(&self, bind: &str, port: u16) -> Bg {
+    /// `haconn node listen` on `bind:port` for one attention to `system`'s monitor (with
+    /// its key), started and ready.
+    pub fn listener(&self, system: &str, bind: &str, port: u16) -> Bg {
         let mut bg = Bg::spawn(vec![
             "node".into(),
             "listen".into(),
@@ -274,7 +319,7 @@ impl Lab {
             "--bind".into(),
             bind.into(),
             "--key-file".into(),
-            self.key_file(),
+            self.key_file_for(system),
             "--count".into(),
             "1".into(),
             "--timeout".into(),
@@ -310,15 +355,21 @@ impl Lab {
         bg
     }
 
-    /// `haconn node SUB --connector ... --key-file ... ARGS`.
+    /// `haconn node SUB --connector ... --key-file ... ARGS`, with the key file of the
+    /// node `--system` names.
     pub fn node_args(&self, sub: &str, args: &[&str]) -> Vec<String> {
+        let system = args
+            .iter()
+            .position(|a| *a == "--system")
+            .and_then(|i| args.get(i + 1))
+            .expect("node commands name their --system");
         let mut a: Vec<String> = vec![
             "node".into(),
             sub.into(),
             "--connector".into(),
             self.reset_path.to_string(),
             "--key-file".into(),
-            self.key_file(),
+            self.key_file_for(system),
         ];
         a.extend(args.iter().map(|s| s.to_string()));
         a

@@ -26,8 +26,9 @@ use haconn::spec::{CheckOptions, check_bytes};
 /// The reset-path key of every test spec.
 pub const KEY: &str = "0123456789abcdef0123";
 
-pub fn key() -> Key {
-    Key::Hmac(KEY.as_bytes().to_vec())
+/// The key `system`'s node signs with (per-node keys, the specs' default).
+pub fn key(system: &str) -> Key {
+    Key::Hmac(haconn::resetpath::keys::node_key(KEY.as_bytes(), system).into_bytes())
 }
 
 /// Validates a test spec, failing with every diagnostic when it is not valid.
@@ -276,7 +277,8 @@ impl Net {
                     continue;
                 };
                 let at = Instant::now();
-                let msg = codec::decode(&buf[..n], &key())
+                // Sockets are named after the system that listens on them.
+                let msg = codec::decode(&buf[..n], &key(&name2))
                     .expect("the pipeline sends well-formed signed datagrams")
                     .msg;
                 let (lock, cv) = &*inbox;
@@ -298,7 +300,8 @@ impl Net {
 
     /// Sends `msg` from the socket `from`; returns when it left.
     pub fn send(&self, from: &str, msg: Message) -> Instant {
-        let bytes = codec::encode(&Envelope::new(msg), &key());
+        let key = key(msg.sender().expect("a client message"));
+        let bytes = codec::encode(&Envelope::new(msg), &key);
         let at = Instant::now();
         self.sockets[from]
             .send_to(&bytes, self.pipeline)
