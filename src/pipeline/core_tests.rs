@@ -1269,8 +1269,10 @@ struct Oracle {
     /// Systems reset (or being reset) and not back: since when they ended (`None` while
     /// in flight).
     down: BTreeMap<String, Option<Duration>>,
-    /// Accepted requests waiting for their final reply: (reply address, req, target).
-    pending: BTreeMap<(SocketAddr, u32, String), ResetId>,
+    /// Accepted requests waiting for their final reply: (reply address, req, target,
+    /// requester). Two systems may share a reply address and number their requests
+    /// alike: each gets its own final reply.
+    pending: BTreeMap<(SocketAddr, u32, String, String), ResetId>,
     /// Final replies: (result, when, the target's check-ins at that time).
     finals: BTreeMap<(SocketAddr, u32, String), (ResetResult, Duration, u64)>,
 }
@@ -1501,6 +1503,7 @@ impl Oracle {
             req,
             port,
             target,
+            system: requester,
             ..
         } = input
         {
@@ -1525,7 +1528,8 @@ impl Oracle {
                             format!("ACCEPTED for {target} with no reset in flight")
                         })?,
                     };
-                    self.pending.entry(key).or_insert(id);
+                    let (a, r, t) = key;
+                    self.pending.entry((a, r, t, requester.clone())).or_insert(id);
                 }
                 // Invariant 3 for answers from memory: the same final answer of this
                 // request, within the window, with no check-in of the target since.
@@ -1545,10 +1549,13 @@ impl Oracle {
             // Final replies, from the reset each request joined.
             for (to, req, target, result) in replies {
                 let key = (to, req, target.clone());
-                let id = self
+                let waiting = self
                     .pending
-                    .remove(&key)
+                    .keys()
+                    .find(|(a, r, t, _)| (*a, *r, t) == (to, req, target))
+                    .cloned()
                     .ok_or_else(|| format!("final reply {result:?} to {key:?} never accepted"))?;
+                let id = self.pending.remove(&waiting).expect("just found");
                 if !self.runs[&id].proves_result(result) {
                     return Err(format!(
                         "{result:?} for {target} without its event: {:?}",
