@@ -1529,7 +1529,9 @@ impl Oracle {
                         })?,
                     };
                     let (a, r, t) = key;
-                    self.pending.entry((a, r, t, requester.clone())).or_insert(id);
+                    self.pending
+                        .entry((a, r, t, requester.clone()))
+                        .or_insert(id);
                 }
                 // Invariant 3 for answers from memory: the same final answer of this
                 // request, within the window, with no check-in of the target since.

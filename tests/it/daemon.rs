@@ -1341,19 +1341,13 @@ fn a_link_going_ng_is_logged_once_not_per_poll() {
 #[test]
 fn the_control_socket_and_the_spec_come_from_the_environment() {
     let d = Daemon::new(&lab(16231, 16232)).start();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_haconn"))
-        .args(["apply", "--dry-run"])
-        .env("HACONN_CONTROL_SOCKET", d.socket())
-        .env("HACONN_SPEC", d.path("cluster.yaml"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_haconn"));
+    cmd.env("HACONN_CONTROL_SOCKET", d.socket())
+        .env("HACONN_SPEC", d.path("cluster.yaml"));
+    let run =
+        crate::support::run::execute(cmd, vec!["apply".into(), "--dry-run".into()], Vec::new());
+    run.code(0);
+    let stdout = &run.stdout;
     assert!(stdout.contains("reload : completed."), "{stdout}");
 }
 
@@ -1361,41 +1355,14 @@ fn the_control_socket_and_the_spec_come_from_the_environment() {
 /// single one too), and the error names what was passed.
 #[test]
 fn an_mserver_not_in_the_spec_is_refused_in_single_mode_too() {
-    let d = Daemon::new(&lab(16231, 16232));
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_haconn"))
-        .args([
-            "daemon",
-            "--spec",
-            &d.path("cluster.yaml").display().to_string(),
-        ])
-        .args(["--state-dir", &d.state_dir().display().to_string()])
-        .args(["--log-dir", &d.path("log").display().to_string()])
-        .args(["--control-socket", &d.socket_arg(), "--mserver", "nosuch"])
-        .args([
-            "--reset-path-bind",
-            "127.0.0.1:0",
-            "--fence-kdump-bind",
-            "off",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // It must refuse at once; a daemon that started anyway is killed and fails the test.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let mut d = Daemon::new(&lab(16231, 16232))
+        .arg("--mserver")
+        .arg("nosuch");
+    d.spawn();
+    // It must refuse at once; a daemon that started anyway is stopped and fails the test.
+    let status = d.wait_exit(Duration::from_secs(10));
+    d.stop();
+    let stderr = d.stderr();
     assert_eq!(status.and_then(|s| s.code()), Some(1), "{stderr}");
     assert!(
         stderr

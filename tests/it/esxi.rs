@@ -384,19 +384,8 @@ fn esxi_guest_password_and_private_key_rules() {
     let check = |esxi: &str| {
         let f = dir.path().join("s.yaml");
         std::fs::write(&f, spec(esxi)).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_haconn"))
-            .arg("validate")
-            .arg(&f)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        let run = crate::support::run::haconn(&["validate", &f.display().to_string()]);
+        (run.code, format!("{}{}", run.stdout, run.stderr))
     };
     let (code, text) = check("privateKey: \"-----BEGIN OPENSSH PRIVATE KEY-----\",");
     assert_eq!(code, Some(1), "{text}");

@@ -384,13 +384,17 @@ fn show_hamonitor_and_server_reset_against_a_daemon() {
     // (pipeline_timing::an_operators_test_waits_60_s_for_the_stop_and_never_hard_resets)
     // and in the core's tables.
     let socket = d.socket().display().to_string();
-    let test = std::process::Command::new(env!("CARGO_BIN_EXE_haconn"))
-        .args(["server", "reset", "labnode02", "--address", "2"])
-        .args(["--control-socket", &socket])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let test = std::thread::spawn(move || {
+        haconn(&[
+            "server",
+            "reset",
+            "labnode02",
+            "--address",
+            "2",
+            "--control-socket",
+            &socket,
+        ])
+    });
     let deadline = Instant::now() + Duration::from_secs(10);
     while !d
         .log("reset.log")
@@ -410,15 +414,12 @@ fn show_hamonitor_and_server_reset_against_a_daemon() {
             d.reset_path(),
         )
         .unwrap();
-    let out = test.wait_with_output().unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let run = test.join().expect("the test command");
+    run.code(0);
     assert!(
-        stdout.contains("labnode02 (subsystem 2): stopped (dump)"),
-        "{stdout}\n{stderr}"
+        run.stdout
+            .contains("labnode02 (subsystem 2): stopped (dump)"),
+        "{run}"
     );
     let log = d.log("reset.log");
     assert!(

@@ -932,18 +932,9 @@ fn kdump_pre(lab: &Lab, settings: &str) -> resetpath_support::Run {
     let conf = lab.path("node.conf");
     std::fs::write(&conf, settings).expect("write node.conf");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/kdump/kdump_pre");
-    let out = std::process::Command::new("sh")
-        .arg(script)
-        .env("HACONN_NODE_CONF", &conf)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run kdump_pre");
-    resetpath_support::Run {
-        args: vec![script.into()],
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    let mut sh = std::process::Command::new("sh");
+    sh.env("HACONN_NODE_CONF", &conf);
+    crate::support::run::execute(sh, vec![script.into()], Vec::new())
 }
 
 #[test]
@@ -968,13 +959,11 @@ fn kdump_pre_hook_never_fails_the_dump() {
     let lab = Lab::start(1000);
     // No configuration, an incomplete one, nothing answering: exit 0 each time, and say why.
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/kdump/kdump_pre");
-    let out = std::process::Command::new("sh")
-        .arg(script)
-        .env("HACONN_NODE_CONF", lab.path("missing.conf"))
-        .output()
-        .expect("run kdump_pre");
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+    let mut sh = std::process::Command::new("sh");
+    sh.env("HACONN_NODE_CONF", lab.path("missing.conf"));
+    crate::support::run::execute(sh, vec![script.into()], Vec::new())
+        .code(0)
+        .stderr_has("cannot read");
     kdump_pre(&lab, "HACONN_SYSTEM=labnode02\n")
         .code(0)
         .stderr_has("must set HACONN_CONNECTOR");

@@ -2,8 +2,9 @@
 //! a reload, WATCHDOG while the supervisor and the pipeline thread answer, STOPPING at the
 //! end. A datagram socket stands in for systemd's NOTIFY_SOCKET.
 
+use crate::support::daemon::Daemon;
+
 use std::os::unix::net::UnixDatagram;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn lab_spec() -> String {
@@ -27,51 +28,37 @@ fn wait_for(notify: &UnixDatagram, seen: &mut Vec<String>, what: &str) {
 
 #[test]
 fn ready_reloading_watchdog_stopping() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = dir.path().join("cluster.yaml");
-    std::fs::write(&spec, lab_spec()).unwrap();
-    let notify_path = dir.path().join("notify");
+    let notify_dir = tempfile::tempdir().unwrap();
+    let notify_path = notify_dir.path().join("notify");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     notify
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    let sock = dir.path().join("sock");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_haconn"))
-        .args([
-            "daemon",
-            "--debounce-ms",
-            "50",
-            "--reset-path-bind",
-            "127.0.0.1:0",
-        ])
-        .args(["--fence-kdump-bind", "off", "--spec"])
-        .arg(&spec)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("--log-dir")
-        .arg(dir.path().join("log"))
-        .arg("--control-socket")
-        .arg(&sock)
+    let mut d = Daemon::new(&lab_spec())
         .env("NOTIFY_SOCKET", &notify_path)
-        .env("WATCHDOG_USEC", "400000")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .env("WATCHDOG_USEC", "400000");
+    d.spawn();
+    let sock = d.socket();
     let mut seen = Vec::new();
     wait_for(&notify, &mut seen, "READY=1");
     wait_for(&notify, &mut seen, "WATCHDOG=1");
 
-    std::fs::write(&spec, lab_spec().replace("cluster: true", "cluster: false")).unwrap();
+    d.write(
+        "cluster.yaml",
+        &lab_spec().replace("cluster: true", "cluster: false"),
+    );
     wait_for(&notify, &mut seen, "RELOADING=1");
     let reloading = seen.iter().position(|m| m.contains("RELOADING=1")).unwrap();
     assert!(seen[reloading].contains("MONOTONIC_USEC="), "{seen:?}");
     let mut after = seen.split_off(reloading + 1);
     wait_for(&notify, &mut after, "READY=1");
 
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    d.signal(libc::SIGTERM);
     wait_for(&notify, &mut after, "STOPPING=1");
-    let status = child.wait().unwrap();
-    assert!(status.success(), "daemon exit: {status:?}");
+    let status = d.wait_exit(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "daemon exit: {status:?}"
+    );
     assert!(!sock.exists(), "control socket removed at stop");
 }

@@ -3,6 +3,8 @@
 //! Eaton, Raritan views, 24 outlets, every SET logged). The real `snmpget` is the oracle
 //! for outlet states; the emulator's SET log shows exactly what was switched.
 
+use crate::support::daemon::Daemon;
+use crate::support::run::haconn_within;
 use crate::support::snmp as snmp_support;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -463,11 +465,9 @@ async fn bad_outlets_and_missing_cells_are_refused() {
 #[test]
 fn daemon_cuts_the_outlets_of_a_server_whose_bmc_is_unreachable() {
     let d = Snmpd::start(Options::default());
-    let dir = tempfile::Builder::new()
-        .prefix("haconn-snmp-e2e-")
-        .tempdir()
-        .expect("temporary directory");
-    let p = |rel: &str| dir.path().join(rel).display().to_string();
+    let mut daemon = Daemon::new("").no_watch().without_test_hooks();
+    let dir = daemon.path("");
+    let p = |rel: &str| dir.join(rel).display().to_string();
     std::fs::write(p("key"), "haconn-snmp-e2e-key-0123456789\n").expect("key");
     let [dead1, dead2, dead3, mon1, mon2] = [(); 5].map(|_| snmp_support::free_port());
     let spec = format!(
@@ -504,35 +504,8 @@ servers:
             assert_eq!(parts[0], "127", "non-loopback address {word} in the spec");
         }
     }
-    std::fs::write(p("cluster.yaml"), &spec).expect("spec");
-    let daemon = std::process::Command::new(env!("CARGO_BIN_EXE_haconn"))
-        .args([
-            "daemon",
-            "--spec",
-            &p("cluster.yaml"),
-            "--state-dir",
-            &p("state"),
-        ])
-        .args([
-            "--log-dir",
-            &p("log"),
-            "--control-socket",
-            &p("sock"),
-            "--no-watch",
-        ])
-        .args([
-            "--reset-path-bind",
-            "127.0.0.1:0",
-            "--fence-kdump-bind",
-            "off",
-        ])
-        .env("HACONN_LOG", "info")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(p("daemon.stderr")).expect("stderr"))
-        .spawn()
-        .expect("spawn haconn daemon");
-    let _daemon = Reaper(daemon);
+    daemon.write("cluster.yaml", &spec);
+    daemon.spawn();
     let log = |name: &str| std::fs::read_to_string(p(&format!("log/{name}"))).unwrap_or_default();
     let diag = || {
         format!(
@@ -540,7 +513,7 @@ servers:
             log("init.log"),
             log("reset.log"),
             log("error.log"),
-            std::fs::read_to_string(p("daemon.stderr")).unwrap_or_default(),
+            daemon.stderr(),
             d.diagnostics()
         )
     };
@@ -647,46 +620,8 @@ servers:
     assert_eq!(d.get_int(&status_oid(&model("APC_RPDU"), 3)), 1);
 }
 
-/// Kills and reaps the daemon when the test ends, however it ends.
-struct Reaper(std::process::Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our unreaped child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Runs `haconn ARGS`, killed if it outlives `limit`: (exit code, stdout, stderr).
 fn run_bounded(args: &[&str], limit: Duration) -> (Option<i32>, String, String) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_haconn"))
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run haconn");
-    let deadline = Instant::now() + limit;
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().expect("haconn output");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let r = haconn_within(args, limit);
+    (r.code, r.stdout, r.stderr)
 }

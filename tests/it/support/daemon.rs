@@ -197,6 +197,8 @@ pub struct Daemon {
     starts: u32,
     /// Follow the spec file (`--poll-ms 300 --debounce-ms 100`), or `--no-watch`.
     watch: bool,
+    /// Extra environment of the process.
+    envs: Vec<(String, std::ffi::OsString)>,
     /// Listen for fence_kdump messages on an ephemeral loopback port, or not at all.
     fence_kdump: bool,
 }
@@ -221,7 +223,14 @@ impl Daemon {
             starts: 0,
             watch: true,
             fence_kdump: false,
+            envs: Vec::new(),
         }
+    }
+
+    /// An environment variable of the process (`NOTIFY_SOCKET`, …).
+    pub fn env(mut self, key: &str, value: impl Into<std::ffi::OsString>) -> Daemon {
+        self.envs.push((key.into(), value.into()));
+        self
     }
 
     /// Does not follow the spec file (`--no-watch`).
@@ -346,6 +355,7 @@ impl Daemon {
         let child = cmd
             .args(self.daemon_args())
             .env("HACONN_LOG", "info")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(out)

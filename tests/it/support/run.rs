@@ -76,6 +76,20 @@ pub fn execute(mut cmd: Command, args: Vec<String>, stdin: Vec<u8>) -> Run {
     }
 }
 
+/// [`haconn`], killed if it outlives `limit` (its code is then `None`).
+pub fn haconn_within<S: AsRef<str>>(args: &[S], limit: std::time::Duration) -> Run {
+    let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-s", "KILL", &format!("{:.3}", limit.as_secs_f64())])
+        .arg(env!("CARGO_BIN_EXE_haconn"));
+    let mut r = execute(cmd, args, Vec::new());
+    // timeout(1) exits 137 when it had to kill the program.
+    if r.code == Some(137) {
+        r.code = None;
+    }
+    r
+}
+
 /// Runs `haconn` with its stdout a pipe nobody reads any more (`haconn … | head -0`), so
 /// its first write fails with EPIPE; `stdout` of the result is empty.
 pub fn haconn_into_closed_pipe<S: AsRef<str>>(args: &[S]) -> Run {
