@@ -231,7 +231,7 @@ fn print_status(reply: &StatusReply) {
         c.replayed
     );
     outln!(
-        "reset-path flood  : {} over their source's rate, {} dropped while busy, {} dropped by the kernel (receive buffer {} bytes)",
+        "reset-path flood  : {} over their source's rate, {} dropped while busy, {} dropped by the kernel (not the magic, or the buffer full; buffer {} bytes)",
         c.rate_limited,
         c.busy_dropped,
         c.socket_drops,
