@@ -182,3 +182,110 @@ fn no_view_shows_a_secret() {
         .code(0)
         .stdout_has("SNMP Community : ********\n");
 }
+
+/// Issue 18 ("JSON schema-stable snapshots for each `show`"): the shape of every `show
+/// --output json` — each field's path and JSON type, array elements merged — is pinned in
+/// `tests/golden/json/` (UPDATE_EXPECT=1 rewrites them). A renamed, removed or retyped
+/// field fails here; a script that reads these outputs can rely on what the files say.
+#[test]
+fn the_json_of_every_show_keeps_its_shape() {
+    let lab = Lab::start(1000);
+    // One monitor registered, so its row has every field.
+    lab.register("labnode01", 1, free_port(), Some(1)).code(0);
+    // After a round of the watch, so its fields are filled.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while lab.status()["hardware"]["rounds"].as_u64().unwrap_or(0) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watch never polled"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for view in [
+        "status",
+        "hamonitor",
+        "ipdu",
+        "ipdu-setting",
+        "settings",
+        "mserver-settings",
+    ] {
+        let run = haconn(&[
+            "show",
+            view,
+            "--output",
+            "json",
+            "--control-socket",
+            &lab.socket_arg(),
+        ]);
+        run.code(0);
+        let v: serde_json::Value = serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("show {view}: not JSON ({e})\n{run}"));
+        let mut paths = std::collections::BTreeMap::new();
+        shape(&v, "$", &mut paths);
+        let text: String = paths
+            .iter()
+            .map(|(p, types)| {
+                let t: Vec<&str> = types.iter().copied().collect();
+                format!("{p}: {}\n", t.join("|"))
+            })
+            .collect();
+        expect_golden(&format!("json/show-{view}.txt"), &text);
+    }
+}
+
+/// Every path of `v` with the JSON types seen there (`[]` for any element of an array,
+/// `{}` for any value of a map keyed by data, such as servers by name).
+fn shape(
+    v: &serde_json::Value,
+    path: &str,
+    out: &mut std::collections::BTreeMap<String, std::collections::BTreeSet<&'static str>>,
+) {
+    use serde_json::Value;
+    let t = match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    out.entry(path.to_string()).or_default().insert(t);
+    match v {
+        Value::Array(items) => {
+            for item in items {
+                shape(item, &format!("{path}[]"), out);
+            }
+        }
+        Value::Object(map) => {
+            for (k, item) in map {
+                // Keys that are data (names, addresses) are not fields.
+                let data = k.chars().any(|c| c.is_ascii_digit()) && !k.ends_with("Ms");
+                let key = if data { "{}" } else { k.as_str() };
+                shape(item, &format!("{path}.{key}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn expect_golden(name: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("UPDATE_EXPECT").is_some_and(|v| v == "1") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {} ({e}); UPDATE_EXPECT=1 creates it",
+            path.display()
+        )
+    });
+    assert!(
+        want == actual,
+        "{} differs (UPDATE_EXPECT=1 rewrites it)\n--- want\n{want}\n--- got\n{actual}",
+        path.display()
+    );
+}
