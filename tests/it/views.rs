@@ -189,7 +189,17 @@ fn no_view_shows_a_secret() {
 /// field fails here; a script that reads these outputs can rely on what the files say.
 #[test]
 fn the_json_of_every_show_keeps_its_shape() {
-    let lab = Lab::start(1000);
+    // A PDU feeding a server, so the PDU views have rows.
+    let lab = Lab::start_with(1000, |s| {
+        s.replace(
+            "managementServers:",
+            "snmp: {community: jsonShape01}\npdus:\n  - {address: 127.0.0.40, model: APC_RPDU}\nmanagementServers:",
+        )
+        .replace(
+            "{name: labnode02, bmc: {address: 127.0.0.12, username: admin, password: labpassw0rd}, cluster: true}",
+            "{name: labnode02, bmc: {address: 127.0.0.12, username: admin, password: labpassw0rd}, cluster: true, ipdu: {enabled: true, timeout: 5, recoveryTime: 5, outlets: [{pdu: 127.0.0.40, outlet: 3}]}}",
+        )
+    });
     // One monitor registered, so its row has every field.
     lab.register("labnode01", 1, free_port(), Some(1)).code(0);
     // After a round of the watch, so its fields are filled.
