@@ -245,7 +245,13 @@ impl Pipeline {
         let handle = thread::Builder::new()
             .name("haconn-pipeline".into())
             .spawn(move || {
-                super::limits::nice_this_thread(super::limits::FENCING_NICE);
+                if !super::limits::nice_this_thread(super::limits::FENCING_NICE) {
+                    tracing::warn!(
+                        "the pipeline thread keeps the process's priority (nice {} needs \
+                         CAP_SYS_NICE)",
+                        super::limits::FENCING_NICE
+                    );
+                }
                 runtime.block_on(shell.run(rx, sockets))
             })?;
         Ok((Pipeline { tx, live, counters }, PipelineThread { handle }))
