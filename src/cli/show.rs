@@ -222,13 +222,15 @@ fn print_status(reply: &StatusReply) {
     outln!("reloads           : {}", s.reloads);
     let c = &reply.reset_path;
     outln!(
-        "reset path        : {} checks, {} resets, {} stopped; refused: {} malformed, {} auth, {} replayed",
+        "reset path        : {} checks, {} resets, {} stopped; refused: {} malformed, {} auth, {} replayed; replies not sent: {} to an address with no registered monitor, {} longer than their request",
         c.checks,
         c.resets,
         c.stopped,
         c.malformed,
         c.rejected_auth,
-        c.replayed
+        c.replayed,
+        c.replies_unregistered,
+        c.replies_withheld
     );
     outln!(
         "reset-path flood  : {} over their source's rate, {} dropped while busy, {} dropped by the kernel (not the magic, or the buffer full; buffer {} bytes)",
