@@ -526,16 +526,9 @@ pub(crate) fn render_settings(v: &SettingsView) -> String {
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            vec![
-                (i + 1).to_string(),
-                s.name.clone(),
-                s.bmc_address.to_string(),
-                s.account.clone(),
-                on_off(s.ipdusd).into(),
-                secs(s.timeout),
-                secs(s.recovery_time),
-                on_off(s.cluster).into(),
-            ]
+            let mut row = bmc_columns(i, &s.name, s.bmc_address, &s.account, s.ipdusd, s.timeout);
+            row.extend([secs(s.recovery_time), on_off(s.cluster).into()]);
+            row
         })
         .collect();
     write_table(
@@ -614,6 +607,26 @@ pub(crate) fn render_settings(v: &SettingsView) -> String {
     t
 }
 
+/// The columns the manual's server and management server tables share: #, name, bmc addr,
+/// account, ipdusd, timeout.
+fn bmc_columns(
+    i: usize,
+    name: &str,
+    bmc: std::net::IpAddr,
+    account: &str,
+    ipdusd: bool,
+    timeout: Option<u32>,
+) -> Vec<String> {
+    vec![
+        (i + 1).to_string(),
+        name.to_string(),
+        bmc.to_string(),
+        account.to_string(),
+        on_off(ipdusd).into(),
+        secs(timeout),
+    ]
+}
+
 /// `show mserver-settings`: the manual's `haconnshow mserversetting` (<management
 /// server>, <management LAN>).
 pub(crate) fn render_mserver_settings(v: &SettingsView) -> String {
@@ -624,16 +637,7 @@ pub(crate) fn render_mserver_settings(v: &SettingsView) -> String {
         .management_servers
         .iter()
         .enumerate()
-        .map(|(i, m)| {
-            vec![
-                (i + 1).to_string(),
-                m.name.clone(),
-                m.bmc_address.to_string(),
-                m.account.clone(),
-                on_off(m.ipdusd).into(),
-                secs(m.timeout),
-            ]
-        })
+        .map(|(i, m)| bmc_columns(i, &m.name, m.bmc_address, &m.account, m.ipdusd, m.timeout))
         .collect();
     write_table(
         &mut t,

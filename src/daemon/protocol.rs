@@ -305,7 +305,7 @@ pub struct ResetPathSetting {
     pub port: u16,
     /// Where attention notices go (the spec's, or the one derived from the prefix).
     pub broadcast: Option<IpAddr>,
-    /// `hmac` (a shared key, never shown) or `none`.
+    /// `hmac (per-node keys)`, `hmac (shared key)` (keys are never shown) or `none`.
     pub auth: String,
 }
 

@@ -533,19 +533,7 @@ fn an_invalid_spec_at_start_falls_back_to_the_state_dir() {
 
 #[test]
 fn the_daemon_refuses_to_start_with_nothing_valid() {
-    let run_daemon = |d: &Daemon| {
-        haconn(&[
-            "daemon",
-            "--spec",
-            &d.spec.display().to_string(),
-            "--state-dir",
-            &d.state_dir().display().to_string(),
-            "--log-dir",
-            &d.path("log").display().to_string(),
-            "--control-socket",
-            &d.socket_arg(),
-        ])
-    };
+    let run_daemon = |d: &Daemon| d.run_refused("log");
     // No state file at all.
     let d = Daemon::new("apiVersion: haconn/v1\nservers: 3\n");
     let spec = d.spec.display().to_string();
@@ -651,19 +639,9 @@ fn a_refused_second_daemon_leaves_the_running_ones_state_alone() {
     let new = d.write("new.yaml", &lab(17091, 16232));
     d.apply(&new).code(0);
     let saved = std::fs::read(d.applied()).unwrap();
-    haconn(&[
-        "daemon",
-        "--spec",
-        &d.spec.display().to_string(),
-        "--state-dir",
-        &d.state_dir().display().to_string(),
-        "--log-dir",
-        &d.path("log2").display().to_string(),
-        "--control-socket",
-        &d.socket_arg(),
-    ])
-    .code(1)
-    .stderr_has("another haconn daemon is using the state dir");
+    d.run_refused("log2")
+        .code(1)
+        .stderr_has("another haconn daemon is using the state dir");
     assert_eq!(bmc_port(&d.settings(), "labnode01"), 17091);
     assert_eq!(
         String::from_utf8_lossy(&std::fs::read(d.applied()).unwrap()),

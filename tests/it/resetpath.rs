@@ -77,6 +77,25 @@ fn three_monitors(lab: &Lab) -> [u16; 3] {
 
 /// Waits (bounded) for each of these reset-log lines, compared exactly without timestamps
 /// (the log is written by its own thread, maybe after the replies went out).
+/// labnode02's reset ended by a stop notice from `sender` (on 127.0.0.1): the reset log
+/// has its ATTENTION RECV (SPEC §7) and no hard reset.
+fn assert_dumped_by_stop_notice(lab: &Lab, sender: &str) {
+    let bodies = lab.log_bodies("reset.log");
+    assert!(
+        bodies
+            .iter()
+            .any(|l| l.starts_with("ATTENTION labnode02 2 RECV 127.0.0.1 ")
+                && l.ends_with(" 2 P DUMP")),
+        "no ATTENTION RECV (SPEC §7: the stop notice) from {sender}\n{}",
+        lab.diagnostics()
+    );
+    assert!(
+        !bodies.iter().any(|l| l.starts_with("HARDRESET")),
+        "a hard reset despite the stop notice\n{}",
+        lab.diagnostics()
+    );
+}
+
 fn assert_reset_log(lab: &Lab, lines: &[String]) {
     for line in lines {
         lab.wait_log("reset.log", line, |l| {
@@ -265,20 +284,7 @@ fn stopped_during_the_soft_reset_window_gives_dump() {
             format!("ATTENTION labnode02 2 SEND 127.0.0.1 {p3} ---- P DUMP"),
         ],
     );
-    let bodies = lab.log_bodies("reset.log");
-    assert!(
-        bodies
-            .iter()
-            .any(|l| l.starts_with("ATTENTION labnode02 2 RECV 127.0.0.1 ")
-                && l.ends_with(" 2 P DUMP")),
-        "no ATTENTION RECV (SPEC §7: the stop notice) from the stopped sender\n{}",
-        lab.diagnostics()
-    );
-    assert!(
-        !bodies.iter().any(|l| l.starts_with("HARDRESET")),
-        "a hard reset despite the stop notification\n{}",
-        lab.diagnostics()
-    );
+    assert_dumped_by_stop_notice(&lab, "the stopped sender");
 }
 
 #[test]
@@ -861,20 +867,7 @@ fn fence_kdump_gives_dump(notify: impl FnOnce(&Lab)) {
             format!("ATTENTION labnode02 2 SEND 127.0.0.1 {p3} ---- P DUMP"),
         ],
     );
-    let bodies = lab.log_bodies("reset.log");
-    assert!(
-        bodies
-            .iter()
-            .any(|l| l.starts_with("ATTENTION labnode02 2 RECV 127.0.0.1 ")
-                && l.ends_with(" 2 P DUMP")),
-        "no ATTENTION RECV from the fence_kdump sender\n{}",
-        lab.diagnostics()
-    );
-    assert!(
-        !bodies.iter().any(|l| l.starts_with("HARDRESET")),
-        "{}",
-        lab.diagnostics()
-    );
+    assert_dumped_by_stop_notice(&lab, "the fence_kdump sender");
     assert_eq!(lab.log("error.log"), "", "{}", lab.diagnostics());
 }
 

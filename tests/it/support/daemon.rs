@@ -302,6 +302,11 @@ impl Daemon {
 
     /// The `haconn daemon` arguments.
     fn daemon_args(&self) -> Vec<String> {
+        self.daemon_args_logging_to("log")
+    }
+
+    /// The `haconn daemon` arguments, with the logs in `log` (under the directory).
+    fn daemon_args_logging_to(&self, log: &str) -> Vec<String> {
         let mut a: Vec<String> = vec![
             "daemon".into(),
             "--spec".into(),
@@ -309,7 +314,7 @@ impl Daemon {
             "--state-dir".into(),
             self.state_dir().display().to_string(),
             "--log-dir".into(),
-            self.path("log").display().to_string(),
+            self.path(log).display().to_string(),
             "--control-socket".into(),
             self.socket_arg(),
             // Tests run in parallel: an ephemeral reset-path (and fence_kdump) port each.
@@ -362,6 +367,12 @@ impl Daemon {
             .spawn()
             .expect("spawn haconn daemon");
         self.child = Some(child);
+    }
+
+    /// Runs another `haconn daemon` on this directory in the foreground, logging to `log`,
+    /// for a start that must be refused (killed after 30 s if it is not).
+    pub fn run_refused(&self, log: &str) -> Run {
+        super::run::haconn_within(&self.daemon_args_logging_to(log), Duration::from_secs(30))
     }
 
     /// The exit status, if the process has exited (it is then forgotten).
