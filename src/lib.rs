@@ -26,6 +26,7 @@ pub mod daemon;
 pub mod fuzz;
 pub mod lab;
 pub mod log;
+pub mod pair;
 pub mod pipeline;
 pub mod plan;
 pub mod resetpath;

@@ -1,0 +1,4 @@
+//! Management-server duplication (SPEC §4): two daemons, one active, one standby.
+//!
+//! - `role.rs`: the role core, pure: who serves, when to fence the peer.
+pub mod role;
