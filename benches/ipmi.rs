@@ -99,7 +99,7 @@ fn sim_config(address: u8, users: usize, sessions_per_user: u32) -> SimConfig {
             .collect(),
         sessions_per_user,
         module_power: true,
-        kg: None,
+        ..SimConfig::default()
     }
 }
 

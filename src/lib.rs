@@ -15,6 +15,8 @@
 //! - [`cli`]: one file per command; maps outcomes to exit codes.
 //! - [`fuzz`]: arbitrary bytes into every decoder of network input and the spec loader,
 //!   for the fuzz targets (`fuzz/`) and their stable-Rust runner.
+//! - [`pair`]: management-server duplication (SPEC §4); for now `addr`, moving the reset
+//!   path's virtual address (netlink, gratuitous ARP).
 //! - [`lab`]: `haconn lab`: a real pipeline on simulated hardware with HA monitors and
 //!   dump agents played over loopback UDP; scenarios, timeline, expected outcomes.
 //!

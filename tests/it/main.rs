@@ -14,6 +14,7 @@ mod esxi;
 mod ipmi;
 mod lab;
 mod merge;
+mod netns;
 mod operator;
 mod pipeline_smoke;
 mod pipeline_timing;

@@ -5,6 +5,7 @@
 //! - `resetpath`: a daemon with a reset path on loopback and `haconn node` helpers (`Lab`);
 //! - `pipeline`: the in-process pipeline with a recording simulator and UDP monitors;
 //! - `esxi`, `ipmi`, `snmp`: the real peers (`sshd`, `ipmi_sim`, `snmpd`) and their doubles;
+//! - `netns`: network namespaces, veths and a bridge: hosts on a LAN of their own;
 //! - `secret_leaks`: a spec with a marker in every secret field.
 //!
 //! Not every test uses every helper.
@@ -14,6 +15,7 @@ pub mod daemon;
 pub mod esxi;
 pub mod harness;
 pub mod ipmi;
+pub mod netns;
 pub mod pipeline;
 pub mod resetpath;
 pub mod run;

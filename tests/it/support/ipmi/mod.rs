@@ -1,8 +1,10 @@
-//! Real BMCs for tests and benchmarks: OpenIPMI's `ipmi_sim` on 127.0.0.1 ports.
+//! Real BMCs for tests and benchmarks: OpenIPMI's `ipmi_sim` on 127.0.0.1 ports, or at
+//! an address inside a network namespace (`SimConfig::in_netns`).
 //!
 //! [`SimBmc`] writes a `lan.conf` and an `.emu` file into a fresh temporary directory,
-//! picks a free port, starts `ipmi_sim`, waits (bounded) until it answers an RMCP presence
-//! ping, and kills it when dropped. It can be paused (SIGSTOP), resumed and killed.
+//! picks a free port (unless given one), starts `ipmi_sim`, waits (bounded) until it answers
+//! an RMCP presence ping, and kills it when dropped. It can be paused (SIGSTOP), resumed and
+//! killed.
 //! Two observers record what the BMC was asked to do, each line `<CLOCK_REALTIME ns> ...`:
 //! - `chassis.log`, by the `chassis_control` script ipmi_sim runs for power and reset
 //!   (`<mc> set power 0|1`, `<mc> set reset 1`); the script also keeps the power state it
@@ -10,6 +12,10 @@
 //! - `nmi.log`, by `nmi_module.c` (this directory), a plugin loaded with `loadlib`: ipmi_sim
 //!   itself answers "pulse diagnostic interrupt" with 0xCC, the module records it as `nmi`
 //!   and answers 0x00 (other Chassis Control requests go on to ipmi_sim's own handler).
+//!
+//! With `SimConfig::kill_on_fence`, a hard reset or power off also does what it would do to
+//! a real server's processes: the chassis script kills (SIGKILL) the process whose pid is in
+//! the given file, and records it in `fence.log` (`chassis.log` keeps its lines).
 //!
 //! The module is compiled once per process with `cc` under `CARGO_TARGET_TMPDIR`.
 //! A missing `ipmi_sim`, `cc` or OpenIPMI headers fails the test with what to install.
@@ -51,6 +57,18 @@ fi
 echo "$(date +%s%N) $mc $op $*" >> "$dir/chassis.log"
 while [ $# -ge 2 ]; do
   case $1 in power) echo "$2" > "$dir/power" ;; esac
+  case "$1 $2" in
+    "reset 1"|"power 0")
+      if [ -f "$dir/fence.pidfile" ]; then
+        pidfile=$(cat "$dir/fence.pidfile")
+        pid=$(cat "$pidfile" 2>/dev/null)
+        if [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; then
+          echo "$(date +%s%N) killed $pid" >> "$dir/fence.log"
+        else
+          echo "$(date +%s%N) nothing killed (pid file $pidfile: '$pid')" >> "$dir/fence.log"
+        fi
+      fi ;;
+  esac
   shift 2
 done
 exit 0
@@ -103,14 +121,23 @@ pub struct SimBmc {
     child: Option<Child>,
     pub address: Ipv4Addr,
     pub port: u16,
+    /// The network namespace it runs in (by name), if not the test's own.
+    netns: Option<String>,
     stopped: bool,
 }
 
 /// How to set one up.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
-    /// Where it listens (a 127.0.0.0/8 address).
+    /// Where it listens: a 127.0.0.0/8 address, or with `netns` an address of that
+    /// namespace.
     pub address: Ipv4Addr,
+    /// Its port; `None`: one the kernel picks.
+    pub port: Option<u16>,
+    /// The network namespace to run in (`Netns::name()`), `None` for the test's own.
+    pub netns: Option<String>,
+    /// A hard reset or power off kills (SIGKILL) the process whose pid is in this file.
+    pub fence_pidfile: Option<PathBuf>,
     /// Accounts (user, password); each allows `sessions_per_user` sessions.
     pub users: Vec<(String, String)>,
     pub sessions_per_user: u32,
@@ -124,6 +151,9 @@ impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
             address: Ipv4Addr::LOCALHOST,
+            port: None,
+            netns: None,
+            fence_pidfile: None,
             users: vec![(USER.into(), PASSWORD.into())],
             sessions_per_user: 10,
             module_power: false,
@@ -132,11 +162,55 @@ impl Default for SimConfig {
     }
 }
 
-fn free_port(address: Ipv4Addr) -> u16 {
-    UdpSocket::bind((address, 0))
-        .and_then(|s| s.local_addr())
-        .expect("an ephemeral port")
-        .port()
+impl SimConfig {
+    /// Listen at `address`:`port` in network namespace `netns` (`Netns::name()`); the
+    /// address must be one of that namespace's.
+    pub fn in_netns(mut self, netns: &str, address: Ipv4Addr, port: u16) -> SimConfig {
+        self.netns = Some(netns.to_string());
+        self.address = address;
+        self.port = Some(port);
+        self
+    }
+
+    /// A hard reset or power off also kills (SIGKILL) the process whose pid is in
+    /// `pidfile`, read at that moment: the fencing of a management server's daemon.
+    pub fn kill_on_fence(mut self, pidfile: &Path) -> SimConfig {
+        self.fence_pidfile = Some(pidfile.to_path_buf());
+        self
+    }
+}
+
+fn free_port(netns: Option<&str>, address: Ipv4Addr) -> u16 {
+    in_netns(netns, || {
+        UdpSocket::bind((address, 0)).and_then(|s| s.local_addr())
+    })
+    .expect("an ephemeral port")
+    .port()
+}
+
+/// Runs `f` in network namespace `netns` (on a thread that entered it), or here. (The
+/// tests' `support::netns` does the same; this file is also compiled into benches/ipmi.rs,
+/// which has no such module.)
+fn in_netns<R: Send>(netns: Option<&str>, f: impl FnOnce() -> R + Send) -> R {
+    use std::os::fd::AsRawFd;
+    let Some(name) = netns else { return f() };
+    let path = format!("/run/netns/{name}");
+    let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // SAFETY: setns(2) on a descriptor we own; it changes only this thread.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(
+                rc,
+                0,
+                "setns into {path}: {}",
+                std::io::Error::last_os_error()
+            );
+            f()
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 impl SimBmc {
@@ -164,18 +238,28 @@ impl SimBmc {
             .tempdir()
             .expect("temporary directory");
         let p = |rel: &str| dir.path().join(rel);
-        let port = free_port(config.address);
+        let netns = config.netns.as_deref();
         let address = config.address;
         assert!(
-            address.is_loopback(),
-            "simulated BMCs listen on loopback only"
+            address.is_loopback() || netns.is_some(),
+            "simulated BMCs listen on loopback or in a network namespace only"
         );
+        assert!(
+            !(config.module_power && config.fence_pidfile.is_some()),
+            "with module_power the chassis script is not run: it cannot kill on fencing"
+        );
+        let port = config.port.unwrap_or_else(|| free_port(netns, address));
         let script = p("chassis.sh");
         std::fs::write(&script, CHASSIS_SCRIPT).expect("write the chassis script");
         set_mode(&script, 0o755);
         std::fs::write(p("power"), "1\n").expect("write the power state");
         std::fs::write(p("nmi.log"), "").expect("create nmi.log");
         std::fs::write(p("chassis.log"), "").expect("create chassis.log");
+        if let Some(pidfile) = &config.fence_pidfile {
+            std::fs::write(p("fence.pidfile"), pidfile.as_os_str().as_encoded_bytes())
+                .expect("write the fence pid file's path");
+            std::fs::write(p("fence.log"), "").expect("create fence.log");
+        }
         let mut conf = format!(
             "name \"haconn-test\"\n\
              set_working_mc 0x20\n\
@@ -222,7 +306,16 @@ impl SimBmc {
         std::fs::create_dir_all(p("state")).expect("state dir");
         let out = std::fs::File::create(p("ipmi_sim.out")).expect("output file");
         let err = out.try_clone().expect("output file");
-        let child = Command::new("ipmi_sim")
+        // `ip netns exec` execs ipmi_sim in place: the child's pid is ipmi_sim's.
+        let mut command = match netns {
+            Some(name) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", name, "ipmi_sim"]);
+                c
+            }
+            None => Command::new("ipmi_sim"),
+        };
+        let child = command
             .arg("-c")
             .arg(p("lan.conf"))
             .arg("-f")
@@ -241,6 +334,7 @@ impl SimBmc {
             child: Some(child),
             address,
             port,
+            netns: config.netns.clone(),
             stopped: false,
         };
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -263,7 +357,16 @@ impl SimBmc {
 
     /// Whether the simulator answers an RMCP presence ping within `wait`.
     pub fn ping(&self, wait: Duration) -> bool {
-        let Ok(s) = UdpSocket::bind("127.0.0.1:0") else {
+        in_netns(self.netns.as_deref(), || self.ping_here(wait))
+    }
+
+    fn ping_here(&self, wait: Duration) -> bool {
+        let from = if self.address.is_loopback() {
+            Ipv4Addr::LOCALHOST
+        } else {
+            Ipv4Addr::UNSPECIFIED
+        };
+        let Ok(s) = UdpSocket::bind((from, 0)) else {
             return false;
         };
         if s.connect((self.address, self.port)).is_err() || s.set_read_timeout(Some(wait)).is_err()
@@ -338,6 +441,12 @@ impl SimBmc {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// What the chassis script did to the fenced process (`kill_on_fence`): `(ns, "killed
+    /// PID")` or `(ns, "nothing killed (...)")`, in order.
+    pub fn fence_kills(&self) -> Vec<(u128, String)> {
+        records(&self.path("fence.log"))
     }
 
     /// NMI record times (ns since the epoch, CLOCK_REALTIME), in order.
