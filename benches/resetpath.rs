@@ -365,6 +365,7 @@ impl Bench {
                 monitor_expiry: Duration::from_secs(60),
                 watch: None,
                 state_dir: None,
+                standing_by: false,
             },
         )
         .expect("start the pipeline");

@@ -255,6 +255,30 @@ fn print_status(reply: &StatusReply) {
     if let Some(i) = &s.last_invalid {
         outln!("last refused spec :\n{i}");
     }
+    if let Some(p) = &reply.pair {
+        outln!(
+            "pair              : {} is {}{}; peer {} {} (link {}, {}); {}; reset path address {}; {} takeover(s)",
+            p.me,
+            p.role,
+            if p.fencing { ", fencing its peer" } else { "" },
+            p.peer,
+            p.peer_role,
+            p.peer_link,
+            p.peer_state,
+            if p.redundant { "redundant" } else { "NOT redundant" },
+            p.address,
+            p.takeovers
+        );
+        if let Some(b) = &p.blocked {
+            outln!("CANNOT TAKE OVER  : the peer is lost and not fenced: {b}");
+        }
+        if c.standby_dropped > 0 {
+            outln!(
+                "standby drops     : {} reset-path datagrams dropped while not active",
+                c.standby_dropped
+            );
+        }
+    }
     print_hardware(&reply.hardware);
 }
 

@@ -379,8 +379,13 @@ async fn handle(
                 }
             };
             let status = shared.status();
-            hardware.assign_roles(&status.local_management_server);
+            let pair = shared.pair.as_ref().map(|p| p.status());
+            match &pair {
+                Some(p) => hardware.assign_pair(p),
+                None => hardware.assign_roles(&status.local_management_server),
+            }
             protocol::ok(&StatusReply {
+                pair,
                 hardware,
                 status,
                 reset_path: shared.pipeline.counters().into(),
@@ -439,7 +444,59 @@ async fn handle(
         Request::ServerIpdu { .. } => protocol::error("bad-request", "not here"),
         Request::IpduSetting { .. } => protocol::ok(&IpduSettingReply::of(&shared.pipeline.live())),
         Request::MserverIpdu { .. } => protocol::error("bad-request", "not here"),
+        Request::Pair { action, .. } => pair_command(shared, action).await,
     }
+}
+
+/// How long `act restart` waits for the standby to say it is active.
+const HANDOVER_WAIT: Duration = Duration::from_secs(10);
+
+async fn pair_command(shared: &Shared, action: protocol::PairAction) -> Value {
+    use crate::pair::task::Command;
+    let Some(pair) = &shared.pair else {
+        return protocol::error(
+            "refused",
+            "this daemon runs a single management server (mode: single): there is no pair",
+        );
+    };
+    let command = match action {
+        protocol::PairAction::Handover => Command::Handover,
+        protocol::PairAction::ConfirmPeerDown => Command::ConfirmPeerDown,
+    };
+    handover_or(pair, command).await
+}
+
+/// Runs a pair command; a handover waits until the peer says it is active.
+pub async fn handover_or(pair: &crate::pair::task::PairHandle, command: crate::pair::task::Command) -> Value {
+    use crate::pair::task::Command;
+    let mut message = match pair.command(command).await {
+        Ok(m) => m,
+        Err(why) => return protocol::error("refused", &why),
+    };
+    if command == Command::Handover {
+        let done = pair
+            .wait_for(HANDOVER_WAIT, |s| {
+                s.role == "standby" && s.peer_role == "active" && s.peer_link == "OK"
+            })
+            .await;
+        message = if done {
+            format!("{} took over; {message}", pair.status().peer)
+        } else {
+            format!(
+                "{} has not taken over within {} s; this server stays out of service and will \
+                 fence it if it goes silent",
+                pair.status().peer,
+                HANDOVER_WAIT.as_secs()
+            )
+        };
+        if !done {
+            return protocol::error("handover", &message);
+        }
+    }
+    protocol::ok(&protocol::PairReply {
+        message,
+        pair: pair.status(),
+    })
 }
 
 /// Which management server a PDU test of `role` may run on, here and now. In a pair the

@@ -265,7 +265,69 @@ fn pipeline_config(
         monitor_expiry: Duration::from_secs(60),
         watch: opts.hardware_poll,
         state_dir: Some(opts.state_dir.clone()),
+        standing_by: spec.mode == crate::spec::model::Mode::Pair,
     })
+}
+
+/// In pair mode, starts the pair task: the pipeline's gate is closed until this server
+/// is active. The mlan key is derived from the reset path's cluster key.
+fn start_pair(
+    opts: &DaemonOptions,
+    pipeline: &Pipeline,
+    local: &str,
+    events: Arc<LogFile>,
+) -> anyhow::Result<Option<crate::pair::task::PairHandle>> {
+    use crate::pair::task::{self, PairSetup};
+    use crate::spec::model::{Auth, Mode};
+    let spec = pipeline.live();
+    if spec.mode != Mode::Pair {
+        return Ok(None);
+    }
+    let Some(me) = spec.management_servers.values().find(|m| m.name.as_str() == local) else {
+        bail!("{local} is not a management server of the spec");
+    };
+    let Some(peer) = spec.management_servers.values().find(|m| m.name.as_str() != local) else {
+        bail!("mode: pair needs a second management server");
+    };
+    let key = match &spec.reset_path.auth {
+        Auth::None => None,
+        Auth::Hmac(secret, _) => Some(
+            secret
+                .resolve()
+                .context("reading the reset path key (the mlan key is derived from it)")?
+                .into_bytes(),
+        ),
+    };
+    let (bmc, pdu): (Arc<dyn crate::backend::Bmc>, Arc<dyn crate::backend::Pdu>) =
+        if opts.simulate_hardware {
+            let sim = Arc::new(crate::backend::sim::Sim::default());
+            (sim.clone(), sim)
+        } else {
+            (
+                Arc::new(crate::backend::ipmi::IpmiBmc::new()),
+                Arc::new(crate::backend::snmp::SnmpPdu::new(spec.community.clone())),
+            )
+        };
+    let local_mlan = std::net::SocketAddr::new(me.mlan.address, me.mlan.port.get());
+    let address = spec.reset_path.address;
+    let handle = task::spawn(PairSetup {
+        me: me.name.clone(),
+        local_mlan,
+        peer: peer.clone(),
+        pdus: spec.pdus.values().cloned().collect(),
+        settings: spec.pair,
+        key: crate::pair::wire::MlanKey::derive(key.as_deref()),
+        reset_path: (address, spec.reset_path.prefix_len),
+        move_address: !address.is_loopback() && !opts.simulate_hardware,
+        bmc,
+        pdu,
+        pipeline: pipeline.clone(),
+        log: Arc::new(move |line: &str| {
+            let _ = events.write(line);
+        }),
+    })
+    .with_context(|| format!("binding the mlan on {local_mlan}"))?;
+    Ok(Some(handle))
 }
 
 /// Runs the daemon until SIGTERM/SIGINT.
@@ -320,6 +382,17 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         tracing::warn!("{msg}");
         let _ = events.write(msg);
     }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("haconn-main")
+        .enable_all()
+        .build()
+        .context("starting the main runtime")?;
+    let events = Arc::new(events);
+    let pair = {
+        let _in_runtime = runtime.enter();
+        start_pair(&opts, &pipeline, &local, events.clone())?
+    };
     let shared = Arc::new(Shared {
         pipeline,
         status: Mutex::new(status),
@@ -327,13 +400,8 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         state,
         spec_path: opts.spec.clone(),
         local,
+        pair,
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("haconn-main")
-        .enable_all()
-        .build()
-        .context("starting the main runtime")?;
     let result = runtime.block_on(main_loop(opts, shared, start.file_bytes));
     runtime.shutdown_timeout(Duration::from_secs(2));
     pipeline_thread.join();
@@ -411,6 +479,17 @@ async fn main_loop(
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
     supervisor::run(shared.clone(), rx).await;
+
+    if let Some(pair) = &shared.pair {
+        // A clean stop of the active hands over to a healthy standby first: otherwise the
+        // standby would fence this host when the heartbeat stops.
+        let s = pair.status();
+        if s.role == "active" && s.redundant {
+            let _ = shared.events.write("stopping: handing over to the standby first");
+            let _ = control::handover_or(pair, crate::pair::task::Command::Handover).await;
+        }
+        let _ = pair.command(crate::pair::task::Command::Shutdown).await;
+    }
 
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     control.abort();

@@ -84,6 +84,9 @@ pub enum Request {
     },
     /// The PDU settings of every server and management server.
     IpduSetting { v: u64 },
+    /// A command to the management-server pair: `handover` (`act restart`) or
+    /// `confirm-peer-down` (`sby takeover --confirm-peer-down`).
+    Pair { v: u64, action: PairAction },
     /// The PDU-cut test of the `active` or `standby` management server; streams progress
     /// like `serverIpdu`.
     MserverIpdu {
@@ -95,6 +98,20 @@ pub enum Request {
         #[serde(default, rename = "waitTime", skip_serializing_if = "Option::is_none")]
         wait_time: Option<u64>,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PairAction {
+    Handover,
+    ConfirmPeerDown,
+}
+
+/// What a pair command did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PairReply {
+    pub message: String,
+    pub pair: crate::pair::task::PairStatus,
 }
 
 /// An error reply's body (`{"ok": false, "error": …}`), also what `--output json` prints
@@ -119,6 +136,9 @@ pub struct StatusReply {
     pub reset_path: ResetPathCounters,
     pub live: LiveCounts,
     pub hardware: Hardware,
+    /// The pair as this management server sees it (`mode: pair`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair: Option<crate::pair::task::PairStatus>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -139,6 +159,9 @@ pub struct ResetPathCounters {
     pub busy_dropped: u64,
     pub socket_drops: u64,
     pub receive_buffer: u64,
+    /// Dropped unread because this management server was not the active one.
+    #[serde(default)]
+    pub standby_dropped: u64,
 }
 
 impl From<&crate::pipeline::Counters> for ResetPathCounters {
@@ -159,6 +182,7 @@ impl From<&crate::pipeline::Counters> for ResetPathCounters {
             busy_dropped: c.busy_dropped.load(Relaxed),
             socket_drops: c.socket_drops.load(Relaxed),
             receive_buffer: c.receive_buffer.load(Relaxed),
+            standby_dropped: c.standby_dropped.load(Relaxed),
         }
     }
 }
@@ -195,6 +219,25 @@ impl Hardware {
     pub fn assign_roles(&mut self, local: &str) {
         for m in &mut self.mservers {
             m.role = if m.name == local { "active" } else { "----" }.to_string();
+        }
+    }
+
+    /// The act/sby column and the peer's link and state from the pair task: this
+    /// server's role; the peer's as last heard while its heartbeat is current, else
+    /// `----`.
+    pub fn assign_pair(&mut self, pair: &crate::pair::task::PairStatus) {
+        self.peer_link = pair.peer_link.clone();
+        for m in &mut self.mservers {
+            if m.name == pair.me {
+                m.role = pair.role.clone();
+            } else if m.name == pair.peer {
+                m.role = if pair.peer_link == "OK" {
+                    pair.peer_role.clone()
+                } else {
+                    "----".to_string()
+                };
+                m.status = pair.peer_state.clone();
+            }
         }
     }
 }

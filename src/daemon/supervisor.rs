@@ -108,10 +108,12 @@ pub struct Status {
 pub struct Shared {
     pub pipeline: Pipeline,
     pub status: Mutex<Status>,
-    pub events: LogFile,
+    pub events: Arc<LogFile>,
     pub state: StateDir,
     pub spec_path: std::path::PathBuf,
     pub local: String,
+    /// The pair task (`mode: pair`); `None` with one management server.
+    pub pair: Option<crate::pair::task::PairHandle>,
 }
 
 impl Shared {

@@ -208,6 +208,7 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Report> {
             monitor_expiry: Duration::from_secs(60),
             watch: cast.loses_power.map(|(_, every)| every),
             state_dir: None,
+            standing_by: false,
         },
     )
     .context("starting the pipeline thread")?;

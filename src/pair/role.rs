@@ -143,9 +143,9 @@ pub enum Input {
     /// Time passed (the shell ticks at least once per heartbeat interval).
     Tick,
     Heartbeat(Heartbeat),
-    /// The fence this core asked for ended: the peer's reset or power off was confirmed,
-    /// or why it was not.
-    FenceDone(Result<(), String>),
+    /// The fence this core asked for ended: how the peer's reset or power off was
+    /// confirmed, or why it was not.
+    FenceDone(Result<String, String>),
     /// `haconn act restart`: hand over to a healthy standby.
     Handover,
     /// `haconn sby takeover --confirm-peer-down`.
@@ -217,7 +217,7 @@ pub struct PairView {
     pub peer_role: Option<Role>,
     /// Why this standby cannot take over (the last fence's failure).
     pub blocked: Option<String>,
-    /// Serving, with a live standby behind.
+    /// One active and one standby, each hearing the other.
     pub redundant: bool,
 }
 
@@ -285,7 +285,11 @@ impl RoleCore {
             peer_link: current.is_some(),
             peer_role: self.heard.map(|h| h.beat.role),
             blocked: self.blocked().map(str::to_string),
-            redundant: self.serving() && current == Some(Role::Standby),
+            redundant: match self.state {
+                State::Active => current == Some(Role::Standby),
+                State::Standby => current == Some(Role::Active),
+                _ => false,
+            },
         }
     }
 
@@ -293,10 +297,12 @@ impl RoleCore {
         match input {
             Input::Tick => {}
             Input::Heartbeat(beat) => {
+                // A run is never older than the one heard before (an incarnation is the
+                // sender's start time), and its sequence numbers grow.
                 let newer = match self.heard {
                     None => true,
                     Some(h) => {
-                        beat.incarnation != h.beat.incarnation || beat.seq > h.beat.seq
+                        (beat.incarnation, beat.seq) > (h.beat.incarnation, h.beat.seq)
                     }
                 };
                 if !newer {
@@ -331,10 +337,10 @@ impl RoleCore {
                     return;
                 };
                 match result {
-                    Ok(()) => {
+                    Ok(how) => {
                         self.blocked = None;
                         self.fenced = self.heard.map(|h| (h.beat.incarnation, now));
-                        out.push(Effect::Log(format!("{} fenced", self.peer)));
+                        out.push(Effect::Log(format!("{} fenced: {how}", self.peer)));
                         self.serve(reason, out);
                     }
                     Err(why) => {
@@ -407,7 +413,6 @@ impl RoleCore {
     fn serve(&mut self, reason: Reason, out: &mut Vec<Effect>) {
         self.state = State::Active;
         out.push(Effect::Serve(reason));
-        out.push(Effect::Log(format!("active: {}", reason.as_str())));
     }
 
     fn fence(&mut self, now: Instant, reason: Reason, out: &mut Vec<Effect>) {

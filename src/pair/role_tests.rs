@@ -84,7 +84,8 @@ fn two_undecided_servers_elect_the_lower_name() {
     assert_eq!(b.core.role(), Role::Undecided);
     b.at(20).beat(Role::Active, 7);
     assert_eq!(b.core.role(), Role::Standby);
-    assert!(!b.core.view(b.now).redundant);
+    assert!(b.core.view(b.now).redundant);
+    assert!(!b.core.view(b.now + T.lost_after()).redundant);
     assert!(a.at(30).beat(Role::Standby, 7).is_empty());
     assert!(a.core.view(a.now).redundant);
 }
@@ -131,7 +132,7 @@ fn silence_at_start_up_means_fencing_after_the_grace_never_before() {
     assert_eq!(fences(&out), Some(Reason::NoPeerAtStart), "{out:?}");
     assert!(!a.core.serving(), "never serving before the fence is confirmed");
     assert!(a.at(1100).feed(Input::Tick).is_empty(), "one fence at a time");
-    let out = a.at(1200).feed(Input::FenceDone(Ok(())));
+    let out = a.at(1200).feed(Input::FenceDone(Ok("acknowledged".into())));
     assert_eq!(serves(&out), Some(Reason::NoPeerAtStart));
 }
 
@@ -151,7 +152,7 @@ fn a_lost_active_is_fenced_and_only_a_confirmed_fence_makes_this_one_active() {
     // Retried after fence_retry, not at every tick.
     assert!(b.at(800).feed(Input::Tick).is_empty());
     assert_eq!(fences(&b.at(900).feed(Input::Tick)), Some(Reason::PeerLost));
-    let out = b.at(950).feed(Input::FenceDone(Ok(())));
+    let out = b.at(950).feed(Input::FenceDone(Ok("acknowledged".into())));
     assert_eq!(serves(&out), Some(Reason::PeerLost));
     assert_eq!(b.core.blocked(), None);
 }
@@ -261,7 +262,7 @@ fn heartbeats_in_flight_from_a_fenced_peer_do_not_demote_the_new_active() {
     let mut a = One::new("ms02", "ms01");
     a.at(0).beat(Role::Active, 1);
     a.at(300).feed(Input::Tick);
-    a.at(350).feed(Input::FenceDone(Ok(())));
+    a.at(350).feed(Input::FenceDone(Ok("acknowledged".into())));
     assert!(a.core.serving());
     assert!(a.at(360).beat(Role::Active, 1).is_empty());
     assert!(a.core.serving());
@@ -415,7 +416,7 @@ impl World {
                 if w.bmc_ok[peer] {
                     w.procs[peer] = Proc::Dead;
                     w.fencing[peer] = false;
-                    w.feed(i, t0, Input::FenceDone(Ok(())));
+                    w.feed(i, t0, Input::FenceDone(Ok("acknowledged".into())));
                     out.push((format!("{} fenced {}", NAMES[i], NAMES[peer]), w));
                 } else {
                     w.feed(i, t0, Input::FenceDone(Err("no answer".into())));
@@ -626,7 +627,7 @@ fn exhaustively_a_lone_live_server_with_a_working_fence_ends_up_serving() {
                         .1;
                     if v.fencing[i] {
                         v.fencing[i] = false;
-                        v.feed(i, t0, Input::FenceDone(Ok(())));
+                        v.feed(i, t0, Input::FenceDone(Ok("acknowledged".into())));
                     }
                 }
                 if v.serving() != [i] {

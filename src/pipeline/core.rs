@@ -247,6 +247,9 @@ pub struct Core {
     facts_gen: u64,
     /// The last facts, with when and at which `facts_gen` they were built.
     facts_cache: Option<(Instant, u64, Arc<FactsSnapshot>)>,
+    /// In a pair, why the service is not redundant now (`None`: a healthy standby is
+    /// behind this active), as the pair task last said ([`Core::set_pair_note`]).
+    pair_note: Option<String>,
 }
 
 /// How old cached facts may be: a reload plans from them, and the commit checks its guards
@@ -315,8 +318,14 @@ pub fn result_word(r: ResetResult) -> &'static str {
 }
 
 impl Core {
+    /// What check replies say of the pair: `None` while a healthy standby is behind.
+    pub fn set_pair_note(&mut self, note: Option<String>) {
+        self.pair_note = note;
+    }
+
     pub fn new(spec: Arc<Spec>, config: CoreConfig, counters: Arc<Counters>) -> Core {
         Core {
+            pair_note: Some("the management-server pair has not decided yet".into()),
             spec,
             config,
             counters,
@@ -533,10 +542,7 @@ impl Core {
                 false,
                 Some("single management server: not redundant".into()),
             ),
-            (Mode::Pair, None) => (
-                false,
-                Some("standby management server not synchronized".into()),
-            ),
+            (Mode::Pair, None) => (self.pair_note.is_none(), self.pair_note.clone()),
         };
         out.push(Effect::Reply {
             to: SocketAddr::new(from.ip(), port),

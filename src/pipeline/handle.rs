@@ -91,6 +91,11 @@ pub struct Counters {
     pub socket_drops: AtomicU64,
     /// The reset-path socket's receive buffer, as the kernel granted it.
     pub receive_buffer: AtomicU64,
+    /// Set while this management server is not the active one of its pair: the reset
+    /// path and fence_kdump datagrams are dropped unread and no attention goes out.
+    pub standing_by: std::sync::atomic::AtomicBool,
+    /// Datagrams dropped because this management server was not active.
+    pub standby_dropped: AtomicU64,
 }
 
 /// Messages the pipeline thread accepts from the rest of the daemon.
@@ -109,6 +114,8 @@ pub enum PipelineMsg {
         reply: oneshot::Sender<Duration>,
     },
     Simulate(Simulation),
+    /// In a pair: why the service is not redundant now (`None`: it is), for check replies.
+    PairNote(Option<String>),
     Monitors(oneshot::Sender<Vec<MonitorView>>),
     /// What the watch knows, as `show status` prints it.
     Health(oneshot::Sender<serde_json::Value>),
@@ -176,6 +183,9 @@ pub struct PipelineConfig {
     /// Where the reset path keeps its replay high-water mark across restarts; `None`
     /// (tests, the lab) keeps it in memory only.
     pub state_dir: Option<std::path::PathBuf>,
+    /// Start with the gate closed (`Counters::standing_by`): a management server of a
+    /// pair serves only once its pair task says it is active.
+    pub standing_by: bool,
 }
 
 impl PipelineConfig {
@@ -195,6 +205,7 @@ impl PipelineConfig {
             monitor_expiry: Duration::from_secs(60),
             watch: None,
             state_dir: None,
+            standing_by: false,
         }
     }
 }
@@ -234,6 +245,9 @@ impl Pipeline {
     ) -> std::io::Result<(Pipeline, PipelineThread)> {
         let live = Arc::new(ArcSwap::from_pointee(spec));
         let counters = Arc::new(Counters::default());
+        counters
+            .standing_by
+            .store(config.standing_by, std::sync::atomic::Ordering::SeqCst);
         let (tx, rx) = mpsc::channel(1024);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -302,6 +316,14 @@ impl Pipeline {
     pub async fn simulate(&self, s: Simulation) -> Result<(), PipelineGone> {
         self.tx
             .send(PipelineMsg::Simulate(s))
+            .await
+            .map_err(|_| PipelineGone)
+    }
+
+    /// Tells the core what check replies say of the pair.
+    pub async fn pair_note(&self, note: Option<String>) -> Result<(), PipelineGone> {
+        self.tx
+            .send(PipelineMsg::PairNote(note))
             .await
             .map_err(|_| PipelineGone)
     }

@@ -441,7 +441,10 @@ impl Shell {
             match effect {
                 Effect::Reply { to, signer, msg } => self.reply(to, &signer, msg),
                 Effect::Attention(f) => {
-                    if let Some(n) = &self.notify {
+                    // A standby of a pair says nothing on the reset path: the active does.
+                    if let Some(n) = &self.notify
+                        && !self.counters.standing_by.load(Ordering::Relaxed)
+                    {
                         let _ = n.send(f);
                     }
                 }
@@ -700,6 +703,7 @@ impl Shell {
             } => {
                 let _ = reply.send(self.pdu_job(request, progress));
             }
+            PipelineMsg::PairNote(note) => self.core.set_pair_note(note),
             PipelineMsg::Health(reply) => {
                 let spec = self.live.load();
                 let _ = reply.send(self.health.view(&spec, self.watch_interval));
@@ -895,6 +899,10 @@ impl Shell {
     /// A fence_kdump_send message: well-formed ones go to the core, which maps the
     /// sender's address to the one system being reset there.
     fn fence_kdump(&mut self, bytes: &[u8], from: SocketAddr) {
+        if self.counters.standing_by.load(Ordering::Relaxed) {
+            self.counters.standby_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         if let Err(e) = crate::resetpath::fence_kdump::decode(bytes) {
             self.counters.malformed.fetch_add(1, Ordering::Relaxed);
             self.refuse(from, format!("not a fence_kdump message: {e}"));

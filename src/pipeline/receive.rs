@@ -211,6 +211,15 @@ impl Thread {
             if let Some(d) = drops {
                 self.r.counters.socket_drops.store(d, Ordering::Relaxed);
             }
+            // A standby of a pair does not serve: what reaches it (it does not hold the
+            // reset path's address, so little does) is dropped unread.
+            if self.r.counters.standing_by.load(Ordering::Relaxed) {
+                self.r
+                    .counters
+                    .standby_dropped
+                    .fetch_add(got.len() as u64, Ordering::Relaxed);
+                continue;
+            }
             let monitors = self.r.monitors.load();
             let keys = self.r.keys.load_full();
             let now = Instant::now();

@@ -310,6 +310,27 @@ pub struct Pdu {
     pub model: PduModel,
 }
 
+/// How the two management servers watch each other (`pair` in the spec).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PairSettings {
+    /// 50–2000 ms.
+    pub heartbeat_interval: Duration,
+    /// 2–20.
+    pub heartbeat_misses: u32,
+    /// 5–600 s.
+    pub startup_grace: Duration,
+}
+
+impl Default for PairSettings {
+    fn default() -> Self {
+        PairSettings {
+            heartbeat_interval: Duration::from_millis(200),
+            heartbeat_misses: 4,
+            startup_grace: Duration::from_secs(30),
+        }
+    }
+}
+
 /// A validated cluster spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spec {
@@ -320,6 +341,8 @@ pub struct Spec {
     pub hispeed: Option<Hispeed>,
     pub community: Option<Secret>,
     pub management_servers: BTreeMap<Name, ManagementServer>,
+    /// The pair's heartbeat and start-up timings (defaults in single mode, unused).
+    pub pair: PairSettings,
     pub pdus: BTreeMap<IpAddr, Pdu>,
     pub servers: BTreeMap<Name, PhysicalServer>,
     /// Which server holds each HA monitor system: built by `validate` (and again by the
@@ -634,6 +657,13 @@ impl Spec {
         });
         if let Some(c) = &self.community {
             m["snmp"] = json!({"community": v.secret(c)});
+        }
+        if self.mode == Mode::Pair {
+            m["pair"] = json!({
+                "heartbeatInterval": self.pair.heartbeat_interval.as_millis() as u64,
+                "heartbeatMisses": self.pair.heartbeat_misses,
+                "startupGrace": self.pair.startup_grace.as_secs(),
+            });
         }
         m
     }

@@ -43,6 +43,8 @@ pub struct RawSpec {
     pub snmp: Option<RawSnmp>,
     /// The management servers running haconn: two, or one with `mode: single`.
     pub management_servers: Vec<RawManagementServer>,
+    /// How the two management servers watch each other over the mlan (`mode: pair`).
+    pub pair: Option<RawPair>,
     /// Switched PDUs whose outlets feed servers (at most 132 at `scale: standard`).
     #[serde(default)]
     pub pdus: Vec<RawPdu>,
@@ -273,6 +275,22 @@ pub struct RawManagementServer {
     pub mlan: RawEndpoint,
     /// PDU forced reset of this management server.
     pub ipdu: Option<RawManagementIpdu>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawPair {
+    /// Milliseconds between heartbeats on the mlan (50–2000; default 200).
+    #[schemars(range(min = 50, max = 2000))]
+    pub heartbeat_interval: Option<u64>,
+    /// Heartbeats missed before the standby fences the active and takes over (2–20;
+    /// default 4: the peer is lost after 800 ms).
+    #[schemars(range(min = 2, max = 20))]
+    pub heartbeat_misses: Option<u64>,
+    /// Seconds a starting server waits to hear its peer before fencing it and serving
+    /// alone (5–600; default 30).
+    #[schemars(range(min = 5, max = 600))]
+    pub startup_grace: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

@@ -318,6 +318,8 @@ fn build(v: &mut V, raw: &RawSpec) -> Option<Spec> {
         },
     };
 
+    let pair = pair_settings(v, &root.key("pair"), raw);
+
     let community = match &raw.snmp {
         None => {
             if !raw.pdus.is_empty() {
@@ -637,10 +639,50 @@ fn build(v: &mut V, raw: &RawSpec) -> Option<Spec> {
         hispeed: hispeed?,
         community: community?,
         management_servers,
+        pair: pair?,
         pdus,
         index: crate::spec::model::SystemIndex::build(&servers),
         servers,
     })
+}
+
+fn pair_settings(v: &mut V, path: &Path, raw: &RawSpec) -> Option<PairSettings> {
+    let mut p = PairSettings::default();
+    let Some(r) = &raw.pair else {
+        return Some(p);
+    };
+    if raw.mode == Some(Mode::Single) {
+        v.warn(
+            "unused",
+            path.clone(),
+            "`pair` settings have no effect with `mode: single`",
+        );
+    }
+    let mut ok = true;
+    let mut field = |key: &str, value: Option<u64>, lo: u64, hi: u64, unit: &str| {
+        let x = value?;
+        if (lo..=hi).contains(&x) {
+            Some(x)
+        } else {
+            v.err(
+                "range",
+                path.key(key),
+                format!("{key} must be {lo}–{hi} {unit} (got {x})"),
+            );
+            ok = false;
+            None
+        }
+    };
+    if let Some(ms) = field("heartbeatInterval", r.heartbeat_interval, 50, 2000, "ms") {
+        p.heartbeat_interval = std::time::Duration::from_millis(ms);
+    }
+    if let Some(n) = field("heartbeatMisses", r.heartbeat_misses, 2, 20, "heartbeats") {
+        p.heartbeat_misses = n as u32;
+    }
+    if let Some(s) = field("startupGrace", r.startup_grace, 5, 600, "s") {
+        p.startup_grace = std::time::Duration::from_secs(s);
+    }
+    ok.then_some(p)
 }
 
 fn scale_name(s: Scale) -> &'static str {

@@ -86,6 +86,7 @@ fn lab_watching(watch: Option<Duration>) -> Lab {
         monitor_expiry: Duration::from_secs(60),
         watch,
         state_dir: None,
+        standing_by: false,
     };
     let (pipeline, _thread) = Pipeline::start(spec, config).unwrap();
     let m1 = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -893,6 +893,7 @@ servers:
             monitor_expiry: secs(60),
             watch: None,
             state_dir: None,
+            standing_by: false,
         };
         let (pipeline, thread) = Pipeline::start(spec, config).unwrap();
         let mut net = Net::new(addr);

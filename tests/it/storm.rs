@@ -43,10 +43,11 @@ fn reload_storm_does_not_delay_the_pipeline() {
     let shared = Arc::new(Shared {
         pipeline: pipeline.clone(),
         status: Mutex::new(Status::default()),
-        events: LogFile::open(&dir.path().join("log"), "event.log", 1 << 20, 2).unwrap(),
+        events: Arc::new(LogFile::open(&dir.path().join("log"), "event.log", 1 << 20, 2).unwrap()),
         state: StateDir::open(&dir.path().join("state")).unwrap(),
         spec_path: dir.path().join("cluster.yaml"),
         local: "ms01".into(),
+        pair: None,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

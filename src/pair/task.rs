@@ -1,0 +1,499 @@
+//! The pair's I/O shell: a task on the daemon's main runtime around the role core.
+//!
+//! It owns the mlan socket (heartbeats out every interval and at once on a change of
+//! role; heartbeats in, checked by [`super::wire`]), carries out the core's effects —
+//! fencing the peer through its BMC, else its PDU outlets; taking and giving up the
+//! reset path's address ([`super::addr`]); opening and closing the pipeline's gate
+//! (`Counters::standing_by`) — and publishes what the views show ([`PairStatus`]).
+//!
+//! Order matters and is fixed here: a server serves only after the fence is confirmed
+//! (the core's rule); it adds the address, announces it, then opens the gate; it stops
+//! serving by closing the gate first, then removing the address. The gate is closed from
+//! the start in pair mode, before the pipeline reads a datagram.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::addr;
+use super::role::{Effect, Heartbeat, Input, Reason, Role, RoleCore, Timing};
+use super::wire::{self, MlanKey};
+use crate::backend::{Bmc, Pdu, bounded};
+use crate::pipeline::Pipeline;
+use crate::spec::model::{ManagementServer, Name, Pdu as PduSpec, PairSettings};
+
+/// How long the peer's BMC may take to acknowledge a hard reset when its `ipdu` sets no
+/// timeout.
+pub const FENCE_BMC_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long cutting one outlet may take (the SNMP backend confirms the new state).
+pub const FENCE_OUTLET_TIMEOUT: Duration = Duration::from_secs(30);
+/// How soon a fence that failed is tried again while the peer stays lost.
+pub const FENCE_RETRY: Duration = Duration::from_secs(5);
+
+/// Everything the pair task needs, from the spec and the daemon.
+pub struct PairSetup {
+    pub me: Name,
+    pub local_mlan: SocketAddr,
+    pub peer: ManagementServer,
+    /// The PDUs of the spec (the peer's outlets are found here).
+    pub pdus: Vec<PduSpec>,
+    pub settings: PairSettings,
+    pub key: MlanKey,
+    /// The reset path's address and prefix length.
+    pub reset_path: (IpAddr, u8),
+    /// Whether to add and remove the address (`false` on loopback, where there is
+    /// nothing to move, and in labs).
+    pub move_address: bool,
+    pub bmc: Arc<dyn Bmc>,
+    pub pdu: Arc<dyn Pdu>,
+    pub pipeline: Pipeline,
+    /// Writes a line to the event log.
+    pub log: Arc<dyn Fn(&str) + Send + Sync>,
+}
+
+/// What `show status` shows of the pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PairStatus {
+    pub me: String,
+    pub peer: String,
+    /// `undecided`, `standby`, `active` or `leaving`.
+    pub role: String,
+    /// The peer's role as last heard; `----` when never heard.
+    pub peer_role: String,
+    /// `OK` while the peer's heartbeat is current, else `NG`.
+    pub peer_link: String,
+    /// `normal`, `reset` (fenced by this server), `error` (lost and not fenced) or
+    /// `----` (never heard).
+    pub peer_state: String,
+    pub fencing: bool,
+    /// Why this standby cannot take over (the last fence's failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
+    pub redundant: bool,
+    /// The reset path's address here: `held on IF`, `not held`, `not moved (loopback)` or
+    /// the last error.
+    pub address: String,
+    pub takeovers: u64,
+}
+
+/// An operator's command to the pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// `haconn act restart`'s first half: hand over to the standby.
+    Handover,
+    /// `haconn sby takeover --confirm-peer-down`.
+    ConfirmPeerDown,
+    /// The daemon stops: close the gate and give up the address (it exits right after).
+    Shutdown,
+}
+
+/// The daemon's handle on the pair task.
+#[derive(Clone, Debug)]
+pub struct PairHandle {
+    status: watch::Receiver<PairStatus>,
+    commands: mpsc::Sender<(Command, oneshot::Sender<Result<String, String>>)>,
+}
+
+impl PairHandle {
+    pub fn status(&self) -> PairStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Waits until the status satisfies `f` (for tests and `act restart`), at most `limit`.
+    pub async fn wait_for(&self, limit: Duration, f: impl Fn(&PairStatus) -> bool) -> bool {
+        let mut rx = self.status.clone();
+        tokio::time::timeout(limit, rx.wait_for(|s| f(s)))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    pub async fn command(&self, c: Command) -> Result<String, String> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send((c, tx))
+            .await
+            .map_err(|_| "the pair task is not running".to_string())?;
+        rx.await
+            .map_err(|_| "the pair task is not running".to_string())?
+    }
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Binds the mlan socket, closes the pipeline's gate and starts the task on the current
+/// runtime.
+pub fn spawn(setup: PairSetup) -> std::io::Result<PairHandle> {
+    let std_sock = std::net::UdpSocket::bind(setup.local_mlan)?;
+    std_sock.set_nonblocking(true)?;
+    let sock = UdpSocket::from_std(std_sock)?;
+    setup
+        .pipeline
+        .counters()
+        .standing_by
+        .store(true, Ordering::SeqCst);
+    let now = Instant::now();
+    let incarnation = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_micros() as u64);
+    let timing = Timing {
+        interval: setup.settings.heartbeat_interval,
+        misses: setup.settings.heartbeat_misses,
+        startup_grace: setup.settings.startup_grace,
+        fence_retry: FENCE_RETRY,
+    };
+    let core = RoleCore::new(
+        setup.me.clone(),
+        incarnation,
+        setup.peer.name.clone(),
+        timing,
+        now,
+    );
+    let address = if setup.move_address {
+        "not held".to_string()
+    } else {
+        "not moved (loopback or lab)".to_string()
+    };
+    let (status_tx, status) = watch::channel(PairStatus {
+        me: setup.me.to_string(),
+        peer: setup.peer.name.to_string(),
+        role: Role::Undecided.as_str().into(),
+        peer_role: "----".into(),
+        peer_link: "NG".into(),
+        peer_state: "----".into(),
+        fencing: false,
+        blocked: None,
+        redundant: false,
+        address,
+        takeovers: 0,
+    });
+    let (commands, command_rx) = mpsc::channel(8);
+    let task = Task {
+        setup,
+        sock,
+        core,
+        seq: 0,
+        status_tx,
+        held: None,
+        fenced_peer: false,
+        takeovers: 0,
+        note: None,
+    };
+    tokio::spawn(task.run(command_rx));
+    Ok(PairHandle { status, commands })
+}
+
+struct Task {
+    setup: PairSetup,
+    sock: UdpSocket,
+    core: RoleCore,
+    seq: u64,
+    status_tx: watch::Sender<PairStatus>,
+    /// Where this server holds the address, and whether it added it (only an address it
+    /// added is ever removed).
+    held: Option<(addr::Interface, bool)>,
+    /// This server fenced the peer and has not heard it since.
+    fenced_peer: bool,
+    takeovers: u64,
+    /// What check replies were last told.
+    note: Option<Option<String>>,
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<(Command, oneshot::Sender<Result<String, String>>)>,
+    ) {
+        let (fence_tx, mut fence_rx) = mpsc::channel::<Result<String, String>>(2);
+        let mut tick = tokio::time::interval(self.core.timing().interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut buf = [0u8; 512];
+        let peer_mlan = SocketAddr::new(
+            self.setup.peer.mlan.address,
+            self.setup.peer.mlan.port.get(),
+        );
+        self.log(&format!(
+            "pair: {} starts undecided; peer {} at {peer_mlan}; heartbeat every {} ms, lost after {}",
+            self.setup.me,
+            self.setup.peer.name,
+            self.core.timing().interval.as_millis(),
+            self.core.timing().misses
+        ));
+        loop {
+            let mut out = Vec::new();
+            let mut reply = None;
+            let before = self.core.role();
+            tokio::select! {
+                _ = tick.tick() => {
+                    self.core.handle(Instant::now(), Input::Tick, &mut out);
+                    self.send_heartbeat(peer_mlan).await;
+                }
+                r = self.sock.recv_from(&mut buf) => {
+                    let Ok((n, from)) = r else { continue };
+                    match wire::decode(&buf[..n], &self.setup.peer.name, wall_ms(), &self.setup.key) {
+                        Ok(beat) => {
+                            self.fenced_peer = false;
+                            self.core.handle(Instant::now(), Input::Heartbeat(beat), &mut out);
+                        }
+                        Err(e) => tracing::debug!(%from, "mlan datagram refused: {e}"),
+                    }
+                }
+                Some(result) = fence_rx.recv() => {
+                    self.fenced_peer |= result.is_ok();
+                    self.core.handle(Instant::now(), Input::FenceDone(result), &mut out);
+                }
+                c = commands.recv() => {
+                    let Some((c, tx)) = c else { return };
+                    let input = match c {
+                        Command::Handover => Input::Handover,
+                        Command::ConfirmPeerDown => Input::ConfirmPeerDown,
+                        Command::Shutdown => {
+                            if self.core.serving() {
+                                self.stop_serving().await;
+                            }
+                            let _ = tx.send(Ok("stopped".into()));
+                            return;
+                        }
+                    };
+                    self.core.handle(Instant::now(), input, &mut out);
+                    reply = Some(tx);
+                }
+            }
+            let mut refused = None;
+            for e in out {
+                match e {
+                    Effect::Serve(reason) => self.serve(reason).await,
+                    Effect::StopServing => self.stop_serving().await,
+                    Effect::Fence(reason) => self.fence(reason, fence_tx.clone()),
+                    Effect::Log(line) => self.log(&format!("pair: {line}")),
+                    Effect::Refused(why) => refused = Some(why),
+                }
+            }
+            if let Some(tx) = reply {
+                let _ = tx.send(match refused {
+                    Some(why) => Err(why),
+                    None => Ok(format!("{} is {}", self.setup.me, self.core.role().as_str())),
+                });
+            }
+            if self.core.role() != before {
+                self.send_heartbeat(peer_mlan).await;
+            }
+            if self.held.is_none() && self.core.serving() && self.setup.move_address {
+                // The address could not be taken yet: try again at every tick.
+                self.take_address().await;
+            }
+            self.publish().await;
+        }
+    }
+
+    fn log(&self, line: &str) {
+        tracing::info!("{line}");
+        (self.setup.log)(line);
+    }
+
+    async fn send_heartbeat(&mut self, to: SocketAddr) {
+        self.seq += 1;
+        let beat: Heartbeat = self.core.heartbeat(self.seq);
+        let bytes = wire::encode(&self.setup.me, &beat, wall_ms(), &self.setup.key);
+        if let Err(e) = self.sock.send_to(&bytes, to).await {
+            tracing::debug!(%to, "mlan heartbeat not sent: {e}");
+        }
+    }
+
+    async fn serve(&mut self, reason: Reason) {
+        self.takeovers += 1;
+        if self.setup.move_address {
+            self.take_address().await;
+        }
+        self.setup
+            .pipeline
+            .counters()
+            .standing_by
+            .store(false, Ordering::SeqCst);
+        self.log(&format!(
+            "pair: {} ACTIVE ({}): serving the reset path",
+            self.setup.me,
+            reason.as_str()
+        ));
+    }
+
+    async fn take_address(&mut self) {
+        let (ip, prefix) = self.setup.reset_path;
+        let iface = match addr::find_interface(ip, prefix, None) {
+            Ok(i) => i,
+            Err(e) => {
+                self.address_error(format!("{e}"));
+                return;
+            }
+        };
+        match addr::add(&iface, ip, prefix).await {
+            Ok(added) => {
+                if let Err(e) = addr::announce(&iface, ip) {
+                    self.log(&format!("pair: announcing {ip} on {iface}: {e}"));
+                }
+                let ours = matches!(added, addr::Added::New);
+                if ours {
+                    self.log(&format!("pair: reset path address {ip}/{prefix} added on {iface}"));
+                } else {
+                    self.log(&format!(
+                        "pair: reset path address {ip} was already on {iface}; this server will not remove it"
+                    ));
+                }
+                self.held = Some((iface, ours));
+            }
+            Err(e) => self.address_error(format!("{e}")),
+        }
+    }
+
+    fn address_error(&self, why: String) {
+        self.status_tx.send_modify(|s| s.address = format!("error: {why}"));
+        tracing::error!("pair: the reset path address cannot be taken: {why}");
+    }
+
+    async fn stop_serving(&mut self) {
+        self.setup
+            .pipeline
+            .counters()
+            .standing_by
+            .store(true, Ordering::SeqCst);
+        if let Some((iface, true)) = self.held.take() {
+            let (ip, prefix) = self.setup.reset_path;
+            match addr::remove(&iface, ip, prefix).await {
+                Ok(()) => self.log(&format!("pair: reset path address {ip} removed from {iface}")),
+                Err(e) => self.log(&format!("pair: removing {ip} from {iface} failed: {e}")),
+            }
+        }
+        self.log(&format!("pair: {} stopped serving", self.setup.me));
+    }
+
+    fn fence(&self, reason: Reason, done: mpsc::Sender<Result<String, String>>) {
+        let peer = self.setup.peer.clone();
+        let pdus = self.setup.pdus.clone();
+        let bmc = self.setup.bmc.clone();
+        let pdu = self.setup.pdu.clone();
+        tracing::info!(peer = %peer.name, ?reason, "fencing the peer through its BMC {}", peer.bmc.address);
+        tokio::spawn(async move {
+            let r = fence_peer(&peer, &pdus, bmc.as_ref(), pdu.as_ref()).await;
+            let _ = done.send(r).await;
+        });
+    }
+
+    /// Publishes the status and tells the pipeline what check replies say of the pair.
+    async fn publish(&mut self) {
+        let now = Instant::now();
+        let v = self.core.view(now);
+        let peer_state = if self.fenced_peer {
+            "reset"
+        } else if v.peer_link {
+            "normal"
+        } else if v.peer_role.is_some() {
+            "error"
+        } else {
+            "----"
+        };
+        let address = if !self.setup.move_address {
+            None
+        } else if let Some((i, ours)) = &self.held {
+            Some(if *ours {
+                format!("held on {i}")
+            } else {
+                format!("held on {i} (added by someone else)")
+            })
+        } else if self.core.serving() {
+            None // the error set by take_address stands
+        } else {
+            Some("not held".to_string())
+        };
+        let takeovers = self.takeovers;
+        let peer = &self.setup.peer.name;
+        self.status_tx.send_if_modified(|s| {
+            let new = PairStatus {
+                me: s.me.clone(),
+                peer: s.peer.clone(),
+                role: v.role.as_str().into(),
+                peer_role: v.peer_role.map_or("----", Role::as_str).into(),
+                peer_link: if v.peer_link { "OK" } else { "NG" }.into(),
+                peer_state: peer_state.into(),
+                fencing: v.fencing,
+                blocked: v.blocked.clone(),
+                redundant: v.redundant,
+                address: address.clone().unwrap_or_else(|| s.address.clone()),
+                takeovers,
+            };
+            let changed = *s != new;
+            *s = new;
+            changed
+        });
+        let note = if v.redundant && self.core.serving() {
+            None
+        } else if !v.peer_link {
+            Some(format!(
+                "standby management server {peer} is lost: not redundant"
+            ))
+        } else {
+            Some(format!(
+                "management server {peer} is {}, not a standby: not redundant",
+                v.peer_role.map_or("----", Role::as_str)
+            ))
+        };
+        if self.note.as_ref() != Some(&note) && self.core.serving() {
+            if self.setup.pipeline.pair_note(note.clone()).await.is_ok() {
+                self.note = Some(note);
+            }
+        }
+    }
+}
+
+/// Fences the peer: a hard reset its BMC acknowledges, else every outlet of its `ipdu`
+/// confirmed off. `Ok` says how; `Err` why neither worked.
+pub async fn fence_peer(
+    peer: &ManagementServer,
+    pdus: &[PduSpec],
+    bmc: &dyn Bmc,
+    pdu: &dyn Pdu,
+) -> Result<String, String> {
+    let ipdu = peer.ipdu.as_ref().filter(|i| i.enabled);
+    let limit = ipdu
+        .and_then(|i| i.timeout)
+        .map_or(FENCE_BMC_TIMEOUT, |t| t.duration());
+    let device = format!("BMC {}", peer.bmc.address);
+    let bmc_error = match bounded(&device, limit, bmc.hard_reset(&peer.bmc)).await {
+        Ok(()) => return Ok(format!("{device} acknowledged the hard reset")),
+        Err(e) => e.to_string(),
+    };
+    let Some(ipdu) = ipdu.filter(|i| !i.outlets.is_empty()) else {
+        return Err(format!("{bmc_error}; no PDU outlets to cut (ipdu off)"));
+    };
+    let cuts = ipdu.outlets.iter().map(|o| async move {
+        let Some(spec) = pdus.iter().find(|p| p.address == o.pdu) else {
+            return Err(format!("{o}: PDU not in the spec"));
+        };
+        bounded(
+            format!("PDU {o}"),
+            FENCE_OUTLET_TIMEOUT,
+            pdu.set_outlet(spec, o.outlet, false),
+        )
+        .await
+        .map_err(|e| e.to_string())
+    });
+    let results = futures_util::future::join_all(cuts).await;
+    let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+    if errors.is_empty() {
+        let list: Vec<String> = ipdu.outlets.iter().map(ToString::to_string).collect();
+        Ok(format!(
+            "outlets {} confirmed off ({bmc_error})",
+            list.join(", ")
+        ))
+    } else {
+        Err(format!("{bmc_error}; PDU: {}", errors.join("; ")))
+    }
+}
