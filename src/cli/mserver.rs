@@ -55,7 +55,13 @@ pub fn run(args: &Args, role: &str) -> Outcome {
                 );
                 return Outcome::Trouble;
             }
-            return pair(args, role, "takeover", "standby", PairAction::ConfirmPeerDown);
+            return pair(
+                args,
+                role,
+                "takeover",
+                "standby",
+                PairAction::ConfirmPeerDown,
+            );
         }
     };
     let what = if role == "active" {

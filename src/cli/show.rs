@@ -265,7 +265,11 @@ fn print_status(reply: &StatusReply) {
             p.peer_role,
             p.peer_link,
             p.peer_state,
-            if p.redundant { "redundant" } else { "NOT redundant" },
+            if p.redundant {
+                "redundant"
+            } else {
+                "NOT redundant"
+            },
             p.address,
             p.takeovers
         );

@@ -467,7 +467,10 @@ async fn pair_command(shared: &Shared, action: protocol::PairAction) -> Value {
 }
 
 /// Runs a pair command; a handover waits until the peer says it is active.
-pub async fn handover_or(pair: &crate::pair::task::PairHandle, command: crate::pair::task::Command) -> Value {
+pub async fn handover_or(
+    pair: &crate::pair::task::PairHandle,
+    command: crate::pair::task::Command,
+) -> Value {
     use crate::pair::task::Command;
     let mut message = match pair.command(command).await {
         Ok(m) => m,

@@ -283,10 +283,18 @@ fn start_pair(
     if spec.mode != Mode::Pair {
         return Ok(None);
     }
-    let Some(me) = spec.management_servers.values().find(|m| m.name.as_str() == local) else {
+    let Some(me) = spec
+        .management_servers
+        .values()
+        .find(|m| m.name.as_str() == local)
+    else {
         bail!("{local} is not a management server of the spec");
     };
-    let Some(peer) = spec.management_servers.values().find(|m| m.name.as_str() != local) else {
+    let Some(peer) = spec
+        .management_servers
+        .values()
+        .find(|m| m.name.as_str() != local)
+    else {
         bail!("mode: pair needs a second management server");
     };
     let key = match &spec.reset_path.auth {
@@ -485,7 +493,9 @@ async fn main_loop(
         // standby would fence this host when the heartbeat stops.
         let s = pair.status();
         if s.role == "active" && s.redundant {
-            let _ = shared.events.write("stopping: handing over to the standby first");
+            let _ = shared
+                .events
+                .write("stopping: handing over to the standby first");
             let _ = control::handover_or(pair, crate::pair::task::Command::Handover).await;
         }
         let _ = pair.command(crate::pair::task::Command::Shutdown).await;

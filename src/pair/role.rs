@@ -301,9 +301,7 @@ impl RoleCore {
                 // sender's start time), and its sequence numbers grow.
                 let newer = match self.heard {
                     None => true,
-                    Some(h) => {
-                        (beat.incarnation, beat.seq) > (h.beat.incarnation, h.beat.seq)
-                    }
+                    Some(h) => (beat.incarnation, beat.seq) > (h.beat.incarnation, h.beat.seq),
                 };
                 if !newer {
                     return;

@@ -76,7 +76,10 @@ fn fences(out: &[Effect]) -> Option<Reason> {
 #[test]
 fn two_undecided_servers_elect_the_lower_name() {
     let mut a = One::new("ms01", "ms02");
-    assert_eq!(serves(&a.at(10).beat(Role::Undecided, 7)), Some(Reason::Elected));
+    assert_eq!(
+        serves(&a.at(10).beat(Role::Undecided, 7)),
+        Some(Reason::Elected)
+    );
     assert!(a.core.serving());
     let mut b = One::new("ms02", "ms01");
     let out = b.at(10).beat(Role::Undecided, 7);
@@ -110,7 +113,10 @@ fn an_election_needs_the_peers_word_given_after_it_heard_this_run() {
     }));
     assert!(out.is_empty(), "heard an older run of ms01: {out:?}");
     a.seq = 2;
-    assert_eq!(serves(&a.at(30).beat(Role::Undecided, 7)), Some(Reason::Elected));
+    assert_eq!(
+        serves(&a.at(30).beat(Role::Undecided, 7)),
+        Some(Reason::Elected)
+    );
 }
 
 #[test]
@@ -130,8 +136,14 @@ fn silence_at_start_up_means_fencing_after_the_grace_never_before() {
     }
     let out = a.at(1000).feed(Input::Tick);
     assert_eq!(fences(&out), Some(Reason::NoPeerAtStart), "{out:?}");
-    assert!(!a.core.serving(), "never serving before the fence is confirmed");
-    assert!(a.at(1100).feed(Input::Tick).is_empty(), "one fence at a time");
+    assert!(
+        !a.core.serving(),
+        "never serving before the fence is confirmed"
+    );
+    assert!(
+        a.at(1100).feed(Input::Tick).is_empty(),
+        "one fence at a time"
+    );
     let out = a.at(1200).feed(Input::FenceDone(Ok("acknowledged".into())));
     assert_eq!(serves(&out), Some(Reason::NoPeerAtStart));
 }
@@ -145,7 +157,9 @@ fn a_lost_active_is_fenced_and_only_a_confirmed_fence_makes_this_one_active() {
     assert!(b.at(299).feed(Input::Tick).is_empty());
     let out = b.at(300).feed(Input::Tick);
     assert_eq!(fences(&out), Some(Reason::PeerLost), "{out:?}");
-    let out = b.at(400).feed(Input::FenceDone(Err("BMC 10.0.0.1: timed out".into())));
+    let out = b
+        .at(400)
+        .feed(Input::FenceDone(Err("BMC 10.0.0.1: timed out".into())));
     assert!(serves(&out).is_none(), "{out:?}");
     assert_eq!(b.core.role(), Role::Standby);
     assert_eq!(b.core.blocked(), Some("BMC 10.0.0.1: timed out"));
@@ -196,7 +210,10 @@ fn handover_stops_serving_first_and_the_leaver_waits_for_the_new_active() {
 
     let mut b = One::new("ms02", "ms01");
     b.at(0).beat(Role::Active, 1);
-    assert_eq!(serves(&b.at(10).beat(Role::Leaving, 1)), Some(Reason::Handover));
+    assert_eq!(
+        serves(&b.at(10).beat(Role::Leaving, 1)),
+        Some(Reason::Handover)
+    );
 }
 
 #[test]
@@ -218,12 +235,18 @@ fn handover_and_confirmation_are_refused_when_unsafe() {
     a.at(10).beat(Role::Undecided, 1);
     assert!(a.core.serving());
     // Elected, but the peer is undecided, not standby yet.
-    assert!(matches!(&a.at(20).feed(Input::Handover)[..], [Effect::Refused(_)]));
+    assert!(matches!(
+        &a.at(20).feed(Input::Handover)[..],
+        [Effect::Refused(_)]
+    ));
 
     let mut b = One::new("ms02", "ms01");
     b.at(0).beat(Role::Active, 1);
     let out = b.at(10).feed(Input::ConfirmPeerDown);
-    assert!(matches!(&out[..], [Effect::Refused(w)] if w.contains("alive")), "{out:?}");
+    assert!(
+        matches!(&out[..], [Effect::Refused(w)] if w.contains("alive")),
+        "{out:?}"
+    );
     let out = b.at(400).feed(Input::ConfirmPeerDown);
     assert_eq!(serves(&out), Some(Reason::Confirmed));
 }

@@ -25,7 +25,7 @@ use super::role::{Effect, Heartbeat, Input, Reason, Role, RoleCore, Timing};
 use super::wire::{self, MlanKey};
 use crate::backend::{Bmc, Pdu, bounded};
 use crate::pipeline::Pipeline;
-use crate::spec::model::{ManagementServer, Name, Pdu as PduSpec, PairSettings};
+use crate::spec::model::{ManagementServer, Name, PairSettings, Pdu as PduSpec};
 
 /// How long the peer's BMC may take to acknowledge a hard reset when its `ipdu` sets no
 /// timeout.
@@ -281,7 +281,11 @@ impl Task {
             if let Some(tx) = reply {
                 let _ = tx.send(match refused {
                     Some(why) => Err(why),
-                    None => Ok(format!("{} is {}", self.setup.me, self.core.role().as_str())),
+                    None => Ok(format!(
+                        "{} is {}",
+                        self.setup.me,
+                        self.core.role().as_str()
+                    )),
                 });
             }
             if self.core.role() != before {
@@ -342,7 +346,9 @@ impl Task {
                 }
                 let ours = matches!(added, addr::Added::New);
                 if ours {
-                    self.log(&format!("pair: reset path address {ip}/{prefix} added on {iface}"));
+                    self.log(&format!(
+                        "pair: reset path address {ip}/{prefix} added on {iface}"
+                    ));
                 } else {
                     self.log(&format!(
                         "pair: reset path address {ip} was already on {iface}; this server will not remove it"
@@ -355,7 +361,8 @@ impl Task {
     }
 
     fn address_error(&self, why: String) {
-        self.status_tx.send_modify(|s| s.address = format!("error: {why}"));
+        self.status_tx
+            .send_modify(|s| s.address = format!("error: {why}"));
         tracing::error!("pair: the reset path address cannot be taken: {why}");
     }
 
@@ -368,7 +375,9 @@ impl Task {
         if let Some((iface, true)) = self.held.take() {
             let (ip, prefix) = self.setup.reset_path;
             match addr::remove(&iface, ip, prefix).await {
-                Ok(()) => self.log(&format!("pair: reset path address {ip} removed from {iface}")),
+                Ok(()) => self.log(&format!(
+                    "pair: reset path address {ip} removed from {iface}"
+                )),
                 Err(e) => self.log(&format!("pair: removing {ip} from {iface} failed: {e}")),
             }
         }

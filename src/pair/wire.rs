@@ -191,7 +191,10 @@ mod tests {
     #[test]
     fn a_heartbeat_round_trips_signed_and_unsigned() {
         let ms02 = Name::parse("ms02").unwrap();
-        for key in [MlanKey::derive(Some(b"0123456789abcdef")), MlanKey::derive(None)] {
+        for key in [
+            MlanKey::derive(Some(b"0123456789abcdef")),
+            MlanKey::derive(None),
+        ] {
             let bytes = encode(&ms02, &beat(), 1_000_000, &key);
             assert_eq!(decode(&bytes, &ms02, 1_000_500, &key), Ok(beat()));
         }

@@ -900,7 +900,9 @@ impl Shell {
     /// sender's address to the one system being reset there.
     fn fence_kdump(&mut self, bytes: &[u8], from: SocketAddr) {
         if self.counters.standing_by.load(Ordering::Relaxed) {
-            self.counters.standby_dropped.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .standby_dropped
+                .fetch_add(1, Ordering::Relaxed);
             return;
         }
         if let Err(e) = crate::resetpath::fence_kdump::decode(bytes) {

@@ -16,6 +16,7 @@ mod lab;
 mod merge;
 mod netns;
 mod operator;
+mod pair;
 mod pipeline_smoke;
 mod pipeline_timing;
 mod readme;

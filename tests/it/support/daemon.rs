@@ -201,6 +201,8 @@ pub struct Daemon {
     envs: Vec<(String, std::ffi::OsString)>,
     /// Listen for fence_kdump messages on an ephemeral loopback port, or not at all.
     fence_kdump: bool,
+    /// Run in this network namespace (`ip netns exec`), on the spec's reset-path address.
+    netns: Option<String>,
 }
 
 impl Daemon {
@@ -224,7 +226,21 @@ impl Daemon {
             watch: true,
             fence_kdump: false,
             envs: Vec::new(),
+            netns: None,
         }
+    }
+
+    /// Runs in network namespace `name` (`ip netns exec`, which execs the daemon: the
+    /// child's pid is the daemon's, written to `daemon.pid` at each start), listening on
+    /// the spec's own reset-path address and port.
+    pub fn in_netns(mut self, name: &str) -> Daemon {
+        self.netns = Some(name.to_string());
+        self
+    }
+
+    /// Where the running daemon's pid is written (for a BMC that fences it).
+    pub fn pidfile(&self) -> PathBuf {
+        self.path("daemon.pid")
     }
 
     /// An environment variable of the process (`NOTIFY_SOCKET`, …).
@@ -317,9 +333,6 @@ impl Daemon {
             self.path(log).display().to_string(),
             "--control-socket".into(),
             self.socket_arg(),
-            // Tests run in parallel: an ephemeral reset-path (and fence_kdump) port each.
-            "--reset-path-bind".into(),
-            "127.0.0.1:0".into(),
             "--fence-kdump-bind".into(),
             if self.fence_kdump {
                 "127.0.0.1:0"
@@ -328,6 +341,10 @@ impl Daemon {
             }
             .into(),
         ];
+        if self.netns.is_none() {
+            // Tests run in parallel: an ephemeral reset-path port each.
+            a.extend(["--reset-path-bind", "127.0.0.1:0"].map(String::from));
+        }
         if self.watch {
             a.extend(["--poll-ms", "300", "--debounce-ms", "100"].map(String::from));
         } else {
@@ -346,7 +363,14 @@ impl Daemon {
         self.starts += 1;
         let out = std::fs::File::create(self.path(&format!("daemon-{}.stderr", self.starts)))
             .expect("stderr file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_haconn"));
+        let mut cmd = match &self.netns {
+            None => Command::new(env!("CARGO_BIN_EXE_haconn")),
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_haconn")]);
+                c
+            }
+        };
         if let Some(mask) = self.umask {
             use std::os::unix::process::CommandExt;
             // SAFETY: umask(2) is async-signal-safe and cannot fail.
@@ -366,6 +390,7 @@ impl Daemon {
             .stderr(out)
             .spawn()
             .expect("spawn haconn daemon");
+        std::fs::write(self.pidfile(), child.id().to_string()).expect("write the pid file");
         self.child = Some(child);
     }
 
@@ -441,6 +466,11 @@ impl Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Whether the process runs (one that has exited is reaped and forgotten).
+    pub fn is_running(&mut self) -> bool {
+        self.child.is_some() && self.exited().is_none()
     }
 
     /// Waits (bounded) for the process to exit; `None` if it is still running.
