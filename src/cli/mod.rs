@@ -51,10 +51,10 @@ pub enum Command {
     /// Operator actions on a managed server: test soft reset, PDU-cut test, PDU power
     /// restore.
     Server(server::Args),
-    /// Actions on the active management server (PDU-cut test).
-    Act(mserver::Args),
-    /// Actions on the standby management server (PDU-cut test).
-    Sby(mserver::Args),
+    /// Actions on the active management server (PDU-cut test, handover).
+    Act(mserver::ActArgs),
+    /// Actions on the standby management server (PDU-cut test, takeover).
+    Sby(mserver::SbyArgs),
     /// A self-contained demo on loopback: daemon, simulated hardware and HA monitors.
     Lab(lab::Args),
 }
@@ -225,6 +225,22 @@ pub const EXIT_CODES: &[CommandCodes] = &[
         ],
     },
     CommandCodes {
+        command: "act restart, sby takeover",
+        style: ExitStyle::Standard,
+        meanings: &[
+            (
+                Outcome::Ok,
+                "done: the peer took over, or this server is active",
+            ),
+            (
+                Outcome::Failed,
+                "refused (wrong role, the peer not a healthy standby, or its heartbeat still \
+                 heard), or the peer did not take over in time",
+            ),
+            (Outcome::Trouble, USAGE_UNREACHABLE),
+        ],
+    },
+    CommandCodes {
         command: "node",
         style: ExitStyle::Standard,
         meanings: &[
@@ -357,8 +373,8 @@ pub fn main() -> ExitCode {
         Command::Show(a) => show::run(&a),
         Command::Node(a) => node::run(&a),
         Command::Server(a) => server::run(&a),
-        Command::Act(a) => mserver::run(&a, "active"),
-        Command::Sby(a) => mserver::run(&a, "standby"),
+        Command::Act(a) => mserver::run_act(&a),
+        Command::Sby(a) => mserver::run_sby(&a),
         Command::Lab(a) => lab::run(&a),
     };
     ExitCode::from(outcome.code(style))

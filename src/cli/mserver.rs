@@ -1,18 +1,37 @@
 //! `haconn act ...` / `haconn sby ...`: actions on the active or standby management server.
 //!
+//! `act restart` hands the reset path over to the standby; `sby takeover
+//! --confirm-peer-down` makes a standby that cannot fence its lost peer active on an
+//! operator's word. Both go to this host's daemon, whose pair task refuses them in the
+//! wrong role.
+//!
 //! The PDU-cut test of a management server (SPEC §8) is run by the *other* one: a server
 //! cannot switch its own power back on. A single management server (`mode: single`) may
 //! test its own outlets one at a time (`--mode serial`: it runs on through its other
-//! supply); everything else is refused with the reason until duplication exists.
+//! supply); in a pair the test is refused with the reason until the peer runs it.
 
 use super::server::{PduTest, pdu_job};
 use super::{Outcome, OutputArg, QuietArg, SocketArg};
 use crate::daemon::protocol::{PairAction, PairReply, Request, VERSION};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub struct ActArgs {
     #[command(subcommand)]
-    pub action: Action,
+    pub action: ActAction,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SbyArgs {
+    #[command(subcommand)]
+    pub action: SbyAction,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Common {
     #[command(flatten)]
     pub socket: SocketArg,
     #[command(flatten)]
@@ -22,18 +41,27 @@ pub struct Args {
 }
 
 #[derive(Debug, clap::Subcommand)]
-pub enum Action {
-    /// PDU-cut test of the management server's outlets.
+pub enum ActAction {
+    /// PDU-cut test of the active management server's outlets.
     Ipdusd {
         #[command(flatten)]
         test: PduTest,
     },
-    /// `act restart`: hand the reset path over to the standby without fencing; this
-    /// server stops serving first and stays on as the standby. Run it on the active.
+    /// Hand the reset path over to the standby without fencing: this server stops
+    /// serving first and stays on as the standby. Run it on the active.
     Restart,
-    /// `sby takeover --confirm-peer-down`: make this standby active without fencing its
-    /// peer, because an operator has made sure the peer is down (powered off, its
-    /// daemon stopped). Refused while the peer's heartbeat is heard. Run it on the standby.
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SbyAction {
+    /// PDU-cut test of the standby management server's outlets.
+    Ipdusd {
+        #[command(flatten)]
+        test: PduTest,
+    },
+    /// Make this standby active without fencing its peer, because an operator has made
+    /// sure the peer is down (powered off, or its daemon stopped and its address gone).
+    /// Refused while the peer's heartbeat is heard. Run it on the standby.
     Takeover {
         /// Confirm that the peer management server is down (required).
         #[arg(long)]
@@ -41,29 +69,32 @@ pub enum Action {
     },
 }
 
-pub fn run(args: &Args, role: &str) -> Outcome {
-    let test = match &args.action {
-        Action::Ipdusd { test } => test,
-        Action::Restart => return pair(args, role, "restart", "active", PairAction::Handover),
-        Action::Takeover { confirm_peer_down } => {
+pub fn run_act(args: &ActArgs) -> Outcome {
+    match &args.action {
+        ActAction::Ipdusd { test } => ipdusd(&args.common, test, "active"),
+        ActAction::Restart => pair(&args.common, "act restart", PairAction::Handover),
+    }
+}
+
+pub fn run_sby(args: &SbyArgs) -> Outcome {
+    match &args.action {
+        SbyAction::Ipdusd { test } => ipdusd(&args.common, test, "standby"),
+        SbyAction::Takeover { confirm_peer_down } => {
             if !confirm_peer_down {
                 super::print_error(
-                    args.output.is_json(),
-                    &format!("{} takeover", short(role)),
+                    args.common.output.is_json(),
+                    "sby takeover",
                     "usage",
                     "--confirm-peer-down is required: say that you made sure the peer is down",
                 );
                 return Outcome::Trouble;
             }
-            return pair(
-                args,
-                role,
-                "takeover",
-                "standby",
-                PairAction::ConfirmPeerDown,
-            );
+            pair(&args.common, "sby takeover", PairAction::ConfirmPeerDown)
         }
-    };
+    }
+}
+
+fn ipdusd(args: &Common, test: &PduTest, role: &str) -> Outcome {
     let what = if role == "active" {
         "act ipdusd"
     } else {
@@ -99,23 +130,8 @@ pub fn run(args: &Args, role: &str) -> Outcome {
     pdu_job(&args.socket, &args.output, args.quiet, what, &req)
 }
 
-fn short(role: &str) -> &'static str {
-    if role == "active" { "act" } else { "sby" }
-}
-
-/// A pair command; `expected` is the role the command is meant for (`act restart` on
-/// the active, `sby takeover` on the standby): the daemon refuses it on the other.
-fn pair(args: &Args, role: &str, verb: &str, expected: &str, action: PairAction) -> Outcome {
-    let what = format!("{} {verb}", short(role));
-    if role != expected {
-        super::print_error(
-            args.output.is_json(),
-            &what,
-            "usage",
-            &format!("`{verb}` is a command of the {expected} management server"),
-        );
-        return Outcome::Trouble;
-    }
+/// A pair command, sent to this host's daemon (which refuses it in the wrong role).
+fn pair(args: &Common, what: &str, action: PairAction) -> Outcome {
     let req = Request::Pair { v: VERSION, action };
     match crate::daemon::client::request::<PairReply>(&args.socket.control_socket, &req) {
         Ok(reply) => {
@@ -126,6 +142,6 @@ fn pair(args: &Args, role: &str, verb: &str, expected: &str, action: PairAction)
             }
             Outcome::Ok
         }
-        Err(e) => super::client_error(args.output.is_json(), &what, &e),
+        Err(e) => super::client_error(args.output.is_json(), what, &e),
     }
 }

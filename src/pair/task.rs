@@ -454,10 +454,11 @@ impl Task {
                 v.peer_role.map_or("----", Role::as_str)
             ))
         };
-        if self.note.as_ref() != Some(&note) && self.core.serving() {
-            if self.setup.pipeline.pair_note(note.clone()).await.is_ok() {
-                self.note = Some(note);
-            }
+        if self.note.as_ref() != Some(&note)
+            && self.core.serving()
+            && self.setup.pipeline.pair_note(note.clone()).await.is_ok()
+        {
+            self.note = Some(note);
         }
     }
 }

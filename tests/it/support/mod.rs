@@ -6,6 +6,7 @@
 //! - `pipeline`: the in-process pipeline with a recording simulator and UDP monitors;
 //! - `esxi`, `ipmi`, `snmp`: the real peers (`sshd`, `ipmi_sim`, `snmpd`) and their doubles;
 //! - `netns`: network namespaces, veths and a bridge: hosts on a LAN of their own;
+//! - `pair`: two management servers in namespaces with BMCs that really fence them;
 //! - `secret_leaks`: a spec with a marker in every secret field.
 //!
 //! Not every test uses every helper.
@@ -16,6 +17,7 @@ pub mod esxi;
 pub mod harness;
 pub mod ipmi;
 pub mod netns;
+pub mod pair;
 pub mod pipeline;
 pub mod resetpath;
 pub mod run;
