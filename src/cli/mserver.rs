@@ -50,6 +50,8 @@ pub enum ActAction {
     /// Hand the reset path over to the standby without fencing: this server stops
     /// serving first and stays on as the standby. Run it on the active.
     Restart,
+    /// Send the active's applied spec to the standby now (every reload does it too).
+    Copy,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -73,6 +75,7 @@ pub fn run_act(args: &ActArgs) -> Outcome {
     match &args.action {
         ActAction::Ipdusd { test } => ipdusd(&args.common, test, "active"),
         ActAction::Restart => pair(&args.common, "act restart", PairAction::Handover),
+        ActAction::Copy => pair(&args.common, "act copy", PairAction::Copy),
     }
 }
 

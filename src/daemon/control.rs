@@ -462,6 +462,16 @@ async fn pair_command(shared: &Shared, action: protocol::PairAction) -> Value {
     let command = match action {
         protocol::PairAction::Handover => Command::Handover,
         protocol::PairAction::ConfirmPeerDown => Command::ConfirmPeerDown,
+        protocol::PairAction::Copy => {
+            let spec = crate::spec::render::state_yaml(&shared.pipeline.live());
+            return match pair.push_spec(spec).await {
+                Ok(ack) => protocol::ok(&protocol::PairReply {
+                    message: format!("{}: {}", pair.status().peer, ack.message),
+                    pair: pair.status(),
+                }),
+                Err(why) => protocol::error("refused", &format!("the spec was not copied: {why}")),
+            };
+        }
     };
     handover_or(pair, command).await
 }

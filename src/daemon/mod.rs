@@ -276,6 +276,10 @@ fn start_pair(
     pipeline: &Pipeline,
     local: &str,
     events: Arc<LogFile>,
+    specs: mpsc::Sender<(
+        String,
+        tokio::sync::oneshot::Sender<crate::pair::sync::SpecAck>,
+    )>,
 ) -> anyhow::Result<Option<crate::pair::task::PairHandle>> {
     use crate::pair::task::{self, PairSetup};
     use crate::spec::model::{Auth, Mode};
@@ -333,6 +337,7 @@ fn start_pair(
         log: Arc::new(move |line: &str| {
             let _ = events.write(line);
         }),
+        specs,
     })
     .with_context(|| format!("binding the mlan on {local_mlan}"))?;
     Ok(Some(handle))
@@ -397,9 +402,10 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         .build()
         .context("starting the main runtime")?;
     let events = Arc::new(events);
+    let (peer_specs, peer_spec_rx) = mpsc::channel(2);
     let pair = {
         let _in_runtime = runtime.enter();
-        start_pair(&opts, &pipeline, &local, events.clone())?
+        start_pair(&opts, &pipeline, &local, events.clone(), peer_specs)?
     };
     let shared = Arc::new(Shared {
         pipeline,
@@ -410,16 +416,23 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         local,
         pair,
     });
-    let result = runtime.block_on(main_loop(opts, shared, start.file_bytes));
+    let result = runtime.block_on(main_loop(opts, shared, start.file_bytes, peer_spec_rx));
     runtime.shutdown_timeout(Duration::from_secs(2));
     pipeline_thread.join();
     result
 }
 
+/// A spec the active of the pair sent, with where its result goes.
+type PeerSpec = (
+    String,
+    tokio::sync::oneshot::Sender<crate::pair::sync::SpecAck>,
+);
+
 async fn main_loop(
     opts: DaemonOptions,
     shared: Arc<Shared>,
     file_bytes: Option<Vec<u8>>,
+    mut peer_specs: mpsc::Receiver<PeerSpec>,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let listener = control::bind(&opts.control_socket, opts.socket_group).with_context(|| {
@@ -481,6 +494,24 @@ async fn main_loop(
         })
     };
     let watchdog = tokio::spawn(watchdog(tx.clone()));
+    let from_peer = {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some((spec, ack)) = peer_specs.recv().await {
+                let (reply, rx) = tokio::sync::oneshot::channel();
+                let cmd = Command::Reload {
+                    spec: spec.into_bytes(),
+                    origin: supervisor::Origin::Peer,
+                    dry_run: false,
+                    reply: Some(reply),
+                };
+                if tx.send(cmd).await.is_err() {
+                    return;
+                }
+                let _ = ack.send(supervisor::peer_ack(rx.await.ok()));
+            }
+        })
+    };
     drop(tx);
     let _ = shared.events.write("haconn daemon started");
     tracing::info!(socket = %opts.control_socket.display(), "haconn daemon ready");
@@ -506,6 +537,7 @@ async fn main_loop(
     signals.abort();
     forward.abort();
     watchdog.abort();
+    from_peer.abort();
     let _ = std::fs::remove_file(&opts.control_socket);
     let _ = shared.events.write("haconn daemon stopped");
     Ok(())

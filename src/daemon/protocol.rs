@@ -105,6 +105,8 @@ pub enum Request {
 pub enum PairAction {
     Handover,
     ConfirmPeerDown,
+    /// `act copy`: send the active's applied spec to the standby now.
+    Copy,
 }
 
 /// What a pair command did.

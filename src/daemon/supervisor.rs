@@ -30,6 +30,8 @@ pub enum Origin {
     Watch,
     /// SIGHUP.
     Signal,
+    /// The active management server of the pair sent its spec (to this standby).
+    Peer,
 }
 
 /// Commands the supervisor runs, one at a time.
@@ -191,6 +193,12 @@ pub async fn reload(shared: &Shared, text: &[u8], origin: Origin, dry_run: bool)
         ..CheckOptions::default()
     };
     let checked = check_bytes(text, opts);
+    if let Some(why) = standby_refuses(shared, origin, dry_run) {
+        if origin != Origin::Apply {
+            shared.event(&format!("reload ({origin:?}) not done: {why}"));
+        }
+        return ReloadReply::Failed(why);
+    }
     let Some(desired) = checked.spec else {
         let errors: Vec<String> = checked
             .diagnostics
@@ -241,7 +249,8 @@ pub async fn reload(shared: &Shared, text: &[u8], origin: Origin, dry_run: bool)
         sd_notify::NotifyState::monotonic_usec_now()
             .unwrap_or(sd_notify::NotifyState::MonotonicUsec(0)),
     ]);
-    let (p, outcome) = apply(shared, &live, &desired, p).await;
+    let (p, mut outcome) = apply(shared, &live, &desired, p).await;
+    sync_peer(shared, origin, &mut outcome).await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let completed = outcome.completed();
     let summary = outcome.render();
@@ -266,6 +275,86 @@ pub async fn reload(shared: &Shared, text: &[u8], origin: Origin, dry_run: bool)
         summary,
         completed,
         changes: p.changes.len(),
+    }
+}
+
+/// What a standby tells the active about the spec it sent.
+pub fn peer_ack(reply: Option<ReloadReply>) -> crate::pair::sync::SpecAck {
+    use crate::pair::sync::SpecAck;
+    match reply {
+        Some(ReloadReply::Applied {
+            completed, changes, ..
+        }) => SpecAck {
+            ok: completed,
+            changed: changes > 0,
+            message: if completed {
+                format!("applied ({changes} changes)")
+            } else {
+                "applied in part: see the standby's event log".into()
+            },
+        },
+        Some(ReloadReply::Invalid(d)) => SpecAck {
+            ok: false,
+            changed: false,
+            message: format!(
+                "invalid there: {}",
+                d.first()
+                    .map_or(String::new(), |d| d.render("the active's spec"))
+            ),
+        },
+        Some(ReloadReply::Failed(why)) => SpecAck {
+            ok: false,
+            changed: false,
+            message: why,
+        },
+        Some(ReloadReply::Planned { .. }) | None => SpecAck {
+            ok: false,
+            changed: false,
+            message: "the reload did not answer".into(),
+        },
+    }
+}
+
+/// In a pair, a server that is not active takes its spec only from the active (dry runs
+/// excepted): the file watcher, SIGHUP and `apply` are refused, saying where to go.
+fn standby_refuses(shared: &Shared, origin: Origin, dry_run: bool) -> Option<String> {
+    let pair = shared.pair.as_ref()?;
+    let s = pair.status();
+    if dry_run || origin == Origin::Peer || s.role == "active" {
+        return None;
+    }
+    Some(format!(
+        "{} is {} in its pair: it takes its spec from the active ({}), which sends it on \
+         every reload; apply the spec there",
+        s.me, s.role, s.peer
+    ))
+}
+
+/// The management-server rows of a reload: on the active of a pair, the applied spec is
+/// sent to the standby and its row is the standby's own result; on a standby taking the
+/// active's spec, the active's row is no change (it is the source).
+async fn sync_peer(shared: &Shared, origin: Origin, outcome: &mut ReloadOutcome) {
+    let Some(pair) = &shared.pair else {
+        return;
+    };
+    let peer = pair.status().peer;
+    let row = if origin == Origin::Peer {
+        UpdateStatus::NoChange
+    } else {
+        let spec = crate::spec::render::state_yaml(&shared.pipeline.live());
+        match pair.push_spec(spec).await {
+            Ok(ack) if ack.changed => UpdateStatus::Change,
+            Ok(_) => UpdateStatus::NoChange,
+            Err(why) => {
+                shared.event(&format!("the spec was not sent to {peer}: {why}"));
+                UpdateStatus::Error("standby not updated".into())
+            }
+        }
+    };
+    for (name, status) in &mut outcome.update_status {
+        if *name == peer {
+            *status = row.clone();
+        }
     }
 }
 

@@ -251,6 +251,12 @@ impl RoleCore {
         self.state == State::Active
     }
 
+    /// The run (incarnation) of the peer while it is a standby heard now.
+    pub fn peer_run(&self, now: Instant) -> Option<u64> {
+        (self.peer_now(now) == Some(Role::Standby))
+            .then(|| self.heard.map(|h| h.beat.incarnation))?
+    }
+
     /// The heartbeat this server sends now.
     pub fn heartbeat(&self, seq: u64) -> Heartbeat {
         Heartbeat {

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::addr;
 use super::role::{Effect, Heartbeat, Input, Reason, Role, RoleCore, Timing};
+use super::sync::{self, PushGuard, SpecAck};
 use super::wire::{self, MlanKey};
 use crate::backend::{Bmc, Pdu, bounded};
 use crate::pipeline::Pipeline;
@@ -54,6 +55,9 @@ pub struct PairSetup {
     pub pipeline: Pipeline,
     /// Writes a line to the event log.
     pub log: Arc<dyn Fn(&str) + Send + Sync>,
+    /// Where a spec pushed by the active goes to be applied (the supervisor, as a
+    /// reload); its answer goes back to the active.
+    pub specs: mpsc::Sender<(String, oneshot::Sender<SpecAck>)>,
 }
 
 /// What `show status` shows of the pair.
@@ -80,6 +84,9 @@ pub struct PairStatus {
     /// the last error.
     pub address: String,
     pub takeovers: u64,
+    /// The spec on the peer: `in sync` (the standby applied this server's spec), `not
+    /// synchronized: why`, or `----` (nothing sent yet, or this server is not active).
+    pub peer_spec: String,
 }
 
 /// An operator's command to the pair.
@@ -98,6 +105,36 @@ pub enum Command {
 pub struct PairHandle {
     status: watch::Receiver<PairStatus>,
     commands: mpsc::Sender<(Command, oneshot::Sender<Result<String, String>>)>,
+    sync: Arc<SyncTarget>,
+}
+
+/// Where and how the active sends its spec, and what came of the last push.
+#[derive(Debug)]
+struct SyncTarget {
+    me: Name,
+    peer: SocketAddr,
+    key: MlanKey,
+    last: std::sync::Mutex<String>,
+}
+
+impl SyncTarget {
+    async fn push(&self, spec: String) -> Result<SpecAck, String> {
+        let r = sync::push(self.peer, &self.me, &self.key, spec, wall_ms())
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|ack| {
+                if ack.ok {
+                    Ok(ack)
+                } else {
+                    Err(ack.message.clone())
+                }
+            });
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = match &r {
+            Ok(_) => "in sync".to_string(),
+            Err(why) => format!("not synchronized: {why}"),
+        };
+        r
+    }
 }
 
 impl PairHandle {
@@ -111,6 +148,22 @@ impl PairHandle {
         tokio::time::timeout(limit, rx.wait_for(|s| f(s)))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Sends this server's applied spec to the standby and returns its answer: only while
+    /// this server is active and hears a standby.
+    pub async fn push_spec(&self, spec: String) -> Result<SpecAck, String> {
+        let s = self.status();
+        if s.role != "active" {
+            return Err(format!("{} is {}, not active", s.me, s.role));
+        }
+        if s.peer_link != "OK" || s.peer_role != "standby" {
+            let why = format!("{} is not a standby heard now", s.peer);
+            *self.sync.last.lock().unwrap_or_else(|p| p.into_inner()) =
+                format!("not synchronized: {why}");
+            return Err(why);
+        }
+        self.sync.push(spec).await
     }
 
     pub async fn command(&self, c: Command) -> Result<String, String> {
@@ -136,6 +189,9 @@ pub fn spawn(setup: PairSetup) -> std::io::Result<PairHandle> {
     let std_sock = std::net::UdpSocket::bind(setup.local_mlan)?;
     std_sock.set_nonblocking(true)?;
     let sock = UdpSocket::from_std(std_sock)?;
+    let std_listener = std::net::TcpListener::bind(setup.local_mlan)?;
+    std_listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(std_listener)?;
     setup
         .pipeline
         .counters()
@@ -175,8 +231,23 @@ pub fn spawn(setup: PairSetup) -> std::io::Result<PairHandle> {
         redundant: false,
         address,
         takeovers: 0,
+        peer_spec: "----".into(),
     });
     let (commands, command_rx) = mpsc::channel(8);
+    let sync_target = Arc::new(SyncTarget {
+        me: setup.me.clone(),
+        peer: SocketAddr::new(setup.peer.mlan.address, setup.peer.mlan.port.get()),
+        key: setup.key.clone(),
+        last: std::sync::Mutex::new("----".into()),
+    });
+    tokio::spawn(accept_specs(
+        listener,
+        setup.peer.name.clone(),
+        setup.key.clone(),
+        status.clone(),
+        setup.specs.clone(),
+        setup.log.clone(),
+    ));
     let task = Task {
         setup,
         sock,
@@ -187,9 +258,83 @@ pub fn spawn(setup: PairSetup) -> std::io::Result<PairHandle> {
         fenced_peer: false,
         takeovers: 0,
         note: None,
+        sync: sync_target.clone(),
+        synced_run: None,
     };
     tokio::spawn(task.run(command_rx));
-    Ok(PairHandle { status, commands })
+    Ok(PairHandle {
+        status,
+        commands,
+        sync: sync_target,
+    })
+}
+
+/// Takes specs the active pushes: only from the peer (signed, fresh, new), only while this
+/// server is not active; each is applied by the supervisor and its result sent back.
+async fn accept_specs(
+    listener: tokio::net::TcpListener,
+    peer: Name,
+    key: MlanKey,
+    status: watch::Receiver<PairStatus>,
+    specs: mpsc::Sender<(String, oneshot::Sender<SpecAck>)>,
+    log: Arc<dyn Fn(&str) + Send + Sync>,
+) {
+    let guard = Arc::new(std::sync::Mutex::new(PushGuard::default()));
+    // One push at a time: a second connection waits for the first to be answered.
+    let one = Arc::new(tokio::sync::Semaphore::new(1));
+    loop {
+        let Ok((stream, from)) = listener.accept().await else {
+            continue;
+        };
+        let (peer, key, status, specs, guard, log, one) = (
+            peer.clone(),
+            key.clone(),
+            status.clone(),
+            specs.clone(),
+            guard.clone(),
+            log.clone(),
+            one.clone(),
+        );
+        tokio::spawn(async move {
+            let Ok(_turn) = one.acquire().await else {
+                return;
+            };
+            let refuse = |message: String| SpecAck {
+                ok: false,
+                changed: false,
+                message,
+            };
+            let r = sync::serve_one(stream, &key, |push| {
+                let role = status.borrow().role.clone();
+                if role == Role::Active.as_str() {
+                    return Err(refuse(format!(
+                        "this server is active: it takes no spec from {peer}"
+                    )));
+                }
+                if let Err(why) =
+                    guard
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .check(&push, &peer, wall_ms())
+                {
+                    return Err(refuse(why));
+                }
+                Ok(move || async move {
+                    let (tx, rx) = oneshot::channel();
+                    if specs.send((push.spec, tx)).await.is_err() {
+                        return refuse("the daemon is stopping".into());
+                    }
+                    rx.await
+                        .unwrap_or_else(|_| refuse("the reload did not answer".into()))
+                })
+            })
+            .await;
+            if let Err(e) = r {
+                tracing::warn!(%from, "mlan spec push refused: {e}");
+                log(&format!("pair: a spec push from {from} was refused: {e}"));
+            }
+        });
+    }
 }
 
 struct Task {
@@ -206,6 +351,9 @@ struct Task {
     takeovers: u64,
     /// What check replies were last told.
     note: Option<Option<String>>,
+    sync: Arc<SyncTarget>,
+    /// The run of the peer this active last sent its spec to.
+    synced_run: Option<u64>,
 }
 
 impl Task {
@@ -384,6 +532,27 @@ impl Task {
         self.log(&format!("pair: {} stopped serving", self.setup.me));
     }
 
+    /// An active that hears a new run of its peer as standby sends it the spec.
+    fn sync_new_standby(&mut self, now: Instant) {
+        let Some(run) = self.core.peer_run(now) else {
+            return;
+        };
+        if !self.core.serving() || self.synced_run == Some(run) {
+            return;
+        }
+        self.synced_run = Some(run);
+        let spec = crate::spec::render::state_yaml(&self.setup.pipeline.live());
+        let sync = self.sync.clone();
+        let log = self.setup.log.clone();
+        let peer = self.setup.peer.name.clone();
+        tokio::spawn(async move {
+            match sync.push(spec).await {
+                Ok(ack) => log(&format!("pair: spec sent to {peer}: {}", ack.message)),
+                Err(why) => log(&format!("pair: spec not sent to {peer}: {why}")),
+            }
+        });
+    }
+
     fn fence(&self, reason: Reason, done: mpsc::Sender<Result<String, String>>) {
         let peer = self.setup.peer.clone();
         let pdus = self.setup.pdus.clone();
@@ -422,7 +591,17 @@ impl Task {
         } else {
             Some("not held".to_string())
         };
+        self.sync_new_standby(now);
         let takeovers = self.takeovers;
+        let peer_spec = if self.core.serving() {
+            self.sync
+                .last
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        } else {
+            "----".to_string()
+        };
         let peer = &self.setup.peer.name;
         self.status_tx.send_if_modified(|s| {
             let new = PairStatus {
@@ -437,6 +616,7 @@ impl Task {
                 redundant: v.redundant,
                 address: address.clone().unwrap_or_else(|| s.address.clone()),
                 takeovers,
+                peer_spec: peer_spec.clone(),
             };
             let changed = *s != new;
             *s = new;

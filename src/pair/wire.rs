@@ -58,6 +58,26 @@ impl MlanKey {
     pub fn signs(&self) -> bool {
         self.0.is_some()
     }
+
+    /// The HMAC-SHA256 tag of `body`, when there is a key.
+    pub fn tag(&self, body: &[u8]) -> Option<[u8; 32]> {
+        let k = self.0.as_ref()?;
+        let mut m = mac(k);
+        m.update(body);
+        Some(m.finalize().into_bytes().into())
+    }
+
+    /// Whether `tag` is `body`'s (in constant time); always true without a key.
+    pub fn verify(&self, body: &[u8], tag: &[u8]) -> bool {
+        match &self.0 {
+            None => true,
+            Some(k) => {
+                let mut m = mac(k);
+                m.update(body);
+                m.verify_slice(tag).is_ok()
+            }
+        }
+    }
 }
 
 fn mac(key: &[u8; 32]) -> Hmac<Sha256> {

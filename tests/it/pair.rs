@@ -211,3 +211,54 @@ fn a_dead_standby_makes_checks_say_not_redundant_and_a_flapping_link_changes_not
     // The active never fences.
     assert!(p.bmc[1].chassis().is_empty(), "{}", p.diagnostics());
 }
+
+#[test]
+fn the_active_sends_its_spec_to_the_standby_and_reloads_complete_on_both() {
+    require_netns!();
+    let p = Pair::start();
+    p.wait_roles(["active", "standby"]);
+    // The new standby got the active's spec at once.
+    wait_until(
+        "ms02 in sync",
+        WAIT,
+        || p.pair(0)["peerSpec"].clone(),
+        |s| s == "in sync",
+    );
+    let mut text = crate::support::pair::spec();
+    text.push_str(&format!(
+        "  - name: node03\n    bmc: {{address: 10.251.0.23, username: {}, password: {}}}\n",
+        crate::support::ipmi::USER,
+        crate::support::ipmi::PASSWORD
+    ));
+    let file = p.ms[0].write("changed.yaml", &text);
+    let run = p.ms[0].apply(&file);
+    run.code(0)
+        .stdout_has("-- HA monitor connector reload : completed. --");
+    let rows: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("ms0"))
+        .collect();
+    assert!(
+        rows.iter()
+            .any(|l| l.contains("ms01") && l.ends_with(": Change"))
+            && rows
+                .iter()
+                .any(|l| l.contains("ms02") && l.ends_with(": Change")),
+        "{run}"
+    );
+    assert!(p.ms[1].settings().contains("node03"), "{}", p.diagnostics());
+    // The standby takes no spec but the active's.
+    let other = p.ms[1].write("other.yaml", &crate::support::pair::spec());
+    let refused = p.ms[1].apply(&other);
+    refused.code(1);
+    assert!(
+        refused.stdout.contains("ms02 is standby") || refused.stderr.contains("ms02 is standby"),
+        "{refused}"
+    );
+    assert!(p.ms[1].settings().contains("node03"));
+    p.ms[0]
+        .haconn(&["act", "copy"])
+        .code(0)
+        .stdout_has("ms02: applied (0 changes)");
+}
