@@ -323,11 +323,19 @@ fn standby_refuses(shared: &Shared, origin: Origin, dry_run: bool) -> Option<Str
     if dry_run || origin == Origin::Peer || s.role == "active" {
         return None;
     }
-    Some(format!(
-        "{} is {} in its pair: it takes its spec from the active ({}), which sends it on \
-         every reload; apply the spec there",
-        s.me, s.role, s.peer
-    ))
+    Some(if s.role == "standby" {
+        format!(
+            "{} is the standby of its pair: it takes its spec from the active ({}), which \
+             sends it on every reload; apply the spec there; nothing changed",
+            s.me, s.peer
+        )
+    } else {
+        format!(
+            "{} is {} in its pair (not serving): a spec is applied on the active, which sends \
+             it to its standby; nothing changed",
+            s.me, s.role
+        )
+    })
 }
 
 /// The management-server rows of a reload: on the active of a pair, the applied spec is
