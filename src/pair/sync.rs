@@ -1,5 +1,6 @@
-//! Spec sync over the mlan: the active sends its applied spec to the standby, which
-//! applies it as a reload and answers with its result (PROTOCOL.md, "The mlan").
+//! State sync over the mlan: the active sends the standby its applied spec, which the
+//! standby applies as a reload and answers with its result, and its monitor
+//! registrations, which the standby's pipeline takes (PROTOCOL.md, "The mlan").
 //!
 //! TCP on the mlan address and port (the heartbeat is UDP on the same port number). One
 //! request and one answer per connection, each a frame: a 4-byte big-endian length, a
@@ -26,15 +27,25 @@ pub const MAX_FRAME: usize = 16 << 20;
 /// How long one push may take, connection to answer (the standby's reload included).
 pub const PUSH_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The active's spec, for the standby.
+/// What the active sends its standby.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SpecPush {
     pub from: String,
     pub sent_ms: u64,
     pub nonce: u64,
+    pub body: PushBody,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, tag = "kind")]
+pub enum PushBody {
     /// The applied spec as the state file holds it.
-    pub spec: String,
+    Spec { spec: String },
+    /// Every monitor registration.
+    Monitors {
+        monitors: Vec<crate::pipeline::core::SyncedMonitor>,
+    },
 }
 
 /// The standby's answer.
@@ -99,12 +110,12 @@ async fn read_frame(s: &mut TcpStream, key: &MlanKey) -> Result<Vec<u8>, SyncErr
     Ok(buf)
 }
 
-/// Sends `spec` to the peer at `to` and waits (bounded) for its answer.
+/// Sends `body` to the peer at `to` and waits (bounded) for its answer.
 pub async fn push(
     to: SocketAddr,
     from: &Name,
     key: &MlanKey,
-    spec: String,
+    body: PushBody,
     now_ms: u64,
 ) -> Result<SpecAck, SyncError> {
     let exchange = async {
@@ -113,7 +124,7 @@ pub async fn push(
             from: from.to_string(),
             sent_ms: now_ms,
             nonce: rand::random(),
-            spec,
+            body,
         })
         .map_err(|e| SyncError::Malformed(e.to_string()))?;
         write_frame(&mut s, key, &body).await?;
@@ -187,7 +198,9 @@ mod tests {
             from: "ms01".into(),
             sent_ms: 1_000_000,
             nonce: 7,
-            spec: String::new(),
+            body: PushBody::Spec {
+                spec: String::new(),
+            },
         };
         assert_eq!(g.check(&p, &peer, 1_000_100), Ok(()));
         assert_eq!(g.check(&p, &peer, 1_000_100), Err("replayed".into()));
@@ -217,7 +230,10 @@ mod tests {
                         SpecAck {
                             ok: true,
                             changed: true,
-                            message: format!("{} bytes", p.spec.len()),
+                            message: match p.body {
+                                PushBody::Spec { spec } => format!("{} bytes", spec.len()),
+                                PushBody::Monitors { monitors } => format!("{}", monitors.len()),
+                            },
                         }
                     })
                 })
@@ -227,9 +243,10 @@ mod tests {
             results
         });
         let me = Name::parse("ms01").unwrap();
-        let ack = push(at, &me, &key, "x".repeat(100), 5).await.unwrap();
+        let spec = |s: String| PushBody::Spec { spec: s };
+        let ack = push(at, &me, &key, spec("x".repeat(100)), 5).await.unwrap();
         assert_eq!(ack.message, "100 bytes");
-        assert!(push(at, &me, &wrong, "y".into(), 5).await.is_err());
+        assert!(push(at, &me, &wrong, spec("y".into()), 5).await.is_err());
         assert_eq!(server.await.unwrap(), [true, false]);
     }
 }

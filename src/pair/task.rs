@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::addr;
 use super::role::{Effect, Heartbeat, Input, Reason, Role, RoleCore, Timing};
-use super::sync::{self, PushGuard, SpecAck};
+use super::sync::{self, PushBody, PushGuard, SpecAck};
 use super::wire::{self, MlanKey};
 use crate::backend::{Bmc, Pdu, bounded};
 use crate::pipeline::Pipeline;
@@ -35,6 +35,9 @@ pub const FENCE_BMC_TIMEOUT: Duration = Duration::from_secs(10);
 pub const FENCE_OUTLET_TIMEOUT: Duration = Duration::from_secs(30);
 /// How soon a fence that failed is tried again while the peer stays lost.
 pub const FENCE_RETRY: Duration = Duration::from_secs(5);
+/// How often the active sends its registrations to the standby even when none changed
+/// (their ages move).
+pub const MONITORS_REFRESH: Duration = Duration::from_secs(10);
 
 /// Everything the pair task needs, from the spec and the daemon.
 pub struct PairSetup {
@@ -119,16 +122,22 @@ struct SyncTarget {
 
 impl SyncTarget {
     async fn push(&self, spec: String) -> Result<SpecAck, String> {
-        let r = sync::push(self.peer, &self.me, &self.key, spec, wall_ms())
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|ack| {
-                if ack.ok {
-                    Ok(ack)
-                } else {
-                    Err(ack.message.clone())
-                }
-            });
+        let r = sync::push(
+            self.peer,
+            &self.me,
+            &self.key,
+            PushBody::Spec { spec },
+            wall_ms(),
+        )
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|ack| {
+            if ack.ok {
+                Ok(ack)
+            } else {
+                Err(ack.message.clone())
+            }
+        });
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = match &r {
             Ok(_) => "in sync".to_string(),
             Err(why) => format!("not synchronized: {why}"),
@@ -247,6 +256,7 @@ pub fn spawn(setup: PairSetup) -> std::io::Result<PairHandle> {
         status.clone(),
         setup.specs.clone(),
         setup.log.clone(),
+        setup.pipeline.clone(),
     ));
     let task = Task {
         setup,
@@ -260,6 +270,9 @@ pub fn spawn(setup: PairSetup) -> std::io::Result<PairHandle> {
         note: None,
         sync: sync_target.clone(),
         synced_run: None,
+        monitors_sent: (None, None),
+        monitors_acked: Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
+        monitors_in_flight: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
     tokio::spawn(task.run(command_rx));
     Ok(PairHandle {
@@ -278,6 +291,7 @@ async fn accept_specs(
     status: watch::Receiver<PairStatus>,
     specs: mpsc::Sender<(String, oneshot::Sender<SpecAck>)>,
     log: Arc<dyn Fn(&str) + Send + Sync>,
+    pipeline: Pipeline,
 ) {
     let guard = Arc::new(std::sync::Mutex::new(PushGuard::default()));
     // One push at a time: a second connection waits for the first to be answered.
@@ -286,7 +300,7 @@ async fn accept_specs(
         let Ok((stream, from)) = listener.accept().await else {
             continue;
         };
-        let (peer, key, status, specs, guard, log, one) = (
+        let (peer, key, status, specs, guard, log, one, pipeline) = (
             peer.clone(),
             key.clone(),
             status.clone(),
@@ -294,6 +308,7 @@ async fn accept_specs(
             guard.clone(),
             log.clone(),
             one.clone(),
+            pipeline.clone(),
         );
         tokio::spawn(async move {
             let Ok(_turn) = one.acquire().await else {
@@ -320,12 +335,27 @@ async fn accept_specs(
                     return Err(refuse(why));
                 }
                 Ok(move || async move {
-                    let (tx, rx) = oneshot::channel();
-                    if specs.send((push.spec, tx)).await.is_err() {
-                        return refuse("the daemon is stopping".into());
+                    match push.body {
+                        PushBody::Spec { spec } => {
+                            let (tx, rx) = oneshot::channel();
+                            if specs.send((spec, tx)).await.is_err() {
+                                return refuse("the daemon is stopping".into());
+                            }
+                            rx.await
+                                .unwrap_or_else(|_| refuse("the reload did not answer".into()))
+                        }
+                        PushBody::Monitors { monitors } => {
+                            let n = monitors.len();
+                            match pipeline.adopt_monitors(monitors).await {
+                                Ok(()) => SpecAck {
+                                    ok: true,
+                                    changed: true,
+                                    message: format!("{n} monitor registrations taken"),
+                                },
+                                Err(e) => refuse(e.to_string()),
+                            }
+                        }
                     }
-                    rx.await
-                        .unwrap_or_else(|_| refuse("the reload did not answer".into()))
                 })
             })
             .await;
@@ -354,6 +384,11 @@ struct Task {
     sync: Arc<SyncTarget>,
     /// The run of the peer this active last sent its spec to.
     synced_run: Option<u64>,
+    /// The standby run the registrations last went to, and when.
+    monitors_sent: (Option<u64>, Option<Instant>),
+    /// The registration count the standby last acknowledged (`u64::MAX`: none).
+    monitors_acked: Arc<std::sync::atomic::AtomicU64>,
+    monitors_in_flight: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Task {
@@ -384,6 +419,7 @@ impl Task {
                 _ = tick.tick() => {
                     self.core.handle(Instant::now(), Input::Tick, &mut out);
                     self.send_heartbeat(peer_mlan).await;
+                    self.sync_monitors(Instant::now());
                 }
                 r = self.sock.recv_from(&mut buf) => {
                     let Ok((n, from)) = r else { continue };
@@ -530,6 +566,55 @@ impl Task {
             }
         }
         self.log(&format!("pair: {} stopped serving", self.setup.me));
+    }
+
+    /// An active with a standby sends it the monitor registrations when they change (and
+    /// every [`MONITORS_REFRESH`] for their ages), one send at a time.
+    fn sync_monitors(&mut self, now: Instant) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let Some(run) = self.core.peer_run(now) else {
+            return;
+        };
+        if !self.core.serving() || self.monitors_in_flight.load(SeqCst) {
+            return;
+        }
+        let count = self.setup.pipeline.counters().registrations.load(SeqCst);
+        let (sent_run, at) = self.monitors_sent;
+        let stale = at.is_none_or(|t| now.saturating_duration_since(t) >= MONITORS_REFRESH);
+        if self.monitors_acked.load(SeqCst) == count && sent_run == Some(run) && !stale {
+            return;
+        }
+        self.monitors_sent = (Some(run), Some(now));
+        self.monitors_in_flight.store(true, SeqCst);
+        let (pipeline, sync, flag, acked) = (
+            self.setup.pipeline.clone(),
+            self.sync.clone(),
+            self.monitors_in_flight.clone(),
+            self.monitors_acked.clone(),
+        );
+        tokio::spawn(async move {
+            if let Ok((count, monitors)) = pipeline.synced_monitors().await {
+                let r = sync::push(
+                    sync.peer,
+                    &sync.me,
+                    &sync.key,
+                    PushBody::Monitors { monitors },
+                    wall_ms(),
+                )
+                .await;
+                match r {
+                    Ok(ack) if ack.ok => acked.store(count, SeqCst),
+                    Ok(ack) => tracing::warn!(
+                        "the standby did not take the monitor registrations: {}",
+                        ack.message
+                    ),
+                    Err(e) => {
+                        tracing::warn!("monitor registrations not sent to the standby: {e}")
+                    }
+                }
+            }
+            flag.store(false, SeqCst);
+        });
     }
 
     /// An active that hears a new run of its peer as standby sends it the spec.

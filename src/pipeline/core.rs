@@ -54,6 +54,18 @@ use super::system::{Evidence, Monitor, Requester, ResetId, Resetting, Stage, Sta
 use super::watch::Verdict;
 use super::{Counters, MonitorView};
 
+/// A monitor registration as the active of a pair sends it to its standby.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SyncedMonitor {
+    pub system: String,
+    pub subsystem: u32,
+    pub addr: SocketAddr,
+    pub pair: Option<u32>,
+    /// Milliseconds since its last check.
+    pub age_ms: u64,
+}
+
 /// Timings of the core that are not in the spec.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -348,6 +360,74 @@ impl Core {
     /// A number that moves whenever the set of registered monitor addresses may have.
     pub fn registrations(&self) -> u64 {
         self.registrations
+    }
+
+    /// Every monitor registration with its age, for the standby of a pair, and the
+    /// registration count it goes with (it moves whenever one is added or moves).
+    pub fn synced_monitors(&self, now: Instant) -> (u64, Vec<SyncedMonitor>) {
+        let list = self
+            .systems
+            .iter()
+            .filter_map(|(name, sys)| {
+                let m = sys.monitor.as_ref()?;
+                Some(SyncedMonitor {
+                    system: name.to_string(),
+                    subsystem: m.subsystem,
+                    addr: m.addr,
+                    pair: m.pair,
+                    age_ms: now.saturating_duration_since(m.last_seen).as_millis() as u64,
+                })
+            })
+            .collect();
+        (self.registrations, list)
+    }
+
+    /// On a standby: the registrations become the active's (`list`), for the systems of
+    /// this spec in their normal state; so that after a takeover a registered monitor's
+    /// request is admitted at once. Entries for unknown systems are ignored.
+    pub fn adopt_monitors(&mut self, now: Instant, list: Vec<SyncedMonitor>) {
+        let mut wanted: HashMap<Name, SyncedMonitor> = HashMap::new();
+        for m in list {
+            if let Some(found) = self.spec.system(&m.system) {
+                wanted.insert(found.name().clone(), m);
+            }
+        }
+        let names: Vec<Name> = self
+            .systems
+            .keys()
+            .cloned()
+            .chain(wanted.keys().cloned())
+            .collect();
+        for name in names {
+            let sys = self.systems.entry(name.clone()).or_default();
+            if !matches!(sys.state, State::Normal) {
+                continue;
+            }
+            let new = wanted.get(name.as_str()).map(|m| Monitor {
+                subsystem: m.subsystem,
+                addr: m.addr,
+                pair: m.pair,
+                last_seen: now
+                    .checked_sub(Duration::from_millis(m.age_ms))
+                    .unwrap_or(now),
+            });
+            let before = sys.monitor.as_ref().map(|m| m.addr.ip());
+            let after = new.as_ref().map(|m| m.addr.ip());
+            if before != after {
+                if let Some(ip) = before {
+                    forget_address(&mut self.monitor_at, ip);
+                }
+                if let Some(ip) = after {
+                    *self.monitor_at.entry(ip).or_default() += 1;
+                }
+                self.registrations += 1;
+                self.facts_gen += 1;
+            }
+            if new != sys.monitor {
+                sys.epoch += 1;
+                sys.monitor = new;
+            }
+        }
     }
 
     /// The addresses of every registered monitor (cheap: no names, no sorting).

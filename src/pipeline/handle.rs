@@ -96,6 +96,9 @@ pub struct Counters {
     pub standing_by: std::sync::atomic::AtomicBool,
     /// Datagrams dropped because this management server was not active.
     pub standby_dropped: AtomicU64,
+    /// The core's registration count, as of the last tick: the pair task sends the
+    /// registrations to the standby when it moves.
+    pub registrations: AtomicU64,
 }
 
 /// Messages the pipeline thread accepts from the rest of the daemon.
@@ -116,6 +119,10 @@ pub enum PipelineMsg {
     Simulate(Simulation),
     /// In a pair: why the service is not redundant now (`None`: it is), for check replies.
     PairNote(Option<String>),
+    /// The monitor registrations for the standby, with the registration count.
+    SyncedMonitors(oneshot::Sender<(u64, Vec<super::core::SyncedMonitor>)>),
+    /// On a standby: the active's registrations.
+    AdoptMonitors(Vec<super::core::SyncedMonitor>),
     Monitors(oneshot::Sender<Vec<MonitorView>>),
     /// What the watch knows, as `show status` prints it.
     Health(oneshot::Sender<serde_json::Value>),
@@ -324,6 +331,24 @@ impl Pipeline {
     pub async fn pair_note(&self, note: Option<String>) -> Result<(), PipelineGone> {
         self.tx
             .send(PipelineMsg::PairNote(note))
+            .await
+            .map_err(|_| PipelineGone)
+    }
+
+    /// The monitor registrations, for the standby of a pair.
+    pub async fn synced_monitors(
+        &self,
+    ) -> Result<(u64, Vec<super::core::SyncedMonitor>), PipelineGone> {
+        self.ask(PipelineMsg::SyncedMonitors).await
+    }
+
+    /// On a standby: take the active's monitor registrations.
+    pub async fn adopt_monitors(
+        &self,
+        list: Vec<super::core::SyncedMonitor>,
+    ) -> Result<(), PipelineGone> {
+        self.tx
+            .send(PipelineMsg::AdoptMonitors(list))
             .await
             .map_err(|_| PipelineGone)
     }

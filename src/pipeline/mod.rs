@@ -704,6 +704,16 @@ impl Shell {
                 let _ = reply.send(self.pdu_job(request, progress));
             }
             PipelineMsg::PairNote(note) => self.core.set_pair_note(note),
+            PipelineMsg::SyncedMonitors(reply) => {
+                let _ = reply.send(self.core.synced_monitors(Instant::now()));
+            }
+            PipelineMsg::AdoptMonitors(list) => {
+                self.core.adopt_monitors(Instant::now(), list);
+                // The receive thread serves registered monitors first: it needs their
+                // addresses at once after a takeover, not at the next tick.
+                self.monitor_ips_at = self.core.registrations();
+                self.monitor_ips.store(Arc::new(self.core.monitor_ips()));
+            }
             PipelineMsg::Health(reply) => {
                 let spec = self.live.load();
                 let _ = reply.send(self.health.view(&spec, self.watch_interval));
@@ -757,6 +767,9 @@ impl Shell {
         // is, a monitor that just registered is held to a stranger's rate, whose burst
         // covers a tick).
         let registrations = self.core.registrations();
+        self.counters
+            .registrations
+            .store(registrations, Ordering::Relaxed);
         if registrations != self.monitor_ips_at {
             self.monitor_ips_at = registrations;
             self.monitor_ips.store(Arc::new(self.core.monitor_ips()));

@@ -44,6 +44,16 @@ fn kill_9_of_the_active_fences_it_moves_the_address_and_resets_go_on() {
     p.wait_roles(["active", "standby"]);
     p.wait_active(0);
     p.check("node01");
+    wait_until(
+        "node01's registration on the standby",
+        WAIT,
+        || {
+            p.ms[1]
+                .haconn(&["show", "hamonitor", "--output", "json"])
+                .stdout
+        },
+        |out| out.contains("10.251.0.3"),
+    );
     let killed = Instant::now();
     p.ms[0].kill9();
     let s = p.wait_active(1);
@@ -64,8 +74,8 @@ fn kill_9_of_the_active_fences_it_moves_the_address_and_resets_go_on() {
     assert!(p.bmc[1].chassis().is_empty());
     assert!(p.holds_address(1), "{}", p.diagnostics());
     eprintln!("takeover after kill -9: {took:?}");
-    // The new active answers at once; a reset through it runs once, on node02's BMC.
-    p.check("node01");
+    // The new active knew node01's registration from the old one: its reset is admitted
+    // without a new check, runs once, on node02's BMC.
     let run = p.node(&[
         "node",
         "reset",
@@ -251,14 +261,57 @@ fn the_active_sends_its_spec_to_the_standby_and_reloads_complete_on_both() {
     // The standby takes no spec but the active's.
     let other = p.ms[1].write("other.yaml", &crate::support::pair::spec());
     let refused = p.ms[1].apply(&other);
-    refused.code(1);
-    assert!(
-        refused.stdout.contains("ms02 is standby") || refused.stderr.contains("ms02 is standby"),
-        "{refused}"
-    );
+    refused
+        .code(1)
+        .stderr_has("ms02 is the standby of its pair: it takes its spec from the active (ms01)");
     assert!(p.ms[1].settings().contains("node03"));
     p.ms[0]
         .haconn(&["act", "copy"])
         .code(0)
         .stdout_has("ms02: applied (0 changes)");
+}
+
+#[test]
+fn a_reset_asked_for_during_the_failover_completes_once_on_the_new_active() {
+    require_netns!();
+    let mut p = Pair::start();
+    p.wait_roles(["active", "standby"]);
+    p.wait_active(0);
+    p.check("node01");
+    wait_until(
+        "node01's registration on the standby",
+        WAIT,
+        || {
+            p.ms[1]
+                .haconn(&["show", "hamonitor", "--output", "json"])
+                .stdout
+        },
+        |out| out.contains("10.251.0.3"),
+    );
+    p.ms[0].kill9();
+    // Asked at once: the node tool retransmits (same request number) until the new
+    // active answers.
+    let run = p.node(&[
+        "node",
+        "reset",
+        "--system",
+        "node01",
+        "--subsystem",
+        "1",
+        "--target-system",
+        "node02",
+        "--target",
+        "1",
+    ]);
+    run.code(0);
+    assert_eq!(run.stdout.matches("result=ACCEPTED").count(), 1, "{run}");
+    wait_until(
+        "node02's hard reset",
+        WAIT,
+        || p.node02_bmc.resets().len(),
+        |n| *n >= 1,
+    );
+    assert_eq!(p.node02_bmc.nmis().len(), 1, "{}", p.diagnostics());
+    assert_eq!(p.node02_bmc.resets().len(), 1, "{}", p.diagnostics());
+    assert_eq!(p.pair(1)["role"], "active");
 }
