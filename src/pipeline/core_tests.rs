@@ -2244,3 +2244,35 @@ fn a_reload_planned_before_a_reset_started_is_refused_and_changes_nothing() {
     run.apply(&Ev::Reload).unwrap();
     assert!(*run.w.core.spec().clone() == *spec_b(), "applied");
 }
+
+/// Issue 14.3: a standby that took the active's registrations admits a registered
+/// monitor's request after a takeover without a new check; only from the registered
+/// address, and an unknown system in the list is not kept.
+#[test]
+fn registrations_synced_from_the_active_admit_requests_after_a_takeover() {
+    let mut active = World::new();
+    active.check("node01");
+    active.check("node02");
+    let (_, mut list) = active.core.synced_monitors(active.now);
+    assert_eq!(list.len(), 2);
+    list.push(crate::pipeline::core::SyncedMonitor {
+        system: "nosuchnode".into(),
+        subsystem: 1,
+        addr: from(9),
+        pair: None,
+        age_ms: 0,
+    });
+    let mut standby = World::new();
+    standby.core.adopt_monitors(standby.now, list);
+    let (_, kept) = standby.core.synced_monitors(standby.now);
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(standby.core.is_monitor_address(ip(home("node01"))));
+    let e = standby.reset(7, "node01", "node02");
+    assert_eq!(results(&e), vec![ResetResult::Accepted], "{e:#?}");
+    assert!(started(&e).is_some());
+    // Without the synced registrations the same request is refused.
+    let mut cold = World::new();
+    let e = cold.reset(7, "node01", "node02");
+    assert_ne!(results(&e), vec![ResetResult::Accepted], "{e:#?}");
+    assert!(started(&e).is_none());
+}
