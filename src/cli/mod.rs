@@ -225,7 +225,7 @@ pub const EXIT_CODES: &[CommandCodes] = &[
         ],
     },
     CommandCodes {
-        command: "act restart, act copy, sby takeover",
+        command: "act restart, act copy, act shutdown, sby restart, sby shutdown, sby takeover",
         style: ExitStyle::Standard,
         meanings: &[
             (

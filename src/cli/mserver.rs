@@ -47,11 +47,15 @@ pub enum ActAction {
         #[command(flatten)]
         test: PduTest,
     },
-    /// Hand the reset path over to the standby without fencing: this server stops
-    /// serving first and stays on as the standby. Run it on the active.
+    /// Hand the reset path over to the standby without fencing (this server stops serving
+    /// first), then restart this daemon, which comes back as the standby. Run it on the
+    /// active.
     Restart,
     /// Send the active's applied spec to the standby now (every reload does it too).
     Copy,
+    /// Stop both daemons: the standby first (so it does not fence the active), then the
+    /// active. Run it on the active.
+    Shutdown,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -61,6 +65,11 @@ pub enum SbyAction {
         #[command(flatten)]
         test: PduTest,
     },
+    /// Restart the standby's daemon (this one, or the peer's when run on the active).
+    Restart,
+    /// Stop the standby's daemon (this one, or the peer's when run on the active); the
+    /// active goes on alone, not redundant.
+    Shutdown,
     /// Make this standby active without fencing its peer, because an operator has made
     /// sure the peer is down (powered off, or its daemon stopped and its address gone).
     /// Refused while the peer's heartbeat is heard. Run it on the standby.
@@ -76,12 +85,15 @@ pub fn run_act(args: &ActArgs) -> Outcome {
         ActAction::Ipdusd { test } => ipdusd(&args.common, test, "active"),
         ActAction::Restart => pair(&args.common, "act restart", PairAction::Handover),
         ActAction::Copy => pair(&args.common, "act copy", PairAction::Copy),
+        ActAction::Shutdown => pair(&args.common, "act shutdown", PairAction::Shutdown),
     }
 }
 
 pub fn run_sby(args: &SbyArgs) -> Outcome {
     match &args.action {
         SbyAction::Ipdusd { test } => ipdusd(&args.common, test, "standby"),
+        SbyAction::Restart => pair(&args.common, "sby restart", PairAction::StandbyRestart),
+        SbyAction::Shutdown => pair(&args.common, "sby shutdown", PairAction::StandbyShutdown),
         SbyAction::Takeover { confirm_peer_down } => {
             if !confirm_peer_down {
                 super::print_error(

@@ -19,7 +19,7 @@ use super::protocol::{
     self, FactsView, GetReply, HamonitorReply, IpduSettingReply, LiveCounts, MAX_LINE, MonitorRow,
     PduJobReply, Progress, RemoteDiagnostic, Request, ServerResetReply, SettingsView, StatusReply,
 };
-use super::supervisor::{Command, Origin, ReloadReply, Shared};
+use super::supervisor::{Command, Command as SupervisorCommand, Origin, ReloadReply, Shared};
 use crate::spec::model::Name;
 use crate::spec::render::normalized_yaml;
 
@@ -444,14 +444,28 @@ async fn handle(
         Request::ServerIpdu { .. } => protocol::error("bad-request", "not here"),
         Request::IpduSetting { .. } => protocol::ok(&IpduSettingReply::of(&shared.pipeline.live())),
         Request::MserverIpdu { .. } => protocol::error("bad-request", "not here"),
-        Request::Pair { action, .. } => pair_command(shared, action).await,
+        Request::Pair { action, .. } => pair_command(shared, commands, action).await,
     }
 }
 
 /// How long `act restart` waits for the standby to say it is active.
 const HANDOVER_WAIT: Duration = Duration::from_secs(10);
 
-async fn pair_command(shared: &Shared, action: protocol::PairAction) -> Value {
+/// Sends the supervisor `cmd` a moment from now, so that the reply saying so is written
+/// before the daemon stops.
+fn soon(commands: &mpsc::Sender<SupervisorCommand>, cmd: SupervisorCommand) {
+    let commands = commands.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = commands.send(cmd).await;
+    });
+}
+
+async fn pair_command(
+    shared: &Shared,
+    commands: &mpsc::Sender<SupervisorCommand>,
+    action: protocol::PairAction,
+) -> Value {
     use crate::pair::task::Command;
     let Some(pair) = &shared.pair else {
         return protocol::error(
@@ -472,8 +486,63 @@ async fn pair_command(shared: &Shared, action: protocol::PairAction) -> Value {
                 Err(why) => protocol::error("refused", &format!("the spec was not copied: {why}")),
             };
         }
+        protocol::PairAction::StandbyRestart | protocol::PairAction::StandbyShutdown => {
+            let restart = action == protocol::PairAction::StandbyRestart;
+            let verb = if restart { "restarts" } else { "stops" };
+            let s = pair.status();
+            if s.role != "active" {
+                soon(
+                    commands,
+                    if restart {
+                        SupervisorCommand::Restart
+                    } else {
+                        SupervisorCommand::Stop
+                    },
+                );
+                return protocol::ok(&protocol::PairReply {
+                    message: format!("{} ({}) {verb}", s.me, s.role),
+                    pair: s,
+                });
+            }
+            return match pair.peer_lifecycle(restart).await {
+                Ok(_) => protocol::ok(&protocol::PairReply {
+                    message: format!("{} (standby) {verb}", s.peer),
+                    pair: pair.status(),
+                }),
+                Err(why) => protocol::error("refused", &format!("{}: {why}", s.peer)),
+            };
+        }
+        protocol::PairAction::Shutdown => {
+            let s = pair.status();
+            if s.role != "active" {
+                return protocol::error(
+                    "refused",
+                    &format!(
+                        "{} is {}: run `act shutdown` on the active ({})",
+                        s.me, s.role, s.peer
+                    ),
+                );
+            }
+            let peer = match pair.peer_lifecycle(false).await {
+                Ok(_) => format!("{} stops", s.peer),
+                Err(why) => format!("{} not stopped: {why}", s.peer),
+            };
+            shared
+                .handover_on_stop
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+            soon(commands, SupervisorCommand::Stop);
+            return protocol::ok(&protocol::PairReply {
+                message: format!("{peer}; {} stops", s.me),
+                pair: pair.status(),
+            });
+        }
     };
-    handover_or(pair, command).await
+    let reply = handover_or(pair, command).await;
+    if action == protocol::PairAction::Handover && reply["ok"] == true {
+        // The second half of `act restart`: this server starts again, as the standby.
+        soon(commands, SupervisorCommand::Restart);
+    }
+    reply
 }
 
 /// Runs a pair command; a handover waits until the peer says it is active.

@@ -280,6 +280,7 @@ fn start_pair(
         String,
         tokio::sync::oneshot::Sender<crate::pair::sync::SpecAck>,
     )>,
+    lifecycle: mpsc::Sender<bool>,
 ) -> anyhow::Result<Option<crate::pair::task::PairHandle>> {
     use crate::pair::task::{self, PairSetup};
     use crate::spec::model::{Auth, Mode};
@@ -338,6 +339,7 @@ fn start_pair(
             let _ = events.write(line);
         }),
         specs,
+        lifecycle,
     })
     .with_context(|| format!("binding the mlan on {local_mlan}"))?;
     Ok(Some(handle))
@@ -403,9 +405,17 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         .context("starting the main runtime")?;
     let events = Arc::new(events);
     let (peer_specs, peer_spec_rx) = mpsc::channel(2);
+    let (lifecycle, lifecycle_rx) = mpsc::channel(2);
     let pair = {
         let _in_runtime = runtime.enter();
-        start_pair(&opts, &pipeline, &local, events.clone(), peer_specs)?
+        start_pair(
+            &opts,
+            &pipeline,
+            &local,
+            events.clone(),
+            peer_specs,
+            lifecycle,
+        )?
     };
     let shared = Arc::new(Shared {
         pipeline,
@@ -415,11 +425,38 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         spec_path: opts.spec.clone(),
         local,
         pair,
+        restart: std::sync::atomic::AtomicBool::new(false),
+        handover_on_stop: std::sync::atomic::AtomicBool::new(true),
     });
-    let result = runtime.block_on(main_loop(opts, shared, start.file_bytes, peer_spec_rx));
+    let result = runtime.block_on(main_loop(
+        opts,
+        shared.clone(),
+        start.file_bytes,
+        peer_spec_rx,
+        lifecycle_rx,
+    ));
     runtime.shutdown_timeout(Duration::from_secs(2));
+    let restart = shared.restart.load(std::sync::atomic::Ordering::SeqCst);
+    drop(shared);
     pipeline_thread.join();
+    if restart && result.is_ok() {
+        return Err(restart_in_place());
+    }
     result
+}
+
+/// Execs this program again with the same arguments (same pid, so systemd follows): a
+/// restart that needs no service manager. Returns only if the exec failed.
+fn restart_in_place() -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return anyhow::anyhow!("restarting: cannot find this program: {e}"),
+    };
+    let e = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    anyhow::anyhow!("restarting: exec failed: {e}")
 }
 
 /// A spec the active of the pair sent, with where its result goes.
@@ -433,6 +470,7 @@ async fn main_loop(
     shared: Arc<Shared>,
     file_bytes: Option<Vec<u8>>,
     mut peer_specs: mpsc::Receiver<PeerSpec>,
+    mut lifecycle: mpsc::Receiver<bool>,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let listener = control::bind(&opts.control_socket, opts.socket_group).with_context(|| {
@@ -494,6 +532,23 @@ async fn main_loop(
         })
     };
     let watchdog = tokio::spawn(watchdog(tx.clone()));
+    let peer_lifecycle = {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(restart) = lifecycle.recv().await {
+                let what = if restart { "restart" } else { "stop" };
+                tracing::info!("the active management server asks this one to {what}");
+                let cmd = if restart {
+                    Command::Restart
+                } else {
+                    Command::Stop
+                };
+                if tx.send(cmd).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
     let from_peer = {
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -523,7 +578,12 @@ async fn main_loop(
         // A clean stop of the active hands over to a healthy standby first: otherwise the
         // standby would fence this host when the heartbeat stops.
         let s = pair.status();
-        if s.role == "active" && s.redundant {
+        if s.role == "active"
+            && s.redundant
+            && shared
+                .handover_on_stop
+                .load(std::sync::atomic::Ordering::SeqCst)
+        {
             let _ = shared
                 .events
                 .write("stopping: handing over to the standby first");
@@ -538,8 +598,15 @@ async fn main_loop(
     forward.abort();
     watchdog.abort();
     from_peer.abort();
+    peer_lifecycle.abort();
     let _ = std::fs::remove_file(&opts.control_socket);
-    let _ = shared.events.write("haconn daemon stopped");
+    let _ = shared.events.write(
+        if shared.restart.load(std::sync::atomic::Ordering::SeqCst) {
+            "haconn daemon stopped; restarting"
+        } else {
+            "haconn daemon stopped"
+        },
+    );
     Ok(())
 }
 

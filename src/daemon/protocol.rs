@@ -107,6 +107,12 @@ pub enum PairAction {
     ConfirmPeerDown,
     /// `act copy`: send the active's applied spec to the standby now.
     Copy,
+    /// `sby restart`: the standby's daemon restarts (here, or on the peer).
+    StandbyRestart,
+    /// `sby shutdown`: the standby's daemon stops (here, or on the peer).
+    StandbyShutdown,
+    /// `act shutdown`: both daemons stop, the standby first.
+    Shutdown,
 }
 
 /// What a pair command did.

@@ -49,6 +49,8 @@ pub enum Command {
     /// Liveness: answered once the pipeline thread has answered too (feeds systemd's watchdog).
     Heartbeat(oneshot::Sender<()>),
     Stop,
+    /// Stop, then start again in place (`sby restart`, the second half of `act restart`).
+    Restart,
 }
 
 /// The answer to a reload request.
@@ -116,6 +118,10 @@ pub struct Shared {
     pub local: String,
     /// The pair task (`mode: pair`); `None` with one management server.
     pub pair: Option<crate::pair::task::PairHandle>,
+    /// Set by `Command::Restart`: the daemon execs itself again once stopped.
+    pub restart: std::sync::atomic::AtomicBool,
+    /// Cleared by `act shutdown` (both stop): no handover to the standby on the way out.
+    pub handover_on_stop: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -142,6 +148,12 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Command>) {
     while let Some(cmd) = rx.recv().await {
         match cmd {
             Command::Stop => break,
+            Command::Restart => {
+                shared
+                    .restart
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                break;
+            }
             Command::Heartbeat(reply) => {
                 if shared.pipeline.ping().await.is_ok() {
                     let _ = reply.send(());

@@ -46,6 +46,9 @@ pub enum PushBody {
     Monitors {
         monitors: Vec<crate::pipeline::core::SyncedMonitor>,
     },
+    /// An operator's `sby restart` / `sby shutdown` / `act shutdown`, run on the other
+    /// server: the receiver's daemon restarts (`restart`) or stops.
+    Lifecycle { restart: bool },
 }
 
 /// The standby's answer.
@@ -233,6 +236,7 @@ mod tests {
                             message: match p.body {
                                 PushBody::Spec { spec } => format!("{} bytes", spec.len()),
                                 PushBody::Monitors { monitors } => format!("{}", monitors.len()),
+                                PushBody::Lifecycle { restart } => format!("{restart}"),
                             },
                         }
                     })

@@ -61,6 +61,8 @@ pub struct PairSetup {
     /// Where a spec pushed by the active goes to be applied (the supervisor, as a
     /// reload); its answer goes back to the active.
     pub specs: mpsc::Sender<(String, oneshot::Sender<SpecAck>)>,
+    /// Where the peer's lifecycle request goes (`true`: restart, `false`: stop).
+    pub lifecycle: mpsc::Sender<bool>,
 }
 
 /// What `show status` shows of the pair.
@@ -175,6 +177,24 @@ impl PairHandle {
         self.sync.push(spec).await
     }
 
+    /// Asks the peer's daemon to restart or stop (it must not be active).
+    pub async fn peer_lifecycle(&self, restart: bool) -> Result<SpecAck, String> {
+        let s = self.status();
+        if s.peer_link != "OK" {
+            return Err(format!("{} is not heard now", s.peer));
+        }
+        sync::push(
+            self.sync.peer,
+            &self.sync.me,
+            &self.sync.key,
+            PushBody::Lifecycle { restart },
+            wall_ms(),
+        )
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|a| if a.ok { Ok(a) } else { Err(a.message) })
+    }
+
     pub async fn command(&self, c: Command) -> Result<String, String> {
         let (tx, rx) = oneshot::channel();
         self.commands
@@ -257,6 +277,7 @@ pub fn spawn(setup: PairSetup) -> std::io::Result<PairHandle> {
         setup.specs.clone(),
         setup.log.clone(),
         setup.pipeline.clone(),
+        setup.lifecycle.clone(),
     ));
     let task = Task {
         setup,
@@ -292,6 +313,7 @@ async fn accept_specs(
     specs: mpsc::Sender<(String, oneshot::Sender<SpecAck>)>,
     log: Arc<dyn Fn(&str) + Send + Sync>,
     pipeline: Pipeline,
+    lifecycle: mpsc::Sender<bool>,
 ) {
     let guard = Arc::new(std::sync::Mutex::new(PushGuard::default()));
     // One push at a time: a second connection waits for the first to be answered.
@@ -300,6 +322,7 @@ async fn accept_specs(
         let Ok((stream, from)) = listener.accept().await else {
             continue;
         };
+        let lifecycle = lifecycle.clone();
         let (peer, key, status, specs, guard, log, one, pipeline) = (
             peer.clone(),
             key.clone(),
@@ -321,7 +344,8 @@ async fn accept_specs(
             };
             let r = sync::serve_one(stream, &key, |push| {
                 let role = status.borrow().role.clone();
-                if role == Role::Active.as_str() {
+                let lifecycle_asked = matches!(push.body, PushBody::Lifecycle { .. });
+                if role == Role::Active.as_str() && !lifecycle_asked {
                     return Err(refuse(format!(
                         "this server is active: it takes no spec from {peer}"
                     )));
@@ -343,6 +367,21 @@ async fn accept_specs(
                             }
                             rx.await
                                 .unwrap_or_else(|_| refuse("the reload did not answer".into()))
+                        }
+                        PushBody::Lifecycle { restart } => {
+                            if role == Role::Active.as_str() {
+                                return refuse(
+                                    "this server is active: it is not stopped from its peer".into(),
+                                );
+                            }
+                            if lifecycle.send(restart).await.is_err() {
+                                return refuse("the daemon is stopping".into());
+                            }
+                            SpecAck {
+                                ok: true,
+                                changed: true,
+                                message: if restart { "restarting" } else { "stopping" }.into(),
+                            }
                         }
                         PushBody::Monitors { monitors } => {
                             let n = monitors.len();

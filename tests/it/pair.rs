@@ -164,14 +164,25 @@ fn with_the_actives_bmc_unreachable_too_the_standby_stays_and_says_why() {
 }
 
 #[test]
-fn act_restart_hands_over_without_fencing() {
+fn act_restart_hands_over_without_fencing_and_comes_back_as_standby() {
     require_netns!();
-    let p = Pair::start();
+    let mut p = Pair::start();
     p.wait_roles(["active", "standby"]);
     p.wait_active(0);
+    let pid = p.ms[0].pid();
     let run = p.ms[0].haconn(&["act", "restart"]);
     run.code(0).stdout_has("ms02 took over");
     p.wait_active(1);
+    // The old active restarted in place (same pid: systemd follows) and is the standby.
+    wait_until(
+        "ms01 restarted",
+        WAIT,
+        || std::fs::read_to_string(p.ms[0].event_log()).unwrap_or_default(),
+        |log| log.contains("restarting") && log.matches("haconn daemon started").count() == 2,
+    );
+    p.ms[0].wait_ready();
+    assert_eq!(p.ms[0].pid(), pid);
+    assert!(running(&mut p.ms[0]));
     p.wait_roles(["standby", "active"]);
     assert!(!p.holds_address(0) && p.holds_address(1));
     assert!(
@@ -182,6 +193,54 @@ fn act_restart_hands_over_without_fencing() {
     p.check("node01").stdout_has("redundant=yes");
     // On the standby the command is refused.
     p.ms[0].haconn(&["act", "restart"]).code(1);
+}
+
+#[test]
+fn sby_shutdown_from_the_active_stops_the_standby_and_act_shutdown_stops_both() {
+    require_netns!();
+    let mut p = Pair::start();
+    p.wait_roles(["active", "standby"]);
+    p.wait_active(0);
+    p.ms[0]
+        .haconn(&["sby", "shutdown"])
+        .code(0)
+        .stdout_has("ms02 (standby) stops");
+    let status = p.ms[1].wait_exit(WAIT);
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        p.diagnostics()
+    );
+    // The active goes on alone, not redundant, and fences nobody.
+    wait_until(
+        "the active alone",
+        WAIT,
+        || p.pair(0),
+        |s| s["peerLink"] == "NG" && s["role"] == "active",
+    );
+    p.check("node01").stdout_has("redundant=no");
+    assert!(
+        p.bmc.iter().all(|b| b.chassis().is_empty()),
+        "{}",
+        p.diagnostics()
+    );
+    // Both again, then `act shutdown` stops both, the standby first.
+    p.ms[1].spawn();
+    p.ms[1].wait_ready();
+    p.wait_roles(["active", "standby"]);
+    p.ms[0]
+        .haconn(&["act", "shutdown"])
+        .code(0)
+        .stdout_has("ms02 stops; ms01 stops");
+    for d in &mut p.ms {
+        assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+    }
+    assert!(
+        p.bmc.iter().all(|b| b.chassis().is_empty()),
+        "{}",
+        p.diagnostics()
+    );
 }
 
 #[test]

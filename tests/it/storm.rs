@@ -48,6 +48,8 @@ fn reload_storm_does_not_delay_the_pipeline() {
         spec_path: dir.path().join("cluster.yaml"),
         local: "ms01".into(),
         pair: None,
+        restart: Default::default(),
+        handover_on_stop: Default::default(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
