@@ -271,13 +271,15 @@ pub fn spawn(setup: PairSetup) -> std::io::Result<PairHandle> {
     });
     tokio::spawn(accept_specs(
         listener,
-        setup.peer.name.clone(),
-        setup.key.clone(),
-        status.clone(),
-        setup.specs.clone(),
-        setup.log.clone(),
-        setup.pipeline.clone(),
-        setup.lifecycle.clone(),
+        SyncReceiver {
+            peer: setup.peer.name.clone(),
+            key: setup.key.clone(),
+            status: status.clone(),
+            specs: setup.specs.clone(),
+            log: setup.log.clone(),
+            pipeline: setup.pipeline.clone(),
+            lifecycle: setup.lifecycle.clone(),
+        },
     ));
     let task = Task {
         setup,
@@ -303,10 +305,9 @@ pub fn spawn(setup: PairSetup) -> std::io::Result<PairHandle> {
     })
 }
 
-/// Takes specs the active pushes: only from the peer (signed, fresh, new), only while this
-/// server is not active; each is applied by the supervisor and its result sent back.
-async fn accept_specs(
-    listener: tokio::net::TcpListener,
+/// What the standby side of state sync needs (cloned into each connection's task).
+#[derive(Clone)]
+struct SyncReceiver {
     peer: Name,
     key: MlanKey,
     status: watch::Receiver<PairStatus>,
@@ -314,7 +315,12 @@ async fn accept_specs(
     log: Arc<dyn Fn(&str) + Send + Sync>,
     pipeline: Pipeline,
     lifecycle: mpsc::Sender<bool>,
-) {
+}
+
+/// Takes what the active pushes: only from the peer (signed, fresh, new), only while this
+/// server is not active; a spec is applied by the supervisor, registrations by the
+/// pipeline, a lifecycle request by the daemon; the result goes back.
+async fn accept_specs(listener: tokio::net::TcpListener, r: SyncReceiver) {
     let guard = Arc::new(std::sync::Mutex::new(PushGuard::default()));
     // One push at a time: a second connection waits for the first to be answered.
     let one = Arc::new(tokio::sync::Semaphore::new(1));
@@ -322,17 +328,16 @@ async fn accept_specs(
         let Ok((stream, from)) = listener.accept().await else {
             continue;
         };
-        let lifecycle = lifecycle.clone();
-        let (peer, key, status, specs, guard, log, one, pipeline) = (
-            peer.clone(),
-            key.clone(),
-            status.clone(),
-            specs.clone(),
-            guard.clone(),
-            log.clone(),
-            one.clone(),
-            pipeline.clone(),
-        );
+        let (guard, one) = (guard.clone(), one.clone());
+        let SyncReceiver {
+            peer,
+            key,
+            status,
+            specs,
+            log,
+            pipeline,
+            lifecycle,
+        } = r.clone();
         tokio::spawn(async move {
             let Ok(_turn) = one.acquire().await else {
                 return;
