@@ -273,6 +273,11 @@ fn print_status(reply: &StatusReply) {
             p.address,
             p.takeovers
         );
+        outln!(
+            "pair spec         : {} here; on the peer: {}",
+            p.spec_checksum,
+            p.peer_spec
+        );
         if let Some(b) = &p.blocked {
             outln!("CANNOT TAKE OVER  : the peer is lost and not fenced: {b}");
         }

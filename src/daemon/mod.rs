@@ -551,6 +551,7 @@ async fn main_loop(
     };
     let from_peer = {
         let tx = tx.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
             while let Some((spec, ack)) = peer_specs.recv().await {
                 let (reply, rx) = tokio::sync::oneshot::channel();
@@ -563,7 +564,8 @@ async fn main_loop(
                 if tx.send(cmd).await.is_err() {
                     return;
                 }
-                let _ = ack.send(supervisor::peer_ack(rx.await.ok()));
+                let reply = rx.await.ok();
+                let _ = ack.send(supervisor::peer_ack(reply, &shared.pipeline.live()));
             }
         })
     };

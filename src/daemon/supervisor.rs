@@ -291,14 +291,18 @@ pub async fn reload(shared: &Shared, text: &[u8], origin: Origin, dry_run: bool)
 }
 
 /// What a standby tells the active about the spec it sent.
-pub fn peer_ack(reply: Option<ReloadReply>) -> crate::pair::sync::SpecAck {
+pub fn peer_ack(reply: Option<ReloadReply>, live: &Spec) -> crate::pair::sync::SpecAck {
     use crate::pair::sync::SpecAck;
+    let checksum = Some(crate::pair::sync::checksum(
+        &crate::spec::render::state_yaml(live),
+    ));
     match reply {
         Some(ReloadReply::Applied {
             completed, changes, ..
         }) => SpecAck {
             ok: completed,
             changed: changes > 0,
+            checksum,
             message: if completed {
                 format!("applied ({changes} changes)")
             } else {
@@ -308,6 +312,7 @@ pub fn peer_ack(reply: Option<ReloadReply>) -> crate::pair::sync::SpecAck {
         Some(ReloadReply::Invalid(d)) => SpecAck {
             ok: false,
             changed: false,
+            checksum,
             message: format!(
                 "invalid there: {}",
                 d.first()
@@ -317,11 +322,13 @@ pub fn peer_ack(reply: Option<ReloadReply>) -> crate::pair::sync::SpecAck {
         Some(ReloadReply::Failed(why)) => SpecAck {
             ok: false,
             changed: false,
+            checksum,
             message: why,
         },
         Some(ReloadReply::Planned { .. }) | None => SpecAck {
             ok: false,
             changed: false,
+            checksum,
             message: "the reload did not answer".into(),
         },
     }

@@ -61,6 +61,17 @@ pub struct SpecAck {
     pub changed: bool,
     /// Why not, or the summary's result line.
     pub message: String,
+    /// The receiver's applied spec's [`checksum`] after a spec push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+}
+
+/// A short checksum of a spec as the state file holds it (SHA-256, 16 hex digits): the
+/// two servers of a pair compare theirs.
+pub fn checksum(state_yaml: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(state_yaml.as_bytes());
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -233,6 +244,7 @@ mod tests {
                         SpecAck {
                             ok: true,
                             changed: true,
+                            checksum: None,
                             message: match p.body {
                                 PushBody::Spec { spec } => format!("{} bytes", spec.len()),
                                 PushBody::Monitors { monitors } => format!("{}", monitors.len()),

@@ -89,9 +89,12 @@ pub struct PairStatus {
     /// the last error.
     pub address: String,
     pub takeovers: u64,
-    /// The spec on the peer: `in sync` (the standby applied this server's spec), `not
-    /// synchronized: why`, or `----` (nothing sent yet, or this server is not active).
+    /// The spec on the peer: `in sync (CHECKSUM)` (the standby applied this server's
+    /// spec and its checksum is the same), `DIFFERS: …`, `not synchronized: why`, or
+    /// `----` (nothing sent yet, or this server is not active).
     pub peer_spec: String,
+    /// This server's applied spec's checksum ([`sync::checksum`]).
+    pub spec_checksum: String,
 }
 
 /// An operator's command to the pair.
@@ -124,6 +127,7 @@ struct SyncTarget {
 
 impl SyncTarget {
     async fn push(&self, spec: String) -> Result<SpecAck, String> {
+        let here = sync::checksum(&spec);
         let r = sync::push(
             self.peer,
             &self.me,
@@ -141,7 +145,13 @@ impl SyncTarget {
             }
         });
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = match &r {
-            Ok(_) => "in sync".to_string(),
+            Ok(ack) if ack.checksum.as_deref() == Some(here.as_str()) => {
+                format!("in sync ({here})")
+            }
+            Ok(ack) => format!(
+                "DIFFERS: the standby's spec is {}, this one's {here}",
+                ack.checksum.as_deref().unwrap_or("unknown")
+            ),
             Err(why) => format!("not synchronized: {why}"),
         };
         r
@@ -261,8 +271,10 @@ pub fn spawn(setup: PairSetup) -> std::io::Result<PairHandle> {
         address,
         takeovers: 0,
         peer_spec: "----".into(),
+        spec_checksum: String::new(),
     });
     let (commands, command_rx) = mpsc::channel(8);
+    let setup_live = setup.pipeline.live();
     let sync_target = Arc::new(SyncTarget {
         me: setup.me.clone(),
         peer: SocketAddr::new(setup.peer.mlan.address, setup.peer.mlan.port.get()),
@@ -296,6 +308,11 @@ pub fn spawn(setup: PairSetup) -> std::io::Result<PairHandle> {
         monitors_sent: (None, None),
         monitors_acked: Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
         monitors_in_flight: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        checksummed: {
+            let live = setup_live;
+            let sum = sync::checksum(&crate::spec::render::state_yaml(&live));
+            (live, sum)
+        },
     };
     tokio::spawn(task.run(command_rx));
     Ok(PairHandle {
@@ -346,6 +363,7 @@ async fn accept_specs(listener: tokio::net::TcpListener, r: SyncReceiver) {
                 ok: false,
                 changed: false,
                 message,
+                checksum: None,
             };
             let r = sync::serve_one(stream, &key, |push| {
                 let role = status.borrow().role.clone();
@@ -386,6 +404,7 @@ async fn accept_specs(listener: tokio::net::TcpListener, r: SyncReceiver) {
                                 ok: true,
                                 changed: true,
                                 message: if restart { "restarting" } else { "stopping" }.into(),
+                                checksum: None,
                             }
                         }
                         PushBody::Monitors { monitors } => {
@@ -395,6 +414,7 @@ async fn accept_specs(listener: tokio::net::TcpListener, r: SyncReceiver) {
                                     ok: true,
                                     changed: true,
                                     message: format!("{n} monitor registrations taken"),
+                                    checksum: None,
                                 },
                                 Err(e) => refuse(e.to_string()),
                             }
@@ -433,6 +453,8 @@ struct Task {
     /// The registration count the standby last acknowledged (`u64::MAX`: none).
     monitors_acked: Arc<std::sync::atomic::AtomicU64>,
     monitors_in_flight: Arc<std::sync::atomic::AtomicBool>,
+    /// The live spec last checksummed, and its checksum.
+    checksummed: (Arc<crate::spec::model::Spec>, String),
 }
 
 impl Task {
@@ -721,6 +743,14 @@ impl Task {
             Some("not held".to_string())
         };
         self.sync_new_standby(now);
+        let live = self.setup.pipeline.live();
+        if !Arc::ptr_eq(&live, &self.checksummed.0) {
+            self.checksummed = (
+                live.clone(),
+                sync::checksum(&crate::spec::render::state_yaml(&live)),
+            );
+        }
+        let checksum = self.checksummed.1.clone();
         let takeovers = self.takeovers;
         let peer_spec = if self.core.serving() {
             self.sync
@@ -746,6 +776,7 @@ impl Task {
                 address: address.clone().unwrap_or_else(|| s.address.clone()),
                 takeovers,
                 peer_spec: peer_spec.clone(),
+                spec_checksum: checksum.clone(),
             };
             let changed = *s != new;
             *s = new;

@@ -290,8 +290,8 @@ fn the_active_sends_its_spec_to_the_standby_and_reloads_complete_on_both() {
     wait_until(
         "ms02 in sync",
         WAIT,
-        || p.pair(0)["peerSpec"].clone(),
-        |s| s == "in sync",
+        || p.pair(0)["peerSpec"].as_str().unwrap_or("").to_string(),
+        |s| s.starts_with("in sync ("),
     );
     let mut text = crate::support::pair::spec();
     text.push_str(&format!(
@@ -317,6 +317,12 @@ fn the_active_sends_its_spec_to_the_standby_and_reloads_complete_on_both() {
         "{run}"
     );
     assert!(p.ms[1].settings().contains("node03"), "{}", p.diagnostics());
+    let sum = p.pair(0)["specChecksum"].clone();
+    assert_eq!(p.pair(1)["specChecksum"], sum);
+    assert_eq!(
+        p.pair(0)["peerSpec"],
+        format!("in sync ({})", sum.as_str().unwrap())
+    );
     // The standby takes no spec but the active's.
     let other = p.ms[1].write("other.yaml", &crate::support::pair::spec());
     let refused = p.ms[1].apply(&other);
