@@ -34,6 +34,7 @@ pub enum ScenarioArg {
     Guest,
     #[value(name = "poweroff")]
     PowerOff,
+    Takeover,
 }
 
 pub fn run(args: &Args) -> Outcome {
@@ -45,6 +46,7 @@ pub fn run(args: &Args) -> Outcome {
         ScenarioArg::Pair => vec![Scenario::Pair],
         ScenarioArg::Guest => vec![Scenario::Guest],
         ScenarioArg::PowerOff => vec![Scenario::PowerOff],
+        ScenarioArg::Takeover => vec![Scenario::Takeover],
     };
     let timings = Timings {
         hispeed_ms: args.hispeed,

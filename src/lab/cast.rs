@@ -3,8 +3,9 @@
 //! describes it all to the pipeline.
 //!
 //! Every address is in 127.0.0.0/8: nodes' BMCs at 127.0.1.x, PDUs at 127.0.2.x, the
-//! ESXi host at 127.0.3.1, the management server's BMC at 127.0.0.2. Nothing listens on
-//! those addresses; the simulator plays the devices in-process.
+//! ESXi host at 127.0.3.1, the management servers' BMCs at 127.0.0.2 and 127.0.0.3 (their
+//! heartbeats, in `takeover`, at 127.0.20.1 and 127.0.20.2). Nothing listens on the
+//! devices' addresses; the simulator plays the devices in-process.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
@@ -29,16 +30,21 @@ pub enum Scenario {
     /// node02 loses power with nobody asking for anything: the hardware watch sees its
     /// BMC report power off and tells the other HA monitors POFF at once.
     PowerOff,
+    /// labms01, the active management server of a pair, dies; labms02 loses its
+    /// heartbeat, fences it through its BMC and takes over, while node01 asks for
+    /// node02's reset: the request completes once, on labms02.
+    Takeover,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Dump,
         Scenario::Hang,
         Scenario::BmcDead,
         Scenario::Pair,
         Scenario::Guest,
         Scenario::PowerOff,
+        Scenario::Takeover,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,6 +55,7 @@ impl Scenario {
             Scenario::Pair => "pair",
             Scenario::Guest => "guest",
             Scenario::PowerOff => "poweroff",
+            Scenario::Takeover => "takeover",
         }
     }
 }
@@ -84,6 +91,13 @@ pub struct Request {
     pub req: u32,
 }
 
+/// A management server: its name and its (simulated) BMC.
+#[derive(Debug, Clone)]
+pub struct MServer {
+    pub name: &'static str,
+    pub bmc: IpAddr,
+}
+
 /// Everything a scenario needs.
 #[derive(Debug, Clone)]
 pub struct Cast {
@@ -98,6 +112,9 @@ pub struct Cast {
     pub dies_after_nmi: Option<IpAddr>,
     /// The node that loses power at t = 0 (and the watch poll interval that must see it).
     pub loses_power: Option<(usize, std::time::Duration)>,
+    /// The management servers: one (`mode: single`) or, in `takeover`, a pair whose
+    /// first is active until it dies.
+    pub mservers: Vec<MServer>,
 }
 
 /// The timings an operator can shorten or lengthen.
@@ -117,6 +134,15 @@ fn v4(a: u8, b: u8, c: u8) -> IpAddr {
 
 fn bmc_of(n: u8) -> IpAddr {
     v4(0, 1, n)
+}
+
+/// The pair's heartbeat in `takeover`: every 100 ms, lost after 5 missed.
+pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+pub const HEARTBEAT_MISSES: u32 = 5;
+
+/// The heartbeat address of management server `i` in `takeover` (labms01 is 127.0.20.1).
+pub fn mlan_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 20, i as u8 + 1)
 }
 
 const PDUS: [u8; 2] = [1, 2];
@@ -204,6 +230,15 @@ impl Cast {
                 three(true),
                 Vec::new(),
             ),
+            Scenario::Takeover => (
+                "labms01, the active management server, dies; labms02 fences it and takes over while node01 asks for node02's reset",
+                three(true),
+                one,
+            ),
+        };
+        let ms = |n: u8| MServer {
+            name: if n == 1 { "labms01" } else { "labms02" },
+            bmc: v4(0, 0, n + 1),
         };
         let bmc_dead = scenario == Scenario::BmcDead;
         Cast {
@@ -219,6 +254,11 @@ impl Cast {
             dies_after_nmi: bmc_dead.then(|| bmc_of(2)),
             loses_power: (scenario == Scenario::PowerOff)
                 .then_some((1, std::time::Duration::from_millis(200))),
+            mservers: if scenario == Scenario::Takeover {
+                vec![ms(1), ms(2)]
+            } else {
+                vec![ms(1)]
+            },
         }
     }
 
@@ -227,33 +267,62 @@ impl Cast {
         self.nodes.iter().find(|n| &n.device == device)
     }
 
+    /// The management server whose BMC this is.
+    pub fn mserver_of(&self, bmc: IpAddr) -> Option<&MServer> {
+        self.mservers.iter().find(|m| m.bmc == bmc)
+    }
+
     /// The loopback spec of this scenario. `key` and `password` are fresh random values,
-    /// held in memory only.
-    pub fn spec_text(&self, port: u16, key: &str, password: &str, t: Timings) -> String {
+    /// held in memory only. `mlan` has the pair's bound heartbeat sockets, one per
+    /// management server (a single one's mlan is never used).
+    pub fn spec_text(
+        &self,
+        port: u16,
+        mlan: &[std::net::SocketAddr],
+        key: &str,
+        password: &str,
+        t: Timings,
+    ) -> String {
         let mut s = String::new();
-        let mlan_port = if port == 15002 { 15003 } else { 15002 };
+        let single_mlan = if port == 15002 { 15003 } else { 15002 };
+        let pair = self.mservers.len() == 2;
         let _ = write!(
             s,
             "apiVersion: haconn/v1\n\
-             mode: single\n\
+             mode: {}\n\
              resetPath:\n  address: 127.0.0.1/8\n  port: {port}\n  broadcast: 127.255.255.255\n  \
              auth: {{key: \"{key}\"}}\n\
              hispeed: {}\n",
+            if pair { "pair" } else { "single" },
             t.hispeed_ms
         );
+        if pair {
+            let _ = writeln!(
+                s,
+                "pair: {{heartbeatInterval: {}, heartbeatMisses: {HEARTBEAT_MISSES}, startupGrace: 5}}",
+                HEARTBEAT_INTERVAL.as_millis()
+            );
+        }
         if !self.outlets.is_empty() {
             s.push_str("snmp: {community: lab}\npdus:\n");
             for (pdu, _) in &self.outlets {
                 let _ = writeln!(s, "  - {{address: {pdu}, model: IBM_PDU}}");
             }
         }
-        let _ = write!(
-            s,
-            "managementServers:\n  - name: labms01\n    \
-             bmc: {{address: 127.0.0.2, username: admin, password: \"{password}\"}}\n    \
-             mlan: {{address: 127.0.0.1, port: {mlan_port}}}\n\
-             servers:\n"
-        );
+        s.push_str("managementServers:\n");
+        for (i, m) in self.mservers.iter().enumerate() {
+            let (address, mlan_port) = mlan
+                .get(i)
+                .map_or((v4(0, 0, 1), single_mlan), |a| (a.ip(), a.port()));
+            let _ = write!(
+                s,
+                "  - name: {}\n    \
+                 bmc: {{address: {}, username: admin, password: \"{password}\"}}\n    \
+                 mlan: {{address: {address}, port: {mlan_port}}}\n",
+                m.name, m.bmc
+            );
+        }
+        s.push_str("servers:\n");
         if self.scenario == Scenario::Guest {
             let _ = write!(
                 s,
@@ -312,12 +381,25 @@ mod tests {
         };
         for s in Scenario::ALL {
             let cast = Cast::of(s);
-            let text = cast.spec_text(40000, "k3yk3yk3yk3yk3yk3yk3y", "passw0rdpassw0rd", t);
+            let mlan: Vec<std::net::SocketAddr> = if cast.mservers.len() == 2 {
+                (0..2)
+                    .map(|i| (mlan_ip(i), 40001 + i as u16).into())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let text = cast.spec_text(40000, &mlan, "k3yk3yk3yk3yk3yk3yk3y", "passw0rdpassw0rd", t);
             let checked = check_bytes(text.as_bytes(), CheckOptions::default());
             let spec = checked
                 .spec
                 .unwrap_or_else(|| panic!("{}: {:?}\n{text}", s.name(), checked.diagnostics));
             assert_eq!(spec.systems(), cast.nodes.len(), "{}", s.name());
+            assert_eq!(
+                spec.management_servers.len(),
+                cast.mservers.len(),
+                "{}",
+                s.name()
+            );
             for ip in text.split(|c: char| !(c.is_ascii_digit() || c == '.')) {
                 if let Ok(a) = ip.parse::<Ipv4Addr>() {
                     assert!(a.is_loopback(), "{}: {a} is not loopback", s.name());

@@ -7,11 +7,14 @@
 //! datagrams, dump agents that answer an NMI with "stopped". It
 //! injects the failure, prints a timeline with times relative to the first reset request
 //! ([`timeline`]), the reset-log lines, and whether the expected outcome happened.
+//! `takeover` adds a management-server pair ([`pair`]): two role cores in this process
+//! whose gate on the one pipeline stands for the reset path's address.
 //!
 //! The lab's own side runs on a small runtime of its own; the pipeline keeps its thread
 //! and runtime as in the daemon. Every wait is bounded by the scenario's deadline.
 
 pub mod cast;
+mod pair;
 mod timeline;
 
 use std::io::Write;
@@ -31,7 +34,8 @@ use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::resetpath::codec::{self, AttentionState, Envelope, Key, Message, ResetResult};
 use crate::spec::model::Bmc as BmcSpec;
 use crate::spec::{CheckOptions, check_bytes};
-pub use cast::{Cast, Scenario, Timings};
+pub use cast::{Cast, Request, Scenario, Timings};
+use pair::PairEvent;
 use timeline::{Actor, Event, Reorder, What};
 
 /// How long a dump agent takes to report "stopped" after the NMI lands.
@@ -43,6 +47,19 @@ const ESXI_DELAY: Duration = Duration::from_millis(15);
 /// How long the lab keeps listening once the expected outcome is complete, to catch
 /// anything that should not happen.
 const GRACE: Duration = Duration::from_millis(300);
+/// `takeover`: how long both servers run after the check-in before labms01 dies, and
+/// when after its death node01 first asks for node02's reset.
+const STEADY: Duration = Duration::from_millis(300);
+const ASK_AFTER_DEATH: Duration = Duration::from_millis(150);
+/// When an HA monitor sends a reset request again while no reply came (PROTOCOL.md,
+/// "Retransmission: advice to clients"): six sends at most.
+const RESENDS: [Duration; 5] = [
+    Duration::from_millis(150),
+    Duration::from_millis(450),
+    Duration::from_millis(1050),
+    Duration::from_millis(2050),
+    Duration::from_millis(3050),
+];
 
 /// What `haconn lab` was asked for.
 #[derive(Debug, Clone, Copy)]
@@ -105,8 +122,19 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Report> {
     let reset_path = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
         .context("binding the lab's reset path on 127.0.0.1")?;
     let connector = reset_path.local_addr()?;
+    let mlan = if cast.mservers.len() == 2 {
+        (0..2)
+            .map(|i| bind_mlan(i, connector.port()))
+            .collect::<anyhow::Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
+    let mlan_addrs = mlan
+        .iter()
+        .map(std::net::UdpSocket::local_addr)
+        .collect::<std::io::Result<Vec<_>>>()?;
     let key = random_text(32);
-    let text = cast.spec_text(connector.port(), &key, &random_text(16), t);
+    let text = cast.spec_text(connector.port(), &mlan_addrs, &key, &random_text(16), t);
     let checked = check_bytes(text.as_bytes(), CheckOptions::default());
     let spec = checked.spec.ok_or_else(|| {
         anyhow!(
@@ -140,6 +168,20 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Report> {
         },
         BMC_DELAY.as_millis()
     )?;
+    if let [a, b] = mlan_addrs.as_slice() {
+        writeln!(
+            out,
+            "  management servers {} (heartbeats from {a}) and {} (from {b}): two role cores in this process, heartbeat every {} ms, lost after {} missed",
+            cast.mservers[0].name,
+            cast.mservers[1].name,
+            spec.pair.heartbeat_interval.as_millis(),
+            spec.pair.heartbeat_misses
+        )?;
+        writeln!(
+            out,
+            "  simulated: one pipeline stands for both; its gate (open while a server serves) stands for the reset path's address moving"
+        )?;
+    }
     if cast.scenario == Scenario::Guest {
         writeln!(
             out,
@@ -165,6 +207,9 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Report> {
     for (pdu, _) in &cast.outlets {
         sim.set(DeviceId::Pdu(*pdu), |d| d.delay = PDU_DELAY);
     }
+    for m in &cast.mservers {
+        sim.set(DeviceId::Bmc(m.bmc), |d| d.delay = BMC_DELAY);
+    }
     let hardware = sim.subscribe();
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
     let (reset_log, reset_rx) = LogSink::channel();
@@ -189,14 +234,16 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Report> {
                 }
             })?;
     }
+    let bmc: Arc<dyn Bmc> = Arc::new(LabBmc {
+        sim: sim.clone(),
+        dies_after_nmi: cast.dies_after_nmi,
+    });
     let backends = Backends {
-        bmc: Arc::new(LabBmc {
-            sim: sim.clone(),
-            dies_after_nmi: cast.dies_after_nmi,
-        }),
+        bmc: bmc.clone(),
         pdu: sim.clone(),
         hypervisor: sim.clone(),
     };
+    let pair_spec = (!mlan.is_empty()).then(|| spec.clone());
     let (pipeline, thread) = Pipeline::start(
         spec,
         PipelineConfig {
@@ -208,7 +255,8 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Report> {
             monitor_expiry: Duration::from_secs(60),
             watch: cast.loses_power.map(|(_, every)| every),
             state_dir: None,
-            standing_by: false,
+            // A pair serves only once a server is active.
+            standing_by: !mlan.is_empty(),
         },
     )
     .context("starting the pipeline thread")?;
@@ -218,6 +266,14 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Report> {
         .enable_all()
         .build()
         .context("starting the lab's runtime")?;
+    let kit = pair_spec.map(|spec| PairKit {
+        spec,
+        mlan,
+        cluster_key: key.clone().into_bytes(),
+        bmc,
+        pdu: sim.clone(),
+        gate: pipeline.clone(),
+    });
     let world = World {
         sim: sim.clone(),
         cast: &cast,
@@ -225,11 +281,17 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Report> {
         connector,
         timings: t,
     };
-    let played = runtime.block_on(world.play(hardware, tx, rx, out));
+    let played = runtime.block_on(world.play(hardware, tx, rx, kit, out));
+    let standby_dropped = pipeline
+        .counters()
+        .standby_dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
     drop(pipeline);
-    thread.join();
+    // The lab's tasks (a pair's servers hold the pipeline's handle) end first.
     runtime.shutdown_timeout(Duration::from_secs(1));
-    let seen = played?;
+    thread.join();
+    let mut seen = played?;
+    seen.standby_dropped = standby_dropped;
 
     writeln!(out, "\nreset log")?;
     for (ts, line) in &seen.reset_log {
@@ -260,6 +322,8 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Report> {
         elapsed.as_secs_f64(),
         if cast.loses_power.is_some() {
             "power loss"
+        } else if cast.mservers.len() == 2 {
+            "death of labms01"
         } else {
             "reset request"
         }
@@ -270,6 +334,33 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> anyhow::Result<Report> {
         passed,
         elapsed,
     })
+}
+
+/// Binds management server `i`'s heartbeat socket on 127.0.20.(i+1), on a port other than
+/// the reset path's (the spec requires it).
+fn bind_mlan(i: usize, reset_port: u16) -> anyhow::Result<std::net::UdpSocket> {
+    let ip = cast::mlan_ip(i);
+    // A socket on the reset path's port is kept until the search ends, so the kernel
+    // hands out another port.
+    let mut held = Vec::new();
+    loop {
+        let sock = std::net::UdpSocket::bind((ip, 0))
+            .with_context(|| format!("binding a lab heartbeat socket on {ip}"))?;
+        if sock.local_addr()?.port() != reset_port {
+            return Ok(sock);
+        }
+        held.push(sock);
+    }
+}
+
+/// What a pair's servers need, made before the lab's runtime starts them.
+struct PairKit {
+    spec: crate::spec::model::Spec,
+    mlan: Vec<std::net::UdpSocket>,
+    cluster_key: Vec<u8>,
+    bmc: Arc<dyn Bmc>,
+    pdu: Arc<dyn crate::backend::Pdu>,
+    gate: Pipeline,
 }
 
 /// The world around the pipeline: monitors, dump agents, and what they saw.
@@ -292,9 +383,22 @@ struct Seen {
     events: Vec<Event>,
     reset_log: Vec<(chrono::DateTime<chrono::Local>, String)>,
     error_log: Vec<(chrono::DateTime<chrono::Local>, String)>,
+    /// Datagrams the pipeline dropped while its gate was closed (no server active).
+    standby_dropped: u64,
 }
 
 impl Seen {
+    /// What the pair's servers did: (when, which, what).
+    fn pair(&self) -> Vec<(Instant, usize, &PairEvent)> {
+        self.events
+            .iter()
+            .filter_map(|e| match &e.what {
+                What::Pair(i, ev) => Some((e.at, *i, ev)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The final replies (not ACCEPTED) to request `req`.
     fn finals(&self, req: u32) -> Vec<ResetResult> {
         self.replies(req)
@@ -389,6 +493,7 @@ impl World<'_> {
         mut hardware: tokio::sync::broadcast::Receiver<SimEvent>,
         tx: mpsc::UnboundedSender<Event>,
         mut rx: mpsc::UnboundedReceiver<Event>,
+        kit: Option<PairKit>,
         out: &mut dyn Write,
     ) -> anyhow::Result<Seen> {
         let cast = self.cast;
@@ -462,7 +567,7 @@ impl World<'_> {
             }));
         }
 
-        let result = self.run_scenario(&monitors, &tx, &mut rx, out).await;
+        let result = self.run_scenario(&monitors, &tx, &mut rx, kit, out).await;
         for t in tasks {
             t.abort();
         }
@@ -474,9 +579,35 @@ impl World<'_> {
         monitors: &[Arc<UdpSocket>],
         tx: &mpsc::UnboundedSender<Event>,
         rx: &mut mpsc::UnboundedReceiver<Event>,
+        kit: Option<PairKit>,
         out: &mut dyn Write,
     ) -> anyhow::Result<Seen> {
         let cast = self.cast;
+        // A pair elects its active first: nothing is served before.
+        let mut pair = match kit {
+            Some(k) => {
+                let mut p = pair::start(
+                    &k.spec,
+                    k.mlan,
+                    &k.cluster_key,
+                    (k.bmc, k.pdu),
+                    k.gate,
+                    tx.clone(),
+                )?;
+                if !p.settled(Duration::from_secs(3)).await {
+                    anyhow::bail!(
+                        "the lab's management servers did not settle as one active, one standby within 3 s"
+                    );
+                }
+                writeln!(
+                    out,
+                    "\nmanagement servers: {} active, {} standby",
+                    cast.mservers[0].name, cast.mservers[1].name
+                )?;
+                Some(p)
+            }
+            None => None,
+        };
         // Check-in: every monitor registers and must hear it can be reset.
         writeln!(out, "\nHA monitors check in")?;
         for (i, n) in cast.nodes.iter().enumerate() {
@@ -539,10 +670,23 @@ impl World<'_> {
                 cast.nodes[i].system,
                 every.as_millis()
             )?;
+        } else if pair.is_some() {
+            tokio::time::sleep(STEADY).await;
+            writeln!(
+                out,
+                "\ntimeline (t = 0 when {} dies; {} asks for {}'s reset {} ms later and sends again while no reply comes)",
+                cast.mservers[0].name,
+                cast.nodes[0].system,
+                cast.nodes[1].system,
+                ASK_AFTER_DEATH.as_millis()
+            )?;
         } else {
             writeln!(out, "\ntimeline (t = 0 at the first reset request)")?;
         }
         let t0 = Instant::now();
+        if let Some(p) = &mut pair {
+            p.kill(0);
+        }
         if let Some((i, _)) = cast.loses_power {
             self.sim
                 .set(cast.nodes[i].device.clone(), |d| d.power = PowerState::Off);
@@ -554,27 +698,17 @@ impl World<'_> {
                 ),
             });
         }
+        // A pair's failover: the request is asked while nobody serves, and sent again
+        // while no reply comes, as a real HA monitor does. The other scenarios send once.
+        let mut asks: Vec<(Request, Instant, usize)> = Vec::new();
         for r in &cast.requests {
-            let (requester, target) = (&cast.nodes[r.requester], &cast.nodes[r.target]);
-            let msg = Message::Reset {
-                req: r.req,
-                system: requester.system.clone(),
-                subsystem: requester.subsystem,
-                port: monitors[r.requester].local_addr()?.port(),
-                target_system: target.system.clone(),
-                target_subsystem: target.subsystem,
-            };
-            // Stamped before it leaves: the answer may be heard before `send` returns.
-            let at = Instant::now();
-            self.send(&monitors[r.requester], &msg).await?;
-            let _ = tx.send(Event {
-                at,
-                what: What::Sent {
-                    from: Actor::Monitor(r.requester),
-                    msg,
-                },
-            });
+            if pair.is_some() {
+                asks.push((*r, t0 + ASK_AFTER_DEATH, 0));
+            } else {
+                self.ask(monitors, tx, *r, 0).await?;
+            }
         }
+        let mut answered = std::collections::HashSet::new();
 
         let t = self.timings;
         let deadline = t0
@@ -592,6 +726,7 @@ impl World<'_> {
             events: Vec::new(),
             reset_log: Vec::new(),
             error_log: Vec::new(),
+            standby_dropped: 0,
         };
         let mut buffer = early;
         loop {
@@ -600,7 +735,22 @@ impl World<'_> {
                 break;
             }
             if let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(5), rx.recv()).await {
+                if let What::Got {
+                    msg: Message::ResetReply { req, .. },
+                    ..
+                } = &ev.what
+                {
+                    answered.insert(*req);
+                }
                 buffer.push(ev);
+            }
+            for (r, first, sent) in &mut asks {
+                let due = *first + sent.checked_sub(1).map_or(Duration::ZERO, |k| RESENDS[k]);
+                if answered.contains(&r.req) || *sent > RESENDS.len() || Instant::now() < due {
+                    continue;
+                }
+                self.ask(monitors, tx, *r, *sent).await?;
+                *sent += 1;
             }
             while let Some(ev) = buffer.pop(Some(Instant::now())) {
                 self.show(&mut seen, ev, out)?;
@@ -618,6 +768,48 @@ impl World<'_> {
             )?;
         }
         Ok(seen)
+    }
+
+    /// Node `r.requester`'s HA monitor asks for `r.target`'s reset; `tries` copies went
+    /// before (each copy is a new datagram).
+    async fn ask(
+        &self,
+        monitors: &[Arc<UdpSocket>],
+        tx: &mpsc::UnboundedSender<Event>,
+        r: Request,
+        tries: usize,
+    ) -> anyhow::Result<()> {
+        let cast = self.cast;
+        let (requester, target) = (&cast.nodes[r.requester], &cast.nodes[r.target]);
+        let msg = Message::Reset {
+            req: r.req,
+            system: requester.system.clone(),
+            subsystem: requester.subsystem,
+            port: monitors[r.requester].local_addr()?.port(),
+            target_system: target.system.clone(),
+            target_subsystem: target.subsystem,
+        };
+        // Stamped before it leaves: the answer may be heard before `send` returns.
+        let at = Instant::now();
+        self.send(&monitors[r.requester], &msg).await?;
+        let what = if tries == 0 {
+            What::Sent {
+                from: Actor::Monitor(r.requester),
+                msg,
+            }
+        } else {
+            What::Note(
+                format!("{} HA monitor → haconn", requester.system),
+                format!(
+                    "RESET {} again, req {} (send {}: no reply yet)",
+                    target.system,
+                    r.req,
+                    tries + 1
+                ),
+            )
+        };
+        let _ = tx.send(Event { at, what });
+        Ok(())
     }
 
     /// Prints an event on the timeline and records it.
@@ -837,7 +1029,7 @@ fn verdict(cast: &Cast, t: Timings, seen: &Seen, sim: &Sim) -> Vec<(bool, String
     check(untouched, "no other node was touched".into());
     let hard_at = hard(&target.device);
     match cast.scenario {
-        Scenario::Dump => {
+        Scenario::Dump | Scenario::Takeover => {
             check(
                 hard_at.is_empty(),
                 "the dump agent's STOPPED ended the reset: no hard reset".into(),
@@ -932,6 +1124,128 @@ fn verdict(cast: &Cast, t: Timings, seen: &Seen, sim: &Sim) -> Vec<(bool, String
         }
         Scenario::Pair | Scenario::PowerOff => unreachable!("handled above"),
     }
+    if cast.scenario == Scenario::Takeover {
+        checks.extend(takeover_verdict(cast, seen, sim));
+    }
+    checks
+}
+
+/// The pair's part of `takeover`: never two serving, the fence before the takeover, one
+/// hard reset of the dead server, the request asked during the failover served after it.
+fn takeover_verdict(cast: &Cast, seen: &Seen, sim: &Sim) -> Vec<(bool, String)> {
+    let mut checks: Vec<(bool, String)> = Vec::new();
+    let mut check = |ok: bool, what: String| checks.push((ok, what));
+    let (ms01, ms02) = (&cast.mservers[0], &cast.mservers[1]);
+    let pair = seen.pair();
+    let when = |server: usize, f: &dyn Fn(&PairEvent) -> bool| {
+        pair.iter()
+            .find(|(_, i, ev)| *i == server && f(ev))
+            .map(|(at, _, _)| *at)
+    };
+
+    // Who serves, change by change: a serve, a stop, a death while serving.
+    let mut serving = [false, false];
+    let mut most = 0;
+    let mut changes = Vec::new();
+    for (_, i, ev) in &pair {
+        match ev {
+            PairEvent::Serving(r) => {
+                serving[*i] = true;
+                changes.push((*i, Some(*r)));
+            }
+            PairEvent::StoppedServing | PairEvent::Died { served: true } => {
+                serving[*i] = false;
+                changes.push((*i, None));
+            }
+            _ => continue,
+        }
+        most = most.max(serving.iter().filter(|s| **s).count());
+    }
+    check(
+        most <= 1,
+        "never two management servers active at once".into(),
+    );
+    let died = when(0, &|e| matches!(e, PairEvent::Died { .. }));
+    let lost = when(1, &|e| matches!(e, PairEvent::HeartbeatLost { .. }));
+    let fenced = when(1, &|e| matches!(e, PairEvent::FenceDone(Ok(_))));
+    let active = when(1, &|e| matches!(e, PairEvent::Serving(_)));
+    let window = match (died, active) {
+        (Some(d), Some(a)) => format!(
+            "{:.0} ms",
+            (a.saturating_duration_since(d)).as_secs_f64() * 1000.0
+        ),
+        _ => "?".into(),
+    };
+    check(
+        changes
+            == [
+                (0, Some(crate::pair::role::Reason::Elected)),
+                (0, None),
+                (1, Some(crate::pair::role::Reason::PeerLost)),
+            ],
+        format!(
+            "one active at a time: {} (elected) until it died, then {} (took over); nobody for the {window} between",
+            ms01.name, ms02.name
+        ),
+    );
+    // When the simulator took the call (the timeline's copy may arrive a little late).
+    let calls = sim.calls();
+    let resets = |ip: std::net::IpAddr| {
+        calls
+            .iter()
+            .filter(|(_, e)| matches!(e, SimEvent::HardReset(DeviceId::Bmc(a)) if *a == ip))
+            .map(|(at, _)| at.into_std())
+            .collect::<Vec<_>>()
+    };
+    let hard01 = resets(ms01.bmc);
+    check(
+        matches!((died, lost, hard01.as_slice(), fenced, active),
+            (Some(d), Some(l), [h], Some(f), Some(a)) if d <= l && l <= *h && *h <= f && f <= a),
+        format!(
+            "{} served only after {} was fenced (death, heartbeat lost, hard reset, fenced, {} active, in that order)",
+            ms02.name, ms01.name, ms02.name
+        ),
+    );
+    check(
+        hard01.len() == 1 && resets(ms02.bmc).is_empty(),
+        format!(
+            "{}'s BMC got exactly one hard reset (saw {}); {}'s none",
+            ms01.name,
+            hard01.len(),
+            ms02.name
+        ),
+    );
+
+    let r = cast.requests[0];
+    let asked = seen
+        .events
+        .iter()
+        .find(|e| {
+            matches!(&e.what, What::Sent { msg: Message::Reset { req, .. }, .. } if *req == r.req)
+        })
+        .map(|e| e.at);
+    let first_reply = seen
+        .events
+        .iter()
+        .find(|e| {
+            matches!(&e.what, What::Got { msg: Message::ResetReply { req, .. }, .. } if *req == r.req)
+        })
+        .map(|e| e.at);
+    check(
+        matches!((died, asked, active, first_reply),
+            (Some(d), Some(q), Some(a), Some(f)) if d <= q && q < a && a <= f),
+        format!(
+            "{} asked during the failover (nobody serving) and was answered only after {} took over",
+            cast.nodes[r.requester].system, ms02.name
+        ),
+    );
+    check(
+        seen.standby_dropped >= 1,
+        format!(
+            "the reset path dropped what came while nobody served ({} datagram(s))",
+            seen.standby_dropped
+        ),
+    );
     checks
 }
 

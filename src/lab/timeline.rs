@@ -1,5 +1,6 @@
 //! What the lab saw, in order: every datagram its monitors and dump agents sent and got,
-//! every call the simulated hardware took, and the pipeline's log lines, each stamped
+//! every call the simulated hardware took, what the management servers of a pair did
+//! (`takeover`), and the pipeline's log lines, each stamped
 //! with when it happened. Events from different sources arrive a little out of order, so
 //! they wait [`REORDER`] in a heap before they are printed.
 
@@ -11,6 +12,7 @@ use crate::backend::sim::{DeviceId, SimEvent};
 use crate::resetpath::codec::{AttentionState, Message, ResetResult};
 
 use super::cast::Cast;
+use super::pair::PairEvent;
 
 /// How long an event waits for earlier ones from slower sources.
 pub const REORDER: Duration = Duration::from_millis(25);
@@ -37,6 +39,8 @@ pub enum What {
     ErrorLog(chrono::DateTime<chrono::Local>, String),
     /// Something the lab did to a node (who, what).
     Note(String, String),
+    /// What management server `i` of the cast did.
+    Pair(usize, PairEvent),
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +156,43 @@ pub fn describe(ev: &What, cast: &Cast, hispeed_ms: u32) -> Option<(String, Stri
         // The watch asks every BMC every poll: too many to show.
         What::Hardware(SimEvent::PowerQuery(_)) if cast.loses_power.is_some() => return None,
         What::Note(who, what) => (who.clone(), what.clone()),
+        What::Pair(i, ev) => {
+            let me = cast.mservers[*i].name;
+            let peer = cast.mservers[1 - *i].name;
+            let what = match ev {
+                PairEvent::HeartbeatLost { after } => format!(
+                    "HEARTBEAT LOST: nothing from {peer} for {} ms",
+                    after.as_millis()
+                ),
+                PairEvent::Serving(reason) => format!(
+                    "ACTIVE: {}; serves the reset path (the lab opens the pipeline's gate)",
+                    reason.as_str()
+                ),
+                PairEvent::StoppedServing => {
+                    "stops serving (the lab closes the pipeline's gate)".into()
+                }
+                PairEvent::Died { served: true } => {
+                    "DIES: its heartbeats stop; nobody serves the reset path (the lab closes the pipeline's gate)".into()
+                }
+                PairEvent::Died { served: false } => "DIES: its heartbeats stop".into(),
+                PairEvent::Log(line) => line.clone(),
+                // The core's log lines say these.
+                PairEvent::Fencing | PairEvent::FenceDone(_) => return None,
+            };
+            (me.to_string(), what)
+        }
+        What::Hardware(SimEvent::HardReset(DeviceId::Bmc(a))) if cast.mserver_of(*a).is_some() => {
+            let fenced = cast.mserver_of(*a).map_or("", |m| m.name);
+            let by = cast
+                .mservers
+                .iter()
+                .find(|m| m.name != fenced)
+                .map_or("haconn", |m| m.name);
+            (
+                format!("{by} → {fenced}'s BMC {a}"),
+                format!("HARD RESET (fencing {fenced})"),
+            )
+        }
         What::Hardware(h) => match h {
             SimEvent::PowerQuery(d) => (format!("haconn → {}", device(d)), "power status?".into()),
             SimEvent::Nmi(d) => (

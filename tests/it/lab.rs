@@ -226,6 +226,43 @@ fn poweroff_the_watch_tells_the_others_and_resets_nothing() {
 }
 
 #[test]
+fn takeover_the_standby_fences_the_dead_active_then_serves_the_reset_asked_meanwhile() {
+    let run = lab("takeover");
+    run.has("management servers: labms01 active, labms02 standby")
+        .has("labms01                             DIES")
+        .has("labms02                             HEARTBEAT LOST: nothing from labms01 for 500 ms")
+        .has("labms02 → labms01's BMC 127.0.0.2   HARD RESET (fencing labms01)")
+        .has("labms01 fenced: BMC 127.0.0.2 acknowledged the hard reset")
+        .has("labms02                             ACTIVE: the peer was lost and is fenced")
+        .has("RESET node02 again, req 1")
+        .has("req 1: DUMP (reset done)")
+        .has("never two management servers active at once")
+        .has("labms02 served only after labms01 was fenced")
+        .has("labms01's BMC got exactly one hard reset (saw 1)")
+        .lacks("HARD RESET (no stopped")
+        .log_count("RM-RESET node02 2 RECV 127.0.10.1 ", " 1 P", 1)
+        .log_count("SOFTRESET node02 2 SEND 127.0.10.1 ", " 1 P", 1)
+        .log_count("RM-RESET node02 2 SEND 127.0.10.1 ", " 1 P DUMP", 1);
+    // The order on the timeline: death, loss, fence, takeover, then the reset's replies.
+    let at = |needle: &str| {
+        run.stdout
+            .find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?}\n{run}"))
+    };
+    let order = [
+        "DIES",
+        "HEARTBEAT LOST",
+        "HARD RESET (fencing labms01)",
+        "ACTIVE: the peer was lost",
+        "req 1: ACCEPTED",
+        "req 1: DUMP",
+    ];
+    for w in order.windows(2) {
+        assert!(at(w[0]) < at(w[1]), "{} before {}\n{run}", w[0], w[1]);
+    }
+}
+
+#[test]
 fn lab_refuses_timings_outside_the_spec_ranges() {
     haconn(&["lab", "--hispeed", "999"]).code(2);
     haconn(&["lab", "--timeout", "61"]).code(2);
