@@ -1,6 +1,7 @@
 //! State sync over the mlan: the active sends the standby its applied spec, which the
 //! standby applies as a reload and answers with its result, and its monitor
-//! registrations, which the standby's pipeline takes (PROTOCOL.md, "The mlan").
+//! registrations and the systems that are not normal, which the standby's pipeline
+//! takes (PROTOCOL.md, "The mlan").
 //!
 //! TCP on the mlan address and port (the heartbeat is UDP on the same port number). One
 //! request and one answer per connection, each a frame: a 4-byte big-endian length, a
@@ -42,10 +43,8 @@ pub struct SpecPush {
 pub enum PushBody {
     /// The applied spec as the state file holds it.
     Spec { spec: String },
-    /// Every monitor registration.
-    Monitors {
-        monitors: Vec<crate::pipeline::core::SyncedMonitor>,
-    },
+    /// Every monitor registration and every system that is not normal.
+    State { state: crate::pipeline::SyncedState },
     /// An operator's `sby restart` / `sby shutdown` / `act shutdown`, run on the other
     /// server: the receiver's daemon restarts (`restart`) or stops.
     Lifecycle { restart: bool },
@@ -247,7 +246,7 @@ mod tests {
                             checksum: None,
                             message: match p.body {
                                 PushBody::Spec { spec } => format!("{} bytes", spec.len()),
-                                PushBody::Monitors { monitors } => format!("{}", monitors.len()),
+                                PushBody::State { state } => format!("{}", state.monitors.len()),
                                 PushBody::Lifecycle { restart } => format!("{restart}"),
                             },
                         }

@@ -407,13 +407,15 @@ async fn accept_specs(listener: tokio::net::TcpListener, r: SyncReceiver) {
                                 checksum: None,
                             }
                         }
-                        PushBody::Monitors { monitors } => {
-                            let n = monitors.len();
-                            match pipeline.adopt_monitors(monitors).await {
+                        PushBody::State { state } => {
+                            let (n, b) = (state.monitors.len(), state.busy.len());
+                            match pipeline.adopt_state(state).await {
                                 Ok(()) => SpecAck {
                                     ok: true,
                                     changed: true,
-                                    message: format!("{n} monitor registrations taken"),
+                                    message: format!(
+                                        "{n} monitor registrations and {b} systems not normal taken"
+                                    ),
                                     checksum: None,
                                 },
                                 Err(e) => refuse(e.to_string()),
@@ -450,7 +452,7 @@ struct Task {
     synced_run: Option<u64>,
     /// The standby run the registrations last went to, and when.
     monitors_sent: (Option<u64>, Option<Instant>),
-    /// The registration count the standby last acknowledged (`u64::MAX`: none).
+    /// The core generation the standby last acknowledged (`u64::MAX`: none).
     monitors_acked: Arc<std::sync::atomic::AtomicU64>,
     monitors_in_flight: Arc<std::sync::atomic::AtomicBool>,
     /// The live spec last checksummed, and its checksum.
@@ -634,8 +636,9 @@ impl Task {
         self.log(&format!("pair: {} stopped serving", self.setup.me));
     }
 
-    /// An active with a standby sends it the monitor registrations when they change (and
-    /// every [`MONITORS_REFRESH`] for their ages), one send at a time.
+    /// An active with a standby sends it the monitor registrations and the systems that
+    /// are not normal when the core's generation moves (and every [`MONITORS_REFRESH`]
+    /// for the ages), one send at a time.
     fn sync_monitors(&mut self, now: Instant) {
         use std::sync::atomic::Ordering::SeqCst;
         let Some(run) = self.core.peer_run(now) else {
@@ -644,7 +647,7 @@ impl Task {
         if !self.core.serving() || self.monitors_in_flight.load(SeqCst) {
             return;
         }
-        let count = self.setup.pipeline.counters().registrations.load(SeqCst);
+        let count = self.setup.pipeline.counters().sync_generation.load(SeqCst);
         let (sent_run, at) = self.monitors_sent;
         let stale = at.is_none_or(|t| now.saturating_duration_since(t) >= MONITORS_REFRESH);
         if self.monitors_acked.load(SeqCst) == count && sent_run == Some(run) && !stale {
@@ -659,12 +662,13 @@ impl Task {
             self.monitors_acked.clone(),
         );
         tokio::spawn(async move {
-            if let Ok((count, monitors)) = pipeline.synced_monitors().await {
+            if let Ok(state) = pipeline.synced_state().await {
+                let count = state.generation;
                 let r = sync::push(
                     sync.peer,
                     &sync.me,
                     &sync.key,
-                    PushBody::Monitors { monitors },
+                    PushBody::State { state },
                     wall_ms(),
                 )
                 .await;

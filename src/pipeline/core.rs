@@ -66,6 +66,23 @@ pub struct SyncedMonitor {
     pub age_ms: u64,
 }
 
+/// A system that is not in its normal state, as the active of a pair sends it to its
+/// standby: after a takeover the new active refuses requests from it (never both of a
+/// pair) and a request for it acts anew on the hardware (a reset the old active had in
+/// flight is never lost: its requester's retransmission starts it again).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SyncedBusy {
+    pub system: String,
+    /// `resetting` (in flight on the active), `done` (reset and away) or `failed`.
+    pub state: String,
+    /// For `done`: what it was reported as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention: Option<AttentionState>,
+    /// Milliseconds until it is normal again by itself.
+    pub left_ms: u64,
+}
+
 /// Timings of the core that are not in the spec.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -380,6 +397,84 @@ impl Core {
             })
             .collect();
         (self.registrations, list)
+    }
+
+    /// Moves whenever anything a standby must know may have changed (registrations, resets
+    /// started or ended).
+    pub fn generation(&self) -> u64 {
+        self.facts_gen
+    }
+
+    /// Every system that is not normal, for the standby of a pair.
+    pub fn synced_busy(&self, now: Instant) -> Vec<SyncedBusy> {
+        let left = |until: &Instant| until.saturating_duration_since(now).as_millis() as u64;
+        self.systems
+            .iter()
+            .filter_map(|(name, sys)| {
+                let (state, attention, left_ms) = match &sys.state {
+                    State::Normal => return None,
+                    State::Resetting(_) => (
+                        "resetting",
+                        None,
+                        self.config.away_expiry.as_millis() as u64,
+                    ),
+                    State::Done { state, until, .. } => ("done", Some(*state), left(until)),
+                    State::Failed { until } => ("failed", None, left(until)),
+                };
+                Some(SyncedBusy {
+                    system: name.to_string(),
+                    state: state.into(),
+                    attention,
+                    left_ms,
+                })
+            })
+            .collect()
+    }
+
+    /// On a standby: the states of the active's systems that are not normal (`list`).
+    /// A system the active is resetting becomes `Failed` here (it may be half-stopped:
+    /// requests from it are refused, a request for it acts anew); one it reset is `Done`;
+    /// every other system this standby holds as done or failed is normal again. A reset
+    /// of this server's own (it has none while standby) is never touched.
+    pub fn adopt_busy(&mut self, now: Instant, list: Vec<SyncedBusy>) {
+        let mut wanted: HashMap<Name, State> = HashMap::new();
+        for b in list {
+            let Some(found) = self.spec.system(&b.system) else {
+                continue;
+            };
+            let until = now + Duration::from_millis(b.left_ms).min(self.config.away_expiry);
+            let state = match (b.state.as_str(), b.attention) {
+                ("done", Some(state)) => State::Done {
+                    id: None,
+                    state,
+                    until,
+                },
+                _ => State::Failed { until },
+            };
+            wanted.insert(found.name().clone(), state);
+        }
+        let names: BTreeSet<Name> = self
+            .systems
+            .keys()
+            .cloned()
+            .chain(wanted.keys().cloned())
+            .collect();
+        for name in names {
+            let sys = self.systems.entry(name.clone()).or_default();
+            if matches!(sys.state, State::Resetting(_)) {
+                continue;
+            }
+            let new = wanted.remove(name.as_str()).unwrap_or(State::Normal);
+            if new != sys.state {
+                if matches!(new, State::Normal) {
+                    self.busy.remove(name.as_str());
+                } else {
+                    self.busy.insert(name.clone());
+                }
+                sys.state = new;
+                self.facts_gen += 1;
+            }
+        }
     }
 
     /// On a standby: the registrations become the active's (`list`), for the systems of

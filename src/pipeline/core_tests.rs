@@ -2276,3 +2276,49 @@ fn registrations_synced_from_the_active_admit_requests_after_a_takeover() {
     assert_ne!(results(&e), vec![ResetResult::Accepted], "{e:#?}");
     assert!(started(&e).is_none());
 }
+
+/// Issue 14.3, never both of a pair across a takeover: the standby takes the active's
+/// systems that are not normal. node02, which the old active was resetting, cannot get
+/// its partner reset on the new active; node01's request for node02 (its retransmission)
+/// acts anew on the hardware; once node02 checks in it is normal again.
+#[test]
+fn states_synced_from_the_active_keep_a_pair_from_resetting_each_other_after_a_takeover() {
+    let (active, _) = World::node02_reset_started();
+    let (_, monitors) = active.core.synced_monitors(active.now);
+    let busy = active.core.synced_busy(active.now);
+    assert_eq!(busy.len(), 1, "{busy:?}");
+    assert_eq!(
+        (busy[0].system.as_str(), busy[0].state.as_str()),
+        ("node02", "resetting")
+    );
+    let mut standby = World::new();
+    standby.core.adopt_monitors(standby.now, monitors);
+    standby.core.adopt_busy(standby.now, busy);
+    let e = standby.reset(8, "node02", "node01");
+    assert_ne!(results(&e), vec![ResetResult::Accepted], "{e:#?}");
+    assert!(started(&e).is_none(), "both of a pair: {e:#?}");
+    let e = standby.reset(7, "node01", "node02");
+    assert_eq!(results(&e), vec![ResetResult::Accepted], "{e:#?}");
+    assert!(
+        started(&e).is_some(),
+        "the reset in flight is not lost: {e:#?}"
+    );
+
+    // A later sync without node02 (it checked in on the active) makes it normal here.
+    let mut standby = World::new();
+    standby.core.adopt_busy(
+        standby.now,
+        vec![crate::pipeline::core::SyncedBusy {
+            system: "node02".into(),
+            state: "done".into(),
+            attention: Some(AttentionState::Dump),
+            left_ms: 60_000,
+        }],
+    );
+    standby.check("node01");
+    assert!(started(&standby.reset(9, "node02", "node01")).is_none());
+    standby.core.adopt_busy(standby.now, Vec::new());
+    standby.check("node02");
+    let e = standby.reset(10, "node02", "node01");
+    assert!(started(&e).is_some(), "{e:#?}");
+}

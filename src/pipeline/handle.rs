@@ -96,9 +96,20 @@ pub struct Counters {
     pub standing_by: std::sync::atomic::AtomicBool,
     /// Datagrams dropped because this management server was not active.
     pub standby_dropped: AtomicU64,
-    /// The core's registration count, as of the last tick: the pair task sends the
-    /// registrations to the standby when it moves.
-    pub registrations: AtomicU64,
+    /// The core's generation ([`super::core::Core::generation`]) after each input: the
+    /// pair task sends the registrations and states to the standby when it moves.
+    pub sync_generation: AtomicU64,
+}
+
+/// What the active of a pair sends its standby of the reset core's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SyncedState {
+    /// The core's generation when it was taken (not sent).
+    #[serde(skip)]
+    pub generation: u64,
+    pub monitors: Vec<super::core::SyncedMonitor>,
+    pub busy: Vec<super::core::SyncedBusy>,
 }
 
 /// Messages the pipeline thread accepts from the rest of the daemon.
@@ -119,10 +130,11 @@ pub enum PipelineMsg {
     Simulate(Simulation),
     /// In a pair: why the service is not redundant now (`None`: it is), for check replies.
     PairNote(Option<String>),
-    /// The monitor registrations for the standby, with the registration count.
-    SyncedMonitors(oneshot::Sender<(u64, Vec<super::core::SyncedMonitor>)>),
-    /// On a standby: the active's registrations.
-    AdoptMonitors(Vec<super::core::SyncedMonitor>),
+    /// The monitor registrations and the systems not normal, for the standby, with the
+    /// core's generation.
+    SyncedState(oneshot::Sender<SyncedState>),
+    /// On a standby: the active's registrations and states.
+    AdoptState(SyncedState),
     Monitors(oneshot::Sender<Vec<MonitorView>>),
     /// What the watch knows, as `show status` prints it.
     Health(oneshot::Sender<serde_json::Value>),
@@ -335,20 +347,15 @@ impl Pipeline {
             .map_err(|_| PipelineGone)
     }
 
-    /// The monitor registrations, for the standby of a pair.
-    pub async fn synced_monitors(
-        &self,
-    ) -> Result<(u64, Vec<super::core::SyncedMonitor>), PipelineGone> {
-        self.ask(PipelineMsg::SyncedMonitors).await
+    /// The monitor registrations and the systems not normal, for the standby of a pair.
+    pub async fn synced_state(&self) -> Result<SyncedState, PipelineGone> {
+        self.ask(PipelineMsg::SyncedState).await
     }
 
-    /// On a standby: take the active's monitor registrations.
-    pub async fn adopt_monitors(
-        &self,
-        list: Vec<super::core::SyncedMonitor>,
-    ) -> Result<(), PipelineGone> {
+    /// On a standby: take the active's registrations and states.
+    pub async fn adopt_state(&self, state: SyncedState) -> Result<(), PipelineGone> {
         self.tx
-            .send(PipelineMsg::AdoptMonitors(list))
+            .send(PipelineMsg::AdoptState(state))
             .await
             .map_err(|_| PipelineGone)
     }

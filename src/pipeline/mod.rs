@@ -36,7 +36,7 @@ pub mod watch;
 
 pub use handle::{
     CommitReply, Counters, MonitorView, PduJobEvent, PduRequest, Pipeline, PipelineConfig,
-    PipelineGone, PipelineMsg, PipelineThread, Simulation, TestEvent,
+    PipelineGone, PipelineMsg, PipelineThread, Simulation, SyncedState, TestEvent,
 };
 
 use std::collections::{HashMap, HashSet};
@@ -413,6 +413,9 @@ impl Shell {
     fn feed(&mut self, input: Input) {
         let mut effects = std::mem::take(&mut self.effects);
         self.core.handle(Instant::now(), input, &mut effects);
+        self.counters
+            .sync_generation
+            .store(self.core.generation(), Ordering::Relaxed);
         let mut started = false;
         for e in effects.extract_if(.., |e| matches!(e, Effect::Start { .. })) {
             if let Effect::Start {
@@ -704,11 +707,19 @@ impl Shell {
                 let _ = reply.send(self.pdu_job(request, progress));
             }
             PipelineMsg::PairNote(note) => self.core.set_pair_note(note),
-            PipelineMsg::SyncedMonitors(reply) => {
-                let _ = reply.send(self.core.synced_monitors(Instant::now()));
+            PipelineMsg::SyncedState(reply) => {
+                let now = Instant::now();
+                let (_, monitors) = self.core.synced_monitors(now);
+                let _ = reply.send(SyncedState {
+                    generation: self.core.generation(),
+                    monitors,
+                    busy: self.core.synced_busy(now),
+                });
             }
-            PipelineMsg::AdoptMonitors(list) => {
-                self.core.adopt_monitors(Instant::now(), list);
+            PipelineMsg::AdoptState(state) => {
+                let now = Instant::now();
+                self.core.adopt_monitors(now, state.monitors);
+                self.core.adopt_busy(now, state.busy);
                 // The receive thread serves registered monitors first: it needs their
                 // addresses at once after a takeover, not at the next tick.
                 self.monitor_ips_at = self.core.registrations();
@@ -767,9 +778,6 @@ impl Shell {
         // is, a monitor that just registered is held to a stranger's rate, whose burst
         // covers a tick).
         let registrations = self.core.registrations();
-        self.counters
-            .registrations
-            .store(registrations, Ordering::Relaxed);
         if registrations != self.monitor_ips_at {
             self.monitor_ips_at = registrations;
             self.monitor_ips.store(Arc::new(self.core.monitor_ips()));

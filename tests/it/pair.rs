@@ -380,3 +380,111 @@ fn a_reset_asked_for_during_the_failover_completes_once_on_the_new_active() {
     assert_eq!(p.node02_bmc.resets().len(), 1, "{}", p.diagnostics());
     assert_eq!(p.pair(1)["role"], "active");
 }
+
+/// Never both of a pair across a takeover: the standby knows which systems the active
+/// was resetting. With node02's reset in flight (its NMI sent) the active dies; on the new
+/// active node02 cannot get its partner node01 reset, and node01's new request resets
+/// node02 again (the old active's reset is not carried over: its requester asks again).
+#[test]
+fn a_reset_in_flight_at_the_takeover_keeps_the_pair_from_resetting_each_other() {
+    require_netns!();
+    let mut p = Pair::start();
+    p.wait_roles(["active", "standby"]);
+    p.wait_active(0);
+    p.check("node01");
+    p.node(&[
+        "node",
+        "check",
+        "--bind",
+        "10.251.0.4",
+        "--system",
+        "node02",
+        "--subsystem",
+        "1",
+    ])
+    .code(0);
+    let reset = |req: &str, who: &str, target: &str, wait: &str| {
+        let from = if who == "node02" {
+            "10.251.0.4"
+        } else {
+            "10.251.0.3"
+        };
+        vec![
+            "node",
+            "reset",
+            "--bind",
+            from,
+            "--system",
+            who,
+            "--subsystem",
+            "1",
+            "--target-system",
+            target,
+            "--target",
+            "1",
+            "--req",
+            req,
+            "--wait",
+            wait,
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>()
+    };
+    let first = {
+        let key = p.ms[0].write("node.key", crate::support::pair::KEY);
+        let mut cmd = p.hosts[2].command(env!("CARGO_BIN_EXE_haconn"));
+        cmd.args(reset("1", "node01", "node02", "4"))
+            .args([
+                "--connector",
+                "10.251.0.100:5001",
+                "--key-file",
+                &key.display().to_string(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd.spawn().expect("spawn the first reset")
+    };
+    wait_until(
+        "node02's NMI",
+        WAIT,
+        || p.node02_bmc.nmis().len(),
+        |n| *n == 1,
+    );
+    wait_until(
+        "node02 not normal on the standby",
+        WAIT,
+        || {
+            p.ms[1]
+                .haconn(&["show", "hamonitor", "--name", "node02", "--output", "json"])
+                .stdout
+        },
+        |out| out.contains("\"failed\""),
+    );
+    p.ms[0].kill9();
+    p.wait_active(1);
+    let first = first.wait_with_output().unwrap();
+    assert_ne!(
+        first.status.code(),
+        Some(0),
+        "no final reply from a dead active"
+    );
+    // The partner cannot get node01 reset.
+    let crossing: Vec<String> = reset("2", "node02", "node01", "5");
+    let refs: Vec<&str> = crossing.iter().map(String::as_str).collect();
+    let run = p.node(&refs);
+    run.code(1);
+    assert!(!run.stdout.contains("result=ACCEPTED"), "{run}");
+    // node01 asks again: node02 is reset anew, once.
+    let again: Vec<String> = reset("3", "node01", "node02", "20");
+    let refs: Vec<&str> = again.iter().map(String::as_str).collect();
+    p.node(&refs).code(0);
+    wait_until(
+        "node02's hard reset by the new active",
+        WAIT,
+        || p.node02_bmc.resets().len(),
+        |n| *n >= 1,
+    );
+    assert_eq!(p.node02_bmc.nmis().len(), 2, "{}", p.diagnostics());
+    assert_eq!(p.node02_bmc.resets().len(), 1, "{}", p.diagnostics());
+}

@@ -5,8 +5,8 @@
 //! whose chassis control really kills (SIGKILL) that server's daemon on a hard reset.
 //!
 //! Every address lives only inside the namespaces: the reset path 10.251.0.0/24 (ms01
-//! .1, ms02 .2, the node .3, BMCs .11/.12/.21/.22, the virtual address .100) and the mlan
-//! 10.252.0.0/30.
+//! .1, ms02 .2, the node host .3 (node01) and .4 (node02), BMCs .11/.12/.21/.22, the
+//! virtual address .100) and the mlan 10.252.0.0/30.
 
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -79,6 +79,8 @@ impl Pair {
             h.sysctl("net.ipv4.conf.all.arp_accept", "1");
             lan.join(h, "lan0", Some(&format!("10.251.0.{n}/24")));
         }
+        // node02's monitor speaks from a second address of the node host.
+        hosts[2].ip(&["addr", "add", "10.251.0.4/24", "dev", "lan0"]);
         veth(
             &hosts[0],
             "mlan0",
