@@ -575,6 +575,8 @@ impl Task {
             .counters()
             .standing_by
             .store(false, Ordering::SeqCst);
+        // The resets the old active had in flight go on here.
+        let _ = self.setup.pipeline.take_over().await;
         self.log(&format!(
             "pair: {} ACTIVE ({}): serving the reset path",
             self.setup.me,

@@ -81,6 +81,21 @@ pub struct SyncedBusy {
     pub attention: Option<AttentionState>,
     /// Milliseconds until it is normal again by itself.
     pub left_ms: u64,
+    /// For `resetting`: its subsystem and who asked (an operator's test is not carried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subsystem: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requesters: Vec<SyncedRequester>,
+}
+
+/// Who asked for a reset in flight on the active.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SyncedRequester {
+    pub system: String,
+    pub addr: SocketAddr,
+    pub req: u32,
+    pub subsystem: u32,
 }
 
 /// Timings of the core that are not in the spec.
@@ -148,6 +163,10 @@ pub enum Input {
     PowerLoss { system: String, what: String },
     /// Time passed: deadlines and expiries.
     Tick,
+    /// This management server just became the active of its pair: the resets the old
+    /// active had in flight (as synced, [`Core::adopt_busy`]) are carried on, their final
+    /// replies going to the original requesters.
+    TakeOver,
 }
 
 /// What the shell must do.
@@ -279,6 +298,9 @@ pub struct Core {
     /// In a pair, why the service is not redundant now (`None`: a healthy standby is
     /// behind this active), as the pair task last said ([`Core::set_pair_note`]).
     pair_note: Option<String>,
+    /// On a standby: the resets the active has in flight (target subsystem, requesters),
+    /// carried on at a takeover ([`Input::TakeOver`]).
+    carried: HashMap<Name, (u32, Vec<Requester>)>,
 }
 
 /// How old cached facts may be: a reload plans from them, and the commit checks its guards
@@ -355,6 +377,7 @@ impl Core {
     pub fn new(spec: Arc<Spec>, config: CoreConfig, counters: Arc<Counters>) -> Core {
         Core {
             pair_note: Some("the management-server pair has not decided yet".into()),
+            carried: HashMap::new(),
             spec,
             config,
             counters,
@@ -411,13 +434,32 @@ impl Core {
         self.systems
             .iter()
             .filter_map(|(name, sys)| {
+                let mut subsystem = None;
+                let mut requesters = Vec::new();
                 let (state, attention, left_ms) = match &sys.state {
                     State::Normal => return None,
-                    State::Resetting(_) => (
-                        "resetting",
-                        None,
-                        self.config.away_expiry.as_millis() as u64,
-                    ),
+                    State::Resetting(r) => {
+                        if !r.test {
+                            subsystem = Some(r.subsystem);
+                            requesters = r
+                                .requesters
+                                .iter()
+                                .filter_map(|q| {
+                                    Some(SyncedRequester {
+                                        system: q.system.as_ref()?.to_string(),
+                                        addr: q.addr?,
+                                        req: q.req?,
+                                        subsystem: q.subsystem?,
+                                    })
+                                })
+                                .collect();
+                        }
+                        (
+                            "resetting",
+                            None,
+                            self.config.away_expiry.as_millis() as u64,
+                        )
+                    }
                     State::Done { state, until, .. } => ("done", Some(*state), left(until)),
                     State::Failed { until } => ("failed", None, left(until)),
                 };
@@ -426,6 +468,8 @@ impl Core {
                     state: state.into(),
                     attention,
                     left_ms,
+                    subsystem,
+                    requesters,
                 })
             })
             .collect()
@@ -438,10 +482,29 @@ impl Core {
     /// of this server's own (it has none while standby) is never touched.
     pub fn adopt_busy(&mut self, now: Instant, list: Vec<SyncedBusy>) {
         let mut wanted: HashMap<Name, State> = HashMap::new();
+        self.carried.clear();
         for b in list {
             let Some(found) = self.spec.system(&b.system) else {
                 continue;
             };
+            if let (Some(subsystem), false) = (b.subsystem, b.requesters.is_empty()) {
+                let requesters: Vec<Requester> = b
+                    .requesters
+                    .iter()
+                    .filter_map(|q| {
+                        Some(Requester {
+                            system: Some(self.spec.system(&q.system)?.name().clone()),
+                            addr: Some(q.addr),
+                            req: Some(q.req),
+                            subsystem: Some(q.subsystem),
+                        })
+                    })
+                    .collect();
+                if !requesters.is_empty() {
+                    self.carried
+                        .insert(found.name().clone(), (subsystem, requesters));
+                }
+            }
             let until = now + Duration::from_millis(b.left_ms).min(self.config.away_expiry);
             let state = match (b.state.as_str(), b.attention) {
                 ("done", Some(state)) => State::Done {
@@ -473,6 +536,51 @@ impl Core {
                 }
                 sys.state = new;
                 self.facts_gen += 1;
+            }
+        }
+    }
+
+    /// At a takeover: every reset the old active had in flight starts again here (power
+    /// read, NMI, hard reset: no evidence of the old active's counts), for its original
+    /// requesters, whose retransmissions join it and who get its final reply. A target no
+    /// longer held as failed (its monitor checked in since) is not reset.
+    fn take_over(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        let spec = self.spec.clone();
+        for (name, (subsystem, requesters)) in std::mem::take(&mut self.carried) {
+            let Some(target) = spec.system(name.as_str()) else {
+                continue;
+            };
+            if !matches!(
+                self.systems.get(name.as_str()).map(|s| &s.state),
+                Some(State::Failed { .. })
+            ) {
+                continue;
+            }
+            let mut iter = requesters.into_iter();
+            let Some(first) = iter.next() else { continue };
+            let id = self.start(now, target, subsystem, first.clone(), false, out);
+            let epoch = self.systems.get(name.as_str()).map_or(0, |s| s.epoch);
+            let mut all = vec![first];
+            if let Some(State::Resetting(r)) =
+                self.systems.get_mut(name.as_str()).map(|s| &mut s.state)
+            {
+                for q in iter {
+                    r.requesters.push(q.clone());
+                    all.push(q);
+                }
+            }
+            for q in all {
+                let (Some(system), Some(addr), Some(req)) = (q.system, q.addr, q.req) else {
+                    continue;
+                };
+                let key = Key {
+                    requester: system.as_str(),
+                    req,
+                    target: name.as_str(),
+                    from: addr.ip(),
+                    target_epoch: epoch,
+                };
+                self.requests.insert(system.clone(), key, name.clone(), id);
             }
         }
     }
@@ -628,6 +736,7 @@ impl Core {
             }
             Input::PowerLoss { system, what } => self.power_loss(now, &system, &what, out),
             Input::Tick => self.tick(now, out),
+            Input::TakeOver => self.take_over(now, out),
         }
     }
 

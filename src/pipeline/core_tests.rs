@@ -2313,6 +2313,8 @@ fn states_synced_from_the_active_keep_a_pair_from_resetting_each_other_after_a_t
             state: "done".into(),
             attention: Some(AttentionState::Dump),
             left_ms: 60_000,
+            subsystem: None,
+            requesters: Vec::new(),
         }],
     );
     standby.check("node01");
@@ -2321,4 +2323,31 @@ fn states_synced_from_the_active_keep_a_pair_from_resetting_each_other_after_a_t
     standby.check("node02");
     let e = standby.reset(10, "node02", "node01");
     assert!(started(&e).is_some(), "{e:#?}");
+}
+
+/// Issue 14.3, a reset in flight is never lost: at the takeover the new active starts
+/// the reset the old one had in flight, for its requester; the requester's retransmission
+/// joins it (no second reset) and the final reply goes to it.
+#[test]
+fn a_reset_in_flight_on_the_old_active_is_carried_on_at_the_takeover() {
+    let (active, _) = World::node02_reset_started();
+    let (_, monitors) = active.core.synced_monitors(active.now);
+    let busy = active.core.synced_busy(active.now);
+    assert_eq!(busy[0].requesters.len(), 1, "{busy:?}");
+    let mut standby = World::new();
+    standby.core.adopt_monitors(standby.now, monitors);
+    standby.core.adopt_busy(standby.now, busy);
+    let e = standby.input(Input::TakeOver);
+    let (id, system) = started(&e).expect("the reset is carried on");
+    assert_eq!(system, "node02");
+    // The requester's retransmission (same req) joins it: ACCEPTED, nothing new started.
+    let e = standby.reset(7, "node01", "node02");
+    assert_eq!(results(&e), vec![ResetResult::Accepted], "{e:#?}");
+    assert!(started(&e).is_none(), "a second reset: {e:#?}");
+    // Its stop notice after the NMI ends it: DUMP to node01.
+    let e = dump_node02(&mut standby, id);
+    assert!(results(&e).contains(&ResetResult::Dump), "{e:#?}");
+    // A takeover with nothing carried starts nothing; an operator's test is not carried.
+    let mut idle = World::new();
+    assert!(started(&idle.input(Input::TakeOver)).is_none());
 }

@@ -135,6 +135,8 @@ pub enum PipelineMsg {
     SyncedState(oneshot::Sender<SyncedState>),
     /// On a standby: the active's registrations and states.
     AdoptState(SyncedState),
+    /// This management server just became active: carry on the old active's resets.
+    TakeOver,
     Monitors(oneshot::Sender<Vec<MonitorView>>),
     /// What the watch knows, as `show status` prints it.
     Health(oneshot::Sender<serde_json::Value>),
@@ -350,6 +352,14 @@ impl Pipeline {
     /// The monitor registrations and the systems not normal, for the standby of a pair.
     pub async fn synced_state(&self) -> Result<SyncedState, PipelineGone> {
         self.ask(PipelineMsg::SyncedState).await
+    }
+
+    /// This management server just became active ([`super::core::Input::TakeOver`]).
+    pub async fn take_over(&self) -> Result<(), PipelineGone> {
+        self.tx
+            .send(PipelineMsg::TakeOver)
+            .await
+            .map_err(|_| PipelineGone)
     }
 
     /// On a standby: take the active's registrations and states.

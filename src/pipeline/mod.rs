@@ -716,6 +716,7 @@ impl Shell {
                     busy: self.core.synced_busy(now),
                 });
             }
+            PipelineMsg::TakeOver => self.feed(Input::TakeOver),
             PipelineMsg::AdoptState(state) => {
                 let now = Instant::now();
                 self.core.adopt_monitors(now, state.monitors);
