@@ -422,6 +422,13 @@ impl Core {
         (self.registrations, list)
     }
 
+    /// The systems this core holds an entry for, and `more`, each once.
+    fn known_and<'a>(&self, more: impl Iterator<Item = &'a Name>) -> BTreeSet<Name> {
+        let mut names: BTreeSet<Name> = more.cloned().collect();
+        names.extend(self.systems.keys().cloned());
+        names
+    }
+
     /// Moves whenever anything a standby must know may have changed (registrations, resets
     /// started or ended).
     pub fn generation(&self) -> u64 {
@@ -516,13 +523,7 @@ impl Core {
             };
             wanted.insert(found.name().clone(), state);
         }
-        let names: BTreeSet<Name> = self
-            .systems
-            .keys()
-            .cloned()
-            .chain(wanted.keys().cloned())
-            .collect();
-        for name in names {
+        for name in self.known_and(wanted.keys()) {
             let sys = self.systems.entry(name.clone()).or_default();
             if matches!(sys.state, State::Resetting(_)) {
                 continue;
@@ -595,13 +596,7 @@ impl Core {
                 wanted.insert(found.name().clone(), m);
             }
         }
-        let names: Vec<Name> = self
-            .systems
-            .keys()
-            .cloned()
-            .chain(wanted.keys().cloned())
-            .collect();
-        for name in names {
+        for name in self.known_and(wanted.keys()) {
             let sys = self.systems.entry(name.clone()).or_default();
             if !matches!(sys.state, State::Normal) {
                 continue;

@@ -15,9 +15,7 @@ fn running(d: &mut Daemon) -> bool {
 #[test]
 fn both_start_together_one_is_active_and_checks_say_redundant() {
     require_netns!();
-    let p = Pair::start();
-    p.wait_roles(["active", "standby"]);
-    p.wait_active(0);
+    let p = Pair::up();
     assert!(
         p.holds_address(0) && !p.holds_address(1),
         "{}",
@@ -40,20 +38,9 @@ fn both_start_together_one_is_active_and_checks_say_redundant() {
 #[test]
 fn kill_9_of_the_active_fences_it_moves_the_address_and_resets_go_on() {
     require_netns!();
-    let mut p = Pair::start();
-    p.wait_roles(["active", "standby"]);
-    p.wait_active(0);
+    let mut p = Pair::up();
     p.check("node01");
-    wait_until(
-        "node01's registration on the standby",
-        WAIT,
-        || {
-            p.ms[1]
-                .haconn(&["show", "hamonitor", "--output", "json"])
-                .stdout
-        },
-        |out| out.contains("10.251.0.3"),
-    );
+    p.wait_registered_on_standby("10.251.0.3");
     let killed = Instant::now();
     p.ms[0].kill9();
     let s = p.wait_active(1);
@@ -76,27 +63,9 @@ fn kill_9_of_the_active_fences_it_moves_the_address_and_resets_go_on() {
     eprintln!("takeover after kill -9: {took:?}");
     // The new active knew node01's registration from the old one: its reset is admitted
     // without a new check, runs once, on node02's BMC.
-    let run = p.node(&[
-        "node",
-        "reset",
-        "--system",
-        "node01",
-        "--subsystem",
-        "1",
-        "--target-system",
-        "node02",
-        "--target",
-        "1",
-    ]);
+    let run = p.reset_node02();
     run.code(0);
-    wait_until(
-        "node02's hard reset",
-        WAIT,
-        || p.node02_bmc.resets().len(),
-        |n| *n >= 1,
-    );
-    assert_eq!(p.node02_bmc.nmis().len(), 1, "{}", p.diagnostics());
-    assert_eq!(p.node02_bmc.resets().len(), 1, "{}", p.diagnostics());
+    p.wait_node02_reset(1);
     let events = std::fs::read_to_string(p.ms[1].event_log()).unwrap();
     assert!(
         events.contains("pair: ms01 fenced: BMC 10.251.0.11 acknowledged the hard reset"),
@@ -136,9 +105,7 @@ fn an_mlan_cut_ends_with_exactly_one_active() {
 #[test]
 fn with_the_actives_bmc_unreachable_too_the_standby_stays_and_says_why() {
     require_netns!();
-    let mut p = Pair::start();
-    p.wait_roles(["active", "standby"]);
-    p.wait_active(0);
+    let mut p = Pair::up();
     p.bmc[0].pause();
     p.hosts[0].ip(&["link", "set", "mlan0", "down"]);
     let s = wait_until(
@@ -166,9 +133,7 @@ fn with_the_actives_bmc_unreachable_too_the_standby_stays_and_says_why() {
 #[test]
 fn act_restart_hands_over_without_fencing_and_comes_back_as_standby() {
     require_netns!();
-    let mut p = Pair::start();
-    p.wait_roles(["active", "standby"]);
-    p.wait_active(0);
+    let mut p = Pair::up();
     let pid = p.ms[0].pid();
     let run = p.ms[0].haconn(&["act", "restart"]);
     run.code(0).stdout_has("ms02 took over");
@@ -198,9 +163,7 @@ fn act_restart_hands_over_without_fencing_and_comes_back_as_standby() {
 #[test]
 fn sby_shutdown_from_the_active_stops_the_standby_and_act_shutdown_stops_both() {
     require_netns!();
-    let mut p = Pair::start();
-    p.wait_roles(["active", "standby"]);
-    p.wait_active(0);
+    let mut p = Pair::up();
     p.ms[0]
         .haconn(&["sby", "shutdown"])
         .code(0)
@@ -246,9 +209,7 @@ fn sby_shutdown_from_the_active_stops_the_standby_and_act_shutdown_stops_both() 
 #[test]
 fn a_dead_standby_makes_checks_say_not_redundant_and_a_flapping_link_changes_nothing() {
     require_netns!();
-    let mut p = Pair::start();
-    p.wait_roles(["active", "standby"]);
-    p.wait_active(0);
+    let mut p = Pair::up();
     // Down for less than the loss time (5 × 100 ms), a few times: no fence, same roles.
     for _ in 0..3 {
         p.hosts[0].ip(&["link", "set", "mlan0", "down"]);
@@ -343,45 +304,16 @@ fn the_active_sends_its_spec_to_the_standby_and_reloads_complete_on_both() {
 #[test]
 fn a_reset_asked_for_during_the_failover_completes_once_on_the_new_active() {
     require_netns!();
-    let mut p = Pair::start();
-    p.wait_roles(["active", "standby"]);
-    p.wait_active(0);
+    let mut p = Pair::up();
     p.check("node01");
-    wait_until(
-        "node01's registration on the standby",
-        WAIT,
-        || {
-            p.ms[1]
-                .haconn(&["show", "hamonitor", "--output", "json"])
-                .stdout
-        },
-        |out| out.contains("10.251.0.3"),
-    );
+    p.wait_registered_on_standby("10.251.0.3");
     p.ms[0].kill9();
     // Asked at once: the node tool retransmits (same request number) until the new
     // active answers.
-    let run = p.node(&[
-        "node",
-        "reset",
-        "--system",
-        "node01",
-        "--subsystem",
-        "1",
-        "--target-system",
-        "node02",
-        "--target",
-        "1",
-    ]);
+    let run = p.reset_node02();
     run.code(0);
     assert_eq!(run.stdout.matches("result=ACCEPTED").count(), 1, "{run}");
-    wait_until(
-        "node02's hard reset",
-        WAIT,
-        || p.node02_bmc.resets().len(),
-        |n| *n >= 1,
-    );
-    assert_eq!(p.node02_bmc.nmis().len(), 1, "{}", p.diagnostics());
-    assert_eq!(p.node02_bmc.resets().len(), 1, "{}", p.diagnostics());
+    p.wait_node02_reset(1);
     assert_eq!(p.pair(1)["role"], "active");
 }
 
@@ -392,9 +324,7 @@ fn a_reset_asked_for_during_the_failover_completes_once_on_the_new_active() {
 #[test]
 fn a_reset_in_flight_at_the_takeover_is_carried_on_and_keeps_the_pair_apart() {
     require_netns!();
-    let mut p = Pair::start();
-    p.wait_roles(["active", "standby"]);
-    p.wait_active(0);
+    let mut p = Pair::up();
     p.check("node01");
     p.node(&[
         "node",
@@ -482,12 +412,6 @@ fn a_reset_in_flight_at_the_takeover_is_carried_on_and_keeps_the_pair_apart() {
             && out.contains("state=REBOOT"),
         "{out}"
     );
-    wait_until(
-        "node02's hard reset by the new active",
-        WAIT,
-        || p.node02_bmc.resets().len(),
-        |n| *n >= 1,
-    );
-    assert_eq!(p.node02_bmc.nmis().len(), 2, "{}", p.diagnostics());
-    assert_eq!(p.node02_bmc.resets().len(), 1, "{}", p.diagnostics());
+    // Two NMIs (the old active's, then the new one's), one hard reset (the new one's).
+    p.wait_node02_reset(2);
 }

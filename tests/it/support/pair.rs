@@ -118,6 +118,14 @@ impl Pair {
         p
     }
 
+    /// Started together, with ms01 elected active (holding the address) and ms02 standby.
+    pub fn up() -> Pair {
+        let p = Pair::start();
+        p.wait_roles(["active", "standby"]);
+        p.wait_active(0);
+        p
+    }
+
     pub fn pair(&self, i: usize) -> Value {
         self.ms[i].status()["pair"].clone()
     }
@@ -177,6 +185,50 @@ impl Pair {
             .stdout_has(&format!("CHECK-REPLY system={who}"))
             .stdout_has("resettable=yes");
         run
+    }
+
+    /// node01 asks (from 10.251.0.3) for node02's reset and waits for the outcome.
+    pub fn reset_node02(&self) -> Run {
+        self.node(&[
+            "node",
+            "reset",
+            "--system",
+            "node01",
+            "--subsystem",
+            "1",
+            "--target-system",
+            "node02",
+            "--target",
+            "1",
+        ])
+    }
+
+    /// Waits until the standby (ms02) shows a monitor registered at `ip`, taken from the
+    /// active.
+    pub fn wait_registered_on_standby(&self, ip: &str) {
+        wait_until(
+            "the registration on the standby",
+            WAIT,
+            || {
+                self.ms[1]
+                    .haconn(&["show", "hamonitor", "--output", "json"])
+                    .stdout
+            },
+            |out| out.contains(ip),
+        );
+    }
+
+    /// Waits for node02's hard reset; then its BMC must have had `nmis` NMIs and one hard
+    /// reset.
+    pub fn wait_node02_reset(&self, nmis: usize) {
+        wait_until(
+            "node02's hard reset",
+            WAIT,
+            || self.node02_bmc.resets().len(),
+            |n| *n >= 1,
+        );
+        assert_eq!(self.node02_bmc.nmis().len(), nmis, "{}", self.diagnostics());
+        assert_eq!(self.node02_bmc.resets().len(), 1, "{}", self.diagnostics());
     }
 
     pub fn diagnostics(&self) -> String {
