@@ -415,3 +415,54 @@ fn a_reset_in_flight_at_the_takeover_is_carried_on_and_keeps_the_pair_apart() {
     // Two NMIs (the old active's, then the new one's), one hard reset (the new one's).
     p.wait_node02_reset(2);
 }
+
+/// The fence's second path, for real: the active dies and its BMC does not answer either;
+/// the standby waits the active's `ipdu.timeout`, cuts its outlet on a real SNMP agent
+/// (net-snmp `snmpd` with the PDU emulator, in the LAN) and serves only once the PDU
+/// confirms the outlet off.
+#[test]
+fn with_the_bmc_silent_the_standby_fences_through_the_pdu_outlets() {
+    use crate::support::netns::Netns;
+    use crate::support::snmp::{COMMUNITY, Options, Snmpd};
+    require_netns!();
+    let text = crate::support::pair::spec()
+        .replace(
+            "    mlan: {address: 10.252.0.1, port: 5002}\n",
+            "    mlan: {address: 10.252.0.1, port: 5002}\n    ipdu: {enabled: true, timeout: 5, outlets: [{pdu: 10.251.0.31, outlet: 3}]}\n",
+        )
+        .replace(
+            "managementServers:\n",
+            &format!(
+                "snmp: {{community: {COMMUNITY}}}\npdus:\n  - {{address: 10.251.0.31, model: APC_RPDU}}\nmanagementServers:\n"
+            ),
+        );
+    assert!(text.contains("outlet: 3"), "{text}");
+    let mut p = Pair::start_with(&text);
+    let pdu_host = Netns::new();
+    p.lan.join(&pdu_host, "lan0", Some("10.251.0.31/24"));
+    let pdu = Snmpd::start(Options {
+        netns: Some((
+            pdu_host.name().to_string(),
+            std::net::Ipv4Addr::new(10, 251, 0, 31),
+        )),
+        ..Options::default()
+    });
+    p.wait_roles(["active", "standby"]);
+    p.wait_active(0);
+    p.bmc[0].pause();
+    p.ms[0].kill9();
+    let s = p.wait_active(1);
+    assert_eq!(s["peerState"], "reset", "{s:#}");
+    let sets = pdu.sets();
+    assert_eq!(sets.len(), 1, "{sets:?}\n{}", pdu.diagnostics());
+    assert_eq!(
+        (sets[0].view.as_str(), sets[0].outlet, sets[0].value),
+        ("apc", 3, 2)
+    );
+    let events = std::fs::read_to_string(p.ms[1].event_log()).unwrap();
+    assert!(
+        events.contains("pair: ms01 fenced: outlets 10.251.0.31#3 confirmed off"),
+        "{events}"
+    );
+    p.bmc[0].resume();
+}

@@ -58,7 +58,7 @@ pub struct Pair {
     pub node02_bmc: SimBmc,
     pub hosts: [Netns; 3],
     _bmc_hosts: [Netns; 3],
-    _lan: Bridge,
+    pub lan: Bridge,
 }
 
 fn bmc_in(ns: &Netns, lan: &Bridge, last: u8, pidfile: Option<&std::path::Path>) -> SimBmc {
@@ -73,6 +73,11 @@ fn bmc_in(ns: &Netns, lan: &Bridge, last: u8, pidfile: Option<&std::path::Path>)
 impl Pair {
     /// Both management servers started together.
     pub fn start() -> Pair {
+        Pair::start_with(&spec())
+    }
+
+    /// Both started together on `spec` (the addresses of [`spec`]).
+    pub fn start_with(text: &str) -> Pair {
         let lan = Bridge::new();
         let hosts = [Netns::new(), Netns::new(), Netns::new()];
         for (n, h) in (1..).zip(&hosts) {
@@ -90,7 +95,7 @@ impl Pair {
             Some("10.252.0.2/30"),
         );
         let ms = [0, 1].map(|i| {
-            Daemon::new(&spec())
+            Daemon::new(text)
                 .in_netns(hosts[i].name())
                 .no_watch()
                 .arg("--mserver")
@@ -107,7 +112,7 @@ impl Pair {
             node02_bmc,
             hosts,
             _bmc_hosts: bmc_hosts,
-            _lan: lan,
+            lan,
         };
         for d in &mut p.ms {
             d.spawn();

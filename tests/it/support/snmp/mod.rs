@@ -42,6 +42,9 @@ pub struct Options {
     pub apc_firmware: String,
     /// The agent's sysObjectID (fence_apc_snmp picks its OIDs from it).
     pub sys_object_id: String,
+    /// Run in this network namespace (`Netns::name()`) at this address, port 161;
+    /// `None`: on 127.0.0.1 at a port the kernel picks.
+    pub netns: Option<(String, Ipv4Addr)>,
 }
 
 impl Default for Options {
@@ -52,6 +55,7 @@ impl Default for Options {
             apc_firmware: "v6.8.2".into(),
             // APC rack PDU (fence_apc_snmp: ApcRPDU).
             sys_object_id: ".1.3.6.1.4.1.318.1.3.4.5".into(),
+            netns: None,
         }
     }
 }
@@ -79,6 +83,20 @@ pub struct Snmpd {
     child: Option<Child>,
     pub port: u16,
     paused: bool,
+    /// The namespace and address it runs at, if not 127.0.0.1.
+    netns: Option<(String, Ipv4Addr)>,
+}
+
+/// A command, run in `netns` when there is one (`ip netns exec`).
+fn command_in(netns: &Option<(String, Ipv4Addr)>, program: &str) -> Command {
+    match netns {
+        None => Command::new(program),
+        Some((ns, _)) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, program]);
+            c
+        }
+    }
 }
 
 fn emulator() -> PathBuf {
@@ -116,10 +134,15 @@ impl Snmpd {
         let mut last = String::new();
         for _ in 0..5 {
             let mut d = Snmpd {
-                port: free_port(),
+                port: if opts.netns.is_some() {
+                    161
+                } else {
+                    free_port()
+                },
                 dir,
                 child: None,
                 paused: false,
+                netns: opts.netns.clone(),
             };
             match d.spawn(&opts, &emu_cfg) {
                 Ok(()) => return d,
@@ -145,10 +168,15 @@ impl Snmpd {
     fn spawn(&mut self, opts: &Options, emu_cfg: &Path) -> Result<(), String> {
         let conf = self.path("snmpd.conf");
         let emu = format!("{PYTHON} {} {}", emulator().display(), emu_cfg.display());
+        let (ip, source) = match &self.netns {
+            None => (Ipv4Addr::LOCALHOST.to_string(), "127.0.0.1".to_string()),
+            // Inside a namespace of the test's own: any source there.
+            Some((_, ip)) => (ip.to_string(), "default".to_string()),
+        };
         let mut text = format!(
-            "agentAddress udp:127.0.0.1:{port}\n\
-             rwcommunity {COMMUNITY} 127.0.0.1\n\
-             rocommunity {RO_COMMUNITY} 127.0.0.1\n\
+            "agentAddress udp:{ip}:{port}\n\
+             rwcommunity {COMMUNITY} {source}\n\
+             rocommunity {RO_COMMUNITY} {source}\n\
              master no\n\
              dontLogTCPWrappersConnects yes\n\
              sysObjectID {sys}\n",
@@ -164,7 +192,7 @@ impl Snmpd {
             text.push_str(&format!("pass_persist {subtree} {emu}\n"));
         }
         std::fs::write(&conf, text).expect("write snmpd.conf");
-        let child = Command::new(SNMPD)
+        let child = command_in(&self.netns, SNMPD)
             .args(["-f", "-C", "-c"])
             .arg(&conf)
             .arg("-Lf")
@@ -209,11 +237,15 @@ impl Snmpd {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.port)
+        let ip = self
+            .netns
+            .as_ref()
+            .map_or(Ipv4Addr::LOCALHOST, |(_, ip)| *ip);
+        SocketAddr::new(IpAddr::V4(ip), self.port)
     }
 
     pub fn target(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.addr().to_string()
     }
 
     /// Environment for net-snmp's command-line tools: no MIB loading, no writes outside
@@ -235,7 +267,7 @@ impl Snmpd {
         oids: &[&str],
         timeout: f64,
     ) -> Result<Vec<String>, String> {
-        let out = Command::new("/usr/bin/snmpget")
+        let out = command_in(&self.netns, "/usr/bin/snmpget")
             .args([
                 "-v2c",
                 "-c",
@@ -278,7 +310,7 @@ impl Snmpd {
 
     /// `snmpset OID i VALUE` with the real tool.
     pub fn set_int(&self, oid: &str, value: i64) {
-        let out = Command::new("/usr/bin/snmpset")
+        let out = command_in(&self.netns, "/usr/bin/snmpset")
             .args(["-v2c", "-c", COMMUNITY, "-r", "0", "-t", "2"])
             .arg(self.target())
             .args([oid, "i", &value.to_string()])
