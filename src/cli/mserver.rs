@@ -8,7 +8,9 @@
 //! The PDU-cut test of a management server (SPEC §8) is run by the *other* one: a server
 //! cannot switch its own power back on. A single management server (`mode: single`) may
 //! test its own outlets one at a time (`--mode serial`: it runs on through its other
-//! supply); in a pair the test is refused with the reason until the peer runs it.
+//! supply). In a pair the active tests the standby's outlets (`sby ipdusd`); `act
+//! ipdusd` is refused with the way to do it (hand over, then `sby ipdusd` on the new
+//! active).
 
 use super::server::{PduTest, pdu_job};
 use super::{Outcome, OutputArg, QuietArg, SocketArg};

@@ -582,7 +582,9 @@ pub async fn handover_or(
 }
 
 /// Which management server a PDU test of `role` may run on, here and now. In a pair the
-/// peer runs it (duplication, not built yet). A single management server may test its own
+/// active tests the standby's outlets (`sby ipdusd`; cutting them all at once switches the
+/// standby off and on again); `act ipdusd` needs a handover first. A single management
+/// server may test its own
 /// outlets only one at a time: it stays powered through the other supply. Cutting them
 /// all at once would switch it off with nobody left to switch it on.
 fn own_pdu_test(
@@ -594,10 +596,36 @@ fn own_pdu_test(
     let live = shared.pipeline.live();
     let refuse = |why: &str| Err(protocol::error("refused", why));
     match (live.mode, role) {
-        (Mode::Pair, _) => refuse(
-            "management-server duplication is not built yet: the peer that runs this test \
-             is not there",
-        ),
+        (Mode::Pair, role) => {
+            let Some(pair) = &shared.pair else {
+                return refuse("no pair task is running");
+            };
+            let s = pair.status();
+            if s.role != "active" {
+                return refuse(&format!(
+                    "{} is {}: PDU-cut tests of the management servers run on the active ({})",
+                    s.me, s.role, s.peer
+                ));
+            }
+            if role == "active" {
+                // The active cannot cut its own power and switch it back on; the seed's
+                // `act ipdusd` is a handover first.
+                return refuse(&format!(
+                    "{me} is the active: hand over first (`haconn act restart` here), then \
+                     run `haconn sby ipdusd` on the new active ({peer}), which tests {me}'s \
+                     outlets",
+                    me = s.me,
+                    peer = s.peer
+                ));
+            }
+            let Some(peer) = live.management_servers.get(s.peer.as_str()) else {
+                return refuse("the standby is not in the live spec");
+            };
+            if peer.ipdu.as_ref().is_none_or(|i| i.outlets.is_empty()) {
+                return refuse(&format!("{} has no PDU outlets in the spec", peer.name));
+            }
+            Ok(peer.name.to_string())
+        }
         (Mode::Single, "active") => {
             let Some(m) = live.management_servers.values().next() else {
                 return refuse("no management server in the live spec");

@@ -422,31 +422,9 @@ fn a_reset_in_flight_at_the_takeover_is_carried_on_and_keeps_the_pair_apart() {
 /// confirms the outlet off.
 #[test]
 fn with_the_bmc_silent_the_standby_fences_through_the_pdu_outlets() {
-    use crate::support::netns::Netns;
-    use crate::support::snmp::{COMMUNITY, Options, Snmpd};
     require_netns!();
-    let text = crate::support::pair::spec()
-        .replace(
-            "    mlan: {address: 10.252.0.1, port: 5002}\n",
-            "    mlan: {address: 10.252.0.1, port: 5002}\n    ipdu: {enabled: true, timeout: 5, outlets: [{pdu: 10.251.0.31, outlet: 3}]}\n",
-        )
-        .replace(
-            "managementServers:\n",
-            &format!(
-                "snmp: {{community: {COMMUNITY}}}\npdus:\n  - {{address: 10.251.0.31, model: APC_RPDU}}\nmanagementServers:\n"
-            ),
-        );
-    assert!(text.contains("outlet: 3"), "{text}");
-    let mut p = Pair::start_with(&text);
-    let pdu_host = Netns::new();
-    p.lan.join(&pdu_host, "lan0", Some("10.251.0.31/24"));
-    let pdu = Snmpd::start(Options {
-        netns: Some((
-            pdu_host.name().to_string(),
-            std::net::Ipv4Addr::new(10, 251, 0, 31),
-        )),
-        ..Options::default()
-    });
+    let mut p = Pair::start_with(&crate::support::pair::spec_with_pdu((Some(3), None)));
+    let (_pdu_host, pdu) = p.start_pdu();
     p.wait_roles(["active", "standby"]);
     p.wait_active(0);
     p.bmc[0].pause();
@@ -465,4 +443,37 @@ fn with_the_bmc_silent_the_standby_fences_through_the_pdu_outlets() {
         "{events}"
     );
     p.bmc[0].resume();
+}
+
+/// The seed's PDU-cut tests of the management servers in a pair: `sby ipdusd` runs on the
+/// active and switches the standby's outlets off and on again; the standby refuses to run
+/// it, and `act ipdusd` asks for a handover first (a server cannot cut its own power and
+/// switch it back on).
+#[test]
+fn sby_ipdusd_on_the_active_tests_the_standbys_outlets() {
+    require_netns!();
+    let p = Pair::start_with(&crate::support::pair::spec_with_pdu((Some(3), Some(4))));
+    let (_pdu_host, pdu) = p.start_pdu();
+    p.wait_roles(["active", "standby"]);
+    p.wait_active(0);
+    p.ms[1]
+        .haconn(&["sby", "ipdusd", "--mode", "same", "--yes"])
+        .code(1)
+        .stderr_has("PDU-cut tests of the management servers run on the active (ms01)");
+    p.ms[0]
+        .haconn(&["act", "ipdusd", "--mode", "serial", "--yes"])
+        .code(1)
+        .stderr_has("hand over first (`haconn act restart` here)");
+    assert!(pdu.sets().is_empty());
+    p.ms[0]
+        .haconn(&["sby", "ipdusd", "--mode", "same", "--offtime", "5", "--yes"])
+        .code(0);
+    let sets: Vec<(u16, i64)> = pdu.sets().iter().map(|l| (l.outlet, l.value)).collect();
+    assert_eq!(sets, [(4, 2), (4, 1)], "{}", pdu.diagnostics());
+    // Nobody was fenced by the test.
+    assert!(
+        p.bmc.iter().all(|b| b.chassis().is_empty()),
+        "{}",
+        p.diagnostics()
+    );
 }

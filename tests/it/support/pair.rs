@@ -51,6 +51,30 @@ servers:
     )
 }
 
+/// [`spec`] with an APC PDU at 10.251.0.31 (community [`super::snmp::COMMUNITY`]) and
+/// PDU forced reset on for ms01 (`outlets.0`) and ms02 (`outlets.1`) with those outlets.
+pub fn spec_with_pdu(outlets: (Option<u16>, Option<u16>)) -> String {
+    let mut text = spec().replace(
+        "managementServers:\n",
+        &format!(
+            "snmp: {{community: {}}}\npdus:\n  - {{address: 10.251.0.31, model: APC_RPDU}}\nmanagementServers:\n",
+            super::snmp::COMMUNITY
+        ),
+    );
+    for (n, outlet) in [(1, outlets.0), (2, outlets.1)] {
+        if let Some(o) = outlet {
+            let line = format!("    mlan: {{address: 10.252.0.{n}, port: 5002}}\n");
+            text = text.replace(
+                &line,
+                &format!(
+                    "{line}    ipdu: {{enabled: true, timeout: 5, outlets: [{{pdu: 10.251.0.31, outlet: {o}}}]}}\n"
+                ),
+            );
+        }
+    }
+    text
+}
+
 /// The two management servers, their BMCs, the node host and node02's BMC.
 pub struct Pair {
     pub ms: [Daemon; 2],
@@ -121,6 +145,18 @@ impl Pair {
             d.wait_ready();
         }
         p
+    }
+
+    /// The PDU of [`spec_with_pdu`]: net-snmp's `snmpd` with the PDU emulator, on a host
+    /// of its own in the LAN.
+    pub fn start_pdu(&self) -> (Netns, super::snmp::Snmpd) {
+        let host = Netns::new();
+        self.lan.join(&host, "lan0", Some("10.251.0.31/24"));
+        let pdu = super::snmp::Snmpd::start(super::snmp::Options {
+            netns: Some((host.name().to_string(), Ipv4Addr::new(10, 251, 0, 31))),
+            ..super::snmp::Options::default()
+        });
+        (host, pdu)
     }
 
     /// Started together, with ms01 elected active (holding the address) and ms02 standby.
