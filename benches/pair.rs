@@ -31,6 +31,8 @@ mod pair;
 #[path = "../tests/it/support/run.rs"]
 #[allow(dead_code)]
 mod run;
+#[path = "../tests/it/support/snmp/mod.rs"]
+mod snmp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
