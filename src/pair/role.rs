@@ -15,8 +15,8 @@
 //! - at start-up both are undecided; two live undecided (or standby) servers that hear
 //!   each other elect the lower name, once the peer's heartbeat shows it heard this run
 //!   of the lower (so it was sent after any change of the peer's mind); the other waits
-//!   for its `active` heartbeat; a
-//!   server that hears no peer for the start-up grace fences it before serving;
+//!   for its `active` heartbeat; a server that hears no peer for the start-up grace
+//!   fences it before serving;
 //! - a standby that loses the active's heartbeat for `misses` intervals fences it, and
 //!   serves only once that is confirmed; if it cannot be confirmed it stays standby, says
 //!   why ([`RoleCore::blocked`]) and tries again every [`Timing::fence_retry`];
@@ -27,9 +27,9 @@
 //!   happen, or an operator confirmed a live peer down) end at once: the higher name stops
 //!   serving.
 //!
-//! Heartbeats from one run of the peer (an *incarnation*) carry increasing sequence
-//! numbers; an older one is ignored, so a reordered `standby` can never be taken for the
-//! current word.
+//! Heartbeats from one run of the peer (an *incarnation*, its start time) carry increasing
+//! sequence numbers, and runs never go back; an older heartbeat is ignored, so a
+//! reordered or replayed `standby` can never be taken for the current word.
 
 use std::time::{Duration, Instant};
 
