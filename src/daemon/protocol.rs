@@ -221,9 +221,9 @@ pub struct Hardware {
 }
 
 impl Hardware {
-    /// The act/sby column: this daemon's own management server is `active` (it holds the
-    /// reset path); any other is `----`, the manual's "not decided", until
-    /// management-server duplication exists to say what the peer is. Never two `active`.
+    /// The act/sby column with one management server (`mode: single`): this daemon's own
+    /// is `active`; any other `----`, the manual's "not decided". In a pair,
+    /// [`Hardware::assign_pair`] says what each is.
     pub fn assign_roles(&mut self, local: &str) {
         for m in &mut self.mservers {
             m.role = if m.name == local { "active" } else { "----" }.to_string();

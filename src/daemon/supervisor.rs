@@ -460,9 +460,9 @@ fn outcome(results: Vec<ObjectResult>, changed: bool, spec: &Spec, local: &str) 
     }
 }
 
-/// This management server took the change or had none. Its peer is not updated by a
-/// reload (management-server duplication is not built yet), which SPEC §6 counts as a
-/// failed reload: the operator must update the standby's spec too.
+/// This management server took the change or had none. Its peer's row starts as not
+/// updated (SPEC §6 counts that as a failed reload); in a pair, [`sync_peer`] replaces it
+/// with the standby's own result once the spec was sent.
 fn update_status(spec: &Spec, local: &str, changed: bool) -> Vec<(String, UpdateStatus)> {
     spec.management_servers
         .keys()

@@ -588,7 +588,7 @@ impl Health {
                 crate::spec::model::Mode::Single => "single",
                 crate::spec::model::Mode::Pair => "pair",
             },
-            // The link between the two management servers' haconn (duplication: not built).
+            // The link between the two management servers: the pair task fills it in.
             "peerLink": "--",
             "intervalMs": interval.map(|i| i.as_millis() as u64),
             "rounds": self.rounds,
