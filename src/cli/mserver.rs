@@ -9,8 +9,7 @@
 //! cannot switch its own power back on. A single management server (`mode: single`) may
 //! test its own outlets one at a time (`--mode serial`: it runs on through its other
 //! supply). In a pair the active tests the standby's outlets (`sby ipdusd`); `act
-//! ipdusd` is refused with the way to do it (hand over, then `sby ipdusd` on the new
-//! active).
+//! ipdusd` hands over first, then the new active tests the old one's outlets.
 
 use super::server::{PduTest, pdu_job};
 use super::{Outcome, OutputArg, QuietArg, SocketArg};

@@ -311,6 +311,18 @@ async fn connection(
                     off_time,
                     wait_time,
                     ..
+                }) if role == "active" && shared.pair.is_some() => {
+                    match act_ipdusd(&shared, mode, off_time, wait_time, &mut write).await {
+                        Some(v) => v,
+                        None => return,
+                    }
+                }
+                Ok(Request::MserverIpdu {
+                    role,
+                    mode,
+                    off_time,
+                    wait_time,
+                    ..
                 }) => match crate::pipeline::pdutest::same_refuses(mode, None, wait_time)
                     .map_or_else(
                         || own_pdu_test(&shared, &role, mode),
@@ -583,7 +595,7 @@ pub async fn handover_or(
 
 /// Which management server a PDU test of `role` may run on, here and now. In a pair the
 /// active tests the standby's outlets (`sby ipdusd`; cutting them all at once switches the
-/// standby off and on again); `act ipdusd` needs a handover first. A single management
+/// standby off and on again); `act ipdusd` is a handover first ([`act_ipdusd`]). A single management
 /// server may test its own
 /// outlets only one at a time: it stays powered through the other supply. Cutting them
 /// all at once would switch it off with nobody left to switch it on.
@@ -608,15 +620,8 @@ fn own_pdu_test(
                 ));
             }
             if role == "active" {
-                // The active cannot cut its own power and switch it back on; the seed's
-                // `act ipdusd` is a handover first.
-                return refuse(&format!(
-                    "{me} is the active: hand over first (`haconn act restart` here), then \
-                     run `haconn sby ipdusd` on the new active ({peer}), which tests {me}'s \
-                     outlets",
-                    me = s.me,
-                    peer = s.peer
-                ));
+                // `act ipdusd` in a pair goes through `act_ipdusd` (a handover first).
+                return refuse("`act ipdusd` in a pair hands over first");
             }
             let Some(peer) = live.management_servers.get(s.peer.as_str()) else {
                 return refuse("the standby is not in the live spec");
@@ -648,6 +653,85 @@ fn own_pdu_test(
         }
         (Mode::Single, _) => refuse("there is no standby management server (mode: single)"),
     }
+}
+
+/// How long `act ipdusd` waits for the new active's test of this server's outlets.
+const ACT_IPDUSD_WAIT: Duration = Duration::from_secs(600);
+
+/// A progress line of a streamed operation; `None` when the client is gone.
+async fn progress_line(write: &mut tokio::net::unix::OwnedWriteHalf, line: String) -> Option<()> {
+    let mut v = serde_json::to_value(Progress { progress: line }).expect("progress serializes");
+    v["v"] = protocol::VERSION.into();
+    send(write, &v).await.ok()
+}
+
+/// `act ipdusd` in a pair, the seed's way: this (active) server hands over to the standby
+/// first, then the new active runs the PDU-cut test of this server's outlets (a server
+/// cannot cut its own power and switch it back on). `None`: the client went away (the
+/// test goes on).
+async fn act_ipdusd(
+    shared: &Shared,
+    mode: crate::pipeline::pdutest::Mode,
+    off_time: Option<u64>,
+    wait_time: Option<u64>,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+) -> Option<Value> {
+    use crate::pair::task::Command;
+    if let Some(why) = crate::pipeline::pdutest::same_refuses(mode, None, wait_time) {
+        return Some(protocol::error("bad-request", &why));
+    }
+    let pair = shared.pair.as_ref()?;
+    let s = pair.status();
+    if s.role != "active" {
+        return Some(protocol::error(
+            "refused",
+            &format!(
+                "{} is {}: run `act ipdusd` on the active ({})",
+                s.me, s.role, s.peer
+            ),
+        ));
+    }
+    let live = shared.pipeline.live();
+    if live
+        .management_servers
+        .get(s.me.as_str())
+        .and_then(|m| m.ipdu.as_ref())
+        .is_none_or(|i| i.outlets.is_empty())
+    {
+        return Some(protocol::error(
+            "refused",
+            &format!("{} has no PDU outlets in the spec", s.me),
+        ));
+    }
+    progress_line(
+        write,
+        format!(
+            "handing over to {} first: it runs the test of {}'s outlets",
+            s.peer, s.me
+        ),
+    )
+    .await?;
+    let handed = handover_or(pair, Command::Handover).await;
+    if handed["ok"] != true {
+        return Some(handed);
+    }
+    progress_line(
+        write,
+        format!("{} took over; it is testing {}'s outlets", s.peer, s.me),
+    )
+    .await?;
+    Some(
+        match pair
+            .peer_pdu_test(mode, off_time, wait_time, ACT_IPDUSD_WAIT)
+            .await
+        {
+            Ok(ack) => protocol::ok(&PduJobReply {
+                server: s.me,
+                summary: ack.message,
+            }),
+            Err(why) => protocol::error("failed", &format!("{}: {why}", s.peer)),
+        },
+    )
 }
 
 struct PduJobArgs {

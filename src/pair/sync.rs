@@ -48,6 +48,13 @@ pub enum PushBody {
     /// An operator's `sby restart` / `sby shutdown` / `act shutdown`, run on the other
     /// server: the receiver's daemon restarts (`restart`) or stops.
     Lifecycle { restart: bool },
+    /// `act ipdusd`, second half: the sender handed over; the receiver, now active, runs
+    /// the PDU-cut test of the sender's outlets and answers when it has ended.
+    PduTest {
+        mode: crate::pipeline::pdutest::Mode,
+        off_time: Option<u64>,
+        wait_time: Option<u64>,
+    },
 }
 
 /// The standby's answer.
@@ -123,13 +130,26 @@ async fn read_frame(s: &mut TcpStream, key: &MlanKey) -> Result<Vec<u8>, SyncErr
     Ok(buf)
 }
 
-/// Sends `body` to the peer at `to` and waits (bounded) for its answer.
+/// Sends `body` to the peer at `to` and waits (bounded by [`PUSH_TIMEOUT`]) for its
+/// answer.
 pub async fn push(
     to: SocketAddr,
     from: &Name,
     key: &MlanKey,
     body: PushBody,
     now_ms: u64,
+) -> Result<SpecAck, SyncError> {
+    push_within(to, from, key, body, now_ms, PUSH_TIMEOUT).await
+}
+
+/// [`push`] with another bound (a PDU-cut test takes minutes).
+pub async fn push_within(
+    to: SocketAddr,
+    from: &Name,
+    key: &MlanKey,
+    body: PushBody,
+    now_ms: u64,
+    limit: Duration,
 ) -> Result<SpecAck, SyncError> {
     let exchange = async {
         let mut s = TcpStream::connect(to).await?;
@@ -144,9 +164,9 @@ pub async fn push(
         let answer = read_frame(&mut s, key).await?;
         serde_json::from_slice::<SpecAck>(&answer).map_err(|e| SyncError::Malformed(e.to_string()))
     };
-    tokio::time::timeout(PUSH_TIMEOUT, exchange)
+    tokio::time::timeout(limit, exchange)
         .await
-        .map_err(|_| SyncError::Timeout(PUSH_TIMEOUT))?
+        .map_err(|_| SyncError::Timeout(limit))?
 }
 
 /// Checks pushes: sender, freshness and nonces not seen before (the last 1024).
@@ -248,6 +268,7 @@ mod tests {
                                 PushBody::Spec { spec } => format!("{} bytes", spec.len()),
                                 PushBody::State { state } => format!("{}", state.monitors.len()),
                                 PushBody::Lifecycle { restart } => format!("{restart}"),
+                                PushBody::PduTest { .. } => "pdu".into(),
                             },
                         }
                     })

@@ -187,6 +187,32 @@ impl PairHandle {
         self.sync.push(spec).await
     }
 
+    /// Asks the peer, which must be active now (after a handover), to run the PDU-cut test
+    /// of this server's outlets; waits for its end (bounded by `limit`).
+    pub async fn peer_pdu_test(
+        &self,
+        mode: crate::pipeline::pdutest::Mode,
+        off_time: Option<u64>,
+        wait_time: Option<u64>,
+        limit: Duration,
+    ) -> Result<SpecAck, String> {
+        sync::push_within(
+            self.sync.peer,
+            &self.sync.me,
+            &self.sync.key,
+            PushBody::PduTest {
+                mode,
+                off_time,
+                wait_time,
+            },
+            wall_ms(),
+            limit,
+        )
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|a| if a.ok { Ok(a) } else { Err(a.message) })
+    }
+
     /// Asks the peer's daemon to restart or stop (it must not be active).
     pub async fn peer_lifecycle(&self, restart: bool) -> Result<SpecAck, String> {
         let s = self.status();
@@ -322,6 +348,43 @@ pub fn spawn(setup: PairSetup) -> std::io::Result<PairHandle> {
     })
 }
 
+/// Runs the PDU-cut test of the peer management server's outlets on this (active) server's
+/// pipeline and returns its summary when it has ended.
+async fn peer_pdu_test(
+    pipeline: &Pipeline,
+    peer: &Name,
+    mode: crate::pipeline::pdutest::Mode,
+    off_time: Option<u64>,
+    wait_time: Option<u64>,
+) -> Result<String, String> {
+    use crate::pipeline::pdutest::{DEFAULT_SECONDS, SECONDS};
+    use crate::pipeline::{PduJobEvent, PduRequest};
+    let seconds = |v: Option<u64>| {
+        let s = v.unwrap_or(DEFAULT_SECONDS);
+        SECONDS
+            .contains(&s)
+            .then(|| Duration::from_secs(s))
+            .ok_or_else(|| format!("{s} s is outside {}–{} s", SECONDS.start(), SECONDS.end()))
+    };
+    let request = PduRequest {
+        server: peer.to_string(),
+        mserver: true,
+        pdu: None,
+        test: Some((mode, seconds(off_time)?, seconds(wait_time)?)),
+        force: false,
+    };
+    let mut rx = pipeline
+        .pdu_job(request)
+        .await
+        .map_err(|e| e.to_string())??;
+    while let Some(ev) = rx.recv().await {
+        if let PduJobEvent::Done(result) = ev {
+            return result;
+        }
+    }
+    Err("the PDU job ended without a result".into())
+}
+
 /// What the standby side of state sync needs (cloned into each connection's task).
 #[derive(Clone)]
 struct SyncReceiver {
@@ -367,8 +430,11 @@ async fn accept_specs(listener: tokio::net::TcpListener, r: SyncReceiver) {
             };
             let r = sync::serve_one(stream, &key, |push| {
                 let role = status.borrow().role.clone();
-                let lifecycle_asked = matches!(push.body, PushBody::Lifecycle { .. });
-                if role == Role::Active.as_str() && !lifecycle_asked {
+                let for_any_role = matches!(
+                    push.body,
+                    PushBody::Lifecycle { .. } | PushBody::PduTest { .. }
+                );
+                if role == Role::Active.as_str() && !for_any_role {
                     return Err(refuse(format!(
                         "this server is active: it takes no spec from {peer}"
                     )));
@@ -390,6 +456,26 @@ async fn accept_specs(listener: tokio::net::TcpListener, r: SyncReceiver) {
                             }
                             rx.await
                                 .unwrap_or_else(|_| refuse("the reload did not answer".into()))
+                        }
+                        PushBody::PduTest {
+                            mode,
+                            off_time,
+                            wait_time,
+                        } => {
+                            if role != Role::Active.as_str() {
+                                return refuse(format!(
+                                    "this server is {role}: only the active runs PDU-cut tests"
+                                ));
+                            }
+                            match peer_pdu_test(&pipeline, &peer, mode, off_time, wait_time).await {
+                                Ok(summary) => SpecAck {
+                                    ok: true,
+                                    changed: true,
+                                    message: summary,
+                                    checksum: None,
+                                },
+                                Err(why) => refuse(why),
+                            }
                         }
                         PushBody::Lifecycle { restart } => {
                             if role == Role::Active.as_str() {

@@ -446,11 +446,11 @@ fn with_the_bmc_silent_the_standby_fences_through_the_pdu_outlets() {
 }
 
 /// The seed's PDU-cut tests of the management servers in a pair: `sby ipdusd` runs on the
-/// active and switches the standby's outlets off and on again; the standby refuses to run
-/// it, and `act ipdusd` asks for a handover first (a server cannot cut its own power and
-/// switch it back on).
+/// active and switches the standby's outlets off and on again (the standby refuses to run
+/// it); `act ipdusd` hands over first, then the new active tests the old active's outlets
+/// (a server cannot cut its own power and switch it back on).
 #[test]
-fn sby_ipdusd_on_the_active_tests_the_standbys_outlets() {
+fn pdu_cut_tests_of_the_management_servers_run_on_the_active() {
     require_netns!();
     let p = Pair::start_with(&crate::support::pair::spec_with_pdu((Some(3), Some(4))));
     let (_pdu_host, pdu) = p.start_pdu();
@@ -460,17 +460,24 @@ fn sby_ipdusd_on_the_active_tests_the_standbys_outlets() {
         .haconn(&["sby", "ipdusd", "--mode", "same", "--yes"])
         .code(1)
         .stderr_has("PDU-cut tests of the management servers run on the active (ms01)");
-    p.ms[0]
-        .haconn(&["act", "ipdusd", "--mode", "serial", "--yes"])
-        .code(1)
-        .stderr_has("hand over first (`haconn act restart` here)");
     assert!(pdu.sets().is_empty());
     p.ms[0]
         .haconn(&["sby", "ipdusd", "--mode", "same", "--offtime", "5", "--yes"])
         .code(0);
-    let sets: Vec<(u16, i64)> = pdu.sets().iter().map(|l| (l.outlet, l.value)).collect();
-    assert_eq!(sets, [(4, 2), (4, 1)], "{}", pdu.diagnostics());
-    // Nobody was fenced by the test.
+    let sets = || -> Vec<(u16, i64)> { pdu.sets().iter().map(|l| (l.outlet, l.value)).collect() };
+    assert_eq!(sets(), [(4, 2), (4, 1)], "{}", pdu.diagnostics());
+    let run = p.ms[0].haconn(&["act", "ipdusd", "--mode", "same", "--offtime", "5", "--yes"]);
+    run.code(0)
+        .stdout_has("handing over to ms02 first: it runs the test of ms01's outlets")
+        .stdout_has("ms02 took over; it is testing ms01's outlets");
+    assert_eq!(
+        sets(),
+        [(4, 2), (4, 1), (3, 2), (3, 1)],
+        "{}",
+        pdu.diagnostics()
+    );
+    p.wait_roles(["standby", "active"]);
+    // Nobody was fenced by the tests.
     assert!(
         p.bmc.iter().all(|b| b.chassis().is_empty()),
         "{}",
