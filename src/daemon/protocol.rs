@@ -232,7 +232,7 @@ impl Hardware {
 
     /// The act/sby column and the peer's link and state from the pair task: this
     /// server's role; the peer's as last heard while its heartbeat is current, else
-    /// `----`.
+    /// `----`; the peer's status `poff` from the watch, else normal/reset/error.
     pub fn assign_pair(&mut self, pair: &crate::pair::task::PairStatus) {
         self.peer_link = pair.peer_link.clone();
         for m in &mut self.mservers {
@@ -244,7 +244,11 @@ impl Hardware {
                 } else {
                     "----".to_string()
                 };
-                m.status = pair.peer_state.clone();
+                // The watch's `poff` (its BMC reports power off) says more than the pair's
+                // word; otherwise the pair's: normal, reset (fenced), error (lost).
+                if m.status != "poff" && pair.peer_state != "----" {
+                    m.status = pair.peer_state.clone();
+                }
             }
         }
     }
