@@ -311,40 +311,36 @@ async fn connection(
                     off_time,
                     wait_time,
                     ..
-                }) if role == "active" && shared.pair.is_some() => {
-                    match act_ipdusd(&shared, mode, off_time, wait_time, &mut write).await {
+                }) => {
+                    let done = if role == "active" && shared.pair.is_some() {
+                        // In a pair: a handover first, then the new active tests.
+                        act_ipdusd(&shared, mode, off_time, wait_time, &mut write).await
+                    } else {
+                        match crate::pipeline::pdutest::same_refuses(mode, None, wait_time)
+                            .map_or_else(
+                                || own_pdu_test(&shared, &role, mode),
+                                |why| Err(protocol::error("bad-request", &why)),
+                            ) {
+                            Ok(server) => {
+                                let req = PduJobArgs {
+                                    server,
+                                    mserver: true,
+                                    pdu: None,
+                                    mode: Some(mode),
+                                    off_time,
+                                    wait_time,
+                                    force: false,
+                                };
+                                pdu_job(req, &shared, &mut write).await
+                            }
+                            Err(e) => Some(e),
+                        }
+                    };
+                    match done {
                         Some(v) => v,
                         None => return,
                     }
                 }
-                Ok(Request::MserverIpdu {
-                    role,
-                    mode,
-                    off_time,
-                    wait_time,
-                    ..
-                }) => match crate::pipeline::pdutest::same_refuses(mode, None, wait_time)
-                    .map_or_else(
-                        || own_pdu_test(&shared, &role, mode),
-                        |why| Err(protocol::error("bad-request", &why)),
-                    ) {
-                    Ok(server) => {
-                        let req = PduJobArgs {
-                            server,
-                            mserver: true,
-                            pdu: None,
-                            mode: Some(mode),
-                            off_time,
-                            wait_time,
-                            force: false,
-                        };
-                        match pdu_job(req, &shared, &mut write).await {
-                            Some(v) => v,
-                            None => return,
-                        }
-                    }
-                    Err(e) => e,
-                },
                 Ok(req) => handle(req, &shared, &commands, &opts).await,
                 Err(e) => e,
             },

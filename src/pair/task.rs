@@ -126,24 +126,19 @@ struct SyncTarget {
 }
 
 impl SyncTarget {
+    /// Sends `body` to the peer and waits (at most `limit`) for an answer that says ok;
+    /// `Err` says why not.
+    async fn send(&self, body: PushBody, limit: Duration) -> Result<SpecAck, String> {
+        sync::push_within(self.peer, &self.me, &self.key, body, wall_ms(), limit)
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|a| if a.ok { Ok(a) } else { Err(a.message) })
+    }
+
+    /// Sends the spec and records what came of it for the views.
     async fn push(&self, spec: String) -> Result<SpecAck, String> {
         let here = sync::checksum(&spec);
-        let r = sync::push(
-            self.peer,
-            &self.me,
-            &self.key,
-            PushBody::Spec { spec },
-            wall_ms(),
-        )
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|ack| {
-            if ack.ok {
-                Ok(ack)
-            } else {
-                Err(ack.message.clone())
-            }
-        });
+        let r = self.send(PushBody::Spec { spec }, sync::PUSH_TIMEOUT).await;
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = match &r {
             Ok(ack) if ack.checksum.as_deref() == Some(here.as_str()) => {
                 format!("in sync ({here})")
@@ -196,21 +191,12 @@ impl PairHandle {
         wait_time: Option<u64>,
         limit: Duration,
     ) -> Result<SpecAck, String> {
-        sync::push_within(
-            self.sync.peer,
-            &self.sync.me,
-            &self.sync.key,
-            PushBody::PduTest {
-                mode,
-                off_time,
-                wait_time,
-            },
-            wall_ms(),
-            limit,
-        )
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|a| if a.ok { Ok(a) } else { Err(a.message) })
+        let body = PushBody::PduTest {
+            mode,
+            off_time,
+            wait_time,
+        };
+        self.sync.send(body, limit).await
     }
 
     /// Asks the peer's daemon to restart or stop (it must not be active).
@@ -219,16 +205,9 @@ impl PairHandle {
         if s.peer_link != "OK" {
             return Err(format!("{} is not heard now", s.peer));
         }
-        sync::push(
-            self.sync.peer,
-            &self.sync.me,
-            &self.sync.key,
-            PushBody::Lifecycle { restart },
-            wall_ms(),
-        )
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|a| if a.ok { Ok(a) } else { Err(a.message) })
+        self.sync
+            .send(PushBody::Lifecycle { restart }, sync::PUSH_TIMEOUT)
+            .await
     }
 
     pub async fn command(&self, c: Command) -> Result<String, String> {
@@ -752,22 +731,13 @@ impl Task {
         tokio::spawn(async move {
             if let Ok(state) = pipeline.synced_state().await {
                 let count = state.generation;
-                let r = sync::push(
-                    sync.peer,
-                    &sync.me,
-                    &sync.key,
-                    PushBody::State { state },
-                    wall_ms(),
-                )
-                .await;
-                match r {
-                    Ok(ack) if ack.ok => acked.store(count, SeqCst),
-                    Ok(ack) => tracing::warn!(
-                        "the standby did not take the monitor registrations: {}",
-                        ack.message
-                    ),
-                    Err(e) => {
-                        tracing::warn!("monitor registrations not sent to the standby: {e}")
+                match sync
+                    .send(PushBody::State { state }, sync::PUSH_TIMEOUT)
+                    .await
+                {
+                    Ok(_) => acked.store(count, SeqCst),
+                    Err(why) => {
+                        tracing::warn!("the standby did not take the reset core's state: {why}")
                     }
                 }
             }

@@ -334,19 +334,18 @@ impl Pipeline {
         self.ask(|reply| PipelineMsg::Ping { sent, reply }).await
     }
 
+    /// Sends `msg`, which has no answer.
+    async fn tell(&self, msg: PipelineMsg) -> Result<(), PipelineGone> {
+        self.tx.send(msg).await.map_err(|_| PipelineGone)
+    }
+
     pub async fn simulate(&self, s: Simulation) -> Result<(), PipelineGone> {
-        self.tx
-            .send(PipelineMsg::Simulate(s))
-            .await
-            .map_err(|_| PipelineGone)
+        self.tell(PipelineMsg::Simulate(s)).await
     }
 
     /// Tells the core what check replies say of the pair.
     pub async fn pair_note(&self, note: Option<String>) -> Result<(), PipelineGone> {
-        self.tx
-            .send(PipelineMsg::PairNote(note))
-            .await
-            .map_err(|_| PipelineGone)
+        self.tell(PipelineMsg::PairNote(note)).await
     }
 
     /// The monitor registrations and the systems not normal, for the standby of a pair.
@@ -356,18 +355,12 @@ impl Pipeline {
 
     /// This management server just became active ([`super::core::Input::TakeOver`]).
     pub async fn take_over(&self) -> Result<(), PipelineGone> {
-        self.tx
-            .send(PipelineMsg::TakeOver)
-            .await
-            .map_err(|_| PipelineGone)
+        self.tell(PipelineMsg::TakeOver).await
     }
 
     /// On a standby: take the active's registrations and states.
     pub async fn adopt_state(&self, state: SyncedState) -> Result<(), PipelineGone> {
-        self.tx
-            .send(PipelineMsg::AdoptState(state))
-            .await
-            .map_err(|_| PipelineGone)
+        self.tell(PipelineMsg::AdoptState(state)).await
     }
 
     pub async fn monitors(&self) -> Result<Vec<MonitorView>, PipelineGone> {
