@@ -278,6 +278,13 @@ fn print_status(reply: &StatusReply) {
             p.spec_checksum,
             p.peer_spec
         );
+        outln!(
+            "pair state sync   : generation {} here, {} taken by the standby; {} reset end(s) held for it, {} sent after 1 s without its word",
+            c.sync_generation,
+            c.standby_generation,
+            c.held_for_standby,
+            c.held_timed_out
+        );
         if let Some(b) = &p.blocked {
             outln!("CANNOT TAKE OVER  : the peer is lost and not fenced: {b}");
         }

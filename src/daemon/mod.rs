@@ -276,6 +276,7 @@ fn start_pair(
     pipeline: &Pipeline,
     local: &str,
     events: Arc<LogFile>,
+    reset_log: crate::log::LogSink,
     specs: mpsc::Sender<(
         String,
         tokio::sync::oneshot::Sender<crate::pair::sync::SpecAck>,
@@ -338,6 +339,7 @@ fn start_pair(
         log: Arc::new(move |line: &str| {
             let _ = events.write(line);
         }),
+        reset_log: Arc::new(move |line: String| reset_log.line(line)),
         specs,
         lifecycle,
     })
@@ -375,6 +377,7 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     )
     .with_context(|| format!("opening the init log in {}", opts.log_dir.display()))?;
     let config = pipeline_config(&opts, &start.spec, &init)?;
+    let reset_log = config.reset_log.clone();
     let (pipeline, pipeline_thread) =
         Pipeline::start(start.spec, config).context("starting the pipeline thread")?;
     let status = Status {
@@ -413,6 +416,7 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
             &pipeline,
             &local,
             events.clone(),
+            reset_log,
             peer_specs,
             lifecycle,
         )?

@@ -170,6 +170,17 @@ pub struct ResetPathCounters {
     /// Dropped unread because this management server was not the active one.
     #[serde(default)]
     pub standby_dropped: u64,
+    /// In a pair: the reset core's state generation, the one the standby last took, and
+    /// ends of resets held for it (and of those, released after a second without its
+    /// word).
+    #[serde(default)]
+    pub sync_generation: u64,
+    #[serde(default)]
+    pub standby_generation: u64,
+    #[serde(default)]
+    pub held_for_standby: u64,
+    #[serde(default)]
+    pub held_timed_out: u64,
 }
 
 impl From<&crate::pipeline::Counters> for ResetPathCounters {
@@ -191,6 +202,10 @@ impl From<&crate::pipeline::Counters> for ResetPathCounters {
             socket_drops: c.socket_drops.load(Relaxed),
             receive_buffer: c.receive_buffer.load(Relaxed),
             standby_dropped: c.standby_dropped.load(Relaxed),
+            sync_generation: c.sync_generation.load(Relaxed),
+            standby_generation: c.standby_generation.load(Relaxed),
+            held_for_standby: c.held_for_standby.load(Relaxed),
+            held_timed_out: c.held_timed_out.load(Relaxed),
         }
     }
 }

@@ -4,13 +4,13 @@
 //! takes (PROTOCOL.md, "The mlan").
 //!
 //! TCP on the mlan address and port (the heartbeat is UDP on the same port number). One
-//! request and one answer per connection, each a frame: a 4-byte big-endian length, a
-//! JSON body, and with a key an HMAC-SHA256 tag of the body (the mlan key). A request
-//! is taken only from the peer's name, within 30 s of this clock, with a nonce not seen
-//! before; frames are at most [`MAX_FRAME`] bytes and every read and write is bounded.
-//! The spec travels as the state file writes it: secret references stay references
-//! (each server reads its own files), inline secrets are sent as written — the mlan is the
-//! pair's own link, and the tag gives integrity, not secrecy.
+//! request and one answer per connection, each a frame: a 4-byte big-endian length and a
+//! JSON body, which with a key is sealed with AES-256-GCM (a key of its own, derived like
+//! the heartbeat's; a random nonce per frame). A request is taken only from the peer's
+//! name, within 30 s of this clock, with a nonce not seen before; frames are at most
+//! [`MAX_FRAME`] bytes and every read and write is bounded. The spec travels as the state
+//! file writes it: secret references stay references (each server reads its own files);
+//! inline secrets travel sealed, never as clear text on the mlan.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -86,7 +86,7 @@ pub enum SyncError {
     Io(#[from] std::io::Error),
     #[error("frame of {0} bytes (at most {MAX_FRAME})")]
     TooLarge(usize),
-    #[error("bad signature (another key), or unsigned")]
+    #[error("not sealed with this pair's key (another key, changed on the way, or unsealed)")]
     BadTag,
     #[error("malformed: {0}")]
     Malformed(String),
@@ -97,13 +97,9 @@ pub enum SyncError {
 }
 
 async fn write_frame(s: &mut TcpStream, key: &MlanKey, body: &[u8]) -> Result<(), SyncError> {
-    let tag = key.tag(body);
-    let len = body.len() + tag.as_ref().map_or(0, |t| t.len());
-    s.write_all(&(len as u32).to_be_bytes()).await?;
-    s.write_all(body).await?;
-    if let Some(t) = tag {
-        s.write_all(&t).await?;
-    }
+    let frame = key.seal(body);
+    s.write_all(&(frame.len() as u32).to_be_bytes()).await?;
+    s.write_all(&frame).await?;
     s.flush().await?;
     Ok(())
 }
@@ -117,17 +113,7 @@ async fn read_frame(s: &mut TcpStream, key: &MlanKey) -> Result<Vec<u8>, SyncErr
     }
     let mut buf = vec![0u8; len];
     s.read_exact(&mut buf).await?;
-    if key.signs() {
-        if buf.len() < 32 {
-            return Err(SyncError::BadTag);
-        }
-        let body_len = buf.len() - 32;
-        if !key.verify(&buf[..body_len], &buf[body_len..]) {
-            return Err(SyncError::BadTag);
-        }
-        buf.truncate(body_len);
-    }
-    Ok(buf)
+    key.open(&buf).ok_or(SyncError::BadTag)
 }
 
 /// Sends `body` to the peer at `to` and waits (bounded by [`PUSH_TIMEOUT`]) for its

@@ -58,6 +58,9 @@ pub struct PairSetup {
     pub pipeline: Pipeline,
     /// Writes a line to the event log.
     pub log: Arc<dyn Fn(&str) + Send + Sync>,
+    /// Writes a line to the reset log (the fence of the peer: `HARDRESET`/`IPDUSD` lines
+    /// for the management server).
+    pub reset_log: Arc<dyn Fn(String) + Send + Sync>,
     /// Where a spec pushed by the active goes to be applied (the supervisor, as a
     /// reload); its answer goes back to the active.
     pub specs: mpsc::Sender<(String, oneshot::Sender<SpecAck>)>,
@@ -533,6 +536,7 @@ impl Task {
         let mut tick = tokio::time::interval(self.core.timing().interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut buf = [0u8; 512];
+        let pipeline = self.setup.pipeline.clone();
         let peer_mlan = SocketAddr::new(
             self.setup.peer.mlan.address,
             self.setup.peer.mlan.port.get(),
@@ -554,6 +558,8 @@ impl Task {
                     self.send_heartbeat(peer_mlan).await;
                     self.sync_monitors(Instant::now());
                 }
+                // The pipeline holds the end of a reset until the standby has its state.
+                _ = pipeline.counters().sync_now.notified() => self.sync_monitors(Instant::now()),
                 r = self.sock.recv_from(&mut buf) => {
                     let Ok((n, from)) = r else { continue };
                     match wire::decode(&buf[..n], &self.setup.peer.name, wall_ms(), &self.setup.key) {
@@ -686,11 +692,9 @@ impl Task {
     }
 
     async fn stop_serving(&mut self) {
-        self.setup
-            .pipeline
-            .counters()
-            .standing_by
-            .store(true, Ordering::SeqCst);
+        let counters = self.setup.pipeline.counters();
+        counters.standing_by.store(true, Ordering::SeqCst);
+        counters.hold_for_standby.store(false, Ordering::SeqCst);
         if let Some((iface, true)) = self.held.take() {
             let (ip, prefix) = self.setup.reset_path;
             match addr::remove(&iface, ip, prefix).await {
@@ -735,7 +739,16 @@ impl Task {
                     .send(PushBody::State { state }, sync::PUSH_TIMEOUT)
                     .await
                 {
-                    Ok(_) => acked.store(count, SeqCst),
+                    Ok(_) => {
+                        acked.store(count, SeqCst);
+                        let counters = pipeline.counters();
+                        counters.standby_generation.store(count, SeqCst);
+                        let _ = pipeline.standby_synced().await;
+                        if counters.sync_generation.load(SeqCst) > count {
+                            // It moved meanwhile: send again without waiting for a tick.
+                            counters.sync_now.notify_one();
+                        }
+                    }
                     Err(why) => {
                         tracing::warn!("the standby did not take the reset core's state: {why}")
                     }
@@ -771,9 +784,10 @@ impl Task {
         let pdus = self.setup.pdus.clone();
         let bmc = self.setup.bmc.clone();
         let pdu = self.setup.pdu.clone();
+        let reset_log = self.setup.reset_log.clone();
         tracing::info!(peer = %peer.name, ?reason, "fencing the peer through its BMC {}", peer.bmc.address);
         tokio::spawn(async move {
-            let r = fence_peer(&peer, &pdus, bmc.as_ref(), pdu.as_ref()).await;
+            let r = fence_peer(&peer, &pdus, bmc.as_ref(), pdu.as_ref(), reset_log.as_ref()).await;
             let _ = done.send(r).await;
         });
     }
@@ -844,6 +858,12 @@ impl Task {
             *s = new;
             changed
         });
+        // The end of a reset waits for the standby only while there is a healthy one.
+        self.setup
+            .pipeline
+            .counters()
+            .hold_for_standby
+            .store(v.redundant && self.core.serving(), Ordering::SeqCst);
         let note = if v.redundant && self.core.serving() {
             None
         } else if !v.peer_link {
@@ -872,29 +892,41 @@ pub async fn fence_peer(
     pdus: &[PduSpec],
     bmc: &dyn Bmc,
     pdu: &dyn Pdu,
+    reset_log: &(dyn Fn(String) + Send + Sync),
 ) -> Result<String, String> {
+    use crate::pipeline::resetlog::{self, Dir, Peer};
     let ipdu = peer.ipdu.as_ref().filter(|i| i.enabled);
     let limit = ipdu
         .and_then(|i| i.timeout)
         .map_or(FENCE_BMC_TIMEOUT, |t| t.duration());
     let device = format!("BMC {}", peer.bmc.address);
+    let name = peer.name.as_str();
+    reset_log(resetlog::mserver_hard_reset(name, Dir::Send));
     let bmc_error = match bounded(&device, limit, bmc.hard_reset(&peer.bmc)).await {
-        Ok(()) => return Ok(format!("{device} acknowledged the hard reset")),
+        Ok(()) => {
+            reset_log(resetlog::mserver_hard_reset(name, Dir::Recv));
+            return Ok(format!("{device} acknowledged the hard reset"));
+        }
         Err(e) => e.to_string(),
     };
     let Some(ipdu) = ipdu.filter(|i| !i.outlets.is_empty()) else {
         return Err(format!("{bmc_error}; no PDU outlets to cut (ipdu off)"));
     };
+    let line = |o: &crate::spec::model::OutletLink, dir| {
+        resetlog::ipdusd(name, None, dir, Peer::default(), o.pdu, o.outlet, false)
+    };
     let cuts = ipdu.outlets.iter().map(|o| async move {
         let Some(spec) = pdus.iter().find(|p| p.address == o.pdu) else {
             return Err(format!("{o}: PDU not in the spec"));
         };
+        reset_log(line(o, Dir::Send));
         bounded(
             format!("PDU {o}"),
             FENCE_OUTLET_TIMEOUT,
             pdu.set_outlet(spec, o.outlet, false),
         )
         .await
+        .map(|()| reset_log(line(o, Dir::Recv)))
         .map_err(|e| e.to_string())
     });
     let results = futures_util::future::join_all(cuts).await;

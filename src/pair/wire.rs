@@ -29,9 +29,19 @@ const TAG: usize = 32;
 /// How far a heartbeat's send time may be from the receiver's clock.
 pub const MAX_SKEW_MS: u64 = 30_000;
 
-/// The mlan key (or none, with `auth: none`).
+/// The mlan keys (or none, with `auth: none`): one signs heartbeats, the other seals the
+/// sync frames (AES-256-GCM), each derived on its own from the cluster key.
 #[derive(Clone)]
-pub struct MlanKey(Option<[u8; 32]>);
+pub struct MlanKey(Option<Keys>);
+
+#[derive(Clone)]
+struct Keys {
+    beat: [u8; 32],
+    seal: [u8; 32],
+}
+
+/// The nonce before, the tag after each sealed frame.
+pub const SEAL_OVERHEAD: usize = 12 + 16;
 
 impl std::fmt::Debug for MlanKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -47,12 +57,51 @@ impl MlanKey {
     /// Derived from the reset path's cluster key; `None` signs nothing.
     pub fn derive(cluster_key: Option<&[u8]>) -> MlanKey {
         MlanKey(cluster_key.map(|k| {
-            let mut okm = [0u8; 32];
-            Hkdf::<Sha256>::new(Some(b"haconn mlan v1"), k)
-                .expand(b"heartbeat", &mut okm)
-                .expect("32 bytes is a valid HKDF-SHA256 output length");
-            okm
+            let kdf = Hkdf::<Sha256>::new(Some(b"haconn mlan v1"), k);
+            let expand = |info: &[u8]| {
+                let mut okm = [0u8; 32];
+                kdf.expand(info, &mut okm)
+                    .expect("32 bytes is a valid HKDF-SHA256 output length");
+                okm
+            };
+            Keys {
+                beat: expand(b"heartbeat"),
+                seal: expand(b"sync"),
+            }
         }))
+    }
+
+    /// A sync frame's bytes: with a key, a random 96-bit nonce, `body` encrypted with
+    /// AES-256-GCM and its 16-byte tag (the spec may hold inline secrets: the mlan sees
+    /// none of them); without one, `body` as it is.
+    pub fn seal(&self, body: &[u8]) -> Vec<u8> {
+        use aes_gcm::aead::Aead;
+        let Some(k) = &self.0 else {
+            return body.to_vec();
+        };
+        let nonce: [u8; 12] = rand::random();
+        let sealed = cipher(&k.seal)
+            .encrypt(&nonce.into(), body)
+            .expect("a sync frame is far below AES-GCM's length limit");
+        let mut out = Vec::with_capacity(SEAL_OVERHEAD + body.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    /// The body of a frame [`MlanKey::seal`] made with the same key; `None` if it was
+    /// made with another key, changed on the way, or is not sealed.
+    pub fn open(&self, frame: &[u8]) -> Option<Vec<u8>> {
+        use aes_gcm::aead::Aead;
+        let Some(k) = &self.0 else {
+            return Some(frame.to_vec());
+        };
+        if frame.len() < SEAL_OVERHEAD {
+            return None;
+        }
+        let (nonce, sealed) = frame.split_at(12);
+        let nonce: [u8; 12] = nonce.try_into().ok()?;
+        cipher(&k.seal).decrypt(&nonce.into(), sealed).ok()
     }
 
     pub fn signs(&self) -> bool {
@@ -61,7 +110,7 @@ impl MlanKey {
 
     /// The HMAC-SHA256 tag of `body`, when there is a key.
     pub fn tag(&self, body: &[u8]) -> Option<[u8; 32]> {
-        let k = self.0.as_ref()?;
+        let k = &self.0.as_ref()?.beat;
         let mut m = mac(k);
         m.update(body);
         Some(m.finalize().into_bytes().into())
@@ -72,12 +121,16 @@ impl MlanKey {
         match &self.0 {
             None => true,
             Some(k) => {
-                let mut m = mac(k);
+                let mut m = mac(&k.beat);
                 m.update(body);
                 m.verify_slice(tag).is_ok()
             }
         }
     }
+}
+
+fn cipher(key: &[u8; 32]) -> aes_gcm::Aes256Gcm {
+    <aes_gcm::Aes256Gcm as aes_gcm::KeyInit>::new(key.into())
 }
 
 fn mac(key: &[u8; 32]) -> Hmac<Sha256> {
@@ -108,7 +161,7 @@ pub fn encode(from: &Name, beat: &Heartbeat, sent_ms: u64, key: &MlanKey) -> Vec
     out.extend_from_slice(&beat.heard.unwrap_or(0).to_be_bytes());
     out.extend_from_slice(&sent_ms.to_be_bytes());
     if let Some(k) = &key.0 {
-        let mut m = mac(k);
+        let mut m = mac(&k.beat);
         m.update(&out);
         out.extend_from_slice(&m.finalize().into_bytes());
     }
@@ -149,7 +202,7 @@ pub fn decode(
         (AUTH_NONE, Some(_)) => return Err(WireError::Unsigned),
         (AUTH_HMAC, None) => return Err(WireError::UnexpectedSignature),
         (AUTH_HMAC, Some(k)) if bytes.len() == BODY + TAG => {
-            let mut m = mac(k);
+            let mut m = mac(&k.beat);
             m.update(&bytes[..BODY]);
             m.verify_slice(&bytes[BODY..])
                 .map_err(|_| WireError::BadTag)?;
@@ -198,6 +251,33 @@ pub fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sync_frames_are_sealed_and_open_only_with_the_same_key_unchanged() {
+        let key = MlanKey::derive(Some(b"0123456789abcdef"));
+        let body = b"bmc: {password: s3cret-inline-password}";
+        let frame = key.seal(body);
+        assert_eq!(frame.len(), body.len() + SEAL_OVERHEAD);
+        assert!(
+            !frame.windows(6).any(|w| w == b"s3cret"),
+            "the clear text is on the wire"
+        );
+        assert_ne!(key.seal(body), frame, "a fresh nonce per frame");
+        assert_eq!(key.open(&frame).as_deref(), Some(&body[..]));
+        let other = MlanKey::derive(Some(b"0123456789abcdeX"));
+        assert_eq!(other.open(&frame), None);
+        for i in [0, 11, 12, frame.len() - 1] {
+            let mut bad = frame.clone();
+            bad[i] ^= 1;
+            assert_eq!(key.open(&bad), None, "byte {i} changed");
+        }
+        assert_eq!(key.open(&frame[..SEAL_OVERHEAD - 1]), None);
+        assert_eq!(key.open(body), None, "an unsealed body");
+        // Without a key (auth: none) the body goes as it is.
+        let none = MlanKey::derive(None);
+        assert_eq!(none.seal(body), body);
+        assert_eq!(none.open(body).as_deref(), Some(&body[..]));
+    }
 
     fn beat() -> Heartbeat {
         Heartbeat {

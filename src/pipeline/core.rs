@@ -48,7 +48,7 @@ use super::limits::{LogBudget, with_suppressed};
 use super::notifier::{Dest, Fanout};
 pub use super::requests::RETRANSMIT_WINDOW;
 use super::requests::{Key, Repeat, RequestCache};
-use super::reset::{self, Outcome, Step, Target, Timing};
+use super::reset::{self, Outcome, Resume, Step, Target, Timing};
 use super::resetlog::{self, Dir, Kind, Peer};
 use super::system::{Evidence, Monitor, Requester, ResetId, Resetting, Stage, State, System};
 use super::watch::Verdict;
@@ -86,6 +86,26 @@ pub struct SyncedBusy {
     pub subsystem: Option<u32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub requesters: Vec<SyncedRequester>,
+    /// For `resetting`: how far the active had brought it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<SyncedStage>,
+}
+
+/// How far a reset in flight on the active had come, as its standby carries it on after a
+/// takeover: never a second NMI once one was issued (the node may be dumping), and never
+/// a stage skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", tag = "at", deny_unknown_fields)]
+pub enum SyncedStage {
+    /// No NMI yet: the new active starts it again from the power check.
+    Started,
+    /// The NMI was issued; `windowLeftMs` of its soft-reset window were left.
+    NmiIssued {
+        #[serde(rename = "windowLeftMs")]
+        window_left_ms: u64,
+    },
+    /// The hard reset was issued (or the window was over): the new active hard-resets.
+    HardIssued,
 }
 
 /// Who asked for a reset in flight on the active.
@@ -182,13 +202,14 @@ pub enum Effect {
     Attention(Fanout),
     ResetLog(String),
     ErrorLog(String),
-    /// Run a reset task for `system`.
+    /// Run a reset task for `system`, from `resume`'s stage.
     Start {
         id: ResetId,
         system: String,
         target: Target,
         timing: Timing,
         test: bool,
+        resume: Resume,
     },
     /// Tell reset `id`'s task that the node reported it stopped.
     Stopped {
@@ -298,14 +319,33 @@ pub struct Core {
     /// In a pair, why the service is not redundant now (`None`: a healthy standby is
     /// behind this active), as the pair task last said ([`Core::set_pair_note`]).
     pair_note: Option<String>,
-    /// On a standby: the resets the active has in flight (target subsystem, requesters),
-    /// carried on at a takeover ([`Input::TakeOver`]).
-    carried: HashMap<Name, (u32, Vec<Requester>)>,
+    /// On a standby: the resets the active has in flight, carried on at a takeover
+    /// ([`Input::TakeOver`]).
+    carried: HashMap<Name, Carried>,
+}
+
+/// A reset the active of a pair has in flight, as its standby would carry it on.
+#[derive(Debug, Clone)]
+struct Carried {
+    subsystem: u32,
+    requesters: Vec<Requester>,
+    stage: CarriedStage,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum CarriedStage {
+    Started,
+    NmiIssued { soft_until: Instant },
+    HardIssued,
 }
 
 /// How old cached facts may be: a reload plans from them, and the commit checks its guards
 /// against the table at that instant anyway.
 const FACTS_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// The longest soft-reset window (hispeed is 1–5 s, a guest's 5 s): a synced window left
+/// is never taken as more.
+const MAX_WINDOW: Duration = Duration::from_secs(5);
 
 /// A name from the network as it may be printed: a spec-shaped name as it is, anything
 /// else (control characters, spaces, overlong) as a placeholder.
@@ -443,23 +483,33 @@ impl Core {
             .filter_map(|(name, sys)| {
                 let mut subsystem = None;
                 let mut requesters = Vec::new();
+                let mut stage = None;
                 let (state, attention, left_ms) = match &sys.state {
                     State::Normal => return None,
                     State::Resetting(r) => {
-                        if !r.test {
-                            subsystem = Some(r.subsystem);
-                            requesters = r
-                                .requesters
-                                .iter()
-                                .filter_map(|q| {
-                                    Some(SyncedRequester {
-                                        system: q.system.as_ref()?.to_string(),
-                                        addr: q.addr?,
-                                        req: q.req?,
-                                        subsystem: q.subsystem?,
-                                    })
+                        // Who asked: an operator's test is not carried on, the HA monitors
+                        // whose requests joined it are.
+                        requesters = r
+                            .requesters
+                            .iter()
+                            .filter_map(|q| {
+                                Some(SyncedRequester {
+                                    system: q.system.as_ref()?.to_string(),
+                                    addr: q.addr?,
+                                    req: q.req?,
+                                    subsystem: q.subsystem?,
                                 })
-                                .collect();
+                            })
+                            .collect::<Vec<_>>();
+                        if !requesters.is_empty() {
+                            subsystem = Some(r.subsystem);
+                            stage = Some(match r.stage {
+                                Stage::Started => SyncedStage::Started,
+                                Stage::NmiIssued => SyncedStage::NmiIssued {
+                                    window_left_ms: r.soft_until.as_ref().map_or(0, left),
+                                },
+                                Stage::HardIssued => SyncedStage::HardIssued,
+                            });
                         }
                         (
                             "resetting",
@@ -477,6 +527,7 @@ impl Core {
                     left_ms,
                     subsystem,
                     requesters,
+                    stage,
                 })
             })
             .collect()
@@ -507,9 +558,22 @@ impl Core {
                         })
                     })
                     .collect();
+                let stage = match b.stage {
+                    None | Some(SyncedStage::Started) => CarriedStage::Started,
+                    Some(SyncedStage::NmiIssued { window_left_ms }) => CarriedStage::NmiIssued {
+                        soft_until: now + Duration::from_millis(window_left_ms).min(MAX_WINDOW),
+                    },
+                    Some(SyncedStage::HardIssued) => CarriedStage::HardIssued,
+                };
                 if !requesters.is_empty() {
-                    self.carried
-                        .insert(found.name().clone(), (subsystem, requesters));
+                    self.carried.insert(
+                        found.name().clone(),
+                        Carried {
+                            subsystem,
+                            requesters,
+                            stage,
+                        },
+                    );
                 }
             }
             let until = now + Duration::from_millis(b.left_ms).min(self.config.away_expiry);
@@ -541,13 +605,22 @@ impl Core {
         }
     }
 
-    /// At a takeover: every reset the old active had in flight starts again here (power
-    /// read, NMI, hard reset: no evidence of the old active's counts), for its original
-    /// requesters, whose retransmissions join it and who get its final reply. A target no
-    /// longer held as failed (its monitor checked in since) is not reset.
+    /// At a takeover: every reset the old active had in flight is carried on here from
+    /// its last synced stage, for its original requesters, whose retransmissions join it
+    /// and who get its final reply. Before the NMI it starts again from the power check;
+    /// after the NMI there is no second one (the node may be dumping): a stop notice
+    /// counts for what was left of the soft-reset window, then the hard reset; past the
+    /// window, the hard reset. Evidence is only what this server sees: the old active's
+    /// acknowledgements count for nothing here. A target no longer held as failed (its
+    /// monitor checked in since) is not reset.
     fn take_over(&mut self, now: Instant, out: &mut Vec<Effect>) {
         let spec = self.spec.clone();
-        for (name, (subsystem, requesters)) in std::mem::take(&mut self.carried) {
+        for (name, carried) in std::mem::take(&mut self.carried) {
+            let Carried {
+                subsystem,
+                requesters,
+                stage,
+            } = carried;
             let Some(target) = spec.system(name.as_str()) else {
                 continue;
             };
@@ -559,7 +632,14 @@ impl Core {
             }
             let mut iter = requesters.into_iter();
             let Some(first) = iter.next() else { continue };
-            let id = self.start(now, target, subsystem, first.clone(), false, out);
+            let resume = match stage {
+                CarriedStage::Started => Resume::Fresh,
+                CarriedStage::NmiIssued { soft_until } => Resume::AfterNmi {
+                    window: soft_until.saturating_duration_since(now),
+                },
+                CarriedStage::HardIssued => Resume::Hard,
+            };
+            let id = self.start_from(now, target, subsystem, first.clone(), false, resume, out);
             let epoch = self.systems.get(name.as_str()).map_or(0, |s| s.epoch);
             let mut all = vec![first];
             if let Some(State::Resetting(r)) =
@@ -717,7 +797,7 @@ impl Core {
                 self.counters.stopped.fetch_add(1, Ordering::Relaxed);
                 self.fence_kdump(now, from, out)
             }
-            Input::Step { id, step } => self.step(id, step, out),
+            Input::Step { id, step } => self.step(now, id, step, out),
             Input::Done { id, outcome } => self.done(now, id, outcome, out),
             Input::TaskEnded { id } => {
                 // A task that ends before its outcome (it panicked, or was dropped) ends
@@ -1012,6 +1092,21 @@ impl Core {
         test: bool,
         out: &mut Vec<Effect>,
     ) -> ResetId {
+        self.start_from(now, target, subsystem, requester, test, Resume::Fresh, out)
+    }
+
+    /// [`Core::start`] from a stage a takeover carries a reset on from.
+    #[allow(clippy::too_many_arguments)]
+    fn start_from(
+        &mut self,
+        now: Instant,
+        target: SystemRef<'_>,
+        subsystem: u32,
+        requester: Requester,
+        test: bool,
+        resume: Resume,
+        out: &mut Vec<Effect>,
+    ) -> ResetId {
         let id = ResetId(self.next_id);
         self.next_id += 1;
         let (what, timing, kind) = match target {
@@ -1043,13 +1138,27 @@ impl Core {
                 peer: requester.peer(),
             },
         );
+        // Capped by this target's own window: a synced figure never stretches it.
+        let resume = match resume {
+            Resume::AfterNmi { window } => Resume::AfterNmi {
+                window: window.min(timing.hard_reset_after),
+            },
+            other => other,
+        };
+        let (stage, soft_until) = match resume {
+            Resume::Fresh => (Stage::Started, None),
+            Resume::AfterNmi { window } => (Stage::NmiIssued, Some(now + window)),
+            Resume::Hard => (Stage::HardIssued, None),
+        };
         let sys = self.systems.entry(name.clone()).or_default();
         sys.state = State::Resetting(Box::new(Resetting {
             id,
             kind,
             subsystem,
             test,
-            stage: Stage::Started,
+            stage,
+            soft_window: timing.hard_reset_after,
+            soft_until,
             deadline: now + budget,
             requesters: vec![requester],
             outlets,
@@ -1063,6 +1172,7 @@ impl Core {
             target: what,
             timing,
             test,
+            resume,
         });
         id
     }
@@ -1225,7 +1335,7 @@ impl Core {
         }
     }
 
-    fn step(&mut self, id: ResetId, step: Step, out: &mut Vec<Effect>) {
+    fn step(&mut self, now: Instant, id: ResetId, step: Step, out: &mut Vec<Effect>) {
         let Some(ctx) = self.tasks.get(&id).cloned() else {
             return;
         };
@@ -1240,7 +1350,13 @@ impl Core {
             }
             Step::NmiIssued => {
                 if let Some(r) = running {
-                    r.stage = r.stage.max(Stage::NmiIssued);
+                    if r.stage < Stage::NmiIssued {
+                        r.stage = Stage::NmiIssued;
+                        r.soft_until = Some(now + r.soft_window);
+                    }
+                    // The standby of a pair learns the stage (a takeover sends no second
+                    // NMI).
+                    self.facts_gen += 1;
                 }
                 out.push(Effect::ResetLog(resetlog::soft_reset(
                     system,
@@ -1274,6 +1390,7 @@ impl Core {
             Step::HardSent => {
                 if let Some(r) = running {
                     r.stage = Stage::HardIssued;
+                    self.facts_gen += 1;
                 }
                 out.push(Effect::ResetLog(resetlog::hard_reset(
                     system,

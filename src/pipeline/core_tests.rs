@@ -20,6 +20,8 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::pipeline::Counters;
+use crate::pipeline::core::SyncedBusy;
+use crate::pipeline::reset::Resume;
 use crate::spec::model::OutletLink;
 use crate::spec::{CheckOptions, check_bytes};
 
@@ -1634,6 +1636,99 @@ impl Oracle {
         Ok(())
     }
 
+    /// A takeover: each reset in flight that someone waits for goes on as a new run on the
+    /// new active, which knows only that the old one's NMI (or hard reset) was issued: none
+    /// of its evidence. A takeover starts nothing else, answers nothing and notifies no one.
+    fn take_over(&mut self, at: Duration, effects: &[Effect]) -> Result<(), Violation> {
+        let mut starts: BTreeMap<String, (ResetId, &reset::Target, &reset::Timing, Resume)> =
+            BTreeMap::new();
+        for e in effects {
+            match e {
+                Effect::Start {
+                    id,
+                    system,
+                    target,
+                    timing,
+                    test,
+                    resume,
+                } => {
+                    if *test {
+                        return Err(format!("an operator's test of {system} carried on"));
+                    }
+                    if starts
+                        .insert(system.clone(), (*id, target, timing, *resume))
+                        .is_some()
+                    {
+                        return Err(format!("two resets of {system} at a takeover"));
+                    }
+                }
+                Effect::Reply { .. } | Effect::Attention(_) => {
+                    return Err(format!("a takeover said {e:?}"));
+                }
+                _ => {}
+            }
+        }
+        for (system, old) in self.current.clone() {
+            let run = self.runs[&old].clone();
+            if run.ended {
+                continue;
+            }
+            let waiting = self.pending.values().any(|id| *id == old);
+            let Some((id, target, timing, resume)) = starts.remove(&system) else {
+                if waiting {
+                    return Err(format!("{system}'s reset, awaited, lost at the takeover"));
+                }
+                // An operator's test: it ended with the old active.
+                self.end(old, at);
+                continue;
+            };
+            // Never a second NMI after the old one, never a stage skipped.
+            let ok = match resume {
+                Resume::Fresh => !run.nmi && !run.hard_issued,
+                Resume::AfterNmi { .. } => run.nmi && !run.hard_issued,
+                Resume::Hard => run.hard_issued,
+            };
+            if !ok {
+                return Err(format!("{system} carried on as {resume:?} after {run:?}"));
+            }
+            self.runs.get_mut(&old).expect("known").ended = true;
+            self.runs.insert(
+                id,
+                Run {
+                    system: system.clone(),
+                    subsystem: run.subsystem,
+                    started: at,
+                    budget: reset::budget(timing),
+                    outlets: match target {
+                        reset::Target::Physical { pdus, .. } => {
+                            pdus.iter().map(|(l, _)| *l).collect()
+                        }
+                        reset::Target::Guest { .. } => Vec::new(),
+                    },
+                    nmi: run.nmi,
+                    hard_issued: run.hard_issued,
+                    stop: false,
+                    hard_acked: false,
+                    cut: BTreeSet::new(),
+                    off: false,
+                    ended: false,
+                },
+            );
+            for p in self.pending.values_mut() {
+                if *p == old {
+                    *p = id;
+                }
+            }
+            self.current.insert(system, id);
+        }
+        if let Some(system) = starts.keys().next() {
+            return Err(format!(
+                "a takeover started a reset of {system} nobody waits for"
+            ));
+        }
+        Ok(())
+    }
+
     fn stop(&mut self, system: &str, subsystem: Option<u32>, from: SocketAddr) {
         let Some(id) = self.running(system) else {
             return;
@@ -1685,6 +1780,9 @@ enum Ev {
         system: &'static str,
     },
     Reload,
+    /// The active of a pair dies; its standby, holding the state the active last sent it
+    /// (up to date: the end of a reset waits for the standby), takes over.
+    TakeOver,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -1746,6 +1844,7 @@ impl Run2 {
                 Input::Tick
             }
             Ev::Reload => return self.reload(),
+            Ev::TakeOver => return self.take_over(),
             Ev::Test { system } => {
                 let mut out = Vec::new();
                 if let Ok(id) =
@@ -1865,6 +1964,7 @@ fn arb_ev() -> impl Strategy<Value = Ev> {
         3 => prop::sample::select(&[100u64, 1_000, 9_000, 11_000, 40_000, 700_000][..]).prop_map(Ev::Advance),
         1 => sys.prop_map(|system| Ev::Test { system }),
         2 => Just(Ev::Reload),
+        1 => Just(Ev::TakeOver),
     ]
 }
 
@@ -1962,6 +2062,7 @@ fn small_world_events() -> Vec<Ev> {
         Ev::FenceKdump { at: 2 },
         Ev::Advance(11_000),
         Ev::Advance(700_000),
+        Ev::TakeOver,
     ];
     for system in ["node01", "node02"] {
         for what in [
@@ -2023,11 +2124,12 @@ fn fingerprint(run: &Run2) -> String {
                 let c = canon(r.id, &mut ids);
                 let _ = write!(
                     s,
-                    " R{c} {:?} {} {:?} {:?}",
+                    " R{c} {:?} {} {:?} {:?} {:?}",
                     r.stage,
                     ahead(r.deadline),
                     r.requesters,
-                    r.evidence
+                    r.evidence,
+                    r.soft_until.map(ahead)
                 );
             }
             State::Done { id, state, until } => {
@@ -2177,6 +2279,43 @@ impl Run2 {
         Ok(())
     }
 
+    /// The standby of a pair takes the active's state (as the mlan carries it) and takes
+    /// over; the old core and its tasks are gone.
+    fn take_over(&mut self) -> Result<(), Violation> {
+        let now = self.w.now;
+        let (_, monitors) = self.w.core.synced_monitors(now);
+        let busy: Vec<SyncedBusy> = serde_json::from_value(
+            serde_json::to_value(self.w.core.synced_busy(now)).expect("serializes"),
+        )
+        .expect("what the mlan carries decodes");
+        let mut core = Core::new(
+            self.w.core.spec().clone(),
+            CoreConfig::default(),
+            Arc::new(Counters::default()),
+        );
+        core.adopt_monitors(now, monitors);
+        core.adopt_busy(now, busy);
+        // Another process numbers its resets from 1 again: here they stay apart from the
+        // old core's, which the oracle still holds.
+        core.next_id = self.w.core.next_id;
+        self.w.core = core;
+        let effects = self.w.input(Input::TakeOver);
+        self.last.clear();
+        for e in &effects {
+            if let Effect::Start { id, system, .. } = e {
+                let key = ["node01", "node02", "node03", "vm01"]
+                    .into_iter()
+                    .find(|s| *s == system)
+                    .expect("a system of the world");
+                self.last.insert(key, *id);
+            }
+        }
+        let at = self.at();
+        self.oracle
+            .take_over(at, &effects)
+            .map_err(|v| format!("{v}\nafter a takeover\neffects {effects:#?}"))
+    }
+
     fn clone_run(&self) -> Run2 {
         Run2 {
             w: World {
@@ -2315,6 +2454,7 @@ fn states_synced_from_the_active_keep_a_pair_from_resetting_each_other_after_a_t
             left_ms: 60_000,
             subsystem: None,
             requesters: Vec::new(),
+            stage: None,
         }],
     );
     standby.check("node01");
@@ -2350,4 +2490,141 @@ fn a_reset_in_flight_on_the_old_active_is_carried_on_at_the_takeover() {
     // A takeover with nothing carried starts nothing; an operator's test is not carried.
     let mut idle = World::new();
     assert!(started(&idle.input(Input::TakeOver)).is_none());
+}
+
+/// Carries `active`'s state to a new standby and takes over: the effects of the takeover.
+fn take_over_from(active: &World) -> (World, Vec<Effect>) {
+    let (_, monitors) = active.core.synced_monitors(active.now);
+    let busy = active.core.synced_busy(active.now);
+    let mut standby = World::new();
+    standby.core.adopt_monitors(standby.now, monitors);
+    standby.core.adopt_busy(standby.now, busy);
+    let e = standby.input(Input::TakeOver);
+    (standby, e)
+}
+
+fn resume_of(e: &[Effect]) -> Option<Resume> {
+    e.iter().find_map(|e| match e {
+        Effect::Start { resume, .. } => Some(*resume),
+        _ => None,
+    })
+}
+
+/// Issue 14.3, carried on from its last synced stage: before the old active's NMI the new
+/// active starts from the power check; after it, no second NMI (the node may be dumping)
+/// and only the rest of the soft-reset window; past the hard reset, the hard reset.
+#[test]
+fn a_reset_in_flight_is_carried_on_from_its_last_synced_stage() {
+    use crate::pipeline::core::SyncedStage;
+    // Before the NMI.
+    let (active, _) = World::node02_reset_started();
+    assert_eq!(
+        active.core.synced_busy(active.now)[0].stage,
+        Some(SyncedStage::Started)
+    );
+    let (_, e) = take_over_from(&active);
+    assert_eq!(resume_of(&e), Some(Resume::Fresh), "{e:#?}");
+
+    // 400 ms after the NMI: what is left of the window, no second NMI.
+    let (mut active, id) = World::node02_reset_started();
+    let before = active.core.generation();
+    active.step(id, Step::NmiIssued);
+    assert!(
+        active.core.generation() > before,
+        "the standby is told of the NMI"
+    );
+    active.advance(Duration::from_millis(400));
+    let Some(SyncedStage::NmiIssued { window_left_ms }) =
+        active.core.synced_busy(active.now)[0].stage
+    else {
+        panic!("{:?}", active.core.synced_busy(active.now));
+    };
+    let window = spec().hard_reset_after();
+    assert_eq!(window_left_ms, window.as_millis() as u64 - 400);
+    let (mut standby, e) = take_over_from(&active);
+    let (id, _) = started(&e).expect("carried on");
+    assert_eq!(
+        resume_of(&e),
+        Some(Resume::AfterNmi {
+            window: window - Duration::from_millis(400)
+        }),
+        "{e:#?}"
+    );
+    // The node's stop notice counts at once (the NMI was this reset's, issued by the old
+    // active): DUMP to the requester, with no NMI step here.
+    let e = standby.input(stopped_input(2, "node02"));
+    assert!(signalled(&e), "{e:#?}");
+    let e = standby.done(id, Outcome::Dumped);
+    assert!(results(&e).contains(&ResetResult::Dump), "{e:#?}");
+
+    // A window left that is longer than the target's own is never taken as it is.
+    let (mut active, id) = World::node02_reset_started();
+    active.step(id, Step::NmiIssued);
+    let mut busy = active.core.synced_busy(active.now);
+    busy[0].stage = Some(SyncedStage::NmiIssued {
+        window_left_ms: 3_600_000,
+    });
+    let mut standby = World::new();
+    standby.core.adopt_busy(standby.now, busy);
+    let e = standby.input(Input::TakeOver);
+    assert_eq!(resume_of(&e), Some(Resume::AfterNmi { window }), "{e:#?}");
+
+    // After the hard reset was sent: the hard reset again, and a stop notice now decides
+    // nothing; the old active's acknowledgement counts for nothing here.
+    let (mut active, id) = World::node02_reset_started();
+    active.step(id, Step::NmiIssued);
+    active.advance(window);
+    active.step(id, Step::HardSent);
+    active.step(id, Step::HardAcked);
+    assert_eq!(
+        active.core.synced_busy(active.now)[0].stage,
+        Some(SyncedStage::HardIssued)
+    );
+    let (mut standby, e) = take_over_from(&active);
+    let (id, _) = started(&e).expect("carried on");
+    assert_eq!(resume_of(&e), Some(Resume::Hard), "{e:#?}");
+    let e = standby.input(stopped_input(2, "node02"));
+    assert!(!signalled(&e), "{e:#?}");
+    // A task claiming REBOOT without this server's acknowledgement is not believed.
+    let e = standby.done(id, Outcome::Rebooted);
+    assert!(!results(&e).contains(&ResetResult::Dump), "{e:#?}");
+    assert!(attentions(&e).is_empty(), "{e:#?}");
+}
+
+/// Found by the property test with takeovers: an HA monitor's request that joined an
+/// operator's test soft reset is carried on at a takeover (as a real reset, from the
+/// test's NMI on); the test itself is not.
+#[test]
+fn a_request_that_joined_an_operators_test_is_carried_on_at_a_takeover() {
+    let mut active = World::new();
+    active.check("node01");
+    let mut out = Vec::new();
+    let id = active
+        .core
+        .test_reset(active.now, "node02", subsystem_of("node02"), &mut out)
+        .expect("a test reset");
+    active.step(id, Step::NmiIssued);
+    let e = active.reset(7, "node01", "node02");
+    assert_eq!(results(&e), vec![ResetResult::Accepted], "{e:#?}");
+    let (_, e) = take_over_from(&active);
+    assert!(
+        matches!(
+            e.as_slice(),
+            [Effect::Start {
+                test: false,
+                resume: Resume::AfterNmi { .. },
+                ..
+            }]
+        ),
+        "{e:#?}"
+    );
+    // A test alone is not carried on.
+    let mut active = World::new();
+    let id = active
+        .core
+        .test_reset(active.now, "node02", subsystem_of("node02"), &mut out)
+        .expect("a test reset");
+    active.step(id, Step::NmiIssued);
+    let (_, e) = take_over_from(&active);
+    assert!(started(&e).is_none(), "{e:#?}");
 }

@@ -99,6 +99,22 @@ pub struct Counters {
     /// The core's generation ([`super::core::Core::generation`]) after each input: the
     /// pair task sends the registrations and states to the standby when it moves.
     pub sync_generation: AtomicU64,
+    /// Set by the pair task while this server is active with a healthy standby: the end
+    /// of a reset (final replies, attention, their log lines) is held until the standby
+    /// has taken the state that ended it ([`Counters::standby_generation`]), at most
+    /// [`super::HOLD_MAX`], so a takeover never does or reports a reset again.
+    #[serde(skip)]
+    pub hold_for_standby: std::sync::atomic::AtomicBool,
+    /// The core's generation the standby last took.
+    #[serde(skip)]
+    pub standby_generation: AtomicU64,
+    /// Asks the pair task to send the state now (something is held for it).
+    #[serde(skip)]
+    pub sync_now: tokio::sync::Notify,
+    /// Ends of resets held for the standby; and of those, released after
+    /// [`super::HOLD_MAX`] without its word.
+    pub held_for_standby: AtomicU64,
+    pub held_timed_out: AtomicU64,
 }
 
 /// What the active of a pair sends its standby of the reset core's state.
@@ -137,6 +153,8 @@ pub enum PipelineMsg {
     AdoptState(SyncedState),
     /// This management server just became active: carry on the old active's resets.
     TakeOver,
+    /// See [`Pipeline::standby_synced`].
+    StandbySynced,
     Monitors(oneshot::Sender<Vec<MonitorView>>),
     /// What the watch knows, as `show status` prints it.
     Health(oneshot::Sender<serde_json::Value>),
@@ -351,6 +369,12 @@ impl Pipeline {
     /// The monitor registrations and the systems not normal, for the standby of a pair.
     pub async fn synced_state(&self) -> Result<SyncedState, PipelineGone> {
         self.ask(PipelineMsg::SyncedState).await
+    }
+
+    /// The standby took a new state ([`Counters::standby_generation`]): what was held for
+    /// it may go.
+    pub async fn standby_synced(&self) -> Result<(), PipelineGone> {
+        self.tell(PipelineMsg::StandbySynced).await
     }
 
     /// This management server just became active ([`super::core::Input::TakeOver`]).

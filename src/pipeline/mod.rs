@@ -71,6 +71,10 @@ pub const HIGH_WATER_FILE: &str = "resetpath-highwater";
 
 /// How often the core is given the time (deadlines and expiries are seconds long).
 const TICK: Duration = Duration::from_millis(100);
+
+/// The longest the end of a reset waits for the standby of a pair to take the state that
+/// ended it (one mlan round trip, normally); past it, it goes all the same.
+pub const HOLD_MAX: Duration = Duration::from_secs(1);
 /// How much older than one watch interval a power reading may be and still count as the
 /// watch's latest.
 const WATCH_SLACK: Duration = Duration::from_millis(250);
@@ -185,6 +189,20 @@ struct Shell {
     /// the request they answer: carried out once the loop has yielded, so that the task
     /// has sent its first command (the NMI) before replies, fan-outs and log lines.
     deferred: Vec<(Option<usize>, Vec<Effect>)>,
+    /// Ends of resets waiting for the standby of a pair ([`Counters::hold_for_standby`]):
+    /// the core's generation it must have taken, since when, and what to carry out.
+    held: std::collections::VecDeque<(u64, Instant, Vec<Effect>)>,
+}
+
+/// A final reply or an attention: what a takeover must never repeat.
+fn ends_a_reset(e: &Effect) -> bool {
+    matches!(
+        e,
+        Effect::Reply {
+            msg: crate::resetpath::codec::Message::ResetReply { .. },
+            ..
+        } | Effect::Attention(_)
+    )
 }
 
 /// The reset-path keys of a spec, with its cluster key read now. `Err` when an
@@ -331,6 +349,7 @@ impl Shell {
                 test_waiters: HashMap::new(),
                 effects: Vec::new(),
                 deferred: Vec::new(),
+                held: std::collections::VecDeque::new(),
             },
             Sockets {
                 reset_path,
@@ -394,6 +413,9 @@ impl Shell {
                 }
                 self.request_len = None;
             }
+            if !self.held.is_empty() {
+                self.release_held();
+            }
         }
         // The daemon is stopping: close what the backends keep open (IPMI sessions, SSH
         // connections), bounded so a dead device cannot hold the exit up.
@@ -412,10 +434,34 @@ impl Shell {
     /// depends on their order: a task only runs when the loop yields.
     fn feed(&mut self, input: Input) {
         let mut effects = std::mem::take(&mut self.effects);
+        // Answers to a datagram go at once; the end of a reset may wait for the standby.
+        let may_hold = !matches!(
+            input,
+            Input::Reset { .. } | Input::Check { .. } | Input::Stopped { .. }
+        );
         self.core.handle(Instant::now(), input, &mut effects);
+        let generation = self.core.generation();
         self.counters
             .sync_generation
-            .store(self.core.generation(), Ordering::Relaxed);
+            .store(generation, Ordering::Relaxed);
+        if may_hold
+            && self.counters.hold_for_standby.load(Ordering::Relaxed)
+            && effects.iter().any(ends_a_reset)
+        {
+            let held: Vec<Effect> = effects
+                .extract_if(.., |e| {
+                    !matches!(
+                        e,
+                        Effect::Start { .. } | Effect::Stopped { .. } | Effect::Cancel { .. }
+                    )
+                })
+                .collect();
+            self.counters
+                .held_for_standby
+                .fetch_add(1, Ordering::Relaxed);
+            self.held.push_back((generation, Instant::now(), held));
+            self.counters.sync_now.notify_one();
+        }
         let mut started = false;
         for e in effects.extract_if(.., |e| matches!(e, Effect::Start { .. })) {
             if let Effect::Start {
@@ -423,10 +469,11 @@ impl Shell {
                 target,
                 timing,
                 test,
+                resume,
                 ..
             } = e
             {
-                self.spawn_reset(id, target, timing, test);
+                self.spawn_reset(id, target, timing, test, resume);
                 started = true;
             }
         }
@@ -436,6 +483,24 @@ impl Shell {
         } else {
             self.execute(&mut effects);
             self.effects = effects;
+        }
+    }
+
+    /// Carries out the held ends of resets the standby has taken (or that waited
+    /// [`HOLD_MAX`], or all once there is no healthy standby), in order.
+    fn release_held(&mut self) {
+        let taken = self.counters.standby_generation.load(Ordering::Relaxed);
+        let holding = self.counters.hold_for_standby.load(Ordering::Relaxed);
+        while let Some((needs, since, _)) = self.held.front() {
+            let waited = since.elapsed() >= HOLD_MAX;
+            if holding && taken < *needs && !waited {
+                break;
+            }
+            if holding && taken < *needs {
+                self.counters.held_timed_out.fetch_add(1, Ordering::Relaxed);
+            }
+            let (_, _, mut effects) = self.held.pop_front().expect("just seen");
+            self.execute(&mut effects);
         }
     }
 
@@ -459,7 +524,8 @@ impl Shell {
                     target,
                     timing,
                     test,
-                } => self.spawn_reset(id, target, timing, test),
+                    resume,
+                } => self.spawn_reset(id, target, timing, test, resume),
                 Effect::Stopped { id } => {
                     if let Some(tx) = self.tasks.get_mut(&id).and_then(|t| t.stopped.take()) {
                         let _ = tx.send(());
@@ -485,6 +551,7 @@ impl Shell {
         target: reset::Target,
         timing: reset::Timing,
         test: bool,
+        resume: reset::Resume,
     ) {
         let (stopped_tx, stopped_rx) = oneshot::channel();
         let sink = TaskSink::new(id, self.internal.clone());
@@ -503,7 +570,7 @@ impl Shell {
             let outcome = if test {
                 reset::soft_test(target, reset::TEST_STOP_WINDOW, backends, stopped_rx, steps).await
             } else {
-                reset::run_seen(target, timing, backends, stopped_rx, steps, seen_on).await
+                reset::run_from(target, timing, backends, stopped_rx, steps, seen_on, resume).await
             };
             let _ = sink.0.tx.send(Internal::Done { id, outcome });
             // The task's end (`TaskEnded`) is queued when the last sink goes: here, or
@@ -717,6 +784,8 @@ impl Shell {
                 });
             }
             PipelineMsg::TakeOver => self.feed(Input::TakeOver),
+            // The loop releases what the standby has taken after every message.
+            PipelineMsg::StandbySynced => {}
             PipelineMsg::AdoptState(state) => {
                 let now = Instant::now();
                 self.core.adopt_monitors(now, state.monitors);

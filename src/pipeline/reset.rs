@@ -167,6 +167,20 @@ impl StepSink for mpsc::UnboundedSender<Step> {
     }
 }
 
+/// Where a reset starts: at the beginning, or where the old active of a pair had
+/// brought it when this server took over (as last synced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Resume {
+    /// Power check, NMI, soft-reset window, hard reset, PDU cut.
+    #[default]
+    Fresh,
+    /// The old active issued the NMI: no second NMI (the node may be dumping); wait what
+    /// was left of the soft-reset window for the stop notice, then the hard reset.
+    AfterNmi { window: Duration },
+    /// The old active's soft-reset window was over: straight to the hard reset.
+    Hard,
+}
+
 /// Runs one reset. `stopped` fires when the node's dump agent reports it stopped.
 pub async fn run(
     target: Target,
@@ -187,11 +201,47 @@ pub async fn run_seen(
     target: Target,
     timing: Timing,
     backends: Backends,
-    mut stopped: oneshot::Receiver<()>,
+    stopped: oneshot::Receiver<()>,
     steps: impl StepSink,
     seen_on: bool,
 ) -> Outcome {
+    run_from(
+        target,
+        timing,
+        backends,
+        stopped,
+        steps,
+        seen_on,
+        Resume::Fresh,
+    )
+    .await
+}
+
+/// [`run_seen`] from where `resume` says: a reset carried on after a takeover skips what
+/// the old active already did. The core knows the stage it starts at (a stop notice
+/// counts at once after an NMI the old active issued).
+pub async fn run_from(
+    target: Target,
+    timing: Timing,
+    backends: Backends,
+    mut stopped: oneshot::Receiver<()>,
+    steps: impl StepSink,
+    seen_on: bool,
+    resume: Resume,
+) -> Outcome {
     let step = |s: Step| steps.step(s);
+    match resume {
+        Resume::Fresh => {}
+        Resume::AfterNmi { window } => {
+            let until = tokio::time::Instant::now() + window;
+            if wait_stopped(&mut stopped, until).await {
+                step(Step::Stopped);
+                return Outcome::Dumped;
+            }
+            return hard_then_cut(&target, &timing, &backends, &steps).await;
+        }
+        Resume::Hard => return hard_then_cut(&target, &timing, &backends, &steps).await,
+    }
     let power = if seen_on {
         Ok(PowerState::On)
     } else {
@@ -227,21 +277,45 @@ pub async fn run_seen(
             timing.hard_reset_after.as_millis()
         ))),
     }
+    hard_then_cut(&target, &timing, &backends, &steps).await
+}
 
-    step(Step::HardSent);
-    let hard_error =
-        match bounded(&target, timing.hard_reset_timeout, hard(&target, &backends)).await {
-            Ok(()) => {
-                step(Step::HardAcked);
-                return Outcome::Rebooted;
+/// Waits until `until` for the core's stop signal; whether it came.
+async fn wait_stopped(stopped: &mut oneshot::Receiver<()>, until: tokio::time::Instant) -> bool {
+    tokio::select! {
+        r = stopped => {
+            if r.is_ok() {
+                return true;
             }
-            Err(e) => {
-                step(Step::HardFailed(e.clone()));
-                e
-            }
-        };
+            // No one can report a stop any more: wait the window out all the same.
+            tokio::time::sleep_until(until).await;
+            false
+        }
+        _ = tokio::time::sleep_until(until) => false,
+    }
+}
 
-    let Target::Physical { pdus, .. } = &target else {
+/// The hard reset, and the PDU cut if it is not acknowledged.
+async fn hard_then_cut(
+    target: &Target,
+    timing: &Timing,
+    backends: &Backends,
+    steps: &impl StepSink,
+) -> Outcome {
+    steps.step(Step::HardSent);
+    let hard_error = match bounded(target, timing.hard_reset_timeout, hard(target, backends)).await
+    {
+        Ok(()) => {
+            steps.step(Step::HardAcked);
+            return Outcome::Rebooted;
+        }
+        Err(e) => {
+            steps.step(Step::HardFailed(e.clone()));
+            e
+        }
+    };
+
+    let Target::Physical { pdus, .. } = target else {
         return Outcome::Failed(format!("hard reset failed: {hard_error}"));
     };
     if pdus.is_empty() {
@@ -249,7 +323,7 @@ pub async fn run_seen(
             "hard reset failed ({hard_error}) and PDU forced reset is off"
         ));
     }
-    cut(pdus, &timing, &backends, &steps, &hard_error).await
+    cut(pdus, timing, backends, steps, &hard_error).await
 }
 
 /// Cuts every feeding outlet on every PDU at once; schedules their recovery.

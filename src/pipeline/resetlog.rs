@@ -102,6 +102,12 @@ pub fn hard_reset(system: &str, target: u32, dir: Dir, peer: Peer, kind: Kind) -
     )
 }
 
+/// `HARDRESET <mserver> ---- SEND|RECV ---- ---- ---- P`: the standby of a pair fencing
+/// its peer through the peer's BMC (no target number, no requester).
+pub fn mserver_hard_reset(mserver: &str, dir: Dir) -> String {
+    format!("HARDRESET {mserver} ---- {} ---- ---- ---- P", dir.word())
+}
+
 /// `ATTENTION <system> <target#> SEND|RECV <ip> <port> <req#|----> P|V <DUMP|REBOOT|POFF>`
 pub fn attention(
     system: &str,
@@ -184,6 +190,10 @@ mod tests {
                 false
             ),
             "IPDUSD node02 2 SEND 192.168.10.21 20001 17 192.168.30.1 4 OFF"
+        );
+        assert_eq!(
+            mserver_hard_reset("mserver01", Dir::Recv),
+            "HARDRESET mserver01 ---- RECV ---- ---- ---- P"
         );
     }
 }

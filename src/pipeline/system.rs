@@ -6,7 +6,7 @@
 //! are not systems of the spec are never stored here: the table is bounded by the spec.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::resetpath::codec::AttentionState;
 use crate::spec::model::{Name, OutletLink};
@@ -100,6 +100,11 @@ pub struct Resetting {
     /// An operator's test soft reset: NMI only.
     pub test: bool,
     pub stage: Stage,
+    /// The soft-reset window (hispeed, or 5 s for a guest).
+    pub soft_window: Duration,
+    /// When the soft-reset window ends, once the NMI was issued (here, or by the old
+    /// active of a pair for a reset carried on here).
+    pub soft_until: Option<Instant>,
     /// Past this instant the core ends the reset itself (FAIL) and cancels its task.
     pub deadline: Instant,
     pub requesters: Vec<Requester>,

@@ -71,6 +71,18 @@ fn kill_9_of_the_active_fences_it_moves_the_address_and_resets_go_on() {
         events.contains("pair: ms01 fenced: BMC 10.251.0.11 acknowledged the hard reset"),
         "{events}"
     );
+    // The fence is in the new active's reset log, before node02's reset.
+    let resets = std::fs::read_to_string(p.ms[1].reset_log()).unwrap();
+    let at = |l: &str| {
+        resets
+            .find(l)
+            .unwrap_or_else(|| panic!("{l} not in {resets}"))
+    };
+    assert!(
+        at("HARDRESET ms01 ---- SEND ---- ---- ---- P")
+            < at("HARDRESET ms01 ---- RECV ---- ---- ---- P")
+    );
+    assert!(at("HARDRESET ms01 ---- RECV") < at("RM-RESET node02"));
 }
 
 #[test]
@@ -318,9 +330,11 @@ fn a_reset_asked_for_during_the_failover_completes_once_on_the_new_active() {
 }
 
 /// A reset in flight at the takeover: the standby knows which systems the active was
-/// resetting and for whom. With node02's reset in flight (its NMI sent) the active dies;
-/// the new active carries the reset on (power read, NMI, hard reset) and sends its final
-/// reply to node01's original request, and node02 cannot get its partner reset meanwhile.
+/// resetting, for whom, and how far. With node02's reset in flight (its NMI sent, and the
+/// standby told so) the active dies; the new active carries the reset on from there (no
+/// second NMI: the node may be dumping; the rest of the soft-reset window, then the hard
+/// reset) and sends its final reply to node01's original request, and node02 cannot get
+/// its partner reset meanwhile.
 #[test]
 fn a_reset_in_flight_at_the_takeover_is_carried_on_and_keeps_the_pair_apart() {
     require_netns!();
@@ -395,6 +409,7 @@ fn a_reset_in_flight_at_the_takeover_is_carried_on_and_keeps_the_pair_apart() {
         },
         |out| out.contains("\"failed\""),
     );
+    p.wait_standby_synced();
     p.ms[0].kill9();
     p.wait_active(1);
     // The partner cannot get node01 reset.
@@ -412,8 +427,44 @@ fn a_reset_in_flight_at_the_takeover_is_carried_on_and_keeps_the_pair_apart() {
             && out.contains("state=REBOOT"),
         "{out}"
     );
-    // Two NMIs (the old active's, then the new one's), one hard reset (the new one's).
-    p.wait_node02_reset(2);
+    // One NMI (the old active's), one hard reset (the new one's).
+    p.wait_node02_reset(1);
+}
+
+/// Issue 14.3, never reported twice: the end of a reset (final reply, attention) leaves
+/// the active only once the standby has taken the state that ended it, so an active
+/// that dies right after a final reply leaves nothing for the new active to do again.
+#[test]
+fn a_reset_reported_just_before_the_active_dies_is_not_done_again() {
+    require_netns!();
+    let mut p = Pair::up();
+    p.check("node01");
+    p.wait_registered_on_standby("10.251.0.3");
+    let run = p.reset_node02();
+    run.code(0).stdout_has("result=DUMP");
+    p.wait_node02_reset(1);
+    let counters = p.ms[0].status()["resetPath"].clone();
+    assert!(counters["heldForStandby"].as_u64() >= Some(1), "{counters}");
+    assert_eq!(counters["heldTimedOut"], 0, "{counters}");
+    // Again, and the active dies as soon as node01 has its final reply.
+    p.node(&[
+        "node",
+        "check",
+        "--bind",
+        "10.251.0.4",
+        "--system",
+        "node02",
+        "--subsystem",
+        "1",
+    ])
+    .code(0);
+    p.reset_node02().code(0).stdout_has("result=DUMP");
+    p.ms[0].kill9();
+    p.wait_active(1);
+    // A reset wrongly carried on would start at once: give it time to show.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(p.node02_bmc.nmis().len(), 2, "{}", p.diagnostics());
+    assert_eq!(p.node02_bmc.resets().len(), 2, "{}", p.diagnostics());
 }
 
 /// The fence's second path, for real: the active dies and its BMC does not answer either;
@@ -442,6 +493,15 @@ fn with_the_bmc_silent_the_standby_fences_through_the_pdu_outlets() {
         events.contains("pair: ms01 fenced: outlets 10.251.0.31#3 confirmed off"),
         "{events}"
     );
+    let resets = std::fs::read_to_string(p.ms[1].reset_log()).unwrap();
+    for l in [
+        "HARDRESET ms01 ---- SEND ---- ---- ---- P",
+        "IPDUSD ms01 ---- SEND ---- ---- ---- 10.251.0.31 3 OFF",
+        "IPDUSD ms01 ---- RECV ---- ---- ---- 10.251.0.31 3 OFF",
+    ] {
+        assert!(resets.contains(l), "{l} not in {resets}");
+    }
+    assert!(!resets.contains("HARDRESET ms01 ---- RECV"), "{resets}");
     p.bmc[0].resume();
 }
 

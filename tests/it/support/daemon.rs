@@ -308,6 +308,10 @@ impl Daemon {
         self.path("log/event.log")
     }
 
+    pub fn reset_log(&self) -> PathBuf {
+        self.path("log/reset.log")
+    }
+
     /// Writes a file under the daemon's directory (creating parents).
     pub fn write(&self, rel: &str, text: &str) -> PathBuf {
         let p = self.path(rel);

@@ -259,6 +259,20 @@ impl Pair {
         );
     }
 
+    /// Waits until the standby (ms02) has taken the active's (ms01) reset-core state as it
+    /// is now.
+    pub fn wait_standby_synced(&self) {
+        let want = self.ms[0].status()["resetPath"]["syncGeneration"]
+            .as_u64()
+            .expect("syncGeneration");
+        wait_until(
+            "the standby's copy of the reset core's state",
+            WAIT,
+            || self.ms[0].status()["resetPath"]["standbyGeneration"].as_u64(),
+            |g| g.is_some_and(|g| g >= want),
+        );
+    }
+
     /// Waits for node02's hard reset; then its BMC must have had `nmis` NMIs and one hard
     /// reset.
     pub fn wait_node02_reset(&self, nmis: usize) {
