@@ -5,6 +5,7 @@
 //! (`scripts/fuzz` uses it where cargo-fuzz is missing), and the unit tests run each on a
 //! few thousand inputs in every `cargo test`. Not used by the daemon.
 
+use crate::alert::{self, pet, trap};
 use crate::backend::ipmi::wire as ipmi;
 use crate::backend::snmp::wire as snmp;
 use crate::resetpath::codec;
@@ -13,11 +14,12 @@ use crate::resetpath::codec;
 pub type Target = fn(&[u8]);
 
 /// The targets by name, as `fuzz/fuzz_targets/*.rs` and `scripts/fuzz` name them.
-pub const TARGETS: [(&str, Target); 4] = [
+pub const TARGETS: [(&str, Target); 5] = [
     ("spec_loader", spec_loader),
     ("datagram", datagram),
     ("ipmi_replies", ipmi_replies),
     ("snmp_judge", snmp_judge),
+    ("snmp_trap", snmp_trap),
 ];
 
 /// The spec loader: loading, validating and re-rendering a spec.
@@ -150,6 +152,40 @@ pub fn snmp_judge(data: &[u8]) {
                 v => panic!("our own request, answered, is ours: {v:?}"),
             }
         }
+    }
+}
+
+/// The hardware-alert decoders: the bytes as an SNMP notification datagram (then
+/// classified; an inform must get a Response-PDU that snmp2 reads back with the same
+/// request id, community and varbinds) and as a PET varbind, its specific-trap number
+/// taken from the first four bytes.
+pub fn snmp_trap(data: &[u8]) {
+    if let Ok(t) = trap::decode(data) {
+        let vendor = [alert::VendorOid {
+            oid_prefix: "1.3.6.1.4.1".into(),
+            meaning: alert::Meaning::Degradation,
+        }];
+        let _ = alert::classify(&t, &vendor);
+        match (t.kind, trap::inform_response(&t, data)) {
+            (trap::Kind::Inform, Some(response)) => {
+                let p = snmp2::Pdu::from_bytes(&response).expect("snmp2 reads our response");
+                assert_eq!(p.message_type, snmp2::MessageType::Response);
+                assert_eq!(Some(p.req_id), t.request_id);
+                assert_eq!(p.community, t.community.as_slice());
+                assert_eq!((p.error_status, p.error_index), (0, 0));
+                let again = snmp2::Pdu::from_bytes(data).expect("decoded once");
+                assert_eq!(p.varbinds.count(), again.varbinds.count(), "same varbinds");
+            }
+            (trap::Kind::Inform, None) => panic!("no response to a decoded inform"),
+            (trap::Kind::Trap, r) => assert!(r.is_none(), "a response to a trap"),
+        }
+    }
+    let number = data
+        .get(..4)
+        .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    if let Ok(p) = pet::parse(number, data) {
+        assert_eq!(p.oem_custom.len(), data.len() - 46);
+        let _ = p.meaning();
     }
 }
 
@@ -301,6 +337,28 @@ mod tests {
                     out.push(set);
                 }
             }
+            "snmp_trap" => {
+                use crate::alert::pet::tests::{sample, specific};
+                use crate::alert::trap::tests::{int, octets, pet_v1, v1, v2c};
+                let pet_oid = |n: u32| format!("{}.0.{n}", pet::ENTERPRISE);
+                let power_off = specific(0x09, 0x6f, 0x00);
+                out.push(pet_v1(power_off, &sample()));
+                out.push(pet_v1(specific(0x0d, 0x6f, 0x02), &sample()[..40]));
+                for kind in [trap::Kind::Trap, trap::Kind::Inform] {
+                    out.push(v2c(
+                        kind,
+                        &pet_oid(power_off),
+                        &[(pet::VARBIND, octets(&sample()))],
+                    ));
+                    out.push(v2c(
+                        kind,
+                        "1.3.6.1.4.1.674.0.1",
+                        &[("1.3.6.1.4.1.674.1", int(-1))],
+                    ));
+                }
+                out.push(v1("1.3.6.1.4.1.674", 2, 0, &[]));
+                out.push(sample());
+            }
             other => panic!("no target {other}"),
         }
         out
@@ -414,6 +472,11 @@ mod tests {
             snmp::judge(s, b"public", 42, &asked),
             snmp::Verdict::Reply(Ok(_))
         )));
+        // The trap seeds include a decodable inform carrying a readable PET.
+        assert!(seeds("snmp_trap").iter().any(|s| {
+            trap::decode(s)
+                .is_ok_and(|t| t.kind == trap::Kind::Inform && matches!(t.pet, Some(Ok(_))))
+        }));
         let key = codec::Key::Hmac(b"fuzz-reset-path-key-0123".to_vec());
         assert!(
             seeds("datagram")

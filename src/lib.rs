@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //!
+//! - [`alert`]: hardware alerts: SNMP traps and informs (IPMI PET among them) decoded,
+//!   bounded, and classified (power off, predictive failure, degradation). Pure.
 //! - [`spec`]: the cluster spec: strict YAML loading, the JSON Schema, validation into a
 //!   known-good `Spec`, normalized rendering with secrets masked. Pure.
 //! - [`plan`]: the diff of a live spec against a desired one, each change classified by
@@ -22,6 +24,7 @@
 //!
 //! See ARCHITECTURE.md for the invariants that hold these apart.
 
+pub mod alert;
 pub mod backend;
 pub mod cli;
 pub mod daemon;

@@ -26,5 +26,6 @@ mod schema;
 mod sd_notify;
 mod snmp;
 mod storm;
+mod trap_decode;
 mod views;
 mod watch;

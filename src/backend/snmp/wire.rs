@@ -10,14 +10,15 @@ use std::fmt;
 
 use snmp2::{MessageType, Pdu, Value, Version};
 
-const TAG_INTEGER: u8 = 0x02;
-const TAG_OCTET_STRING: u8 = 0x04;
+pub(crate) const TAG_INTEGER: u8 = 0x02;
+pub(crate) const TAG_OCTET_STRING: u8 = 0x04;
 const TAG_NULL: u8 = 0x05;
-const TAG_OID: u8 = 0x06;
-const TAG_SEQUENCE: u8 = 0x30;
+pub(crate) const TAG_OID: u8 = 0x06;
+pub(crate) const TAG_SEQUENCE: u8 = 0x30;
 const TAG_GET: u8 = 0xa0;
+pub(crate) const TAG_RESPONSE: u8 = 0xa2;
 const TAG_SET: u8 = 0xa3;
-const VERSION_2C: i64 = 1;
+pub(crate) const VERSION_2C: i64 = 1;
 
 /// A numeric OID, as a PDU model writes it (`1.3.6.1.4.1...`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -45,6 +46,49 @@ impl Oid {
             base128(&mut content, a);
         }
         Some(Oid { arcs, content })
+    }
+
+    /// Decodes BER content octets (what follows an OBJECT IDENTIFIER's tag and length).
+    /// `None` for an empty or cut encoding, a sub-identifier with a redundant leading
+    /// 0x80 octet (BER says minimal), or one above 2^32-1 (RFC 2578 §7.1.3). The number
+    /// of arcs is not bounded here: the content is.
+    pub(crate) fn from_ber(content: &[u8]) -> Option<Oid> {
+        let mut arcs = Vec::with_capacity(content.len() + 1);
+        let mut value: u32 = 0;
+        let mut fresh = true;
+        for &b in content {
+            if fresh && b == 0x80 {
+                return None;
+            }
+            value = value.checked_mul(128)? | u32::from(b & 0x7f);
+            fresh = b & 0x80 == 0;
+            if fresh {
+                if arcs.is_empty() {
+                    let first = (value / 40).min(2);
+                    arcs.push(first);
+                    arcs.push(value - first * 40);
+                } else {
+                    arcs.push(value);
+                }
+                value = 0;
+            }
+        }
+        if !fresh || arcs.is_empty() {
+            return None;
+        }
+        Some(Oid {
+            arcs,
+            content: content.to_vec(),
+        })
+    }
+
+    pub(crate) fn arcs(&self) -> &[u32] {
+        &self.arcs
+    }
+
+    #[cfg(test)]
+    pub(crate) fn content(&self) -> &[u8] {
+        &self.content
     }
 }
 
@@ -76,7 +120,7 @@ fn base128(out: &mut Vec<u8>, mut v: u32) {
     }
 }
 
-fn tlv(out: &mut Vec<u8>, tag: u8, content: &[u8]) {
+pub(crate) fn tlv(out: &mut Vec<u8>, tag: u8, content: &[u8]) {
     out.push(tag);
     let len = content.len();
     if len < 0x80 {
@@ -90,7 +134,7 @@ fn tlv(out: &mut Vec<u8>, tag: u8, content: &[u8]) {
     out.extend_from_slice(content);
 }
 
-fn integer(out: &mut Vec<u8>, v: i64) {
+pub(crate) fn integer(out: &mut Vec<u8>, v: i64) {
     let bytes = v.to_be_bytes();
     // Minimal two's complement: drop leading bytes that only repeat the sign.
     let mut start = 0;
@@ -354,6 +398,29 @@ mod tests {
         assert_eq!(oid("1.3.300").content, [0x2b, 0x82, 0x2c]);
         for bad in ["", "1", "1.x.3", "3.1", "1.40", "1..2", "1.3.99999999999"] {
             assert!(Oid::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn oids_decode_from_ber() {
+        for text in [
+            "1.3.6.1.4.1.3183.1.1.0.65793",
+            "2.999.3",
+            "0.0",
+            "1.39.4294967295",
+        ] {
+            let o = oid(text);
+            assert_eq!(Oid::from_ber(&o.content), Some(o.clone()), "{text}");
+            assert_eq!(Oid::from_ber(&o.content).unwrap().to_string(), text);
+        }
+        // Empty, cut in a sub-identifier, a redundant 0x80, an arc past 2^32-1.
+        for bad in [
+            &[][..],
+            &[0x2b, 0x86],
+            &[0x2b, 0x80, 0x01],
+            &[0x2b, 0x90, 0x80, 0x80, 0x80, 0x00],
+        ] {
+            assert!(Oid::from_ber(bad).is_none(), "{bad:02x?}");
         }
     }
 
