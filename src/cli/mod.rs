@@ -8,6 +8,7 @@
 #[macro_use]
 mod out;
 
+mod alert;
 mod apply;
 mod daemon;
 mod diff;
@@ -57,6 +58,10 @@ pub enum Command {
     Sby(mserver::SbyArgs),
     /// A self-contained demo on loopback: daemon, simulated hardware and HA monitors.
     Lab(lab::Args),
+    /// A hardware alert from a management tool (`ADDRESS DATE TIME ALERT_ID`, the
+    /// original's `%I %D %T %A`): a power-off is confirmed over the server's BMC before the
+    /// cluster is told POFF; `--kind` sends a failure warning.
+    Alert(alert::Args),
 }
 
 /// The control socket option, shared by the commands that talk to the daemon.
@@ -122,7 +127,9 @@ impl Outcome {
     pub fn of_client_error(e: &crate::daemon::client::ClientError) -> Outcome {
         use crate::daemon::client::ClientError;
         match e {
-            ClientError::Refused { code, .. } if code == "refused" || code == "failed" => {
+            ClientError::Refused { code, .. }
+                if code == "refused" || code == "failed" || code == "not-found" =>
+            {
                 Outcome::Failed
             }
             _ => Outcome::Trouble,
@@ -237,6 +244,31 @@ pub const EXIT_CODES: &[CommandCodes] = &[
                 "refused (wrong role, the peer not a healthy standby, or its heartbeat still \
                  heard), or the peer did not take over in time",
             ),
+            (Outcome::Trouble, USAGE_UNREACHABLE),
+        ],
+    },
+    CommandCodes {
+        command: "alert",
+        style: ExitStyle::Standard,
+        meanings: &[
+            (
+                Outcome::Ok,
+                "acted on: POFF sent (BMC reads off), already off, or warning recorded",
+            ),
+            (
+                Outcome::Failed,
+                "not confirmed (BMC reads on or cannot be read), or not acted on (no server \
+                 with that address, or it does not take that warning)",
+            ),
+            (Outcome::Trouble, USAGE_UNREACHABLE),
+        ],
+    },
+    CommandCodes {
+        command: "server clear-warning",
+        style: ExitStyle::Standard,
+        meanings: &[
+            (Outcome::Ok, "cleared (or there was none)"),
+            (Outcome::Failed, "no such server"),
             (Outcome::Trouble, USAGE_UNREACHABLE),
         ],
     },
@@ -376,6 +408,7 @@ pub fn main() -> ExitCode {
         Command::Act(a) => mserver::run_act(&a),
         Command::Sby(a) => mserver::run_sby(&a),
         Command::Lab(a) => lab::run(&a),
+        Command::Alert(a) => alert::run(&a),
     };
     ExitCode::from(outcome.code(style))
 }

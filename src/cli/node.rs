@@ -571,11 +571,16 @@ fn describe(msg: &Message) -> String {
             via,
             redundant,
             reason: why,
+            warning,
         } => format!(
-            "CHECK-REPLY system={system} subsystem={subsystem} resettable={} via={via} redundant={}{}",
+            "CHECK-REPLY system={system} subsystem={subsystem} resettable={} via={via} redundant={}{}{}",
             yes(*resettable),
             yes(*redundant),
-            reason(why)
+            reason(why),
+            warning
+                .as_ref()
+                .map(|w| format!(" warning={w:?}"))
+                .unwrap_or_default()
         ),
         Message::ResetReply {
             req,

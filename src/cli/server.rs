@@ -60,6 +60,12 @@ pub enum Action {
         #[arg(long)]
         force: bool,
     },
+    /// Clear a server's failure warning (from a predictive-failure or degradation alert)
+    /// once it has been dealt with.
+    ClearWarning {
+        /// The server (as named in the spec).
+        name: String,
+    },
     /// Restore PDU power: switch every outlet of the server on (after a PDU forced reset
     /// with `recoveryTime: 0`, or a test that failed half way).
     Acrecovery {
@@ -133,6 +139,35 @@ impl PduTest {
 
 pub fn run(args: &Args) -> Outcome {
     match &args.action {
+        Action::ClearWarning { name } => {
+            let json = args.output.is_json();
+            let req = Request::ClearWarning {
+                v: VERSION,
+                server: name.clone(),
+            };
+            match crate::daemon::client::request::<crate::daemon::protocol::ClearWarningReply>(
+                &args.socket.control_socket,
+                &req,
+            ) {
+                Ok(r) => {
+                    if json {
+                        print_json(&r);
+                    } else if !args.quiet.quiet {
+                        outln!(
+                            "{}: {}",
+                            r.server,
+                            if r.cleared {
+                                "warning cleared"
+                            } else {
+                                "had no warning"
+                            }
+                        );
+                    }
+                    Outcome::Ok
+                }
+                Err(e) => super::client_error(json, "server clear-warning", &e),
+            }
+        }
         Action::Reset { name, address } => reset(args, name, *address),
         Action::Ipdusd {
             name,

@@ -88,6 +88,66 @@ pub enum What {
     /// PDU settings: the SNMP community (masked), the PDUs with their models, and the
     /// outlets feeding every management server and server.
     IpduSetting,
+    /// Hardware alerts received (BMC traps, `haconn alert`), oldest first, with what was
+    /// done for each, and the trap receiver's counts. The daemon keeps the last 1000; the
+    /// alert log keeps them all.
+    Alerts {
+        /// Only alerts at or after this time: `30m`, `2h`, `1d` ago, or a local time
+        /// (`2026-11-30 14:00`, `2026/11/30 14:00:05`, RFC 3339).
+        #[arg(long, value_name = "TIME", value_parser = parse_since)]
+        since: Option<i64>,
+        /// Only alerts about this server.
+        #[arg(long, value_name = "NAME")]
+        server: Option<String>,
+    },
+}
+
+/// `--since`: Unix milliseconds from an age (`30s`, `30m`, `2h`, `1d`) or a local time.
+pub fn parse_since(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let now = chrono::Local::now();
+    if let Some(unit) = s.chars().last().filter(|c| c.is_ascii_alphabetic())
+        && let Ok(n) = s[..s.len() - 1].parse::<i64>()
+    {
+        let secs = match unit {
+            's' => Some(n),
+            'm' => n.checked_mul(60),
+            'h' => n.checked_mul(3600),
+            'd' => n.checked_mul(86_400),
+            _ => None,
+        };
+        if let Some(secs) = secs.filter(|s| *s >= 0) {
+            return Ok(now.timestamp_millis() - secs.saturating_mul(1000));
+        }
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    for f in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y/%m/%d %H:%M:%S",
+        "%Y/%m/%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+    ] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, f)
+            && let Some(l) = t.and_local_timezone(chrono::Local).earliest()
+        {
+            return Ok(l.timestamp_millis());
+        }
+    }
+    for f in ["%Y-%m-%d", "%Y/%m/%d"] {
+        if let Ok(d) = chrono::NaiveDate::parse_from_str(s, f)
+            && let Some(l) = d
+                .and_hms_opt(0, 0, 0)
+                .and_then(|t| t.and_local_timezone(chrono::Local).earliest())
+        {
+            return Ok(l.timestamp_millis());
+        }
+    }
+    Err(format!(
+        "`{s}` is neither an age (30m, 2h, 1d) nor a time (2026-11-30 14:00, RFC 3339)"
+    ))
 }
 
 /// `show ipdu`'s JSON: the PDUs as the watch last found them.
@@ -186,6 +246,18 @@ pub fn run(args: &Args) -> Outcome {
                 outln!("no PDU in the live spec");
             } else {
                 print_pdus(&pdus);
+            }
+        }
+        What::Alerts { since, server } => {
+            let reply: crate::daemon::protocol::AlertsReply = ask!(Request::Alerts {
+                v,
+                since_ms: *since,
+                server: server.clone(),
+            });
+            if json {
+                print_json(&reply);
+            } else {
+                out!("{}", render_alerts(&reply));
             }
         }
         What::IpduSetting => {
@@ -458,6 +530,23 @@ fn print_hardware(h: &Hardware) {
         &[false; 5],
         servers,
     );
+    let warned: Vec<String> = h
+        .servers
+        .iter()
+        .filter_map(|s| {
+            let w = s.warning.as_ref()?;
+            Some(format!(
+                "    {}: {} since {}: {}",
+                s.name, w.kind, w.at, w.reason
+            ))
+        })
+        .collect();
+    if !warned.is_empty() {
+        outln!("failure warnings (haconn alert clear SERVER when dealt with):");
+        for w in warned {
+            outln!("{w}");
+        }
+    }
     if !reasons.is_empty() {
         outln!("links not OK:");
         for r in reasons {
@@ -513,7 +602,58 @@ pub(crate) fn render_monitors(rows: &[MonitorRow]) -> String {
             let _ = writeln!(text, "{w}");
         }
     }
+    let warned: Vec<String> = rows
+        .iter()
+        .filter_map(|r| Some(format!("    {}: {}", r.system, r.warning.as_ref()?)))
+        .collect();
+    if !warned.is_empty() {
+        text.push_str("warning (its server may fail soon):\n");
+        for w in warned {
+            let _ = writeln!(text, "{w}");
+        }
+    }
     text
+}
+
+/// `show alerts`: where traps are received and what was refused, then one block per
+/// alert.
+pub(crate) fn render_alerts(r: &crate::daemon::protocol::AlertsReply) -> String {
+    let mut t = String::new();
+    let c = &r.counts;
+    let _ = writeln!(
+        t,
+        "trap receiver: {}",
+        r.listening
+            .as_deref()
+            .map_or("off (no `alerts` in the spec)".to_string(), |l| format!(
+                "on {l}; {} received, refused: {} malformed, {} wrong community, {} from no server's BMC, {} while busy; {} informs answered; {} warning commands run; {} alert-log lines suppressed",
+                c.received,
+                c.malformed,
+                c.bad_community,
+                c.unknown_source,
+                c.busy_dropped,
+                c.informs_answered,
+                c.commands,
+                c.log_suppressed
+            ))
+    );
+    if r.alerts.is_empty() {
+        t.push_str("no alerts\n");
+    }
+    for a in &r.alerts {
+        let _ = writeln!(
+            t,
+            "[{}] {} from {} about {}: {}\n    {}\n    => {}",
+            a.at,
+            a.via,
+            a.from.as_deref().unwrap_or("----"),
+            a.server.as_deref().unwrap_or("----"),
+            a.kind,
+            a.detail,
+            a.action
+        );
+    }
+    t
 }
 
 /// `on` / `off`.

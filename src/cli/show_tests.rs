@@ -115,6 +115,7 @@ fn hamonitor_shows_the_manuals_states_and_why_a_system_cannot_be_reset() {
     let row = |system: &str, state: &str, detail: Option<&str>, reason: Option<&str>| {
         let registered = detail.is_some();
         MonitorRow {
+            warning: None,
             system: system.into(),
             server: Some(system.into()),
             kind: "P".into(),
@@ -138,6 +139,10 @@ fn hamonitor_shows_the_manuals_states_and_why_a_system_cannot_be_reset() {
             Some("BMC: no answer in 3 s"),
         ),
         row("node04", "----", None, None),
+        MonitorRow {
+            warning: Some("predictiveFailure: IPMI PET sensor type 0x0d #3 event type 0x6f offset 2 severity Critical seq 7".into()),
+            ..row("node05", "warning", Some("normal"), None)
+        },
     ];
     expect("hamonitor.txt", &render_monitors(&rows));
 }

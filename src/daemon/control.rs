@@ -447,6 +447,46 @@ async fn handle(
             }
         }
         Request::Hamonitor { name, .. } => hamonitor(shared, name.as_deref()).await,
+        Request::Alert {
+            address,
+            server,
+            kind,
+            date,
+            time,
+            alert_id,
+            ..
+        } => alert_command(shared, address, server, kind, [date, time, alert_id]).await,
+        Request::Alerts {
+            since_ms, server, ..
+        } => protocol::ok(&protocol::AlertsReply {
+            listening: shared
+                .pipeline
+                .live()
+                .alerts
+                .as_ref()
+                .map(|a| a.listen.to_string()),
+            counts: shared.alerts.counts(),
+            alerts: shared.alerts.recent(since_ms, server.as_deref()),
+        }),
+        Request::ClearWarning { server, .. } => {
+            if !shared.pipeline.live().servers.contains_key(server.as_str()) {
+                return protocol::error(
+                    "not-found",
+                    &format!("no server named {server} in the live spec"),
+                );
+            }
+            match shared.pipeline.clear_warning(server.clone()).await {
+                Ok(cleared) => {
+                    if cleared {
+                        let _ = shared.events.write(&format!(
+                            "failure warning of {server} cleared by an operator"
+                        ));
+                    }
+                    protocol::ok(&protocol::ClearWarningReply { server, cleared })
+                }
+                Err(e) => protocol::error("pipeline", &e.to_string()),
+            }
+        }
         // Stream progress: handled by the connection itself.
         Request::ServerReset { .. } => protocol::error("bad-request", "not here"),
         Request::ServerIpdu { .. } => protocol::error("bad-request", "not here"),
@@ -454,6 +494,69 @@ async fn handle(
         Request::MserverIpdu { .. } => protocol::error("bad-request", "not here"),
         Request::Pair { action, .. } => pair_command(shared, commands, action).await,
     }
+}
+
+/// `haconn alert`: the alert of a management tool, through the same path as a trap.
+async fn alert_command(
+    shared: &Shared,
+    address: Option<std::net::IpAddr>,
+    server: Option<String>,
+    kind: crate::spec::model::AlertKind,
+    [date, time, alert_id]: [Option<String>; 3],
+) -> Value {
+    let live = shared.pipeline.live();
+    let found = match (&server, address) {
+        (Some(name), _) => match live.servers.get(name.as_str()) {
+            Some(s) => Some(s.name.to_string()),
+            None => {
+                return protocol::error(
+                    "not-found",
+                    &format!("no server named {name} in the live spec"),
+                );
+            }
+        },
+        (None, Some(ip)) => super::alerts::server_at(&live, ip),
+        (None, None) => {
+            return protocol::error("bad-request", "an alert names an address or a server");
+        }
+    };
+    if shared
+        .pipeline
+        .counters()
+        .standing_by
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return protocol::error(
+            "standby",
+            "this management server is standby: send the alert to the active one",
+        );
+    }
+    let mut detail = format!(
+        "management tool alert {}",
+        alert_id.as_deref().unwrap_or("----")
+    );
+    if let (Some(d), Some(t)) = (&date, &time) {
+        detail.push_str(&format!(" at {d} {t}"));
+    }
+    let outcome = shared
+        .alerts
+        .handle(
+            &shared.pipeline,
+            "command".into(),
+            address.map(|a| a.to_string()),
+            found.clone(),
+            Some(kind),
+            detail.clone(),
+        )
+        .await;
+    if let (crate::pipeline::AlertOutcome::Warned { .. }, Some(s)) = (&outcome, &found) {
+        shared.alerts.run_warning_command(&live, s, kind, &detail);
+    }
+    protocol::ok(&protocol::AlertReply {
+        server: found,
+        action: super::alerts::action_text(&outcome),
+        outcome,
+    })
 }
 
 /// How long `act restart` waits for the standby to say it is active.
@@ -832,6 +935,7 @@ async fn hamonitor(shared: &Shared, name: Option<&str>) -> Value {
         Ok(m) => m,
         Err(e) => return protocol::error("pipeline", &e.to_string()),
     };
+    let warnings = shared.pipeline.warnings().await.unwrap_or_default();
     let live = shared.pipeline.live();
     let mut systems: Vec<(String, Option<String>, char)> = Vec::new();
     for server in live.servers.values() {
@@ -856,10 +960,17 @@ async fn hamonitor(shared: &Shared, name: Option<&str>) -> Value {
         })
         .map(|(system, server, kind)| {
             let m = monitors.iter().find(|m| m.system == system);
+            let warning = server.as_ref().and_then(|s| warnings.get(s).cloned());
+            // A failure warning shows where the system is otherwise normal.
+            let state = match m.map_or("----", |m| m.state) {
+                "normal" if warning.is_some() => "warning",
+                s => s,
+            };
             MonitorRow {
-                state: m.map_or("----", |m| m.state).to_string(),
+                state: state.to_string(),
                 detail: m.map(|m| m.detail.to_string()),
                 reason: m.and_then(|m| m.unresettable.clone()),
+                warning,
                 system,
                 server,
                 kind: kind.to_string(),

@@ -4,6 +4,7 @@
 //! and the pipeline thread with its own runtime (see [`crate::pipeline`]). They share
 //! only channels and the live-spec `ArcSwap`; no lock is held across an await.
 
+pub mod alerts;
 pub mod client;
 pub mod control;
 pub mod protocol;
@@ -376,6 +377,13 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         opts.log_generations,
     )
     .with_context(|| format!("opening the init log in {}", opts.log_dir.display()))?;
+    let alert_log = LogFile::open(
+        &opts.log_dir,
+        "alert.log",
+        opts.log_max_bytes,
+        opts.log_generations,
+    )
+    .with_context(|| format!("opening the alert log in {}", opts.log_dir.display()))?;
     let config = pipeline_config(&opts, &start.spec, &init)?;
     let reset_log = config.reset_log.clone();
     let (pipeline, pipeline_thread) =
@@ -431,6 +439,7 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         pair,
         restart: std::sync::atomic::AtomicBool::new(false),
         handover_on_stop: std::sync::atomic::AtomicBool::new(true),
+        alerts: Arc::new(alerts::AlertDesk::new(alert_log)),
     });
     let result = runtime.block_on(main_loop(
         opts,
@@ -536,6 +545,31 @@ async fn main_loop(
         })
     };
     let watchdog = tokio::spawn(watchdog(tx.clone()));
+    // The trap receiver: a fault here (the port taken, no privilege for 162) is said and
+    // the daemon serves on without it.
+    let traps = match shared.pipeline.live().alerts.as_ref().map(|a| a.listen) {
+        None => None,
+        Some(at) => match alerts::bind(at) {
+            Ok(sock) => {
+                let _ = shared
+                    .events
+                    .write(&format!("trap receiver listening on {at}"));
+                Some(tokio::spawn(alerts::receive(
+                    sock,
+                    shared.alerts.clone(),
+                    shared.pipeline.clone(),
+                    shared.events.clone(),
+                )))
+            }
+            Err(e) => {
+                let line =
+                    format!("the trap receiver cannot listen on {at}: {e}; no traps are received");
+                tracing::error!("{line}");
+                let _ = shared.events.write(&line);
+                None
+            }
+        },
+    };
     let peer_lifecycle = {
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -603,6 +637,9 @@ async fn main_loop(
     signals.abort();
     forward.abort();
     watchdog.abort();
+    if let Some(t) = traps {
+        t.abort();
+    }
     from_peer.abort();
     peer_lifecycle.abort();
     let _ = std::fs::remove_file(&opts.control_socket);

@@ -87,6 +87,34 @@ pub enum Request {
     /// A command to the management-server pair: `handover` (`act restart`) or
     /// `confirm-peer-down` (`sby takeover --confirm-peer-down`).
     Pair { v: u64, action: PairAction },
+    /// A hardware alert from a management tool (`haconn alert`): the server by `address`
+    /// (its BMC's or ESXi host's) or by `server`; `kind` (default `powerOff`); the tool's
+    /// `date`, `time` and `alertId` as it gave them, for the alert log.
+    Alert {
+        v: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<IpAddr>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        server: Option<String>,
+        kind: crate::spec::model::AlertKind,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        date: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        time: Option<String>,
+        #[serde(default, rename = "alertId", skip_serializing_if = "Option::is_none")]
+        alert_id: Option<String>,
+    },
+    /// The recent alerts (at or after `sinceMs`, Unix ms; of `server`) and the trap
+    /// receiver's counts (`haconn show alerts`).
+    Alerts {
+        v: u64,
+        #[serde(default, rename = "sinceMs", skip_serializing_if = "Option::is_none")]
+        since_ms: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        server: Option<String>,
+    },
+    /// Clears a server's failure warning (`haconn server clear-warning`).
+    ClearWarning { v: u64, server: String },
     /// The PDU-cut test of the `active` or `standby` management server; streams progress
     /// like `serverIpdu`.
     MserverIpdu {
@@ -113,6 +141,35 @@ pub enum PairAction {
     StandbyShutdown,
     /// `act shutdown`: both daemons stop, the standby first.
     Shutdown,
+}
+
+/// What the daemon did with `haconn alert`'s alert.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertReply {
+    /// The server it was about (`null`: no server has that address).
+    pub server: Option<String>,
+    pub outcome: crate::pipeline::AlertOutcome,
+    /// The outcome as the alert log says it.
+    pub action: String,
+}
+
+/// `haconn show alerts`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertsReply {
+    /// Where the trap receiver listens (`null`: no `alerts` in the spec).
+    pub listening: Option<String>,
+    pub counts: crate::daemon::alerts::AlertCounts,
+    pub alerts: Vec<crate::daemon::alerts::AlertRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClearWarningReply {
+    pub server: String,
+    /// Whether it had a warning.
+    pub cleared: bool,
 }
 
 /// What a pair command did.
@@ -300,6 +357,18 @@ pub struct ServerHealth {
     pub vmware: LinkView,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guests: Option<Vec<GuestHealth>>,
+    /// A failure warning from an alert, until an operator clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<WarningView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WarningView {
+    /// `predictiveFailure` or `degradation`.
+    pub kind: String,
+    pub reason: String,
+    pub at: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -579,6 +648,9 @@ pub struct MonitorRow {
     /// Why the system cannot be reset now (state `error`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A failure warning of its server (`predictiveFailure: …`, `degradation: …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
     pub ip: Option<IpAddr>,
     pub port: Option<u16>,
     /// The monitor pair's subsystem#; null when the server's `cluster` flag is off or no

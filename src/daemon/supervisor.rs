@@ -122,6 +122,8 @@ pub struct Shared {
     pub restart: std::sync::atomic::AtomicBool,
     /// Cleared by `act shutdown` (both stop): no handover to the standby on the way out.
     pub handover_on_stop: std::sync::atomic::AtomicBool,
+    /// Hardware alerts: the alert log, recent alerts, the trap receiver's counts.
+    pub alerts: Arc<super::alerts::AlertDesk>,
 }
 
 impl Shared {

@@ -839,6 +839,7 @@ impl Core {
             resettable,
             via,
             problem,
+            warning,
         } = verdict;
         let mut problem = problem;
         if let Some(found) = known {
@@ -913,6 +914,7 @@ impl Core {
                 via: via.into(),
                 redundant,
                 reason,
+                warning: warning.filter(|_| known.is_some()),
             },
         });
     }
@@ -1904,6 +1906,7 @@ impl Core {
                     state,
                     detail,
                     unresettable: why,
+                    warning: None,
                     last_check_ms_ago: now.duration_since(m.last_seen).as_millis() as u64,
                 })
             })

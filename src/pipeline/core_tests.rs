@@ -124,6 +124,7 @@ fn ok_verdict() -> Verdict {
         resettable: true,
         via: "bmc",
         problem: None,
+        warning: None,
     }
 }
 

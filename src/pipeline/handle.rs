@@ -60,7 +60,37 @@ pub struct MonitorView {
     pub detail: &'static str,
     /// Why the system cannot be reset now (state `error`).
     pub unresettable: Option<String>,
+    /// A failure warning of its server (`predictiveFailure: …`, `degradation: …`).
+    pub warning: Option<String>,
     pub last_check_ms_ago: u64,
+}
+
+/// A hardware alert about a server of the spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    /// The server's name in the live spec.
+    pub server: String,
+    pub kind: crate::spec::model::AlertKind,
+    /// What it said, for the logs and the warning.
+    pub detail: String,
+}
+
+/// What the pipeline made of an alert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", tag = "outcome")]
+pub enum AlertOutcome {
+    /// Its BMC read "off": POFF goes to the cluster for these systems (those whose HA
+    /// monitor is registered).
+    PowerOff { systems: Vec<String> },
+    /// Its BMC read "off", as the watch already knew: reported before.
+    AlreadyOff,
+    /// Its BMC did not read "off": nobody is told; the BMC is polled every
+    /// [`super::FAST_POLL`] for [`super::FAST_POLL_FOR`].
+    NotConfirmed { why: String },
+    /// The server is marked with this failure warning.
+    Warned { warning: String },
+    /// Logged only (the server does not take warnings of that kind, or no such server).
+    Ignored { why: String },
 }
 
 /// Counters of the reset path (checks are counted, not logged).
@@ -156,6 +186,18 @@ pub enum PipelineMsg {
     /// See [`Pipeline::standby_synced`].
     StandbySynced,
     Monitors(oneshot::Sender<Vec<MonitorView>>),
+    /// A hardware alert about a server ([`Pipeline::alert`]).
+    Alert {
+        alert: Alert,
+        reply: oneshot::Sender<AlertOutcome>,
+    },
+    /// Every server's failure warning, by server name.
+    Warnings(oneshot::Sender<std::collections::BTreeMap<String, String>>),
+    /// An operator cleared a server's failure warning: whether it had one.
+    ClearWarning {
+        server: String,
+        reply: oneshot::Sender<bool>,
+    },
     /// What the watch knows, as `show status` prints it.
     Health(oneshot::Sender<serde_json::Value>),
     /// An operator's PDU-cut test or power restore of a server (`haconn server ipdusd`,
@@ -385,6 +427,25 @@ impl Pipeline {
     /// On a standby: take the active's registrations and states.
     pub async fn adopt_state(&self, state: SyncedState) -> Result<(), PipelineGone> {
         self.tell(PipelineMsg::AdoptState(state)).await
+    }
+
+    /// A hardware alert about a server: a power-off is confirmed by a power read over its
+    /// BMC before anyone is told POFF; a failure warning marks the server when the spec
+    /// says it takes that kind.
+    pub async fn alert(&self, alert: Alert) -> Result<AlertOutcome, PipelineGone> {
+        self.ask(|reply| PipelineMsg::Alert { alert, reply }).await
+    }
+
+    /// Every server's failure warning, by server name.
+    pub async fn warnings(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, String>, PipelineGone> {
+        self.ask(PipelineMsg::Warnings).await
+    }
+
+    pub async fn clear_warning(&self, server: String) -> Result<bool, PipelineGone> {
+        self.ask(|reply| PipelineMsg::ClearWarning { server, reply })
+            .await
     }
 
     pub async fn monitors(&self) -> Result<Vec<MonitorView>, PipelineGone> {

@@ -35,8 +35,8 @@ pub mod system;
 pub mod watch;
 
 pub use handle::{
-    CommitReply, Counters, MonitorView, PduJobEvent, PduRequest, Pipeline, PipelineConfig,
-    PipelineGone, PipelineMsg, PipelineThread, Simulation, SyncedState, TestEvent,
+    Alert, AlertOutcome, CommitReply, Counters, MonitorView, PduJobEvent, PduRequest, Pipeline,
+    PipelineConfig, PipelineGone, PipelineMsg, PipelineThread, Simulation, SyncedState, TestEvent,
 };
 
 use std::collections::{HashMap, HashSet};
@@ -72,6 +72,11 @@ pub const HIGH_WATER_FILE: &str = "resetpath-highwater";
 /// How often the core is given the time (deadlines and expiries are seconds long).
 const TICK: Duration = Duration::from_millis(100);
 
+/// A BMC whose power-off alert was not confirmed is read this often …
+pub const FAST_POLL: Duration = Duration::from_millis(200);
+/// … for this long after the alert.
+pub const FAST_POLL_FOR: Duration = Duration::from_secs(5);
+
 /// The longest the end of a reset waits for the standby of a pair to take the state that
 /// ended it (one mlan round trip, normally); past it, it goes all the same.
 pub const HOLD_MAX: Duration = Duration::from_secs(1);
@@ -95,6 +100,18 @@ enum Internal {
         id: ResetId,
     },
     Polled {
+        probe: watch::Probe,
+        answer: Option<watch::Answer>,
+    },
+    /// The power read made for a power-off alert (`answer` `None`: the server left the
+    /// spec meanwhile).
+    AlertRead {
+        probe: watch::Probe,
+        answer: Option<watch::Answer>,
+        reply: oneshot::Sender<AlertOutcome>,
+    },
+    /// A fast poll after an unconfirmed power-off alert.
+    FastPolled {
         probe: watch::Probe,
         answer: Option<watch::Answer>,
     },
@@ -192,6 +209,10 @@ struct Shell {
     /// Ends of resets waiting for the standby of a pair ([`Counters::hold_for_standby`]):
     /// the core's generation it must have taken, since when, and what to carry out.
     held: std::collections::VecDeque<(u64, Instant, Vec<Effect>)>,
+    /// BMCs polled every [`FAST_POLL`] after an unconfirmed power-off alert, until when;
+    /// and those with a fast poll in flight.
+    fast: HashMap<watch::Probe, Instant>,
+    fast_in_flight: HashSet<watch::Probe>,
 }
 
 /// A final reply or an attention: what a takeover must never repeat.
@@ -350,6 +371,8 @@ impl Shell {
                 effects: Vec::new(),
                 deferred: Vec::new(),
                 held: std::collections::VecDeque::new(),
+                fast: HashMap::new(),
+                fast_in_flight: HashSet::new(),
             },
             Sockets {
                 reset_path,
@@ -372,6 +395,8 @@ impl Shell {
         });
         let mut core_tick = tokio::time::interval(TICK);
         core_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut fast_tick = tokio::time::interval(FAST_POLL);
+        fast_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Reports of reset tasks first: a step is queued before the call it announces
             // is made, so a datagram caused by that call (a stop notice after the NMI) is
@@ -386,6 +411,7 @@ impl Shell {
                 // Timers before the sockets: a flood of datagrams must not hold off the
                 // deadlines of resets or the watch.
                 _ = core_tick.tick() => self.tick(),
+                _ = fast_tick.tick(), if !self.fast.is_empty() => self.fast_tick(),
                 _ = async {
                     match &mut watch_tick {
                         Some(t) => {
@@ -713,10 +739,121 @@ impl Shell {
         let Some(loss) = loss else {
             return;
         };
+        self.power_loss(loss);
+    }
+
+    fn power_loss(&mut self, loss: watch::PowerLoss) {
         for (system, _guest) in loss.systems {
             self.feed(Input::PowerLoss {
                 system,
                 what: loss.what.clone(),
+            });
+        }
+    }
+
+    /// A hardware alert: a power-off is read back from the server's BMC at once (the
+    /// answer comes with the read); a failure warning marks the server if it takes that
+    /// kind. Nothing is reset for an alert.
+    fn alert(&mut self, alert: Alert, reply: oneshot::Sender<AlertOutcome>) {
+        use crate::spec::model::AlertKind;
+        let spec = self.live.load_full();
+        let Some(server) = spec.servers.get(alert.server.as_str()) else {
+            let _ = reply.send(AlertOutcome::Ignored {
+                why: format!("no server named {} in the live spec", alert.server),
+            });
+            return;
+        };
+        match alert.kind {
+            AlertKind::PowerOff => {
+                let probe = watch::Probe::ServerBmc(server.name.to_string());
+                let backends = self.backends.clone();
+                let internal = self.internal.clone();
+                tokio::spawn(async move {
+                    let answer = watch::poll(&spec, &probe, &backends).await;
+                    let _ = internal.send(Internal::AlertRead {
+                        probe,
+                        answer,
+                        reply,
+                    });
+                });
+            }
+            kind if server.warnings.takes(kind) => {
+                self.health.set_warning(
+                    server.name.as_str(),
+                    watch::ServerWarning {
+                        kind,
+                        reason: alert.detail,
+                        at: chrono::Local::now(),
+                    },
+                );
+                let warning = self
+                    .health
+                    .warning(server.name.as_str())
+                    .unwrap_or_default();
+                let _ = reply.send(AlertOutcome::Warned { warning });
+            }
+            kind => {
+                let _ = reply.send(AlertOutcome::Ignored {
+                    why: format!(
+                        "{} does not take {} warnings (servers[].warnings)",
+                        server.name,
+                        kind.as_str()
+                    ),
+                });
+            }
+        }
+    }
+
+    /// The power read of a power-off alert came back.
+    fn alert_read(&mut self, probe: watch::Probe, answer: Option<watch::Answer>) -> AlertOutcome {
+        let Some(answer) = answer else {
+            return AlertOutcome::Ignored {
+                why: "the server left the spec".into(),
+            };
+        };
+        let spec = self.live.load_full();
+        match self.health.confirm(&spec, probe.clone(), answer) {
+            watch::Confirmed::Lost(loss) => {
+                let systems = loss.systems.iter().map(|(s, _)| s.clone()).collect();
+                self.fast.remove(&probe);
+                self.power_loss(loss);
+                AlertOutcome::PowerOff { systems }
+            }
+            watch::Confirmed::AlreadyOff => AlertOutcome::AlreadyOff,
+            watch::Confirmed::On => {
+                self.fast.insert(probe, Instant::now() + FAST_POLL_FOR);
+                AlertOutcome::NotConfirmed {
+                    why: "its BMC reads the power on".into(),
+                }
+            }
+            watch::Confirmed::Unknown(e) => {
+                self.fast.insert(probe, Instant::now() + FAST_POLL_FOR);
+                AlertOutcome::NotConfirmed {
+                    why: format!("its BMC could not be read: {e}"),
+                }
+            }
+        }
+    }
+
+    /// Reads the BMCs of unconfirmed power-off alerts again (one read in flight each).
+    fn fast_tick(&mut self) {
+        let now = Instant::now();
+        self.fast.retain(|_, until| *until > now);
+        let spec = self.live.load_full();
+        let due: Vec<watch::Probe> = self
+            .fast
+            .keys()
+            .filter(|p| !self.fast_in_flight.contains(*p))
+            .cloned()
+            .collect();
+        for probe in due {
+            self.fast_in_flight.insert(probe.clone());
+            let spec = spec.clone();
+            let backends = self.backends.clone();
+            let internal = self.internal.clone();
+            tokio::spawn(async move {
+                let answer = watch::poll(&spec, &probe, &backends).await;
+                let _ = internal.send(Internal::FastPolled { probe, answer });
             });
         }
     }
@@ -759,11 +896,27 @@ impl Shell {
                 Simulation::ResetStarted { system } => self.core.simulate_reset(system, true),
                 Simulation::ResetFinished { system } => self.core.simulate_reset(system, false),
             },
+            PipelineMsg::Alert { alert, reply } => self.alert(alert, reply),
+            PipelineMsg::Warnings(reply) => {
+                let _ = reply.send(
+                    self.health
+                        .warnings()
+                        .keys()
+                        .filter_map(|s| Some((s.clone(), self.health.warning(s)?)))
+                        .collect(),
+                );
+            }
+            PipelineMsg::ClearWarning { server, reply } => {
+                let _ = reply.send(self.health.clear_warning(&server));
+            }
             PipelineMsg::Monitors(reply) => {
-                let views = self.core.monitor_views(Instant::now(), |system| {
+                let mut views = self.core.monitor_views(Instant::now(), |system| {
                     let v = self.verdict(system);
                     (!v.resettable).then(|| v.problem.unwrap_or_else(|| "not resettable".into()))
                 });
+                for v in &mut views {
+                    v.warning = self.verdict(&v.system).warning;
+                }
                 let _ = reply.send(views);
             }
             PipelineMsg::PduJob {
@@ -920,22 +1073,28 @@ impl Shell {
 
     /// What a check reply says about `system`, from the watch.
     fn verdict(&self, system: &str) -> watch::Verdict {
-        match self.core.spec().system(system) {
-            None => watch::Verdict {
+        let Some(found) = self.core.spec().system(system) else {
+            return watch::Verdict {
                 resettable: false,
                 via: "none",
                 problem: Some(format!("unknown system {}", core::shown(system))),
-            },
-            Some(SystemRef::Guest { host, .. }) if !host.enabled => watch::Verdict {
+                warning: None,
+            };
+        };
+        let mut v = match found {
+            SystemRef::Guest { host, .. } if !host.enabled => watch::Verdict {
                 resettable: false,
                 via: "none",
                 problem: Some("ESXi management is disabled for this host".into()),
+                warning: None,
             },
-            Some(SystemRef::Guest { server, vm, .. }) => {
+            SystemRef::Guest { server, vm, .. } => {
                 self.health.resettable(server, Some(vm.as_str()))
             }
-            Some(SystemRef::Physical(server)) => self.health.resettable(server, None),
-        }
+            SystemRef::Physical(server) => self.health.resettable(server, None),
+        };
+        v.warning = self.health.warning(found.server().name.as_str());
+        v
     }
 
     /// Sends a reply no longer than the request that caused it (no amplification towards
@@ -1035,6 +1194,26 @@ impl Shell {
                 self.feed(Input::TaskEnded { id });
             }
             Internal::Polled { probe, answer } => self.polled(probe, answer),
+            Internal::AlertRead {
+                probe,
+                answer,
+                reply,
+            } => {
+                let outcome = self.alert_read(probe, answer);
+                let _ = reply.send(outcome);
+            }
+            Internal::FastPolled { probe, answer } => {
+                self.fast_in_flight.remove(&probe);
+                if let Some(answer) = answer {
+                    let spec = self.live.load_full();
+                    if let watch::Confirmed::Lost(loss) =
+                        self.health.confirm(&spec, probe.clone(), answer)
+                    {
+                        self.fast.remove(&probe);
+                        self.power_loss(loss);
+                    }
+                }
+            }
             Internal::PduJobDone { server } => {
                 self.pdu_jobs.remove(&server);
             }

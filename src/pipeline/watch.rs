@@ -141,6 +141,29 @@ pub struct Health {
     notes: Vec<WatchNote>,
     /// Systems last found not resettable, with why.
     not_resettable: BTreeMap<String, String>,
+    /// Failure warnings by server name, from alerts: until an operator clears them.
+    warnings: BTreeMap<String, ServerWarning>,
+}
+
+/// A failure warning of a server (a predictive-failure or degradation alert it takes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerWarning {
+    pub kind: crate::spec::model::AlertKind,
+    pub reason: String,
+    pub at: chrono::DateTime<chrono::Local>,
+}
+
+/// What a power read made of a power-off alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirmed {
+    /// The BMC says off, and it was not known off before: the systems it takes down.
+    Lost(PowerLoss),
+    /// The BMC says off, as the watch already knew (it has been reported).
+    AlreadyOff,
+    /// The BMC says on: not confirmed.
+    On,
+    /// The BMC could not be read: not confirmed.
+    Unknown(String),
 }
 
 /// A note for a link that went NG or came back (`None` for Unknown → OK and NG → NG).
@@ -167,6 +190,8 @@ impl Health {
         let keep: HashSet<&Probe> = all.iter().chain(&guests).collect();
         self.power.retain(|p, _| keep.contains(p));
         self.pdus.retain(|a, _| spec.pdus.contains_key(a));
+        self.warnings
+            .retain(|s, _| spec.servers.contains_key(s.as_str()));
         self.rounds += 1;
         all.into_iter()
             .filter(|p| self.in_flight.insert(p.clone()))
@@ -229,6 +254,61 @@ impl Health {
         }
         self.not_resettable = now;
         notes
+    }
+
+    /// The failure warning of server `server`, as a check reply and `show hamonitor` say it.
+    pub fn warning(&self, server: &str) -> Option<String> {
+        self.warnings
+            .get(server)
+            .map(|w| format!("{}: {}", w.kind.as_str(), w.reason))
+    }
+
+    pub fn warnings(&self) -> &BTreeMap<String, ServerWarning> {
+        &self.warnings
+    }
+
+    /// Marks `server` with a failure warning (the latest one stands).
+    pub fn set_warning(&mut self, server: &str, warning: ServerWarning) {
+        self.warnings.insert(server.to_string(), warning);
+    }
+
+    /// An operator cleared `server`'s warning; whether it had one.
+    pub fn clear_warning(&mut self, server: &str) -> bool {
+        self.warnings.remove(server).is_some()
+    }
+
+    /// A power read made for a power-off alert: recorded like a poll (a poll of the same
+    /// BMC may be in flight: it stays so), and judged. Unlike a poll, "off" after no
+    /// reading at all is a power loss: the alert is the event, the read confirms it.
+    pub fn confirm(&mut self, spec: &Spec, probe: Probe, answer: Answer) -> Confirmed {
+        let from = probe_address(spec, &probe);
+        let before = self
+            .power
+            .get(&probe)
+            .filter(|p| Some(p.from) == from)
+            .and_then(|p| p.last);
+        let read = match &answer {
+            Answer::Power(Ok(p)) => Ok(*p),
+            Answer::Power(Err(e)) => Err(e.to_string()),
+            _ => Err("not a power reading".to_string()),
+        };
+        let polling = self.in_flight.contains(&probe);
+        let loss = self.record(spec, probe.clone(), answer);
+        if polling {
+            self.in_flight.insert(probe.clone());
+        }
+        match read {
+            Err(e) => Confirmed::Unknown(e),
+            Ok(PowerState::On) => Confirmed::On,
+            Ok(PowerState::Off) => match loss.or_else(|| {
+                (before != Some(PowerState::Off))
+                    .then(|| power_loss(spec, &probe))
+                    .flatten()
+            }) {
+                Some(loss) => Confirmed::Lost(loss),
+                None => Confirmed::AlreadyOff,
+            },
+        }
     }
 
     /// A poll whose device left the spec while it ran.
@@ -430,11 +510,13 @@ impl Health {
                     resettable: false,
                     via: "none",
                     problem: Some(format!("ESXi: {e}")),
+                    warning: None,
                 },
                 _ => Verdict {
                     resettable: true,
                     via: "esxi",
                     problem: None,
+                    warning: None,
                 },
             };
         }
@@ -445,16 +527,19 @@ impl Health {
                     resettable: false,
                     via: "none",
                     problem: Some(format!("BMC: {bmc}; {pdu}")),
+                    warning: None,
                 },
                 Some(_) => Verdict {
                     resettable: true,
                     via: "pdu",
                     problem: Some(format!("BMC: {bmc}; resettable through PDU")),
+                    warning: None,
                 },
                 None => Verdict {
                     resettable: false,
                     via: "none",
                     problem: Some(format!("BMC: {bmc}")),
+                    warning: None,
                 },
             },
             _ => Verdict {
@@ -464,6 +549,7 @@ impl Health {
                     Some(Link::Ng(pdu)) => Some(pdu),
                     _ => None,
                 },
+                warning: None,
             },
         }
     }
@@ -519,6 +605,13 @@ impl Health {
                         None => not_set(),
                     },
                 });
+                if let Some(w) = self.warnings.get(s.name.as_str()) {
+                    v["warning"] = json!({
+                        "kind": w.kind.as_str(),
+                        "reason": w.reason,
+                        "at": w.at.format("%Y/%m/%d %H:%M:%S").to_string(),
+                    });
+                }
                 if let Some(e) = &s.esxi {
                     v["guests"] = e
                         .guests
@@ -615,6 +708,8 @@ pub struct Verdict {
     pub resettable: bool,
     pub via: &'static str,
     pub problem: Option<String>,
+    /// A failure warning of the system's server (set by the pipeline from the alerts).
+    pub warning: Option<String>,
 }
 
 /// Every outlet of a PDU that feeds something: (outlet, server, `P`/`M`, PDU forced reset on).

@@ -71,6 +71,10 @@ pub enum Message {
         redundant: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// A failure warning of the system's server (`predictiveFailure: …` or
+        /// `degradation: …`): it may fail soon; nothing is reset for it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        warning: Option<String>,
     },
     /// HA monitor → haconn: reset `target`.
     Reset {
@@ -219,8 +223,9 @@ pub fn encode(env: &Envelope, key: &Key) -> Vec<u8> {
 }
 
 /// Frames a connector's reply in at most `limit` bytes (and never more than
-/// [`MAX_DATAGRAM`]): a `reason` that does not fit is cut (ending in `...`) or left out.
-/// `None` when even that does not fit: the reply must not be sent.
+/// [`MAX_DATAGRAM`]): a `reason` that does not fit is cut (ending in `...`) or left out,
+/// then a check reply's `warning`. `None` when even that does not fit: the reply must not
+/// be sent.
 pub fn encode_within(mut env: Envelope, key: &Key, limit: usize) -> Option<Vec<u8>> {
     let limit = limit.min(MAX_DATAGRAM);
     loop {
@@ -229,10 +234,18 @@ pub fn encode_within(mut env: Envelope, key: &Key, limit: usize) -> Option<Vec<u
             return Some(bytes);
         }
         let over = bytes.len() - limit;
-        let (Message::CheckReply { reason, .. } | Message::ResetReply { reason, .. }) =
-            &mut env.msg
-        else {
-            return None;
+        let reason = match &mut env.msg {
+            Message::CheckReply {
+                reason, warning, ..
+            } => {
+                if reason.is_some() {
+                    reason
+                } else {
+                    warning
+                }
+            }
+            Message::ResetReply { reason, .. } => reason,
+            _ => return None,
         };
         let r = reason.as_mut()?;
         // Cut by the encoded length (escapes count), leaving room for the marker.

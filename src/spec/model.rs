@@ -290,6 +290,48 @@ pub struct PhysicalServer {
     pub cluster: bool,
     pub ipdu: Option<ServerIpdu>,
     pub esxi: Option<Esxi>,
+    /// Which failure warnings of its BMC mark it "warning".
+    pub warnings: Warnings,
+}
+
+/// The seed's two per-server options: which failure warnings count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Warnings {
+    pub predictive_failure: bool,
+    pub degradation: bool,
+}
+
+impl Warnings {
+    /// Whether an alert of `kind` marks the server.
+    pub fn takes(&self, kind: AlertKind) -> bool {
+        match kind {
+            AlertKind::PowerOff => false,
+            AlertKind::PredictiveFailure => self.predictive_failure,
+            AlertKind::Degradation => self.degradation,
+        }
+    }
+}
+
+pub use super::raw::AlertKind;
+
+impl AlertKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::PowerOff => "powerOff",
+            AlertKind::PredictiveFailure => "predictiveFailure",
+            AlertKind::Degradation => "degradation",
+        }
+    }
+}
+
+/// The trap receiver's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alerts {
+    pub listen: std::net::SocketAddr,
+    pub community: Secret,
+    /// Vendor trap OIDs (dotted decimal, no leading dot) and their meaning.
+    pub traps: Vec<(String, AlertKind)>,
+    pub warning_command: Option<std::path::PathBuf>,
 }
 
 impl PhysicalServer {
@@ -345,6 +387,8 @@ pub struct Spec {
     pub pair: PairSettings,
     pub pdus: BTreeMap<IpAddr, Pdu>,
     pub servers: BTreeMap<Name, PhysicalServer>,
+    /// The trap receiver (`None`: no traps are received).
+    pub alerts: Option<Alerts>,
     /// Which server holds each HA monitor system: built by `validate` (and again by the
     /// reload merge, [`Spec::reindex`]), so the reset path finds a system by key.
     pub(crate) index: SystemIndex,
@@ -596,6 +640,12 @@ impl PhysicalServer {
             esxi["guests"] = e.guests.iter().map(|g| g.as_str()).collect();
             m["esxi"] = esxi;
         }
+        if self.warnings != Warnings::default() {
+            m["warnings"] = json!({
+                "predictiveFailure": self.warnings.predictive_failure,
+                "degradation": self.warnings.degradation,
+            });
+        }
         m
     }
 }
@@ -657,6 +707,18 @@ impl Spec {
         });
         if let Some(c) = &self.community {
             m["snmp"] = json!({"community": v.secret(c)});
+        }
+        if let Some(a) = &self.alerts {
+            let mut alerts = json!({
+                "address": a.listen.ip().to_string(),
+                "port": a.listen.port(),
+                "community": v.secret(&a.community),
+                "traps": a.traps.iter().map(|(oid, k)| json!({"oid": oid, "means": k.as_str()})).collect::<Vec<_>>(),
+            });
+            if let Some(c) = &a.warning_command {
+                alerts["warningCommand"] = c.display().to_string().into();
+            }
+            m["alerts"] = alerts;
         }
         if self.mode == Mode::Pair {
             m["pair"] = json!({

@@ -54,6 +54,59 @@ pub struct RawSpec {
     /// Managed physical servers (at most 32 at `scale: standard`).
     #[serde(default)]
     pub servers: Vec<RawServer>,
+    /// Hardware alerts: the SNMP trap receiver for BMC traps (IPMI Platform Event Traps
+    /// and vendor traps). Without it no trap is received; `haconn alert` works either way.
+    pub alerts: Option<RawAlerts>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawAlerts {
+    /// The address the trap receiver listens on (default `0.0.0.0`, every address).
+    pub address: Option<String>,
+    /// Its UDP port (default 162, SNMP's trap port).
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u64>,
+    /// The SNMP v1/v2c community the BMCs' traps carry; other traps are refused.
+    pub community: RawCommunity,
+    /// Vendor trap OIDs and what they mean, beyond the IPMI Platform Event Traps haconn
+    /// reads itself: a trap whose OID is `oid` or below it means `means`.
+    #[serde(default)]
+    pub traps: Vec<RawVendorTrap>,
+    /// A command (absolute path) run on a failure warning of a server that asks for it,
+    /// with the event as arguments and environment, e.g. to start a planned failover.
+    pub warning_command: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawVendorTrap {
+    /// Dotted-decimal OID (e.g. `1.3.6.1.4.1.674.10892.5.3.2.5`).
+    #[schemars(regex(pattern = r"^\.?[0-9]+(\.[0-9]+)+$"))]
+    pub oid: String,
+    pub means: AlertKind,
+}
+
+/// What an alert means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum AlertKind {
+    /// The server is powered off: confirmed over its BMC, then POFF to the cluster.
+    PowerOff,
+    /// A part predicts its own failure (a failure warning).
+    PredictiveFailure,
+    /// Performance, redundancy or health degraded (a failure warning).
+    Degradation,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawWarnings {
+    /// A predictive-failure trap from this server's BMC marks it "warning" (default false).
+    pub predictive_failure: Option<bool>,
+    /// A performance-degradation trap from this server's BMC marks it "warning" (default
+    /// false).
+    pub degradation: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -321,6 +374,9 @@ pub struct RawServer {
     pub ipdu: Option<RawServerIpdu>,
     /// Present when the server runs VMware ESXi whose guests run HA monitors (a vserver).
     pub esxi: Option<RawEsxi>,
+    /// Which failure warnings of its BMC mark this server "warning" (the seed's two
+    /// per-server options). A warning never resets anything.
+    pub warnings: Option<RawWarnings>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

@@ -319,6 +319,23 @@ fn build(v: &mut V, raw: &RawSpec) -> Option<Spec> {
     };
 
     let pair = pair_settings(v, &root.key("pair"), raw);
+    let alerts = match &raw.alerts {
+        None => {
+            if raw.servers.iter().any(|s| {
+                s.warnings.as_ref().is_some_and(|w| {
+                    w.predictive_failure == Some(true) || w.degradation == Some(true)
+                })
+            }) {
+                v.warn(
+                    "unused",
+                    root.key("alerts"),
+                    "servers ask for failure warnings, but there is no `alerts` trap receiver to hear them",
+                );
+            }
+            Some(None)
+        }
+        Some(a) => alerts(v, &root.key("alerts"), a, reset_port).map(Some),
+    };
 
     let community = match &raw.snmp {
         None => {
@@ -615,6 +632,18 @@ fn build(v: &mut V, raw: &RawSpec) -> Option<Spec> {
                     cluster: s.cluster.unwrap_or(false),
                     ipdu,
                     esxi,
+                    warnings: Warnings {
+                        predictive_failure: s
+                            .warnings
+                            .as_ref()
+                            .and_then(|w| w.predictive_failure)
+                            .unwrap_or(false),
+                        degradation: s
+                            .warnings
+                            .as_ref()
+                            .and_then(|w| w.degradation)
+                            .unwrap_or(false),
+                    },
                 },
             );
         }
@@ -640,6 +669,7 @@ fn build(v: &mut V, raw: &RawSpec) -> Option<Spec> {
         community: community?,
         management_servers,
         pair: pair?,
+        alerts: alerts?,
         pdus,
         index: crate::spec::model::SystemIndex::build(&servers),
         servers,
@@ -683,6 +713,79 @@ fn pair_settings(v: &mut V, path: &Path, raw: &RawSpec) -> Option<PairSettings> 
         p.startup_grace = std::time::Duration::from_secs(s);
     }
     ok.then_some(p)
+}
+
+/// The trap receiver: where it listens, the community, vendor trap OIDs, the warning
+/// command.
+fn alerts(
+    v: &mut V,
+    path: &Path,
+    raw: &RawAlerts,
+    reset_port: Option<ServicePort>,
+) -> Option<Alerts> {
+    let address = match &raw.address {
+        None => Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        Some(a) => v.ip(path.key("address"), a),
+    };
+    let port = v.port(path.key("port"), raw.port, 162);
+    if let (Some(p), Some(rp)) = (port, reset_port)
+        && p == rp.get()
+    {
+        v.err(
+            "conflict",
+            path.key("port"),
+            format!("the trap receiver cannot listen on the reset path's port {p}"),
+        );
+    }
+    let community = v.secret(path.key("community"), &raw.community);
+    let mut ok = true;
+    let mut traps: Vec<(String, AlertKind)> = Vec::new();
+    for (i, t) in raw.traps.iter().enumerate() {
+        let tp = path.key("traps").index(i).key("oid");
+        let oid = t.oid.strip_prefix('.').unwrap_or(&t.oid);
+        let arcs: Vec<&str> = oid.split('.').collect();
+        if arcs.len() < 2
+            || arcs.len() > 128
+            || arcs
+                .iter()
+                .any(|a| a.is_empty() || a.parse::<u32>().is_err())
+        {
+            v.err(
+                "oid",
+                tp,
+                format!(
+                    "`{}` is not a dotted-decimal OID (2–128 arcs, each 0–4294967295)",
+                    t.oid
+                ),
+            );
+            ok = false;
+        } else if traps.iter().any(|(o, _)| o == oid) {
+            v.err("duplicate", tp, format!("trap OID {oid} is listed twice"));
+            ok = false;
+        } else {
+            traps.push((oid.to_string(), t.means));
+        }
+    }
+    let warning_command = match &raw.warning_command {
+        None => Some(None),
+        Some(c) if std::path::Path::new(c).is_absolute() => Some(Some(std::path::PathBuf::from(c))),
+        Some(c) => {
+            v.err(
+                "path",
+                path.key("warningCommand"),
+                format!("warningCommand must be an absolute path (got `{c}`)"),
+            );
+            None
+        }
+    };
+    let (address, port, community, warning_command) =
+        (address?, port?, community?, warning_command?);
+    ok.then_some(Alerts {
+        listen: std::net::SocketAddr::new(address, port),
+        community,
+        traps,
+        warning_command,
+    })
 }
 
 fn scale_name(s: Scale) -> &'static str {

@@ -45,6 +45,7 @@ servers:
     bmc: {address: 192.168.20.11, username: admin, password: "Passw0rd!", kg: {env: KG}}
     cluster: true
     ipdu: {timeout: 10, recoveryTime: 30, outlets: [{pdu: 192.168.30.1, outlet: 1}, {pdu: 192.168.30.2, outlet: 8}]}
+    warnings: {predictiveFailure: true, degradation: true}
   - name: esx01
     bmc: {address: 192.168.20.12, username: admin, password: {env: PW3}}
     esxi:
@@ -53,6 +54,12 @@ servers:
       password: {env: ESX}
       hostKey: SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s
       guests: [vm01, vm02]
+alerts:
+  address: 192.168.20.100
+  port: 162
+  community: {env: HACONN_TRAP_COMMUNITY}
+  traps: [{oid: 1.3.6.1.4.1.674.10892.5.3.2.5, means: predictiveFailure}]
+  warningCommand: /usr/local/sbin/planned-failover
 "#,
     )
     .unwrap()
@@ -122,6 +129,14 @@ fn both_refuse_every_single_field_violation() {
         ("/pduModels/0/firstIndex", json!(2)),
         ("/pduModels/0/control/oid", json!("iso.3.6")),
         ("/pduModels/0/name", json!("9lives")),
+        ("/alerts/port", json!(0)),
+        ("/alerts/port", json!(65536)),
+        ("/alerts/community", json!("pub-lic")),
+        ("/alerts/traps/0/oid", json!("iso.3.6")),
+        ("/alerts/traps/0/oid", json!("1")),
+        ("/alerts/traps/0/means", json!("explode")),
+        ("/alerts/bogus", json!(1)),
+        ("/servers/0/warnings/degradation", json!("yes")),
         ("/servers/0/name", json!("node_01")),
         ("/servers/0/bmc/port", json!(0)),
         ("/servers/0/bmc/port", json!(70000)),

@@ -50,6 +50,9 @@ fn reload_storm_does_not_delay_the_pipeline() {
         pair: None,
         restart: Default::default(),
         handover_on_stop: Default::default(),
+        alerts: Arc::new(haconn::daemon::alerts::AlertDesk::new(
+            LogFile::open(&dir.path().join("log"), "alert.log", 1 << 20, 2).unwrap(),
+        )),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
