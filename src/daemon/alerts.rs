@@ -391,7 +391,13 @@ pub fn bind(at: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
     }
     s.set_nonblocking(true)?;
     s.bind(&at.into())?;
-    tokio::net::UdpSocket::from_std(s.into())
+    let s: std::net::UdpSocket = s.into();
+    // A burst of traps (a rack losing power, a storm) waits in the kernel rather than
+    // being dropped there.
+    if let Err(e) = crate::pipeline::receive::size_buffer(&s) {
+        tracing::warn!("trap receiver: no larger receive buffer: {e}");
+    }
+    tokio::net::UdpSocket::from_std(s)
 }
 
 /// Receives traps on `sock` until the daemon stops: each is checked (community, source)

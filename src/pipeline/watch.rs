@@ -1009,6 +1009,65 @@ servers:
         assert!(h.record(&spec, bmc("node1"), off()).is_some());
     }
 
+    /// Issue 15.2: a power-off alert is a loss only when its read says off; unlike a poll,
+    /// off after no reading at all is one (the alert is the event); a read already known
+    /// off is not reported twice; a poll in flight stays in flight.
+    #[test]
+    fn an_alert_is_a_power_loss_only_when_the_bmc_reads_off() {
+        let spec = spec(SPEC);
+        let mut h = Health::default();
+        assert_eq!(h.confirm(&spec, bmc("node1"), on()), Confirmed::On);
+        assert!(matches!(
+            h.confirm(&spec, bmc("node1"), Answer::Power(Err(dead("BMC")))),
+            Confirmed::Unknown(_)
+        ));
+        let Confirmed::Lost(loss) = h.confirm(&spec, bmc("node1"), off()) else {
+            panic!("on, then off: a loss");
+        };
+        assert_eq!(loss.systems, vec![("node1".to_string(), false)]);
+        assert_eq!(h.confirm(&spec, bmc("node1"), off()), Confirmed::AlreadyOff);
+        assert_eq!(
+            h.record(&spec, bmc("node1"), off()),
+            None,
+            "not reported twice"
+        );
+        // Never read before: the alert's read of "off" is a loss.
+        let mut h = Health::default();
+        assert!(matches!(
+            h.confirm(&spec, bmc("node2"), off()),
+            Confirmed::Lost(_)
+        ));
+        // A poll of the same BMC in flight stays in flight.
+        let mut h = Health::default();
+        assert!(h.due(&spec).contains(&bmc("node1")));
+        h.confirm(&spec, bmc("node1"), on());
+        assert!(
+            !h.due(&spec).contains(&bmc("node1")),
+            "a second poll started"
+        );
+        // Warnings: set, shown, cleared; gone with the server.
+        let mut h = Health::default();
+        h.set_warning(
+            "node1",
+            ServerWarning {
+                kind: crate::spec::model::AlertKind::Degradation,
+                reason: "fan 3 slow".into(),
+                at: chrono::Local::now(),
+            },
+        );
+        assert_eq!(
+            h.warning("node1").as_deref(),
+            Some("degradation: fan 3 slow")
+        );
+        assert_eq!(
+            h.view(&spec, None)["servers"][0]["warning"]["kind"],
+            "degradation"
+        );
+        assert!(h.clear_warning("node1"));
+        assert!(!h.clear_warning("node1"));
+        assert_eq!(h.warning("node1"), None);
+    }
+
     #[test]
     fn an_answer_from_a_bmc_the_spec_moved_away_from_is_not_compared() {
         let mut h = Health::default();

@@ -1263,6 +1263,68 @@ mod tests {
         );
     }
 
+    /// Issue 15: the trap receiver's settings, each error at its field.
+    #[test]
+    fn alerts_settings_are_checked_field_by_field() {
+        let base = "apiVersion: haconn/v1
+mode: single
+resetPath: {address: 127.0.0.1/8, port: 5001, auth: none}
+managementServers:
+  - name: ms1
+    bmc: {address: 127.0.0.2, username: admin, password: passw0rd}
+    mlan: {address: 127.0.0.1, port: 5002}
+servers:
+  - name: node1
+    bmc: {address: 127.0.0.11, username: admin, password: passw0rd}
+    warnings: {predictiveFailure: true}
+";
+        let check = |alerts: &str| {
+            let text = format!("{base}{alerts}");
+            let c = crate::spec::check_bytes(text.as_bytes(), crate::spec::CheckOptions::default());
+            let diags: Vec<String> = c
+                .diagnostics
+                .iter()
+                .map(|d| format!("{} {}", d.path, d.message))
+                .collect();
+            (c.spec, diags)
+        };
+        let (spec, diags) = check(
+            "alerts: {community: trapcomm, traps: [{oid: .1.3.6.1.4.1.674.1, means: degradation}], warningCommand: /usr/local/bin/hook}\n",
+        );
+        let spec = spec.unwrap_or_else(|| panic!("{diags:?}"));
+        let a = spec.alerts.expect("alerts");
+        assert_eq!(a.listen, "0.0.0.0:162".parse().unwrap());
+        assert_eq!(
+            a.traps,
+            vec![("1.3.6.1.4.1.674.1".to_string(), AlertKind::Degradation)]
+        );
+        assert!(spec.servers["node1"].warnings.predictive_failure);
+        assert!(!spec.servers["node1"].warnings.degradation);
+        let (spec, diags) = check(
+            "alerts: {address: 127.0.0.1, port: 5001, community: trapcomm, traps: [{oid: 1.3.6.1, means: powerOff}, {oid: 1.3.6.1, means: degradation}, {oid: 1.3.x, means: degradation}], warningCommand: hook.sh}\n",
+        );
+        assert!(spec.is_none());
+        let has = |needle: &str| {
+            assert!(
+                diags.iter().any(|d| d.contains(needle)),
+                "no {needle:?} in {diags:?}"
+            )
+        };
+        has("alerts.port the trap receiver cannot listen on the reset path's port 5001");
+        has("alerts.traps[1].oid trap OID 1.3.6.1 is listed twice");
+        has("alerts.traps[2].oid `1.3.x` is not a dotted-decimal OID");
+        has("alerts.warningCommand warningCommand must be an absolute path");
+        // Warnings asked for with no receiver to hear them: a warning, still valid.
+        let (spec, diags) = check("");
+        assert!(spec.is_some());
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.contains("no `alerts` trap receiver")),
+            "{diags:?}"
+        );
+    }
+
     #[test]
     fn oids_and_fingerprints() {
         assert!(valid_oid("1.3.6.1.4.1.2.6.223.8.2.2.1.11"));

@@ -515,6 +515,16 @@ impl Bg {
         }
     }
 
+    /// Whether a line of `stream` containing `needle` has come so far (no waiting).
+    pub fn seen_any(&mut self, stream: Stream, needle: &str) -> bool {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+        self.seen
+            .iter()
+            .any(|(s, l)| *s == stream && l.contains(needle))
+    }
+
     /// Waits (bounded by `timeout`) for the process to exit and returns all it printed.
     pub fn finish(mut self, timeout: Duration) -> Run {
         let mut child = self.child.take().expect("running");
