@@ -253,26 +253,7 @@ impl Alerts {
     /// The BMC of labnode0`i+1` powers its server off (a power button, a PDU, a fault),
     /// behind haconn's back.
     fn power_off(&self, i: usize) {
-        let b = &self.bmcs[i];
-        let off = Command::new("ipmitool")
-            .args([
-                "-I",
-                "lanplus",
-                "-C",
-                "3",
-                "-H",
-                &b.address.to_string(),
-                "-p",
-            ])
-            .arg(b.port.to_string())
-            .args(["-U", USER, "-P", PASSWORD, "chassis", "power", "off"])
-            .output()
-            .expect("run ipmitool (package ipmitool)");
-        assert!(
-            off.status.success(),
-            "{}",
-            String::from_utf8_lossy(&off.stderr)
-        );
+        self.bmcs[i].power_off_by_ipmitool();
     }
 }
 
@@ -646,23 +627,7 @@ fn a_flood_of_traps_does_not_hold_up_a_reset_and_the_alert_log_is_capped() {
         }
     });
     let started = Instant::now();
-    let run = a.lab.node(
-        "reset",
-        &[
-            "--system",
-            "labnode01",
-            "--subsystem",
-            "1",
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--target-system",
-            "labnode02",
-            "--target",
-            "2",
-        ],
-    );
+    let run = a.lab.reset_node02(port, 1).finish(Duration::from_secs(30));
     let took = started.elapsed();
     flood.join().unwrap();
     run.code(0).stdout_has("result=DUMP");

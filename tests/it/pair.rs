@@ -340,17 +340,7 @@ fn a_reset_in_flight_at_the_takeover_is_carried_on_and_keeps_the_pair_apart() {
     require_netns!();
     let mut p = Pair::up();
     p.check("node01");
-    p.node(&[
-        "node",
-        "check",
-        "--bind",
-        "10.251.0.4",
-        "--system",
-        "node02",
-        "--subsystem",
-        "1",
-    ])
-    .code(0);
+    p.check_node02();
     let reset = |req: &str, who: &str, target: &str, wait: &str| {
         let from = if who == "node02" {
             "10.251.0.4"
@@ -447,17 +437,7 @@ fn a_reset_reported_just_before_the_active_dies_is_not_done_again() {
     assert!(counters["heldForStandby"].as_u64() >= Some(1), "{counters}");
     assert_eq!(counters["heldTimedOut"], 0, "{counters}");
     // Again, and the active dies as soon as node01 has its final reply.
-    p.node(&[
-        "node",
-        "check",
-        "--bind",
-        "10.251.0.4",
-        "--system",
-        "node02",
-        "--subsystem",
-        "1",
-    ])
-    .code(0);
+    p.check_node02();
     p.reset_node02().code(0).stdout_has("result=DUMP");
     p.ms[0].kill9();
     p.wait_active(1);

@@ -212,6 +212,17 @@ fn the_json_of_every_show_keeps_its_shape() {
     });
     // One monitor registered, so its row has every field.
     lab.register("labnode01", 1, free_port(), Some(1)).code(0);
+    // One alert (the simulated BMC reads on: not confirmed), so `show alerts` has a row.
+    haconn(&[
+        "alert",
+        "127.0.0.11",
+        "2026/11/30",
+        "10:00:00",
+        "0xFE91",
+        "--control-socket",
+        &lab.socket_arg(),
+    ])
+    .code(1);
     // After a round of the watch, so its fields are filled.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while lab.status()["hardware"]["rounds"].as_u64().unwrap_or(0) < 2 {
@@ -228,6 +239,7 @@ fn the_json_of_every_show_keeps_its_shape() {
         "ipdu-setting",
         "settings",
         "mserver-settings",
+        "alerts",
     ] {
         let run = haconn(&[
             "show",

@@ -183,25 +183,7 @@ fn a_power_off_sends_poff_attention_within_one_poll_interval() {
     let mut listener = lab.listener("labnode02", "127.0.0.1", listen_port);
 
     // The node loses power (as a power button or a PDU would do it), behind haconn's back.
-    let off = std::process::Command::new("ipmitool")
-        .args([
-            "-I",
-            "lanplus",
-            "-C",
-            "3",
-            "-H",
-            &b1.address.to_string(),
-            "-p",
-        ])
-        .arg(b1.port.to_string())
-        .args(["-U", USER, "-P", PASSWORD, "chassis", "power", "off"])
-        .output()
-        .expect("run ipmitool (package ipmitool)");
-    assert!(
-        off.status.success(),
-        "{}",
-        String::from_utf8_lossy(&off.stderr)
-    );
+    b1.power_off_by_ipmitool();
     let at = Instant::now();
     let line = listener.wait_line(Stream::Out, "ATTENTION");
     let took = at.elapsed();

@@ -228,6 +228,21 @@ impl Pair {
         run
     }
 
+    /// node02's monitor checks in from its own address (10.251.0.4).
+    pub fn check_node02(&self) {
+        self.node(&[
+            "node",
+            "check",
+            "--bind",
+            "10.251.0.4",
+            "--system",
+            "node02",
+            "--subsystem",
+            "1",
+        ])
+        .code(0);
+    }
+
     /// node01 asks (from 10.251.0.3) for node02's reset and waits for the outcome.
     pub fn reset_node02(&self) -> Run {
         self.node(&[

@@ -496,6 +496,30 @@ impl SimBmc {
         t
     }
 
+    /// Powers the server off through this BMC with ipmitool (as a power button, a PDU or a
+    /// fault would), behind the daemon's back.
+    pub fn power_off_by_ipmitool(&self) {
+        let off = std::process::Command::new("ipmitool")
+            .args([
+                "-I",
+                "lanplus",
+                "-C",
+                "3",
+                "-H",
+                &self.address.to_string(),
+                "-p",
+            ])
+            .arg(self.port.to_string())
+            .args(["-U", USER, "-P", PASSWORD, "chassis", "power", "off"])
+            .output()
+            .expect("run ipmitool (package ipmitool)");
+        assert!(
+            off.status.success(),
+            "{}",
+            String::from_utf8_lossy(&off.stderr)
+        );
+    }
+
     /// The power state the script reports (`true` = on).
     pub fn powered(&self) -> bool {
         std::fs::read_to_string(self.path("power"))
