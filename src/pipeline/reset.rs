@@ -267,8 +267,15 @@ pub async fn run_from(
     }
 
     // The hard-reset issue time runs from the soft-reset request, not its acknowledgement.
-    let until = tokio::time::Instant::now() + timing.hard_reset_after;
-    match soft_window(&target, &backends, &mut stopped, until, &steps).await {
+    match soft_window(
+        &target,
+        &backends,
+        &mut stopped,
+        timing.hard_reset_after,
+        &steps,
+    )
+    .await
+    {
         Window::Stopped => return Outcome::Dumped,
         // The node cannot dump without the NMI: straight to the hard reset.
         Window::NmiFailed(_) | Window::Elapsed { acked: true } => {}
@@ -420,8 +427,15 @@ pub async fn soft_test(
         step(Step::PowerOff);
         return Outcome::PowerOff;
     }
-    let until = tokio::time::Instant::now() + OPERATION_TIMEOUT + wait;
-    match soft_window(&target, &backends, &mut stopped, until, &steps).await {
+    match soft_window(
+        &target,
+        &backends,
+        &mut stopped,
+        OPERATION_TIMEOUT + wait,
+        &steps,
+    )
+    .await
+    {
         Window::Stopped => return Outcome::Dumped,
         Window::NmiFailed(e) => {
             return Outcome::Failed(format!("test soft reset: NMI failed: {e}"));
@@ -444,17 +458,19 @@ enum Window {
     Elapsed { acked: bool },
 }
 
-/// Issues the NMI (reported as issued before the call) and waits until `until` for the
-/// core's stop signal, which it sends only once the NMI was issued and before any hard
-/// reset, so it counts as soon as it comes.
+/// Issues the NMI (reported as issued before the call) and waits `window` from then for
+/// the core's stop signal, which it sends only once the NMI was issued and before any hard
+/// reset, so it counts as soon as it comes. The window starts when the NMI is issued,
+/// never before: the hard reset that may follow is at least `window` after it.
 async fn soft_window(
     target: &Target,
     backends: &Backends,
     stopped: &mut oneshot::Receiver<()>,
-    until: tokio::time::Instant,
+    window: Duration,
     steps: &impl StepSink,
 ) -> Window {
     steps.step(Step::NmiIssued);
+    let until = tokio::time::Instant::now() + window;
     let nmi = bounded(target, OPERATION_TIMEOUT, soft(target, backends));
     tokio::pin!(nmi);
     let mut acked = false;
