@@ -213,6 +213,96 @@ struct Shell {
     /// and those with a fast poll in flight.
     fast: HashMap<watch::Probe, Instant>,
     fast_in_flight: HashSet<watch::Probe>,
+    /// Fence agents waiting for the end of a reset.
+    fence_waiters: HashMap<ResetId, Vec<FenceWaiter>>,
+}
+
+type FenceWaiter = oneshot::Sender<Result<crate::resetpath::codec::AttentionState, String>>;
+
+/// A power read now of `system`: its BMC, or its ESXi host for a guest.
+async fn power_now(
+    spec: &Spec,
+    system: &str,
+    b: &Backends,
+) -> Result<crate::backend::PowerState, String> {
+    let found = spec
+        .system(system)
+        .ok_or_else(|| format!("no system named {system} in the live spec"))?;
+    let read = async {
+        match found {
+            SystemRef::Physical(s) => b.bmc.power_state(&s.bmc).await,
+            SystemRef::Guest { host, vm, .. } => b.hypervisor.vm_power_state(host, vm.as_str()).await,
+        }
+    };
+    let device = match found {
+        SystemRef::Physical(s) => crate::backend::device("BMC", s.bmc.address),
+        SystemRef::Guest { host, .. } => crate::backend::device("ESXi", host.address),
+    };
+    crate::backend::bounded(device, reset::OPERATION_TIMEOUT, read)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// See [`Shell::fence_power`].
+async fn fence_power(
+    spec: &Spec,
+    s: &crate::spec::model::PhysicalServer,
+    on: bool,
+    b: &Backends,
+) -> Result<String, String> {
+    use crate::backend::{PowerState, bounded, device};
+    let want = if on { PowerState::On } else { PowerState::Off };
+    let dev = device("BMC", s.bmc.address);
+    let bmc_result = async {
+        bounded(dev.clone(), reset::OPERATION_TIMEOUT, b.bmc.power(&s.bmc, on))
+            .await
+            .map_err(|e| e.to_string())?;
+        // The BMC acknowledged; the power follows within a few seconds.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let read = bounded(dev.clone(), reset::OPERATION_TIMEOUT, b.bmc.power_state(&s.bmc))
+                .await
+                .map_err(|e| e.to_string())?;
+            if read == want {
+                return Ok(format!("{dev} reads the power {}", if on { "on" } else { "off" }));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!("{dev} acknowledged, but still reads the power {read:?} after 20 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    .await;
+    let bmc_error = match bmc_result {
+        Ok(m) => return Ok(m),
+        Err(e) => e,
+    };
+    let outlets = s
+        .ipdu
+        .as_ref()
+        .filter(|i| i.enabled)
+        .map(|i| i.outlets.clone())
+        .unwrap_or_default();
+    if on || outlets.is_empty() {
+        return Err(bmc_error);
+    }
+    let cuts = outlets.iter().map(|o| async move {
+        let pdu = spec.pdus.get(&o.pdu).ok_or_else(|| format!("{o}: PDU not in the spec"))?;
+        bounded(device("PDU", o.pdu), reset::OPERATION_TIMEOUT, b.pdu.set_outlet(pdu, o.outlet, false))
+            .await
+            .map_err(|e| format!("{o}: {e}"))
+    });
+    let errors: Vec<String> = futures_util::future::join_all(cuts)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    if errors.is_empty() {
+        let list: Vec<String> = outlets.iter().map(ToString::to_string).collect();
+        Ok(format!("{bmc_error}; outlets {} confirmed off", list.join(", ")))
+    } else {
+        Err(format!("{bmc_error}; PDU: {}", errors.join("; ")))
+    }
 }
 
 /// A final reply or an attention: what a takeover must never repeat.
@@ -373,6 +463,7 @@ impl Shell {
                 held: std::collections::VecDeque::new(),
                 fast: HashMap::new(),
                 fast_in_flight: HashSet::new(),
+                fence_waiters: HashMap::new(),
             },
             Sockets {
                 reset_path,
@@ -560,6 +651,11 @@ impl Shell {
                 Effect::Cancel { id } => {
                     if let Some(t) = self.tasks.remove(&id) {
                         t.abort.abort();
+                    }
+                }
+                Effect::Ended { id, verdict, .. } => {
+                    for w in self.fence_waiters.remove(&id).unwrap_or_default() {
+                        let _ = w.send(verdict.clone());
                     }
                 }
                 Effect::TestEnded { id, outcome } => {
@@ -751,6 +847,32 @@ impl Shell {
         }
     }
 
+    /// A fence agent's power off or on of a physical server, in a task: the BMC's power
+    /// control, then a power read to confirm it; for off, if the BMC cannot do it, every
+    /// PDU outlet of the server cut and confirmed. A confirmed off is a power loss the
+    /// cluster is told of (POFF), as when the watch reads it.
+    fn fence_power(&mut self, server: String, on: bool, reply: oneshot::Sender<Result<String, String>>) {
+        let spec = self.live.load_full();
+        let Some(s) = spec.servers.get(server.as_str()).cloned() else {
+            let _ = reply.send(Err(format!("no physical server named {server} in the live spec")));
+            return;
+        };
+        let backends = self.backends.clone();
+        let internal = self.internal.clone();
+        tokio::spawn(async move {
+            let r = fence_power(&spec, &s, on, &backends).await;
+            if r.is_ok() && !on {
+                // Told like a power-off the watch reads: by the pipeline thread.
+                let probe = watch::Probe::ServerBmc(s.name.to_string());
+                let _ = internal.send(Internal::FastPolled {
+                    probe,
+                    answer: Some(watch::Answer::Power(Ok(crate::backend::PowerState::Off))),
+                });
+            }
+            let _ = reply.send(r);
+        });
+    }
+
     /// A hardware alert: a power-off is read back from the server's BMC at once (the
     /// answer comes with the read); a failure warning marks the server if it takes that
     /// kind. Nothing is reset for an alert.
@@ -897,6 +1019,41 @@ impl Shell {
                 Simulation::ResetFinished { system } => self.core.simulate_reset(system, false),
             },
             PipelineMsg::Alert { alert, reply } => self.alert(alert, reply),
+            PipelineMsg::FenceReboot { system, reply } => {
+                let mut effects = Vec::new();
+                match self.core.fence_reset(Instant::now(), &system, &mut effects) {
+                    Err(why) => {
+                        let _ = reply.send(Err(why));
+                    }
+                    Ok(id) => {
+                        self.fence_waiters.entry(id).or_default().push(reply);
+                        for e in effects {
+                            if let Effect::Start {
+                                id,
+                                target,
+                                timing,
+                                test,
+                                resume,
+                                ..
+                            } = e
+                            {
+                                self.spawn_reset(id, target, timing, test, resume);
+                            }
+                        }
+                        self.counters
+                            .sync_generation
+                            .store(self.core.generation(), Ordering::Relaxed);
+                    }
+                }
+            }
+            PipelineMsg::FencePower { server, on, reply } => self.fence_power(server, on, reply),
+            PipelineMsg::PowerNow { system, reply } => {
+                let spec = self.live.load_full();
+                let backends = self.backends.clone();
+                tokio::spawn(async move {
+                    let _ = reply.send(power_now(&spec, &system, &backends).await);
+                });
+            }
             PipelineMsg::Warnings(reply) => {
                 let _ = reply.send(
                     self.health
