@@ -61,10 +61,20 @@ pub enum SimEvent {
     Nmi(DeviceId),
     HardReset(DeviceId),
     /// Power down (`on` false) or up.
-    Power { id: DeviceId, on: bool },
-    OutletQuery { pdu: IpAddr, outlet: u16 },
+    Power {
+        id: DeviceId,
+        on: bool,
+    },
+    OutletQuery {
+        pdu: IpAddr,
+        outlet: u16,
+    },
     PduInfo(IpAddr),
-    Outlet { pdu: IpAddr, outlet: u16, on: bool },
+    Outlet {
+        pdu: IpAddr,
+        outlet: u16,
+        on: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -186,15 +196,8 @@ impl Bmc for Sim {
 
     async fn power(&self, bmc: &BmcSpec, on: bool) -> BackendResult<()> {
         let id = DeviceId::Bmc(bmc.address);
-        self.act(
-            &id,
-            SimEvent::Power {
-                id: id.clone(),
-                on,
-            },
-            "power control",
-        )
-        .await?;
+        self.act(&id, SimEvent::Power { id: id.clone(), on }, "power control")
+            .await?;
         self.set_power(id, if on { PowerState::On } else { PowerState::Off });
         Ok(())
     }

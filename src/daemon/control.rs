@@ -498,11 +498,7 @@ async fn handle(
 }
 
 /// A fence agent's action (Pacemaker through `fence_haconn`).
-async fn fence(
-    shared: &Shared,
-    action: protocol::FenceAction,
-    target: Option<String>,
-) -> Value {
+async fn fence(shared: &Shared, action: protocol::FenceAction, target: Option<String>) -> Value {
     use protocol::{FenceAction, FenceReply};
     let reply = |result: &str, message: String, systems: Vec<String>| {
         protocol::ok(&FenceReply {
@@ -525,7 +521,11 @@ async fn fence(
                 .pair
                 .as_ref()
                 .map_or_else(|| "active".to_string(), |p| p.status().role);
-            return reply("done", format!("haconn daemon {}: {role}", shared.local), Vec::new());
+            return reply(
+                "done",
+                format!("haconn daemon {}: {role}", shared.local),
+                Vec::new(),
+            );
         }
         FenceAction::List => {
             let systems = live
@@ -541,10 +541,16 @@ async fn fence(
         _ => {}
     }
     let Some(name) = target.clone() else {
-        return protocol::error("bad-request", "this action needs a target (plug, port or nodename)");
+        return protocol::error(
+            "bad-request",
+            "this action needs a target (plug, port or nodename)",
+        );
     };
     let Some(system) = live.system(&name) else {
-        return protocol::error("not-found", &format!("no system named {name} in the live spec"));
+        return protocol::error(
+            "not-found",
+            &format!("no system named {name} in the live spec"),
+        );
     };
     if standby && action != FenceAction::Status {
         return protocol::error(
@@ -595,12 +601,18 @@ async fn fence(
             let crate::spec::model::SystemRef::Physical(server) = system else {
                 return protocol::error(
                     "failed",
-                    &format!("{name} is a VMware guest: power off/on of guests is not supported yet; use reboot"),
+                    &format!(
+                        "{name} is a VMware guest: power off/on of guests is not supported yet; use reboot"
+                    ),
                 );
             };
             let word = if on { "on" } else { "off" };
             event(format!("fence agent: power {word} of {name} asked"));
-            match shared.pipeline.fence_power(server.name.to_string(), on).await {
+            match shared
+                .pipeline
+                .fence_power(server.name.to_string(), on)
+                .await
+            {
                 Ok(Ok(how)) => {
                     event(format!("fence agent: {name} powered {word}: {how}"));
                     reply(word, how, Vec::new())

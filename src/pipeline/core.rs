@@ -738,6 +738,13 @@ impl Core {
     }
 
     /// The state of a system, if it has an entry (registered, or touched by a reset).
+    /// The reset in flight with id `id`, and its system.
+    pub fn resetting_by_id(&self, id: ResetId) -> Option<(&Name, &Resetting)> {
+        let name = &self.tasks.get(&id)?.system;
+        let (n, sys) = self.systems.get_key_value(name.as_str())?;
+        sys.resetting().filter(|r| r.id == id).map(|r| (n, r))
+    }
+
     pub fn system(&self, name: &str) -> Option<&System> {
         self.systems.get(name)
     }
@@ -1249,7 +1256,9 @@ impl Core {
             Some(State::Resetting(r)) => return Ok(r.id),
             _ => {}
         }
-        let subsystem = s.and_then(|s| s.monitor.as_ref()).map_or(0, |m| m.subsystem);
+        let subsystem = s
+            .and_then(|s| s.monitor.as_ref())
+            .map_or(0, |m| m.subsystem);
         Ok(self.start(now, target, subsystem, Requester::test(), false, out))
     }
 

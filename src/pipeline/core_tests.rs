@@ -2638,9 +2638,19 @@ fn a_fence_agents_reboot_is_the_full_reset_and_ends_with_its_evidence() {
     let mut w = World::new();
     w.check("node02");
     let mut out = Vec::new();
-    let id = w.core.fence_reset(w.now, "node02", &mut out).expect("started");
+    let id = w
+        .core
+        .fence_reset(w.now, "node02", &mut out)
+        .expect("started");
     assert!(
-        matches!(out.as_slice(), [Effect::Start { test: false, resume: Resume::Fresh, .. }]),
+        matches!(
+            out.as_slice(),
+            [Effect::Start {
+                test: false,
+                resume: Resume::Fresh,
+                ..
+            }]
+        ),
         "{out:#?}"
     );
     // A second fence of the same node joins it.
@@ -2661,14 +2671,23 @@ fn a_fence_agents_reboot_is_the_full_reset_and_ends_with_its_evidence() {
         e.iter().any(|e| matches!(e, Effect::ResetLog(l) if l == "RM-RESET node02 2 SEND ---- ---- ---- P DUMP")),
         "{e:#?}"
     );
-    assert_eq!(attentions(&e), vec![AttentionState::Reboot; attentions(&e).len()]);
+    assert_eq!(
+        attentions(&e),
+        vec![AttentionState::Reboot; attentions(&e).len()]
+    );
     // A claim without its event is not believed: FAIL, and the Ended says why.
     let mut w = World::new();
     let mut out = Vec::new();
     let id = w.core.fence_reset(w.now, "node01", &mut out).unwrap();
     let e = w.done(id, Outcome::Dumped);
     assert!(
-        e.iter().any(|e| matches!(e, Effect::Ended { verdict: Err(_), .. })),
+        e.iter().any(|e| matches!(
+            e,
+            Effect::Ended {
+                verdict: Err(_),
+                ..
+            }
+        )),
         "{e:#?}"
     );
     // Refused during an operator's test; unknown systems refused.
