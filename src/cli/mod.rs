@@ -66,6 +66,51 @@ pub enum Command {
     /// Every reset in the fence history (the state dir): who asked, each stage with its
     /// time, the outcome and its evidence. Works whether the daemon runs or not.
     History(history::Args),
+    /// Print the shell completion script (`haconn completions bash >
+    /// /usr/share/bash-completion/completions/haconn`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write a man page for haconn and each of its commands into DIR (`haconn.1`,
+    /// `haconn-show.1`, `haconn-show-status.1`, …).
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: std::path::PathBuf,
+    },
+}
+
+/// `haconn man DIR`: one page per command, named by its path.
+fn write_man_pages(dir: &std::path::Path) -> Outcome {
+    fn write(cmd: &clap::Command, name: &str, dir: &std::path::Path) -> std::io::Result<usize> {
+        let cmd = cmd
+            .clone()
+            .display_name(name.to_string())
+            .bin_name(name.replace('-', " "));
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
+        std::fs::write(dir.join(format!("{name}.1")), out)?;
+        let mut n = 1;
+        for sub in cmd
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        {
+            n += write(sub, &format!("{name}-{}", sub.get_name()), dir)?;
+        }
+        Ok(n)
+    }
+    let mut cmd = command();
+    cmd.build();
+    match std::fs::create_dir_all(dir).and_then(|()| write(&cmd, "haconn", dir)) {
+        Ok(n) => {
+            outln!("{n} man pages written to {}", dir.display());
+            Outcome::Ok
+        }
+        Err(e) => {
+            errln!("haconn man: {}: {e}", dir.display());
+            Outcome::Trouble
+        }
+    }
 }
 
 /// The control socket option, shared by the commands that talk to the daemon.
@@ -422,6 +467,13 @@ pub fn main() -> ExitCode {
         Command::Lab(a) => lab::run(&a),
         Command::Alert(a) => alert::run(&a),
         Command::History(a) => history::run(&a),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut command(), "haconn", &mut out);
+            out!("{}", String::from_utf8_lossy(&out));
+            Outcome::Ok
+        }
+        Command::Man { dir } => write_man_pages(&dir),
     };
     ExitCode::from(outcome.code(style))
 }

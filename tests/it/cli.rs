@@ -1185,3 +1185,42 @@ fn node_output_json_errors_are_json() {
         );
     }
 }
+
+/// Issue 17.5: completions for each shell and a man page per command, from the clap
+/// definitions (so a new command or flag is in both at once).
+#[test]
+fn completions_and_man_pages_cover_every_command() {
+    for shell in ["bash", "zsh", "fish"] {
+        let run = run::haconn(&["completions", shell]);
+        run.code(0);
+        for word in ["history", "alert", "clear-warning", "since"] {
+            assert!(run.stdout.contains(word), "{shell} completions lack {word}");
+        }
+    }
+    run::haconn(&["completions", "tcsh-ish"]).code(2);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("man1");
+    let run = run::haconn(&["man", &out.display().to_string()]);
+    run.code(0).stdout_has("man pages written");
+    for page in [
+        "haconn.1",
+        "haconn-show.1",
+        "haconn-show-alerts.1",
+        "haconn-server-clear-warning.1",
+        "haconn-history.1",
+        "haconn-sby-takeover.1",
+    ] {
+        let text =
+            std::fs::read_to_string(out.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{page} is not roff"
+        );
+    }
+    let alerts = std::fs::read_to_string(out.join("haconn-show-alerts.1")).unwrap();
+    assert!(alerts.contains("since"), "{alerts}");
+    assert!(
+        !out.join("haconn-help.1").exists(),
+        "no pages for clap's help"
+    );
+}
