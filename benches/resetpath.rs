@@ -106,6 +106,10 @@ impl Bmc for StampingBmc {
     async fn hard_reset(&self, bmc: &BmcSpec) -> BackendResult<()> {
         self.answer(bmc, "the hard reset")
     }
+
+    async fn power(&self, bmc: &BmcSpec, _: bool) -> BackendResult<()> {
+        self.answer(bmc, "the power control")
+    }
 }
 
 /// What runs beside the resets in a phase.

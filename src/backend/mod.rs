@@ -83,6 +83,9 @@ pub trait Bmc: Send + Sync + std::fmt::Debug {
     async fn nmi(&self, bmc: &BmcSpec) -> BackendResult<()>;
     /// Hard reset; `Ok` is the BMC's acknowledgement.
     async fn hard_reset(&self, bmc: &BmcSpec) -> BackendResult<()>;
+    /// Power down (`on` false) or up; `Ok` is the BMC's acknowledgement, not yet the
+    /// power state (read it to confirm).
+    async fn power(&self, bmc: &BmcSpec, on: bool) -> BackendResult<()>;
     /// Closes whatever the backend keeps open (sessions); called once at shutdown.
     async fn shutdown(&self) {}
 }

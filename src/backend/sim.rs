@@ -60,9 +60,21 @@ pub enum SimEvent {
     PowerQuery(DeviceId),
     Nmi(DeviceId),
     HardReset(DeviceId),
-    OutletQuery { pdu: IpAddr, outlet: u16 },
+    /// Power down (`on` false) or up.
+    Power {
+        id: DeviceId,
+        on: bool,
+    },
+    OutletQuery {
+        pdu: IpAddr,
+        outlet: u16,
+    },
     PduInfo(IpAddr),
-    Outlet { pdu: IpAddr, outlet: u16, on: bool },
+    Outlet {
+        pdu: IpAddr,
+        outlet: u16,
+        on: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -179,6 +191,14 @@ impl Bmc for Sim {
         self.act(&id, SimEvent::HardReset(id.clone()), "hard reset")
             .await?;
         self.set_power(id, PowerState::On);
+        Ok(())
+    }
+
+    async fn power(&self, bmc: &BmcSpec, on: bool) -> BackendResult<()> {
+        let id = DeviceId::Bmc(bmc.address);
+        self.act(&id, SimEvent::Power { id: id.clone(), on }, "power control")
+            .await?;
+        self.set_power(id, if on { PowerState::On } else { PowerState::Off });
         Ok(())
     }
 }

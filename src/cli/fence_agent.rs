@@ -25,92 +25,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::daemon::client::ClientError;
-use crate::daemon::protocol::VERSION;
-use wire::{FenceAction, FenceReply, FenceResult, Request};
-
-/// The control socket's `fence` operation, until the daemon's protocol has it (issue 16:
-/// the daemon side lands separately; these copies have its exact shape).
-mod wire {
-    use std::io::{BufRead, BufReader, Write};
-    use std::os::unix::net::UnixStream;
-    use std::path::Path;
-
-    use serde::{Deserialize, Serialize};
-
-    use crate::daemon::client::ClientError;
-    use crate::daemon::protocol::ErrorBody;
-
-    #[derive(Debug, Clone, Serialize, Deserialize)]
-    #[serde(tag = "op", rename_all = "camelCase")]
-    pub enum Request {
-        Fence {
-            v: u64,
-            action: FenceAction,
-            #[serde(default, skip_serializing_if = "Option::is_none")]
-            target: Option<String>,
-        },
-    }
-
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-    #[serde(rename_all = "lowercase")]
-    pub enum FenceAction {
-        Reboot,
-        Off,
-        On,
-        Status,
-        List,
-        Monitor,
-    }
-
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-    #[serde(rename_all = "lowercase")]
-    pub enum FenceResult {
-        Done,
-        On,
-        Off,
-        Unknown,
-    }
-
-    #[derive(Debug, Clone, Serialize, Deserialize)]
-    pub struct FenceReply {
-        pub action: FenceAction,
-        pub target: Option<String>,
-        pub result: FenceResult,
-        pub message: String,
-        #[serde(default)]
-        pub systems: Vec<String>,
-    }
-
-    #[derive(Deserialize)]
-    struct Envelope {
-        ok: Option<bool>,
-        error: Option<ErrorBody>,
-    }
-
-    pub fn request(socket: &Path, req: &Request) -> Result<FenceReply, ClientError> {
-        let stream = UnixStream::connect(socket).map_err(|source| ClientError::Unreachable {
-            path: socket.display().to_string(),
-            source,
-        })?;
-        let mut line = serde_json::to_vec(req).expect("a request serializes");
-        line.push(b'\n');
-        (&stream).write_all(&line)?;
-        let mut reply = String::new();
-        BufReader::new(&stream).read_line(&mut reply)?;
-        let bad = |e: serde_json::Error| ClientError::BadReply(e.to_string());
-        let v: serde_json::Value = serde_json::from_str(&reply).map_err(bad)?;
-        match Envelope::deserialize(&v).map_err(bad)? {
-            Envelope { ok: Some(true), .. } => FenceReply::deserialize(&v).map_err(bad),
-            Envelope {
-                error: Some(ErrorBody { code, message }),
-                ..
-            } => Err(ClientError::Refused { code, message }),
-            _ => Err(ClientError::BadReply(
-                "neither an answer nor an error".into(),
-            )),
-        }
-    }
-}
+use crate::daemon::protocol::{FenceAction, FenceReply, Request, VERSION};
 
 /// The name the agent is installed under, and the `name` of its metadata.
 pub const AGENT_NAME: &str = "fence_haconn";
@@ -657,22 +572,23 @@ pub fn judge(inv: &Invocation, answer: Result<FenceReply, NoAnswer>) -> Ending {
             reply.result, reply.message
         ))
     };
+    let result = reply.result.as_str();
     match inv.action {
         Action::Reboot | Action::Off | Action::On => {
             let (evidence, done) = match inv.action {
-                Action::Reboot => (FenceResult::Done, "Rebooted"),
-                Action::Off => (FenceResult::Off, "Powered OFF"),
-                _ => (FenceResult::On, "Powered ON"),
+                Action::Reboot => ("done", "Rebooted"),
+                Action::Off => ("off", "Powered OFF"),
+                _ => ("on", "Powered ON"),
             };
-            if reply.result == evidence {
+            if result == evidence {
                 Ending::success(vec![format!("Success: {done}: {}", reply.message)])
             } else {
                 unexpected(&reply)
             }
         }
-        Action::Status => match reply.result {
-            FenceResult::On => Ending::success(vec!["Status: ON".into()]),
-            FenceResult::Off => Ending {
+        Action::Status => match result {
+            "on" => Ending::success(vec!["Status: ON".into()]),
+            "off" => Ending {
                 code: 2,
                 stdout: vec!["Status: OFF".into()],
                 stderr: Vec::new(),
@@ -878,7 +794,9 @@ pub fn run(args: Vec<String>) -> u8 {
     }
     let socket = inv.control_socket.clone();
     let timeout = inv.answer_timeout();
-    let answer = match within(timeout, move || wire::request(&socket, &request)) {
+    let answer = match within(timeout, move || {
+        crate::daemon::client::request::<FenceReply>(&socket, &request)
+    }) {
         Some(Ok(reply)) => Ok(reply),
         Some(Err(e)) => Err(NoAnswer::Client(e)),
         None => Err(NoAnswer::TimedOut(timeout)),

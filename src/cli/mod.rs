@@ -13,6 +13,7 @@ mod apply;
 mod daemon;
 mod diff;
 pub mod fence_agent;
+mod history;
 mod lab;
 mod mserver;
 mod node;
@@ -63,6 +64,9 @@ pub enum Command {
     /// original's `%I %D %T %A`): a power-off is confirmed over the server's BMC before the
     /// cluster is told POFF; `--kind` sends a failure warning.
     Alert(alert::Args),
+    /// Every reset in the fence history (the state dir): who asked, each stage with its
+    /// time, the outcome and its evidence. Works whether the daemon runs or not.
+    History(history::Args),
 }
 
 /// The control socket option, shared by the commands that talk to the daemon.
@@ -274,6 +278,14 @@ pub const EXIT_CODES: &[CommandCodes] = &[
         ],
     },
     CommandCodes {
+        command: "history",
+        style: ExitStyle::Standard,
+        meanings: &[
+            (Outcome::Ok, "shown (none is an empty list)"),
+            (Outcome::Trouble, "usage error, the state dir unreadable"),
+        ],
+    },
+    CommandCodes {
         command: "node",
         style: ExitStyle::Standard,
         meanings: &[
@@ -415,6 +427,7 @@ pub fn main() -> ExitCode {
         Command::Sby(a) => mserver::run_sby(&a),
         Command::Lab(a) => lab::run(&a),
         Command::Alert(a) => alert::run(&a),
+        Command::History(a) => history::run(&a),
     };
     ExitCode::from(outcome.code(style))
 }

@@ -468,6 +468,7 @@ async fn handle(
             counts: shared.alerts.counts(),
             alerts: shared.alerts.recent(since_ms, server.as_deref()),
         }),
+        Request::Fence { action, target, .. } => fence(shared, action, target).await,
         Request::ClearWarning { server, .. } => {
             if !shared.pipeline.live().servers.contains_key(server.as_str()) {
                 return protocol::error(
@@ -493,6 +494,139 @@ async fn handle(
         Request::IpduSetting { .. } => protocol::ok(&IpduSettingReply::of(&shared.pipeline.live())),
         Request::MserverIpdu { .. } => protocol::error("bad-request", "not here"),
         Request::Pair { action, .. } => pair_command(shared, commands, action).await,
+    }
+}
+
+/// A fence agent's action (Pacemaker through `fence_haconn`).
+async fn fence(shared: &Shared, action: protocol::FenceAction, target: Option<String>) -> Value {
+    use protocol::{FenceAction, FenceReply};
+    let reply = |result: &str, message: String, systems: Vec<String>| {
+        protocol::ok(&FenceReply {
+            action,
+            target: target.clone(),
+            result: result.into(),
+            message,
+            systems,
+        })
+    };
+    let standby = shared
+        .pipeline
+        .counters()
+        .standing_by
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let live = shared.pipeline.live();
+    match action {
+        FenceAction::Monitor => {
+            let role = shared
+                .pair
+                .as_ref()
+                .map_or_else(|| "active".to_string(), |p| p.status().role);
+            return reply(
+                "done",
+                format!("haconn daemon {}: {role}", shared.local),
+                Vec::new(),
+            );
+        }
+        FenceAction::List => {
+            let systems = live
+                .servers
+                .values()
+                .flat_map(|s| match &s.esxi {
+                    None => vec![s.name.to_string()],
+                    Some(e) => e.guests.iter().map(|g| g.to_string()).collect(),
+                })
+                .collect();
+            return reply("done", String::new(), systems);
+        }
+        _ => {}
+    }
+    let Some(name) = target.clone() else {
+        return protocol::error(
+            "bad-request",
+            "this action needs a target (plug, port or nodename)",
+        );
+    };
+    let Some(system) = live.system(&name) else {
+        return protocol::error(
+            "not-found",
+            &format!("no system named {name} in the live spec"),
+        );
+    };
+    if standby && action != FenceAction::Status {
+        return protocol::error(
+            "standby",
+            "this management server is standby: fence through the active one",
+        );
+    }
+    let event = |line: String| {
+        let _ = shared.events.write(&line);
+    };
+    match action {
+        FenceAction::Status => match shared.pipeline.power_now(name.clone()).await {
+            Ok(Ok(p)) => {
+                let word = match p {
+                    crate::backend::PowerState::On => "on",
+                    crate::backend::PowerState::Off => "off",
+                };
+                reply(word, format!("{name} is powered {word}"), Vec::new())
+            }
+            Ok(Err(why)) => protocol::error("failed", &format!("{name}: power unknown: {why}")),
+            Err(e) => protocol::error("pipeline", &e.to_string()),
+        },
+        FenceAction::Reboot => {
+            event(format!("fence agent: reboot of {name} asked"));
+            match shared.pipeline.fence_reboot(name.clone()).await {
+                Ok(Ok(state)) => {
+                    let how = match state {
+                        crate::resetpath::codec::AttentionState::Dump => {
+                            "DUMP (its stop notice came after the NMI)"
+                        }
+                        crate::resetpath::codec::AttentionState::Reboot => {
+                            "REBOOT (hard reset acknowledged, or every outlet cut)"
+                        }
+                        crate::resetpath::codec::AttentionState::Poff => "POFF (read powered off)",
+                    };
+                    event(format!("fence agent: {name} reset: {how}"));
+                    reply("done", format!("{name} reset: {how}"), Vec::new())
+                }
+                Ok(Err(why)) => {
+                    event(format!("fence agent: reset of {name} failed: {why}"));
+                    protocol::error("failed", &format!("reset of {name} failed: {why}"))
+                }
+                Err(e) => protocol::error("pipeline", &e.to_string()),
+            }
+        }
+        FenceAction::Off | FenceAction::On => {
+            let on = action == FenceAction::On;
+            let crate::spec::model::SystemRef::Physical(server) = system else {
+                return protocol::error(
+                    "failed",
+                    &format!(
+                        "{name} is a VMware guest: power off/on of guests is not supported yet; use reboot"
+                    ),
+                );
+            };
+            let word = if on { "on" } else { "off" };
+            event(format!("fence agent: power {word} of {name} asked"));
+            match shared
+                .pipeline
+                .fence_power(server.name.to_string(), on)
+                .await
+            {
+                Ok(Ok(how)) => {
+                    event(format!("fence agent: {name} powered {word}: {how}"));
+                    reply(word, how, Vec::new())
+                }
+                Ok(Err(why)) => {
+                    event(format!("fence agent: power {word} of {name} failed: {why}"));
+                    protocol::error("failed", &format!("power {word} of {name} failed: {why}"))
+                }
+                Err(e) => protocol::error("pipeline", &e.to_string()),
+            }
+        }
+        FenceAction::Monitor | FenceAction::List => {
+            protocol::error("bad-request", "monitor and list take no target")
+        }
     }
 }
 

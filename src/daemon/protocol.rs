@@ -115,6 +115,15 @@ pub enum Request {
     },
     /// Clears a server's failure warning (`haconn server clear-warning`).
     ClearWarning { v: u64, server: String },
+    /// A fence agent's action (`fence_haconn`, Pacemaker): `reboot` (the full reset,
+    /// answered when it has ended), `off`/`on` (confirmed by a power read, or for `off`
+    /// every PDU outlet cut), `status` (a power read now), `list`, `monitor`.
+    Fence {
+        v: u64,
+        action: FenceAction,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
+    },
     /// The PDU-cut test of the `active` or `standby` management server; streams progress
     /// like `serverIpdu`.
     MserverIpdu {
@@ -141,6 +150,30 @@ pub enum PairAction {
     StandbyShutdown,
     /// `act shutdown`: both daemons stop, the standby first.
     Shutdown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FenceAction {
+    Reboot,
+    Off,
+    On,
+    Status,
+    List,
+    Monitor,
+}
+
+/// What a fence action did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FenceReply {
+    pub action: FenceAction,
+    pub target: Option<String>,
+    /// `done` (reboot, list, monitor), `on` or `off` (on, off, status).
+    pub result: String,
+    pub message: String,
+    /// `list`: every system of the live spec.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub systems: Vec<String>,
 }
 
 /// What the daemon did with `haconn alert`'s alert.

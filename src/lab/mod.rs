@@ -106,6 +106,10 @@ impl Bmc for LabBmc {
     async fn hard_reset(&self, bmc: &BmcSpec) -> BackendResult<()> {
         self.sim.hard_reset(bmc).await
     }
+
+    async fn power(&self, bmc: &BmcSpec, on: bool) -> BackendResult<()> {
+        self.sim.power(bmc, on).await
+    }
 }
 
 fn random_text(n: usize) -> String {

@@ -218,6 +218,10 @@ pub fn describe(ev: &What, cast: &Cast, hispeed_ms: u32) -> Option<(String, Stri
                 format!("outlet {outlet} status?"),
             ),
             SimEvent::PduInfo(pdu) => (format!("haconn → PDU {pdu}"), "firmware version?".into()),
+            SimEvent::Power { id, on } => (
+                format!("haconn → {}", device(id)),
+                format!("POWER {}", if *on { "UP" } else { "DOWN" }),
+            ),
         },
         What::ResetLog(_, line) => {
             let f: Vec<&str> = line.split_whitespace().collect();

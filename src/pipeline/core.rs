@@ -219,6 +219,13 @@ pub enum Effect {
     Cancel {
         id: ResetId,
     },
+    /// Reset `id` of `system` ended (every reset, tests included): proven as `verdict`, or
+    /// failed with why. For whoever waits for it (a fence agent) and the history.
+    Ended {
+        id: ResetId,
+        system: String,
+        verdict: Result<AttentionState, String>,
+    },
     /// An operator's test reset `id` ended: tell whoever waits for it (`haconn server
     /// reset`).
     TestEnded {
@@ -731,6 +738,13 @@ impl Core {
     }
 
     /// The state of a system, if it has an entry (registered, or touched by a reset).
+    /// The reset in flight with id `id`, and its system.
+    pub fn resetting_by_id(&self, id: ResetId) -> Option<(&Name, &Resetting)> {
+        let name = &self.tasks.get(&id)?.system;
+        let (n, sys) = self.systems.get_key_value(name.as_str())?;
+        sys.resetting().filter(|r| r.id == id).map(|r| (n, r))
+    }
+
     pub fn system(&self, name: &str) -> Option<&System> {
         self.systems.get(name)
     }
@@ -1212,6 +1226,42 @@ impl Core {
         Ok(self.start(now, target, subsystem, Requester::test(), true, out))
     }
 
+    /// A fence agent's (Pacemaker's) reboot of a system, through the control socket: the
+    /// full reset (NMI, dump or hard reset, PDU cut), as for an HA monitor's request but
+    /// with no requester on the reset path (the reset log says `----`). A reset of it in
+    /// flight is joined (its id is returned); an operator's test in flight is refused. The
+    /// subsystem is its monitor's, else 0 (none registered).
+    pub fn fence_reset(
+        &mut self,
+        now: Instant,
+        system: &str,
+        out: &mut Vec<Effect>,
+    ) -> Result<ResetId, String> {
+        let spec = self.spec.clone();
+        let target = spec
+            .system(system)
+            .ok_or_else(|| format!("no system named {system} in the live spec"))?;
+        if let SystemRef::Guest { host, .. } = target
+            && !host.enabled
+        {
+            return Err("ESXi management is disabled for this host".into());
+        }
+        let s = self.systems.get(system);
+        match s.map(|s| &s.state) {
+            Some(State::Resetting(r)) if r.test => {
+                return Err(format!(
+                    "an operator's test soft reset of {system} is running; try again when it has ended"
+                ));
+            }
+            Some(State::Resetting(r)) => return Ok(r.id),
+            _ => {}
+        }
+        let subsystem = s
+            .and_then(|s| s.monitor.as_ref())
+            .map_or(0, |m| m.subsystem);
+        Ok(self.start(now, target, subsystem, Requester::test(), false, out))
+    }
+
     // --- stop notices -------------------------------------------------------------------
 
     /// A stop notice for `system` from `from` (`subsystem` is `None` for fence_kdump).
@@ -1532,6 +1582,11 @@ impl Core {
             };
             out.push(Effect::TestEnded { id: r.id, outcome });
         }
+        out.push(Effect::Ended {
+            id: r.id,
+            system: name.to_string(),
+            verdict: verdict.clone(),
+        });
         let (result, reason) = match &verdict {
             Ok(AttentionState::Poff) => (ResetResult::Poff, None),
             Ok(_) => (ResetResult::Dump, None),

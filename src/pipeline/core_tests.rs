@@ -2629,3 +2629,72 @@ fn a_request_that_joined_an_operators_test_is_carried_on_at_a_takeover() {
     let (_, e) = take_over_from(&active);
     assert!(started(&e).is_none(), "{e:#?}");
 }
+
+/// Issue 16: a fence agent's reboot is a real reset (no requester on the reset path, the
+/// reset log says `----`), joins a reset in flight, and is refused during an operator's
+/// test; its end is an `Ended` effect with what proved it.
+#[test]
+fn a_fence_agents_reboot_is_the_full_reset_and_ends_with_its_evidence() {
+    let mut w = World::new();
+    w.check("node02");
+    let mut out = Vec::new();
+    let id = w
+        .core
+        .fence_reset(w.now, "node02", &mut out)
+        .expect("started");
+    assert!(
+        matches!(
+            out.as_slice(),
+            [Effect::Start {
+                test: false,
+                resume: Resume::Fresh,
+                ..
+            }]
+        ),
+        "{out:#?}"
+    );
+    // A second fence of the same node joins it.
+    let mut again = Vec::new();
+    assert_eq!(w.core.fence_reset(w.now, "node02", &mut again), Ok(id));
+    assert!(again.is_empty(), "{again:#?}");
+    // A requester's check-in cannot make it a test: the NMI, no stop notice, the hard reset.
+    w.step(id, Step::NmiIssued);
+    w.advance(Duration::from_millis(1500));
+    w.step(id, Step::HardSent);
+    w.step(id, Step::HardAcked);
+    let e = w.done(id, Outcome::Rebooted);
+    assert!(
+        e.iter().any(|e| matches!(e, Effect::Ended { id: i, verdict: Ok(AttentionState::Reboot), .. } if *i == id)),
+        "{e:#?}"
+    );
+    assert!(
+        e.iter().any(|e| matches!(e, Effect::ResetLog(l) if l == "RM-RESET node02 2 SEND ---- ---- ---- P DUMP")),
+        "{e:#?}"
+    );
+    assert_eq!(
+        attentions(&e),
+        vec![AttentionState::Reboot; attentions(&e).len()]
+    );
+    // A claim without its event is not believed: FAIL, and the Ended says why.
+    let mut w = World::new();
+    let mut out = Vec::new();
+    let id = w.core.fence_reset(w.now, "node01", &mut out).unwrap();
+    let e = w.done(id, Outcome::Dumped);
+    assert!(
+        e.iter().any(|e| matches!(
+            e,
+            Effect::Ended {
+                verdict: Err(_),
+                ..
+            }
+        )),
+        "{e:#?}"
+    );
+    // Refused during an operator's test; unknown systems refused.
+    let mut w = World::new();
+    w.core
+        .test_reset(w.now, "node03", subsystem_of("node03"), &mut out)
+        .unwrap();
+    assert!(w.core.fence_reset(w.now, "node03", &mut out).is_err());
+    assert!(w.core.fence_reset(w.now, "nosuch", &mut out).is_err());
+}

@@ -191,6 +191,24 @@ pub enum PipelineMsg {
         alert: Alert,
         reply: oneshot::Sender<AlertOutcome>,
     },
+    /// A fence agent's reboot of a system: answered when the reset has ended
+    /// ([`Pipeline::fence_reboot`]).
+    FenceReboot {
+        system: String,
+        reply: oneshot::Sender<Result<crate::resetpath::codec::AttentionState, String>>,
+    },
+    /// A fence agent's power off (`on` false) or on of a physical server, confirmed
+    /// ([`Pipeline::fence_power`]).
+    FencePower {
+        server: String,
+        on: bool,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// A power read now of a system ([`Pipeline::power_now`]).
+    PowerNow {
+        system: String,
+        reply: oneshot::Sender<Result<crate::backend::PowerState, String>>,
+    },
     /// Every server's failure warning, by server name.
     Warnings(oneshot::Sender<std::collections::BTreeMap<String, String>>),
     /// An operator cleared a server's failure warning: whether it had one.
@@ -434,6 +452,36 @@ impl Pipeline {
     /// says it takes that kind.
     pub async fn alert(&self, alert: Alert) -> Result<AlertOutcome, PipelineGone> {
         self.ask(|reply| PipelineMsg::Alert { alert, reply }).await
+    }
+
+    /// A fence agent's reboot of `system`: the full reset; the answer comes when it has
+    /// ended: what proved it, or why it failed (or was refused).
+    pub async fn fence_reboot(
+        &self,
+        system: String,
+    ) -> Result<Result<crate::resetpath::codec::AttentionState, String>, PipelineGone> {
+        self.ask(|reply| PipelineMsg::FenceReboot { system, reply })
+            .await
+    }
+
+    /// A fence agent's power off (`on` false) or on of physical server `server`: done
+    /// when a power read confirms it (for off: or every PDU outlet confirmed cut).
+    pub async fn fence_power(
+        &self,
+        server: String,
+        on: bool,
+    ) -> Result<Result<String, String>, PipelineGone> {
+        self.ask(|reply| PipelineMsg::FencePower { server, on, reply })
+            .await
+    }
+
+    /// The power state of `system` read now (its BMC, or its ESXi host for a guest).
+    pub async fn power_now(
+        &self,
+        system: String,
+    ) -> Result<Result<crate::backend::PowerState, String>, PipelineGone> {
+        self.ask(|reply| PipelineMsg::PowerNow { system, reply })
+            .await
     }
 
     /// Every server's failure warning, by server name.

@@ -24,6 +24,7 @@
 pub mod admission;
 pub mod core;
 mod handle;
+pub mod history;
 pub mod limits;
 pub mod notifier;
 pub mod pdutest;
@@ -213,6 +214,128 @@ struct Shell {
     /// and those with a fast poll in flight.
     fast: HashMap<watch::Probe, Instant>,
     fast_in_flight: HashSet<watch::Probe>,
+    /// Fence agents waiting for the end of a reset.
+    fence_waiters: HashMap<ResetId, Vec<FenceWaiter>>,
+    /// The fence history in the state dir.
+    history: history::HistorySink,
+    /// Who is asking for the resets about to start, when it is not on the reset path
+    /// (`fence agent`, `carried on after a takeover`).
+    asking: Option<&'static str>,
+    /// Fence agents' power actions so far (their history keys).
+    power_actions: u64,
+}
+
+type FenceWaiter = oneshot::Sender<Result<crate::resetpath::codec::AttentionState, String>>;
+
+/// A power read now of `system`: its BMC, or its ESXi host for a guest.
+async fn power_now(
+    spec: &Spec,
+    system: &str,
+    b: &Backends,
+) -> Result<crate::backend::PowerState, String> {
+    let found = spec
+        .system(system)
+        .ok_or_else(|| format!("no system named {system} in the live spec"))?;
+    let read = async {
+        match found {
+            SystemRef::Physical(s) => b.bmc.power_state(&s.bmc).await,
+            SystemRef::Guest { host, vm, .. } => {
+                b.hypervisor.vm_power_state(host, vm.as_str()).await
+            }
+        }
+    };
+    let device = match found {
+        SystemRef::Physical(s) => crate::backend::device("BMC", s.bmc.address),
+        SystemRef::Guest { host, .. } => crate::backend::device("ESXi", host.address),
+    };
+    crate::backend::bounded(device, reset::OPERATION_TIMEOUT, read)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// See [`Shell::fence_power`].
+async fn fence_power(
+    spec: &Spec,
+    s: &crate::spec::model::PhysicalServer,
+    on: bool,
+    b: &Backends,
+) -> Result<String, String> {
+    use crate::backend::{PowerState, bounded, device};
+    let want = if on { PowerState::On } else { PowerState::Off };
+    let dev = device("BMC", s.bmc.address);
+    let bmc_result = async {
+        bounded(
+            dev.clone(),
+            reset::OPERATION_TIMEOUT,
+            b.bmc.power(&s.bmc, on),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        // The BMC acknowledged; the power follows within a few seconds.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let read = bounded(
+                dev.clone(),
+                reset::OPERATION_TIMEOUT,
+                b.bmc.power_state(&s.bmc),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            if read == want {
+                return Ok(format!(
+                    "{dev} reads the power {}",
+                    if on { "on" } else { "off" }
+                ));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "{dev} acknowledged, but still reads the power {read:?} after 20 s"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    .await;
+    let bmc_error = match bmc_result {
+        Ok(m) => return Ok(m),
+        Err(e) => e,
+    };
+    let outlets = s
+        .ipdu
+        .as_ref()
+        .filter(|i| i.enabled)
+        .map(|i| i.outlets.clone())
+        .unwrap_or_default();
+    if on || outlets.is_empty() {
+        return Err(bmc_error);
+    }
+    let cuts = outlets.iter().map(|o| async move {
+        let pdu = spec
+            .pdus
+            .get(&o.pdu)
+            .ok_or_else(|| format!("{o}: PDU not in the spec"))?;
+        bounded(
+            device("PDU", o.pdu),
+            reset::OPERATION_TIMEOUT,
+            b.pdu.set_outlet(pdu, o.outlet, false),
+        )
+        .await
+        .map_err(|e| format!("{o}: {e}"))
+    });
+    let errors: Vec<String> = futures_util::future::join_all(cuts)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    if errors.is_empty() {
+        let list: Vec<String> = outlets.iter().map(ToString::to_string).collect();
+        Ok(format!(
+            "{bmc_error}; outlets {} confirmed off",
+            list.join(", ")
+        ))
+    } else {
+        Err(format!("{bmc_error}; PDU: {}", errors.join("; ")))
+    }
 }
 
 /// A final reply or an attention: what a takeover must never repeat.
@@ -292,6 +415,10 @@ impl Shell {
             now.saturating_sub(crate::resetpath::replay::START_SKEW_MS),
             HighWater::mark_ms,
         );
+        let history = match &config.state_dir {
+            Some(dir) => history::HistorySink::spawn(dir)?,
+            None => history::HistorySink::discard(),
+        };
         let monitor_ips = Arc::new(ArcSwap::from_pointee(HashSet::new()));
         let reset_path = match config.reset_path {
             None => None,
@@ -373,6 +500,10 @@ impl Shell {
                 held: std::collections::VecDeque::new(),
                 fast: HashMap::new(),
                 fast_in_flight: HashSet::new(),
+                fence_waiters: HashMap::new(),
+                history,
+                asking: None,
+                power_actions: 0,
             },
             Sockets {
                 reset_path,
@@ -512,6 +643,74 @@ impl Shell {
         }
     }
 
+    /// The history's start of reset `id`: its system and who asked.
+    fn record_start(&mut self, id: ResetId, test: bool) {
+        let Some((system, r)) = self.core.resetting_by_id(id) else {
+            return;
+        };
+        let mut by = if test {
+            "operator (test soft reset)".to_string()
+        } else {
+            let asked: Vec<String> = r
+                .requesters
+                .iter()
+                .filter_map(|q| {
+                    Some(format!(
+                        "HA monitor {} ({}, req {})",
+                        q.system.as_ref()?,
+                        q.addr?,
+                        q.req?
+                    ))
+                })
+                .collect();
+            if asked.is_empty() {
+                self.asking.unwrap_or("fence agent").to_string()
+            } else {
+                asked.join(", ")
+            }
+        };
+        if let Some(a) = self.asking.filter(|a| a.starts_with("carried")) {
+            by.push_str(", ");
+            by.push_str(a);
+        }
+        let kind = match r.kind {
+            resetlog::Kind::P => "P",
+            resetlog::Kind::V => "V",
+        };
+        self.history.record(
+            id.0,
+            history::What::Start {
+                system: system.to_string(),
+                kind: kind.into(),
+                by,
+            },
+        );
+    }
+
+    /// A stage of reset `id` in the history.
+    fn record_stage(&self, id: ResetId, step: &Step) {
+        let on_off = |on: bool| if on { "ON" } else { "OFF" };
+        let stage = match step {
+            Step::PowerOff => "power read: off".to_string(),
+            Step::NmiIssued => "NMI issued".into(),
+            Step::SoftAcked => "NMI acknowledged".into(),
+            Step::SoftFailed(e) => format!("NMI failed: {e}"),
+            Step::Stopped => return,
+            Step::HardSent => "hard reset sent".into(),
+            Step::HardAcked => "hard reset acknowledged".into(),
+            Step::HardFailed(e) => format!("hard reset failed: {e}"),
+            Step::OutletSending { link, on } => format!("PDU outlet {link} {} sent", on_off(*on)),
+            Step::OutletOff { link, result } | Step::OutletOn { link, result } => {
+                let on = matches!(step, Step::OutletOn { .. });
+                match result {
+                    Ok(()) => format!("PDU outlet {link} {} confirmed", on_off(on)),
+                    Err(e) => format!("PDU outlet {link} {} failed: {e}", on_off(on)),
+                }
+            }
+        };
+        self.history.record(id.0, history::What::Stage { stage });
+    }
+
     /// Carries out the held ends of resets the standby has taken (or that waited
     /// [`HOLD_MAX`], or all once there is no healthy standby), in order.
     fn release_held(&mut self) {
@@ -553,6 +752,12 @@ impl Shell {
                     resume,
                 } => self.spawn_reset(id, target, timing, test, resume),
                 Effect::Stopped { id } => {
+                    self.history.record(
+                        id.0,
+                        history::What::Stage {
+                            stage: "stop notice accepted (the node is dumping)".into(),
+                        },
+                    );
                     if let Some(tx) = self.tasks.get_mut(&id).and_then(|t| t.stopped.take()) {
                         let _ = tx.send(());
                     }
@@ -560,6 +765,32 @@ impl Shell {
                 Effect::Cancel { id } => {
                     if let Some(t) = self.tasks.remove(&id) {
                         t.abort.abort();
+                    }
+                }
+                Effect::Ended { id, verdict, .. } => {
+                    use crate::resetpath::codec::AttentionState as A;
+                    let (outcome, evidence) = match &verdict {
+                        Ok(A::Dump) => (
+                            "DUMP",
+                            "its stop notice, after this reset's NMI".to_string(),
+                        ),
+                        Ok(A::Reboot) => (
+                            "REBOOT",
+                            "the hard reset acknowledged, or every feeding outlet confirmed cut"
+                                .into(),
+                        ),
+                        Ok(A::Poff) => ("POFF", "a power read of off during this reset".into()),
+                        Err(why) => ("FAIL", why.clone()),
+                    };
+                    self.history.record(
+                        id.0,
+                        history::What::End {
+                            outcome: outcome.into(),
+                            evidence,
+                        },
+                    );
+                    for w in self.fence_waiters.remove(&id).unwrap_or_default() {
+                        let _ = w.send(verdict.clone());
                     }
                 }
                 Effect::TestEnded { id, outcome } => {
@@ -579,6 +810,7 @@ impl Shell {
         test: bool,
         resume: reset::Resume,
     ) {
+        self.record_start(id, test);
         let (stopped_tx, stopped_rx) = oneshot::channel();
         let sink = TaskSink::new(id, self.internal.clone());
         let backends = self.backends.clone();
@@ -751,6 +983,64 @@ impl Shell {
         }
     }
 
+    /// A fence agent's power off or on of a physical server, in a task: the BMC's power
+    /// control, then a power read to confirm it; for off, if the BMC cannot do it, every
+    /// PDU outlet of the server cut and confirmed. A confirmed off is a power loss the
+    /// cluster is told of (POFF), as when the watch reads it.
+    fn fence_power(
+        &mut self,
+        server: String,
+        on: bool,
+        reply: oneshot::Sender<Result<String, String>>,
+    ) {
+        let spec = self.live.load_full();
+        let Some(s) = spec.servers.get(server.as_str()).cloned() else {
+            let _ = reply.send(Err(format!(
+                "no physical server named {server} in the live spec"
+            )));
+            return;
+        };
+        let backends = self.backends.clone();
+        let internal = self.internal.clone();
+        let history = self.history.clone();
+        self.power_actions += 1;
+        let key = format!("power{}", self.power_actions);
+        let word = if on { "ON" } else { "OFF" };
+        history.record_as(
+            &key,
+            history::What::Start {
+                system: s.name.to_string(),
+                kind: "P".into(),
+                by: format!("fence agent (power {word})"),
+            },
+        );
+        tokio::spawn(async move {
+            let r = fence_power(&spec, &s, on, &backends).await;
+            history.record_as(
+                &key,
+                match &r {
+                    Ok(how) => history::What::End {
+                        outcome: format!("POWER {word}"),
+                        evidence: how.clone(),
+                    },
+                    Err(why) => history::What::End {
+                        outcome: "FAIL".into(),
+                        evidence: why.clone(),
+                    },
+                },
+            );
+            if r.is_ok() && !on {
+                // Told like a power-off the watch reads: by the pipeline thread.
+                let probe = watch::Probe::ServerBmc(s.name.to_string());
+                let _ = internal.send(Internal::FastPolled {
+                    probe,
+                    answer: Some(watch::Answer::Power(Ok(crate::backend::PowerState::Off))),
+                });
+            }
+            let _ = reply.send(r);
+        });
+    }
+
     /// A hardware alert: a power-off is read back from the server's BMC at once (the
     /// answer comes with the read); a failure warning marks the server if it takes that
     /// kind. Nothing is reset for an alert.
@@ -897,6 +1187,44 @@ impl Shell {
                 Simulation::ResetFinished { system } => self.core.simulate_reset(system, false),
             },
             PipelineMsg::Alert { alert, reply } => self.alert(alert, reply),
+            PipelineMsg::FenceReboot { system, reply } => {
+                let mut effects = Vec::new();
+                self.asking = Some("fence agent");
+                let started = self.core.fence_reset(Instant::now(), &system, &mut effects);
+                match started {
+                    Err(why) => {
+                        let _ = reply.send(Err(why));
+                    }
+                    Ok(id) => {
+                        self.fence_waiters.entry(id).or_default().push(reply);
+                        for e in effects {
+                            if let Effect::Start {
+                                id,
+                                target,
+                                timing,
+                                test,
+                                resume,
+                                ..
+                            } = e
+                            {
+                                self.spawn_reset(id, target, timing, test, resume);
+                            }
+                        }
+                        self.counters
+                            .sync_generation
+                            .store(self.core.generation(), Ordering::Relaxed);
+                    }
+                }
+                self.asking = None;
+            }
+            PipelineMsg::FencePower { server, on, reply } => self.fence_power(server, on, reply),
+            PipelineMsg::PowerNow { system, reply } => {
+                let spec = self.live.load_full();
+                let backends = self.backends.clone();
+                tokio::spawn(async move {
+                    let _ = reply.send(power_now(&spec, &system, &backends).await);
+                });
+            }
             PipelineMsg::Warnings(reply) => {
                 let _ = reply.send(
                     self.health
@@ -936,7 +1264,11 @@ impl Shell {
                     busy: self.core.synced_busy(now),
                 });
             }
-            PipelineMsg::TakeOver => self.feed(Input::TakeOver),
+            PipelineMsg::TakeOver => {
+                self.asking = Some("carried on after a takeover");
+                self.feed(Input::TakeOver);
+                self.asking = None;
+            }
             // The loop releases what the standby has taken after every message.
             PipelineMsg::StandbySynced => {}
             PipelineMsg::AdoptState(state) => {
@@ -1185,6 +1517,7 @@ impl Shell {
     fn internal(&mut self, ev: Internal) {
         match ev {
             Internal::Step { id, step } => {
+                self.record_stage(id, &step);
                 self.test_progress(id, &step);
                 self.feed(Input::Step { id, step })
             }

@@ -12,6 +12,7 @@ mod alerts;
 mod cli;
 mod daemon;
 mod esxi;
+mod fence;
 mod ipmi;
 mod lab;
 mod merge;

@@ -468,6 +468,18 @@ impl Bmc for IpmiBmc {
         self.control_once(bmc, CONTROL_HARD_RESET).await
     }
 
+    async fn power(&self, bmc: &BmcSpec, on: bool) -> BackendResult<()> {
+        self.control_once(
+            bmc,
+            if on {
+                CONTROL_POWER_UP
+            } else {
+                CONTROL_POWER_DOWN
+            },
+        )
+        .await
+    }
+
     /// Closes every open session (in parallel, each bounded) and forgets them.
     async fn shutdown(&self) {
         let slots: Vec<Arc<Slot>> = lock(&self.slots).drain().map(|(_, s)| s).collect();

@@ -1,14 +1,18 @@
-//! Debian's Pacemaker fencer for the `fence_haconn` tests: a stand-alone
-//! `pacemaker-fenced` (no corosync: `-s`, as Pacemaker's own cts-fencing runs it) and
-//! `stonith_admin` against it.
+//! Debian's Pacemaker fencer for the `fence_haconn` tests: `pacemaker-fenced` outside a
+//! full cluster stack, and `stonith_admin` against it.
 //!
-//! Two things about the fencer are machine-wide, so [`Fencer::start`] first takes a lock
-//! file (another test, or another work tree's test run, waits its turn): its IPC server
-//! name (`stonith-ng`) and the directory it runs agents from (`/usr/sbin`, fixed when
-//! Pacemaker was built), where the agent is installed as the symlink
-//! `/usr/sbin/fence_haconn` → this build's `haconn`. Dropping the [`Fencer`] stops the
-//! daemon (SIGTERM, then SIGKILL), removes the symlink and releases the lock, also when the
-//! test failed.
+//! The fencer runs as Pacemaker's own cts-fencing runs it: `-c`, stand-alone with corosync's
+//! process groups, over a one-node corosync on loopback that the test starts with a
+//! configuration of its own (no pacemakerd, no CIB). Plain stand-alone (`-s`, no corosync)
+//! fences too, but keeps no fencing history (it executes a request locally instead of as a
+//! cluster operation), so `stonith_admin --history` would show nothing.
+//!
+//! Corosync, the fencer's IPC server name (`stonith-ng`) and the directory it runs agents
+//! from (`/usr/sbin`, fixed when Pacemaker was built) are machine-wide, so
+//! [`Fencer::start`] first takes a lock file (another test, or another work tree's test run,
+//! waits its turn), then installs the agent as the symlink `/usr/sbin/fence_haconn` → this
+//! build's `haconn`. Dropping the [`Fencer`] stops the fencer and corosync (SIGTERM, then
+//! SIGKILL), removes the symlink and releases the lock, also when the test failed.
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -20,6 +24,9 @@ use tempfile::TempDir;
 use super::run::{Run, execute};
 
 pub const FENCED: &str = "/usr/lib/pacemaker/pacemaker-fenced";
+pub const COROSYNC: &str = "/usr/sbin/corosync";
+/// The one node of the test's corosync, where the fencer runs.
+pub const FENCER_NODE: &str = "labms01";
 /// Where the fencer looks for agents (Pacemaker's PCMK__FENCE_BINDIR on Debian).
 pub const AGENT_DIR: &str = "/usr/sbin";
 pub const AGENT: &str = "/usr/sbin/fence_haconn";
@@ -52,62 +59,113 @@ pub fn require(path: &str, package: &str) {
     );
 }
 
-/// A stand-alone `pacemaker-fenced` with `fence_haconn` installed for it.
+/// A `pacemaker-fenced` on a one-node corosync, with `fence_haconn` installed for it.
 pub struct Fencer {
     dir: TempDir,
-    child: Option<Child>,
+    /// The fencer, then corosync: stopped in this order.
+    children: Vec<Child>,
     lock: std::fs::File,
+}
+
+/// The one-node corosync: knet on 127.0.0.1, no crypto (nothing leaves the machine).
+fn corosync_conf(log: &Path) -> String {
+    format!(
+        "totem {{\n  version: 2\n  cluster_name: haconntest\n  transport: knet\n  crypto_cipher: none\n  crypto_hash: none\n}}\n\
+         nodelist {{\n  node {{\n    ring0_addr: 127.0.0.1\n    name: {FENCER_NODE}\n    nodeid: 1\n  }}\n}}\n\
+         quorum {{\n  provider: corosync_votequorum\n}}\n\
+         logging {{\n  to_logfile: yes\n  logfile: {}\n  to_stderr: no\n  to_syslog: no\n}}\n",
+        log.display()
+    )
+}
+
+fn output_to(dir: &Path, name: &str) -> Stdio {
+    Stdio::from(std::fs::File::create(dir.join(name)).expect("output file"))
 }
 
 impl Fencer {
     pub fn start() -> Fencer {
         require(FENCED, "pacemaker");
+        require(COROSYNC, "corosync");
         require("/usr/sbin/stonith_admin", "pacemaker-cli-utils");
         let lock = take_lock();
+        let quorum = Command::new("corosync-quorumtool").arg("-s").output();
+        assert!(
+            !quorum.is_ok_and(|o| o.status.success()),
+            "a corosync is already running on this machine: the test starts its own"
+        );
         install_agent();
         let dir = tempfile::Builder::new()
             .prefix("haconn-fenced-")
             .tempdir()
             .expect("temporary directory");
-        let log = dir.path().join("fenced.log");
-        let child = Command::new(FENCED)
-            .arg("-s")
-            .arg("-l")
-            .arg(&log)
-            .env("PCMK_debug", "no")
+        let d = dir.path();
+        let conf = d.join("corosync.conf");
+        std::fs::write(&conf, corosync_conf(&d.join("corosync.log"))).expect("write conf");
+        let corosync = Command::new(COROSYNC)
+            .arg("-f")
+            .arg("-c")
+            .arg(&conf)
             .stdin(Stdio::null())
-            .stdout(Stdio::from(
-                std::fs::File::create(dir.path().join("fenced.out")).expect("out file"),
-            ))
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("fenced.err")).expect("err file"),
-            ))
+            .stdout(output_to(d, "corosync.out"))
+            .stderr(output_to(d, "corosync.err"))
             .spawn()
-            .expect("start pacemaker-fenced");
+            .expect("start corosync");
         let mut fencer = Fencer {
             dir,
-            child: Some(child),
+            children: vec![corosync],
             lock,
         };
+        fencer.wait_quorate();
+        let d = fencer.dir.path();
+        let child = Command::new(FENCED)
+            .arg("-c")
+            .arg("-l")
+            .arg(d.join("fenced.log"))
+            .stdin(Stdio::null())
+            .stdout(output_to(d, "fenced.out"))
+            .stderr(output_to(d, "fenced.err"))
+            .spawn()
+            .expect("start pacemaker-fenced");
+        fencer.children.insert(0, child);
         fencer.wait_ready();
         fencer
+    }
+
+    /// Waits until the one-node corosync is quorate.
+    fn wait_quorate(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            self.assert_running();
+            let q = Command::new("corosync-quorumtool").arg("-s").output();
+            if q.is_ok_and(|o| o.status.success()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "corosync not quorate within {READY_TIMEOUT:?}\n{}",
+                self.diagnostics()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn assert_running(&mut self) {
+        for c in &mut self.children {
+            if let Some(status) = c.try_wait().ok().flatten() {
+                panic!(
+                    "pid {} exited at start ({status})\n{}",
+                    c.id(),
+                    self.diagnostics()
+                );
+            }
+        }
     }
 
     /// Waits until the fencer answers `stonith_admin --list-registered`.
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok())
-                .flatten()
-            {
-                panic!(
-                    "pacemaker-fenced exited at start ({status}); another fencer running?\n{}",
-                    self.diagnostics()
-                );
-            }
+            self.assert_running();
             let run = stonith_admin(&["--list-registered", "--timeout", "5"]);
             if run.code == Some(0) {
                 return;
@@ -133,10 +191,19 @@ impl Fencer {
             .lines()
             .filter(|l| l.contains("fence_haconn") || l.contains("error") || l.contains("warn"))
             .collect();
-        let err = std::fs::read_to_string(self.dir.path().join("fenced.err")).unwrap_or_default();
+        let read = |name: &str| std::fs::read_to_string(self.path(name)).unwrap_or_default();
+        let corosync: Vec<String> = read("corosync.log")
+            .lines()
+            .rev()
+            .take(10)
+            .map(str::to_string)
+            .collect();
         format!(
-            "--- pacemaker-fenced log (agent, warnings, errors)\n{}\n--- pacemaker-fenced stderr\n{err}",
-            agent.join("\n")
+            "--- pacemaker-fenced log (agent, warnings, errors)\n{}\n--- pacemaker-fenced stderr\n{}\n--- corosync log (last lines, newest first)\n{}\n{}",
+            agent.join("\n"),
+            read("fenced.err"),
+            corosync.join("\n"),
+            read("corosync.err"),
         )
     }
 
@@ -147,7 +214,7 @@ impl Fencer {
 
 impl Drop for Fencer {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        for mut c in self.children.drain(..) {
             // SAFETY: kill(2) on the pid of our own child, not yet reaped.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let deadline = Instant::now() + Duration::from_secs(10);

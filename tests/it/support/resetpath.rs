@@ -162,6 +162,11 @@ impl Lab {
         lab
     }
 
+    /// Stops the daemon (SIGTERM, bounded wait); its files stay.
+    pub fn stop(&mut self) {
+        self.daemon.stop();
+    }
+
     /// Stops the daemon (SIGTERM, bounded wait) and starts it again on the same spec,
     /// state and log directories; the ports are new.
     pub fn restart(&mut self) {

@@ -172,6 +172,9 @@ impl Bmc for Lab {
         self.play(d, Op::Hard, |_| Answer::Done, self.sim.hard_reset(bmc))
             .await
     }
+    async fn power(&self, bmc: &BmcSpec, _: bool) -> BackendResult<()> {
+        Err(not_in_a_reset("power control", bmc.address))
+    }
 }
 
 fn not_in_a_reset(what: &str, addr: std::net::IpAddr) -> haconn::backend::BackendError {
