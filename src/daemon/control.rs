@@ -36,6 +36,9 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub struct ControlOptions {
     pub test_hooks: bool,
     pub access: Access,
+    /// The operator-command log: every action asked through the socket, by whom, and
+    /// its result (`None`: not kept).
+    pub operations: Option<Arc<crate::log::LogFile>>,
 }
 
 /// Binds the socket: refuses if another daemon answers on it, replaces a stale one,
@@ -234,6 +237,16 @@ async fn connection(
     commands: mpsc::Sender<Command>,
     opts: ControlOptions,
 ) {
+    let who = stream.peer_cred().ok().map_or_else(
+        || "uid=? pid=?".to_string(),
+        |c| {
+            format!(
+                "uid={} pid={}",
+                c.uid(),
+                c.pid().map_or_else(|| "?".to_string(), |p| p.to_string())
+            )
+        },
+    );
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut line = Vec::new();
@@ -276,78 +289,127 @@ async fn connection(
                 return;
             }
             Ok(Ok(_)) => match protocol::parse(&line) {
-                Ok(Request::ServerIpdu {
-                    server,
-                    pdu,
-                    mode,
-                    off_time,
-                    wait_time,
-                    force,
-                    ..
-                }) => {
-                    let req = PduJobArgs {
-                        server,
-                        mserver: false,
-                        pdu,
-                        mode,
-                        off_time,
-                        wait_time,
-                        force,
-                    };
-                    match pdu_job(req, &shared, &mut write).await {
+                Ok(req) if req.operation().is_some() && opts.operations.is_some() => {
+                    let what = req.operation().unwrap_or_default();
+                    let log = opts.operations.clone();
+                    let response = match answer(req, &shared, &commands, &opts, &mut write).await {
                         Some(v) => v,
-                        None => return,
+                        None => {
+                            if let Some(log) = &log {
+                                let _ = log.write(&format!(
+                                    "{who} {what} => the client went away; the action goes on"
+                                ));
+                            }
+                            return;
+                        }
+                    };
+                    if let Some(log) = &log {
+                        let _ = log.write(&format!("{who} {what} => {}", result_text(&response)));
                     }
+                    response
                 }
-                Ok(Request::ServerReset {
-                    system, subsystem, ..
-                }) => match server_reset(&shared, system, subsystem, &mut write).await {
+                Ok(req) => match answer(req, &shared, &commands, &opts, &mut write).await {
                     Some(v) => v,
                     None => return,
                 },
-                Ok(Request::MserverIpdu {
-                    role,
-                    mode,
-                    off_time,
-                    wait_time,
-                    ..
-                }) => {
-                    let done = if role == "active" && shared.pair.is_some() {
-                        // In a pair: a handover first, then the new active tests.
-                        act_ipdusd(&shared, mode, off_time, wait_time, &mut write).await
-                    } else {
-                        match crate::pipeline::pdutest::same_refuses(mode, None, wait_time)
-                            .map_or_else(
-                                || own_pdu_test(&shared, &role, mode),
-                                |why| Err(protocol::error("bad-request", &why)),
-                            ) {
-                            Ok(server) => {
-                                let req = PduJobArgs {
-                                    server,
-                                    mserver: true,
-                                    pdu: None,
-                                    mode: Some(mode),
-                                    off_time,
-                                    wait_time,
-                                    force: false,
-                                };
-                                pdu_job(req, &shared, &mut write).await
-                            }
-                            Err(e) => Some(e),
-                        }
-                    };
-                    match done {
-                        Some(v) => v,
-                        None => return,
-                    }
-                }
-                Ok(req) => handle(req, &shared, &commands, &opts).await,
                 Err(e) => e,
             },
         };
         if send(&mut write, &response).await.is_err() {
             return;
         }
+    }
+}
+
+/// The result of an operation in the operator-command log's words.
+fn result_text(v: &Value) -> String {
+    if v["ok"] == true {
+        let detail = ["summary", "message", "result", "action"]
+            .iter()
+            .find_map(|k| v[k].as_str().filter(|s| !s.is_empty()))
+            .map(|s| s.lines().next().unwrap_or_default().to_string());
+        let completed = v["completed"]
+            .as_bool()
+            .map(|c| if c { "completed" } else { "failed" }.to_string());
+        match (completed, detail) {
+            (Some(c), _) => format!("ok, {c}"),
+            (None, Some(d)) => format!("ok: {d}"),
+            (None, None) => "ok".into(),
+        }
+    } else {
+        format!(
+            "error {}: {}",
+            v["error"]["code"].as_str().unwrap_or("?"),
+            v["error"]["message"].as_str().unwrap_or_default()
+        )
+    }
+}
+
+/// One parsed request's answer; `None` when the client went away during a streamed
+/// operation (which goes on).
+async fn answer(
+    req: Request,
+    shared: &Arc<Shared>,
+    commands: &mpsc::Sender<Command>,
+    opts: &ControlOptions,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+) -> Option<Value> {
+    match req {
+        Request::ServerIpdu {
+            server,
+            pdu,
+            mode,
+            off_time,
+            wait_time,
+            force,
+            ..
+        } => {
+            let req = PduJobArgs {
+                server,
+                mserver: false,
+                pdu,
+                mode,
+                off_time,
+                wait_time,
+                force,
+            };
+            pdu_job(req, shared, write).await
+        }
+        Request::ServerReset {
+            system, subsystem, ..
+        } => server_reset(shared, system, subsystem, write).await,
+        Request::MserverIpdu {
+            role,
+            mode,
+            off_time,
+            wait_time,
+            ..
+        } => {
+            if role == "active" && shared.pair.is_some() {
+                // In a pair: a handover first, then the new active tests.
+                act_ipdusd(shared, mode, off_time, wait_time, write).await
+            } else {
+                match crate::pipeline::pdutest::same_refuses(mode, None, wait_time).map_or_else(
+                    || own_pdu_test(shared, &role, mode),
+                    |why| Err(protocol::error("bad-request", &why)),
+                ) {
+                    Ok(server) => {
+                        let req = PduJobArgs {
+                            server,
+                            mserver: true,
+                            pdu: None,
+                            mode: Some(mode),
+                            off_time,
+                            wait_time,
+                            force: false,
+                        };
+                        pdu_job(req, shared, write).await
+                    }
+                    Err(e) => Some(e),
+                }
+            }
+        }
+        req => Some(handle(req, shared, commands, opts).await),
     }
 }
 

@@ -500,6 +500,20 @@ async fn main_loop(
         control::ControlOptions {
             test_hooks: opts.test_hooks,
             access: control::Access::for_this_process(opts.socket_group),
+            operations: Some(Arc::new(
+                LogFile::open(
+                    &opts.log_dir,
+                    "cli.log",
+                    opts.log_max_bytes,
+                    opts.log_generations,
+                )
+                .with_context(|| {
+                    format!(
+                        "opening the operator-command log in {}",
+                        opts.log_dir.display()
+                    )
+                })?,
+            )),
         },
     ));
     let (file_tx, mut file_rx) = mpsc::channel(4);

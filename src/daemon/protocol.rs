@@ -152,6 +152,100 @@ pub enum PairAction {
     Shutdown,
 }
 
+impl Request {
+    /// An operator's action, as the operator-command log says it (secrets never: a spec
+    /// is named by its file and checksum, not quoted); `None` for what only reads.
+    pub fn operation(&self) -> Option<String> {
+        let spec_id = |spec: &str| crate::pair::sync::checksum(spec);
+        Some(match self {
+            Request::Status { .. }
+            | Request::Get { .. }
+            | Request::Plan { .. }
+            | Request::Hamonitor { .. }
+            | Request::IpduSetting { .. }
+            | Request::Alerts { .. } => return None,
+            Request::Apply {
+                spec,
+                dry_run,
+                file,
+                force,
+                ..
+            } => format!(
+                "apply{}{} file={} spec=sha256:{}",
+                if *dry_run { " --dry-run" } else { "" },
+                if *force { " --force" } else { "" },
+                file.as_deref().unwrap_or("-"),
+                spec_id(spec)
+            ),
+            Request::Simulate { simulation, .. } => format!("simulate {simulation:?}"),
+            Request::ServerReset {
+                system, subsystem, ..
+            } => format!("server reset {system} --subsystem {subsystem}"),
+            Request::ServerIpdu {
+                server,
+                pdu,
+                mode,
+                off_time,
+                wait_time,
+                force,
+                ..
+            } => match mode {
+                None => format!(
+                    "server acrecovery {server}{}",
+                    pdu.map(|p| format!(" --pdu {p}")).unwrap_or_default()
+                ),
+                Some(m) => format!(
+                    "server ipdusd {server} --mode {m:?}{}{}{}{}",
+                    pdu.map(|p| format!(" --pdu {p}")).unwrap_or_default(),
+                    off_time
+                        .map(|t| format!(" --offtime {t}"))
+                        .unwrap_or_default(),
+                    wait_time
+                        .map(|t| format!(" --wtime {t}"))
+                        .unwrap_or_default(),
+                    if *force { " --force" } else { "" }
+                ),
+            },
+            Request::MserverIpdu {
+                role,
+                mode,
+                off_time,
+                wait_time,
+                ..
+            } => format!(
+                "{} ipdusd --mode {mode:?}{}{}",
+                if role == "active" { "act" } else { "sby" },
+                off_time
+                    .map(|t| format!(" --offtime {t}"))
+                    .unwrap_or_default(),
+                wait_time
+                    .map(|t| format!(" --wtime {t}"))
+                    .unwrap_or_default()
+            ),
+            Request::Pair { action, .. } => format!("pair {action:?}"),
+            Request::Alert {
+                address,
+                server,
+                kind,
+                alert_id,
+                ..
+            } => format!(
+                "alert {} --kind {} id={}",
+                address.map_or_else(
+                    || format!("--server {}", server.as_deref().unwrap_or("-")),
+                    |a| a.to_string()
+                ),
+                kind.as_str(),
+                alert_id.as_deref().unwrap_or("-")
+            ),
+            Request::ClearWarning { server, .. } => format!("server clear-warning {server}"),
+            Request::Fence { action, target, .. } => {
+                format!("fence {action:?} {}", target.as_deref().unwrap_or("-"))
+            }
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FenceAction {

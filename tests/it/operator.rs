@@ -336,3 +336,53 @@ fn a_single_management_server_tests_its_own_outlets_one_at_a_time() {
         "{log}"
     );
 }
+
+/// Issue 17.4: the operator-command log (the seed's CLI log) has a line per action through
+/// the control socket — who (uid, pid), what, the result — and none for what only reads;
+/// a spec is named by its file and checksum, never quoted, so no secret is written.
+#[test]
+fn every_operator_action_is_in_the_cli_log_with_who_and_the_result() {
+    let lab = Lab::start_with(1000, with_pdus);
+    let sock = lab.path("sock").display().to_string();
+    show(&lab, &["status"]).code(0);
+    let spec = std::fs::read_to_string(lab.path("cluster.yaml"))
+        .unwrap()
+        .replace(
+            "labnode03, bmc: {address: 127.0.0.13",
+            "labnode03, bmc: {address: 127.0.0.23",
+        );
+    let file = lab.path("other.yaml");
+    std::fs::write(&file, &spec).unwrap();
+    let file = file.display().to_string();
+    haconn(&[
+        "apply",
+        "--spec",
+        &file,
+        "--force",
+        "--control-socket",
+        &sock,
+    ])
+    .code(0);
+    server(&lab, &["acrecovery", "labnode03"]);
+    server(&lab, &["clear-warning", "nosuch"]).code(1);
+    let log = lab.wait_log("cli.log", "the clear-warning line", |l| {
+        l.contains("server clear-warning nosuch => error not-found")
+    });
+    assert!(log.contains(" uid="), "{log}");
+    let text = lab.log("cli.log");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "reads are not logged:\n{text}");
+    assert!(
+        lines[0].contains(&format!("apply --force file={file} spec=sha256:"))
+            && lines[0].contains("=> ok, completed"),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains("server acrecovery labnode03 =>"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("labpassw0rd") && !text.contains("labcommunity"),
+        "{text}"
+    );
+}
