@@ -12,6 +12,7 @@ mod alert;
 mod apply;
 mod daemon;
 mod diff;
+pub mod fence_agent;
 mod history;
 mod lab;
 mod mserver;
@@ -434,6 +435,11 @@ pub fn command() -> clap::Command {
 
 pub fn main() -> ExitCode {
     use clap::FromArgMatches;
+    // `fence_haconn` (a symlink to haconn) and `haconn fence-agent` follow the Fence Agent
+    // API, not this parser: parameters on stdin or as the agents' options, its exit codes.
+    if let Some(args) = fence_agent::agent_args(std::env::args_os()) {
+        return ExitCode::from(fence_agent::run(args));
+    }
     let cli = match command()
         .try_get_matches()
         .and_then(|m| Cli::from_arg_matches(&m))

@@ -18,6 +18,7 @@ mod lab;
 mod merge;
 mod netns;
 mod operator;
+mod pacemaker;
 mod pair;
 mod pipeline_smoke;
 mod pipeline_timing;

@@ -6,6 +6,8 @@
 //! - `pipeline`: the in-process pipeline with a recording simulator and UDP monitors;
 //! - `esxi`, `ipmi`, `snmp`: the real peers (`sshd`, `ipmi_sim`, `snmpd`) and their doubles;
 //! - `netns`: network namespaces, veths and a bridge: hosts on a LAN of their own;
+//! - `pacemaker`: Debian's stand-alone `pacemaker-fenced` and `stonith_admin`, with
+//!   `fence_haconn` installed for them;
 //! - `pair`: two management servers in namespaces with BMCs that really fence them;
 //! - `secret_leaks`: a spec with a marker in every secret field.
 //!
@@ -17,6 +19,7 @@ pub mod esxi;
 pub mod harness;
 pub mod ipmi;
 pub mod netns;
+pub mod pacemaker;
 pub mod pair;
 pub mod pipeline;
 pub mod resetpath;
