@@ -70,12 +70,14 @@ pub enum Command {
     /// Print the shell completion script (`haconn completions bash >
     /// /usr/share/bash-completion/completions/haconn`).
     Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
     /// Write a man page for haconn and each of its commands into DIR (`haconn.1`,
     /// `haconn-show.1`, `haconn-show-status.1`, …).
     Man {
+        /// The directory to write into (created when missing).
         #[arg(value_name = "DIR")]
         dir: std::path::PathBuf,
     },
@@ -320,6 +322,14 @@ pub const EXIT_CODES: &[CommandCodes] = &[
             (Outcome::Ok, "cleared (or there was none)"),
             (Outcome::Failed, "no such server"),
             (Outcome::Trouble, USAGE_UNREACHABLE),
+        ],
+    },
+    CommandCodes {
+        command: "completions, man",
+        style: ExitStyle::Standard,
+        meanings: &[
+            (Outcome::Ok, "written"),
+            (Outcome::Trouble, "usage error, the directory not writable"),
         ],
     },
     CommandCodes {
