@@ -12,6 +12,7 @@ mod alert;
 mod apply;
 mod daemon;
 mod diff;
+mod dump;
 mod history;
 mod lab;
 mod mserver;
@@ -66,6 +67,11 @@ pub enum Command {
     /// Every reset in the fence history (the state dir): who asked, each stage with its
     /// time, the outcome and its evidence. Works whether the daemon runs or not.
     History(history::Args),
+    /// One tar.gz for a support case: every log generation, the state dir, the applied
+    /// spec normalized with every secret masked, the daemon's `show` outputs and versions
+    /// (when it answers; the archive says when it did not), and host facts. No secret of
+    /// the spec goes in.
+    Dump(dump::Args),
 }
 
 /// The control socket option, shared by the commands that talk to the daemon.
@@ -285,6 +291,21 @@ pub const EXIT_CODES: &[CommandCodes] = &[
         ],
     },
     CommandCodes {
+        command: "dump",
+        style: ExitStyle::Standard,
+        meanings: &[
+            (
+                Outcome::Ok,
+                "archive written (what it lacks is said in its README.txt; a daemon that did \
+                 not answer also on stderr)",
+            ),
+            (
+                Outcome::Trouble,
+                "usage error, the archive cannot be written (the file exists, or I/O error)",
+            ),
+        ],
+    },
+    CommandCodes {
         command: "node",
         style: ExitStyle::Standard,
         meanings: &[
@@ -422,6 +443,7 @@ pub fn main() -> ExitCode {
         Command::Lab(a) => lab::run(&a),
         Command::Alert(a) => alert::run(&a),
         Command::History(a) => history::run(&a),
+        Command::Dump(a) => dump::run(&a),
     };
     ExitCode::from(outcome.code(style))
 }

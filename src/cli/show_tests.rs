@@ -182,7 +182,13 @@ fn show_version_warns_when_client_and_daemon_differ() {
     let v = Versions::of(client.clone(), Some(other));
     assert!(v.differ);
     let w = v.warning.clone().expect("a warning");
-    for part in ["version ", "vs 9.9.9", "protocols control 1", "commit ", "0123456789ab"] {
+    for part in [
+        "version ",
+        "vs 9.9.9",
+        "protocols control 1",
+        "commit ",
+        "0123456789ab",
+    ] {
         assert!(w.contains(part), "{part} not in {w}");
     }
     let text = v.render();
