@@ -12,6 +12,7 @@ mod alert;
 mod apply;
 mod daemon;
 mod diff;
+mod dump;
 pub mod fence_agent;
 mod history;
 mod lab;
@@ -81,6 +82,11 @@ pub enum Command {
         #[arg(value_name = "DIR")]
         dir: std::path::PathBuf,
     },
+    /// One tar.gz for a support case: every log generation, the state dir, the applied
+    /// spec normalized with every secret masked, the daemon's `show` outputs and versions
+    /// (when it answers; the archive says when it did not), and host facts. No secret of
+    /// the spec goes in.
+    Dump(dump::Args),
 }
 
 /// `haconn man DIR`: one page per command, named by its path.
@@ -341,6 +347,21 @@ pub const EXIT_CODES: &[CommandCodes] = &[
         ],
     },
     CommandCodes {
+        command: "dump",
+        style: ExitStyle::Standard,
+        meanings: &[
+            (
+                Outcome::Ok,
+                "archive written (what it lacks is said in its README.txt; a daemon that did \
+                 not answer also on stderr)",
+            ),
+            (
+                Outcome::Trouble,
+                "usage error, the archive cannot be written (the file exists, or I/O error)",
+            ),
+        ],
+    },
+    CommandCodes {
         command: "node",
         style: ExitStyle::Standard,
         meanings: &[
@@ -483,6 +504,7 @@ pub fn main() -> ExitCode {
         Command::Lab(a) => lab::run(&a),
         Command::Alert(a) => alert::run(&a),
         Command::History(a) => history::run(&a),
+        Command::Dump(a) => dump::run(&a),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut command(), "haconn", &mut out);

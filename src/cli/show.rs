@@ -14,7 +14,7 @@ use super::{Outcome, SocketArg, client_error, print_error, print_json};
 use crate::daemon::client::request;
 use crate::daemon::protocol::{
     GetReply, HamonitorReply, Hardware, IpduSettingReply, LinkView, MonitorRow, MserverSetting,
-    PduHealth, Request, SettingsView, StatusReply, VERSION,
+    PduHealth, Request, SettingsView, StatusReply, VERSION, VersionReply,
 };
 
 #[derive(Debug, clap::Args)]
@@ -100,6 +100,64 @@ pub enum What {
         #[arg(long, value_name = "NAME")]
         server: Option<String>,
     },
+    /// The daemon's version, the protocols it speaks (control socket, reset path, mlan)
+    /// and its build (commit, target, profile, compiler), this client's, and a warning
+    /// when the two differ.
+    Version,
+}
+
+/// `show version`'s JSON (and the dump's `versions.json`): the client, the daemon (`null`
+/// when it did not answer), and `warning` when they differ in version, protocols or
+/// commit.
+#[derive(Debug, serde::Serialize)]
+pub struct Versions {
+    pub client: VersionReply,
+    pub daemon: Option<VersionReply>,
+    /// The client and the daemon differ.
+    pub differ: bool,
+    pub warning: Option<String>,
+}
+
+impl Versions {
+    pub fn of(client: VersionReply, daemon: Option<VersionReply>) -> Versions {
+        let warning = daemon
+            .as_ref()
+            .and_then(|d| client.differences(d))
+            .map(|d| {
+                format!(
+                    "the client and the daemon differ ({d}): the daemon runs another build than \
+                 this command (restart it after an upgrade, or use the client of its build)"
+                )
+            });
+        Versions {
+            client,
+            daemon,
+            differ: warning.is_some(),
+            warning,
+        }
+    }
+
+    /// The text `show version` prints.
+    pub fn render(&self) -> String {
+        let mut t = String::new();
+        let _ = writeln!(t, "client    : {}", self.client.line());
+        match &self.daemon {
+            Some(d) => {
+                let _ = writeln!(t, "daemon    : {}", d.line());
+                let p = &d.protocols;
+                let _ = writeln!(
+                    t,
+                    "protocols : control socket v{}, reset path {}, mlan {}",
+                    p.control, p.reset_path, p.mlan
+                );
+            }
+            None => t.push_str("daemon    : did not answer\n"),
+        }
+        if let Some(w) = &self.warning {
+            let _ = writeln!(t, "WARNING: {w}");
+        }
+        t
+    }
 }
 
 /// `--since`: Unix milliseconds from an age (`30s`, `30m`, `2h`, `1d`) or a local time.
@@ -152,15 +210,15 @@ pub fn parse_since(s: &str) -> Result<i64, String> {
 
 /// `show ipdu`'s JSON: the PDUs as the watch last found them.
 #[derive(serde::Serialize)]
-struct PdusReply<'a> {
-    pdus: Vec<&'a PduHealth>,
+pub(super) struct PdusReply<'a> {
+    pub pdus: Vec<&'a PduHealth>,
 }
 
 /// `show mserver-settings`' JSON: the management servers' settings.
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
-struct MserverSettingsReply<'a> {
-    management_servers: &'a [MserverSetting],
+pub(super) struct MserverSettingsReply<'a> {
+    pub management_servers: &'a [MserverSetting],
 }
 
 pub fn run(args: &Args) -> Outcome {
@@ -258,6 +316,24 @@ pub fn run(args: &Args) -> Outcome {
                 print_json(&reply);
             } else {
                 out!("{}", render_alerts(&reply));
+            }
+        }
+        What::Version => {
+            let client = VersionReply::this_build();
+            let daemon: VersionReply = match request(socket, &Request::Version { v }) {
+                Ok(r) => r,
+                Err(e) => {
+                    if !json {
+                        outln!("client    : {}", client.line());
+                    }
+                    return client_error(json, "show version", &e);
+                }
+            };
+            let versions = Versions::of(client, Some(daemon));
+            if json {
+                print_json(&versions);
+            } else {
+                out!("{}", versions.render());
             }
         }
         What::IpduSetting => {

@@ -161,3 +161,41 @@ fn readme_shows_the_golden_setting_displays() {
         );
     }
 }
+
+/// `show version` warns, in its text and its JSON, when the daemon is another build: a
+/// version, a protocol or a commit that differs; a profile or compiler alone does not.
+#[test]
+fn show_version_warns_when_client_and_daemon_differ() {
+    let client = VersionReply::this_build();
+    let same = Versions::of(client.clone(), Some(client.clone()));
+    assert!(!same.differ && same.warning.is_none());
+    assert!(!same.render().contains("WARNING"), "{}", same.render());
+
+    let mut other = client.clone();
+    other.build.profile = Some("other".into());
+    other.build.rustc = None;
+    assert!(!Versions::of(client.clone(), Some(other.clone())).differ);
+
+    other.version = "9.9.9".into();
+    other.build.commit = Some("0123456789ab".into());
+    other.protocols.control = 2;
+    let v = Versions::of(client.clone(), Some(other));
+    assert!(v.differ);
+    let w = v.warning.clone().expect("a warning");
+    for part in [
+        "version ",
+        "vs 9.9.9",
+        "protocols control 1",
+        "commit ",
+        "0123456789ab",
+    ] {
+        assert!(w.contains(part), "{part} not in {w}");
+    }
+    let text = v.render();
+    assert!(text.contains(&format!("WARNING: {w}")), "{text}");
+    let json = serde_json::to_value(&v).unwrap();
+    assert_eq!(json["differ"], true);
+    assert_eq!(json["warning"], w.as_str());
+    // With the daemon unknown, nothing to compare.
+    assert!(!Versions::of(client, None).differ);
+}

@@ -62,18 +62,37 @@ pub fn request<R: DeserializeOwned>(socket: &Path, req: &Request) -> Result<R, C
     request_with_progress(socket, req, |_| {})
 }
 
+/// Sends one request and returns its reply, waiting at most `timeout` for each line of it
+/// (`haconn dump`: a daemon that hangs must not hang the dump).
+pub fn request_within<R: DeserializeOwned>(
+    socket: &Path,
+    req: &Request,
+    timeout: Duration,
+) -> Result<R, ClientError> {
+    exchange(socket, req, timeout, |_| {})
+}
+
 /// Sends one request; `progress` sees each progress line the daemon sends before the
 /// response (a PDU test in serial mode takes minutes).
 pub fn request_with_progress<R: DeserializeOwned>(
     socket: &Path,
     req: &Request,
+    progress: impl FnMut(&str),
+) -> Result<R, ClientError> {
+    exchange(socket, req, Duration::from_secs(300), progress)
+}
+
+fn exchange<R: DeserializeOwned>(
+    socket: &Path,
+    req: &Request,
+    timeout: Duration,
     mut progress: impl FnMut(&str),
 ) -> Result<R, ClientError> {
     let stream = UnixStream::connect(socket).map_err(|source| ClientError::Unreachable {
         path: socket.display().to_string(),
         source,
     })?;
-    stream.set_read_timeout(Some(Duration::from_secs(300)))?;
+    stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(Duration::from_secs(30)))?;
     let mut line = serde_json::to_vec(req).expect("a request serializes");
     line.push(b'\n');

@@ -554,6 +554,7 @@ async fn handle(
         Request::ServerReset { .. } => protocol::error("bad-request", "not here"),
         Request::ServerIpdu { .. } => protocol::error("bad-request", "not here"),
         Request::IpduSetting { .. } => protocol::ok(&IpduSettingReply::of(&shared.pipeline.live())),
+        Request::Version { .. } => protocol::ok(&protocol::VersionReply::this_build()),
         Request::MserverIpdu { .. } => protocol::error("bad-request", "not here"),
         Request::Pair { action, .. } => pair_command(shared, commands, action).await,
     }

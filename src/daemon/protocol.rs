@@ -124,6 +124,9 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         target: Option<String>,
     },
+    /// What this daemon is: its version, the protocols it speaks and how it was built
+    /// (`haconn show version`).
+    Version { v: u64 },
     /// The PDU-cut test of the `active` or `standby` management server; streams progress
     /// like `serverIpdu`.
     MserverIpdu {
@@ -163,7 +166,8 @@ impl Request {
             | Request::Plan { .. }
             | Request::Hamonitor { .. }
             | Request::IpduSetting { .. }
-            | Request::Alerts { .. } => return None,
+            | Request::Alerts { .. }
+            | Request::Version { .. } => return None,
             Request::Apply {
                 spec,
                 dry_run,
@@ -268,6 +272,105 @@ pub struct FenceReply {
     /// `list`: every system of the live spec.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub systems: Vec<String>,
+}
+
+/// `version`: what a haconn build is, the protocols it speaks and how it was built. The
+/// CLI makes the same for itself ([`VersionReply::this_build`]) and compares the two.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionReply {
+    /// The package version (`0.1.0`).
+    pub version: String,
+    pub protocols: Protocols,
+    pub build: BuildInfo,
+}
+
+/// The versions of haconn's protocols.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Protocols {
+    /// The control socket's `v` ([`VERSION`]).
+    pub control: u64,
+    /// The reset path's magic, which carries its version (`HCN1`, PROTOCOL.md).
+    pub reset_path: String,
+    /// The mlan heartbeat's magic (`HCM1`).
+    pub mlan: String,
+}
+
+/// How a binary was built; `null` where the build did not know (no git at build time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildInfo {
+    /// The git commit built (12 hex digits).
+    pub commit: Option<String>,
+    /// The target triple.
+    pub target: Option<String>,
+    /// `release` or `debug`.
+    pub profile: Option<String>,
+    /// The compiler (`rustc -V`).
+    pub rustc: Option<String>,
+}
+
+impl VersionReply {
+    /// This binary's version, protocols and build (from `build.rs`).
+    pub fn this_build() -> VersionReply {
+        let magic = |m: &[u8; 4]| String::from_utf8_lossy(m).into_owned();
+        VersionReply {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            protocols: Protocols {
+                control: VERSION,
+                reset_path: magic(crate::resetpath::codec::MAGIC),
+                mlan: magic(crate::pair::wire::MAGIC),
+            },
+            build: BuildInfo {
+                commit: option_env!("HACONN_BUILD_COMMIT").map(str::to_string),
+                target: option_env!("HACONN_BUILD_TARGET").map(str::to_string),
+                profile: option_env!("HACONN_BUILD_PROFILE").map(str::to_string),
+                rustc: option_env!("HACONN_BUILD_RUSTC").map(str::to_string),
+            },
+        }
+    }
+
+    /// How `other` differs from this one in what matters between a client and a daemon
+    /// (version, protocols, commit), as a sentence; `None` when it does not.
+    pub fn differences(&self, other: &VersionReply) -> Option<String> {
+        let mut d = Vec::new();
+        if self.version != other.version {
+            d.push(format!("version {} vs {}", self.version, other.version));
+        }
+        if self.protocols != other.protocols {
+            let p =
+                |p: &Protocols| format!("control {} / {} / {}", p.control, p.reset_path, p.mlan);
+            d.push(format!(
+                "protocols {} vs {}",
+                p(&self.protocols),
+                p(&other.protocols)
+            ));
+        }
+        if self.build.commit != other.build.commit {
+            let c = |c: &Option<String>| c.clone().unwrap_or_else(|| "unknown".into());
+            d.push(format!(
+                "commit {} vs {}",
+                c(&self.build.commit),
+                c(&other.build.commit)
+            ));
+        }
+        (!d.is_empty()).then(|| d.join(", "))
+    }
+
+    /// One line: `haconn 0.1.0 (commit …, target, profile, rustc …)`.
+    pub fn line(&self) -> String {
+        let b = &self.build;
+        let or = |v: &Option<String>| v.clone().unwrap_or_else(|| "unknown".into());
+        format!(
+            "haconn {} (commit {}, {}, {}, {})",
+            self.version,
+            or(&b.commit),
+            or(&b.target),
+            or(&b.profile),
+            or(&b.rustc)
+        )
+    }
 }
 
 /// What the daemon did with `haconn alert`'s alert.

@@ -529,6 +529,34 @@ impl SecretView for Revealed {
     }
 }
 
+/// Masks like [`Masked`] and keeps the inline values it masked: what `haconn dump` masks
+/// wherever it finds them, as a second guard behind packing no file that holds one.
+#[derive(Default)]
+pub(crate) struct InlineValues(std::cell::RefCell<Vec<String>>);
+
+impl SecretView for InlineValues {
+    fn secret(&self, s: &Secret) -> Value {
+        if s.is_inline()
+            && let Value::String(v) = s.spec_value()
+        {
+            self.0.borrow_mut().push(v);
+        }
+        s.masked()
+    }
+}
+
+impl Spec {
+    /// Every inline secret's value, longest first, without repeats.
+    pub(crate) fn inline_secret_values(&self) -> Vec<String> {
+        let seen = InlineValues::default();
+        self.to_value(&seen);
+        let mut v = seen.0.into_inner();
+        v.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+        v.dedup();
+        v
+    }
+}
+
 /// Prefix of a fingerprinted inline secret in a comparison value.
 pub const SECRET_FINGERPRINT: &str = "\u{0}secret:";
 

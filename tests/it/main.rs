@@ -11,6 +11,7 @@ mod support;
 mod alerts;
 mod cli;
 mod daemon;
+mod dump;
 mod esxi;
 mod fence;
 mod ipmi;

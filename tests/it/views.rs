@@ -240,6 +240,7 @@ fn the_json_of_every_show_keeps_its_shape() {
         "settings",
         "mserver-settings",
         "alerts",
+        "version",
     ] {
         let run = haconn(&[
             "show",
