@@ -69,6 +69,7 @@ enum Content {
     String,
     Second,
     Boolean,
+    Integer,
 }
 
 impl Content {
@@ -77,6 +78,7 @@ impl Content {
             Content::String => "string",
             Content::Second => "second",
             Content::Boolean => "boolean",
+            Content::Integer => "integer",
         }
     }
 }
@@ -159,6 +161,71 @@ const PARAMS: &[ParamDef] = &[
         deprecated: false,
         obsoletes: None,
         shortdesc: "The haconn daemon's control socket",
+    },
+    ParamDef {
+        name: "connector",
+        short: None,
+        long: "connector",
+        value: Some("host:port"),
+        content: Content::String,
+        default: None,
+        required: false,
+        deprecated: false,
+        obsoletes: None,
+        shortdesc: "The reset path (HOST:PORT, the address the HA monitors use): ask as this \
+                    node's HA monitor over the authenticated reset path instead of the control \
+                    socket, for a Pacemaker node that is not a management server (then \
+                    key_file, system, subsystem and subsystem_map are needed; off and reboot are \
+                    both the full haconn reset; on and status are not available)",
+    },
+    ParamDef {
+        name: "key_file",
+        short: None,
+        long: "key-file",
+        value: Some("path"),
+        content: Content::String,
+        default: None,
+        required: false,
+        deprecated: false,
+        obsoletes: None,
+        shortdesc: "With connector: this node's reset-path key file (haconn node key)",
+    },
+    ParamDef {
+        name: "system",
+        short: None,
+        long: "system",
+        value: Some("name"),
+        content: Content::String,
+        default: None,
+        required: false,
+        deprecated: false,
+        obsoletes: None,
+        shortdesc: "With connector: this node's system name in the haconn spec (the requester)",
+    },
+    ParamDef {
+        name: "subsystem",
+        short: None,
+        long: "subsystem",
+        value: Some("number"),
+        content: Content::Integer,
+        default: None,
+        required: false,
+        deprecated: false,
+        obsoletes: None,
+        shortdesc: "With connector: this node's subsystem number",
+    },
+    ParamDef {
+        name: "subsystem_map",
+        short: None,
+        long: "subsystem-map",
+        value: Some("list"),
+        content: Content::String,
+        default: None,
+        required: false,
+        deprecated: false,
+        obsoletes: None,
+        shortdesc: "With connector: the systems this device fences and their subsystem numbers \
+                    (node01:1,node02:2)",
     },
     ParamDef {
         name: "power_timeout",
@@ -381,6 +448,8 @@ pub struct Invocation {
     /// The system to act on: `port`/`plug`, else `nodename`.
     pub target: Option<String>,
     pub control_socket: PathBuf,
+    /// Set: over the reset path, as this node's HA monitor, not the control socket.
+    pub reset_path: Option<ResetPathRoute>,
     pub power_timeout: Duration,
     pub login_timeout: Duration,
     pub delay: Duration,
@@ -448,11 +517,61 @@ impl Invocation {
                 false
             }
         };
+        let reset_path = match nonempty("connector") {
+            None => None,
+            Some(connector) => {
+                let key_file = nonempty("key_file").map(PathBuf::from);
+                let system = nonempty("system").map(str::to_string);
+                let subsystem = nonempty("subsystem").map(|t| t.parse::<u32>());
+                let map = parse_subsystem_map(get("subsystem_map").unwrap_or_default());
+                if key_file.is_none() {
+                    problems.push("connector: key_file (this node's key file) is needed".into());
+                }
+                if system.is_none() {
+                    problems.push("connector: system (this node's system name) is needed".into());
+                }
+                let subsystem = match subsystem {
+                    Some(Ok(n)) => Some(n),
+                    Some(Err(_)) => {
+                        problems.push("subsystem: must be a number".into());
+                        None
+                    }
+                    None => {
+                        problems.push("connector: subsystem (this node's number) is needed".into());
+                        None
+                    }
+                };
+                let map = match map {
+                    Ok(m) => m,
+                    Err(why) => {
+                        problems.push(format!("subsystem_map: {why}"));
+                        Vec::new()
+                    }
+                };
+                if let (Some(t), Some(a)) = (&target, action)
+                    && a.needs_target()
+                    && !map.iter().any(|(n, _)| n == t)
+                {
+                    problems.push(format!("subsystem_map has no subsystem number for {t}"));
+                }
+                match (key_file, system, subsystem) {
+                    (Some(key_file), Some(system), Some(subsystem)) => Some(ResetPathRoute {
+                        connector: connector.to_string(),
+                        key_file,
+                        system,
+                        subsystem,
+                        map,
+                    }),
+                    _ => None,
+                }
+            }
+        };
         match action {
             Some(action) if problems.is_empty() => Ok(Invocation {
                 action,
                 target,
                 control_socket,
+                reset_path,
                 power_timeout,
                 login_timeout,
                 delay,
@@ -483,6 +602,193 @@ impl Invocation {
                 None
             },
         })
+    }
+}
+
+/// How the agent reaches haconn over the reset path: as this node's HA monitor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResetPathRoute {
+    pub connector: String,
+    pub key_file: PathBuf,
+    pub system: String,
+    pub subsystem: u32,
+    /// The systems this device fences, with their subsystem numbers.
+    pub map: Vec<(String, u32)>,
+}
+
+/// `node01:1,node02:2` (spaces allowed, `=` as well as `:`).
+pub fn parse_subsystem_map(text: &str) -> Result<Vec<(String, u32)>, String> {
+    let mut map = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((name, n)) = part.split_once([':', '=']) else {
+            return Err(format!("`{part}` is not NAME:NUMBER"));
+        };
+        let n: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{part}`: {n} is not a number"))?;
+        map.push((name.trim().to_string(), n));
+    }
+    Ok(map)
+}
+
+/// An action over the reset path, as this node's HA monitor would ask: a check (which
+/// registers it), then for off and reboot the reset request; its final reply (DUMP or
+/// POFF) or the attention is the evidence. Bounded by `timeout`.
+fn over_reset_path(inv: &Invocation, route: &ResetPathRoute, timeout: Duration) -> Ending {
+    use crate::resetpath::client::{Client, read_key_file};
+    use crate::resetpath::codec::{Message, ResetResult};
+    use std::net::ToSocketAddrs;
+    use std::time::Instant;
+    let end = Instant::now() + timeout;
+    let target = inv.target.clone().unwrap_or_default();
+    match inv.action {
+        Action::List => {
+            return Ending::success(route.map.iter().map(|(n, _)| format!("{n},")).collect());
+        }
+        Action::On | Action::Status => {
+            return Ending::failed(format!(
+                "{} is not available over the reset path (it can only reset): use \
+                 control_socket on a management server",
+                inv.action.name()
+            ));
+        }
+        _ => {}
+    }
+    let connector = match route
+        .connector
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+    {
+        Some(a) => a,
+        None => return Ending::failed(format!("connector {}: not HOST:PORT", route.connector)),
+    };
+    let key = match read_key_file(&route.key_file) {
+        Ok(k) => k,
+        Err(e) => return Ending::failed(format!("key_file {}: {e}", route.key_file.display())),
+    };
+    let any: std::net::IpAddr = if connector.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    let mut client = match Client::bind(std::net::SocketAddr::new(any, 0), connector, key) {
+        Ok(c) => c,
+        Err(e) => return Ending::failed(format!("reset path: {e}")),
+    };
+    let port = client.local_addr().port();
+    let check = Message::Check {
+        system: route.system.clone(),
+        subsystem: route.subsystem,
+        port,
+        pair: None,
+    };
+    // As `haconn node` retries: 150 ms, doubling up to 1 s; a reset's request six times
+    // (its copies share the request number: the connector joins them).
+    let until_answered = crate::resetpath::client::Retry {
+        interval: Duration::from_millis(150),
+        max_interval: Duration::from_secs(1),
+        sends: u32::MAX,
+    };
+    let answered = client.request(&check, until_answered, end, |r| match &r.env.msg {
+        Message::CheckReply { system, .. } if *system == route.system => Some(()),
+        _ => None,
+    });
+    match answered {
+        Ok(Some(())) => {}
+        Ok(None) => {
+            return Ending::failed(format!(
+                "no check reply from {connector} within {} s",
+                timeout.as_secs()
+            ));
+        }
+        Err(e) => return Ending::failed(format!("reset path: {e}")),
+    }
+    if inv.action == Action::Monitor {
+        return Ending::success(vec![format!("haconn at {connector} answered the check")]);
+    }
+    let Some((_, target_subsystem)) = route.map.iter().find(|(n, _)| *n == target) else {
+        return Ending::failed(format!(
+            "subsystem_map has no subsystem number for {target}"
+        ));
+    };
+    let req = rand::random_range(1..=99_999u32);
+    let reset = Message::Reset {
+        req,
+        system: route.system.clone(),
+        subsystem: route.subsystem,
+        port,
+        target_system: target.clone(),
+        target_subsystem: *target_subsystem,
+    };
+    // Sent until the first reply (copies share the request number: the connector joins
+    // them), then only listened for: the final reply (or the attention) ends it.
+    type Verdict = Option<Result<String, String>>;
+    let judge_one = |r: &crate::resetpath::client::Received| -> Option<Verdict> {
+        match &r.env.msg {
+            Message::ResetReply {
+                req: got,
+                target_system,
+                result,
+                reason,
+                ..
+            } if *got == req && *target_system == target => Some(match result {
+                ResetResult::Accepted => None,
+                ResetResult::Dump | ResetResult::Poff => Some(Ok(format!("{result:?}"))),
+                other => Some(Err(format!(
+                    "{other:?}{}",
+                    reason
+                        .as_ref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                ))),
+            }),
+            Message::Attention { system, state, .. } if *system == target => {
+                Some(Some(Ok(format!("ATTENTION {state:?}"))))
+            }
+            _ => None,
+        }
+    };
+    let reset_retry = crate::resetpath::client::Retry {
+        interval: Duration::from_millis(150),
+        max_interval: Duration::from_secs(1),
+        sends: 6,
+    };
+    let first = client.request(&reset, reset_retry, end, |r| judge_one(r));
+    let mut accepted = false;
+    let verdict: Result<Verdict, _> = match first {
+        Err(e) => Err(e),
+        Ok(None) => Ok(None),
+        Ok(Some(Some(v))) => Ok(Some(v)),
+        Ok(Some(None)) => {
+            accepted = true;
+            loop {
+                match client.recv(end) {
+                    Err(e) => break Err(e),
+                    Ok(None) => break Ok(None),
+                    Ok(Some(r)) => {
+                        if let Some(Some(v)) = judge_one(&r) {
+                            break Ok(Some(v));
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let last = accepted.then(|| "accepted, under way".to_string());
+    match verdict {
+        Ok(Some(Ok(how))) => Ending::success(vec![format!(
+            "Success: {} of {target}: haconn answered {how}",
+            inv.action.name()
+        )]),
+        Ok(Some(Err(why))) => Ending::failed(format!("{} of {target}: {why}", inv.action.name())),
+        Ok(None) => Ending::failed(format!(
+            "timed out after {} s waiting for the reset of {target} ({})",
+            timeout.as_secs(),
+            last.unwrap_or_else(|| "no answer".into())
+        )),
+        Err(e) => Ending::failed(format!("reset path: {e}")),
     }
 }
 
@@ -791,6 +1097,15 @@ pub fn run(args: Vec<String>) -> u8 {
     }
     if matches!(inv.action, Action::Off | Action::Reboot) && !inv.delay.is_zero() {
         std::thread::sleep(inv.delay);
+    }
+    if let Some(route) = inv.reset_path.clone() {
+        let timeout = inv.answer_timeout();
+        let inv2 = inv.clone();
+        let ending = within(timeout + Duration::from_secs(1), move || {
+            over_reset_path(&inv2, &route, timeout)
+        })
+        .unwrap_or_else(|| Ending::failed(format!("timed out after {} s", timeout.as_secs())));
+        return print(&ending);
     }
     let socket = inv.control_socket.clone();
     let timeout = inv.answer_timeout();

@@ -182,3 +182,102 @@ fn fence_actions_act_on_the_bmc_and_are_confirmed() {
         crate::support::run::haconn(&["history", "--state-dir", &state, "--since", "2099-01-01"]);
     run.code(0).stdout_has("no resets");
 }
+
+/// `fence_haconn` on a Pacemaker node that is not a management server: over the
+/// authenticated reset path, as that node's HA monitor (its own key), so the reset
+/// path's rules hold — a reset of its peer runs once, and a node that was just reset
+/// cannot get its pair partner reset through the agent either.
+#[test]
+fn the_fence_agent_over_the_reset_path_is_an_ha_monitor_with_its_rules() {
+    let lab = Lab::start(1000);
+    let connector = lab.reset_path.to_string();
+    let agent = |me: &str, n: &str, args: &[&str]| {
+        let key = lab.key_file_for(me);
+        let mut all = vec![
+            "fence-agent",
+            "--connector",
+            &connector,
+            "--key-file",
+            &key,
+            "--system",
+            me,
+            "--subsystem",
+            n,
+            "--subsystem-map",
+            "labnode01:1,labnode02:2,labnode03:3",
+            "--power-timeout",
+            "40",
+        ];
+        all.extend_from_slice(args);
+        crate::support::run::haconn(&all)
+    };
+    let r = agent("labnode01", "1", &["-o", "monitor"]);
+    r.code(0);
+    let r = agent("labnode01", "1", &["-o", "list"]);
+    r.code(0).stdout_has("labnode02,");
+    agent("labnode01", "1", &["-o", "status", "-n", "labnode02"]).code(1);
+    agent("labnode01", "1", &["-o", "on", "-n", "labnode02"]).code(1);
+    // labnode01's agent reboots labnode02; while that reset runs (hispeed 1000 ms, no dump
+    // agent), labnode02's agent asks for labnode01: refused, never both of a pair.
+    let key1 = lab.key_file_for("labnode01");
+    let first = std::process::Command::new(env!("CARGO_BIN_EXE_haconn"))
+        .args([
+            "fence-agent",
+            "--connector",
+            &connector,
+            "--key-file",
+            &key1,
+            "--system",
+            "labnode01",
+            "--subsystem",
+            "1",
+            "--subsystem-map",
+            "labnode01:1,labnode02:2,labnode03:3",
+            "-o",
+            "reboot",
+            "-n",
+            "labnode02",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the agent");
+    lab.wait_log("reset.log", "the reset by the agent", |l| {
+        l.contains("SOFTRESET labnode02 2 SEND 127.0.0.1")
+    });
+    let r = agent("labnode02", "2", &["-o", "reboot", "-n", "labnode01"]);
+    r.code(1);
+    let first = first.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&first.stdout);
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{out}\n{}\n{}",
+        String::from_utf8_lossy(&first.stderr),
+        lab.log("reset.log")
+    );
+    assert!(out.contains("Success: reboot of labnode02"), "{out}");
+    let log = lab.log("reset.log");
+    assert!(log.contains("RM-RESET labnode01 1 SEND 127.0.0.1"), "{log}");
+    assert!(
+        log.lines()
+            .filter(|l| l.contains("RM-RESET labnode01 1 SEND"))
+            .all(|l| l.ends_with(" FAIL")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("SOFTRESET labnode01") && !log.contains("HARDRESET labnode01"),
+        "{log}"
+    );
+    // Bad parameters are refused before anything is sent.
+    let r = crate::support::run::haconn(&[
+        "fence-agent",
+        "--connector",
+        &connector,
+        "-o",
+        "reboot",
+        "-n",
+        "labnode02",
+    ]);
+    r.code(1).stderr_has("key_file");
+}
