@@ -175,8 +175,8 @@ const PARAMS: &[ParamDef] = &[
         shortdesc: "The reset path (HOST:PORT, the address the HA monitors use): ask as this \
                     node's HA monitor over the authenticated reset path instead of the control \
                     socket, for a Pacemaker node that is not a management server (then \
-                    key_file, system, subsystem and subsystem_map are needed; off and reboot are \
-                    both the full haconn reset; on and status are not available)",
+                    key_file, system, subsystem and subsystem_map are needed; reboot is the full \
+                    haconn reset; off, on and status are not available)",
     },
     ParamDef {
         name: "key_file",
@@ -646,7 +646,8 @@ fn over_reset_path(inv: &Invocation, route: &ResetPathRoute, timeout: Duration) 
         Action::List => {
             return Ending::success(route.map.iter().map(|(n, _)| format!("{n},")).collect());
         }
-        Action::On | Action::Status => {
+        // Off is not a reset: a node asked to stay off must not come back rebooted.
+        Action::On | Action::Off | Action::Status => {
             return Ending::failed(format!(
                 "{} is not available over the reset path (it can only reset): use \
                  control_socket on a management server",

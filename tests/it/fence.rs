@@ -217,6 +217,9 @@ fn the_fence_agent_over_the_reset_path_is_an_ha_monitor_with_its_rules() {
     r.code(0).stdout_has("labnode02,");
     agent("labnode01", "1", &["-o", "status", "-n", "labnode02"]).code(1);
     agent("labnode01", "1", &["-o", "on", "-n", "labnode02"]).code(1);
+    agent("labnode01", "1", &["-o", "off", "-n", "labnode02"])
+        .code(1)
+        .stderr_has("off is not available over the reset path");
     // labnode01's agent reboots labnode02; while that reset runs (hispeed 1000 ms, no dump
     // agent), labnode02's agent asks for labnode01: refused, never both of a pair.
     let key1 = lab.key_file_for("labnode01");
