@@ -354,6 +354,20 @@ const FACTS_MAX_AGE: Duration = Duration::from_secs(1);
 /// is never taken as more.
 const MAX_WINDOW: Duration = Duration::from_secs(5);
 
+/// A system an operator or a fence agent may act on: in the spec, and not a guest of a
+/// host whose ESXi management is off.
+fn operable<'a>(spec: &'a Spec, system: &str) -> Result<SystemRef<'a>, String> {
+    let target = spec
+        .system(system)
+        .ok_or_else(|| format!("no system named {system} in the live spec"))?;
+    if let SystemRef::Guest { host, .. } = target
+        && !host.enabled
+    {
+        return Err("ESXi management is disabled for this host".into());
+    }
+    Ok(target)
+}
+
 /// A name from the network as it may be printed: a spec-shaped name as it is, anything
 /// else (control characters, spaces, overlong) as a placeholder.
 pub fn shown(name: &str) -> &str {
@@ -1202,14 +1216,7 @@ impl Core {
         out: &mut Vec<Effect>,
     ) -> Result<ResetId, String> {
         let spec = self.spec.clone();
-        let target = spec
-            .system(system)
-            .ok_or_else(|| format!("no system named {system} in the live spec"))?;
-        if let SystemRef::Guest { host, .. } = target
-            && !host.enabled
-        {
-            return Err("ESXi management is disabled for this host".into());
-        }
+        let target = operable(&spec, system)?;
         if let Some(s) = self.systems.get(system) {
             if let Some(m) = &s.monitor
                 && m.subsystem != subsystem
@@ -1238,14 +1245,7 @@ impl Core {
         out: &mut Vec<Effect>,
     ) -> Result<ResetId, String> {
         let spec = self.spec.clone();
-        let target = spec
-            .system(system)
-            .ok_or_else(|| format!("no system named {system} in the live spec"))?;
-        if let SystemRef::Guest { host, .. } = target
-            && !host.enabled
-        {
-            return Err("ESXi management is disabled for this host".into());
-        }
+        let target = operable(&spec, system)?;
         let s = self.systems.get(system);
         match s.map(|s| &s.state) {
             Some(State::Resetting(r)) if r.test => {

@@ -621,18 +621,7 @@ impl Shell {
         }
         let mut started = false;
         for e in effects.extract_if(.., |e| matches!(e, Effect::Start { .. })) {
-            if let Effect::Start {
-                id,
-                target,
-                timing,
-                test,
-                resume,
-                ..
-            } = e
-            {
-                self.spawn_reset(id, target, timing, test, resume);
-                started = true;
-            }
+            started |= self.spawn_started(e);
         }
         if started || !self.deferred.is_empty() {
             // Later inputs before the loop yields wait behind the first, in order.
@@ -743,14 +732,9 @@ impl Shell {
                 }
                 Effect::ResetLog(line) => self.reset_log.line(line),
                 Effect::ErrorLog(line) => self.error_log.line(line),
-                Effect::Start {
-                    id,
-                    system: _,
-                    target,
-                    timing,
-                    test,
-                    resume,
-                } => self.spawn_reset(id, target, timing, test, resume),
+                e @ Effect::Start { .. } => {
+                    self.spawn_started(e);
+                }
                 Effect::Stopped { id } => {
                     self.history.record(
                         id.0,
@@ -800,6 +784,23 @@ impl Shell {
                 }
             }
         }
+    }
+
+    /// Spawns the task of an `Effect::Start`; whether it was one.
+    fn spawn_started(&mut self, e: Effect) -> bool {
+        let Effect::Start {
+            id,
+            target,
+            timing,
+            test,
+            resume,
+            ..
+        } = e
+        else {
+            return false;
+        };
+        self.spawn_reset(id, target, timing, test, resume);
+        true
     }
 
     fn spawn_reset(
@@ -1198,17 +1199,7 @@ impl Shell {
                     Ok(id) => {
                         self.fence_waiters.entry(id).or_default().push(reply);
                         for e in effects {
-                            if let Effect::Start {
-                                id,
-                                target,
-                                timing,
-                                test,
-                                resume,
-                                ..
-                            } = e
-                            {
-                                self.spawn_reset(id, target, timing, test, resume);
-                            }
+                            self.spawn_started(e);
                         }
                         self.counters
                             .sync_generation

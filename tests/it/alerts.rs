@@ -11,11 +11,11 @@
 use crate::support::ipmi as ipmi_support;
 use crate::support::resetpath as resetpath_support;
 
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::UdpSocket;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ipmi_support::{PASSWORD, SimBmc, SimConfig, USER};
+use ipmi_support::{PASSWORD, SimBmc, USER, sim_at};
 use resetpath_support::{Lab, Stream, free_port, haconn};
 
 const COMMUNITY: &str = "haconnTrap01";
@@ -23,13 +23,6 @@ const COMMUNITY: &str = "haconnTrap01";
 const VENDOR_OID: &str = "1.3.6.1.4.1.99999.7";
 /// The watch polls once a minute: any POFF within seconds came from an alert.
 const POLL_MS: u32 = 60_000;
-
-fn sim_at(last_octet: u8) -> SimBmc {
-    SimBmc::with(SimConfig {
-        address: Ipv4Addr::new(127, 0, 0, last_octet),
-        ..SimConfig::default()
-    })
-}
 
 struct Alerts {
     lab: Lab,

@@ -7,20 +7,12 @@ use crate::support::ipmi as ipmi_support;
 use crate::support::resetpath as resetpath_support;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::Ipv4Addr;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use ipmi_support::{PASSWORD, SimBmc, SimConfig, USER};
+use ipmi_support::{PASSWORD, USER, sim_at};
 use resetpath_support::Lab;
 use serde_json::{Value, json};
-
-fn sim_at(last_octet: u8) -> SimBmc {
-    SimBmc::with(SimConfig {
-        address: Ipv4Addr::new(127, 0, 0, last_octet),
-        ..SimConfig::default()
-    })
-}
 
 /// One request on the control socket, its reply.
 fn ask(lab: &Lab, req: Value) -> Value {

@@ -9,23 +9,15 @@ use crate::support::ipmi as ipmi_support;
 use crate::support::resetpath as resetpath_support;
 use crate::support::snmp as snmp_support;
 
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use esxi_support::{Logins, Sshd};
-use ipmi_support::{PASSWORD, SimBmc, SimConfig, USER};
+use ipmi_support::{PASSWORD, SimBmc, USER, sim_at};
 use resetpath_support::{Lab, Stream, free_port, haconn};
 use snmp_support::Snmpd;
 
 /// How often the daemons of these tests poll their hardware.
 const POLL_MS: u32 = 1000;
-
-fn sim_at(last_octet: u8) -> SimBmc {
-    SimBmc::with(SimConfig {
-        address: Ipv4Addr::new(127, 0, 0, last_octet),
-        ..SimConfig::default()
-    })
-}
 
 /// The lab spec with labnode01..03 on these simulators (the management server's BMC stays
 /// on a loopback port where nothing answers) and, when given, labnode03 fed by outlets 3

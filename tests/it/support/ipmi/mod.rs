@@ -584,6 +584,14 @@ pub fn now_ns() -> u128 {
 
 /// Edits the lab spec of tests/resetpath_support.rs (its `Lab::start_real`) so that
 /// labnode01's and labnode02's BMCs are these simulators (same account and password).
+/// A simulator at 127.0.0.`last_octet` with the default account.
+pub fn sim_at(last_octet: u8) -> SimBmc {
+    SimBmc::with(SimConfig {
+        address: std::net::Ipv4Addr::new(127, 0, 0, last_octet),
+        ..SimConfig::default()
+    })
+}
+
 pub fn on_sims(node1: &SimBmc, node2: &SimBmc) -> impl FnOnce(String) -> String {
     assert_ne!(
         node1.address, node2.address,
