@@ -338,6 +338,21 @@ async fn fence_power(
     }
 }
 
+/// A final DUMP or POFF answered to a request (a retransmission, from the request cache).
+fn repeats_a_final(e: &Effect) -> bool {
+    use crate::resetpath::codec::{Message, ResetResult};
+    matches!(
+        e,
+        Effect::Reply {
+            msg: Message::ResetReply {
+                result: ResetResult::Dump | ResetResult::Poff,
+                ..
+            },
+            ..
+        }
+    )
+}
+
 /// A final reply or an attention: what a takeover must never repeat.
 fn ends_a_reset(e: &Effect) -> bool {
     matches!(
@@ -591,11 +606,11 @@ impl Shell {
     /// depends on their order: a task only runs when the loop yields.
     fn feed(&mut self, input: Input) {
         let mut effects = std::mem::take(&mut self.effects);
-        // Answers to a datagram go at once; the end of a reset may wait for the standby.
-        let may_hold = !matches!(
-            input,
-            Input::Reset { .. } | Input::Check { .. } | Input::Stopped { .. }
-        );
+        // Answers to a datagram go at once; the end of a reset may wait for the standby,
+        // and so does a final answer repeated from memory to a retransmission (it must not
+        // overtake the final it repeats).
+        let may_hold = !matches!(input, Input::Check { .. } | Input::Stopped { .. });
+        let is_request = matches!(input, Input::Reset { .. });
         self.core.handle(Instant::now(), input, &mut effects);
         let generation = self.core.generation();
         self.counters
@@ -603,7 +618,13 @@ impl Shell {
             .store(generation, Ordering::Relaxed);
         if may_hold
             && self.counters.hold_for_standby.load(Ordering::Relaxed)
-            && effects.iter().any(ends_a_reset)
+            && effects.iter().any(|e| {
+                if is_request {
+                    repeats_a_final(e)
+                } else {
+                    ends_a_reset(e)
+                }
+            })
         {
             let held: Vec<Effect> = effects
                 .extract_if(.., |e| {
