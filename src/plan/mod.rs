@@ -361,7 +361,14 @@ fn server_changes(
         }
         let class = match op {
             Operation::Add => Class::Runtime,
-            Operation::Change if fields.iter().all(|f| under(&f.path, "ipdu")) => Class::Runtime,
+            // PDU settings and which failure warnings it takes touch nothing of a reset.
+            Operation::Change
+                if fields
+                    .iter()
+                    .all(|f| under(&f.path, "ipdu") || under(&f.path, "warnings")) =>
+            {
+                Class::Runtime
+            }
             _ => Class::RuntimeIfNoMonitor,
         };
         let predicted = match old {

@@ -430,3 +430,31 @@ mod property {
         }
     }
 }
+
+/// Issue 15: which failure warnings a server takes changes at runtime, HA monitor active
+/// or not (it touches nothing of a reset), and the merged spec has it.
+#[test]
+fn a_servers_warnings_change_at_runtime() {
+    let live = spec(&server("a", 11, ""), PDU1);
+    let desired = spec(
+        &server("a", 11, "").replace("}}\n", "}, warnings: {degradation: true}}\n"),
+        PDU1,
+    );
+    assert!(desired.servers["a"].warnings.degradation);
+    let mut facts = LiveFacts::default();
+    facts
+        .monitors_active
+        .insert(haconn::spec::model::Name::parse("a").unwrap());
+    let p = plan(&live, &desired, &facts);
+    assert_eq!(p.changes.len(), 1, "{:#?}", p.changes);
+    assert_eq!(
+        p.changes[0].class,
+        haconn::plan::Class::Runtime,
+        "{:#?}",
+        p.changes
+    );
+    let m = merge(&live, &desired, &p, |c| c.predicted.clone());
+    assert!(m.results.iter().all(|r| r.is_ok()), "{:?}", m.results);
+    assert_eq!(m.spec, desired);
+    assert_reloads(&m.spec);
+}
