@@ -22,6 +22,30 @@ pub enum Meaning {
     Other,
 }
 
+impl From<crate::spec::model::AlertKind> for Meaning {
+    fn from(k: crate::spec::model::AlertKind) -> Meaning {
+        use crate::spec::model::AlertKind;
+        match k {
+            AlertKind::PowerOff => Meaning::PowerOff,
+            AlertKind::PredictiveFailure => Meaning::PredictiveFailure,
+            AlertKind::Degradation => Meaning::Degradation,
+        }
+    }
+}
+
+impl Meaning {
+    /// The spec's kind of alert this is; `None` for [`Meaning::Other`].
+    pub fn kind(self) -> Option<crate::spec::model::AlertKind> {
+        use crate::spec::model::AlertKind;
+        match self {
+            Meaning::PowerOff => Some(AlertKind::PowerOff),
+            Meaning::PredictiveFailure => Some(AlertKind::PredictiveFailure),
+            Meaning::Degradation => Some(AlertKind::Degradation),
+            Meaning::Other => None,
+        }
+    }
+}
+
 /// One entry of a caller's table: traps whose trap OID is `oid_prefix` or lies below it
 /// mean `meaning`.
 #[derive(Debug, Clone, PartialEq, Eq)]

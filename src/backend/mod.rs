@@ -72,6 +72,38 @@ pub async fn bounded<T>(
     }
 }
 
+/// Switches every outlet of `outlets` off at once, each call bounded by `limit`, as a fence
+/// does when a BMC cannot: `note(link, confirmed)` is told before each switch (`false`) and
+/// after the PDU confirmed it (`true`). Every failure, as `PDU ip#outlet: why`; none when
+/// every outlet is confirmed off.
+pub async fn cut_outlets(
+    pdus: &std::collections::BTreeMap<IpAddr, PduSpec>,
+    outlets: &[crate::spec::model::OutletLink],
+    pdu: &dyn Pdu,
+    limit: std::time::Duration,
+    note: &(dyn Fn(&crate::spec::model::OutletLink, bool) + Sync),
+) -> Vec<String> {
+    let cuts = outlets.iter().map(|o| async move {
+        let Some(spec) = pdus.get(&o.pdu) else {
+            return Err(format!("{o}: PDU not in the spec"));
+        };
+        note(o, false);
+        bounded(
+            format!("PDU {o}"),
+            limit,
+            pdu.set_outlet(spec, o.outlet, false),
+        )
+        .await
+        .map(|()| note(o, true))
+        .map_err(|e| e.to_string())
+    });
+    futures_util::future::join_all(cuts)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect()
+}
+
 /// Guests of one host by VM name, each with its power state or why it is unknown.
 pub type GuestStates = Vec<(String, BackendResult<PowerState>)>;
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::alert::{self, Meaning, VendorOid, trap};
+use crate::alert::{self, VendorOid, trap};
 use crate::log::LogFile;
 use crate::pipeline::limits::{LogBudget, with_suppressed};
 use crate::pipeline::{Alert, AlertOutcome, Pipeline};
@@ -193,7 +193,7 @@ impl AlertDesk {
     /// One alert about `server` (or about no server of the spec): acted on, logged,
     /// kept. The outcome says what was done.
     pub async fn handle(
-        &self,
+        self: &Arc<Self>,
         pipeline: &Pipeline,
         via: String,
         from: Option<String>,
@@ -203,6 +203,9 @@ impl AlertDesk {
     ) -> AlertOutcome {
         let now = chrono::Local::now();
         let outcome = match (&server, kind) {
+            _ if pipeline.standing_by() => AlertOutcome::Ignored {
+                why: "this management server is standby (the active acts)".into(),
+            },
             (None, _) => AlertOutcome::Ignored {
                 why: "no server of the spec has that address".into(),
             },
@@ -240,6 +243,9 @@ impl AlertDesk {
                     why: "the pipeline is gone".into(),
                 }),
         };
+        if let (AlertOutcome::Warned { .. }, Some(s), Some(k)) = (&outcome, &server, kind) {
+            self.run_warning_command(&pipeline.live(), s, k, &detail);
+        }
         self.record(AlertRecord {
             at: now.format("%Y/%m/%d %H:%M:%S%.6f").to_string(),
             at_unix_ms: now.timestamp_millis(),
@@ -327,29 +333,16 @@ pub fn server_at(spec: &Spec, ip: IpAddr) -> Option<String> {
 
 /// What a trap means for fencing, by its PET or the spec's vendor OIDs.
 pub fn kind_of(t: &trap::Trap, spec: &Spec) -> Option<AlertKind> {
-    let vendor: Vec<VendorOid> = spec
-        .alerts
-        .as_ref()
-        .map(|a| {
-            a.traps
-                .iter()
-                .map(|(oid, k)| VendorOid {
-                    oid_prefix: oid.clone(),
-                    meaning: match k {
-                        AlertKind::PowerOff => Meaning::PowerOff,
-                        AlertKind::PredictiveFailure => Meaning::PredictiveFailure,
-                        AlertKind::Degradation => Meaning::Degradation,
-                    },
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    match alert::classify(t, &vendor) {
-        Meaning::PowerOff => Some(AlertKind::PowerOff),
-        Meaning::PredictiveFailure => Some(AlertKind::PredictiveFailure),
-        Meaning::Degradation => Some(AlertKind::Degradation),
-        Meaning::Other => None,
-    }
+    let vendor: Vec<VendorOid> = spec.alerts.as_ref().map_or_else(Vec::new, |a| {
+        a.traps
+            .iter()
+            .map(|(oid, k)| VendorOid {
+                oid_prefix: oid.clone(),
+                meaning: (*k).into(),
+            })
+            .collect()
+    });
+    alert::classify(t, &vendor).kind()
 }
 
 /// A trap in a line: its OID, and for a PET its sensor, event, severity and sequence.
@@ -465,27 +458,8 @@ async fn one(
     {
         desk.counters.informs_answered.fetch_add(1, Relaxed);
     }
-    if pipeline
-        .counters()
-        .standing_by
-        .load(std::sync::atomic::Ordering::Relaxed)
-    {
-        desk.record(AlertRecord {
-            at: chrono::Local::now()
-                .format("%Y/%m/%d %H:%M:%S%.6f")
-                .to_string(),
-            at_unix_ms: chrono::Local::now().timestamp_millis(),
-            via: "trap".into(),
-            from: Some(from.ip().to_string()),
-            server: server_at(&spec, from.ip()),
-            kind: kind_of(&t, &spec).map_or("other", AlertKind::as_str).into(),
-            detail: describe(&t),
-            action: "logged only: this management server is standby (the active acts)".into(),
-        });
-        return;
-    }
     let server = server_at(&spec, from.ip());
-    if server.is_none() {
+    if server.is_none() && !pipeline.standing_by() {
         desk.counters.unknown_source.fetch_add(1, Relaxed);
         desk.refused(
             events,
@@ -498,18 +472,13 @@ async fn one(
         (_, trap::Version::V1) => "trap v1",
         (_, trap::Version::V2c) => "trap v2c",
     };
-    let detail = describe(&t);
-    let outcome = desk
-        .handle(
-            pipeline,
-            via.into(),
-            Some(from.ip().to_string()),
-            server.clone(),
-            kind,
-            detail.clone(),
-        )
-        .await;
-    if let (AlertOutcome::Warned { .. }, Some(server), Some(kind)) = (&outcome, &server, kind) {
-        desk.run_warning_command(&spec, server, kind, &detail);
-    }
+    desk.handle(
+        pipeline,
+        via.into(),
+        Some(from.ip().to_string()),
+        server,
+        kind,
+        describe(&t),
+    )
+    .await;
 }

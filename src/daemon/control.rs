@@ -572,11 +572,7 @@ async fn fence(shared: &Shared, action: protocol::FenceAction, target: Option<St
             systems,
         })
     };
-    let standby = shared
-        .pipeline
-        .counters()
-        .standing_by
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let standby = shared.pipeline.standing_by();
     let live = shared.pipeline.live();
     match action {
         FenceAction::Monitor => {
@@ -717,12 +713,7 @@ async fn alert_command(
             return protocol::error("bad-request", "an alert names an address or a server");
         }
     };
-    if shared
-        .pipeline
-        .counters()
-        .standing_by
-        .load(std::sync::atomic::Ordering::Relaxed)
-    {
+    if shared.pipeline.standing_by() {
         return protocol::error(
             "standby",
             "this management server is standby: send the alert to the active one",
@@ -743,12 +734,9 @@ async fn alert_command(
             address.map(|a| a.to_string()),
             found.clone(),
             Some(kind),
-            detail.clone(),
+            detail,
         )
         .await;
-    if let (crate::pipeline::AlertOutcome::Warned { .. }, Some(s)) = (&outcome, &found) {
-        shared.alerts.run_warning_command(&live, s, kind, &detail);
-    }
     protocol::ok(&protocol::AlertReply {
         server: found,
         action: super::alerts::action_text(&outcome),

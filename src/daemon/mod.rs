@@ -329,7 +329,7 @@ fn start_pair(
         me: me.name.clone(),
         local_mlan,
         peer: peer.clone(),
-        pdus: spec.pdus.values().cloned().collect(),
+        pdus: spec.pdus.clone(),
         settings: spec.pair,
         key: crate::pair::wire::MlanKey::derive(key.as_deref()),
         reset_path: (address, spec.reset_path.prefix_len),

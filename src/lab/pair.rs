@@ -108,7 +108,7 @@ pub fn start(
             ),
             seq: 0,
             linked: false,
-            pdus: spec.pdus.values().cloned().collect(),
+            pdus: spec.pdus.clone(),
             backends: backends.clone(),
             gate: gate.clone(),
             tx: tx.clone(),
@@ -159,7 +159,7 @@ struct Server {
     seq: u64,
     /// The peer's heartbeat was current at the last look.
     linked: bool,
-    pdus: Vec<PduSpec>,
+    pdus: std::collections::BTreeMap<std::net::IpAddr, PduSpec>,
     backends: (Arc<dyn Bmc>, Arc<dyn Pdu>),
     gate: Pipeline,
     tx: mpsc::UnboundedSender<Event>,

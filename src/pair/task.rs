@@ -45,7 +45,7 @@ pub struct PairSetup {
     pub local_mlan: SocketAddr,
     pub peer: ManagementServer,
     /// The PDUs of the spec (the peer's outlets are found here).
-    pub pdus: Vec<PduSpec>,
+    pub pdus: std::collections::BTreeMap<std::net::IpAddr, PduSpec>,
     pub settings: PairSettings,
     pub key: MlanKey,
     /// The reset path's address and prefix length.
@@ -889,7 +889,7 @@ impl Task {
 /// confirmed off. `Ok` says how; `Err` why neither worked.
 pub async fn fence_peer(
     peer: &ManagementServer,
-    pdus: &[PduSpec],
+    pdus: &std::collections::BTreeMap<std::net::IpAddr, PduSpec>,
     bmc: &dyn Bmc,
     pdu: &dyn Pdu,
     reset_log: &(dyn Fn(String) + Send + Sync),
@@ -912,25 +912,20 @@ pub async fn fence_peer(
     let Some(ipdu) = ipdu.filter(|i| !i.outlets.is_empty()) else {
         return Err(format!("{bmc_error}; no PDU outlets to cut (ipdu off)"));
     };
-    let line = |o: &crate::spec::model::OutletLink, dir| {
-        resetlog::ipdusd(name, None, dir, Peer::default(), o.pdu, o.outlet, false)
+    let note = |o: &crate::spec::model::OutletLink, confirmed: bool| {
+        let dir = if confirmed { Dir::Recv } else { Dir::Send };
+        reset_log(resetlog::ipdusd(
+            name,
+            None,
+            dir,
+            Peer::default(),
+            o.pdu,
+            o.outlet,
+            false,
+        ))
     };
-    let cuts = ipdu.outlets.iter().map(|o| async move {
-        let Some(spec) = pdus.iter().find(|p| p.address == o.pdu) else {
-            return Err(format!("{o}: PDU not in the spec"));
-        };
-        reset_log(line(o, Dir::Send));
-        bounded(
-            format!("PDU {o}"),
-            FENCE_OUTLET_TIMEOUT,
-            pdu.set_outlet(spec, o.outlet, false),
-        )
-        .await
-        .map(|()| reset_log(line(o, Dir::Recv)))
-        .map_err(|e| e.to_string())
-    });
-    let results = futures_util::future::join_all(cuts).await;
-    let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+    let errors =
+        crate::backend::cut_outlets(pdus, &ipdu.outlets, pdu, FENCE_OUTLET_TIMEOUT, &note).await;
     if errors.is_empty() {
         let list: Vec<String> = ipdu.outlets.iter().map(ToString::to_string).collect();
         Ok(format!(

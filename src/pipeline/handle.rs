@@ -375,6 +375,13 @@ impl Pipeline {
         self.live.load_full()
     }
 
+    /// Whether this management server stands by (not the active of its pair).
+    pub fn standing_by(&self) -> bool {
+        self.counters
+            .standing_by
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn counters(&self) -> &Counters {
         &self.counters
     }

@@ -111,6 +111,10 @@ enum Internal {
         answer: Option<watch::Answer>,
         reply: oneshot::Sender<AlertOutcome>,
     },
+    /// A fence agent's power off, confirmed (a power read, or every outlet cut).
+    PoweredOff {
+        probe: watch::Probe,
+    },
     /// A fast poll after an unconfirmed power-off alert.
     FastPolled {
         probe: watch::Probe,
@@ -221,6 +225,9 @@ struct Shell {
     /// Who is asking for the resets about to start, when it is not on the reset path
     /// (`fence agent`, `carried on after a takeover`).
     asking: Option<&'static str>,
+    /// Resets started whose start the history has not had yet (who asked): written once
+    /// the loop has let their tasks send their first command, off the reset's hot path.
+    history_starts: Vec<(ResetId, bool, Option<&'static str>)>,
     /// Fence agents' power actions so far (their history keys).
     power_actions: u64,
 }
@@ -309,24 +316,14 @@ async fn fence_power(
     if on || outlets.is_empty() {
         return Err(bmc_error);
     }
-    let cuts = outlets.iter().map(|o| async move {
-        let pdu = spec
-            .pdus
-            .get(&o.pdu)
-            .ok_or_else(|| format!("{o}: PDU not in the spec"))?;
-        bounded(
-            device("PDU", o.pdu),
-            reset::OPERATION_TIMEOUT,
-            b.pdu.set_outlet(pdu, o.outlet, false),
-        )
-        .await
-        .map_err(|e| format!("{o}: {e}"))
-    });
-    let errors: Vec<String> = futures_util::future::join_all(cuts)
-        .await
-        .into_iter()
-        .filter_map(Result::err)
-        .collect();
+    let errors = crate::backend::cut_outlets(
+        &spec.pdus,
+        &outlets,
+        b.pdu.as_ref(),
+        reset::OPERATION_TIMEOUT,
+        &|_, _| {},
+    )
+    .await;
     if errors.is_empty() {
         let list: Vec<String> = outlets.iter().map(ToString::to_string).collect();
         Ok(format!(
@@ -518,6 +515,7 @@ impl Shell {
                 fence_waiters: HashMap::new(),
                 history,
                 asking: None,
+                history_starts: Vec::new(),
                 power_actions: 0,
             },
             Sockets {
@@ -584,6 +582,9 @@ impl Shell {
                     self.execute(&mut rest);
                 }
                 self.request_len = None;
+            }
+            for (id, test, asking) in std::mem::take(&mut self.history_starts) {
+                self.record_start(id, test, asking);
             }
             if !self.held.is_empty() {
                 self.release_held();
@@ -654,7 +655,7 @@ impl Shell {
     }
 
     /// The history's start of reset `id`: its system and who asked.
-    fn record_start(&mut self, id: ResetId, test: bool) {
+    fn record_start(&mut self, id: ResetId, test: bool, asking: Option<&'static str>) {
         let Some((system, r)) = self.core.resetting_by_id(id) else {
             return;
         };
@@ -674,12 +675,12 @@ impl Shell {
                 })
                 .collect();
             if asked.is_empty() {
-                self.asking.unwrap_or("fence agent").to_string()
+                asking.unwrap_or("fence agent").to_string()
             } else {
                 asked.join(", ")
             }
         };
-        if let Some(a) = self.asking.filter(|a| a.starts_with("carried")) {
+        if let Some(a) = asking.filter(|a| a.starts_with("carried")) {
             by.push_str(", ");
             by.push_str(a);
         }
@@ -832,7 +833,7 @@ impl Shell {
         test: bool,
         resume: reset::Resume,
     ) {
-        self.record_start(id, test);
+        self.history_starts.push((id, test, self.asking));
         let (stopped_tx, stopped_rx) = oneshot::channel();
         let sink = TaskSink::new(id, self.internal.clone());
         let backends = self.backends.clone();
@@ -1053,10 +1054,8 @@ impl Shell {
             );
             if r.is_ok() && !on {
                 // Told like a power-off the watch reads: by the pipeline thread.
-                let probe = watch::Probe::ServerBmc(s.name.to_string());
-                let _ = internal.send(Internal::FastPolled {
-                    probe,
-                    answer: Some(watch::Answer::Power(Ok(crate::backend::PowerState::Off))),
+                let _ = internal.send(Internal::PoweredOff {
+                    probe: watch::Probe::ServerBmc(s.name.to_string()),
                 });
             }
             let _ = reply.send(r);
@@ -1123,14 +1122,10 @@ impl Shell {
                 why: "the server left the spec".into(),
             };
         };
-        let spec = self.live.load_full();
-        match self.health.confirm(&spec, probe.clone(), answer) {
-            watch::Confirmed::Lost(loss) => {
-                let systems = loss.systems.iter().map(|(s, _)| s.clone()).collect();
-                self.fast.remove(&probe);
-                self.power_loss(loss);
-                AlertOutcome::PowerOff { systems }
-            }
+        match self.confirm(probe.clone(), answer) {
+            watch::Confirmed::Lost(loss) => AlertOutcome::PowerOff {
+                systems: loss.systems.into_iter().map(|(s, _)| s).collect(),
+            },
             watch::Confirmed::AlreadyOff => AlertOutcome::AlreadyOff,
             watch::Confirmed::On => {
                 self.fast.insert(probe, Instant::now() + FAST_POLL_FOR);
@@ -1145,6 +1140,19 @@ impl Shell {
                 }
             }
         }
+    }
+
+    /// A power read beyond the watch's polls (an alert's, a fast poll's, a fence agent's):
+    /// recorded, and a power-off it confirms is told to the cluster (and ends any fast
+    /// poll of that BMC).
+    fn confirm(&mut self, probe: watch::Probe, answer: watch::Answer) -> watch::Confirmed {
+        let spec = self.live.load_full();
+        let c = self.health.confirm(&spec, probe.clone(), answer);
+        if let watch::Confirmed::Lost(loss) = &c {
+            self.fast.remove(&probe);
+            self.power_loss(loss.clone());
+        }
+        c
     }
 
     /// Reads the BMCs of unconfirmed power-off alerts again (one read in flight each).
@@ -1547,16 +1555,14 @@ impl Shell {
                 let outcome = self.alert_read(probe, answer);
                 let _ = reply.send(outcome);
             }
+            Internal::PoweredOff { probe } => {
+                let off = watch::Answer::Power(Ok(crate::backend::PowerState::Off));
+                self.confirm(probe, off);
+            }
             Internal::FastPolled { probe, answer } => {
                 self.fast_in_flight.remove(&probe);
                 if let Some(answer) = answer {
-                    let spec = self.live.load_full();
-                    if let watch::Confirmed::Lost(loss) =
-                        self.health.confirm(&spec, probe.clone(), answer)
-                    {
-                        self.fast.remove(&probe);
-                        self.power_loss(loss);
-                    }
+                    self.confirm(probe, answer);
                 }
             }
             Internal::PduJobDone { server } => {
