@@ -31,6 +31,7 @@ pub mod daemon;
 pub mod fuzz;
 pub mod lab;
 pub mod log;
+pub mod metrics;
 pub mod pair;
 pub mod pipeline;
 pub mod plan;

@@ -426,6 +426,32 @@ async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, v: &Value) -> std::i
     }
 }
 
+/// What `status` answers (and the metrics read at each scrape).
+pub async fn status_reply(shared: &Shared) -> Result<StatusReply, String> {
+    let live = shared.pipeline.live();
+    let hardware = shared.pipeline.health().await.map_err(|e| e.to_string())?;
+    let mut hardware: protocol::Hardware = serde_json::from_value(hardware)
+        .map_err(|e| format!("the hardware view does not fit the protocol: {e}"))?;
+    let status = shared.status();
+    let pair = shared.pair.as_ref().map(|p| p.status());
+    match &pair {
+        Some(p) => hardware.assign_pair(p),
+        None => hardware.assign_roles(&status.local_management_server),
+    }
+    Ok(StatusReply {
+        pair,
+        hardware,
+        status,
+        reset_path: shared.pipeline.counters().into(),
+        live: LiveCounts {
+            management_servers: live.management_servers.len(),
+            servers: live.servers.len(),
+            systems: live.systems(),
+            pdus: live.pdus.len(),
+        },
+    })
+}
+
 async fn handle(
     req: Request,
     shared: &Shared,
@@ -433,40 +459,10 @@ async fn handle(
     opts: &ControlOptions,
 ) -> Value {
     match req {
-        Request::Status { .. } => {
-            let live = shared.pipeline.live();
-            let hardware = match shared.pipeline.health().await {
-                Ok(h) => h,
-                Err(e) => return protocol::error("pipeline", &e.to_string()),
-            };
-            let mut hardware: protocol::Hardware = match serde_json::from_value(hardware) {
-                Ok(h) => h,
-                Err(e) => {
-                    return protocol::error(
-                        "pipeline",
-                        &format!("the hardware view does not fit the protocol: {e}"),
-                    );
-                }
-            };
-            let status = shared.status();
-            let pair = shared.pair.as_ref().map(|p| p.status());
-            match &pair {
-                Some(p) => hardware.assign_pair(p),
-                None => hardware.assign_roles(&status.local_management_server),
-            }
-            protocol::ok(&StatusReply {
-                pair,
-                hardware,
-                status,
-                reset_path: shared.pipeline.counters().into(),
-                live: LiveCounts {
-                    management_servers: live.management_servers.len(),
-                    servers: live.servers.len(),
-                    systems: live.systems(),
-                    pdus: live.pdus.len(),
-                },
-            })
-        }
+        Request::Status { .. } => match status_reply(shared).await {
+            Ok(s) => protocol::ok(&s),
+            Err(e) => protocol::error("pipeline", &e),
+        },
         Request::Get { .. } => {
             let facts = match shared.pipeline.facts().await {
                 Ok(f) => f,

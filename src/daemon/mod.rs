@@ -7,6 +7,7 @@
 pub mod alerts;
 pub mod client;
 pub mod control;
+pub mod metrics;
 pub mod protocol;
 pub mod state;
 pub mod supervisor;
@@ -584,6 +585,27 @@ async fn main_loop(
             }
         },
     };
+    // The metrics endpoint: like the trap receiver, a fault here is said and the daemon
+    // serves on without it.
+    shared.pipeline.counters().metrics.applied();
+    let metrics = match shared.pipeline.live().metrics {
+        None => None,
+        Some(at) => match metrics::bind(at) {
+            Ok(listener) => {
+                let at = listener.local_addr().unwrap_or(at);
+                let _ = shared
+                    .events
+                    .write(&format!("metrics served at http://{at}/metrics"));
+                Some(tokio::spawn(metrics::serve(listener, shared.clone())))
+            }
+            Err(e) => {
+                let line = format!("metrics cannot be served on {at}: {e}; no metrics");
+                tracing::error!("{line}");
+                let _ = shared.events.write(&line);
+                None
+            }
+        },
+    };
     let peer_lifecycle = {
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -652,6 +674,9 @@ async fn main_loop(
     forward.abort();
     watchdog.abort();
     if let Some(t) = traps {
+        t.abort();
+    }
+    if let Some(t) = metrics {
         t.abort();
     }
     from_peer.abort();

@@ -520,6 +520,20 @@ pub struct Hardware {
     pub mservers: Vec<MserverHealth>,
     pub servers: Vec<ServerHealth>,
     pub pdus: Vec<PduHealth>,
+    /// Polls that found a device's link NG since the daemon started (or since the device
+    /// came into the spec), per device that had any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub link_errors: Vec<LinkErrors>,
+}
+
+/// Failed polls of one device: `device` is `bmc` (a server's), `mserverBmc`, `pdu` (by
+/// address) or `esxi` (a server's host).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkErrors {
+    pub device: String,
+    pub name: String,
+    pub errors: u64,
 }
 
 impl Hardware {

@@ -226,6 +226,7 @@ pub async fn reload(shared: &Shared, text: &[u8], origin: Origin, dry_run: bool)
         tracing::error!("{msg}");
         if !dry_run {
             shared.event(&msg);
+            shared.pipeline.counters().metrics.reloaded(false);
             if origin != Origin::Apply {
                 shared.update(|s| s.last_invalid = Some(msg.clone()));
             }
@@ -275,6 +276,11 @@ pub async fn reload(shared: &Shared, text: &[u8], origin: Origin, dry_run: bool)
         changes = p.changes.len(),
         "reload finished"
     );
+    let metrics = &shared.pipeline.counters().metrics;
+    metrics.reloaded(completed);
+    if !p.changes.is_empty() {
+        metrics.applied();
+    }
     shared.update(|s| {
         s.reloads += 1;
         s.last_reload = Some(LastReload {

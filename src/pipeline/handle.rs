@@ -145,6 +145,9 @@ pub struct Counters {
     /// [`super::HOLD_MAX`] without its word.
     pub held_for_standby: AtomicU64,
     pub held_timed_out: AtomicU64,
+    /// What the metrics count as it goes (resets by outcome, stage durations, reloads).
+    #[serde(skip)]
+    pub metrics: crate::metrics::Live,
 }
 
 /// What the active of a pair sends its standby of the reset core's state.

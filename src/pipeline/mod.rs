@@ -50,9 +50,10 @@ use arc_swap::ArcSwap;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use self::core::{Core, CoreConfig, Effect, Input};
+use self::core::{Core, CoreConfig, Effect, Input, TestOutcome};
 use crate::backend::Backends;
 use crate::log::LogSink;
+use crate::metrics::{Outcome as Ended, Stage};
 use crate::resetpath::codec::{self, Envelope, Message, REQUEST_MIN_LEN, ResetResult};
 use crate::resetpath::keys::KeyRing;
 use crate::resetpath::replay::{HighWater, ReplayGuard};
@@ -66,6 +67,10 @@ use system::ResetId;
 /// Most reset requests whose length is kept for their final reply (beyond it, the final
 /// reply is bounded by [`REQUEST_MIN_LEN`]).
 const MAX_PENDING_LENS: usize = 4096;
+
+/// Resets whose stage times are kept for the metrics at most (a reset's are dropped at
+/// its end; past this, all are, and a few stage durations go unmeasured).
+const MAX_MARKS: usize = 4096;
 
 /// The reset path's replay high-water mark, in the state dir.
 pub const HIGH_WATER_FILE: &str = "resetpath-highwater";
@@ -230,6 +235,17 @@ struct Shell {
     history_starts: Vec<(ResetId, bool, Option<&'static str>)>,
     /// Fence agents' power actions so far (their history keys).
     power_actions: u64,
+    /// When each reset's timed stages began, for the metrics (removed at its end).
+    marks: HashMap<ResetId, Marks>,
+}
+
+/// When a reset's stages began ([`crate::metrics::Stage`]).
+struct Marks {
+    test: bool,
+    started: Instant,
+    nmi: Option<Instant>,
+    hard: Option<Instant>,
+    outlets_off: Option<Instant>,
 }
 
 type FenceWaiter = oneshot::Sender<Result<crate::resetpath::codec::AttentionState, String>>;
@@ -517,6 +533,7 @@ impl Shell {
                 asking: None,
                 history_starts: Vec::new(),
                 power_actions: 0,
+                marks: HashMap::new(),
             },
             Sockets {
                 reset_path,
@@ -698,6 +715,36 @@ impl Shell {
         );
     }
 
+    /// The metrics' stage durations: marks a stage's start, or measures its end.
+    fn time_stage(&mut self, id: ResetId, step: &Step) {
+        let Some(m) = self.marks.get_mut(&id) else {
+            return;
+        };
+        let now = Instant::now();
+        let (stage, since) = match step {
+            Step::NmiIssued => {
+                m.nmi = Some(now);
+                return;
+            }
+            Step::HardSent => {
+                m.hard = Some(now);
+                return;
+            }
+            Step::OutletSending { on: false, .. } => {
+                m.outlets_off.get_or_insert(now);
+                return;
+            }
+            Step::HardAcked => (Stage::HardResetAck, m.hard),
+            Step::OutletOff { result: Ok(()), .. } => (Stage::PduCut, m.outlets_off),
+            _ => return,
+        };
+        if let Some(since) = since {
+            self.counters
+                .metrics
+                .stage(stage, now.saturating_duration_since(since));
+        }
+    }
+
     /// A stage of reset `id` in the history.
     fn record_stage(&self, id: ResetId, step: &Step) {
         let on_off = |on: bool| if on { "ON" } else { "OFF" };
@@ -758,6 +805,11 @@ impl Shell {
                     self.spawn_started(e);
                 }
                 Effect::Stopped { id } => {
+                    if let Some(at) = self.marks.get(&id).and_then(|m| m.nmi) {
+                        self.counters
+                            .metrics
+                            .stage(Stage::NmiToStopped, at.elapsed());
+                    }
                     self.history.record(
                         id.0,
                         history::What::Stage {
@@ -773,8 +825,32 @@ impl Shell {
                         t.abort.abort();
                     }
                 }
-                Effect::Ended { id, verdict, .. } => {
+                Effect::Ended {
+                    id,
+                    system,
+                    verdict,
+                } => {
                     use crate::resetpath::codec::AttentionState as A;
+                    let marks = self.marks.remove(&id);
+                    if !marks.as_ref().is_some_and(|m| m.test) {
+                        let m = &self.counters.metrics;
+                        let physical = !matches!(
+                            self.core.spec().system(&system),
+                            Some(SystemRef::Guest { .. })
+                        );
+                        m.reset_ended(
+                            physical,
+                            match &verdict {
+                                Ok(A::Dump) => Ended::Dump,
+                                Ok(A::Reboot) => Ended::Reboot,
+                                Ok(A::Poff) => Ended::Poff,
+                                Err(_) => Ended::Fail,
+                            },
+                        );
+                        if let Some(marks) = marks {
+                            m.stage(Stage::Whole, marks.started.elapsed());
+                        }
+                    }
                     let (outcome, evidence) = match &verdict {
                         Ok(A::Dump) => (
                             "DUMP",
@@ -800,6 +876,11 @@ impl Shell {
                     }
                 }
                 Effect::TestEnded { id, outcome } => {
+                    self.counters.metrics.test_ended(match &outcome {
+                        TestOutcome::Stopped { .. } => "stopped",
+                        TestOutcome::PoweredOff => "powered_off",
+                        _ => "fail",
+                    });
                     if let Some((_, tx)) = self.test_waiters.remove(&id) {
                         let _ = tx.send(TestEvent::Done(outcome));
                     }
@@ -834,6 +915,19 @@ impl Shell {
         resume: reset::Resume,
     ) {
         self.history_starts.push((id, test, self.asking));
+        if self.marks.len() >= MAX_MARKS {
+            self.marks.clear();
+        }
+        self.marks.insert(
+            id,
+            Marks {
+                test,
+                started: Instant::now(),
+                nmi: None,
+                hard: None,
+                outlets_off: None,
+            },
+        );
         let (stopped_tx, stopped_rx) = oneshot::channel();
         let sink = TaskSink::new(id, self.internal.clone());
         let backends = self.backends.clone();
@@ -1361,7 +1455,10 @@ impl Shell {
 
     /// A well-formed, authenticated, fresh datagram from the receive thread.
     fn datagram(&mut self, a: Accepted) {
-        let Accepted { from, len, env } = a;
+        let Accepted { from, len, env, at } = a;
+        self.counters
+            .metrics
+            .queued(Instant::now().saturating_duration_since(at));
         let input = match env.msg {
             Message::Check { port: 0, .. } | Message::Reset { port: 0, .. } => {
                 self.counters.malformed.fetch_add(1, Ordering::Relaxed);
@@ -1537,6 +1634,7 @@ impl Shell {
     fn internal(&mut self, ev: Internal) {
         match ev {
             Internal::Step { id, step } => {
+                self.time_stage(id, &step);
                 self.record_stage(id, &step);
                 self.test_progress(id, &step);
                 self.feed(Input::Step { id, step })

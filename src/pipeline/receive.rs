@@ -58,6 +58,8 @@ pub struct Accepted {
     /// Its length on the wire: no reply to it may be longer.
     pub len: usize,
     pub env: Envelope,
+    /// When its batch was read (the pipeline's queue delay is measured from it).
+    pub at: Instant,
 }
 
 /// What the receive thread needs.
@@ -315,6 +317,7 @@ impl Thread {
             from,
             len: bytes.len(),
             env,
+            at: now,
         })
     }
 

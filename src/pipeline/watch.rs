@@ -143,6 +143,8 @@ pub struct Health {
     not_resettable: BTreeMap<String, String>,
     /// Failure warnings by server name, from alerts: until an operator clears them.
     warnings: BTreeMap<String, ServerWarning>,
+    /// Polls that found a device's link NG, per device of the spec (for the metrics).
+    link_errors: BTreeMap<Probe, u64>,
 }
 
 /// A failure warning of a server (a predictive-failure or degradation alert it takes).
@@ -189,6 +191,7 @@ impl Health {
         let guests = guest_keys(spec);
         let keep: HashSet<&Probe> = all.iter().chain(&guests).collect();
         self.power.retain(|p, _| keep.contains(p));
+        self.link_errors.retain(|p, _| keep.contains(p));
         self.pdus.retain(|a, _| spec.pdus.contains_key(a));
         self.warnings
             .retain(|s, _| spec.servers.contains_key(s.as_str()));
@@ -319,6 +322,18 @@ impl Health {
     /// Takes a poll's answer; returns the power loss it shows, if any.
     pub fn record(&mut self, spec: &Spec, probe: Probe, answer: Answer) -> Option<PowerLoss> {
         self.in_flight.remove(&probe);
+        // A guest's link is its host's (counted once, for the `Host` poll).
+        let link_failed = match (&answer, &probe) {
+            (Answer::Pdu { info, outlets }, Probe::Pdu(_)) => {
+                info.is_err() && outlets.iter().all(|(_, r)| r.is_err())
+            }
+            (Answer::Guests(r), Probe::Host(_)) => r.is_err(),
+            (Answer::Power(r), Probe::ServerBmc(_) | Probe::MserverBmc(_)) => r.is_err(),
+            _ => false,
+        };
+        if link_failed && probe_address(spec, &probe).is_some() {
+            *self.link_errors.entry(probe.clone()).or_default() += 1;
+        }
         let now = Instant::now();
         match (answer, &probe) {
             (Answer::Pdu { info, outlets }, Probe::Pdu(addr)) => {
@@ -689,6 +704,16 @@ impl Health {
             "mservers": mservers,
             "servers": servers,
             "pdus": pdus,
+            "linkErrors": self.link_errors.iter().filter_map(|(p, n)| {
+                let (device, name) = match p {
+                    Probe::ServerBmc(s) => ("bmc", s.clone()),
+                    Probe::MserverBmc(m) => ("mserverBmc", m.clone()),
+                    Probe::Pdu(a) => ("pdu", a.to_string()),
+                    Probe::Host(s) => ("esxi", s.clone()),
+                    Probe::Guest(..) => return None,
+                };
+                Some(json!({"device": device, "name": name, "errors": n}))
+            }).collect::<Vec<_>>(),
         })
     }
 }

@@ -389,6 +389,8 @@ pub struct Spec {
     pub servers: BTreeMap<Name, PhysicalServer>,
     /// The trap receiver (`None`: no traps are received).
     pub alerts: Option<Alerts>,
+    /// Where `GET /metrics` is served (`None`: no metrics endpoint).
+    pub metrics: Option<std::net::SocketAddr>,
     /// Which server holds each HA monitor system: built by `validate` (and again by the
     /// reload merge, [`Spec::reindex`]), so the reset path finds a system by key.
     pub(crate) index: SystemIndex,
@@ -747,6 +749,9 @@ impl Spec {
                 alerts["warningCommand"] = c.display().to_string().into();
             }
             m["alerts"] = alerts;
+        }
+        if let Some(at) = &self.metrics {
+            m["metrics"] = json!({"address": at.ip().to_string(), "port": at.port()});
         }
         if self.mode == Mode::Pair {
             m["pair"] = json!({

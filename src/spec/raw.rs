@@ -57,6 +57,19 @@ pub struct RawSpec {
     /// Hardware alerts: the SNMP trap receiver for BMC traps (IPMI Platform Event Traps
     /// and vendor traps). Without it no trap is received; `haconn alert` works either way.
     pub alerts: Option<RawAlerts>,
+    /// Prometheus metrics over HTTP (`GET /metrics`), off without this block. Served
+    /// without authentication: keep it on loopback (the default) or a management network.
+    pub metrics: Option<RawMetrics>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawMetrics {
+    /// The address the metrics endpoint listens on (default `127.0.0.1`).
+    pub address: Option<String>,
+    /// Its TCP port (default 9464).
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

@@ -337,6 +337,11 @@ fn build(v: &mut V, raw: &RawSpec) -> Option<Spec> {
         Some(a) => alerts(v, &root.key("alerts"), a, reset_port).map(Some),
     };
 
+    let metrics = match &raw.metrics {
+        None => Some(None),
+        Some(m) => metrics(v, &root.key("metrics"), m).map(Some),
+    };
+
     let community = match &raw.snmp {
         None => {
             if !raw.pdus.is_empty() {
@@ -670,6 +675,7 @@ fn build(v: &mut V, raw: &RawSpec) -> Option<Spec> {
         management_servers,
         pair: pair?,
         alerts: alerts?,
+        metrics: metrics?,
         pdus,
         index: crate::spec::model::SystemIndex::build(&servers),
         servers,
@@ -786,6 +792,28 @@ fn alerts(
         traps,
         warning_command,
     })
+}
+
+/// The metrics endpoint: loopback by default; anything else is served as asked, with a
+/// warning (the endpoint has no authentication).
+fn metrics(v: &mut V, path: &Path, raw: &RawMetrics) -> Option<std::net::SocketAddr> {
+    let address = match &raw.address {
+        None => Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        Some(a) => v.ip(path.key("address"), a),
+    };
+    let port = v.port(path.key("port"), raw.port, 9464);
+    let (address, port) = (address?, port?);
+    if !address.is_loopback() {
+        v.warn(
+            "exposed",
+            path.key("address"),
+            format!(
+                "metrics are served without authentication on {address}: anyone who reaches \
+                 it reads the cluster's state"
+            ),
+        );
+    }
+    Some(std::net::SocketAddr::new(address, port))
 }
 
 fn scale_name(s: Scale) -> &'static str {
@@ -1323,6 +1351,61 @@ servers:
                 .any(|d| d.contains("no `alerts` trap receiver")),
             "{diags:?}"
         );
+    }
+
+    /// Issue 17: the metrics endpoint is off without `metrics:`, on loopback by default,
+    /// anywhere else with a warning, and a bad field is an error at that field.
+    #[test]
+    fn metrics_settings() {
+        let base = "apiVersion: haconn/v1
+mode: single
+resetPath: {address: 127.0.0.1/8, port: 5001, auth: none}
+managementServers:
+  - name: ms1
+    bmc: {address: 127.0.0.2, username: admin, password: passw0rd}
+    mlan: {address: 127.0.0.1, port: 5002}
+";
+        let check = |tail: &str| {
+            let text = format!("{base}{tail}");
+            let c = crate::spec::check_bytes(text.as_bytes(), crate::spec::CheckOptions::default());
+            let diags: Vec<String> = c
+                .diagnostics
+                .iter()
+                .map(|d| format!("{} {}", d.path, d.message))
+                .collect();
+            (c.spec, diags)
+        };
+        let (spec, diags) = check("");
+        assert_eq!(spec.unwrap_or_else(|| panic!("{diags:?}")).metrics, None);
+        let (spec, diags) = check("metrics: {}\n");
+        assert_eq!(
+            spec.unwrap_or_else(|| panic!("{diags:?}")).metrics,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        assert!(!diags.iter().any(|d| d.starts_with("metrics")), "{diags:?}");
+        let (spec, diags) = check("metrics: {address: 0.0.0.0, port: 9100}\n");
+        assert_eq!(
+            spec.unwrap_or_else(|| panic!("{diags:?}")).metrics,
+            Some("0.0.0.0:9100".parse().unwrap())
+        );
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.starts_with("metrics.address metrics are served without authentication")),
+            "{diags:?}"
+        );
+        let (spec, diags) = check("metrics: {address: localhost, port: 70000}\n");
+        assert!(spec.is_none());
+        assert!(
+            diags.iter().any(|d| d.starts_with("metrics.address ")),
+            "{diags:?}"
+        );
+        assert!(
+            diags.iter().any(|d| d.starts_with("metrics.port ")),
+            "{diags:?}"
+        );
+        let (spec, diags) = check("metrics: {listen: 127.0.0.1}\n");
+        assert!(spec.is_none(), "{diags:?}");
     }
 
     #[test]

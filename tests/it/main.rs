@@ -17,6 +17,7 @@ mod fence;
 mod ipmi;
 mod lab;
 mod merge;
+mod metrics;
 mod netns;
 mod operator;
 mod pacemaker;
