@@ -267,6 +267,12 @@ impl Prometheus {
 
     /// An instant query's first value, if it has one.
     fn query(&self, q: &str) -> Option<f64> {
+        let v = self.ask(q)?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
+    /// An instant query's whole answer (`None`: no HTTP answer, or not JSON).
+    fn ask(&self, q: &str) -> Option<serde_json::Value> {
         let enc: String = q
             .bytes()
             .map(|b| match b {
@@ -276,12 +282,8 @@ impl Prometheus {
                 _ => format!("%{b:02X}"),
             })
             .collect();
-        let (code, body) = http(self.port, "GET", &format!("/api/v1/query?query={enc}")).ok()?;
-        if code != 200 {
-            return None;
-        }
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+        let (_, body) = http(self.port, "GET", &format!("/api/v1/query?query={enc}")).ok()?;
+        serde_json::from_str(&body).ok()
     }
 
     fn until(&self, q: &str, want: f64) {
@@ -324,12 +326,70 @@ fn a_real_prometheus_scrapes_the_daemon_and_sees_a_reset() {
         "haconn_reset_stage_duration_seconds_count{stage=\"reset\"}",
         1.0,
     );
+
+    // The Grafana dashboard's every query is valid PromQL that Prometheus evaluates, and
+    // names only metrics the daemon exports.
+    let text = http(m.port, "GET", "/metrics").expect("a scrape").1;
+    let mut exported: std::collections::BTreeSet<String> = metric_names(&text);
+    exported.extend(metric_names(&pair_status_text()));
+    let exprs = dashboard_exprs();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    for e in &exprs {
+        let q = e
+            .replace("$__rate_interval", "1m")
+            .replace("$instance", ".*");
+        let v = prom.ask(&q).unwrap_or_else(|| panic!("no answer to {q}"));
+        assert_eq!(v["status"], "success", "{q}: {v:#}");
+        for name in referenced(e) {
+            assert!(
+                exported.contains(&name),
+                "the dashboard's `{e}` names {name}, which the daemon does not export"
+            );
+        }
+    }
 }
 
-/// Every shape `show status` can take (a pair, guests, PDUs, link errors) gives text that
-/// promtool accepts, with the pair's role, link and redundancy.
-#[test]
-fn every_status_shape_passes_promtool() {
+/// The dashboard's queries (contrib/grafana/haconn.json).
+fn dashboard_exprs() -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/grafana/haconn.json");
+    let d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("the dashboard")).expect("JSON");
+    d["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The `haconn_*` metric names a query refers to (a histogram's by its family's name).
+fn referenced(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("haconn_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// The metric names (series names, `_bucket`/`_sum`/`_count` included) in a scrape.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A `status` answer of every shape: a pair, guests, PDUs, link errors.
+fn pair_status() -> haconn::daemon::protocol::StatusReply {
     let status = serde_json::json!({
         "status": {
             "specFile": "/etc/haconn/cluster.yaml", "localManagementServer": "ms01",
@@ -375,9 +435,18 @@ fn every_status_shape_passes_promtool() {
             "specChecksum": "0123456789abcdef"
         }
     });
-    let status: haconn::daemon::protocol::StatusReply =
-        serde_json::from_value(status).expect("a status reply");
-    let text = haconn::daemon::metrics::status_text(&status);
+    serde_json::from_value(status).expect("a status reply")
+}
+
+fn pair_status_text() -> String {
+    haconn::daemon::metrics::status_text(&pair_status())
+}
+
+/// Every shape `show status` can take (a pair, guests, PDUs, link errors) gives text that
+/// promtool accepts, with the pair's role, link and redundancy.
+#[test]
+fn every_status_shape_passes_promtool() {
+    let text = pair_status_text();
     assert_eq!(promtool(&text), "", "promtool on:\n{text}");
     for want in [
         "haconn_pair_role{role=\"active\"} 1",
