@@ -19,9 +19,10 @@ pub struct Args {
     pub log_dir: PathBuf,
     #[command(flatten)]
     pub socket: super::SocketArg,
-    /// Group allowed to use the control socket (mode 0660 instead of 0600), by GID; its
-    /// members (primary or supplementary) may connect besides root and the daemon's user.
-    #[arg(long, value_name = "GID")]
+    /// Group allowed to use the control socket (mode 0660 instead of 0600), by name or
+    /// GID; its members (primary or supplementary) may connect besides root and the
+    /// daemon's user.
+    #[arg(long, value_name = "GROUP", value_parser = parse_group)]
     pub socket_group: Option<u32>,
     /// Refuse `{file:}` secret references outside this directory (links resolved).
     #[arg(long, value_name = "DIR")]
@@ -117,4 +118,74 @@ fn init_tracing() {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
+}
+
+/// `--socket-group`: a numeric GID as it is, else a group name looked up in the group
+/// database (a packaged unit names the `haconn` group, whose GID differs per machine).
+fn parse_group(value: &str) -> Result<u32, String> {
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return value
+            .parse()
+            .map_err(|_| format!("GID {value} is out of range"));
+    }
+    match group_id(value) {
+        Ok(Some(gid)) => Ok(gid),
+        Ok(None) => Err(format!(
+            "no group named `{value}` (create it, or give a numeric GID)"
+        )),
+        Err(e) => Err(format!("cannot look up group `{value}`: {e}")),
+    }
+}
+
+/// The GID of group `name` (getgrnam_r), `None` when there is no such group.
+fn group_id(name: &str) -> std::io::Result<Option<u32>> {
+    let name = std::ffi::CString::new(name)
+        .map_err(|_| std::io::Error::other("a group name holds no NUL byte"))?;
+    let mut buf: Vec<libc::c_char> = vec![0; 1024];
+    loop {
+        // SAFETY: `group` is plain data that getgrnam_r fills in; its strings point into
+        // `buf`, which outlives it; only the GID is read.
+        let mut group: libc::group = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call and `buf.len()` is its size.
+        let rc = unsafe {
+            libc::getgrnam_r(
+                name.as_ptr(),
+                &mut group,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut found,
+            )
+        };
+        match rc {
+            0 if found.is_null() => return Ok(None),
+            0 => return Ok(Some(group.gr_gid)),
+            libc::ERANGE if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            // Not found is 0 with no entry, but some NSS modules say ENOENT or ESRCH.
+            libc::ENOENT | libc::ESRCH => return Ok(None),
+            e => return Err(std::io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_group;
+
+    #[test]
+    fn socket_group_is_a_gid_or_a_group_name() {
+        assert_eq!(parse_group("4242"), Ok(4242));
+        assert_eq!(parse_group("root"), Ok(0));
+        let missing = parse_group("haconn-no-such-group").unwrap_err();
+        assert!(
+            missing.contains("no group named `haconn-no-such-group`"),
+            "{missing}"
+        );
+        assert!(
+            parse_group("99999999999")
+                .unwrap_err()
+                .contains("out of range")
+        );
+        assert!(parse_group("").is_err());
+    }
 }
