@@ -21,6 +21,7 @@ mod metrics;
 mod netns;
 mod operator;
 mod pacemaker;
+mod package;
 mod pair;
 mod pipeline_smoke;
 mod pipeline_timing;

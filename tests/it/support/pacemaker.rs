@@ -232,8 +232,10 @@ impl Drop for Fencer {
     }
 }
 
-/// Takes the machine-wide lock of the fencer tests, waiting (bounded) for another holder.
-fn take_lock() -> std::fs::File {
+/// Takes the machine-wide lock of the tests that put `/usr/sbin/fence_haconn` in place
+/// (this module's fencer tests, a symlink; `package`'s, the installed package's), waiting
+/// (bounded) for another holder. Held until the file is dropped.
+pub fn take_lock() -> std::fs::File {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -248,7 +250,7 @@ fn take_lock() -> std::fs::File {
         }
         assert!(
             Instant::now() < deadline,
-            "{LOCK} still held after {LOCK_WAIT:?}: another pacemaker-fenced test is running"
+            "{LOCK} still held after {LOCK_WAIT:?}: another pacemaker-fenced or package test is running"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
