@@ -184,6 +184,21 @@ fn haconn_resets(lab: &Lab, node2: &SimBmc, n: usize) -> Vec<u128> {
                 target_subsystem: 2,
             })
             .expect("send the reset");
+        // Wait for the ACCEPTED reply (the daemon sends it once the NMI is out) blocked on
+        // the socket, and only then read the simulator's record: polling its file while
+        // the reset runs would take the CPU the simulator needs (2 cores), which the
+        // floor's in-process NMI, blocked on its answer, does not.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let Some(r) = client.recv(deadline).expect("receive") else {
+                panic!("no ACCEPTED to reset {req}\n{}", lab.diagnostics());
+            };
+            if let Message::ResetReply { req: got, .. } = r.env.msg
+                && got == req
+            {
+                break;
+            }
+        }
         let t = nmi_at(node2, before, &|| lab.diagnostics());
         out.push(t.saturating_sub(t0));
         agent

@@ -341,7 +341,7 @@ impl IpmiBmc {
         };
         self.on_session(bmc, |s, deadline| async move {
             let mut call = s.call(NETFN_CHASSIS, CMD_CHASSIS_CONTROL)?;
-            let sock = s.socket()?;
+            let mut sock = s.socket();
             let started = Instant::now();
             for (i, wait) in TRIES.into_iter().enumerate() {
                 if Instant::now() >= deadline {
@@ -387,12 +387,12 @@ impl IpmiBmc {
                         Err(f) => return Err(f),
                     }
                     stats.retransmissions.fetch_add(1, Ordering::Relaxed);
-                    call.send(&sock, &[control]).await?;
-                } else if !call.send(&sock, &[control]).await? {
+                    call.send(&mut sock, &[control]).await?;
+                } else if !call.send(&mut sock, &[control]).await? {
                     return Err(Failure::Poisoned);
                 }
                 let until = (Instant::now() + wait).min(deadline);
-                if let Some(r) = call.wait(&sock, until, stats).await {
+                if let Some(r) = call.wait(sock.get()?, until, stats).await {
                     return r;
                 }
             }

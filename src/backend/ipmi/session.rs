@@ -168,6 +168,24 @@ fn tokio_socket(s: &UdpSocket, addr: SocketAddr) -> Result<tokio::net::UdpSocket
     tokio::net::UdpSocket::from_std(dup).map_err(|e| io_failure(addr, &e))
 }
 
+/// A session's socket registered with the caller's runtime (a duplicate of its descriptor:
+/// sessions are shared by the pipeline's runtime and others), made at first use: a call's
+/// first copy goes out on the session's own non-blocking socket, so an NMI does not wait
+/// for a `dup` and an epoll registration (a reply that comes first waits in the socket).
+pub struct LazySocket<'a> {
+    session: &'a Session,
+    sock: Option<tokio::net::UdpSocket>,
+}
+
+impl LazySocket<'_> {
+    pub fn get(&mut self) -> Result<&tokio::net::UdpSocket, Failure> {
+        if self.sock.is_none() {
+            self.sock = Some(tokio_socket(&self.session.socket, self.session.addr)?);
+        }
+        Ok(self.sock.as_ref().expect("just made"))
+    }
+}
+
 fn no_answer(started: Instant, tries: usize, resend: Resend) -> Failure {
     let ms = started.elapsed().as_millis();
     Failure::Unreachable(match resend {
@@ -402,11 +420,7 @@ impl Call<'_> {
     /// Sends a new copy: the next session sequence number and a free rqSeq. The send is
     /// tried under the lock, so the BMC sees our sequence numbers in order; a full socket
     /// buffer is waited out. `Ok(false)`: no rqSeq is free (nothing was sent).
-    pub async fn send(
-        &mut self,
-        sock: &tokio::net::UdpSocket,
-        data: &[u8],
-    ) -> Result<bool, Failure> {
+    pub async fn send(&mut self, sock: &mut LazySocket<'_>, data: &[u8]) -> Result<bool, Failure> {
         let s = self.session;
         let (packet, sent) = {
             let mut flow = s.lock();
@@ -448,7 +462,8 @@ impl Call<'_> {
             (packet, sent)
         };
         if !sent {
-            sock.send(&packet)
+            sock.get()?
+                .send(&packet)
                 .await
                 .map_err(|e| io_failure(s.addr, &e))?;
         }
@@ -544,9 +559,12 @@ impl Session {
         })
     }
 
-    /// This session's socket for the current runtime.
-    pub fn socket(&self) -> Result<tokio::net::UdpSocket, Failure> {
-        tokio_socket(&self.socket, self.addr)
+    /// This session's socket on the caller's runtime, made when first needed.
+    pub fn socket(&self) -> LazySocket<'_> {
+        LazySocket {
+            session: self,
+            sock: None,
+        }
     }
 
     /// Checks a datagram and hands it to the call it answers.
@@ -595,22 +613,22 @@ impl Session {
         resend: Resend,
     ) -> Result<IpmiReply, Failure> {
         let mut call = self.call(netfn, cmd)?;
-        let sock = self.socket()?;
+        let mut sock = self.socket();
         let started = Instant::now();
         for (i, wait) in TRIES.into_iter().enumerate() {
             if Instant::now() >= deadline {
                 break;
             }
             if i == 0 {
-                if !call.send(&sock, data).await? {
+                if !call.send(&mut sock, data).await? {
                     return Err(Failure::Poisoned); // nothing sent: another session may try
                 }
             } else if resend == Resend::Fresh {
                 stats.retransmissions.fetch_add(1, Ordering::Relaxed);
-                call.send(&sock, data).await?;
+                call.send(&mut sock, data).await?;
             }
             let until = (Instant::now() + wait).min(deadline);
-            if let Some(r) = call.wait(&sock, until, stats).await {
+            if let Some(r) = call.wait(sock.get()?, until, stats).await {
                 return r;
             }
         }
