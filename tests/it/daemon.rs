@@ -1176,8 +1176,22 @@ fn json_output_has_no_envelope_and_errors_are_json() {
     };
     let status = json(&["show", "status"], 0);
     assert_eq!(keys(&status), ["hardware", "live", "resetPath", "status"]);
+    // Failed polls are listed once there are any (the lab's management-server BMC is not
+    // simulated here).
+    let mut hardware = status["hardware"].clone();
+    if let Some(e) = hardware
+        .as_object_mut()
+        .and_then(|h| h.remove("linkErrors"))
+    {
+        let e = e.as_array().expect("linkErrors is a list");
+        assert!(
+            e.iter()
+                .all(|x| x["errors"].as_u64() > Some(0) && x["device"].is_string()),
+            "{e:?}"
+        );
+    }
     assert_eq!(
-        keys(&status["hardware"]),
+        keys(&hardware),
         [
             "intervalMs",
             "lastPollAgoMs",

@@ -204,6 +204,41 @@ fn the_metrics_pass_promtool_and_count_a_reset_with_stage_times() {
         "the checks and the request were queued: {queued}"
     );
 
+    // A second failure, after labnode02's monitor checked in again: this time its dump
+    // agent reports the stop after the NMI, so the reset ends as DUMP, timed from the NMI.
+    m.lab.register("labnode02", 2, free_port(), None);
+    let nmis = m.bmcs[1].nmis().len();
+    let run = m.lab.reset_node02(port, 2);
+    m.bmcs[1].wait_for("the second NMI", Duration::from_secs(10), |s| {
+        s.nmis().len() > nmis
+    });
+    m.lab
+        .node("stopped", &["--system", "labnode02", "--subsystem", "2"])
+        .code(0);
+    run.finish(Duration::from_secs(30))
+        .code(0)
+        .stdout_has("result=DUMP");
+    let dumped = m.until("the dump counted", |t| {
+        sample(t, "haconn_resets_total{kind=\"P\",outcome=\"dump\"}") == Some(1.0)
+    });
+    assert_eq!(
+        sample(
+            &dumped,
+            "haconn_reset_stage_duration_seconds_count{stage=\"nmi_to_stopped\"}"
+        ),
+        Some(1.0),
+        "{dumped}"
+    );
+    assert_eq!(
+        sample(
+            &dumped,
+            "haconn_resets_total{kind=\"P\",outcome=\"reboot\"}"
+        ),
+        Some(1.0),
+        "{dumped}"
+    );
+    assert_eq!(promtool(&dumped), "", "promtool on:\n{dumped}");
+
     // Only GET (and HEAD) of /metrics and /.
     assert_eq!(http(m.port, "POST", "/metrics").expect("POST").0, 405);
     assert_eq!(http(m.port, "GET", "/nothing").expect("GET").0, 404);
