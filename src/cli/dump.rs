@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use super::{Outcome, SocketArg};
 use crate::daemon::client::{ClientError, request_within};
 use crate::daemon::protocol::{
-    AlertsReply, GetReply, HamonitorReply, IpduSettingReply, Request, StatusReply, VERSION,
-    VersionReply,
+    AlertsReply, GetReply, HamonitorReply, IpduSettingReply, PeerDumpReply, Request, StatusReply,
+    VERSION, VersionReply,
 };
 
 /// Longest file packed; a longer one is taken by its last this many bytes (rotation keeps
@@ -79,7 +79,19 @@ pub fn run(args: &Args) -> Outcome {
             return Outcome::Trouble;
         }
     };
-    let dump = collect(args, now);
+    let dump = collect(
+        &args.state_dir,
+        &args.log_dir,
+        &args.socket.control_socket,
+        true,
+        now,
+    );
+    if let Some(Err(why)) = &dump.peer_archive {
+        errln!(
+            "haconn dump: the peer's archive could not be fetched ({why}); run haconn dump on {} too",
+            dump.peer.as_deref().unwrap_or("the peer")
+        );
+    }
     match write_archive(file, &base, &dump, now) {
         Ok(bytes) => {
             if let Some(why) = &dump.daemon_down {
@@ -148,6 +160,9 @@ struct Dump {
     daemon_down: Option<String>,
     /// The peer's name, in a pair.
     peer: Option<String>,
+    /// The peer's own archive as fetched over the mlan: its size, or why not (`None`: not
+    /// asked, as when this archive is itself for the peer).
+    peer_archive: Option<Result<usize, String>>,
     /// The applied spec's inline secret values, masked wherever found.
     secrets: Vec<String>,
     /// Where one was found and masked: (member, occurrences).
@@ -201,20 +216,63 @@ fn mask_secrets(data: &mut Vec<u8>, secrets: &[String]) -> usize {
     found
 }
 
-fn collect(args: &Args, now: chrono::DateTime<chrono::Local>) -> Dump {
+/// This server's archive as bytes, for the peer's `haconn dump` (sent over the mlan): what
+/// `haconn dump` packs here, without asking the peer for its own in turn.
+pub fn archive_bytes(state_dir: &Path, log_dir: &Path, socket: &Path) -> Result<Vec<u8>, String> {
+    let now = chrono::Local::now();
+    let base = default_name(&host_name(), now);
+    let dump = collect(state_dir, log_dir, socket, false, now);
+    write_tar(Vec::new(), &base, &dump, now).map_err(|e| format!("packing the archive: {e}"))
+}
+
+/// How long `haconn dump` waits for the peer's archive (the daemon's own bound, plus the
+/// control socket's way).
+const PEER_WAIT: Duration = Duration::from_secs(70);
+
+fn collect(
+    state_dir: &Path,
+    log_dir: &Path,
+    socket: &Path,
+    with_peer: bool,
+    now: chrono::DateTime<chrono::Local>,
+) -> Dump {
     let mut dump = Dump::default();
     let t = now.timestamp().max(0) as u64;
     // The state dir first: its applied spec tells which values to mask everywhere.
-    let state = read_state(&args.state_dir, &mut dump);
+    let state = read_state(state_dir, &mut dump);
     let client = VersionReply::this_build();
-    let daemon_version = daemon_outputs(&args.socket.control_socket, &mut dump, t);
+    let daemon_version = daemon_outputs(socket, &mut dump, t);
+    if with_peer && let Some(peer) = dump.peer.clone() {
+        // Packed by the peer with its own secrets masked; taken as it is (masking here
+        // could only corrupt compressed bytes).
+        let fetched =
+            request_within::<PeerDumpReply>(socket, &Request::PeerDump { v: VERSION }, PEER_WAIT)
+                .map_err(|e| e.to_string())
+                .and_then(|r| {
+                    use base64ct::Encoding;
+                    base64ct::Base64::decode_vec(&r.archive)
+                        .map_err(|e| format!("the archive is not base64: {e}"))
+                });
+        dump.peer_archive = Some(match fetched {
+            Ok(bytes) => {
+                let n = bytes.len();
+                dump.members.push(Member {
+                    path: format!("peer/{peer}.tar.gz"),
+                    data: bytes,
+                    mtime: t,
+                });
+                Ok(n)
+            }
+            Err(why) => Err(why),
+        });
+    }
     let versions = super::show::Versions::of(client, daemon_version);
     dump.json("versions.json", &versions, t);
     host_facts(now, &mut dump, t);
     for (name, data, mtime) in state {
         dump.add(&name, data, mtime);
     }
-    read_logs(&args.log_dir, &mut dump);
+    read_logs(log_dir, &mut dump);
     dump
 }
 
@@ -602,17 +660,27 @@ fn command(program: &str, args: &[&str]) -> String {
     format!("$ {shown}\n{body}")
 }
 
-/// Writes the archive: every member under `base/`, then `README.txt`; returns its size.
+/// Writes the archive to `file`, synced; returns its size.
 fn write_archive(
     file: File,
     base: &str,
     dump: &Dump,
     now: chrono::DateTime<chrono::Local>,
 ) -> std::io::Result<u64> {
-    let gz = flate2::write::GzEncoder::new(
-        std::io::BufWriter::new(file),
-        flate2::Compression::default(),
-    );
+    let out = write_tar(std::io::BufWriter::new(file), base, dump, now)?;
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok(file.metadata()?.len())
+}
+
+/// The tar.gz: every member under `base/`, then `README.txt`; gives `w` back, flushed.
+fn write_tar<W: Write>(
+    w: W,
+    base: &str,
+    dump: &Dump,
+    now: chrono::DateTime<chrono::Local>,
+) -> std::io::Result<W> {
+    let gz = flate2::write::GzEncoder::new(w, flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
     let t = now.timestamp().max(0) as u64;
     let readme = readme(dump, now);
@@ -632,9 +700,7 @@ fn write_archive(
     let gz = tar.into_inner()?;
     let mut out = gz.finish()?;
     out.flush()?;
-    let file = out.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
-    Ok(file.metadata()?.len())
+    Ok(out)
 }
 
 fn readme(dump: &Dump, now: chrono::DateTime<chrono::Local>) -> String {
@@ -680,8 +746,22 @@ fn readme(dump: &Dump, now: chrono::DateTime<chrono::Local>) -> String {
         Some(peer) => {
             let _ = writeln!(
                 t,
-                "  This server is one of a pair; its peer is {peer}. daemon/peer-status.json is the peer as\n  this server's pair status knows it (role, link, state, spec sync). The peer's own logs,\n  state dir and host facts cannot be reached over the mlan: run `haconn dump` on {peer} too.\n"
+                "  This server is one of a pair; its peer is {peer}. daemon/peer-status.json is the peer as\n  this server's pair status knows it (role, link, state, spec sync)."
             );
+            let _ = match &dump.peer_archive {
+                Some(Ok(n)) => writeln!(
+                    t,
+                    "  peer/{peer}.tar.gz ({n} bytes) is {peer}'s own dump (its logs, state dir, show outputs and\n  host facts, its secrets masked there), packed by its daemon and sent over the mlan.\n"
+                ),
+                Some(Err(why)) => writeln!(
+                    t,
+                    "  {peer}'s own dump could not be fetched over the mlan ({why}):\n  run `haconn dump` on {peer} too.\n"
+                ),
+                None => writeln!(
+                    t,
+                    "  This archive was packed for {peer}'s `haconn dump` and holds this server's files only.\n"
+                ),
+            };
         }
         None => t.push_str(
             "  No peer known (a single management server, or the daemon did not answer). In a pair,\n  run `haconn dump` on each management server: a peer's files cannot be reached over the mlan.\n\n",

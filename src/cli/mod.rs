@@ -12,7 +12,7 @@ mod alert;
 mod apply;
 mod daemon;
 mod diff;
-mod dump;
+pub(crate) mod dump;
 pub mod fence_agent;
 mod history;
 mod lab;

@@ -551,6 +551,22 @@ async fn handle(
         Request::ServerIpdu { .. } => protocol::error("bad-request", "not here"),
         Request::IpduSetting { .. } => protocol::ok(&IpduSettingReply::of(&shared.pipeline.live())),
         Request::Version { .. } => protocol::ok(&protocol::VersionReply::this_build()),
+        Request::PeerDump { .. } => match &shared.pair {
+            None => protocol::error(
+                "no-peer",
+                "this management server has no peer (mode: single)",
+            ),
+            Some(pair) => match pair.peer_dump(PEER_DUMP_TIMEOUT).await {
+                Ok(bytes) => {
+                    use base64ct::Encoding;
+                    protocol::ok(&protocol::PeerDumpReply {
+                        peer: pair.status().peer,
+                        archive: base64ct::Base64::encode_string(&bytes),
+                    })
+                }
+                Err(e) => protocol::error("peer", &e),
+            },
+        },
         Request::MserverIpdu { .. } => protocol::error("bad-request", "not here"),
         Request::Pair { action, .. } => pair_command(shared, commands, action).await,
     }
@@ -739,6 +755,9 @@ async fn alert_command(
         outcome,
     })
 }
+
+/// How long the peer may take to pack and send its support archive.
+pub const PEER_DUMP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long `act restart` waits for the standby to say it is active.
 const HANDOVER_WAIT: Duration = Duration::from_secs(10);

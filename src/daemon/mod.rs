@@ -344,6 +344,14 @@ fn start_pair(
         reset_log: Arc::new(move |line: String| reset_log.line(line)),
         specs,
         lifecycle,
+        dump: {
+            let (state_dir, log_dir, socket) = (
+                opts.state_dir.clone(),
+                opts.log_dir.clone(),
+                opts.control_socket.clone(),
+            );
+            Arc::new(move || crate::cli::dump::archive_bytes(&state_dir, &log_dir, &socket))
+        },
     })
     .with_context(|| format!("binding the mlan on {local_mlan}"))?;
     Ok(Some(handle))

@@ -127,6 +127,9 @@ pub enum Request {
     /// What this daemon is: its version, the protocols it speaks and how it was built
     /// (`haconn show version`).
     Version { v: u64 },
+    /// The peer's support archive, packed there and fetched over the mlan (`haconn dump`
+    /// in a pair).
+    PeerDump { v: u64 },
     /// The PDU-cut test of the `active` or `standby` management server; streams progress
     /// like `serverIpdu`.
     MserverIpdu {
@@ -167,7 +170,8 @@ impl Request {
             | Request::Hamonitor { .. }
             | Request::IpduSetting { .. }
             | Request::Alerts { .. }
-            | Request::Version { .. } => return None,
+            | Request::Version { .. }
+            | Request::PeerDump { .. } => return None,
             Request::Apply {
                 spec,
                 dry_run,
@@ -272,6 +276,14 @@ pub struct FenceReply {
     /// `list`: every system of the live spec.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub systems: Vec<String>,
+}
+
+/// `peerDump`: the peer's `haconn dump` archive (tar.gz, base64).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerDumpReply {
+    pub peer: String,
+    pub archive: String,
 }
 
 /// `version`: what a haconn build is, the protocols it speaks and how it was built. The

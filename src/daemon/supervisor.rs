@@ -311,6 +311,7 @@ pub fn peer_ack(reply: Option<ReloadReply>, live: &Spec) -> crate::pair::sync::S
             ok: completed,
             changed: changes > 0,
             checksum,
+            archive: None,
             message: if completed {
                 format!("applied ({changes} changes)")
             } else {
@@ -321,6 +322,7 @@ pub fn peer_ack(reply: Option<ReloadReply>, live: &Spec) -> crate::pair::sync::S
             ok: false,
             changed: false,
             checksum,
+            archive: None,
             message: format!(
                 "invalid there: {}",
                 d.first()
@@ -331,12 +333,14 @@ pub fn peer_ack(reply: Option<ReloadReply>, live: &Spec) -> crate::pair::sync::S
             ok: false,
             changed: false,
             checksum,
+            archive: None,
             message: why,
         },
         Some(ReloadReply::Planned { .. }) | None => SpecAck {
             ok: false,
             changed: false,
             checksum,
+            archive: None,
             message: "the reload did not answer".into(),
         },
     }

@@ -55,6 +55,9 @@ pub enum PushBody {
         off_time: Option<u64>,
         wait_time: Option<u64>,
     },
+    /// `haconn dump` on the sender: the receiver packs its own support archive (as
+    /// `haconn dump` would there, its secrets masked) and answers with it in `archive`.
+    Dump {},
 }
 
 /// The standby's answer.
@@ -70,7 +73,14 @@ pub struct SpecAck {
     /// The receiver's applied spec's [`checksum`] after a spec push.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<String>,
+    /// The receiver's support archive (tar.gz, base64) after a dump request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
 }
+
+/// The largest support archive a server sends its peer: base64 makes it a third larger,
+/// and the frame must still fit in [`MAX_FRAME`].
+pub const MAX_PEER_ARCHIVE: usize = 11 << 20;
 
 /// A short checksum of a spec as the state file holds it (SHA-256, 16 hex digits): the
 /// two servers of a pair compare theirs.
@@ -250,11 +260,13 @@ mod tests {
                             ok: true,
                             changed: true,
                             checksum: None,
+                            archive: None,
                             message: match p.body {
                                 PushBody::Spec { spec } => format!("{} bytes", spec.len()),
                                 PushBody::State { state } => format!("{}", state.monitors.len()),
                                 PushBody::Lifecycle { restart } => format!("{restart}"),
                                 PushBody::PduTest { .. } => "pdu".into(),
+                                PushBody::Dump {} => "dump".into(),
                             },
                         }
                     })

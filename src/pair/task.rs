@@ -66,7 +66,13 @@ pub struct PairSetup {
     pub specs: mpsc::Sender<(String, oneshot::Sender<SpecAck>)>,
     /// Where the peer's lifecycle request goes (`true`: restart, `false`: stop).
     pub lifecycle: mpsc::Sender<bool>,
+    /// Packs this server's support archive for the peer's `haconn dump` (blocking: run
+    /// on a blocking thread).
+    pub dump: DumpFn,
 }
+
+/// Makes this server's support archive (tar.gz bytes), or says why not.
+pub type DumpFn = Arc<dyn Fn() -> Result<Vec<u8>, String> + Send + Sync>;
 
 /// What `show status` shows of the pair.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,6 +219,21 @@ impl PairHandle {
             .await
     }
 
+    /// The peer's support archive (tar.gz bytes), packed there for this server's `haconn
+    /// dump` and sent over the mlan; at most `limit`.
+    pub async fn peer_dump(&self, limit: Duration) -> Result<Vec<u8>, String> {
+        use base64ct::Encoding;
+        let s = self.status();
+        if s.peer_link != "OK" {
+            return Err(format!("{} is not heard now", s.peer));
+        }
+        let ack = self.sync.send(PushBody::Dump {}, limit).await?;
+        let text = ack
+            .archive
+            .ok_or_else(|| format!("{} sent no archive", s.peer))?;
+        base64ct::Base64::decode_vec(&text).map_err(|e| format!("the archive is not base64: {e}"))
+    }
+
     pub async fn command(&self, c: Command) -> Result<String, String> {
         let (tx, rx) = oneshot::channel();
         self.commands
@@ -299,6 +320,7 @@ pub fn spawn(setup: PairSetup) -> std::io::Result<PairHandle> {
             log: setup.log.clone(),
             pipeline: setup.pipeline.clone(),
             lifecycle: setup.lifecycle.clone(),
+            dump: setup.dump.clone(),
         },
     ));
     let task = Task {
@@ -377,6 +399,7 @@ struct SyncReceiver {
     log: Arc<dyn Fn(&str) + Send + Sync>,
     pipeline: Pipeline,
     lifecycle: mpsc::Sender<bool>,
+    dump: DumpFn,
 }
 
 /// Takes what the active pushes: only from the peer (signed, fresh, new), only while this
@@ -399,6 +422,7 @@ async fn accept_specs(listener: tokio::net::TcpListener, r: SyncReceiver) {
             log,
             pipeline,
             lifecycle,
+            dump,
         } = r.clone();
         tokio::spawn(async move {
             let Ok(_turn) = one.acquire().await else {
@@ -409,12 +433,13 @@ async fn accept_specs(listener: tokio::net::TcpListener, r: SyncReceiver) {
                 changed: false,
                 message,
                 checksum: None,
+                archive: None,
             };
             let r = sync::serve_one(stream, &key, |push| {
                 let role = status.borrow().role.clone();
                 let for_any_role = matches!(
                     push.body,
-                    PushBody::Lifecycle { .. } | PushBody::PduTest { .. }
+                    PushBody::Lifecycle { .. } | PushBody::PduTest { .. } | PushBody::Dump {}
                 );
                 if role == Role::Active.as_str() && !for_any_role {
                     return Err(refuse(format!(
@@ -455,6 +480,7 @@ async fn accept_specs(listener: tokio::net::TcpListener, r: SyncReceiver) {
                                     changed: true,
                                     message: summary,
                                     checksum: None,
+                                    archive: None,
                                 },
                                 Err(why) => refuse(why),
                             }
@@ -473,6 +499,32 @@ async fn accept_specs(listener: tokio::net::TcpListener, r: SyncReceiver) {
                                 changed: true,
                                 message: if restart { "restarting" } else { "stopping" }.into(),
                                 checksum: None,
+                                archive: None,
+                            }
+                        }
+                        PushBody::Dump {} => {
+                            let packed = tokio::task::spawn_blocking(move || dump()).await;
+                            match packed {
+                                Ok(Ok(bytes)) if bytes.len() > sync::MAX_PEER_ARCHIVE => {
+                                    refuse(format!(
+                                        "the archive is {} bytes, more than the {} the mlan \
+                                         carries: run haconn dump on this server",
+                                        bytes.len(),
+                                        sync::MAX_PEER_ARCHIVE
+                                    ))
+                                }
+                                Ok(Ok(bytes)) => {
+                                    use base64ct::Encoding;
+                                    SpecAck {
+                                        ok: true,
+                                        changed: false,
+                                        message: format!("{} bytes", bytes.len()),
+                                        checksum: None,
+                                        archive: Some(base64ct::Base64::encode_string(&bytes)),
+                                    }
+                                }
+                                Ok(Err(why)) => refuse(why),
+                                Err(e) => refuse(format!("packing the archive failed: {e}")),
                             }
                         }
                         PushBody::State { state } => {
@@ -485,6 +537,7 @@ async fn accept_specs(listener: tokio::net::TcpListener, r: SyncReceiver) {
                                         "{n} monitor registrations and {b} systems not normal taken"
                                     ),
                                     checksum: None,
+                                    archive: None,
                                 },
                                 Err(e) => refuse(e.to_string()),
                             }

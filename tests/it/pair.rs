@@ -524,3 +524,91 @@ fn pdu_cut_tests_of_the_management_servers_run_on_the_active() {
         p.diagnostics()
     );
 }
+
+/// The members of a tar.gz, by path.
+fn unpack(gz: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
+    use std::io::Read;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(gz));
+    let mut members = std::collections::BTreeMap::new();
+    for entry in tar.entries().expect("a tar stream") {
+        let mut entry = entry.expect("a tar entry");
+        let path = entry.path().expect("a path").display().to_string();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).expect("the entry's bytes");
+        members.insert(path, data);
+    }
+    members
+}
+
+/// Issue 17.2: `haconn dump` on either server of a pair holds the other's own dump,
+/// packed by its daemon and sent sealed over the mlan, with no secret of the spec.
+#[test]
+fn haconn_dump_on_one_server_holds_the_peers_own_dump() {
+    require_netns!();
+    let p = Pair::up();
+    let peer_of = ["ms02", "ms01"];
+    for (i, d) in p.ms.iter().enumerate() {
+        let out = d.path(&format!("dump-{i}.tar.gz"));
+        let log_dir = d.event_log().parent().expect("a log dir").to_path_buf();
+        let run = d.haconn(&[
+            "dump",
+            "-o",
+            &out.display().to_string(),
+            "--state-dir",
+            &d.state_dir().display().to_string(),
+            "--log-dir",
+            &log_dir.display().to_string(),
+        ]);
+        run.code(0);
+        let members = unpack(&std::fs::read(&out).expect("the archive"));
+        let peer = peer_of[i];
+        let (name, inner) = members
+            .iter()
+            .find(|(n, _)| n.ends_with(&format!("/peer/{peer}.tar.gz")))
+            .unwrap_or_else(|| panic!("no peer/{peer}.tar.gz in {:?}\n{run}", members.keys()));
+        let readme = members
+            .iter()
+            .find(|(n, _)| n.ends_with("/README.txt"))
+            .map(|(_, d)| String::from_utf8_lossy(d).into_owned())
+            .expect("README.txt");
+        assert!(
+            readme.contains(&format!("peer/{peer}.tar.gz (")) && readme.contains("over the mlan"),
+            "{readme}"
+        );
+        let theirs = unpack(inner);
+        let has = |suffix: &str| theirs.keys().any(|n| n.ends_with(suffix));
+        assert!(has("/logs/event.log"), "{name}: {:?}", theirs.keys());
+        assert!(has("/daemon/status.json"), "{name}: {:?}", theirs.keys());
+        assert!(
+            !theirs.keys().any(|n| n.contains("/peer/")),
+            "the peer's archive does not nest another"
+        );
+        let their_status = theirs
+            .iter()
+            .find(|(n, _)| n.ends_with("/daemon/status.json"))
+            .map(|(_, d)| String::from_utf8_lossy(d).into_owned())
+            .unwrap_or_default();
+        assert!(
+            their_status.contains(&format!("\"localManagementServer\": \"{peer}\"")),
+            "{their_status}"
+        );
+        let their_readme = theirs
+            .iter()
+            .find(|(n, _)| n.ends_with("/README.txt"))
+            .map(|(_, d)| String::from_utf8_lossy(d).into_owned())
+            .unwrap_or_default();
+        assert!(
+            their_readme.contains("packed for")
+                && their_readme.contains("holds this server's files only"),
+            "{their_readme}"
+        );
+        // The BMC password is inline in the pair's spec: in no member of either archive.
+        let secret = crate::support::ipmi::PASSWORD.as_bytes();
+        for (n, data) in members.iter().chain(theirs.iter()) {
+            assert!(
+                !data.windows(secret.len()).any(|w| w == secret),
+                "{n} holds the BMC password"
+            );
+        }
+    }
+}
