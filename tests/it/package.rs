@@ -33,6 +33,7 @@ const PACKAGED: &[&str] = &[
     "/usr/share/fish/vendor_completions.d/haconn.fish",
     "/usr/share/doc/haconn/README.md",
     "/usr/share/doc/haconn/systemd.md",
+    "/usr/share/doc/haconn/grafana-dashboard.json",
 ];
 
 /// Runs `program` with `args` to its end.
