@@ -1291,6 +1291,17 @@ mod tests {
         );
     }
 
+    /// The spec `text` checks to, with its diagnostics as `PATH MESSAGE`.
+    fn checked(text: &str) -> (Option<Spec>, Vec<String>) {
+        let c = crate::spec::check_bytes(text.as_bytes(), crate::spec::CheckOptions::default());
+        let diags = c
+            .diagnostics
+            .iter()
+            .map(|d| format!("{} {}", d.path, d.message))
+            .collect();
+        (c.spec, diags)
+    }
+
     /// Issue 15: the trap receiver's settings, each error at its field.
     #[test]
     fn alerts_settings_are_checked_field_by_field() {
@@ -1306,16 +1317,7 @@ servers:
     bmc: {address: 127.0.0.11, username: admin, password: passw0rd}
     warnings: {predictiveFailure: true}
 ";
-        let check = |alerts: &str| {
-            let text = format!("{base}{alerts}");
-            let c = crate::spec::check_bytes(text.as_bytes(), crate::spec::CheckOptions::default());
-            let diags: Vec<String> = c
-                .diagnostics
-                .iter()
-                .map(|d| format!("{} {}", d.path, d.message))
-                .collect();
-            (c.spec, diags)
-        };
+        let check = |alerts: &str| checked(&format!("{base}{alerts}"));
         let (spec, diags) = check(
             "alerts: {community: trapcomm, traps: [{oid: .1.3.6.1.4.1.674.1, means: degradation}], warningCommand: /usr/local/bin/hook}\n",
         );
@@ -1365,16 +1367,7 @@ managementServers:
     bmc: {address: 127.0.0.2, username: admin, password: passw0rd}
     mlan: {address: 127.0.0.1, port: 5002}
 ";
-        let check = |tail: &str| {
-            let text = format!("{base}{tail}");
-            let c = crate::spec::check_bytes(text.as_bytes(), crate::spec::CheckOptions::default());
-            let diags: Vec<String> = c
-                .diagnostics
-                .iter()
-                .map(|d| format!("{} {}", d.path, d.message))
-                .collect();
-            (c.spec, diags)
-        };
+        let check = |tail: &str| checked(&format!("{base}{tail}"));
         let (spec, diags) = check("");
         assert_eq!(spec.unwrap_or_else(|| panic!("{diags:?}")).metrics, None);
         let (spec, diags) = check("metrics: {}\n");

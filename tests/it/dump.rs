@@ -50,18 +50,7 @@ fn lab_with_inline_secrets() -> Lab {
 
 /// Every member of a tar.gz: path → content.
 fn unpack(archive: &Path) -> BTreeMap<String, Vec<u8>> {
-    use std::io::Read;
-    let file = std::fs::File::open(archive).expect("open the archive");
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    let mut members = BTreeMap::new();
-    for entry in tar.entries().expect("a tar stream") {
-        let mut entry = entry.expect("a tar entry");
-        let path = entry.path().expect("a path").display().to_string();
-        let mut data = Vec::new();
-        entry.read_to_end(&mut data).expect("the entry's bytes");
-        members.insert(path, data);
-    }
-    members
+    crate::support::unpack_tar_gz(std::fs::File::open(archive).expect("open the archive"))
 }
 
 /// The members under the archive's one top directory, by their path below it.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use crate::support::daemon::Daemon;
 use crate::support::netns::{require_netns, wait_until};
 use crate::support::pair::{Pair, WAIT};
+use crate::support::unpack_tar_gz as unpack;
 
 fn running(d: &mut Daemon) -> bool {
     d.is_running()
@@ -525,21 +526,6 @@ fn pdu_cut_tests_of_the_management_servers_run_on_the_active() {
     );
 }
 
-/// The members of a tar.gz, by path.
-fn unpack(gz: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
-    use std::io::Read;
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(gz));
-    let mut members = std::collections::BTreeMap::new();
-    for entry in tar.entries().expect("a tar stream") {
-        let mut entry = entry.expect("a tar entry");
-        let path = entry.path().expect("a path").display().to_string();
-        let mut data = Vec::new();
-        entry.read_to_end(&mut data).expect("the entry's bytes");
-        members.insert(path, data);
-    }
-    members
-}
-
 /// Issue 17.2: `haconn dump` on either server of a pair holds the other's own dump,
 /// packed by its daemon and sent sealed over the mlan, with no secret of the spec.
 #[test]
@@ -560,7 +546,7 @@ fn haconn_dump_on_one_server_holds_the_peers_own_dump() {
             &log_dir.display().to_string(),
         ]);
         run.code(0);
-        let members = unpack(&std::fs::read(&out).expect("the archive"));
+        let members = unpack(std::fs::File::open(&out).expect("the archive"));
         let peer = peer_of[i];
         let (name, inner) = members
             .iter()
@@ -575,7 +561,7 @@ fn haconn_dump_on_one_server_holds_the_peers_own_dump() {
             readme.contains(&format!("peer/{peer}.tar.gz (")) && readme.contains("over the mlan"),
             "{readme}"
         );
-        let theirs = unpack(inner);
+        let theirs = unpack(inner.as_slice());
         let has = |suffix: &str| theirs.keys().any(|n| n.ends_with(suffix));
         assert!(has("/logs/event.log"), "{name}: {:?}", theirs.keys());
         assert!(has("/daemon/status.json"), "{name}: {:?}", theirs.keys());

@@ -26,3 +26,18 @@ pub mod resetpath;
 pub mod run;
 pub mod secret_leaks;
 pub mod snmp;
+
+/// The members of a tar.gz (`haconn dump`'s archives), by path.
+pub fn unpack_tar_gz(gz: impl std::io::Read) -> std::collections::BTreeMap<String, Vec<u8>> {
+    use std::io::Read;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(gz));
+    let mut members = std::collections::BTreeMap::new();
+    for entry in tar.entries().expect("a tar stream") {
+        let mut entry = entry.expect("a tar entry");
+        let path = entry.path().expect("a path").display().to_string();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).expect("the entry's bytes");
+        members.insert(path, data);
+    }
+    members
+}
