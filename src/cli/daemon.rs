@@ -137,35 +137,11 @@ fn parse_group(value: &str) -> Result<u32, String> {
     }
 }
 
-/// The GID of group `name` (getgrnam_r), `None` when there is no such group.
+/// The GID of group `name`, `None` when there is no such group.
 fn group_id(name: &str) -> std::io::Result<Option<u32>> {
-    let name = std::ffi::CString::new(name)
-        .map_err(|_| std::io::Error::other("a group name holds no NUL byte"))?;
-    let mut buf: Vec<libc::c_char> = vec![0; 1024];
-    loop {
-        // SAFETY: `group` is plain data that getgrnam_r fills in; its strings point into
-        // `buf`, which outlives it; only the GID is read.
-        let mut group: libc::group = unsafe { std::mem::zeroed() };
-        let mut found: *mut libc::group = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call and `buf.len()` is its size.
-        let rc = unsafe {
-            libc::getgrnam_r(
-                name.as_ptr(),
-                &mut group,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut found,
-            )
-        };
-        match rc {
-            0 if found.is_null() => return Ok(None),
-            0 => return Ok(Some(group.gr_gid)),
-            libc::ERANGE if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
-            // Not found is 0 with no entry, but some NSS modules say ENOENT or ESRCH.
-            libc::ENOENT | libc::ESRCH => return Ok(None),
-            e => return Err(std::io::Error::from_raw_os_error(e)),
-        }
-    }
+    nix::unistd::Group::from_name(name)
+        .map(|g| g.map(|g| g.gid.as_raw()))
+        .map_err(std::io::Error::from)
 }
 
 #[cfg(test)]
