@@ -50,6 +50,7 @@ use daemon::Prng;
 use haconn::alert::{Meaning, classify, pet, trap};
 use haconn::resetpath::client::Client;
 use haconn::resetpath::codec::{AttentionState, Message};
+use harness::{figures, row};
 use ipmi_support::{PASSWORD, SimBmc, SimConfig, USER, now_ns};
 use resetpath_support::Lab;
 
@@ -496,37 +497,6 @@ impl Bench {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Figures {
-    n: usize,
-    p50: f64,
-    p99: f64,
-    max: f64,
-}
-
-fn ms(ns: u128) -> f64 {
-    ns as f64 / 1e6
-}
-
-fn figures(mut ns: Vec<u128>) -> Figures {
-    assert!(!ns.is_empty());
-    ns.sort_unstable();
-    let at = |q: f64| ms(ns[((ns.len() as f64 * q).ceil() as usize).clamp(1, ns.len()) - 1]);
-    Figures {
-        n: ns.len(),
-        p50: at(0.5),
-        p99: at(0.99),
-        max: ms(*ns.last().expect("not empty")),
-    }
-}
-
-fn row(name: &str, f: Figures) {
-    println!(
-        "  {name:<52} {:>4}  {:>10.3}  {:>10.3}  {:>10.3}",
-        f.n, f.p50, f.p99, f.max
-    );
-}
-
 fn report(s: &Sizes) {
     println!(
         "Alerts: power-off -> ATTENTION POFF at an HA monitor (ipmi_sim, RMCP+, 127.0.0.0/8; \
@@ -540,8 +510,8 @@ fn report(s: &Sizes) {
         "\n  {:<52} {:>4}  {:>10}  {:>10}  {:>10}",
         "path (ms)", "n", "p50", "p99", "max"
     );
-    row("trap: PET power-off sent -> BMC read -> POFF", trap);
-    row("poll: BMC powered off -> next watch poll -> POFF", poll);
+    row("trap: PET power-off sent -> BMC read -> POFF", 52, trap);
+    row("poll: BMC powered off -> next watch poll -> POFF", 52, poll);
     println!(
         "\n  trap samples not counted (a poll reported the power-off first): {}",
         r.poll_first

@@ -49,6 +49,7 @@ use haconn::backend::ipmi::IpmiBmc;
 use haconn::resetpath::client::{Client, read_key_file};
 use haconn::resetpath::codec::{Message, ResetResult};
 use haconn::spec::model::Bmc as BmcSpec;
+use harness::{Figures, figures, row};
 use ipmi_support::{PASSWORD, SimBmc, SimConfig, USER, now_ns};
 use resetpath_support::{Lab, free_port};
 
@@ -118,37 +119,6 @@ fn nmi_at(sim: &SimBmc, n: usize, context: &dyn Fn() -> String) -> u128 {
         );
         std::thread::sleep(Duration::from_micros(200));
     }
-}
-
-fn ms(ns: u128) -> f64 {
-    ns as f64 / 1e6
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Figures {
-    n: usize,
-    p50: f64,
-    p99: f64,
-    max: f64,
-}
-
-fn figures(mut ns: Vec<u128>) -> Figures {
-    assert!(!ns.is_empty());
-    ns.sort_unstable();
-    let at = |q: f64| ms(ns[((ns.len() as f64 * q).ceil() as usize).clamp(1, ns.len()) - 1]);
-    Figures {
-        n: ns.len(),
-        p50: at(0.5),
-        p99: at(0.99),
-        max: ms(*ns.last().expect("not empty")),
-    }
-}
-
-fn row(name: &str, f: Figures) {
-    println!(
-        "  {name:<44} {:>4}  {:>10.3}  {:>10.3}  {:>10.3}",
-        f.n, f.p50, f.p99, f.max
-    );
 }
 
 /// haconn: reset datagram → NMI, through the daemon; each reset ended with DUMP.
@@ -486,10 +456,10 @@ fn report(s: &Sizes) {
         "\n  {:<44} {:>4}  {:>10}  {:>10}  {:>10}",
         "path (ms)", "n", "p50", "p99", "max"
     );
-    row("haconn: reset datagram -> daemon -> NMI", h);
-    row("floor: library NMI, open session, in-process", l);
-    row("ipmitool -I lanplus -C 3 chassis power diag", i);
-    row("fence_ipmilan -P -C 3 -o diag", f);
+    row("haconn: reset datagram -> daemon -> NMI", 44, h);
+    row("floor: library NMI, open session, in-process", 44, l);
+    row("ipmitool -I lanplus -C 3 chassis power diag", 44, i);
+    row("fence_ipmilan -P -C 3 -o diag", 44, f);
     println!(
         "\n  ratios (tool / haconn): ipmitool {:.0}x at p50, {:.0}x at p99 (target >= 30x); \
          fence_ipmilan {:.0}x at p50, {:.0}x at p99 (target >= 100x)",

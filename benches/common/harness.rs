@@ -83,3 +83,38 @@ pub fn machine_line() -> String {
             .join(" ")
     )
 }
+
+/// Nanoseconds as milliseconds.
+pub fn ms(ns: u128) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// A latency distribution in milliseconds: count, p50, p99, max.
+#[derive(Debug, Clone, Copy)]
+pub struct Figures {
+    pub n: usize,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// The figures of samples in nanoseconds (nearest rank).
+pub fn figures(mut ns: Vec<u128>) -> Figures {
+    assert!(!ns.is_empty());
+    ns.sort_unstable();
+    let at = |q: f64| ms(ns[((ns.len() as f64 * q).ceil() as usize).clamp(1, ns.len()) - 1]);
+    Figures {
+        n: ns.len(),
+        p50: at(0.5),
+        p99: at(0.99),
+        max: ms(*ns.last().expect("not empty")),
+    }
+}
+
+/// One table row: `name` in a column `width` wide, then n, p50, p99 and max.
+pub fn row(name: &str, width: usize, f: Figures) {
+    println!(
+        "  {name:<width$} {:>4}  {:>10.3}  {:>10.3}  {:>10.3}",
+        f.n, f.p50, f.p99, f.max
+    );
+}

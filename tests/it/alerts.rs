@@ -15,7 +15,7 @@ use std::net::UdpSocket;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ipmi_support::{PASSWORD, SimBmc, USER, sim_at};
+use ipmi_support::{PASSWORD, SimBmc, sim_at};
 use resetpath_support::{Lab, Stream, free_port, haconn};
 
 const COMMUNITY: &str = "haconnTrap01";
@@ -60,12 +60,7 @@ fn start() -> Alerts {
             } else {
                 ""
             };
-            format!(
-                "  - name: labnode0{n}\n    bmc: {{address: {a}, port: {p}, username: {USER}, password: {PASSWORD}}}\n    cluster: true\n{warnings}",
-                n = i + 1,
-                a = b.address,
-                p = b.port,
-            )
+            format!("{}{warnings}", ipmi_support::lab_server(i, b, PASSWORD))
         })
         .collect();
     let hook_path = hook.display().to_string();

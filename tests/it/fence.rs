@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use ipmi_support::{PASSWORD, USER, sim_at};
+use ipmi_support::{PASSWORD, sim_at};
 use resetpath_support::Lab;
 use serde_json::{Value, json};
 
@@ -38,14 +38,7 @@ fn fence_actions_act_on_the_bmc_and_are_confirmed() {
     let lines: Vec<String> = bmcs
         .iter()
         .enumerate()
-        .map(|(i, b)| {
-            format!(
-                "  - name: labnode0{n}\n    bmc: {{address: {a}, port: {p}, username: {USER}, password: {PASSWORD}}}\n    cluster: true\n",
-                n = i + 1,
-                a = b.address,
-                p = b.port,
-            )
-        })
+        .map(|(i, b)| ipmi_support::lab_server(i, b, PASSWORD))
         .collect();
     let mut lab = Lab::start_real(1000, 60_000, move |text: String| {
         let (head, _) = text.split_once("servers:\n").expect("servers");

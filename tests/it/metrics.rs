@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ipmi_support::{PASSWORD, SimBmc, USER, sim_at};
+use ipmi_support::{PASSWORD, SimBmc, sim_at};
 use resetpath_support::{Lab, free_port};
 
 /// A plain HTTP/1.0 request on loopback: the status code and the body.
@@ -86,14 +86,7 @@ fn start() -> Metered {
     let lines: Vec<String> = bmcs
         .iter()
         .enumerate()
-        .map(|(i, b)| {
-            format!(
-                "  - name: labnode0{n}\n    bmc: {{address: {a}, port: {p}, username: {USER}, password: {PASSWORD}}}\n    cluster: true\n",
-                n = i + 1,
-                a = b.address,
-                p = b.port,
-            )
-        })
+        .map(|(i, b)| ipmi_support::lab_server(i, b, PASSWORD))
         .collect();
     let lab = Lab::start_real(1000, 1000, move |text: String| {
         let (head, _) = text.split_once("servers:\n").expect("servers");

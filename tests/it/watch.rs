@@ -12,7 +12,7 @@ use crate::support::snmp as snmp_support;
 use std::time::{Duration, Instant};
 
 use esxi_support::{Logins, Sshd};
-use ipmi_support::{PASSWORD, SimBmc, USER, sim_at};
+use ipmi_support::{PASSWORD, SimBmc, sim_at};
 use resetpath_support::{Lab, Stream, free_port, haconn};
 use snmp_support::Snmpd;
 
@@ -30,14 +30,7 @@ fn spec(
     let lines: Vec<String> = nodes
         .iter()
         .enumerate()
-        .map(|(i, b)| {
-            format!(
-                "  - name: labnode0{n}\n    bmc: {{address: {a}, port: {p}, username: {USER}, password: {password}}}\n    cluster: true\n",
-                n = i + 1,
-                a = b.address,
-                p = b.port,
-            )
-        })
+        .map(|(i, b)| ipmi_support::lab_server(i, b, password))
         .collect();
     let pdu = pdu.map(|(s, recovery)| (s.port, recovery));
     move |text: String| {

@@ -585,6 +585,17 @@ pub fn now_ns() -> u128 {
 /// Edits the lab spec of tests/resetpath_support.rs (its `Lab::start_real`) so that
 /// labnode01's and labnode02's BMCs are these simulators (same account and password).
 /// A simulator at 127.0.0.`last_octet` with the default account.
+/// The lab spec's entry of `labnode0{i+1}`, a cluster node whose BMC is `bmc` (as `USER`
+/// with `password`).
+pub fn lab_server(i: usize, bmc: &SimBmc, password: &str) -> String {
+    format!(
+        "  - name: labnode0{n}\n    bmc: {{address: {a}, port: {p}, username: {USER}, password: {password}}}\n    cluster: true\n",
+        n = i + 1,
+        a = bmc.address,
+        p = bmc.port,
+    )
+}
+
 pub fn sim_at(last_octet: u8) -> SimBmc {
     SimBmc::with(SimConfig {
         address: std::net::Ipv4Addr::new(127, 0, 0, last_octet),
