@@ -41,6 +41,10 @@ use timeline::{Actor, Event, Reorder, What};
 /// How long a dump agent takes to report "stopped" after the NMI lands.
 pub const DUMP_AGENT_DELAY: Duration = Duration::from_millis(300);
 /// Simulated answer times: a BMC, a PDU, an ESXi host.
+/// How much sooner than the NMI a hard reset may reach a simulated BMC, for the lab's
+/// check that the two were requested hispeed apart.
+const DELIVERY_SKEW: Duration = Duration::from_millis(20);
+
 const BMC_DELAY: Duration = Duration::from_millis(20);
 const PDU_DELAY: Duration = Duration::from_millis(30);
 const ESXI_DELAY: Duration = Duration::from_millis(15);
@@ -1053,11 +1057,17 @@ fn verdict(cast: &Cast, t: Timings, seen: &Seen, sim: &Sim) -> Vec<(bool, String
             } else {
                 hispeed
             };
+            // The seed counts hispeed from the NMI's request to the hard reset's request
+            // (`tests/it/pipeline_timing.rs` pins that on a paused clock); what the lab sees
+            // is when each reached the simulated BMC, and on a loaded machine the NMI can
+            // take a few ms longer on its way than the hard reset does.
             check(
-                matches!((nmi.first(), hard_at.as_slice()), (Some(n), [h]) if *h >= *n + after),
+                matches!((nmi.first(), hard_at.as_slice()),
+                    (Some(n), [h]) if *h + DELIVERY_SKEW >= *n + after),
                 format!(
-                    "one hard reset, {} ms or more after the NMI",
-                    after.as_millis()
+                    "one hard reset, {} ms or more after the NMI (as they reached the BMC, within {} ms)",
+                    after.as_millis(),
+                    DELIVERY_SKEW.as_millis()
                 ),
             );
             check(
